@@ -1,0 +1,103 @@
+//! The low-level storage trait every backend implements: a flat key space of immutable or
+//! atomically replaced objects, plus a staging area for uploads that grow by appends.
+//!
+//! Keys are `/`-separated paths of ASCII characters chosen by [`crate::layout`]; backends never
+//! see client input that was not validated first.
+//!
+//! Contracts every backend keeps (and the shared suite in `tests/` checks):
+//! - `put` replaces an object atomically: a reader sees the old bytes or the new bytes, never a mix,
+//!   also after a crash.
+//! - `delete` and `stage_delete` are idempotent: deleting what is absent succeeds.
+//! - `list` returns every key under a prefix, sorted by key bytes; `list_dir` returns the sorted,
+//!   de-duplicated names of the immediate children (objects and sub-folders) of a folder prefix.
+//! - `stage_append` writes after exactly `offset` bytes, discarding any bytes past `offset` that a
+//!   failed earlier append left behind; the bytes become durable before it returns when the backend
+//!   is configured to sync.
+//! - `stage_commit` makes the staged bytes visible at `key` atomically and removes the stage; if
+//!   `key` exists already it is kept (content-addressed keys hold the same bytes) and refreshed so a
+//!   garbage collector's grace period starts again.
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::Range;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+use crate::error::Result;
+
+/// A stream of bytes, as request bodies arrive and responses leave.
+pub type ByteStream = BoxStream<'static, io::Result<Bytes>>;
+
+/// What a backend knows about one object.
+#[derive(Debug, Clone)]
+pub struct ObjectMeta {
+    /// The object's key.
+    pub key: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// When it was last written or refreshed (GC grace periods count from here).
+    pub modified: SystemTime,
+}
+
+/// An object being read.
+pub struct GetObject {
+    /// Size of the whole object (not of the range).
+    pub size: u64,
+    /// The requested bytes.
+    pub stream: ByteStream,
+}
+
+/// A storage backend. Used as `Arc<dyn Backend>`.
+#[async_trait]
+pub trait Backend: Send + Sync + Debug + 'static {
+    /// Short name for logs and metrics (`filesystem`, `s3`, ...).
+    fn kind(&self) -> &'static str;
+
+    /// Smallest append other than the last that the backend handles efficiently; 0 for none.
+    /// Sent to clients as `OCI-Chunk-Min-Length`.
+    fn min_chunk(&self) -> u64 {
+        0
+    }
+
+    /// Metadata of `key`, or `NotFound`.
+    async fn head(&self, key: &str) -> Result<ObjectMeta>;
+
+    /// Reads `key`, whole or the given byte range (already checked against the size by the caller).
+    async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<GetObject>;
+
+    /// Reads a small object whole into memory (links, tags, manifests, upload state).
+    async fn get_bytes(&self, key: &str) -> Result<Bytes>;
+
+    /// Atomically creates or replaces `key` with `data`.
+    async fn put(&self, key: &str, data: Bytes) -> Result<()>;
+
+    /// Refreshes the modification time of `key` (`NotFound` if absent).
+    async fn touch(&self, key: &str) -> Result<()>;
+
+    /// Deletes `key`; succeeds if it is absent.
+    async fn delete(&self, key: &str) -> Result<()>;
+
+    /// Every key under `prefix`, recursively, sorted.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>>;
+
+    /// Sorted names of the immediate children of the folder `prefix` (which ends with `/`).
+    async fn list_dir(&self, prefix: &str) -> Result<Vec<String>>;
+
+    /// Appends `data` to the staged upload `id`, which holds `offset` bytes. Returns the new length.
+    async fn stage_append(&self, id: &str, offset: u64, data: ByteStream) -> Result<u64>;
+
+    /// Reads the first `len` bytes of staged upload `id`.
+    async fn stage_read(&self, id: &str, len: u64) -> Result<ByteStream>;
+
+    /// Publishes the first `len` bytes of staged upload `id` at `key` atomically.
+    async fn stage_commit(&self, id: &str, len: u64, key: &str) -> Result<()>;
+
+    /// Removes staged upload `id` and everything stored under it; succeeds if absent.
+    async fn stage_delete(&self, id: &str) -> Result<()>;
+
+    /// Staged upload ids with the time each was last appended to.
+    async fn stage_list(&self) -> Result<Vec<(String, SystemTime)>>;
+}

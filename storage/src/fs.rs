@@ -1,0 +1,411 @@
+//! The filesystem backend: one folder holds the key space, keys map to relative paths.
+//!
+//! Atomicity comes from `rename(2)`: every object is written to a hidden temporary file in its
+//! destination folder and renamed into place, so a reader (or a restart after SIGKILL) sees the
+//! old object, the new one, or none, never part of one. Leftover temporary files are invisible to
+//! listings and are garbage.
+//!
+//! With `sync` on, file data is fsync'd before the rename and the folder after it, so an
+//! acknowledged write also survives a power cut.
+
+use std::io::{self, SeekFrom};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio_util::io::ReaderStream;
+
+use crate::backend::{Backend, ByteStream, GetObject, ObjectMeta};
+use crate::error::{Error, Result};
+
+/// Read buffer for streaming files out.
+const READ_CHUNK: usize = 256 * 1024;
+/// Write buffer for appends: one blocking write per this many bytes.
+const WRITE_BUFFER: usize = 1024 * 1024;
+/// Prefix of temporary files; never a valid key component.
+const TMP_PREFIX: &str = ".tmp.";
+
+/// Storage in a local folder.
+#[derive(Debug, Clone)]
+pub struct FsBackend {
+    root: PathBuf,
+    sync: bool,
+}
+
+fn io_err(context: impl Into<String>, e: io::Error) -> Error {
+    Error::backend(context, e)
+}
+
+fn map_nf(key: &str, e: io::Error) -> Error {
+    if e.kind() == io::ErrorKind::NotFound {
+        Error::NotFound(key.to_owned())
+    } else {
+        io_err(format!("filesystem: {key}"), e)
+    }
+}
+
+impl FsBackend {
+    /// Opens (creating if needed) storage rooted at `root`. `sync` fsyncs before acknowledging.
+    pub fn new(root: impl Into<PathBuf>, sync: bool) -> Result<Self> {
+        let root = root.into();
+        std::fs::create_dir_all(&root)
+            .map_err(|e| io_err(format!("create storage folder {}", root.display()), e))?;
+        Ok(FsBackend { root, sync })
+    }
+
+    /// The storage folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        debug_assert!(
+            !key.split('/').any(|c| c == ".." || c == "."),
+            "unsafe key {key}"
+        );
+        self.root.join(key)
+    }
+
+    fn stage_dir(&self, id: &str) -> PathBuf {
+        self.root.join("uploads").join(id)
+    }
+
+    fn stage_data(&self, id: &str) -> PathBuf {
+        self.stage_dir(id).join("data")
+    }
+
+    async fn sync_dir(&self, dir: &Path) -> Result<()> {
+        if !self.sync {
+            return Ok(());
+        }
+        let dir = dir.to_owned();
+        tokio::task::spawn_blocking(move || std::fs::File::open(&dir).and_then(|f| f.sync_all()))
+            .await
+            .map_err(|e| Error::backend("fsync folder", e))?
+            .map_err(|e| io_err("fsync folder", e))
+    }
+}
+
+fn walk(dir: &Path, rel: &str, out: &mut Vec<(String, std::fs::Metadata)>) -> io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with('.') {
+            continue;
+        }
+        let key = if rel.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{rel}/{name}")
+        };
+        let ft = entry.file_type()?;
+        if ft.is_dir() {
+            walk(&entry.path(), &key, out)?;
+        } else if ft.is_file() {
+            match entry.metadata() {
+                Ok(m) => out.push((key, m)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Backend for FsBackend {
+    fn kind(&self) -> &'static str {
+        "filesystem"
+    }
+
+    async fn head(&self, key: &str) -> Result<ObjectMeta> {
+        let m = tokio::fs::metadata(self.path(key))
+            .await
+            .map_err(|e| map_nf(key, e))?;
+        if !m.is_file() {
+            return Err(Error::NotFound(key.to_owned()));
+        }
+        Ok(ObjectMeta {
+            key: key.to_owned(),
+            size: m.len(),
+            modified: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+        })
+    }
+
+    async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<GetObject> {
+        let mut f = tokio::fs::File::open(self.path(key))
+            .await
+            .map_err(|e| map_nf(key, e))?;
+        let size = f.metadata().await.map_err(|e| map_nf(key, e))?.len();
+        let stream: ByteStream = match range {
+            Some(r) => {
+                f.seek(SeekFrom::Start(r.start))
+                    .await
+                    .map_err(|e| map_nf(key, e))?;
+                ReaderStream::with_capacity(f.take(r.end - r.start), READ_CHUNK).boxed()
+            }
+            None => ReaderStream::with_capacity(f, READ_CHUNK).boxed(),
+        };
+        Ok(GetObject { size, stream })
+    }
+
+    async fn get_bytes(&self, key: &str) -> Result<Bytes> {
+        tokio::fs::read(self.path(key))
+            .await
+            .map(Bytes::from)
+            .map_err(|e| map_nf(key, e))
+    }
+
+    async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+        let path = self.path(key);
+        let dir = path.parent().expect("keys have a folder").to_owned();
+        let tmp = dir.join(format!("{TMP_PREFIX}{}", uuid::Uuid::new_v4().simple()));
+        let sync = self.sync;
+        let res = tokio::task::spawn_blocking(move || -> io::Result<()> {
+            std::fs::create_dir_all(&dir)?;
+            let write = || -> io::Result<()> {
+                let mut f = std::fs::File::create(&tmp)?;
+                io::Write::write_all(&mut f, &data)?;
+                if sync {
+                    f.sync_data()?;
+                }
+                std::fs::rename(&tmp, &path)?;
+                if sync {
+                    std::fs::File::open(&dir)?.sync_all()?;
+                }
+                Ok(())
+            };
+            let r = write();
+            if r.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            r
+        })
+        .await
+        .map_err(|e| Error::backend("put", e))?;
+        res.map_err(|e| io_err(format!("write {key}"), e))
+    }
+
+    async fn touch(&self, key: &str) -> Result<()> {
+        let path = self.path(key);
+        let k = key.to_owned();
+        tokio::task::spawn_blocking(move || {
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_modified(SystemTime::now()))
+        })
+        .await
+        .map_err(|e| Error::backend("touch", e))?
+        .map_err(|e| map_nf(&k, e))
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        match tokio::fs::remove_file(self.path(key)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(format!("delete {key}"), e)),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        let (dir_part, _) = prefix.rsplit_once('/').unwrap_or(("", prefix));
+        let dir = self.root.join(dir_part);
+        let rel = dir_part.to_owned();
+        let prefix = prefix.to_owned();
+        let found = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            walk(&dir, &rel, &mut out).map(|_| out)
+        })
+        .await
+        .map_err(|e| Error::backend("list", e))?
+        .map_err(|e| io_err(format!("list {prefix}"), e))?;
+        let mut metas: Vec<ObjectMeta> = found
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(&prefix) && !k.starts_with("uploads/"))
+            .map(|(key, m)| ObjectMeta {
+                key,
+                size: m.len(),
+                modified: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            })
+            .collect();
+        metas.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(metas)
+    }
+
+    async fn list_dir(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut rd = match tokio::fs::read_dir(self.path(prefix.trim_end_matches('/'))).await {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if e.raw_os_error() == Some(20) => return Ok(Vec::new()), // ENOTDIR
+            Err(e) => return Err(io_err(format!("list {prefix}"), e)),
+        };
+        let mut names = Vec::new();
+        while let Some(entry) = rd
+            .next_entry()
+            .await
+            .map_err(|e| io_err(format!("list {prefix}"), e))?
+        {
+            if let Some(name) = entry.file_name().to_str() {
+                if !name.starts_with('.') {
+                    names.push(name.to_owned());
+                }
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    async fn stage_append(&self, id: &str, offset: u64, mut data: ByteStream) -> Result<u64> {
+        let dir = self.stage_dir(id);
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| io_err("create upload folder", e))?;
+        let mut f = tokio::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.stage_data(id))
+            .await
+            .map_err(|e| io_err("open upload", e))?;
+        let len = f
+            .metadata()
+            .await
+            .map_err(|e| io_err("stat upload", e))?
+            .len();
+        if len < offset {
+            return Err(Error::Corrupt(format!(
+                "upload {id} holds {len} bytes, its state says {offset}"
+            )));
+        }
+        if len > offset {
+            // Bytes of an append that failed before its state was recorded.
+            f.set_len(offset)
+                .await
+                .map_err(|e| io_err("truncate upload", e))?;
+        }
+        f.seek(SeekFrom::Start(offset))
+            .await
+            .map_err(|e| io_err("seek upload", e))?;
+        let mut w = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, f);
+        let mut total = offset;
+        while let Some(chunk) = data.next().await {
+            let chunk = chunk.map_err(Error::Body)?;
+            w.write_all(&chunk)
+                .await
+                .map_err(|e| io_err("write upload", e))?;
+            total += chunk.len() as u64;
+        }
+        w.flush().await.map_err(|e| io_err("write upload", e))?;
+        if self.sync {
+            w.get_ref()
+                .sync_data()
+                .await
+                .map_err(|e| io_err("fsync upload", e))?;
+        }
+        Ok(total)
+    }
+
+    async fn stage_read(&self, id: &str, len: u64) -> Result<ByteStream> {
+        let f = tokio::fs::File::open(self.stage_data(id))
+            .await
+            .map_err(|e| map_nf(id, e))?;
+        Ok(ReaderStream::with_capacity(f.take(len), READ_CHUNK)
+            .map_err(|e| e)
+            .boxed())
+    }
+
+    async fn stage_commit(&self, id: &str, len: u64, key: &str) -> Result<()> {
+        let src = self.stage_data(id);
+        let dest = self.path(key);
+        let dir = dest.parent().expect("keys have a folder").to_owned();
+        let sync = self.sync;
+        let key_owned = key.to_owned();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            if dest.exists() {
+                std::fs::File::options()
+                    .write(true)
+                    .open(&dest)
+                    .and_then(|f| f.set_modified(SystemTime::now()))
+                    .map_err(|e| io_err(format!("refresh {key_owned}"), e))?;
+                return Ok(());
+            }
+            let f = match std::fs::File::options().write(true).open(&src) {
+                Ok(f) => f,
+                // Nothing was ever appended: the blob is empty.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && len == 0 => {
+                    std::fs::create_dir_all(src.parent().expect("stage folder"))
+                        .and_then(|_| std::fs::File::create(&src))
+                        .map_err(|e| io_err("create empty upload", e))?
+                }
+                Err(e) => return Err(io_err("open upload", e)),
+            };
+            let have = f.metadata().map_err(|e| io_err("stat upload", e))?.len();
+            if have < len {
+                return Err(Error::Corrupt(format!(
+                    "upload holds {have} bytes, expected {len}"
+                )));
+            }
+            if have > len {
+                f.set_len(len).map_err(|e| io_err("truncate upload", e))?;
+            }
+            if sync {
+                f.sync_data().map_err(|e| io_err("fsync upload", e))?;
+            }
+            drop(f);
+            std::fs::create_dir_all(&dir).map_err(|e| io_err("create blob folder", e))?;
+            std::fs::rename(&src, &dest).map_err(|e| io_err("publish blob", e))?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::backend("commit", e))??;
+        self.sync_dir(self.path(key).parent().expect("folder"))
+            .await?;
+        self.stage_delete(id).await
+    }
+
+    async fn stage_delete(&self, id: &str) -> Result<()> {
+        match tokio::fs::remove_dir_all(self.stage_dir(id)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err("delete upload", e)),
+        }
+    }
+
+    async fn stage_list(&self) -> Result<Vec<(String, SystemTime)>> {
+        let mut out = Vec::new();
+        let mut rd = match tokio::fs::read_dir(self.root.join("uploads")).await {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(io_err("list uploads", e)),
+        };
+        while let Some(entry) = rd
+            .next_entry()
+            .await
+            .map_err(|e| io_err("list uploads", e))?
+        {
+            let Some(id) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            let mut newest = SystemTime::UNIX_EPOCH;
+            for f in ["state", "data", ""] {
+                if let Ok(m) = tokio::fs::metadata(entry.path().join(f)).await {
+                    newest = newest.max(m.modified().unwrap_or(SystemTime::UNIX_EPOCH));
+                }
+            }
+            out.push((id, newest));
+        }
+        out.sort();
+        Ok(out)
+    }
+}

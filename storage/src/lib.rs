@@ -1,0 +1,26 @@
+//! Storage for an OCI registry: content-addressed blobs, per-repository links, tags, referrers
+//! and resumable upload sessions, over interchangeable backends. This crate knows nothing of HTTP.
+//!
+//! # Layout
+//! - [`types`]: validated newtypes (`Digest`, `RepoName`, `Tag`, `Reference`).
+//! - [`backend`]: the `Backend` trait and its contracts (atomic put, staged appends, listings).
+//! - [`fs`]: the filesystem backend.
+//! - [`layout`]: where each kind of object lives in the key space.
+//! - [`hash`]: incremental hashing with savable state.
+//! - [`manifest`]: parsing and validating pushed manifests.
+//! - [`registry`]: the `Registry` service the HTTP layer calls.
+//! - [`error`]: the error vocabulary.
+
+pub mod backend;
+pub mod error;
+pub mod fs;
+pub mod hash;
+pub mod layout;
+pub mod manifest;
+pub mod registry;
+pub mod types;
+
+pub use backend::{Backend, ByteStream, GetObject, ObjectMeta};
+pub use error::{Error, Result};
+pub use registry::{ManifestInfo, Options, Page, PushedManifest, Registry, UploadStatus};
+pub use types::{Algorithm, Digest, ParseError, Reference, RepoName, Tag};
