@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Installs what the real-client tests (conformance/clients/run.sh) need, when it is missing.
+# Idempotent and non-interactive (CI has no terminal); meant to run as root on Debian 12.
+# A fast no-op when everything is already present.
+set -euo pipefail
+
+# command name -> Debian package that provides it
+declare -A CMD_PKG=(
+  [skopeo]=skopeo
+  [buildah]=buildah
+  [podman]=podman
+  [containerd]=containerd
+  [ctr]=containerd
+  [runc]=runc
+  [docker-registry]=docker-registry
+  [umoci]=umoci
+  [newuidmap]=uidmap
+  [fuse-overlayfs]=fuse-overlayfs
+  [jq]=jq
+  [curl]=curl
+  [unshare]=util-linux
+  [setpriv]=util-linux
+  [slirp4netns]=slirp4netns
+  [catatonit]=catatonit
+)
+
+missing_pkgs=()
+for cmd in "${!CMD_PKG[@]}"; do
+  if ! command -v "$cmd" >/dev/null 2>&1; then
+    missing_pkgs+=("${CMD_PKG[$cmd]}")
+  fi
+done
+# The test images need a statically linked busybox (it runs inside an empty image).
+if ! dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'install ok installed'; then
+  missing_pkgs+=(busybox-static)
+fi
+
+PY=${PYTHON:-python3}
+need_pip=0
+if ! command -v "$PY" >/dev/null 2>&1; then
+  missing_pkgs+=(python3 python3-pip)
+  need_pip=1
+elif ! "$PY" -c 'import oras' >/dev/null 2>&1; then
+  need_pip=1
+  if ! "$PY" -m pip --version >/dev/null 2>&1; then
+    missing_pkgs+=(python3-pip)
+  fi
+fi
+
+if [ "${#missing_pkgs[@]}" -gt 0 ]; then
+  # de-duplicate
+  mapfile -t missing_pkgs < <(printf '%s\n' "${missing_pkgs[@]}" | sort -u)
+  echo "install-test-deps: apt-get install ${missing_pkgs[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q "${missing_pkgs[@]}"
+fi
+
+if [ "$need_pip" = 1 ]; then
+  echo "install-test-deps: pip install oras" >&2
+  # Debian's system python refuses plain pip installs (PEP 668); allow it there.
+  if ! "$PY" -m pip install -q oras 2>/dev/null; then
+    "$PY" -m pip install -q --break-system-packages oras
+  fi
+  "$PY" -c 'import oras' || { echo "install-test-deps: oras still not importable" >&2; exit 1; }
+fi
+
+echo "install-test-deps: all test dependencies present" >&2
