@@ -40,7 +40,7 @@ need_pip=0
 if ! command -v "$PY" >/dev/null 2>&1; then
   missing_pkgs+=(python3 python3-pip)
   need_pip=1
-elif ! "$PY" -c 'import oras' >/dev/null 2>&1; then
+elif ! "$PY" -c 'import oras, grpc, grpc_tools.protoc' >/dev/null 2>&1; then
   need_pip=1
   if ! "$PY" -m pip --version >/dev/null 2>&1; then
     missing_pkgs+=(python3-pip)
@@ -57,12 +57,14 @@ if [ "${#missing_pkgs[@]}" -gt 0 ]; then
 fi
 
 if [ "$need_pip" = 1 ]; then
-  echo "install-test-deps: pip install oras" >&2
+  # oras: the ORAS Python SDK; grpcio + grpcio-tools: the CRI (Kubernetes) PullImage client.
+  echo "install-test-deps: pip install oras grpcio grpcio-tools" >&2
   # Debian's system python refuses plain pip installs (PEP 668); allow it there.
-  if ! "$PY" -m pip install -q oras 2>/dev/null; then
-    "$PY" -m pip install -q --break-system-packages oras
+  if ! "$PY" -m pip install -q --root-user-action=ignore oras grpcio grpcio-tools 2>/dev/null; then
+    "$PY" -m pip install -q --break-system-packages oras grpcio grpcio-tools
   fi
-  "$PY" -c 'import oras' || { echo "install-test-deps: oras still not importable" >&2; exit 1; }
+  "$PY" -c 'import oras, grpc, grpc_tools.protoc' ||
+    { echo "install-test-deps: python modules still not importable" >&2; exit 1; }
 fi
 
 echo "install-test-deps: all test dependencies present" >&2

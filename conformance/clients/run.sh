@@ -444,7 +444,6 @@ start_containerd() {
 version = 2
 root = "$CTRD/root"
 state = "$CTRD/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
 [grpc]
   address = "$CTRD/containerd.sock"
 [ttrpc]
@@ -452,8 +451,18 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 [debug]
   address = "$CTRD/debug.sock"
   level = "info"
-[plugins."io.containerd.runtime.v1.linux"]
-  shim_debug = false
+# The CRI plugin (what the kubelet talks to) reads registry hosts from config_path. No CNI is
+# configured: only its image service is used here.
+[plugins."io.containerd.grpc.v1.cri"]
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "$CTRD/cni/bin"
+    conf_dir = "$CTRD/cni/conf"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "$CTRD/hosts"
 EOF
   cat >"$CTRD/hosts/$SVC_NAME/hosts.toml" <<EOF
 server = "http://$REG_HOST"
@@ -521,6 +530,44 @@ test_containerd_push() {
   expect_eq "output of ctr run" "$OUT" "$TOKEN_CTR"
 }
 
+# cri_pull REPO TAG: PullImage + ImageStatus through the CRI plugin; JSON result in $OUT
+cri_pull() {
+  "$PY" -c 'import grpc, grpc_tools.protoc' 2>/dev/null ||
+    fail "python modules grpcio/grpcio-tools missing (scripts/install-test-deps.sh)" || return 1
+  if ! run "$PY" "$HERE/cri/cri_pull.py" "$CTRD/containerd.sock" "$SVC_NAME/$1:$2" "$WORK/cri-gen"; then
+    REASON="CRI PullImage of $SVC_NAME/$1:$2: ${OUT:-$REASON}"
+    return 1
+  fi
+}
+
+# The Kubernetes path: the kubelet's CRI PullImage of a multi-arch index and of a Docker-format image.
+test_containerd_cri_pull() {
+  local repo idx child cfg
+  start_containerd || return 1
+  # multi-arch index (pushed by buildah-manifest-multiarch): the linux/amd64 child must be chosen
+  http GET "/v2/clients/multiarch/manifests/v1" "$ACCEPT_ALL"
+  [ "$HTTP_STATUS" = 200 ] || fail "clients/multiarch:v1 missing (pushed by buildah-manifest-multiarch)" || return 1
+  idx=$(sha256_file "$HTTP_BODY")
+  child=$(jq -r '.manifests[] | select(.platform.architecture == "amd64") | .digest' "$HTTP_BODY")
+  http GET "/v2/clients/multiarch/manifests/$child" "$ACCEPT_ALL"
+  cfg=$(jq -r .config.digest "$HTTP_BODY")
+  cri_pull clients/multiarch v1 || return 1
+  expect_eq "CRI image id (config of the amd64 child)" "$(echo "$OUT" | jq -r .id)" "$cfg" || return 1
+  expect_eq "CRI repo_digests" "$(echo "$OUT" | jq -c .repo_digests)" "[\"$SVC_NAME/clients/multiarch@$idx\"]" || return 1
+  expect_eq "CRI repo_tags" "$(echo "$OUT" | jq -c .repo_tags)" "[\"$SVC_NAME/clients/multiarch:v1\"]" || return 1
+  # Docker schema 2 image (pushed by buildah-push-pull-docker)
+  repo=clients/buildah-docker
+  http GET "/v2/$repo/manifests/v1" "$ACCEPT_ALL"
+  [ "$HTTP_STATUS" = 200 ] || fail "$repo:v1 missing (pushed by buildah-push-pull-docker)" || return 1
+  cfg=$(jq -r .config.digest "$HTTP_BODY")
+  idx=$(sha256_file "$HTTP_BODY")
+  cri_pull "$repo" v1 || return 1
+  expect_eq "CRI image id of the Docker-format image" "$(echo "$OUT" | jq -r .id)" "$cfg" || return 1
+  # CRI groups references by image id: other names of the same config may be listed too
+  expect_eq "CRI repo_digests has $SVC_NAME/$repo@$idx" \
+    "$(echo "$OUT" | jq --arg r "$SVC_NAME/$repo@$idx" '.repo_digests | index($r) != null')" true
+}
+
 # ---------------------------------------------------------------- oras (Python SDK)
 oras_py() {
   "$PY" -c 'import oras' 2>/dev/null || fail "python module oras missing (scripts/install-test-deps.sh)" || return 1
@@ -543,6 +590,7 @@ t buildah-manifest-multiarch test_buildah_manifest
 t podman-push-rmi-pull-run test_podman
 t containerd-pull-run test_containerd_pull_run
 t containerd-push-pull-run test_containerd_push
+t containerd-cri-pull test_containerd_cri_pull
 t oras-artifact test_oras_artifact
 t oras-referrers test_oras_referrers
 finish
