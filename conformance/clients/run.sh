@@ -158,8 +158,9 @@ t() {
   TLOG="$WORK/logs/$name.log"
   local start=$SECONDS
   if "$@"; then
-    echo "PASS $name ($((SECONDS - start))s)"
+    echo "PASS $name"
     PASSED=$((PASSED + 1))
+    echo "# took $((SECONDS - start))s" >>"$TLOG"
   else
     echo "FAIL $name: ${REASON:-no reason recorded}"
     FAILED=$((FAILED + 1))
