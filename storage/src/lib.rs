@@ -17,6 +17,7 @@ pub mod fs;
 pub mod hash;
 pub mod layout;
 pub mod manifest;
+pub mod object;
 pub mod registry;
 pub mod types;
 
