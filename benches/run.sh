@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark of our registry and CNCF Distribution 2.8 (docker-registry) on loopback.
+#
+#   benches/run.sh [--quick] [--only Scenario,...] [--out FILE]
+#
+# Builds `registry` and `regbench` in release, measures start-to-ready time of both servers (ours
+# also with 10,000 repositories in storage), starts ours (fsync on), ours (fsync off) and
+# Distribution, each on fresh storage in a temp folder, runs every scenario against each (see
+# BENCHMARKS.md), and writes the table to target/bench-results.md (and .json).
+# Full run: under 10 minutes on 2 cores; --quick: under 2 minutes.
+# Traffic goes to 127.0.0.1 only, on ports 16100-16199. Every server started here is stopped on exit.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+QUICK=""
+ONLY=""
+OUT="$ROOT/target/bench-results.md"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) QUICK="--quick" ;;
+    --only) ONLY="$2"; shift ;;
+    --out) OUT="$2"; shift ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+PORT_OURS=16101
+PORT_NOFSYNC=16102
+PORT_DIST=16103
+PORT_START_OURS=16110
+PORT_START_DIST=16111
+START_RUNS=5
+[ -n "$QUICK" ] && START_RUNS=3
+SEED_REPOS=10000
+
+command -v docker-registry >/dev/null || {
+  echo "docker-registry (CNCF Distribution) is missing: apt-get install -y docker-registry" >&2
+  exit 1
+}
+
+T0=$(date +%s)
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/regbench.XXXXXX")"
+PIDS=()
+cleanup() {
+  local rc=$?
+  for pid in "${PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+  done
+  if [ $rc -ne 0 ]; then
+    for log in "$WORK"/*.log; do
+      [ -f "$log" ] || continue
+      echo "--- last lines of $(basename "$log")" >&2
+      tail -n 20 "$log" >&2
+    done
+  fi
+  rm -rf "$WORK"
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+echo "== building registry and regbench (release)" >&2
+(cd "$ROOT" && cargo build --release -p registry --bin registry && cargo build --release -p benches --bin regbench) >&2
+REGISTRY="$ROOT/target/release/registry"
+REGBENCH="$ROOT/target/release/regbench"
+
+dist_config() { # port storage-dir -> config file path
+  local cfg="$WORK/dist-$1.yml"
+  cat > "$cfg" <<YML
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $2
+  cache:
+    blobdescriptor: inmemory
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:$1
+YML
+  echo "$cfg"
+}
+
+wait_ready() { # url pid name
+  for _ in $(seq 1 300); do
+    if ! kill -0 "$2" 2>/dev/null; then echo "$3 exited during start-up" >&2; return 1; fi
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "$1")" = 200 ] && return 0
+    sleep 0.1
+  done
+  echo "$3 not ready after 30 s" >&2
+  return 1
+}
+
+STARTUP="$WORK/startup.json"
+echo "== start-to-ready times" >&2
+mkdir -p "$WORK/start-empty" "$WORK/start-10k" "$WORK/start-dist"
+"$REGBENCH" startup --server ours --label "empty storage" --addr 127.0.0.1:$PORT_START_OURS \
+  --path /readyz --runs $START_RUNS --out "$STARTUP" -- \
+  "$REGISTRY" serve --listen 127.0.0.1:$PORT_START_OURS --storage "$WORK/start-empty" --log-level warn
+"$REGBENCH" startup --server distribution --label "empty storage" --addr 127.0.0.1:$PORT_START_DIST \
+  --path /v2/ --runs $START_RUNS --out "$STARTUP" -- \
+  docker-registry serve "$(dist_config $PORT_START_DIST "$WORK/start-dist")"
+"$REGBENCH" seed --storage "$WORK/start-10k" --repos $SEED_REPOS
+"$REGBENCH" startup --server ours --label "$SEED_REPOS repositories in storage" \
+  --addr 127.0.0.1:$PORT_START_OURS --path /readyz --runs $START_RUNS --out "$STARTUP" -- \
+  "$REGISTRY" serve --listen 127.0.0.1:$PORT_START_OURS --storage "$WORK/start-10k" --log-level warn
+"$REGBENCH" na --server distribution --label "$SEED_REPOS repositories in storage" \
+  --why "not measured" --out "$STARTUP"
+rm -rf "$WORK/start-10k"
+
+echo "== starting servers" >&2
+mkdir -p "$WORK/ours" "$WORK/ours-nofsync" "$WORK/dist"
+"$REGISTRY" serve --listen 127.0.0.1:$PORT_OURS --storage "$WORK/ours" --fsync true \
+  --log-level warn >"$WORK/ours.log" 2>&1 &
+PID_OURS=$!; PIDS+=("$PID_OURS")
+"$REGISTRY" serve --listen 127.0.0.1:$PORT_NOFSYNC --storage "$WORK/ours-nofsync" --fsync false \
+  --log-level warn >"$WORK/ours-nofsync.log" 2>&1 &
+PID_NOFSYNC=$!; PIDS+=("$PID_NOFSYNC")
+# `env` execs the server, so $! is the server's own pid.
+env -u AWS_CA_BUNDLE docker-registry serve "$(dist_config $PORT_DIST "$WORK/dist")" \
+  >"$WORK/distribution.log" 2>&1 &
+PID_DIST=$!; PIDS+=("$PID_DIST")
+wait_ready "http://127.0.0.1:$PORT_OURS/readyz" "$PID_OURS" ours
+wait_ready "http://127.0.0.1:$PORT_NOFSYNC/readyz" "$PID_NOFSYNC" ours-nofsync
+wait_ready "http://127.0.0.1:$PORT_DIST/v2/" "$PID_DIST" distribution
+sleep 1 # let both settle before reading idle RSS
+
+mkdir -p "$(dirname "$OUT")"
+{
+  echo "## Results $(date -u '+%Y-%m-%d %H:%M UTC')${QUICK:+ (quick mode)}"
+  echo
+  echo "- machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(free -g | awk '/Mem:/{print $2}') GiB RAM, kernel $(uname -r), storage on $(df -T "$WORK" | awk 'NR==2{print $2}')"
+  echo "- ours: $("$REGISTRY" --version 2>/dev/null || echo registry) at $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?'); distribution: $(docker-registry --version 2>/dev/null | head -1)"
+  echo "- MB = 10^6 bytes; server CPU = utime+stime from /proc/<pid>/stat around the timed part; peak RSS = VmHWM, reset before each scenario"
+  echo
+} > "$OUT"
+
+echo "== scenarios" >&2
+"$REGBENCH" run $QUICK ${ONLY:+--only "$ONLY"} --clk-tck "$(getconf CLK_TCK)" \
+  --server "ours=127.0.0.1:$PORT_OURS,$PID_OURS" \
+  --server "distribution=127.0.0.1:$PORT_DIST,$PID_DIST" \
+  --server "ours-nofsync=127.0.0.1:$PORT_NOFSYNC,$PID_NOFSYNC,push-only" \
+  --title "ours=ours (fsync on)" --title "distribution=Distribution 2.8.2" \
+  --title "ours-nofsync=ours (fsync off)" \
+  --merge "$STARTUP" --out "$OUT" --json "${OUT%.md}.json"
+
+echo "== done in $(( $(date +%s) - T0 )) s; table in $OUT" >&2
