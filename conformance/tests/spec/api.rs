@@ -1,0 +1,119 @@
+//! `/v2/` (determining support), health endpoints, unknown query parameters and `ns`.
+
+use conformance::{header, TestRegistry};
+
+#[tokio::test]
+async fn v2_root_answers_200_with_api_version_header() {
+    let reg = TestRegistry::start().await;
+    let resp = reg.client().get(reg.url("/v2/")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        header(resp.headers(), "docker-distribution-api-version"),
+        Some("registry/2.0")
+    );
+    // Without the trailing slash too: clients probe both.
+    let resp = reg.client().get(reg.url("/v2")).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "GET /v2 (no trailing slash)");
+    // HEAD /v2/ answers the same status with no body.
+    let resp = reg.client().head(reg.url("/v2/")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.bytes().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn health_endpoints_answer_200() {
+    let reg = TestRegistry::start().await;
+    for path in ["/livez", "/readyz"] {
+        let resp = reg.client().get(reg.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "GET {path}");
+    }
+}
+
+#[tokio::test]
+async fn unknown_query_parameters_are_accepted_and_ns_is_echoed() {
+    let reg = TestRegistry::start().await;
+    let img = reg.push_image("ns/app", Some("v1"), 1).await;
+
+    for reference in ["v1", img.digest.as_str()] {
+        let resp = reg
+            .client()
+            .get(reg.url(&format!("/v2/ns/app/manifests/{reference}?ns=example.com")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.status(),
+            200,
+            "GET manifest {reference}?ns=example.com"
+        );
+        assert_eq!(
+            header(resp.headers(), "oci-namespace"),
+            Some("example.com"),
+            "OCI-Namespace must echo the ns parameter"
+        );
+        assert_eq!(resp.bytes().await.unwrap(), img.manifest);
+
+        let resp = reg
+            .client()
+            .head(reg.url(&format!("/v2/ns/app/manifests/{reference}?ns=example.com")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.status(),
+            200,
+            "HEAD manifest {reference}?ns=example.com"
+        );
+    }
+
+    // Blob pulls with ns (containerd adds it to every request of a mirror).
+    let resp = reg
+        .client()
+        .get(reg.url(&format!(
+            "/v2/ns/app/blobs/{}?ns=example.com",
+            img.config_digest
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(resp.headers(), "oci-namespace"), Some("example.com"));
+    assert_eq!(resp.bytes().await.unwrap(), img.config);
+
+    // An unrelated unknown parameter changes nothing, and no OCI-Namespace without ns.
+    let resp = reg
+        .client()
+        .get(reg.url("/v2/ns/app/manifests/v1?foo=bar&x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(header(resp.headers(), "oci-namespace").is_none());
+    assert_eq!(resp.bytes().await.unwrap(), img.manifest);
+
+    // Uploads with ns work too.
+    let data = conformance::random_bytes(100);
+    let digest = conformance::sha256_digest(&data);
+    let resp = reg
+        .client()
+        .post(reg.url(&format!(
+            "/v2/ns/app/blobs/uploads/?ns=example.com&digest={digest}"
+        )))
+        .header("content-type", "application/octet-stream")
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        resp.status() == 201 || resp.status() == 202,
+        "POST upload with ns: {}",
+        resp.status()
+    );
+    let resp = reg
+        .client()
+        .get(reg.url("/v2/ns/app/tags/list?ns=example.com"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}

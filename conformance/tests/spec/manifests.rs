@@ -1,0 +1,825 @@
+//! Pushing, pulling and deleting manifests and tags; validation; size limits; multi-tag push.
+
+use conformance::{
+    descriptor, empty_descriptor, expect_client_error, expect_error, header, header_values,
+    location, random_bytes, sha256_digest, IndexBuilder, ManifestBuilder, TestRegistry,
+    DOCKER_CONFIG, DOCKER_LAYER, DOCKER_LIST, DOCKER_MANIFEST, EMPTY_JSON_DIGEST, OCI_CONFIG,
+    OCI_EMPTY, OCI_INDEX, OCI_LAYER, OCI_MANIFEST,
+};
+use serde_json::json;
+
+/// Pushes a config and one layer to `repo`; returns (config descriptor, layer descriptor).
+async fn blobs(reg: &TestRegistry, repo: &str) -> (serde_json::Value, serde_json::Value) {
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","n":"{}"}}"#,
+        conformance::random_suffix()
+    );
+    reg.push_blob(repo, config.as_bytes()).await;
+    let layer = random_bytes(2048);
+    reg.push_blob(repo, &layer).await;
+    (
+        descriptor(OCI_CONFIG, config.as_bytes()),
+        descriptor(OCI_LAYER, &layer),
+    )
+}
+
+/// Asserts GET and HEAD of `/v2/<repo>/manifests/<reference>` serve `body` as `media_type`.
+async fn assert_manifest(
+    reg: &TestRegistry,
+    repo: &str,
+    reference: &str,
+    media_type: &str,
+    body: &[u8],
+) {
+    let url = reg.url(&format!("/v2/{repo}/manifests/{reference}"));
+    let digest = sha256_digest(body);
+    let resp = reg
+        .client()
+        .get(&url)
+        .header(
+            "accept",
+            format!("{OCI_MANIFEST}, {OCI_INDEX}, {DOCKER_MANIFEST}, {DOCKER_LIST}"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "GET {repo}:{reference}");
+    let h = resp.headers().clone();
+    assert_eq!(
+        header(&h, "content-type"),
+        Some(media_type),
+        "GET {reference} Content-Type"
+    );
+    assert_eq!(header(&h, "docker-content-digest"), Some(digest.as_str()));
+    assert_eq!(
+        header(&h, "content-length"),
+        Some(body.len().to_string().as_str())
+    );
+    assert_eq!(
+        &resp.bytes().await.unwrap()[..],
+        body,
+        "GET {reference} must return the exact pushed bytes"
+    );
+
+    let resp = reg
+        .client()
+        .head(&url)
+        .header(
+            "accept",
+            format!("{OCI_MANIFEST}, {OCI_INDEX}, {DOCKER_MANIFEST}, {DOCKER_LIST}"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "HEAD {repo}:{reference}");
+    let hh = resp.headers().clone();
+    assert_eq!(
+        header(&hh, "content-type"),
+        Some(media_type),
+        "HEAD Content-Type"
+    );
+    assert_eq!(header(&hh, "docker-content-digest"), Some(digest.as_str()));
+    assert_eq!(
+        header(&hh, "content-length"),
+        Some(body.len().to_string().as_str()),
+        "HEAD Content-Length"
+    );
+    assert!(resp.bytes().await.unwrap().is_empty(), "HEAD has no body");
+}
+
+async fn get_status(reg: &TestRegistry, repo: &str, reference: &str) -> u16 {
+    reg.client()
+        .get(reg.url(&format!("/v2/{repo}/manifests/{reference}")))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn push_by_tag_and_pull_exact_bytes() {
+    let reg = TestRegistry::start().await;
+    let (config, layer) = blobs(&reg, "man/exact").await;
+    // Odd whitespace and key order: re-serialising would change the digest.
+    let body = format!(
+        "{{\n   \"schemaVersion\" :2,\t\"mediaType\":   \"{OCI_MANIFEST}\",\n\"config\":{config} ,\n  \"layers\" : [ {layer} ],\"annotations\":{{\"z\":\"1\",  \"a\":\"2\"}}\n}}\n\n"
+    )
+    .into_bytes();
+    let digest = sha256_digest(&body);
+    let resp = reg
+        .put_manifest("man/exact", "v1.0", OCI_MANIFEST, &body)
+        .await;
+    assert_eq!(resp.status(), 201);
+    assert_eq!(
+        header(resp.headers(), "docker-content-digest"),
+        Some(digest.as_str())
+    );
+    let loc = location(&resp);
+    let got = reg.client().get(&loc).send().await.unwrap();
+    assert_eq!(got.status(), 200, "GET the 201's Location {loc}");
+    assert_eq!(got.bytes().await.unwrap(), body);
+
+    assert_manifest(&reg, "man/exact", "v1.0", OCI_MANIFEST, &body).await;
+    assert_manifest(&reg, "man/exact", &digest, OCI_MANIFEST, &body).await;
+}
+
+#[tokio::test]
+async fn push_by_digest() {
+    let reg = TestRegistry::start().await;
+    let (config, layer) = blobs(&reg, "man/bydigest").await;
+    let body = ManifestBuilder::new(config).layer(layer).build();
+    let digest = sha256_digest(&body);
+    let resp = reg
+        .put_manifest("man/bydigest", &digest, OCI_MANIFEST, &body)
+        .await;
+    assert_eq!(resp.status(), 201);
+    assert_eq!(
+        header(resp.headers(), "docker-content-digest"),
+        Some(digest.as_str())
+    );
+    let loc = location(&resp);
+    assert_eq!(reg.client().get(&loc).send().await.unwrap().status(), 200);
+    assert_manifest(&reg, "man/bydigest", &digest, OCI_MANIFEST, &body).await;
+    // Not tagged: the tag list is empty (or the repository has no tags yet).
+    let resp = reg
+        .client()
+        .get(reg.url("/v2/man/bydigest/tags/list"))
+        .send()
+        .await
+        .unwrap();
+    if resp.status() == 200 {
+        let v: serde_json::Value = resp.json().await.unwrap();
+        let tags = v["tags"].as_array().cloned().unwrap_or_default();
+        assert!(tags.is_empty(), "tags after digest-only push: {v}");
+    }
+}
+
+#[tokio::test]
+async fn manifest_without_media_type_field_keeps_pushed_content_type() {
+    let reg = TestRegistry::start().await;
+    let (config, layer) = blobs(&reg, "man/nomt").await;
+    let body = ManifestBuilder::new(config)
+        .media_type(None)
+        .layer(layer)
+        .build();
+    reg.push_manifest("man/nomt", "t", OCI_MANIFEST, &body)
+        .await;
+    assert_manifest(&reg, "man/nomt", "t", OCI_MANIFEST, &body).await;
+}
+
+#[tokio::test]
+async fn content_type_media_type_mismatch_is_manifest_invalid() {
+    let reg = TestRegistry::start().await;
+    let (config, layer) = blobs(&reg, "man/mismatch").await;
+    let body = ManifestBuilder::new(config).layer(layer).build();
+    let resp = reg
+        .put_manifest("man/mismatch", "t", OCI_INDEX, &body)
+        .await;
+    expect_error(resp, 400, &["MANIFEST_INVALID"]).await;
+    let resp = reg
+        .put_manifest("man/mismatch", "t", DOCKER_MANIFEST, &body)
+        .await;
+    expect_error(resp, 400, &["MANIFEST_INVALID"]).await;
+    assert_eq!(get_status(&reg, "man/mismatch", "t").await, 404);
+}
+
+#[tokio::test]
+async fn invalid_json_is_manifest_invalid() {
+    let reg = TestRegistry::start().await;
+    for body in [
+        &b"{not json"[..],
+        b"",
+        b"[]",
+        b"\"a string\"",
+        b"{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"config\":",
+    ] {
+        let resp = reg.put_manifest("man/badjson", "t", OCI_MANIFEST, body).await;
+        expect_error(resp, 400, &["MANIFEST_INVALID"]).await;
+    }
+    // Structurally wrong: config is not a descriptor / digest is malformed.
+    let bad_config = json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": "sha256:nothex", "size": 2},
+        "layers": []
+    });
+    let resp = reg
+        .put_manifest(
+            "man/badjson",
+            "t",
+            OCI_MANIFEST,
+            &serde_json::to_vec(&bad_config).unwrap(),
+        )
+        .await;
+    expect_error(resp, 400, &["MANIFEST_INVALID", "DIGEST_INVALID"]).await;
+    assert_eq!(get_status(&reg, "man/badjson", "t").await, 404);
+}
+
+#[tokio::test]
+async fn missing_blobs_are_manifest_blob_unknown() {
+    let reg = TestRegistry::start().await;
+    let (config, layer) = blobs(&reg, "man/missing").await;
+    let absent_layer = descriptor(OCI_LAYER, b"never uploaded layer");
+    let absent_config = descriptor(OCI_CONFIG, b"{\"never\":\"uploaded\"}");
+
+    let body = ManifestBuilder::new(config.clone())
+        .layer(layer.clone())
+        .layer(absent_layer)
+        .build();
+    let resp = reg
+        .put_manifest("man/missing", "t", OCI_MANIFEST, &body)
+        .await;
+    expect_error(resp, 400, &["MANIFEST_BLOB_UNKNOWN"]).await;
+
+    let body = ManifestBuilder::new(absent_config)
+        .layer(layer.clone())
+        .build();
+    let resp = reg
+        .put_manifest("man/missing", "t", OCI_MANIFEST, &body)
+        .await;
+    expect_error(resp, 400, &["MANIFEST_BLOB_UNKNOWN"]).await;
+
+    // A blob that exists only in another repository is unknown here.
+    let elsewhere = random_bytes(100);
+    reg.push_blob("man/other", &elsewhere).await;
+    let body = ManifestBuilder::new(config)
+        .layer(descriptor(OCI_LAYER, &elsewhere))
+        .build();
+    let resp = reg
+        .put_manifest("man/missing", "t", OCI_MANIFEST, &body)
+        .await;
+    let st = resp.status().as_u16();
+    // Auto-mount may make it known; otherwise it must be MANIFEST_BLOB_UNKNOWN.
+    if st != 201 {
+        expect_error(resp, 400, &["MANIFEST_BLOB_UNKNOWN"]).await;
+        assert_eq!(get_status(&reg, "man/missing", "t").await, 404);
+    }
+}
+
+#[tokio::test]
+async fn index_with_missing_child_is_manifest_blob_unknown() {
+    let reg = TestRegistry::start().await;
+    let img = reg.push_image("man/index", None, 1).await;
+    let absent = descriptor(OCI_MANIFEST, b"{\"schemaVersion\":2,\"absent\":true}");
+    let body = IndexBuilder::new()
+        .manifest(img.descriptor())
+        .manifest(absent)
+        .build();
+    let resp = reg
+        .put_manifest("man/index", "multi", OCI_INDEX, &body)
+        .await;
+    expect_error(resp, 400, &["MANIFEST_BLOB_UNKNOWN"]).await;
+    assert_eq!(get_status(&reg, "man/index", "multi").await, 404);
+}
+
+#[tokio::test]
+async fn index_with_present_children() {
+    let reg = TestRegistry::start().await;
+    let a = reg.push_image("man/index", None, 1).await;
+    let b = reg.push_image("man/index", None, 2).await;
+    let mut da = a.descriptor();
+    da["platform"] = json!({"architecture": "amd64", "os": "linux"});
+    let mut db = b.descriptor();
+    db["platform"] = json!({"architecture": "arm64", "os": "linux", "variant": "v8"});
+    let body = IndexBuilder::new().manifest(da).manifest(db).build();
+    let digest = reg
+        .push_manifest("man/index", "multi", OCI_INDEX, &body)
+        .await;
+    assert_manifest(&reg, "man/index", "multi", OCI_INDEX, &body).await;
+    assert_manifest(&reg, "man/index", &digest, OCI_INDEX, &body).await;
+    // Children by digest.
+    assert_manifest(&reg, "man/index", &a.digest, OCI_MANIFEST, &a.manifest).await;
+}
+
+#[tokio::test]
+async fn nested_index() {
+    let reg = TestRegistry::start().await;
+    let a = reg.push_image("man/nested", None, 1).await;
+    let inner = IndexBuilder::new().manifest(a.descriptor()).build();
+    reg.push_manifest("man/nested", &sha256_digest(&inner), OCI_INDEX, &inner)
+        .await;
+    let outer = IndexBuilder::new()
+        .manifest(descriptor(OCI_INDEX, &inner))
+        .build();
+    reg.push_manifest("man/nested", "outer", OCI_INDEX, &outer)
+        .await;
+    assert_manifest(&reg, "man/nested", "outer", OCI_INDEX, &outer).await;
+}
+
+#[tokio::test]
+async fn subject_pointing_at_nothing_is_accepted_with_oci_subject() {
+    let reg = TestRegistry::start().await;
+    reg.push_blob("man/subject", b"{}").await;
+    let ghost = descriptor(OCI_MANIFEST, b"{\"schemaVersion\":2,\"ghost\":1}");
+    let body = ManifestBuilder::artifact("application/vnd.example.sig")
+        .layer(empty_descriptor())
+        .subject(ghost.clone())
+        .build();
+    let resp = reg
+        .put_manifest("man/subject", &sha256_digest(&body), OCI_MANIFEST, &body)
+        .await;
+    assert_eq!(
+        resp.status(),
+        201,
+        "subject to a missing manifest must be accepted"
+    );
+    assert_eq!(
+        header(resp.headers(), "oci-subject"),
+        ghost["digest"].as_str(),
+        "OCI-Subject header"
+    );
+    assert_manifest(
+        &reg,
+        "man/subject",
+        &sha256_digest(&body),
+        OCI_MANIFEST,
+        &body,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn buildkit_cache_index_of_plain_blobs_is_accepted() {
+    let reg = TestRegistry::start().await;
+    let cache_config = br#"{"layers":[{"blob":"sha256:x","parent":-1}],"records":[]}"#.to_vec();
+    reg.push_blob("man/cache", &cache_config).await;
+    let l1 = random_bytes(3000);
+    let l2 = random_bytes(4000);
+    reg.push_blob("man/cache", &l1).await;
+    reg.push_blob("man/cache", &l2).await;
+    let mut d1 = descriptor(OCI_LAYER, &l1);
+    d1["annotations"] = json!({"buildkit/createdat": "2024-01-01T00:00:00Z", "containerd.io/uncompressed": sha256_digest(b"u1")});
+    let body = IndexBuilder::new()
+        .manifest(d1)
+        .manifest(descriptor(OCI_LAYER, &l2))
+        .manifest(descriptor(
+            "application/vnd.buildkit.cacheconfig.v0",
+            &cache_config,
+        ))
+        .build();
+    let digest = reg
+        .push_manifest("man/cache", "buildcache", OCI_INDEX, &body)
+        .await;
+    assert_manifest(&reg, "man/cache", "buildcache", OCI_INDEX, &body).await;
+    assert_manifest(&reg, "man/cache", &digest, OCI_INDEX, &body).await;
+}
+
+#[tokio::test]
+async fn docker_schema2_and_manifest_list_are_accepted() {
+    let reg = TestRegistry::start().await;
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#
+            .to_vec();
+    let layer = random_bytes(5000);
+    reg.push_blob("man/docker", &config).await;
+    reg.push_blob("man/docker", &layer).await;
+    let m = json!({
+        "schemaVersion": 2,
+        "mediaType": DOCKER_MANIFEST,
+        "config": descriptor(DOCKER_CONFIG, &config),
+        "layers": [descriptor(DOCKER_LAYER, &layer)],
+    });
+    let mbytes = serde_json::to_vec_pretty(&m).unwrap();
+    let mdigest = reg
+        .push_manifest("man/docker", "amd64", DOCKER_MANIFEST, &mbytes)
+        .await;
+    assert_manifest(&reg, "man/docker", "amd64", DOCKER_MANIFEST, &mbytes).await;
+
+    let mut d = descriptor(DOCKER_MANIFEST, &mbytes);
+    d["platform"] = json!({"architecture": "amd64", "os": "linux"});
+    let list = json!({"schemaVersion": 2, "mediaType": DOCKER_LIST, "manifests": [d]});
+    let lbytes = serde_json::to_vec_pretty(&list).unwrap();
+    reg.push_manifest("man/docker", "latest", DOCKER_LIST, &lbytes)
+        .await;
+    assert_manifest(&reg, "man/docker", "latest", DOCKER_LIST, &lbytes).await;
+    assert_manifest(&reg, "man/docker", &mdigest, DOCKER_MANIFEST, &mbytes).await;
+}
+
+#[tokio::test]
+async fn artifact_manifest_with_empty_config() {
+    let reg = TestRegistry::start().await;
+    let empty = reg.push_blob("man/artifact", b"{}").await;
+    assert_eq!(empty, EMPTY_JSON_DIGEST);
+    let payload = random_bytes(700);
+    reg.push_blob("man/artifact", &payload).await;
+    let body = ManifestBuilder::artifact("application/vnd.example.thing.v1")
+        .layer(descriptor(
+            "application/vnd.example.thing.layer.v1",
+            &payload,
+        ))
+        .annotation("org.opencontainers.image.title", "thing")
+        .build();
+    let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(parsed["config"]["mediaType"], OCI_EMPTY);
+    reg.push_manifest("man/artifact", "thing", OCI_MANIFEST, &body)
+        .await;
+    assert_manifest(&reg, "man/artifact", "thing", OCI_MANIFEST, &body).await;
+
+    // An artifact with no layers at all (the official suite pushes one).
+    let bare = ManifestBuilder::artifact("application/vnd.example.bare").build();
+    reg.push_manifest("man/artifact", "bare", OCI_MANIFEST, &bare)
+        .await;
+    assert_manifest(&reg, "man/artifact", "bare", OCI_MANIFEST, &bare).await;
+}
+
+/// A manifest of exactly `size` bytes (padded with an annotation) referencing existing blobs.
+fn manifest_of_size(config: &serde_json::Value, size: usize) -> Vec<u8> {
+    let base = ManifestBuilder::new(config.clone())
+        .annotation("pad", "")
+        .build();
+    assert!(size >= base.len());
+    let pad = "p".repeat(size - base.len());
+    let body = ManifestBuilder::new(config.clone())
+        .annotation("pad", &pad)
+        .build();
+    assert_eq!(body.len(), size);
+    body
+}
+
+#[tokio::test]
+async fn manifest_size_limit_default_4mib() {
+    let reg = TestRegistry::start().await;
+    let (config, _) = blobs(&reg, "man/big").await;
+    // At least 4 MB is accepted ("SHOULD expect ... at least 4 megabytes").
+    let ok = manifest_of_size(&config, 4_000_000);
+    reg.push_manifest("man/big", "ok", OCI_MANIFEST, &ok).await;
+    assert_manifest(&reg, "man/big", "ok", OCI_MANIFEST, &ok).await;
+    // Over 4 MiB is refused with 413.
+    let too_big = manifest_of_size(&config, 4 * 1024 * 1024 + 1024);
+    let resp = reg
+        .put_manifest("man/big", "big", OCI_MANIFEST, &too_big)
+        .await;
+    assert_eq!(resp.status(), 413, "manifest over 4 MiB");
+    assert_eq!(get_status(&reg, "man/big", "big").await, 404);
+}
+
+#[tokio::test]
+async fn manifest_size_limit_is_configurable() {
+    let reg = TestRegistry::start_with(|c| c.max_manifest_size = 1024).await;
+    let (config, _) = blobs(&reg, "man/limit").await;
+    let ok = manifest_of_size(&config, 1000);
+    reg.push_manifest("man/limit", "ok", OCI_MANIFEST, &ok)
+        .await;
+    let big = manifest_of_size(&config, 2000);
+    let resp = reg
+        .put_manifest("man/limit", "big", OCI_MANIFEST, &big)
+        .await;
+    assert_eq!(
+        resp.status(),
+        413,
+        "2000-byte manifest with a 1024-byte limit"
+    );
+    assert_eq!(get_status(&reg, "man/limit", "big").await, 404);
+}
+
+#[tokio::test]
+async fn multi_tag_push_by_digest() {
+    let reg = TestRegistry::start().await;
+    let (config, layer) = blobs(&reg, "man/tags").await;
+    let body = ManifestBuilder::new(config).layer(layer).build();
+    let digest = sha256_digest(&body);
+    let resp = reg
+        .client()
+        .put(reg.url(&format!(
+            "/v2/man/tags/manifests/{digest}?tag=1.2.3&tag=1.2&tag=latest"
+        )))
+        .header("content-type", OCI_MANIFEST)
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let mut tags = header_values(resp.headers(), "oci-tag");
+    tags.sort();
+    assert_eq!(tags, vec!["1.2", "1.2.3", "latest"], "OCI-Tag header(s)");
+    for t in ["1.2.3", "1.2", "latest"] {
+        assert_manifest(&reg, "man/tags", t, OCI_MANIFEST, &body).await;
+    }
+}
+
+#[tokio::test]
+async fn put_by_wrong_digest_is_digest_invalid() {
+    let reg = TestRegistry::start().await;
+    let (config, layer) = blobs(&reg, "man/wrong").await;
+    let body = ManifestBuilder::new(config).layer(layer).build();
+    let wrong = sha256_digest(b"not the manifest");
+    let resp = reg
+        .put_manifest("man/wrong", &wrong, OCI_MANIFEST, &body)
+        .await;
+    expect_error(resp, 400, &["DIGEST_INVALID"]).await;
+    assert_eq!(get_status(&reg, "man/wrong", &wrong).await, 404);
+    assert_eq!(
+        get_status(&reg, "man/wrong", &sha256_digest(&body)).await,
+        404
+    );
+}
+
+#[tokio::test]
+async fn delete_by_digest_removes_manifest_and_its_tags() {
+    let reg = TestRegistry::start().await;
+    let img = reg.push_image("man/del", Some("one"), 1).await;
+    reg.push_manifest("man/del", "two", OCI_MANIFEST, &img.manifest)
+        .await;
+    let keep = reg.push_image("man/del", Some("keep"), 1).await;
+
+    let resp = reg
+        .client()
+        .delete(reg.url(&format!("/v2/man/del/manifests/{}", img.digest)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    for reference in [img.digest.as_str(), "one", "two"] {
+        let resp = reg
+            .client()
+            .get(reg.url(&format!("/v2/man/del/manifests/{reference}")))
+            .send()
+            .await
+            .unwrap();
+        expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
+        let resp = reg
+            .client()
+            .head(reg.url(&format!("/v2/man/del/manifests/{reference}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 404, "HEAD {reference} after delete");
+    }
+    // Tags of the deleted manifest are gone from the list; others stay.
+    let v: serde_json::Value = reg
+        .client()
+        .get(reg.url("/v2/man/del/tags/list"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        v["tags"],
+        json!(["keep"]),
+        "tags after deleting the manifest"
+    );
+    assert_manifest(&reg, "man/del", "keep", OCI_MANIFEST, &keep.manifest).await;
+    // Deleting again: 404 MANIFEST_UNKNOWN.
+    let resp = reg
+        .client()
+        .delete(reg.url(&format!("/v2/man/del/manifests/{}", img.digest)))
+        .send()
+        .await
+        .unwrap();
+    expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
+}
+
+#[tokio::test]
+async fn delete_by_tag_removes_only_that_tag() {
+    let reg = TestRegistry::start().await;
+    let img = reg.push_image("man/untag", Some("a"), 1).await;
+    reg.push_manifest("man/untag", "b", OCI_MANIFEST, &img.manifest)
+        .await;
+    let resp = reg
+        .client()
+        .delete(reg.url("/v2/man/untag/manifests/a"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202, "DELETE by tag");
+    let resp = reg
+        .client()
+        .get(reg.url("/v2/man/untag/manifests/a"))
+        .send()
+        .await
+        .unwrap();
+    expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
+    assert_manifest(&reg, "man/untag", "b", OCI_MANIFEST, &img.manifest).await;
+    assert_manifest(&reg, "man/untag", &img.digest, OCI_MANIFEST, &img.manifest).await;
+    let v: serde_json::Value = reg
+        .client()
+        .get(reg.url("/v2/man/untag/tags/list"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["tags"], json!(["b"]));
+    // Deleting an unknown tag: 404.
+    let resp = reg
+        .client()
+        .delete(reg.url("/v2/man/untag/manifests/a"))
+        .send()
+        .await
+        .unwrap();
+    expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
+}
+
+#[tokio::test]
+async fn unknown_manifest_is_404_manifest_unknown() {
+    let reg = TestRegistry::start().await;
+    reg.push_image("man/unknown", Some("present"), 1).await;
+    for reference in ["absent".to_owned(), sha256_digest(b"no such manifest")] {
+        let url = reg.url(&format!("/v2/man/unknown/manifests/{reference}"));
+        let resp = reg.client().get(&url).send().await.unwrap();
+        expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
+        let resp = reg.client().head(&url).send().await.unwrap();
+        assert_eq!(resp.status(), 404);
+        assert!(resp.bytes().await.unwrap().is_empty());
+        let resp = reg.client().delete(&url).send().await.unwrap();
+        expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
+    }
+    // A repository that does not exist.
+    let resp = reg
+        .client()
+        .get(reg.url("/v2/no/such/repo/manifests/latest"))
+        .send()
+        .await
+        .unwrap();
+    expect_error(resp, 404, &["MANIFEST_UNKNOWN", "NAME_UNKNOWN"]).await;
+    // A manifest from another repository is not served here.
+    let other = reg.push_image("man/elsewhere", Some("x"), 1).await;
+    let resp = reg
+        .client()
+        .get(reg.url(&format!("/v2/man/unknown/manifests/{}", other.digest)))
+        .send()
+        .await
+        .unwrap();
+    expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
+}
+
+#[tokio::test]
+async fn retagging_moves_the_tag() {
+    let reg = TestRegistry::start().await;
+    let a = reg.push_image("man/retag", Some("latest"), 1).await;
+    let b = reg.push_image("man/retag", Some("latest"), 1).await;
+    assert_ne!(a.digest, b.digest);
+    assert_manifest(&reg, "man/retag", "latest", OCI_MANIFEST, &b.manifest).await;
+    // The old one is still there by digest.
+    assert_manifest(&reg, "man/retag", &a.digest, OCI_MANIFEST, &a.manifest).await;
+}
+
+#[tokio::test]
+async fn pushing_the_same_manifest_again_is_idempotent() {
+    let reg = TestRegistry::start().await;
+    let img = reg.push_image("man/again", Some("t"), 1).await;
+    let resp = reg
+        .put_manifest("man/again", "t", OCI_MANIFEST, &img.manifest)
+        .await;
+    assert_eq!(resp.status(), 201);
+    let resp = reg
+        .put_manifest("man/again", &img.digest, OCI_MANIFEST, &img.manifest)
+        .await;
+    assert_eq!(resp.status(), 201);
+    assert_manifest(&reg, "man/again", "t", OCI_MANIFEST, &img.manifest).await;
+}
+
+#[tokio::test]
+async fn concurrent_pushes_of_the_same_manifest_all_succeed() {
+    let reg = TestRegistry::start().await;
+    let (config, layer) = blobs(&reg, "man/race").await;
+    let body = ManifestBuilder::new(config).layer(layer).build();
+    let digest = sha256_digest(&body);
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let client = reg.client().clone();
+        let base = reg.base_url().to_owned();
+        let body = body.clone();
+        let reference = if i % 2 == 0 {
+            "same".to_owned()
+        } else {
+            digest.clone()
+        };
+        tasks.push(tokio::spawn(async move {
+            client
+                .put(format!("{base}/v2/man/race/manifests/{reference}"))
+                .header("content-type", OCI_MANIFEST)
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(
+            t.await.unwrap(),
+            201,
+            "one of 8 concurrent manifest pushes failed"
+        );
+    }
+    assert_manifest(&reg, "man/race", "same", OCI_MANIFEST, &body).await;
+}
+
+#[tokio::test]
+async fn concurrent_pushes_of_different_tags() {
+    let reg = TestRegistry::start().await;
+    let img = reg.push_image("man/many", None, 1).await;
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let client = reg.client().clone();
+        let base = reg.base_url().to_owned();
+        let body = img.manifest.clone();
+        tasks.push(tokio::spawn(async move {
+            client
+                .put(format!("{base}/v2/man/many/manifests/t{i}"))
+                .header("content-type", OCI_MANIFEST)
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 201);
+    }
+    let v: serde_json::Value = reg
+        .client()
+        .get(reg.url("/v2/man/many/tags/list"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let want: Vec<String> = (0..8).map(|i| format!("t{i}")).collect();
+    assert_eq!(v["tags"], json!(want));
+}
+
+#[tokio::test]
+async fn bad_tags_are_rejected() {
+    let reg = TestRegistry::start().await;
+    let img = reg.push_image("man/badtag", None, 1).await;
+    let long = "a".repeat(129);
+    for bad in [".hidden", "-dash", "has:colon", "a+b", long.as_str()] {
+        let resp = reg
+            .put_manifest("man/badtag", bad, OCI_MANIFEST, &img.manifest)
+            .await;
+        expect_error(
+            resp,
+            400,
+            &["MANIFEST_INVALID", "NAME_INVALID", "DIGEST_INVALID"],
+        )
+        .await;
+        let resp = reg
+            .client()
+            .get(reg.url(&format!("/v2/man/badtag/manifests/{bad}")))
+            .send()
+            .await
+            .unwrap();
+        let st = resp.status().as_u16();
+        assert!(st == 400 || st == 404, "GET bad tag {bad}: {st}");
+        expect_client_error(resp).await;
+    }
+    // 128 characters is the longest valid tag.
+    let max = format!("_{}", "A".repeat(127));
+    reg.push_manifest("man/badtag", &max, OCI_MANIFEST, &img.manifest)
+        .await;
+    assert_manifest(&reg, "man/badtag", &max, OCI_MANIFEST, &img.manifest).await;
+}
+
+#[tokio::test]
+async fn manifest_survives_restart() {
+    let mut reg = TestRegistry::start().await;
+    let img = reg.push_image("man/persist", Some("v1"), 2).await;
+    reg.restart().await;
+    assert_manifest(&reg, "man/persist", "v1", OCI_MANIFEST, &img.manifest).await;
+    let resp = reg
+        .client()
+        .get(reg.url(&format!("/v2/man/persist/blobs/{}", img.config_digest)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.bytes().await.unwrap(), img.config);
+}
+
+#[tokio::test]
+async fn manifest_content_type_parameters_are_ignored() {
+    let reg = TestRegistry::start().await;
+    let (config, layer) = blobs(&reg, "man/params").await;
+    let body = ManifestBuilder::new(config).layer(layer).build();
+    let resp = reg
+        .put_manifest(
+            "man/params",
+            "t",
+            &format!("{OCI_MANIFEST}; charset=utf-8"),
+            &body,
+        )
+        .await;
+    assert_eq!(resp.status(), 201, "Content-Type with a parameter");
+    let resp = reg
+        .client()
+        .get(reg.url("/v2/man/params/manifests/t"))
+        .send()
+        .await
+        .unwrap();
+    let ct = header(resp.headers(), "content-type")
+        .unwrap_or("")
+        .to_owned();
+    assert_eq!(
+        ct.split(';').next().unwrap().trim(),
+        OCI_MANIFEST,
+        "Content-Type of GET"
+    );
+}

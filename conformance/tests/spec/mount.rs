@@ -1,0 +1,183 @@
+//! Mounting a blob from another repository (`POST ?mount=<digest>&from=<repo>`), and the
+//! automatic mount without `from`.
+
+use conformance::{
+    expect_error, header, location, random_bytes, sha256_digest, with_query, TestRegistry,
+};
+
+async fn mount(
+    reg: &TestRegistry,
+    repo: &str,
+    digest: &str,
+    from: Option<&str>,
+) -> reqwest::Response {
+    let mut url = reg.url(&format!("/v2/{repo}/blobs/uploads/?mount={digest}"));
+    if let Some(from) = from {
+        url = with_query(&url, "from", from);
+    }
+    reg.client()
+        .post(url)
+        .header("content-length", "0")
+        .body(Vec::new())
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn blob_status(reg: &TestRegistry, repo: &str, digest: &str) -> u16 {
+    reg.client()
+        .get(reg.url(&format!("/v2/{repo}/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn mount_from_repository_that_has_the_blob() {
+    let reg = TestRegistry::start().await;
+    let data = random_bytes(20_000);
+    let digest = reg.push_blob("src/repo", &data).await;
+    assert_eq!(blob_status(&reg, "dst/repo", &digest).await, 404);
+
+    let resp = mount(&reg, "dst/repo", &digest, Some("src/repo")).await;
+    assert_eq!(
+        resp.status(),
+        201,
+        "mount from a repository holding the blob"
+    );
+    assert_eq!(
+        header(resp.headers(), "docker-content-digest"),
+        Some(digest.as_str())
+    );
+    let loc = location(&resp);
+    let got = reg.client().get(&loc).send().await.unwrap();
+    assert_eq!(got.status(), 200, "GET mount Location {loc}");
+    assert_eq!(got.bytes().await.unwrap(), data);
+
+    let got = reg
+        .client()
+        .get(reg.url(&format!("/v2/dst/repo/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(
+        header(got.headers(), "docker-content-digest"),
+        Some(digest.as_str())
+    );
+    assert_eq!(got.bytes().await.unwrap(), data);
+
+    // The mounted blob can be referenced by a manifest in the target repository.
+    let cfg = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
+    reg.push_blob("dst/repo", &cfg).await;
+    let manifest =
+        conformance::ManifestBuilder::new(conformance::descriptor(conformance::OCI_CONFIG, &cfg))
+            .layer(conformance::descriptor(conformance::OCI_LAYER, &data))
+            .build();
+    reg.push_manifest("dst/repo", "mounted", conformance::OCI_MANIFEST, &manifest)
+        .await;
+}
+
+#[tokio::test]
+async fn mount_of_unknown_blob_starts_an_upload() {
+    let reg = TestRegistry::start().await;
+    reg.push_blob("src/empty", b"something else").await;
+    let data = random_bytes(3000);
+    let digest = sha256_digest(&data);
+
+    let resp = mount(&reg, "dst/fallback", &digest, Some("src/empty")).await;
+    assert_eq!(resp.status(), 202, "mount of a blob nobody has");
+    let loc = location(&resp);
+    assert_eq!(blob_status(&reg, "dst/fallback", &digest).await, 404);
+
+    // The session works like any other.
+    let resp = reg
+        .client()
+        .put(with_query(&loc, "digest", &digest))
+        .header("content-type", "application/octet-stream")
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    assert_eq!(blob_status(&reg, "dst/fallback", &digest).await, 200);
+    // From a repository that does not exist at all: also 202.
+    let other = sha256_digest(b"absent everywhere");
+    let resp = mount(&reg, "dst/fallback", &other, Some("no/such/repo")).await;
+    assert_eq!(resp.status(), 202);
+    assert!(header(resp.headers(), "location").is_some());
+}
+
+#[tokio::test]
+async fn automatic_mount_without_from() {
+    let reg = TestRegistry::start().await;
+    let data = random_bytes(5000);
+    let digest = reg.push_blob("auto/src", &data).await;
+    let resp = mount(&reg, "auto/dst", &digest, None).await;
+    assert_eq!(
+        resp.status(),
+        201,
+        "mount without from (auto-mount is on by default)"
+    );
+    assert_eq!(
+        header(resp.headers(), "docker-content-digest"),
+        Some(digest.as_str())
+    );
+    let loc = location(&resp);
+    let got = reg.client().get(&loc).send().await.unwrap();
+    assert_eq!(got.bytes().await.unwrap(), data);
+    assert_eq!(blob_status(&reg, "auto/dst", &digest).await, 200);
+}
+
+#[tokio::test]
+async fn automatic_mount_can_be_turned_off() {
+    let reg = TestRegistry::start_with(|c| c.auto_mount = false).await;
+    let data = random_bytes(5000);
+    let digest = reg.push_blob("auto/src", &data).await;
+    let resp = mount(&reg, "auto/dst", &digest, None).await;
+    assert_eq!(
+        resp.status(),
+        202,
+        "mount without from when auto_mount = false"
+    );
+    assert!(header(resp.headers(), "location").is_some());
+    assert_eq!(blob_status(&reg, "auto/dst", &digest).await, 404);
+    // An explicit from still mounts.
+    let resp = mount(&reg, "auto/dst", &digest, Some("auto/src")).await;
+    assert_eq!(resp.status(), 201);
+    assert_eq!(blob_status(&reg, "auto/dst", &digest).await, 200);
+}
+
+#[tokio::test]
+async fn mount_from_repository_lacking_the_blob_does_not_leak_it() {
+    // `from` names a repository that does not hold the blob (another one does). Whether the
+    // registry mounts it (it MAY cross-mount anything it finds) or starts an upload, the answer
+    // must be one of the two documented ones and consistent with what it then serves.
+    let reg = TestRegistry::start().await;
+    let data = random_bytes(1000);
+    let digest = reg.push_blob("holder/repo", &data).await;
+    reg.push_blob("bystander/repo", b"unrelated").await;
+    let resp = mount(&reg, "target/repo", &digest, Some("bystander/repo")).await;
+    let st = resp.status().as_u16();
+    assert!(st == 201 || st == 202, "mount answered {st}");
+    let served = blob_status(&reg, "target/repo", &digest).await;
+    if st == 201 {
+        assert_eq!(served, 200);
+    } else {
+        assert_eq!(served, 404);
+    }
+}
+
+#[tokio::test]
+async fn mount_with_malformed_digest_is_not_a_server_error() {
+    let reg = TestRegistry::start().await;
+    reg.push_blob("src/m", b"x").await;
+    let resp = mount(&reg, "dst/m", "sha256:nothex", Some("src/m")).await;
+    let st = resp.status().as_u16();
+    if st == 202 {
+        return; // ignored the bad mount and started an upload: allowed
+    }
+    expect_error(resp, 400, &["DIGEST_INVALID"]).await;
+}
