@@ -93,7 +93,15 @@ impl FsBackend {
 fn walk(dir: &Path, rel: &str, out: &mut Vec<(String, std::fs::Metadata)>) -> io::Result<()> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        // A missing folder, or an object where the prefix expects a folder: nothing below it.
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(())
+        }
         Err(e) => return Err(e),
     };
     for entry in entries {
@@ -247,7 +255,7 @@ impl Backend for FsBackend {
         let mut rd = match tokio::fs::read_dir(self.path(prefix.trim_end_matches('/'))).await {
             Ok(rd) => rd,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) if e.raw_os_error() == Some(20) => return Ok(Vec::new()), // ENOTDIR
+            Err(e) if e.kind() == io::ErrorKind::NotADirectory => return Ok(Vec::new()),
             Err(e) => return Err(io_err(format!("list {prefix}"), e)),
         };
         let mut names = Vec::new();

@@ -5,6 +5,7 @@
 //! - [`types`]: validated newtypes (`Digest`, `RepoName`, `Tag`, `Reference`).
 //! - [`backend`]: the `Backend` trait and its contracts (atomic put, staged appends, listings).
 //! - [`fs`]: the filesystem backend.
+//! - [`gc`]: online garbage collection, retention and fsck.
 //! - [`layout`]: where each kind of object lives in the key space.
 //! - [`hash`]: incremental hashing with savable state.
 //! - [`manifest`]: parsing and validating pushed manifests.
@@ -14,6 +15,7 @@
 pub mod backend;
 pub mod error;
 pub mod fs;
+pub mod gc;
 pub mod hash;
 pub mod layout;
 pub mod manifest;

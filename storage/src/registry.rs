@@ -114,6 +114,10 @@ pub struct Registry {
     upload_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Repositories whose catalog marker is known to exist (only ever grows, so it cannot go stale).
     known_repos: Mutex<HashSet<RepoName>>,
+    /// Orders reference-creating writes against garbage collection in this process. Writers hold
+    /// it shared from refreshing what they reference until their link is written; the collector
+    /// holds it exclusively while it re-checks and deletes one candidate. See [`crate::gc`].
+    pub(crate) gc_lock: tokio::sync::RwLock<()>,
 }
 
 fn upload_id_ok(id: &str) -> bool {
@@ -157,6 +161,7 @@ impl Registry {
             opts,
             upload_locks: Mutex::new(HashMap::new()),
             known_repos: Mutex::new(HashSet::new()),
+            gc_lock: tokio::sync::RwLock::new(()),
         }
     }
 
@@ -280,6 +285,7 @@ impl Registry {
         if !in_from && !self.opts.auto_mount {
             return Ok(false);
         }
+        let _gc = self.gc_lock.read().await;
         // Refresh the blob so a concurrent garbage collection keeps it (grace period).
         match self.backend.touch(&layout::blob(digest)).await {
             Ok(()) => {}
@@ -486,6 +492,7 @@ impl Registry {
                 actual,
             });
         }
+        let _gc = self.gc_lock.read().await;
         self.backend
             .stage_commit(id, len, &layout::blob(digest))
             .await?;
@@ -599,7 +606,19 @@ impl Registry {
         Ok((info, bytes))
     }
 
-    async fn ref_exists(&self, repo: &RepoName, r: &manifest::Ref) -> Result<bool> {
+    /// Refreshes `key`; false when it does not exist.
+    async fn refresh(&self, key: &str) -> Result<bool> {
+        match self.backend.touch(key).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Checks that a manifest's reference is in the repository by refreshing its link and its
+    /// bytes: the refreshed times keep a concurrent garbage collection from removing them (the
+    /// caller holds `gc_lock` shared).
+    async fn ref_hold(&self, repo: &RepoName, r: &manifest::Ref) -> Result<bool> {
         let (first, second) = if r.from_index {
             (
                 layout::manifest_link(repo, &r.digest),
@@ -611,7 +630,8 @@ impl Registry {
                 layout::manifest_link(repo, &r.digest),
             )
         };
-        Ok(self.exists(&first).await? || self.exists(&second).await?)
+        let linked = self.refresh(&first).await? || self.refresh(&second).await?;
+        Ok(linked && self.refresh(&layout::blob(&r.digest)).await?)
     }
 
     /// Stores a manifest under `reference` (and the extra `tags`), after checking that everything
@@ -644,11 +664,12 @@ impl Registry {
             Reference::Tag(_) => digest_of(Algorithm::Sha256, &body),
         };
         let parsed = manifest::parse(&body, content_type)?;
+        let _gc = self.gc_lock.read().await;
         let checks = futures::future::try_join_all(
             parsed
                 .refs
                 .iter()
-                .map(|r| async move { Ok::<_, Error>((r, self.ref_exists(repo, r).await?)) }),
+                .map(|r| async move { Ok::<_, Error>((r, self.ref_hold(repo, r).await?)) }),
         )
         .await?;
         if let Some((missing, _)) = checks.into_iter().find(|(_, ok)| !ok) {

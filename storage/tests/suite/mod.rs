@@ -177,6 +177,9 @@ pub async fn list_by_key_prefix(b: B) {
     sorted.sort();
     assert_eq!(keys(&b.list("").await.unwrap()), sorted);
     assert!(b.list("zz/").await.unwrap().is_empty());
+    // A prefix that runs through an object, as if it were a folder, lists nothing.
+    assert!(b.list("a/b/x/deep/more").await.unwrap().is_empty());
+    assert!(b.list_dir("a/b/x/deep/").await.unwrap().is_empty());
     // Sizes and times are reported.
     for m in b.list("").await.unwrap() {
         let i = all.iter().rev().position(|k| *k == m.key).unwrap();
