@@ -204,6 +204,9 @@ pub async fn dispatch(State(st): State<Arc<AppState>>, req: Request) -> Response
     let label = parsed.as_ref().map(Endpoint::name).unwrap_or("invalid");
     let span = tracing::info_span!("request", endpoint = label, method = %parts.method);
     let query = query_of(&parts);
+    // An error may be answered before the request body is read; an HTTP/1 connection with
+    // unread body bytes cannot carry another request, so such answers close it.
+    let close_on_error = has_body(&parts.headers) && parts.version <= http::Version::HTTP_11;
     let result = async {
         let ep = parsed.map_err(|e| match e {
             RouteError::NotFound => ApiError::new(
@@ -232,7 +235,12 @@ pub async fn dispatch(State(st): State<Arc<AppState>>, req: Request) -> Response
             } else {
                 tracing::debug!(status = e.status.as_u16(), error = %e.message, "request rejected");
             }
-            e.into_response()
+            let mut resp = e.into_response();
+            if close_on_error {
+                resp.headers_mut()
+                    .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            resp
         }
     };
     let h = resp.headers_mut();

@@ -219,7 +219,13 @@ impl Registry {
     }
 
     async fn repo_exists(&self, repo: &RepoName) -> Result<bool> {
-        Ok(!self.backend.list_dir(&layout::repo(repo)).await?.is_empty())
+        // Only the repository's own `_` folders count: `a/b` existing says nothing about `a`.
+        Ok(self
+            .backend
+            .list_dir(&layout::repo(repo))
+            .await?
+            .iter()
+            .any(|n| n.starts_with('_')))
     }
 
     // ---- blobs ----
