@@ -1,0 +1,550 @@
+#!/bin/sh
+# setup-node.sh: lets this node's container runtime pull the in-cluster registry by its service
+# name (builds.registry.svc.cluster.local by default), with no runtime restart.
+#
+#   setup-node.sh run      reconcile now, then every $INTERVAL seconds until SIGTERM (the DaemonSet)
+#   setup-node.sh once     reconcile once; exit 0 when in sync, 2 when something needs a human
+#   setup-node.sh remove   remove what this script wrote and restore the files it replaced
+#
+# What it manages ($TARGETS, space separated):
+#   containerd  <config_path>/<name>/hosts.toml (+ ca.crt for https) in the directory containerd
+#               reads registry hosts from: plugins."io.containerd.grpc.v1.cri".registry.config_path
+#               (containerd 1.x), plugins."io.containerd.cri.v1.images".registry.config_path
+#               (containerd 2.x), plugins.cri.registry.config_path (version 1 configs), and the k3s /
+#               rke2 config under /var/lib/rancher/{k3s,rke2}/agent/etc/containerd/. containerd reads
+#               hosts.toml on every pull: no restart. A k3s/rke2 node whose containerd has no
+#               config_path reads /etc/rancher/{k3s,rke2}/registries.yaml instead (at its start).
+#   hosts       a marked block in /etc/hosts naming the registry, for runtimes that need the name.
+#
+# Every node path is read and written below $HOST_ROOT (the DaemonSet mounts the node's / there),
+# so tests run it against a fake node root. A file it replaces is kept beside it as
+# FILE.registry-node-setup.orig and put back by `remove`. Writes happen only when content differs,
+# so a second run changes nothing. Everything it does is logged on stdout.
+#
+# Settings (environment):
+#   HOST_ROOT          where the node's / is mounted                        [/host]
+#   REGISTRY_NAME      the name pods push to and nodes pull             [builds.registry.svc.cluster.local]
+#   REGISTRY_SCHEME    http or https                                        [http]
+#   REGISTRY_PORT      the Service port                                     [80, 443 for https]
+#   REGISTRY_ADDRESS   the address to use; when empty it is looked up, see ADDRESS_LOOKUP
+#   ADDRESS_LOOKUP     lookup methods in order: dns (getent hosts REGISTRY_NAME, the pod's DNS),
+#                      env (the variable named by SERVICE_HOST_ENV, set by the kubelet)  [dns env]
+#   SERVICE_HOST_ENV   [BUILDS_SERVICE_HOST]
+#   CA_FILE            CA certificate (PEM) for https                       [/tls/ca.crt]
+#   TARGETS            [containerd]
+#   CONTAINERD_CONFIG  node path of containerd's config.toml; default: the first that exists of the
+#                      k3s, rke2 and /etc/containerd/config.toml ones
+#   CONTAINERD_CONFIG_PATH  node path of the hosts directory, overriding what the config says
+#   HOSTS_FILE         node path of the hosts file                         [/etc/hosts]
+#   INTERVAL           seconds between reconciles in run mode              [60]
+# shellcheck shell=dash
+# (POSIX sh plus `local`, which dash, busybox sh and bash all have)
+set -u
+
+HOST_ROOT=${HOST_ROOT-/host}
+HOST_ROOT=${HOST_ROOT%/}
+REGISTRY_NAME=${REGISTRY_NAME:-builds.registry.svc.cluster.local}
+REGISTRY_SCHEME=${REGISTRY_SCHEME:-http}
+case $REGISTRY_SCHEME in
+  https) REGISTRY_PORT=${REGISTRY_PORT:-443} ;;
+  *) REGISTRY_PORT=${REGISTRY_PORT:-80} ;;
+esac
+REGISTRY_ADDRESS=${REGISTRY_ADDRESS:-}
+ADDRESS_LOOKUP=${ADDRESS_LOOKUP:-dns env}
+SERVICE_HOST_ENV=${SERVICE_HOST_ENV:-BUILDS_SERVICE_HOST}
+CA_FILE=${CA_FILE:-/tls/ca.crt}
+TARGETS=${TARGETS:-containerd}
+CONTAINERD_CONFIG=${CONTAINERD_CONFIG:-}
+CONTAINERD_CONFIG_PATH=${CONTAINERD_CONFIG_PATH:-}
+HOSTS_FILE=${HOSTS_FILE:-/etc/hosts}
+INTERVAL=${INTERVAL:-60}
+
+MARK="Managed by registry node-setup"
+BACKUP_SUFFIX=".registry-node-setup.orig"
+CREATED_MARK=".registry-node-setup-created"
+K3S_CONFIGS="/var/lib/rancher/k3s/agent/etc/containerd/config.toml /var/lib/rancher/rke2/agent/etc/containerd/config.toml"
+DEFAULT_CONFIG=/etc/containerd/config.toml
+
+# Quiet: after the first pass of `run`, lines about things already in sync are not repeated.
+QUIET=0
+NEEDS_HUMAN=0
+FAILED=0
+
+log() { printf '%s setup-node: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*"; }
+info() { [ "$QUIET" = 1 ] || log "$@"; }
+human() {
+  NEEDS_HUMAN=1
+  [ "$QUIET" = 1 ] && [ "${LAST_HUMAN:-}" = "$*" ] && return 0
+  LAST_HUMAN=$*
+  log "ACTION NEEDED: $*"
+}
+err() {
+  FAILED=1
+  log "ERROR: $*"
+}
+
+# host PATH: the node path PATH as seen from here
+host() { printf '%s%s' "$HOST_ROOT" "$1"; }
+
+# ------------------------------------------------------------------ address
+# Sets ADDR to the address to reach the registry at (bracketed when IPv6) and ADDRESS_FROM.
+lookup_address() {
+  local a="" m
+  ADDR=""
+  if [ -n "$REGISTRY_ADDRESS" ]; then
+    a=$REGISTRY_ADDRESS
+    ADDRESS_FROM="REGISTRY_ADDRESS"
+  else
+    for m in $ADDRESS_LOOKUP; do
+      case $m in
+        dns)
+          if command -v getent >/dev/null 2>&1; then
+            a=$(getent hosts "$REGISTRY_NAME" 2>/dev/null | awk 'NR == 1 { print $1 }')
+          elif command -v nslookup >/dev/null 2>&1; then
+            a=$(nslookup "$REGISTRY_NAME" 2>/dev/null |
+              awk '/^Name:/ { n = 1; next } n && /^Address/ { sub(/^Address[ 0-9]*:[ \t]*/, ""); print $1; exit }')
+          fi
+          ADDRESS_FROM="dns ($REGISTRY_NAME)"
+          ;;
+        env)
+          eval "a=\${$SERVICE_HOST_ENV:-}"
+          ADDRESS_FROM="env $SERVICE_HOST_ENV"
+          ;;
+        *) err "unknown ADDRESS_LOOKUP method '$m'" ;;
+      esac
+      [ -n "$a" ] && break
+    done
+  fi
+  [ -n "$a" ] || return 1
+  case $a in
+    \[*) ;;
+    *:*) a="[$a]" ;;
+  esac
+  ADDR=$a
+}
+
+# ------------------------------------------------------------------ files
+# is_ours FILE: FILE carries our marker in its first lines
+is_ours() { [ -f "$1" ] && head -n 3 "$1" | grep -q "$MARK"; }
+
+# ensure_dir DIR: creates DIR (host path) if missing, leaving a marker so `remove` deletes it again
+ensure_dir() {
+  local parent
+  [ -d "$1" ] && return 0
+  # create the missing parents one by one, marking each one created
+  parent=$(dirname "$1")
+  ensure_dir "$parent" || return 1
+  mkdir "$1" || { err "cannot create $1"; return 1; }
+  : >"$1/$CREATED_MARK"
+  info "created directory ${1#"$HOST_ROOT"}"
+}
+
+# put FILE TMP: makes FILE (host path) hold the content of TMP. Keeps a foreign FILE as a backup.
+put() {
+  local file="$1" tmp="$2" shown="${1#"$HOST_ROOT"}" keep
+  if [ -f "$file" ] && cmp -s "$file" "$tmp"; then
+    rm -f "$tmp"
+    info "in sync: $shown"
+    return 0
+  fi
+  if [ -e "$file" ] && ! is_ours "$file"; then
+    if [ -e "$file$BACKUP_SUFFIX" ]; then
+      keep="$file.registry-node-setup.$(date -u +%Y%m%dT%H%M%SZ)"
+      log "$shown was replaced by someone else since it was backed up; keeping that copy as ${keep#"$HOST_ROOT"}"
+      cp -p "$file" "$keep" || { err "cannot back up $shown"; rm -f "$tmp"; return 1; }
+    else
+      cp -p "$file" "$file$BACKUP_SUFFIX" || { err "cannot back up $shown"; rm -f "$tmp"; return 1; }
+      log "backed up $shown to $shown$BACKUP_SUFFIX"
+    fi
+  fi
+  chmod 0644 "$tmp"
+  if mv -f "$tmp" "$file"; then
+    log "wrote $shown"
+  else
+    rm -f "$tmp"
+    err "cannot write $shown"
+    return 1
+  fi
+}
+
+# unput FILE: removes FILE (host path) if it is ours, and restores its backup
+unput() {
+  local file="$1" shown="${1#"$HOST_ROOT"}"
+  if [ -e "$file" ]; then
+    if is_ours "$file"; then
+      rm -f "$file" && log "removed $shown"
+    else
+      log "left $shown alone: not written by this script"
+      return 0
+    fi
+  fi
+  if [ -e "$file$BACKUP_SUFFIX" ]; then
+    mv -f "$file$BACKUP_SUFFIX" "$file" && log "restored $shown from $shown$BACKUP_SUFFIX"
+  fi
+}
+
+# undir DIR: removes DIR (host path) and the parents this script created, when empty
+undir() {
+  local d="$1"
+  while [ -f "$d/$CREATED_MARK" ]; do
+    rm -f "$d/$CREATED_MARK"
+    if rmdir "$d" 2>/dev/null; then
+      log "removed directory ${d#"$HOST_ROOT"}"
+    else
+      log "kept directory ${d#"$HOST_ROOT"}: it holds other files"
+      return 0
+    fi
+    d=$(dirname "$d")
+  done
+}
+
+# ------------------------------------------------------------------ containerd config
+# toml_keys FILE: prints "key=value" for every string or integer assignment in a TOML file, with
+# the full dotted key (table + key), quotes and spaces removed. Enough for containerd's configs.
+toml_keys() {
+  awk '
+    function strip(s) { gsub(/[ \t"'"'"']/, "", s); return s }
+    /^[ \t]*#/ { next }
+    /^[ \t]*\[/ {
+      t = $0
+      sub(/#.*/, "", t); gsub(/[\[\]]/, "", t)
+      table = strip(t)
+      next
+    }
+    /=/ {
+      k = $0; sub(/=.*/, "", k); k = strip(k)
+      v = $0; sub(/^[^=]*=[ \t]*/, "", v)
+      if (v ~ /^"/) { sub(/^"/, "", v); sub(/".*$/, "", v) }
+      else if (v ~ /^'"'"'/) { sub(/^'"'"'/, "", v); sub(/'"'"'.*$/, "", v) }
+      else if (v ~ /^\[/) { sub(/#.*/, "", v) }
+      else { sub(/[ \t]*#.*/, "", v); sub(/[ \t]+$/, "", v) }
+      if (table != "") k = table "." k
+      printf "%s=%s\n", k, v
+    }
+  ' "$1"
+}
+
+# config_files CONFIG: CONFIG (host path) and the files it imports, in merge order
+config_files() {
+  local imports pattern f
+  printf '%s\n' "$1"
+  imports=$(toml_keys "$1" | awk '/^imports=/ { sub(/^imports=/, ""); print }' | tr -d '[]"'"'"',')
+  [ -n "$imports" ] || return 0
+  for pattern in $imports; do
+    case $pattern in
+      /*) ;;
+      *) pattern="$(dirname "${1#"$HOST_ROOT"}")/$pattern" ;;
+    esac
+    for f in $HOST_ROOT$pattern; do
+      [ -f "$f" ] && printf '%s\n' "$f"
+    done
+  done
+}
+
+# find_config: sets CONFIG (node path) and FLAVOUR, or returns 1
+find_config() {
+  CONFIG="" FLAVOUR=""
+  if [ -n "$CONTAINERD_CONFIG" ]; then
+    CONFIG=$CONTAINERD_CONFIG
+  else
+    for c in $K3S_CONFIGS $DEFAULT_CONFIG; do
+      if [ -f "$(host "$c")" ]; then CONFIG=$c; break; fi
+    done
+  fi
+  case $CONFIG in
+    /var/lib/rancher/k3s/*) FLAVOUR=k3s ;;
+    /var/lib/rancher/rke2/*) FLAVOUR=rke2 ;;
+    *) FLAVOUR=containerd ;;
+  esac
+  [ -n "$CONFIG" ] && [ -f "$(host "$CONFIG")" ]
+}
+
+# read_config_path: sets HOSTS_DIR (node path) from the config, CONFIG_VERSION; returns 1 if unset
+read_config_path() {
+  local f keys v line
+  HOSTS_DIR="" CONFIG_VERSION=1 KEY_FOUND=""
+  for f in $(config_files "$(host "$CONFIG")"); do
+    keys=$(toml_keys "$f")
+    v=$(printf '%s\n' "$keys" | awk '/^version=/ { sub(/^version=/, ""); print }')
+    [ -n "$v" ] && CONFIG_VERSION=$v
+    # last assignment wins, as imports are merged over the main file
+    line=$(printf '%s\n' "$keys" | awk -F '=' '
+      $1 == "plugins.io.containerd.grpc.v1.cri.registry.config_path" ||
+      $1 == "plugins.io.containerd.cri.v1.images.registry.config_path" ||
+      $1 == "plugins.cri.registry.config_path" { found = $0 }
+      END { if (found != "") print found }')
+    if [ -n "$line" ]; then
+      KEY_FOUND=${line%%=*}
+      HOSTS_DIR=${line#*=}
+      KEY_FILE=${f#"$HOST_ROOT"}
+    fi
+  done
+  # containerd 2.x (config version 3) reads /etc/containerd/certs.d when config_path is not set
+  if [ -z "$KEY_FOUND" ] && [ "$CONFIG_VERSION" = 3 ]; then
+    HOSTS_DIR=/etc/containerd/certs.d
+    KEY_FOUND="(containerd 2.x default)"
+    KEY_FILE=$CONFIG
+  fi
+  HOSTS_DIR=${HOSTS_DIR%%:*}   # a list of directories: the first one is searched first
+  [ -n "$HOSTS_DIR" ]
+}
+
+one_time_change() {
+  if [ "$CONFIG_VERSION" = 3 ]; then
+    printf '%s' "[plugins.'io.containerd.cri.v1.images'.registry] config_path = '/etc/containerd/certs.d'"
+  elif [ "$CONFIG_VERSION" = 2 ]; then
+    printf '%s' "[plugins.\"io.containerd.grpc.v1.cri\".registry] config_path = \"/etc/containerd/certs.d\""
+  else
+    printf '%s' "[plugins.cri.registry] config_path = \"/etc/containerd/certs.d\""
+  fi
+}
+
+# ------------------------------------------------------------------ containerd target
+hosts_toml() { # ADDRESS
+  printf '# %s (deploy/node-containerd/setup-node.sh); rewritten on every reconcile.\n' "$MARK"
+  printf '# A file it replaced is kept as hosts.toml%s and restored when it is removed.\n' "$BACKUP_SUFFIX"
+  printf 'server = "%s://%s"\n\n' "$REGISTRY_SCHEME" "$REGISTRY_NAME"
+  printf '[host."%s://%s:%s"]\n' "$REGISTRY_SCHEME" "$1" "$REGISTRY_PORT"
+  printf '  capabilities = ["pull", "resolve", "push"]\n'
+  if [ "$REGISTRY_SCHEME" = https ]; then
+    # relative to this file's directory
+    printf '  ca = "ca.crt"\n'
+  fi
+}
+
+sync_containerd() {
+  local addr dir tmp
+  if [ -n "$CONTAINERD_CONFIG_PATH" ]; then
+    HOSTS_DIR=$CONTAINERD_CONFIG_PATH
+    info "hosts directory $HOSTS_DIR (from CONTAINERD_CONFIG_PATH)"
+  elif ! find_config; then
+    human "no containerd config found (looked for ${CONTAINERD_CONFIG:-$K3S_CONFIGS $DEFAULT_CONFIG} below the node's /); containerd then reads no hosts directory. Give it one once: $(CONFIG_VERSION=2 one_time_change) in $DEFAULT_CONFIG and restart containerd (see deploy/README.md), or set CONTAINERD_CONFIG / CONTAINERD_CONFIG_PATH"
+    return 0
+  elif ! read_config_path; then
+    if [ "$FLAVOUR" != containerd ]; then
+      sync_registries_yaml
+      return 0
+    fi
+    human "containerd config $CONFIG (version $CONFIG_VERSION) sets no registry config_path, so containerd reads no hosts.toml on this node and nothing was written. One-time change: add $(one_time_change) to $CONFIG and restart containerd once (see deploy/README.md)"
+    return 0
+  else
+    info "containerd config $CONFIG ($FLAVOUR, version $CONFIG_VERSION): $KEY_FOUND = $HOSTS_DIR (in $KEY_FILE)"
+  fi
+  case $HOSTS_DIR in
+    /*) ;;
+    *) err "config_path '$HOSTS_DIR' is not an absolute path"; return 0 ;;
+  esac
+
+  if ! lookup_address; then
+    err "cannot find the registry's address (tried: ${ADDRESS_LOOKUP}); will retry"
+    return 0
+  fi
+  addr=$ADDR
+  info "registry address $addr (from $ADDRESS_FROM)"
+
+  dir=$(host "$HOSTS_DIR/$REGISTRY_NAME")
+  ensure_dir "$dir" || return 0
+  if [ "$REGISTRY_SCHEME" = https ]; then
+    if ! [ -s "$CA_FILE" ]; then
+      err "REGISTRY_SCHEME=https but CA_FILE $CA_FILE is missing or empty; will retry"
+      return 0
+    fi
+    tmp=$(mktemp "$dir/.ca.crt.XXXXXX") || { err "cannot write in ${dir#"$HOST_ROOT"}"; return 0; }
+    { printf '# %s: the registry CA, from %s\n' "$MARK" "$CA_FILE"; cat "$CA_FILE"; } >"$tmp"
+    put "$dir/ca.crt" "$tmp" || return 0
+  elif is_ours "$dir/ca.crt"; then
+    unput "$dir/ca.crt"
+  fi
+  tmp=$(mktemp "$dir/.hosts.toml.XXXXXX") || { err "cannot write in ${dir#"$HOST_ROOT"}"; return 0; }
+  hosts_toml "$addr" >"$tmp"
+  put "$dir/hosts.toml" "$tmp"
+}
+
+remove_containerd() {
+  local dirs="" hd dir
+  [ -n "$CONTAINERD_CONFIG_PATH" ] && dirs=$CONTAINERD_CONFIG_PATH
+  if find_config; then
+    if read_config_path; then
+      dirs="$dirs $HOSTS_DIR"
+    elif [ "$FLAVOUR" != containerd ]; then
+      remove_registries_yaml
+    fi
+  fi
+  [ -n "$dirs" ] || { log "no containerd hosts directory on this node: nothing to remove"; return 0; }
+  for hd in $dirs; do
+    dir=$(host "$hd/$REGISTRY_NAME")
+    [ -d "$dir" ] || { log "nothing to remove in $hd"; continue; }
+    unput "$dir/hosts.toml"
+    unput "$dir/ca.crt"
+    undir "$dir"
+  done
+}
+
+# ------------------------------------------------------------------ k3s/rke2 registries.yaml
+registries_yaml_path() { printf '/etc/rancher/%s/registries.yaml' "$FLAVOUR"; }
+
+registries_yaml() { # ADDRESS
+  printf '# %s (deploy/node-containerd/setup-node.sh). %s reads this file when it starts.\n' "$MARK" "$FLAVOUR"
+  printf 'mirrors:\n  "%s":\n    endpoint:\n      - "%s://%s:%s"\n' "$REGISTRY_NAME" "$REGISTRY_SCHEME" "$1" "$REGISTRY_PORT"
+  if [ "$REGISTRY_SCHEME" = https ]; then
+    printf 'configs:\n  "%s:%s":\n    tls:\n      ca_file: "%s"\n' "$1" "$REGISTRY_PORT" "$(registries_yaml_path | sed 's/registries.yaml$/registry-ca.crt/')"
+  fi
+}
+
+sync_registries_yaml() {
+  local ry file addr cafile tmp before
+  ry=$(registries_yaml_path)
+  file=$(host "$ry")
+  if ! lookup_address; then
+    err "cannot find the registry's address (tried: ${ADDRESS_LOOKUP}); will retry"
+    return 0
+  fi
+  addr=$ADDR
+  if [ -e "$file" ] && ! is_ours "$file"; then
+    if grep -q "$REGISTRY_NAME" "$file"; then
+      info "$ry (not ours) already names $REGISTRY_NAME; leaving it"
+    else
+      human "$FLAVOUR's containerd ($CONFIG) has no config_path, so it reads registries from $ry, which another tool owns. Add to it: mirrors: {\"$REGISTRY_NAME\": {endpoint: [\"$REGISTRY_SCHEME://$addr:$REGISTRY_PORT\"]}} and restart $FLAVOUR once; or upgrade $FLAVOUR to a release that sets config_path"
+    fi
+    return 0
+  fi
+  ensure_dir "$(dirname "$file")" || return 0
+  if [ "$REGISTRY_SCHEME" = https ]; then
+    cafile=$(host "$(registries_yaml_path | sed 's/registries.yaml$/registry-ca.crt/')")
+    tmp=$(mktemp "$cafile.XXXXXX") || return 0
+    { printf '# %s: the registry CA\n' "$MARK"; cat "$CA_FILE"; } >"$tmp"
+    put "$cafile" "$tmp" || return 0
+  fi
+  tmp=$(mktemp "$file.XXXXXX") || return 0
+  registries_yaml "$addr" >"$tmp"
+  before=$(cat "$file" 2>/dev/null)
+  put "$file" "$tmp" || return 0
+  if [ "$before" != "$(cat "$file")" ]; then
+    human "$FLAVOUR's containerd has no config_path; wrote $ry, which $FLAVOUR reads only when it starts: restart $FLAVOUR once (systemctl restart $FLAVOUR${FLAVOUR#k3s}) for it to take effect"
+  fi
+}
+
+remove_registries_yaml() {
+  local ry
+  ry=$(registries_yaml_path)
+  unput "$(host "$ry")"
+  unput "$(host "$(registries_yaml_path | sed 's/registries.yaml$/registry-ca.crt/')")"
+  undir "$(dirname "$(host "$ry")")"
+}
+
+# ------------------------------------------------------------------ hosts target
+BEGIN_LINE() { printf '# BEGIN %s: %s' "$MARK" "$REGISTRY_NAME"; }
+END_LINE() { printf '# END %s: %s' "$MARK" "$REGISTRY_NAME"; }
+
+# hosts_edit FILE BLOCKFILE: prints FILE with our block replaced by BLOCKFILE's lines (appended when
+# absent; dropped when BLOCKFILE is empty)
+hosts_edit() {
+  awk -v begin="$(BEGIN_LINE)" -v end="$(END_LINE)" -v blockfile="$2" '
+    function block() { while ((getline l < blockfile) > 0) print l; close(blockfile); done = 1 }
+    $0 == begin { skip = 1; block(); next }
+    skip && $0 == end { skip = 0; next }
+    skip { next }
+    { print }
+    END { if (!done) block() }
+  ' "$1"
+}
+
+sync_hosts() {
+  local file addr block tmp
+  file=$(host "$HOSTS_FILE")
+  [ -f "$file" ] || { err "$HOSTS_FILE does not exist on this node"; return 0; }
+  if ! lookup_address; then
+    err "cannot find the registry's address (tried: ${ADDRESS_LOOKUP}); will retry"
+    return 0
+  fi
+  addr=$(printf '%s' "$ADDR" | tr -d '[]')
+  block=$(mktemp "$file.block.XXXXXX") || { err "cannot write next to $HOSTS_FILE"; return 0; }
+  { BEGIN_LINE; echo; printf '%s %s\n' "$addr" "$REGISTRY_NAME"; END_LINE; echo; } >"$block"
+  tmp=$(mktemp "$file.new.XXXXXX") || { rm -f "$block"; return 0; }
+  hosts_edit "$file" "$block" >"$tmp"
+  rm -f "$block"
+  if cmp -s "$file" "$tmp"; then
+    rm -f "$tmp"
+    info "in sync: $HOSTS_FILE ($addr $REGISTRY_NAME)"
+    return 0
+  fi
+  if ! grep -qF "$(BEGIN_LINE)" "$file" && ! [ -e "$file$BACKUP_SUFFIX" ]; then
+    cp -p "$file" "$file$BACKUP_SUFFIX" && log "backed up $HOSTS_FILE to $HOSTS_FILE$BACKUP_SUFFIX"
+  fi
+  # in place (same inode): the file may be bind-mounted elsewhere
+  if cat "$tmp" >"$file"; then
+    log "wrote $HOSTS_FILE: $addr $REGISTRY_NAME"
+  else
+    err "cannot write $HOSTS_FILE"
+  fi
+  rm -f "$tmp"
+}
+
+remove_hosts() {
+  local file empty tmp
+  file=$(host "$HOSTS_FILE")
+  [ -f "$file" ] || return 0
+  if grep -qF "$(BEGIN_LINE)" "$file"; then
+    empty=$(mktemp "$file.block.XXXXXX") || return 0
+    tmp=$(mktemp "$file.new.XXXXXX") || { rm -f "$empty"; return 0; }
+    hosts_edit "$file" "$empty" >"$tmp"
+    cat "$tmp" >"$file" && log "removed the $REGISTRY_NAME block from $HOSTS_FILE"
+    rm -f "$tmp" "$empty"
+  else
+    log "no $REGISTRY_NAME block in $HOSTS_FILE"
+  fi
+  # the block was the only change; the backup taken before it is no longer needed
+  rm -f "$file$BACKUP_SUFFIX"
+}
+
+# ------------------------------------------------------------------ main
+reconcile() {
+  NEEDS_HUMAN=0 FAILED=0
+  for t in $TARGETS; do
+    case $t in
+      containerd) sync_containerd ;;
+      hosts) sync_hosts ;;
+      *) err "unknown target '$t' (TARGETS: containerd, hosts)" ;;
+    esac
+  done
+}
+
+remove_all() {
+  for t in $TARGETS; do
+    case $t in
+      containerd) remove_containerd ;;
+      hosts) remove_hosts ;;
+      *) err "unknown target '$t'" ;;
+    esac
+  done
+}
+
+case ${1:-run} in
+  once)
+    log "reconciling once: targets '$TARGETS', $REGISTRY_SCHEME://$REGISTRY_NAME:$REGISTRY_PORT, node root '${HOST_ROOT:-/}'"
+    reconcile
+    [ "$FAILED" = 1 ] && exit 1
+    [ "$NEEDS_HUMAN" = 1 ] && exit 2
+    exit 0
+    ;;
+  run)
+    log "reconciling every ${INTERVAL}s: targets '$TARGETS', $REGISTRY_SCHEME://$REGISTRY_NAME:$REGISTRY_PORT, node root '${HOST_ROOT:-/}'"
+    trap 'log "stopping (files stay; the preStop hook or \"setup-node.sh remove\" removes them)"; exit 0' TERM INT
+    while :; do
+      reconcile
+      QUIET=1
+      sleep "$INTERVAL" &
+      wait $! 2>/dev/null
+    done
+    ;;
+  remove)
+    log "removing: targets '$TARGETS', node root '${HOST_ROOT:-/}'"
+    remove_all
+    [ "$FAILED" = 1 ] && exit 1
+    exit 0
+    ;;
+  *)
+    echo "usage: $0 run|once|remove" >&2
+    exit 64
+    ;;
+esac

@@ -1,0 +1,416 @@
+#!/usr/bin/env python3
+"""Renders the kustomize bases under deploy/, validates every object offline against the
+Kubernetes API schemas, checks what each base promises, and extracts the files the other tests
+run (the node-setup script, the registry config, the TLS settings) from the rendered output, so
+those tests exercise the deployed bytes.
+
+  manifests.py render BASE OUT_DIR       kustomize BASE -> OUT_DIR/BASE.yaml; schema-validate it
+  manifests.py check BASE OUT_DIR        the base's own promises (non-root, probes, RBAC, ...)
+  manifests.py extract OUT_DIR           files for the runtime tests, into OUT_DIR/extracted/
+
+Environment: KUBECTL (kubectl or kustomize command; default kubectl), K8S_VERSIONS (schema
+versions, comma separated; default 1.30.0,1.37.0), EXPECTED_IMAGE (image the Deployment names).
+Exits 0 when everything holds; otherwise prints the reasons on stdout and exits 1.
+"""
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tomllib
+
+import yaml
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEPLOY = os.path.dirname(HERE)
+SERVICE_NAME = "builds.registry.svc.cluster.local"
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
+                  "PersistentVolume", "StorageClass", "PriorityClass"}
+
+
+class Failed(Exception):
+    pass
+
+
+def need(cond, msg):
+    if not cond:
+        raise Failed(msg)
+
+
+# ------------------------------------------------------------------ rendering
+def kustomize(base):
+    cmd = shlex.split(os.environ.get("KUBECTL", "kubectl"))
+    if os.path.basename(cmd[0]) == "kustomize":
+        cmd += ["build", os.path.join(DEPLOY, base)]
+    else:
+        cmd += ["kustomize", os.path.join(DEPLOY, base)]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    need(p.returncode == 0, f"{' '.join(cmd)} exited {p.returncode}: {p.stderr.strip()[:600]}")
+    return p.stdout
+
+
+def load(out_dir, base):
+    with open(os.path.join(out_dir, base.replace("/", "_") + ".yaml")) as f:
+        return [d for d in yaml.safe_load_all(f) if d]
+
+
+def render(base, out_dir):
+    import kubernetes_validate
+
+    text = kustomize(base)
+    docs = [d for d in yaml.safe_load_all(text) if d]
+    need(docs, "rendered no objects")
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, base.replace("/", "_") + ".yaml"), "w") as f:
+        f.write(text)
+    versions = os.environ.get("K8S_VERSIONS", "1.30.0,1.37.0").split(",")
+    errors = []
+    for d in docs:
+        ident = f"{d.get('kind')}/{d.get('metadata', {}).get('name')}"
+        if d.get("kind") not in CLUSTER_SCOPED and not d.get("metadata", {}).get("namespace"):
+            errors.append(f"{ident}: no namespace")
+        for v in versions:
+            try:
+                kubernetes_validate.validate(d, v, strict=True)
+            except kubernetes_validate.ValidationError as e:
+                path = ".".join(str(p) for p in e.path)
+                errors.append(f"{ident} against {v}: {path}: {e.message}")
+            except kubernetes_validate.SchemaNotFoundError as e:
+                errors.append(f"{ident} against {v}: no schema ({e})")
+    need(not errors, "; ".join(errors[:6]))
+    kinds = sorted({d["kind"] for d in docs})
+    print(f"{len(docs)} objects ({', '.join(kinds)}) valid against Kubernetes {', '.join(versions)}")
+
+
+# ------------------------------------------------------------------ helpers for checks
+def one(docs, kind, name=None, namespace=None):
+    found = [d for d in docs if d["kind"] == kind
+             and (name is None or d["metadata"]["name"] == name)
+             and (namespace is None or d["metadata"].get("namespace") == namespace)]
+    need(len(found) == 1, f"expected one {kind} {name or ''} in {namespace or 'any namespace'}, found {len(found)}")
+    return found[0]
+
+
+def container(pod_spec, name, init=False):
+    lst = pod_spec.get("initContainers" if init else "containers", [])
+    found = [c for c in lst if c["name"] == name]
+    need(found, f"no {'init ' if init else ''}container {name}")
+    return found[0]
+
+
+def env_of(c):
+    return {e["name"]: e.get("value") for e in c.get("env", [])}
+
+
+def volume(pod_spec, name):
+    found = [v for v in pod_spec.get("volumes", []) if v["name"] == name]
+    need(found, f"no volume {name}")
+    return found[0]
+
+
+def mount_for(c, path):
+    """The volumeMount whose mountPath contains path (longest match)."""
+    best = None
+    for m in c.get("volumeMounts", []):
+        mp = m["mountPath"].rstrip("/")
+        if path == mp or path.startswith(mp + "/"):
+            if best is None or len(mp) > len(best["mountPath"]):
+                best = m
+    need(best is not None, f"nothing mounted at {path}")
+    return best
+
+
+def container_port(c, port):
+    """containerPort for a Service targetPort (number or name)."""
+    for p in c.get("ports", []):
+        if p.get("name") == port or p["containerPort"] == port:
+            return p["containerPort"]
+    raise Failed(f"container {c['name']} has no port {port}")
+
+
+def registry_config(docs, dep):
+    """The registry.toml the Deployment mounts (through REGISTRY_CONFIG), parsed."""
+    spec = dep["spec"]["template"]["spec"]
+    c = container(spec, "registry")
+    path = env_of(c).get("REGISTRY_CONFIG")
+    need(path, "REGISTRY_CONFIG not set")
+    m = mount_for(c, path)
+    v = volume(spec, m["name"])
+    need("configMap" in v, f"{path} is not on a ConfigMap volume")
+    cm = one(docs, "ConfigMap", v["configMap"]["name"], dep["metadata"]["namespace"])
+    key = os.path.relpath(path, m["mountPath"])
+    need(key in cm["data"], f"ConfigMap {cm['metadata']['name']} has no key {key}")
+    return tomllib.loads(cm["data"][key]), cm["data"][key]
+
+
+def check_security(c, spec, what):
+    psc = spec.get("securityContext", {})
+    csc = c.get("securityContext", {})
+    need(csc.get("runAsNonRoot", psc.get("runAsNonRoot")) is True, f"{what}: runAsNonRoot is not true")
+    need((csc.get("runAsUser", psc.get("runAsUser")) or 0) != 0, f"{what}: runs as uid 0")
+    need(csc.get("readOnlyRootFilesystem") is True, f"{what}: readOnlyRootFilesystem is not true")
+    need(csc.get("allowPrivilegeEscalation") is False, f"{what}: allowPrivilegeEscalation is not false")
+    need("ALL" in csc.get("capabilities", {}).get("drop", []), f"{what}: capabilities not dropped")
+
+
+def check_resources(c, what):
+    r = c.get("resources", {})
+    for k in ("requests", "limits"):
+        for res in ("cpu", "memory"):
+            need(res in r.get(k, {}), f"{what}: no {k}.{res}")
+
+
+# ------------------------------------------------------------------ checks per base
+def check_registry_deployment(docs):
+    dep = one(docs, "Deployment", "registry", "registry")
+    spec = dep["spec"]["template"]["spec"]
+    c = container(spec, "registry")
+    check_security(c, spec, "registry container")
+    check_resources(c, "registry container")
+    expected = os.environ.get("EXPECTED_IMAGE")
+    if expected:
+        need(c["image"] == expected, f"image {c['image']}, expected {expected} (deploy/image/build.sh)")
+    need(c.get("args", [None])[0] == "serve", "registry container does not run `serve`")
+    cfg, _ = registry_config(docs, dep)
+    for key in ("listen", "storage", "fsync", "auto_mount", "max_manifest_size", "log_format",
+                "log_level", "shutdown_timeout"):
+        need(key in cfg, f"registry.toml lacks {key}")
+    listen_port = int(cfg["listen"].rsplit(":", 1)[1])
+    http_port = container_port(c, "http")
+    need(http_port == listen_port, f"containerPort http {http_port} != listen port {listen_port}")
+    for probe, path in (("livenessProbe", "/livez"), ("readinessProbe", "/readyz")):
+        p = c.get(probe, {}).get("httpGet", {})
+        need(p.get("path") == path, f"{probe} path {p.get('path')}, expected {path}")
+        need(container_port(c, p.get("port")) == listen_port, f"{probe} port is not the listen port")
+    grace = spec.get("terminationGracePeriodSeconds", 30)
+    pre_stop = c.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+    storage = cfg["storage"]
+    env = env_of(c)
+    need(grace > int(env.get("REGISTRY_SHUTDOWN_TIMEOUT", cfg["shutdown_timeout"])) + pre_stop,
+         f"terminationGracePeriodSeconds {grace} <= shutdown_timeout {cfg['shutdown_timeout']} + preStop {pre_stop}")
+    storage = env.get("REGISTRY_STORAGE", storage)
+    if "://" not in storage:
+        m = mount_for(c, storage)
+        need(not m.get("readOnly"), f"storage {storage} is mounted read-only")
+    ann = dep["spec"]["template"]["metadata"].get("annotations", {})
+    need(ann.get("prometheus.io/scrape") == "true", "no prometheus.io/scrape annotation")
+    need(int(ann.get("prometheus.io/port", 0)) == listen_port, "prometheus.io/port is not the listen port")
+    need(ann.get("prometheus.io/path") == "/metrics", "prometheus.io/path is not /metrics")
+    # the Service selects these pods and maps port 80 to the registry
+    svc = one(docs, "Service", "builds", "registry")
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    need(all(labels.get(k) == v for k, v in svc["spec"]["selector"].items()),
+         "Service builds does not select the registry pods")
+    p80 = [p for p in svc["spec"]["ports"] if p["port"] == 80]
+    need(p80 and container_port(c, p80[0]["targetPort"]) == listen_port,
+         "Service builds port 80 does not reach the listen port")
+    one(docs, "Namespace", "registry")
+    return dep, spec, c, cfg, storage
+
+
+def check_generic(docs):
+    dep, spec, c, cfg, storage = check_registry_deployment(docs)
+    m = mount_for(c, storage)
+    need("emptyDir" in volume(spec, m["name"]), f"storage {storage} is not on an emptyDir")
+    lrh = one(docs, "ConfigMap", "local-registry-hosting", "kube-public")
+    v1 = yaml.safe_load(lrh["data"]["localRegistryHosting.v1"])
+    need(v1.get("hostFromClusterNetwork") == SERVICE_NAME, "KEP-1755 hostFromClusterNetwork")
+    need(v1.get("hostFromContainerRuntime") == SERVICE_NAME, "KEP-1755 hostFromContainerRuntime")
+    need(v1.get("host"), "KEP-1755 host missing")
+
+
+def check_generic_pvc(docs):
+    dep, spec, c, cfg, storage = check_registry_deployment(docs)
+    v = volume(spec, mount_for(c, storage)["name"])
+    need("persistentVolumeClaim" in v and "emptyDir" not in v, "storage is not (only) a PVC")
+    one(docs, "PersistentVolumeClaim", v["persistentVolumeClaim"]["claimName"], "registry")
+    need(dep["spec"].get("strategy", {}).get("type") == "Recreate", "a RWO volume needs strategy Recreate")
+
+
+def check_generic_tls(docs):
+    dep, spec, c, cfg, storage = check_registry_deployment(docs)
+    env = env_of(c)
+    for k in ("REGISTRY_TLS_CERT", "REGISTRY_TLS_KEY", "REGISTRY_TLS_LISTEN"):
+        need(env.get(k), f"{k} not set")
+    for k in ("REGISTRY_TLS_CERT", "REGISTRY_TLS_KEY"):
+        v = volume(spec, mount_for(c, env[k])["name"])
+        need(v.get("secret", {}).get("secretName") == "builds-tls", f"{k} is not from Secret builds-tls")
+    tls_port = int(env["REGISTRY_TLS_LISTEN"].rsplit(":", 1)[1])
+    svc = one(docs, "Service", "builds", "registry")
+    p443 = [p for p in svc["spec"]["ports"] if p["port"] == 443]
+    need(p443 and container_port(c, p443[0]["targetPort"]) == tls_port, "Service port 443 does not reach TLS")
+    job = one(docs, "Job", "builds-tls", "registry")
+    jspec = job["spec"]["template"]["spec"]
+    cert = container(jspec, "cert", init=True)
+    need(cert["image"] == c["image"], "the cert Job does not use the registry image")
+    need(cert["args"][0] == "cert", "the cert init container does not run `registry cert`")
+    need(SERVICE_NAME in cert["args"], f"the certificate does not name {SERVICE_NAME}")
+    need("$(BUILDS_SERVICE_HOST)" in cert["args"], "the certificate does not name the ClusterIP")
+    need(jspec.get("enableServiceLinks", True), "BUILDS_SERVICE_HOST needs enableServiceLinks")
+    sa = jspec["serviceAccountName"]
+    one(docs, "ServiceAccount", sa, "registry")
+    rb = [d for d in docs if d["kind"] == "RoleBinding"
+          and any(s["kind"] == "ServiceAccount" and s["name"] == sa for s in d["subjects"])]
+    need(len(rb) == 1, f"expected one RoleBinding for {sa}")
+    need(rb[0]["roleRef"]["kind"] == "Role", "the Job's binding is not to a namespaced Role")
+    role = one(docs, "Role", rb[0]["roleRef"]["name"], "registry")
+    for rule in role["rules"]:
+        need(rule["apiGroups"] == [""] and rule["resources"] == ["secrets"], f"rule beyond secrets: {rule}")
+        need(set(rule["verbs"]) <= {"get", "create"}, f"verbs beyond get/create: {rule['verbs']}")
+        if "get" in rule["verbs"]:
+            need(rule.get("resourceNames") == ["builds-tls"], "get is not limited to builds-tls")
+    need(not [d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding")], "cluster-wide RBAC")
+    need(not [d for d in docs if "certificates.k8s.io" in json.dumps(d)], "uses the CSR API")
+    # no other workload may mount the service account token
+    need(spec.get("automountServiceAccountToken") is False, "the registry pod mounts an API token")
+
+
+def check_s3(docs):
+    dep, spec, c, cfg, storage = check_registry_deployment(docs)
+    need(dep["spec"]["replicas"] >= 2, "fewer than 2 replicas")
+    need(storage.startswith("s3://") and storage.count("/") >= 3, f"storage {storage} is not s3://bucket/prefix")
+    refs = [e["secretRef"]["name"] for e in c.get("envFrom", []) if "secretRef" in e]
+    refs += [e["valueFrom"]["secretKeyRef"]["name"] for e in c.get("env", [])
+             if "secretKeyRef" in e.get("valueFrom", {})]
+    need(refs, "no credentials from a Secret")
+    need(not any(e["name"].startswith("AWS_SECRET") and "value" in e for e in c.get("env", [])),
+         "a secret key in plain env")
+    pdb = one(docs, "PodDisruptionBudget", None, "registry")
+    need(pdb["spec"].get("minAvailable", 0) >= 1, "PodDisruptionBudget allows zero pods")
+
+
+def node_setup_daemonset(docs, name):
+    ds = one(docs, "DaemonSet", name, "registry")
+    spec = ds["spec"]["template"]["spec"]
+    need({"operator": "Exists"} in spec.get("tolerations", []), "does not tolerate every taint")
+    c = container(spec, "setup")
+    cmd = c["command"] + c.get("args", [])
+    script_path = next(a for a in cmd if a.endswith("setup-node.sh"))
+    m = mount_for(c, script_path)
+    cm = one(docs, "ConfigMap", volume(spec, m["name"])["configMap"]["name"], "registry")
+    with open(os.path.join(DEPLOY, "node-containerd", "setup-node.sh")) as f:
+        need(cm["data"]["setup-node.sh"] == f.read(),
+             "the ConfigMap's setup-node.sh differs from deploy/node-containerd/setup-node.sh")
+    need(cmd[-1] == "run", "the DaemonSet does not run the reconcile loop")
+    pre = c.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
+    need(pre[-1:] == ["remove"] and script_path in pre, "no preStop removal")
+    env = env_of(c)
+    host = volume(spec, mount_for(c, env["HOST_ROOT"] + "/etc")["name"])
+    need(host.get("hostPath", {}).get("path") == "/", "HOST_ROOT is not the node's /")
+    need(env.get("REGISTRY_NAME") == SERVICE_NAME, "REGISTRY_NAME")
+    need(not spec.get("hostNetwork"), "hostNetwork: the pod would not see cluster DNS")
+    check_resources(c, "setup container")
+    return ds, spec, c, env
+
+
+def check_node_containerd(docs):
+    _, _, _, env = node_setup_daemonset(docs, "registry-node-setup")
+    need(env.get("TARGETS") == "containerd", "TARGETS is not containerd")
+    need(env.get("REGISTRY_SCHEME") == "http" and env.get("REGISTRY_PORT") == "80", "not http on port 80")
+
+
+def check_node_containerd_tls(docs):
+    _, spec, c, env = node_setup_daemonset(docs, "registry-node-setup")
+    need(env.get("REGISTRY_SCHEME") == "https" and env.get("REGISTRY_PORT") == "443", "not https on 443")
+    v = volume(spec, mount_for(c, env["CA_FILE"])["name"])
+    need(v.get("secret", {}).get("secretName") == "builds-tls", "CA_FILE is not from Secret builds-tls")
+    need(any(i["key"] == "ca.crt" for i in v["secret"].get("items", [])), "ca.crt not projected")
+
+
+def check_node_hosts(docs):
+    ds, _, _, env = node_setup_daemonset(docs, "registry-node-setup-hosts")
+    need(env.get("TARGETS") == "hosts", "TARGETS is not hosts")
+    need(ds["spec"]["selector"]["matchLabels"].get("app.kubernetes.io/component") == "node-hosts",
+         "selector overlaps deploy/node-containerd's")
+
+
+def check_kontrakt(docs):
+    jobs = [d for d in docs if d["kind"] == "Job"]
+    builders = set()
+    for job in jobs:
+        spec = job["spec"]["template"]["spec"]
+        init = spec["initContainers"][0]
+        text = " ".join(init.get("command", []) + init.get("args", []))
+        dest = [a for a in text.replace(",", " ").replace("=", " ").split() if a.startswith(SERVICE_NAME + "/")]
+        need(dest, f"{job['metadata']['name']} pushes nowhere under {SERVICE_NAME}")
+        run = spec["containers"][0]
+        need(run["image"] == dest[0], f"{job['metadata']['name']} runs {run['image']}, not the pushed {dest[0]}")
+        need(run.get("imagePullPolicy") == "Always", "the pushed image must be pulled, not cached")
+        if "kaniko" in init["image"]:
+            builders.add("kaniko")
+        if "buildkit" in init["image"]:
+            builders.add("buildkit")
+    need(builders == {"kaniko", "buildkit"}, f"builders {sorted(builders)}, expected kaniko and buildkit")
+
+
+CHECKS = {
+    "generic": check_generic,
+    "generic-pvc": check_generic_pvc,
+    "generic-tls": check_generic_tls,
+    "s3": check_s3,
+    "node-containerd": check_node_containerd,
+    "node-containerd-tls": check_node_containerd_tls,
+    "node-hosts": check_node_hosts,
+    "kontrakt": check_kontrakt,
+}
+
+
+# ------------------------------------------------------------------ extraction
+def extract(out_dir):
+    x = os.path.join(out_dir, "extracted")
+    os.makedirs(x, exist_ok=True)
+    # the node-setup script as the DaemonSet gets it
+    docs = load(out_dir, "node-containerd")
+    ds, spec, c, env = node_setup_daemonset(docs, "registry-node-setup")
+    cm = one(docs, "ConfigMap", volume(spec, mount_for(c, "/scripts/setup-node.sh")["name"])["configMap"]["name"])
+    with open(os.path.join(x, "setup-node.sh"), "w") as f:
+        f.write(cm["data"]["setup-node.sh"])
+    with open(os.path.join(x, "node-containerd.env.json"), "w") as f:
+        json.dump(env, f)
+    # the registry's configuration file and the TLS settings
+    docs = load(out_dir, "generic-tls")
+    dep = one(docs, "Deployment", "registry", "registry")
+    _, text = registry_config(docs, dep)
+    with open(os.path.join(x, "registry.toml"), "w") as f:
+        f.write(text)
+    c = container(dep["spec"]["template"]["spec"], "registry")
+    with open(os.path.join(x, "registry-tls.env.json"), "w") as f:
+        json.dump({k: v for k, v in env_of(c).items() if k.startswith("REGISTRY_TLS")}, f)
+    job = one(docs, "Job", "builds-tls", "registry")
+    with open(os.path.join(x, "cert-args.json"), "w") as f:
+        json.dump(container(job["spec"]["template"]["spec"], "cert", init=True)["args"], f)
+    # kontrakt's build context
+    docs = load(out_dir, "kontrakt")
+    cm = one(docs, "ConfigMap", None, "registry-kontrakt")
+    os.makedirs(os.path.join(x, "kontrakt"), exist_ok=True)
+    for k, v in cm["data"].items():
+        with open(os.path.join(x, "kontrakt", k), "w") as f:
+            f.write(v)
+    print(f"extracted into {x}")
+
+
+def main():
+    if len(sys.argv) < 3:
+        print(__doc__, file=sys.stderr)
+        return 64
+    try:
+        if sys.argv[1] == "render":
+            render(sys.argv[2], sys.argv[3])
+        elif sys.argv[1] == "check":
+            base, out_dir = sys.argv[2], sys.argv[3]
+            CHECKS[base](load(out_dir, base))
+            print(f"{base}: promises hold")
+        elif sys.argv[1] == "extract":
+            extract(sys.argv[2])
+        else:
+            print(__doc__, file=sys.stderr)
+            return 64
+    except Failed as e:
+        print(e)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
