@@ -832,6 +832,33 @@ pub async fn raw_request(base: &str, method: &str, path: &str, body: &[u8]) -> R
     parse_raw(&buf)
 }
 
+/// Sends `data` (a request written by hand, possibly cut short) to the registry at `base`,
+/// closes the sending half, and reads whatever comes back (10 s at most). `None` when the
+/// server closed the connection without answering. Write errors (the server may close first)
+/// are ignored.
+pub async fn raw_send(base: &str, data: &[u8]) -> Option<RawResponse> {
+    let host = base
+        .strip_prefix("http://")
+        .expect("raw_send needs an http:// base")
+        .trim_end_matches('/');
+    let work = async {
+        let mut s = tokio::net::TcpStream::connect(host).await.expect("connect");
+        let _ = s.write_all(data).await;
+        let _ = s.shutdown().await;
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf).await;
+        buf
+    };
+    let buf = tokio::time::timeout(Duration::from_secs(10), work)
+        .await
+        .expect("raw_send timed out");
+    if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        Some(parse_raw(&buf))
+    } else {
+        None
+    }
+}
+
 fn parse_raw(buf: &[u8]) -> RawResponse {
     let split = buf
         .windows(4)

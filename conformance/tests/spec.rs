@@ -12,6 +12,7 @@
 //! - `manifests`: push/pull/delete of manifests and tags, validation, limits.
 //! - `tags`: tag listing and pagination.
 //! - `catalog`: `/v2/_catalog` and pagination.
+//! - `crash`: requests cut short and restarts in the middle of a push.
 //! - `referrers`: the referrers API.
 //! - `errors`: error bodies and codes for bad names, digests and requests.
 //! - `workflows`: the official conformance suite's workflows end to end.
@@ -22,6 +23,8 @@ mod api;
 mod blobs;
 #[path = "spec/catalog.rs"]
 mod catalog;
+#[path = "spec/crash.rs"]
+mod crash;
 #[path = "spec/errors.rs"]
 mod errors;
 #[path = "spec/manifests.rs"]

@@ -273,6 +273,69 @@ async fn index_with_missing_child_is_manifest_blob_unknown() {
 }
 
 #[tokio::test]
+async fn index_with_child_only_in_another_repository() {
+    let reg = TestRegistry::start().await;
+    let elsewhere = reg.push_image("man/elsewhere", None, 1).await;
+    reg.push_blob("man/lonely", b"make the repository exist")
+        .await;
+    let body = IndexBuilder::new().manifest(elsewhere.descriptor()).build();
+    let resp = reg
+        .put_manifest("man/lonely", "idx", OCI_INDEX, &body)
+        .await;
+    if resp.status() != 201 {
+        expect_error(resp, 400, &["MANIFEST_BLOB_UNKNOWN"]).await;
+        assert_eq!(get_status(&reg, "man/lonely", "idx").await, 404);
+    } else {
+        // Accepted (the registry found the child elsewhere): then it must serve the child here.
+        assert_manifest(
+            &reg,
+            "man/lonely",
+            &elsewhere.digest,
+            OCI_MANIFEST,
+            &elsewhere.manifest,
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn push_by_sha512_digest() {
+    let reg = TestRegistry::start().await;
+    let (config, layer) = blobs(&reg, "man/sha512").await;
+    let body = ManifestBuilder::new(config).layer(layer).build();
+    let d512 = conformance::sha512_digest(&body);
+    let resp = reg
+        .put_manifest("man/sha512", &d512, OCI_MANIFEST, &body)
+        .await;
+    let st = resp.status().as_u16();
+    if st == 400 {
+        // An algorithm the registry does not take for manifests: allowed, if said properly.
+        expect_error(resp, 400, &["DIGEST_INVALID", "UNSUPPORTED"]).await;
+        return;
+    }
+    assert_eq!(st, 201, "PUT manifest by sha512 digest");
+    assert_eq!(
+        header(resp.headers(), "docker-content-digest"),
+        Some(d512.as_str()),
+        "Docker-Content-Digest MUST equal the digest the client pushed by"
+    );
+    let resp = reg
+        .client()
+        .get(reg.url(&format!("/v2/man/sha512/manifests/{d512}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.bytes().await.unwrap(), body);
+    // A wrong sha512 digest is refused.
+    let wrong = conformance::sha512_digest(b"wrong");
+    let resp = reg
+        .put_manifest("man/sha512", &wrong, OCI_MANIFEST, &body)
+        .await;
+    expect_error(resp, 400, &["DIGEST_INVALID"]).await;
+}
+
+#[tokio::test]
 async fn index_with_present_children() {
     let reg = TestRegistry::start().await;
     let a = reg.push_image("man/index", None, 1).await;
@@ -478,10 +541,18 @@ async fn multi_tag_push_by_digest() {
     let (config, layer) = blobs(&reg, "man/tags").await;
     let body = ManifestBuilder::new(config).layer(layer).build();
     let digest = sha256_digest(&body);
+    // The spec asks for at least 10 tags per request: send 12.
+    let mut want: Vec<String> = ["1.2.3", "1.2", "latest"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain((0..9).map(|i| format!("extra{i}")))
+        .collect();
+    let query: Vec<String> = want.iter().map(|t| format!("tag={t}")).collect();
     let resp = reg
         .client()
         .put(reg.url(&format!(
-            "/v2/man/tags/manifests/{digest}?tag=1.2.3&tag=1.2&tag=latest"
+            "/v2/man/tags/manifests/{digest}?{}",
+            query.join("&")
         )))
         .header("content-type", OCI_MANIFEST)
         .body(body.clone())
@@ -491,10 +562,23 @@ async fn multi_tag_push_by_digest() {
     assert_eq!(resp.status(), 201);
     let mut tags = header_values(resp.headers(), "oci-tag");
     tags.sort();
-    assert_eq!(tags, vec!["1.2", "1.2.3", "latest"], "OCI-Tag header(s)");
-    for t in ["1.2.3", "1.2", "latest"] {
+    want.sort();
+    assert_eq!(tags, want, "OCI-Tag header(s)");
+    for t in &want {
         assert_manifest(&reg, "man/tags", t, OCI_MANIFEST, &body).await;
     }
+    let v: serde_json::Value = reg
+        .client()
+        .get(reg.url("/v2/man/tags/tags/list"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut listed: Vec<String> = serde_json::from_value(v["tags"].clone()).unwrap();
+    listed.sort();
+    assert_eq!(listed, want);
 }
 
 #[tokio::test]

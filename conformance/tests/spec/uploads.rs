@@ -576,6 +576,21 @@ async fn sha512_with_digest_algorithm_parameter() {
     let resp = reg.client().get(&blob_loc).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.bytes().await.unwrap(), data);
+
+    // A manifest may reference the blob by its sha512 digest.
+    let cfg = br#"{"architecture":"amd64","os":"linux"}"#;
+    reg.push_blob("push/sha512", cfg).await;
+    let layer = serde_json::json!({
+        "mediaType": conformance::OCI_LAYER,
+        "digest": digest,
+        "size": data.len(),
+    });
+    let manifest =
+        conformance::ManifestBuilder::new(conformance::descriptor(conformance::OCI_CONFIG, cfg))
+            .layer(layer)
+            .build();
+    reg.push_manifest("push/sha512", "v1", conformance::OCI_MANIFEST, &manifest)
+        .await;
 }
 
 #[tokio::test]
