@@ -27,6 +27,7 @@ use tracing::Instrument;
 use crate::config::Config;
 use crate::endpoint::{Endpoint, RouteError};
 use crate::error::{ApiError, ErrorCode};
+use crate::metrics::METRICS;
 
 /// State shared by every request.
 #[derive(Debug)]
@@ -74,10 +75,10 @@ fn content_length(h: &HeaderMap) -> Option<u64> {
 }
 
 fn body_stream(body: Body) -> ByteStream {
-    Box::pin(TryStreamExt::map_err(
-        body.into_data_stream(),
-        io::Error::other,
-    ))
+    Box::pin(
+        TryStreamExt::map_err(body.into_data_stream(), io::Error::other)
+            .inspect_ok(|b| METRICS.received(b.len() as u64)),
+    )
 }
 
 /// Whether the request carries a body at all (a PUT closing an upload may or may not).
@@ -193,6 +194,7 @@ fn page_params(q: &Query) -> Result<(Option<usize>, Option<&str>), ApiError> {
 /// The single entry point for `/v2/...`.
 pub async fn dispatch(State(st): State<Arc<AppState>>, req: Request) -> Response {
     let started = Instant::now();
+    let _in_flight = METRICS.enter();
     let (parts, body) = req.into_parts();
     let rest = parts
         .uri
@@ -207,7 +209,24 @@ pub async fn dispatch(State(st): State<Arc<AppState>>, req: Request) -> Response
     // An error may be answered before the request body is read; an HTTP/1 connection with
     // unread body bytes cannot carry another request, so such answers close it.
     let close_on_error = has_body(&parts.headers) && parts.version <= http::Version::HTTP_11;
+    let overloaded = METRICS.in_flight() > st.config.max_concurrent_requests as u64;
+    let _upload = matches!(
+        parsed,
+        Ok(Endpoint::PatchUpload { .. }
+            | Endpoint::PutUpload { .. }
+            | Endpoint::StartUpload { .. })
+    )
+    .then(|| METRICS.enter_upload());
     let result = async {
+        if overloaded {
+            METRICS.overload();
+            return Err(ApiError::new(
+                ErrorCode::TooManyRequests,
+                StatusCode::TOO_MANY_REQUESTS,
+                "the registry is at its concurrency limit; retry shortly",
+            )
+            .with_header(http::header::RETRY_AFTER, "1"));
+        }
         let ep = parsed.map_err(|e| match e {
             RouteError::NotFound => ApiError::new(
                 ErrorCode::Unsupported,
@@ -231,6 +250,7 @@ pub async fn dispatch(State(st): State<Arc<AppState>>, req: Request) -> Response
         Err(e) => {
             let _enter = span.enter();
             if e.is_server_fault() {
+                METRICS.storage_error();
                 tracing::error!(status = e.status.as_u16(), error = %e.message, "request failed");
             } else {
                 tracing::debug!(status = e.status.as_u16(), error = %e.message, "request rejected");
@@ -248,6 +268,7 @@ pub async fn dispatch(State(st): State<Arc<AppState>>, req: Request) -> Response
     if let Some(ns) = param(&query, "ns").and_then(|v| HeaderValue::from_str(v).ok()) {
         h.insert(OCI_NAMESPACE, ns);
     }
+    METRICS.request(label, resp.status().as_u16(), started.elapsed());
     let _enter = span.enter();
     tracing::debug!(
         status = resp.status().as_u16(),
@@ -312,7 +333,11 @@ async fn handle(
             let body = if parts.method == Method::HEAD {
                 Body::empty()
             } else {
-                Body::from_stream(reg.blob_read(&digest, range).await?)
+                Body::from_stream(
+                    reg.blob_read(&digest, range)
+                        .await?
+                        .inspect_ok(|b| METRICS.sent(b.len() as u64)),
+                )
             };
             Ok((status, headers, body).into_response())
         }
@@ -367,6 +392,7 @@ async fn handle(
 
         Endpoint::GetManifest { name, reference } => {
             let (info, bytes) = reg.manifest_get(&name, &reference).await?;
+            METRICS.sent(bytes.len() as u64);
             Ok(manifest_response(&info, Body::from(bytes)))
         }
 

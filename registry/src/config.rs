@@ -37,8 +37,13 @@ impl FromStr for LogFormat {
 pub struct Config {
     /// Address to listen on for plain HTTP.
     pub listen: SocketAddr,
-    /// Storage location: a folder path for the filesystem backend.
+    /// Storage location: a folder path for the filesystem backend, or an object-store URL
+    /// (`s3://bucket/prefix`, `gs://bucket/prefix`, `az://container/prefix`, `memory://`).
     pub storage: String,
+    /// Settings of the object-store backend (`endpoint`, `region`, `access_key_id`,
+    /// `secret_access_key`, `allow_http`, `virtual_hosted_style_request`, ...). A key ending in
+    /// `_file` names a file holding the value (a mounted Kubernetes Secret).
+    pub storage_options: std::collections::BTreeMap<String, String>,
     /// fsync blob and metadata writes before acknowledging them (survives power loss).
     pub fsync: bool,
     /// Mount blobs by digest alone when a mount names no `from`, or a `from` without the blob.
@@ -51,6 +56,26 @@ pub struct Config {
     pub log_level: String,
     /// Seconds to let requests in flight finish after SIGTERM.
     pub shutdown_timeout: u64,
+    /// Requests served at once; more are answered 429 with Retry-After.
+    pub max_concurrent_requests: usize,
+    /// Seconds between background garbage collections; 0 turns them off.
+    pub gc_interval: u64,
+    /// Seconds an object must be untouched before garbage collection may remove it.
+    pub gc_grace: u64,
+    /// Seconds after which an upload session nobody touches is purged.
+    pub upload_max_age: u64,
+    /// Retention rules (config file only), applied by garbage collection.
+    pub retention: Vec<crate::maintenance::RetentionFile>,
+    /// PEM certificate chain (leaf first) for HTTPS; HTTPS is served when it is set.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (RSA, ECDSA or Ed25519) of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Address for HTTPS, beside plain HTTP on `listen` (used when `tls_cert` is set).
+    pub tls_listen: SocketAddr,
+    /// PEM CA certificates: when set, HTTPS clients must present a certificate signed by one.
+    pub tls_client_ca: Option<PathBuf>,
+    /// Seconds between checks of the certificate and key files for changes (0: never reload).
+    pub tls_reload_interval: u64,
 }
 
 impl Default for Config {
@@ -58,12 +83,23 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([0, 0, 0, 0], 5000)),
             storage: "./data".into(),
+            storage_options: Default::default(),
             fsync: true,
             auto_mount: true,
             max_manifest_size: 4 * 1024 * 1024,
             log_format: LogFormat::Text,
             log_level: "info".into(),
             shutdown_timeout: 30,
+            max_concurrent_requests: 1024,
+            gc_interval: 3600,
+            gc_grace: 3600,
+            upload_max_age: 86400,
+            retention: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            tls_listen: SocketAddr::from(([0, 0, 0, 0], 5443)),
+            tls_client_ca: None,
+            tls_reload_interval: 5,
         }
     }
 }
@@ -74,12 +110,23 @@ impl Default for Config {
 pub struct FileConfig {
     listen: Option<SocketAddr>,
     storage: Option<String>,
+    storage_options: Option<std::collections::BTreeMap<String, String>>,
     fsync: Option<bool>,
     auto_mount: Option<bool>,
     max_manifest_size: Option<usize>,
     log_format: Option<LogFormat>,
     log_level: Option<String>,
     shutdown_timeout: Option<u64>,
+    max_concurrent_requests: Option<usize>,
+    gc_interval: Option<u64>,
+    gc_grace: Option<u64>,
+    upload_max_age: Option<u64>,
+    retention: Option<Vec<crate::maintenance::RetentionFile>>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_listen: Option<SocketAddr>,
+    tls_client_ca: Option<PathBuf>,
+    tls_reload_interval: Option<u64>,
 }
 
 /// The `serve` flags. Each also reads `REGISTRY_<NAME>` from the environment (flags win).
@@ -91,9 +138,15 @@ pub struct ServeArgs {
     /// Address for plain HTTP [env REGISTRY_LISTEN] [default: 0.0.0.0:5000]
     #[arg(long)]
     pub listen: Option<SocketAddr>,
-    /// Storage: a folder for the filesystem backend [env REGISTRY_STORAGE] [default: ./data]
+    /// Storage: a folder (filesystem backend) or s3://bucket/prefix, gs://..., az://...,
+    /// memory:// [env REGISTRY_STORAGE] [default: ./data]
     #[arg(long)]
     pub storage: Option<String>,
+    /// Object-store settings as key=value, repeatable (endpoint, region, access_key_id,
+    /// secret_access_key, allow_http, ...; KEY_file=PATH reads the value from a file)
+    /// [env REGISTRY_STORAGE_OPTIONS, comma-separated]
+    #[arg(long = "storage-option", value_name = "KEY=VALUE")]
+    pub storage_options: Vec<String>,
     /// fsync writes before acknowledging them: an acknowledged push survives a power cut
     /// [env REGISTRY_FSYNC] [default: true]
     #[arg(long)]
@@ -115,6 +168,42 @@ pub struct ServeArgs {
     /// [default: 30]
     #[arg(long)]
     pub shutdown_timeout: Option<u64>,
+    /// Requests served at once; beyond it requests get 429 with Retry-After
+    /// [env REGISTRY_MAX_CONCURRENT_REQUESTS] [default: 1024]
+    #[arg(long)]
+    pub max_concurrent_requests: Option<usize>,
+    /// Seconds between background garbage collections; 0 turns them off
+    /// [env REGISTRY_GC_INTERVAL] [default: 3600]
+    #[arg(long)]
+    pub gc_interval: Option<u64>,
+    /// Seconds an unreferenced object must be untouched before garbage collection removes it
+    /// [env REGISTRY_GC_GRACE] [default: 3600]
+    #[arg(long)]
+    pub gc_grace: Option<u64>,
+    /// Seconds after which an abandoned upload session is purged
+    /// [env REGISTRY_UPLOAD_MAX_AGE] [default: 86400]
+    #[arg(long)]
+    pub upload_max_age: Option<u64>,
+    /// PEM certificate (chain) for HTTPS; serves HTTPS on --tls-listen when set
+    /// [env REGISTRY_TLS_CERT]
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert: RSA, ECDSA or Ed25519 [env REGISTRY_TLS_KEY]
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Address for HTTPS, served beside plain HTTP on --listen [env REGISTRY_TLS_LISTEN]
+    /// [default: 0.0.0.0:5443]
+    #[arg(long)]
+    pub tls_listen: Option<SocketAddr>,
+    /// PEM CA certificate(s): require HTTPS clients to present a certificate signed by one
+    /// (mutual TLS) [env REGISTRY_TLS_CLIENT_CA]
+    #[arg(long, value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Seconds between checks of --tls-cert/--tls-key for changes, which are then loaded
+    /// without dropping connections; 0 never reloads [env REGISTRY_TLS_RELOAD_INTERVAL]
+    /// [default: 5]
+    #[arg(long)]
+    pub tls_reload_interval: Option<u64>,
 }
 
 fn env_parse<T: FromStr>(
@@ -134,7 +223,43 @@ where
     }
 }
 
+/// Merges object-store settings: file, then environment (`k=v,k=v`), then flags (`k=v`).
+fn storage_options(
+    mut opts: std::collections::BTreeMap<String, String>,
+    env: Option<String>,
+    flags: &[String],
+) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let env_pairs: Vec<String> = env
+        .map(|e| {
+            e.split(',')
+                .filter(|p| !p.trim().is_empty())
+                .map(|p| p.trim().to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    for pair in env_pairs.iter().chain(flags) {
+        let (k, v) = pair
+            .split_once('=')
+            .with_context(|| format!("storage option {pair:?} is not KEY=VALUE"))?;
+        opts.insert(k.trim().to_owned(), v.trim().to_owned());
+    }
+    Ok(opts)
+}
+
 impl Config {
+    /// The object-store settings with `KEY_file` entries replaced by the files' contents.
+    pub fn resolved_storage_options(&self) -> anyhow::Result<Vec<(String, String)>> {
+        self.storage_options
+            .iter()
+            .map(|(k, v)| match k.strip_suffix("_file") {
+                Some(key) => std::fs::read_to_string(v)
+                    .map(|s| (key.to_owned(), s.trim().to_owned()))
+                    .with_context(|| format!("reading storage option {k} from {v}")),
+                None => Ok((k.clone(), v.clone())),
+            })
+            .collect()
+    }
+
     /// Builds the configuration from the file named by `--config` or `REGISTRY_CONFIG`, then the
     /// environment (through `env`), then the flags.
     pub fn load(args: &ServeArgs, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<Config> {
@@ -161,15 +286,41 @@ impl Config {
                     .unwrap_or(d.$field)
             };
         }
+        macro_rules! pick_opt {
+            ($field:ident, $env:literal) => {
+                args.$field
+                    .clone()
+                    .or(env_parse(env, $env)?)
+                    .or(file.$field)
+            };
+        }
         let cfg = Config {
             listen: pick!(listen, "REGISTRY_LISTEN"),
             storage: pick!(storage, "REGISTRY_STORAGE"),
+            storage_options: storage_options(
+                file.storage_options.clone().unwrap_or_default(),
+                env("REGISTRY_STORAGE_OPTIONS"),
+                &args.storage_options,
+            )?,
             fsync: pick!(fsync, "REGISTRY_FSYNC"),
             auto_mount: pick!(auto_mount, "REGISTRY_AUTO_MOUNT"),
             max_manifest_size: pick!(max_manifest_size, "REGISTRY_MAX_MANIFEST_SIZE"),
             log_format: pick!(log_format, "REGISTRY_LOG_FORMAT"),
             log_level: pick!(log_level, "REGISTRY_LOG_LEVEL"),
             shutdown_timeout: pick!(shutdown_timeout, "REGISTRY_SHUTDOWN_TIMEOUT"),
+            max_concurrent_requests: pick!(
+                max_concurrent_requests,
+                "REGISTRY_MAX_CONCURRENT_REQUESTS"
+            ),
+            gc_interval: pick!(gc_interval, "REGISTRY_GC_INTERVAL"),
+            gc_grace: pick!(gc_grace, "REGISTRY_GC_GRACE"),
+            upload_max_age: pick!(upload_max_age, "REGISTRY_UPLOAD_MAX_AGE"),
+            retention: file.retention.clone().unwrap_or_default(),
+            tls_cert: pick_opt!(tls_cert, "REGISTRY_TLS_CERT"),
+            tls_key: pick_opt!(tls_key, "REGISTRY_TLS_KEY"),
+            tls_listen: pick!(tls_listen, "REGISTRY_TLS_LISTEN"),
+            tls_client_ca: pick_opt!(tls_client_ca, "REGISTRY_TLS_CLIENT_CA"),
+            tls_reload_interval: pick!(tls_reload_interval, "REGISTRY_TLS_RELOAD_INTERVAL"),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -183,6 +334,20 @@ impl Config {
         if self.max_manifest_size < 1024 {
             bail!("max_manifest_size must be at least 1024 bytes");
         }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => bail!("tls_cert is set but tls_key is not"),
+            (None, Some(_)) => bail!("tls_key is set but tls_cert is not"),
+            (Some(c), Some(k)) if c.as_os_str().is_empty() || k.as_os_str().is_empty() => {
+                bail!("tls_cert and tls_key must name files")
+            }
+            (Some(_), Some(_)) if self.tls_listen == self.listen && self.listen.port() != 0 => {
+                bail!("tls_listen and listen must differ ({})", self.listen)
+            }
+            _ => {}
+        }
+        if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
+            bail!("tls_client_ca needs tls_cert and tls_key (mutual TLS is part of HTTPS)");
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log_level)
             .with_context(|| format!("log_level {:?}", self.log_level))?;
         Ok(())
@@ -193,6 +358,7 @@ impl Config {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+    use std::path::Path;
 
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let m: HashMap<String, String> = pairs
@@ -264,5 +430,62 @@ mod tests {
             ..Default::default()
         };
         assert!(Config::load(&args, &env_of(&[])).is_err());
+    }
+
+    #[test]
+    fn tls_settings_follow_the_same_order() {
+        let c = Config::load(&ServeArgs::default(), &env_of(&[])).unwrap();
+        assert_eq!((c.tls_cert.clone(), c.tls_client_ca.clone()), (None, None));
+        assert_eq!(c.tls_listen.to_string(), "0.0.0.0:5443");
+        assert_eq!(c.tls_reload_interval, 5);
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("r.toml");
+        std::fs::write(
+            &file,
+            "tls_cert = \"/f/tls.crt\"\ntls_key = \"/f/tls.key\"\ntls_listen = \"127.0.0.1:8443\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(file),
+            ..Default::default()
+        };
+        let c = Config::load(&args, &env_of(&[])).unwrap();
+        assert_eq!(c.tls_cert.as_deref(), Some(Path::new("/f/tls.crt")));
+        assert_eq!(c.tls_listen.port(), 8443);
+        let env = env_of(&[
+            ("REGISTRY_TLS_CERT", "/e/tls.crt"),
+            ("REGISTRY_TLS_CLIENT_CA", "/e/ca.crt"),
+            ("REGISTRY_TLS_RELOAD_INTERVAL", "1"),
+        ]);
+        let c = Config::load(&args, &env).unwrap();
+        assert_eq!(c.tls_cert.as_deref(), Some(Path::new("/e/tls.crt")));
+        assert_eq!(c.tls_key.as_deref(), Some(Path::new("/f/tls.key")));
+        assert_eq!(c.tls_client_ca.as_deref(), Some(Path::new("/e/ca.crt")));
+        assert_eq!(c.tls_reload_interval, 1);
+        let args = ServeArgs {
+            tls_cert: Some("/a/tls.crt".into()),
+            ..args
+        };
+        let c = Config::load(&args, &env).unwrap();
+        assert_eq!(c.tls_cert.as_deref(), Some(Path::new("/a/tls.crt")));
+    }
+
+    #[test]
+    fn tls_settings_are_checked() {
+        let err = |pairs: &[(&str, &str)]| {
+            Config::load(&ServeArgs::default(), &env_of(pairs))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err(&[("REGISTRY_TLS_CERT", "/c")]).contains("tls_key"));
+        assert!(err(&[("REGISTRY_TLS_KEY", "/k")]).contains("tls_cert"));
+        assert!(err(&[("REGISTRY_TLS_CLIENT_CA", "/ca")]).contains("tls_client_ca"));
+        assert!(err(&[
+            ("REGISTRY_TLS_CERT", "/c"),
+            ("REGISTRY_TLS_KEY", "/k"),
+            ("REGISTRY_TLS_LISTEN", "0.0.0.0:5000"),
+        ])
+        .contains("differ"));
     }
 }

@@ -21,6 +21,68 @@ enum Command {
     /// Settings come from a TOML file (--config or REGISTRY_CONFIG), then REGISTRY_* environment
     /// variables, then these flags; later sources win.
     Serve(ServeArgs),
+    /// Remove unreferenced blobs, stale layer links, abandoned uploads, and what retention rules
+    /// in the config file select. Safe while the registry serves.
+    Gc(GcArgs),
+    /// Check every blob against its digest and every manifest, tag and link against what it
+    /// points to. Exits 1 when anything is damaged.
+    Fsck(FsckArgs),
+    /// Create a private CA and a server certificate (or, with --ca, a certificate signed by an
+    /// existing CA: a new server certificate, or a client one with --client) as PEM files.
+    ///
+    /// Writes ca.crt, ca.key, tls.crt, tls.key into --out; never overwrites without --force.
+    /// --secret NAME prints a Kubernetes Secret (type kubernetes.io/tls, plus ca.crt).
+    Cert(registry::cert::CertArgs),
+}
+
+/// `registry gc`.
+#[derive(clap::Args)]
+struct GcArgs {
+    /// Only list what would be removed, with sizes.
+    #[arg(long)]
+    dry_run: bool,
+    /// Storage and GC settings, read as `serve` reads them.
+    #[command(flatten)]
+    settings: ServeArgs,
+}
+
+/// `registry fsck`.
+#[derive(clap::Args)]
+struct FsckArgs {
+    /// Move damaged blobs to quarantine/ instead of only reporting them.
+    #[arg(long)]
+    quarantine: bool,
+    /// Storage settings, read as `serve` reads them.
+    #[command(flatten)]
+    settings: ServeArgs,
+}
+
+fn load_or_exit(args: &ServeArgs) -> Result<Config, ExitCode> {
+    Config::load(args, &|k| std::env::var(k).ok()).map_err(|e| {
+        eprintln!("registry: configuration error: {e:#}");
+        ExitCode::from(2)
+    })
+}
+
+fn maintenance(
+    cfg: &Config,
+    job: impl FnOnce(storage::Registry) -> Result<bool, String>,
+) -> ExitCode {
+    let reg = match registry::server::open_registry(cfg) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("registry: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match job(reg) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("registry: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn init_logging(cfg: &Config) {
@@ -47,6 +109,57 @@ async fn shutdown_signal() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Gc(args) => {
+            let cfg = match load_or_exit(&args.settings) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            maintenance(&cfg, |reg| {
+                let opts = registry::maintenance::gc_options(&cfg, args.dry_run)
+                    .map_err(|e| format!("{e:#}"))?;
+                let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+                let report = rt
+                    .block_on(reg.collect_garbage(&opts))
+                    .map_err(|e| registry::error::error_chain(&e))?;
+                registry::maintenance::print_gc_report(&report, args.dry_run);
+                Ok(true)
+            })
+        }
+        Command::Fsck(args) => {
+            let cfg = match load_or_exit(&args.settings) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            maintenance(&cfg, |reg| {
+                let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+                let r = rt
+                    .block_on(reg.fsck(args.quarantine))
+                    .map_err(|e| registry::error::error_chain(&e))?;
+                for p in &r.problems {
+                    println!("{p}");
+                }
+                for q in &r.quarantined {
+                    println!("quarantined blob {q}");
+                }
+                println!(
+                    "checked {} blobs and {} manifests: {} problems",
+                    r.blobs_checked,
+                    r.manifests_checked,
+                    r.problems.len()
+                );
+                Ok(r.problems.is_empty())
+            })
+        }
+        Command::Cert(args) => match registry::cert::run(&args) {
+            Ok(manifest) => {
+                print!("{manifest}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("registry cert: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Serve(args) => {
             let cfg = match Config::load(&args, &|k| std::env::var(k).ok()) {
                 Ok(c) => c,

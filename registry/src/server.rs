@@ -4,6 +4,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
@@ -16,12 +17,24 @@ use tokio::net::TcpListener;
 use crate::api::{dispatch, AppState};
 use crate::config::Config;
 use crate::error::{ApiError, ErrorCode};
+use crate::tls::TlsServer;
 
 /// Opens the storage named by the configuration.
 pub fn open_registry(config: &Config) -> anyhow::Result<Registry> {
-    let backend = FsBackend::new(&config.storage, config.fsync)?;
+    let backend: Arc<dyn storage::Backend> = if config.storage.contains("://") {
+        let path = config.storage.strip_prefix("file://");
+        match path {
+            Some(p) => Arc::new(FsBackend::new(p, config.fsync)?),
+            None => Arc::new(storage::object::ObjectBackend::from_url(
+                &config.storage,
+                config.resolved_storage_options()?,
+            )?),
+        }
+    } else {
+        Arc::new(FsBackend::new(&config.storage, config.fsync)?)
+    };
     Ok(Registry::new(
-        Arc::new(backend),
+        backend,
         Options {
             auto_mount: config.auto_mount,
             max_manifest_size: config.max_manifest_size,
@@ -34,11 +47,23 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/v2", any(dispatch))
         .route("/v2/", any(dispatch))
         .route("/v2/{*rest}", any(dispatch))
         .fallback(not_found)
         .with_state(state)
+}
+
+async fn metrics() -> Response {
+    (
+        [(
+            http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::METRICS.render(),
+    )
+        .into_response()
 }
 
 async fn livez() -> &'static str {
@@ -64,18 +89,52 @@ async fn not_found() -> ApiError {
 }
 
 /// Serves `config` on `listener` until `shutdown` completes, then lets requests in flight finish
-/// for at most `config.shutdown_timeout` seconds.
+/// for at most `config.shutdown_timeout` seconds. With `config.tls_cert` set, also serves HTTPS on
+/// `config.tls_listen`.
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    run_with_tls(listener, None, config, shutdown).await
+}
+
+/// [`run`], with HTTPS on `tls_listener` (bound by the caller, e.g. to port 0 in tests) instead
+/// of `config.tls_listen` when `config.tls_cert` is set.
+pub async fn run_with_tls(
+    listener: TcpListener,
+    tls_listener: Option<TcpListener>,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => {
+            let tls = TlsServer::load(cert, key, config.tls_client_ca.as_deref())?;
+            let l = match tls_listener {
+                Some(l) => l,
+                None => TcpListener::bind(config.tls_listen)
+                    .await
+                    .with_context(|| format!("binding tls_listen {}", config.tls_listen))?,
+            };
+            tracing::info!(
+                tls_listen = %l.local_addr()?,
+                cert = %cert.display(),
+                sha256 = %tls.current_fingerprint(),
+                mutual_tls = config.tls_client_ca.is_some(),
+                "serving HTTPS (HTTP/2 and HTTP/1.1)"
+            );
+            Some((l, Arc::new(tls)))
+        }
+        _ => None,
+    };
+    let reload_every = Duration::from_secs(config.tls_reload_interval);
     let registry = open_registry(&config)?;
     let grace = Duration::from_secs(config.shutdown_timeout);
     let state = Arc::new(AppState {
         registry: Arc::new(registry),
         config: Arc::new(config),
     });
+    crate::maintenance::spawn_gc(&state.registry, &state.config);
     let app = router(state);
     let (tx, mut rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -83,14 +142,33 @@ pub async fn run(
         let _ = tx.send(true);
     });
     let mut rx2 = rx.clone();
+    let https = {
+        let rx = rx.clone();
+        let app = app.clone();
+        async move {
+            match tls {
+                Some((l, tls)) => {
+                    if !reload_every.is_zero() {
+                        tokio::spawn(tls.clone().watch(reload_every, rx.clone()));
+                    }
+                    crate::tls::serve(l, tls, app, rx).await
+                }
+                None => Ok(()),
+            }
+        }
+    };
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
     let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
         let _ = rx.wait_for(|v| *v).await;
     });
+    let serve = async move {
+        let (plain, https) = tokio::join!(serve, https);
+        plain.map_err(anyhow::Error::from).and(https)
+    };
     tokio::select! {
-        res = serve => res.map_err(Into::into),
+        res = serve => res,
         _ = async move {
             let _ = rx2.wait_for(|v| *v).await;
             tokio::time::sleep(grace).await;

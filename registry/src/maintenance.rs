@@ -1,0 +1,141 @@
+//! Garbage collection and consistency checks from the command line (`registry gc`,
+//! `registry fsck`) and on a schedule inside `registry serve`.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use serde::Deserialize;
+use storage::gc::{parse_duration, GcOptions, GcReport, Pattern, RetentionRule};
+use storage::Registry;
+
+use crate::config::Config;
+
+/// A retention rule as written in the config file:
+///
+/// ```toml
+/// [[retention]]
+/// repositories = "builds/**"   # glob: * within a path component, ** across
+/// keep_tags = 10               # newest tags kept (by push time)
+/// protect_tags = "release-*"   # always kept, not counted
+/// untagged_after = "7d"        # manifests no tag reaches are removed after this age
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionFile {
+    repositories: String,
+    keep_tags: Option<usize>,
+    protect_tags: Option<String>,
+    untagged_after: Option<String>,
+}
+
+impl RetentionFile {
+    fn rule(&self) -> anyhow::Result<RetentionRule> {
+        Ok(RetentionRule {
+            repositories: Pattern::new(&self.repositories),
+            keep_tags: self.keep_tags,
+            protect_tags: self.protect_tags.as_deref().map(Pattern::new),
+            untagged_after: self
+                .untagged_after
+                .as_deref()
+                .map(parse_duration)
+                .transpose()
+                .map_err(anyhow::Error::msg)?,
+        })
+    }
+}
+
+/// The collection options the configuration describes.
+pub fn gc_options(config: &Config, dry_run: bool) -> anyhow::Result<GcOptions> {
+    Ok(GcOptions {
+        dry_run,
+        grace: Duration::from_secs(config.gc_grace),
+        upload_max_age: Duration::from_secs(config.upload_max_age),
+        retention: config
+            .retention
+            .iter()
+            .map(RetentionFile::rule)
+            .collect::<anyhow::Result<_>>()?,
+    })
+}
+
+/// Starts the background collection when `gc_interval` is not 0. The task ends when the registry
+/// is dropped (the server stopped).
+pub fn spawn_gc(registry: &Arc<Registry>, config: &Config) {
+    if config.gc_interval == 0 {
+        return;
+    }
+    let opts = match gc_options(config, false) {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::error!(error = %e, "garbage collection disabled: bad retention rule");
+            return;
+        }
+    };
+    let every = Duration::from_secs(config.gc_interval);
+    let weak: Weak<Registry> = Arc::downgrade(registry);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let Some(reg) = weak.upgrade() else { return };
+            let started = std::time::Instant::now();
+            let res = reg.collect_garbage(&opts).await;
+            crate::metrics::METRICS.gc_run(
+                res.as_ref().ok().map(|r| {
+                    (
+                        r.blobs.len() as u64,
+                        r.bytes_freed,
+                        r.manifests.len() as u64,
+                    )
+                }),
+                started.elapsed(),
+            );
+            match res {
+                Ok(r) => tracing::info!(
+                    blobs_removed = r.blobs.len(),
+                    bytes_freed = r.bytes_freed,
+                    blobs_kept = r.blobs_kept,
+                    tags_removed = r.tags.len(),
+                    manifests_removed = r.manifests.len(),
+                    layer_links_removed = r.layer_links.len(),
+                    uploads_purged = r.uploads.len(),
+                    millis = started.elapsed().as_millis() as u64,
+                    "garbage collection done"
+                ),
+                Err(e) => tracing::error!(
+                    error = %crate::error::error_chain(&e),
+                    "garbage collection failed; retrying at the next interval"
+                ),
+            }
+        }
+    });
+}
+
+/// Prints a collection report for a person.
+pub fn print_gc_report(r: &GcReport, dry_run: bool) {
+    let verb = if dry_run { "would remove" } else { "removed" };
+    for t in &r.tags {
+        println!("{verb} tag {t}");
+    }
+    for m in &r.manifests {
+        println!("{verb} manifest {m}");
+    }
+    for l in &r.layer_links {
+        println!("{verb} layer link {l}");
+    }
+    for (d, size) in &r.blobs {
+        println!("{verb} blob {d} ({size} bytes)");
+    }
+    for u in &r.uploads {
+        println!("{verb} upload {u}");
+    }
+    println!(
+        "{verb} {} tags, {} manifests, {} layer links, {} blobs ({} bytes), {} uploads; kept {} blobs",
+        r.tags.len(),
+        r.manifests.len(),
+        r.layer_links.len(),
+        r.blobs.len(),
+        r.bytes_freed,
+        r.uploads.len(),
+        r.blobs_kept
+    );
+}
