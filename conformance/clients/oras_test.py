@@ -3,8 +3,9 @@
 
 Usage: oras_test.py artifact|referrers HOST:PORT WORKDIR
 
-artifact:  push a file as an artifact (config media type = artifact type), pull it back into an
-           empty folder and compare bytes and the manifest the registry serves.
+artifact:  push a file as an artifact (config media type = artifact type), with a monolithic and
+           with a chunked upload; pull each back into an empty folder and compare bytes and the
+           manifest the registry serves.
 referrers: push a subject artifact, then two referrers whose manifests carry `subject` (one with an
            explicit `artifactType` and the OCI empty config, one relying on the config media type),
            then list them with curl via GET /v2/<name>/referrers/<digest> and check the descriptors.
@@ -25,6 +26,7 @@ for var in ("REQUESTS_CA_BUNDLE", "AWS_CA_BUNDLE", "HTTP_PROXY", "HTTPS_PROXY", 
 os.environ["NO_PROXY"] = os.environ["no_proxy"] = "*"
 
 import oras.client  # noqa: E402
+import oras.defaults  # noqa: E402
 import oras.oci  # noqa: E402
 import oras.provider  # noqa: E402
 
@@ -85,7 +87,7 @@ def get_manifest_raw(host, repo, ref):
 
 
 def push_file(client, host, repo, tag, workdir, name, content, media_type, config_media_type,
-              subject=None):
+              subject=None, chunk_size=None):
     path = os.path.join(workdir, name)
     with open(path, "wb") as f:
         f.write(content)
@@ -104,6 +106,8 @@ def push_file(client, host, repo, tag, workdir, name, content, media_type, confi
             manifest_config=manifest_config,
             manifest_annotations={"org.example.test": name},
             subject=subject,
+            do_chunked=chunk_size is not None,
+            chunk_size=chunk_size or oras.defaults.default_chunksize,
             quiet=True,
         )
     finally:
@@ -145,8 +149,22 @@ def test_artifact(host, workdir):
             got = f.read()
         check(got == payload, f"pull {ref}: {len(got)} bytes differ from the {len(payload)} pushed")
 
-    tags = client.get_tags(f"{host}/{repo}")
-    check(tags == [tag], f"tags {tags} != [{tag}]")
+    # The same with a chunked upload: POST, PATCH with Content-Range per 64 KiB chunk, PUT ?digest=
+    payload2 = os.urandom(200_000) + b"chunked end"
+    src2 = os.path.join(workdir, "push-chunked")
+    os.makedirs(src2)
+    push_file(client, host, repo, "chunked", src2, "chunked.bin", payload2,
+              "application/vnd.example.payload.v1", art_type, chunk_size=65536)
+    dst = os.path.join(workdir, "pull-chunked")
+    os.makedirs(dst)
+    files = client.pull(target=f"{host}/{repo}:chunked", outdir=dst)
+    check(len(files) == 1, f"pull chunked: expected 1 file, got {files}")
+    with open(files[0], "rb") as f:
+        got = f.read()
+    check(got == payload2, f"pull chunked: {len(got)} bytes differ from the {len(payload2)} pushed")
+
+    tags = sorted(client.get_tags(f"{host}/{repo}"))
+    check(tags == ["chunked", tag], f"tags {tags} != ['chunked', '{tag}']")
 
 
 def test_referrers(host, workdir):
