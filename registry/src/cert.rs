@@ -411,14 +411,12 @@ pub fn run(args: &CertArgs) -> anyhow::Result<String> {
             if new_ca {
                 files.push(("ca.key".into(), ca.key_pem()));
             }
-            eprintln!(
-                "registry cert: server certificate for {}",
-                dns.iter()
-                    .cloned()
-                    .chain(ips.iter().map(|i| i.to_string()))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
+            let names: Vec<String> = dns
+                .iter()
+                .cloned()
+                .chain(ips.iter().map(|i| i.to_string()))
+                .collect();
+            eprintln!("registry cert: server certificate for {}", names.join(", "));
             pair
         }
     };
