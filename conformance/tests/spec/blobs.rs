@@ -175,6 +175,28 @@ async fn blob_delete_then_404() {
     let resp = reg.client().delete(&url).send().await.unwrap();
     expect_error(resp, 404, &["BLOB_UNKNOWN"]).await;
 
+    // A manifest naming the deleted blob is refused, or, if accepted, the blob is served again:
+    // never an accepted manifest whose blob 404s.
+    let cfg = br#"{"architecture":"amd64","os":"linux"}"#;
+    reg.push_blob("manage/blob", cfg).await;
+    let m =
+        conformance::ManifestBuilder::new(conformance::descriptor(conformance::OCI_CONFIG, cfg))
+            .layer(conformance::descriptor(conformance::OCI_LAYER, &data))
+            .build();
+    let resp = reg
+        .put_manifest("manage/blob", "after-delete", conformance::OCI_MANIFEST, &m)
+        .await;
+    if resp.status() == 201 {
+        let resp = reg.client().get(&url).send().await.unwrap();
+        assert_eq!(
+            resp.status(),
+            200,
+            "manifest accepted but its layer is not served"
+        );
+    } else {
+        expect_error(resp, 400, &["MANIFEST_BLOB_UNKNOWN"]).await;
+    }
+
     // The same content can be pushed again afterwards.
     let again = reg.push_blob("manage/blob", &data).await;
     assert_eq!(again, digest);

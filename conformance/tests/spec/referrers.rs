@@ -336,9 +336,16 @@ async fn referrer_with_empty_layers_and_subject() {
         .layer(empty_descriptor())
         .subject(img.descriptor())
         .build();
-    let d = reg
-        .push_manifest("ref/att", &sha256_digest(&body), OCI_MANIFEST, &body)
+    // Pushed by tag this time: the subject is processed the same way.
+    let resp = reg
+        .put_manifest("ref/att", "attestation", OCI_MANIFEST, &body)
         .await;
+    assert_eq!(resp.status(), 201);
+    assert_eq!(
+        header(resp.headers(), "oci-subject"),
+        Some(img.digest.as_str())
+    );
+    let d = sha256_digest(&body);
     let (list, _) = referrers(&reg, "ref/att", &img.digest, None).await;
     assert_eq!(list.len(), 1);
     assert_eq!(list[0]["digest"], d);

@@ -824,3 +824,53 @@ async fn upload_errors_are_client_errors() {
         .unwrap();
     expect_client_error(resp).await;
 }
+
+#[tokio::test]
+async fn concurrent_patches_to_one_upload_append_once() {
+    let reg = TestRegistry::start().await;
+    let data = random_bytes(256 * 1024);
+    let loc = reg.start_upload("push/racing").await;
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let client = reg.client().clone();
+        let loc = loc.clone();
+        let data = data.clone();
+        tasks.push(tokio::spawn(async move {
+            client
+                .patch(&loc)
+                .header("content-type", "application/octet-stream")
+                .header("content-range", format!("0-{}", data.len() - 1))
+                .body(data)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    let mut accepted = 0;
+    for t in tasks {
+        let st = t.await.unwrap();
+        if st == 202 {
+            accepted += 1;
+        } else {
+            assert!(
+                (400..500).contains(&st),
+                "a losing concurrent PATCH got {st}"
+            );
+        }
+    }
+    assert_eq!(
+        accepted, 1,
+        "exactly one of 8 identical first chunks may be appended"
+    );
+    let resp = reg.client().get(&loc).send().await.unwrap();
+    assert_eq!(resp.status(), 204);
+    assert_eq!(
+        header(resp.headers(), "range"),
+        Some(format!("0-{}", data.len() - 1).as_str())
+    );
+    let loc = location(&resp);
+    let resp = put_close(&reg, &loc, &sha256_digest(&data), None).await;
+    expect_created_blob(&reg, resp, "push/racing", &data).await;
+}
