@@ -35,12 +35,20 @@ if ! dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'install 
   missing_pkgs+=(busybox-static)
 fi
 
+# Python packages from PyPI:
+#   oras                 the ORAS Python SDK (conformance/clients)
+#   grpcio grpcio-tools  the CRI (Kubernetes) PullImage client (conformance/clients/cri)
+#   moto[server]         the S3-compatible server of the storage tests (moto_server)
 PY=${PYTHON:-python3}
+PY_PKGS=(oras grpcio grpcio-tools 'moto[server]')
+py_ok() {
+  "$PY" -c 'import oras, grpc, grpc_tools.protoc' >/dev/null 2>&1 && command -v moto_server >/dev/null 2>&1
+}
 need_pip=0
 if ! command -v "$PY" >/dev/null 2>&1; then
   missing_pkgs+=(python3 python3-pip)
   need_pip=1
-elif ! "$PY" -c 'import oras, grpc, grpc_tools.protoc' >/dev/null 2>&1; then
+elif ! py_ok; then
   need_pip=1
   if ! "$PY" -m pip --version >/dev/null 2>&1; then
     missing_pkgs+=(python3-pip)
@@ -57,14 +65,15 @@ if [ "${#missing_pkgs[@]}" -gt 0 ]; then
 fi
 
 if [ "$need_pip" = 1 ]; then
-  # oras: the ORAS Python SDK; grpcio + grpcio-tools: the CRI (Kubernetes) PullImage client.
-  echo "install-test-deps: pip install oras grpcio grpcio-tools" >&2
+  echo "install-test-deps: pip install ${PY_PKGS[*]}" >&2
   # Debian's system python refuses plain pip installs (PEP 668); allow it there.
-  if ! "$PY" -m pip install -q --root-user-action=ignore oras grpcio grpcio-tools 2>/dev/null; then
-    "$PY" -m pip install -q --break-system-packages oras grpcio grpcio-tools
+  if ! "$PY" -m pip install -q --root-user-action=ignore "${PY_PKGS[@]}" 2>/dev/null; then
+    "$PY" -m pip install -q --root-user-action=ignore --break-system-packages "${PY_PKGS[@]}"
   fi
-  "$PY" -c 'import oras, grpc, grpc_tools.protoc' ||
-    { echo "install-test-deps: python modules still not importable" >&2; exit 1; }
+  # pyenv: make new console scripts (moto_server) visible through its shims
+  if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
+  hash -r
+  py_ok || { echo "install-test-deps: python packages still missing after pip install" >&2; exit 1; }
 fi
 
 echo "install-test-deps: all test dependencies present" >&2
