@@ -33,12 +33,13 @@ step() {
 step deps bash scripts/install-test-deps.sh
 step fmt cargo fmt --all -- --check
 step clippy cargo clippy --workspace --all-targets --locked -- -D warnings
-step build cargo build --release --locked -p registry
+step build cargo build --release --locked -p registry -p conformance --bins
 step cargo-test cargo test --workspace --locked
+step crash-soak target/release/crash-soak --registry "$ROOT/target/release/registry" --rounds 2 --seconds 60
 if [ -z "${SKIP_CLIENTS:-}" ]; then
   step clients bash conformance/clients/run.sh "$ROOT/target/release/registry"
 fi
-for extra in deploy/tests/run.sh; do
+for extra in deploy/tests/run.sh conformance/tls/run.sh; do
   if [ -f "$extra" ]; then
     step "$(dirname "$extra")" bash "$extra" "$ROOT/target/release/registry"
   fi

@@ -271,6 +271,7 @@ pub async fn dispatch(State(st): State<Arc<AppState>>, req: Request) -> Response
     METRICS.request(label, resp.status().as_u16(), started.elapsed());
     let _enter = span.enter();
     tracing::debug!(
+        uri = %parts.uri,
         status = resp.status().as_u16(),
         micros = started.elapsed().as_micros() as u64,
         "request done"
