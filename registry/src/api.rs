@@ -95,7 +95,7 @@ fn bad_request(code: ErrorCode, msg: impl Into<String>) -> ApiError {
 
 /// Parses `Content-Range` of an upload chunk: `<start>-<end>`, inclusive, optionally written as
 /// `bytes <start>-<end>/<total>`.
-fn parse_content_range(v: &str) -> Option<(u64, u64)> {
+pub fn parse_content_range(v: &str) -> Option<(u64, u64)> {
     let v = v.trim();
     let v = v
         .strip_prefix("bytes ")
@@ -109,7 +109,7 @@ fn parse_content_range(v: &str) -> Option<(u64, u64)> {
 
 /// A blob `Range` request resolved against the size: `None` to serve the whole blob (no header,
 /// or one this server ignores, such as multiple ranges), `Some(Err)` when unsatisfiable.
-fn parse_range(v: &str, size: u64) -> Option<Result<Range<u64>, ()>> {
+pub fn parse_range(v: &str, size: u64) -> Option<Result<Range<u64>, ()>> {
     let spec = v.trim().strip_prefix("bytes=")?;
     if spec.contains(',') {
         return None;
