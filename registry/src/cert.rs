@@ -124,6 +124,34 @@ fn validity(days: u32) -> (time::OffsetDateTime, time::OffsetDateTime) {
     (not_before.into(), not_after.into())
 }
 
+/// The key as PEM PKCS#8. ring writes Ed25519 keys as PKCS#8 v2 (RFC 5958, with the public key),
+/// which OpenSSL 3.0 refuses to read; those are rewritten as the v1 form (RFC 8410) that every
+/// tool reads, rustls included.
+fn key_pem(key: &KeyPair) -> String {
+    const V2_PREFIX: [u8; 16] = [
+        0x30, 0x51, 0x02, 0x01, 0x01, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
+        0x20,
+    ];
+    const V1_PREFIX: [u8; 16] = [
+        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
+        0x20,
+    ];
+    let der = key.serialize_der();
+    if key.algorithm() != &rcgen::PKCS_ED25519 || der.len() < 48 || der[..16] != V2_PREFIX {
+        return key.serialize_pem();
+    }
+    let mut v1 = V1_PREFIX.to_vec();
+    v1.extend_from_slice(&der[16..48]);
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&v1);
+    let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        pem.push('\n');
+    }
+    pem.push_str("-----END PRIVATE KEY-----\n");
+    pem
+}
+
 fn short_id(key: &KeyPair) -> String {
     use sha2::{Digest, Sha256};
     Sha256::digest(key.public_key_der())[..4]
@@ -158,7 +186,8 @@ impl Ca {
 
     /// Loads a CA from its PEM certificate and key.
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> anyhow::Result<Ca> {
-        let key = KeyPair::from_pem(key_pem).context("parsing the CA key")?;
+        let key = KeyPair::from_pem(key_pem)
+            .context("parsing the CA key (PKCS#8 PEM, \"BEGIN PRIVATE KEY\")")?;
         let params =
             CertificateParams::from_ca_cert_pem(cert_pem).context("parsing the CA certificate")?;
         if params.is_ca == IsCa::NoCa || params.is_ca == IsCa::ExplicitNoCa {
@@ -201,7 +230,7 @@ impl Ca {
 
     /// The CA key (PKCS#8 PEM).
     pub fn key_pem(&self) -> String {
-        self.key.serialize_pem()
+        key_pem(&self.key)
     }
 
     /// Issues a server certificate for these DNS names and addresses.
@@ -272,7 +301,7 @@ impl Ca {
         let cert = params.signed_by(&key, &self.cert, &self.key)?;
         Ok(PemPair {
             cert: cert.pem(),
-            key: key.serialize_pem(),
+            key: key_pem(&key),
         })
     }
 }
@@ -608,6 +637,27 @@ mod tests {
         let b = Ca::generate(KeyType::EcdsaP256, 1).unwrap();
         assert!(Ca::from_pem(a.cert_pem(), &a.key_pem()).is_ok());
         assert!(Ca::from_pem(a.cert_pem(), &b.key_pem()).is_err());
+    }
+
+    #[test]
+    fn ed25519_keys_are_written_as_pkcs8_v1_and_still_work() {
+        let ca = Ca::generate(KeyType::Ed25519, 1).unwrap();
+        let pem = ca.key_pem();
+        let der = rustls_pki_types::PrivateKeyDer::from_pem_slice(pem.as_bytes()).unwrap();
+        // SEQUENCE of 46 bytes, version 0
+        assert_eq!(&der.secret_der()[..5], &[0x30, 0x2e, 0x02, 0x01, 0x00]);
+        // the rewritten CA key still signs: reload the CA from PEM and issue a server cert
+        let again = Ca::from_pem(ca.cert_pem(), &pem).unwrap();
+        let pair = again
+            .issue_server(&["a.example".into()], &[], KeyType::Ed25519, 1)
+            .unwrap();
+        crate::tls::certified_key_from_pem(
+            pair.cert.as_bytes(),
+            pair.key.as_bytes(),
+            &crate::tls::provider(),
+        )
+        .unwrap();
+        verify_server(ca.cert_pem(), &pair.cert, "a.example").unwrap();
     }
 
     #[test]
