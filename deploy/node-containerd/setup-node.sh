@@ -139,11 +139,12 @@ ensure_dir() {
   info "created directory ${1#"$HOST_ROOT"}"
 }
 
-# put FILE TMP: makes FILE (host path) hold the content of TMP. Keeps a foreign FILE as a backup.
+# put FILE CONTENT: makes FILE (host path) hold CONTENT plus a newline, through a temporary file
+# and a rename, and only when it differs (so an unchanged node sees no write at all, not even a
+# temporary file). Keeps a foreign FILE as a backup.
 put() {
-  local file="$1" tmp="$2" shown="${1#"$HOST_ROOT"}" keep
-  if [ -f "$file" ] && cmp -s "$file" "$tmp"; then
-    rm -f "$tmp"
+  local file="$1" content="$2" shown="${1#"$HOST_ROOT"}" keep tmp
+  if [ -f "$file" ] && printf '%s\n' "$content" | cmp -s - "$file"; then
     info "in sync: $shown"
     return 0
   fi
@@ -151,14 +152,14 @@ put() {
     if [ -e "$file$BACKUP_SUFFIX" ]; then
       keep="$file.registry-node-setup.$(date -u +%Y%m%dT%H%M%SZ)"
       log "$shown was replaced by someone else since it was backed up; keeping that copy as ${keep#"$HOST_ROOT"}"
-      cp -p "$file" "$keep" || { err "cannot back up $shown"; rm -f "$tmp"; return 1; }
+      cp -p "$file" "$keep" || { err "cannot back up $shown"; return 1; }
     else
-      cp -p "$file" "$file$BACKUP_SUFFIX" || { err "cannot back up $shown"; rm -f "$tmp"; return 1; }
+      cp -p "$file" "$file$BACKUP_SUFFIX" || { err "cannot back up $shown"; return 1; }
       log "backed up $shown to $shown$BACKUP_SUFFIX"
     fi
   fi
-  chmod 0644 "$tmp"
-  if mv -f "$tmp" "$file"; then
+  tmp=$(mktemp "$(dirname "$file")/.registry-node-setup.XXXXXX") || { err "cannot write next to $shown"; return 1; }
+  if printf '%s\n' "$content" >"$tmp" && chmod 0644 "$tmp" && mv -f "$tmp" "$file"; then
     log "wrote $shown"
   else
     rm -f "$tmp"
@@ -313,7 +314,7 @@ hosts_toml() { # ADDRESS
 }
 
 sync_containerd() {
-  local addr dir tmp
+  local addr dir
   if [ -n "$CONTAINERD_CONFIG_PATH" ]; then
     HOSTS_DIR=$CONTAINERD_CONFIG_PATH
     info "hosts directory $HOSTS_DIR (from CONTAINERD_CONFIG_PATH)"
@@ -349,15 +350,11 @@ sync_containerd() {
       err "REGISTRY_SCHEME=https but CA_FILE $CA_FILE is missing or empty; will retry"
       return 0
     fi
-    tmp=$(mktemp "$dir/.ca.crt.XXXXXX") || { err "cannot write in ${dir#"$HOST_ROOT"}"; return 0; }
-    { printf '# %s: the registry CA, from %s\n' "$MARK" "$CA_FILE"; cat "$CA_FILE"; } >"$tmp"
-    put "$dir/ca.crt" "$tmp" || return 0
+    put "$dir/ca.crt" "$(printf '# %s: the registry CA, from %s\n' "$MARK" "$CA_FILE"; cat "$CA_FILE")" || return 0
   elif is_ours "$dir/ca.crt"; then
     unput "$dir/ca.crt"
   fi
-  tmp=$(mktemp "$dir/.hosts.toml.XXXXXX") || { err "cannot write in ${dir#"$HOST_ROOT"}"; return 0; }
-  hosts_toml "$addr" >"$tmp"
-  put "$dir/hosts.toml" "$tmp"
+  put "$dir/hosts.toml" "$(hosts_toml "$addr")"
 }
 
 remove_containerd() {
@@ -392,7 +389,7 @@ registries_yaml() { # ADDRESS
 }
 
 sync_registries_yaml() {
-  local ry file addr cafile tmp before
+  local ry file addr cafile before
   ry=$(registries_yaml_path)
   file=$(host "$ry")
   if ! lookup_address; then
@@ -411,14 +408,10 @@ sync_registries_yaml() {
   ensure_dir "$(dirname "$file")" || return 0
   if [ "$REGISTRY_SCHEME" = https ]; then
     cafile=$(host "$(registries_yaml_path | sed 's/registries.yaml$/registry-ca.crt/')")
-    tmp=$(mktemp "$cafile.XXXXXX") || return 0
-    { printf '# %s: the registry CA\n' "$MARK"; cat "$CA_FILE"; } >"$tmp"
-    put "$cafile" "$tmp" || return 0
+    put "$cafile" "$(printf '# %s: the registry CA\n' "$MARK"; cat "$CA_FILE")" || return 0
   fi
-  tmp=$(mktemp "$file.XXXXXX") || return 0
-  registries_yaml "$addr" >"$tmp"
   before=$(cat "$file" 2>/dev/null)
-  put "$file" "$tmp" || return 0
+  put "$file" "$(registries_yaml "$addr")" || return 0
   if [ "$before" != "$(cat "$file")" ]; then
     human "$FLAVOUR's containerd has no config_path; wrote $ry, which $FLAVOUR reads only when it starts: restart $FLAVOUR once (systemctl restart $FLAVOUR${FLAVOUR#k3s}) for it to take effect"
   fi
@@ -436,21 +429,24 @@ remove_registries_yaml() {
 BEGIN_LINE() { printf '# BEGIN %s: %s' "$MARK" "$REGISTRY_NAME"; }
 END_LINE() { printf '# END %s: %s' "$MARK" "$REGISTRY_NAME"; }
 
-# hosts_edit FILE BLOCKFILE: prints FILE with our block replaced by BLOCKFILE's lines (appended when
-# absent; dropped when BLOCKFILE is empty)
+# hosts_edit FILE BLOCK: prints FILE with our block replaced by BLOCK (appended when absent;
+# dropped when BLOCK is empty)
 hosts_edit() {
-  awk -v begin="$(BEGIN_LINE)" -v end="$(END_LINE)" -v blockfile="$2" '
-    function block() { while ((getline l < blockfile) > 0) print l; close(blockfile); done = 1 }
-    $0 == begin { skip = 1; block(); next }
+  awk -v begin="$(BEGIN_LINE)" -v end="$(END_LINE)" -v block="$2" '
+    function put_block() { if (block != "") print block; done = 1 }
+    $0 == begin { skip = 1; put_block(); next }
     skip && $0 == end { skip = 0; next }
     skip { next }
     { print }
-    END { if (!done) block() }
+    END { if (!done) put_block() }
   ' "$1"
 }
 
+# hosts_write FILE CONTENT: rewrites FILE in place (same inode: the file may be bind-mounted)
+hosts_write() { printf '%s\n' "$2" >"$1"; }
+
 sync_hosts() {
-  local file addr block tmp
+  local file addr new
   file=$(host "$HOSTS_FILE")
   [ -f "$file" ] || { err "$HOSTS_FILE does not exist on this node"; return 0; }
   if ! lookup_address; then
@@ -458,38 +454,29 @@ sync_hosts() {
     return 0
   fi
   addr=$(printf '%s' "$ADDR" | tr -d '[]')
-  block=$(mktemp "$file.block.XXXXXX") || { err "cannot write next to $HOSTS_FILE"; return 0; }
-  { BEGIN_LINE; echo; printf '%s %s\n' "$addr" "$REGISTRY_NAME"; END_LINE; echo; } >"$block"
-  tmp=$(mktemp "$file.new.XXXXXX") || { rm -f "$block"; return 0; }
-  hosts_edit "$file" "$block" >"$tmp"
-  rm -f "$block"
-  if cmp -s "$file" "$tmp"; then
-    rm -f "$tmp"
+  new=$(hosts_edit "$file" "$(BEGIN_LINE)
+$addr $REGISTRY_NAME
+$(END_LINE)")
+  if printf '%s\n' "$new" | cmp -s - "$file"; then
     info "in sync: $HOSTS_FILE ($addr $REGISTRY_NAME)"
     return 0
   fi
   if ! grep -qF "$(BEGIN_LINE)" "$file" && ! [ -e "$file$BACKUP_SUFFIX" ]; then
     cp -p "$file" "$file$BACKUP_SUFFIX" && log "backed up $HOSTS_FILE to $HOSTS_FILE$BACKUP_SUFFIX"
   fi
-  # in place (same inode): the file may be bind-mounted elsewhere
-  if cat "$tmp" >"$file"; then
+  if hosts_write "$file" "$new"; then
     log "wrote $HOSTS_FILE: $addr $REGISTRY_NAME"
   else
     err "cannot write $HOSTS_FILE"
   fi
-  rm -f "$tmp"
 }
 
 remove_hosts() {
-  local file empty tmp
+  local file
   file=$(host "$HOSTS_FILE")
   [ -f "$file" ] || return 0
   if grep -qF "$(BEGIN_LINE)" "$file"; then
-    empty=$(mktemp "$file.block.XXXXXX") || return 0
-    tmp=$(mktemp "$file.new.XXXXXX") || { rm -f "$empty"; return 0; }
-    hosts_edit "$file" "$empty" >"$tmp"
-    cat "$tmp" >"$file" && log "removed the $REGISTRY_NAME block from $HOSTS_FILE"
-    rm -f "$tmp" "$empty"
+    hosts_write "$file" "$(hosts_edit "$file" "")" && log "removed the $REGISTRY_NAME block from $HOSTS_FILE"
   else
     log "no $REGISTRY_NAME block in $HOSTS_FILE"
   fi
