@@ -35,6 +35,7 @@ step fmt cargo fmt --all -- --check
 step clippy cargo clippy --workspace --all-targets --locked -- -D warnings
 step build cargo build --release --locked -p registry -p conformance --bins
 step cargo-test cargo test --workspace --locked
+step spec-s3 env CONFORMANCE_STORAGE=s3 cargo test --locked -p conformance --test spec
 step crash-soak target/release/crash-soak --registry "$ROOT/target/release/registry" --rounds 2 --seconds 60
 if [ -z "${SKIP_CLIENTS:-}" ]; then
   step clients bash conformance/clients/run.sh "$ROOT/target/release/registry"

@@ -1,6 +1,8 @@
 //! Test harness for the registry's spec suite (`tests/spec.rs`).
 //!
-//! Every test starts its own server: [`TestRegistry::start`] makes a temporary storage folder,
+//! Every test starts its own server: [`TestRegistry::start`] makes a temporary storage folder
+//! (or, with `CONFORMANCE_STORAGE=s3`, a bucket of its own on a `moto_server` that the test
+//! process starts on first use and that stops when the process exits: see [`s3`]),
 //! binds `127.0.0.1:0` and runs [`registry::server::run`] on it (on a thread with its own
 //! multi-threaded runtime, as in production). Tests
 //! talk to it over a real socket with `reqwest` (and [`raw_request`] where a client library would
@@ -92,6 +94,9 @@ pub struct TestRegistry {
     keeper: Option<std::net::TcpListener>,
     addr: std::net::SocketAddr,
     running: Option<Running>,
+    /// With `CONFORMANCE_STORAGE=s3`: this server's own bucket on the process's moto server
+    /// (kept across restarts); the storage folder above is then unused.
+    s3_bucket: Option<String>,
 }
 
 /// The `Accept` header every request carries unless it sets its own: all manifest types, then
@@ -135,6 +140,22 @@ impl TestRegistry {
             .set_nonblocking(true)
             .expect("set listener non-blocking");
         let addr = keeper.local_addr().expect("local address");
+        let s3_bucket = match std::env::var("CONFORMANCE_STORAGE").as_deref() {
+            Err(_) | Ok("" | "fs") => None,
+            Ok("s3") => {
+                static BUCKETS: AtomicU64 = AtomicU64::new(0);
+                let moto =
+                    s3::shared_moto().unwrap_or_else(|e| panic!("CONFORMANCE_STORAGE=s3: {e}"));
+                let bucket = format!(
+                    "spec-{}-{}",
+                    std::process::id(),
+                    BUCKETS.fetch_add(1, Ordering::Relaxed)
+                );
+                s3::create_bucket(moto.addr, &bucket);
+                Some(bucket)
+            }
+            Ok(other) => panic!("CONFORMANCE_STORAGE={other}: want fs or s3"),
+        };
         let mut reg = TestRegistry {
             base: format!("http://{addr}"),
             client: new_client(),
@@ -143,6 +164,7 @@ impl TestRegistry {
             keeper: Some(keeper),
             addr,
             running: None,
+            s3_bucket,
         };
         reg.spawn();
         reg.wait_ready().await;
@@ -167,12 +189,10 @@ impl TestRegistry {
         let mut config = registry::Config::default();
         (self.configure)(&mut config);
         config.listen = self.addr;
-        config.storage = self
-            .storage
-            .path()
-            .to_str()
-            .expect("utf-8 temp path")
-            .to_owned();
+        config.storage = self.storage_url();
+        if self.s3_bucket.is_some() {
+            config.storage_options = s3::shared_moto().expect("moto started").options();
+        }
         let (tx, rx) = oneshot::channel::<()>();
         let (done_tx, done_rx) = oneshot::channel();
         // The server gets its own multi-threaded runtime on its own thread, as in production:
@@ -283,9 +303,23 @@ impl TestRegistry {
         &self.client
     }
 
-    /// The storage folder the server was given.
+    /// The storage folder the server was given (unused with `CONFORMANCE_STORAGE=s3`).
     pub fn storage_path(&self) -> &Path {
         self.storage.path()
+    }
+
+    /// The server's `storage` setting: the storage folder, or `s3://<bucket>/reg` with
+    /// `CONFORMANCE_STORAGE=s3`.
+    pub fn storage_url(&self) -> String {
+        match &self.s3_bucket {
+            Some(bucket) => format!("s3://{bucket}/reg"),
+            None => self
+                .storage
+                .path()
+                .to_str()
+                .expect("utf-8 temp path")
+                .to_owned(),
+        }
     }
 
     /// Resolves a `Location` value (absolute or relative) against the base URL.
@@ -906,4 +940,340 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
         data = &data[(size + 2).min(data.len())..];
     }
     out
+}
+
+/// Local S3-compatible servers and server processes for the tests that run on the object-store
+/// backend: the spec suite with `CONFORMANCE_STORAGE=s3`, and the S3 test programs
+/// (`s3-replicas`, `s3-outage`).
+///
+/// Every process is started through a watchdog shell ([`spawn_watched`]) that holds a pipe from
+/// the test process on its stdin: when the test process ends, however it ends (success, panic,
+/// SIGKILL), the pipe closes and the shell stops the server by its PID. Ports come from the
+/// range 20000-20999.
+pub mod s3 {
+    use std::collections::BTreeMap;
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    use std::path::Path;
+    use std::process::{Child, Command, Stdio};
+    use std::sync::{Mutex, OnceLock};
+    use std::time::{Duration, Instant};
+
+    /// First port of the range these tests use.
+    pub const PORT_FIRST: u16 = 20000;
+    /// Number of ports in the range.
+    pub const PORT_COUNT: u16 = 1000;
+    /// Access key and secret given to the S3 servers and the registry (moto takes any).
+    pub const ACCESS_KEY: &str = "conformance";
+    /// See [`ACCESS_KEY`].
+    pub const SECRET_KEY: &str = "conformance-secret";
+
+    /// A process started by [`spawn_watched`]. Dropping it stops the process (the watchdog
+    /// shell sees its stdin close and kills it).
+    pub struct Watched {
+        /// PID of the process itself (not of the watchdog shell).
+        pub pid: u32,
+        child: Mutex<Child>,
+    }
+
+    impl Watched {
+        /// Sends `signal` (e.g. `"KILL"`, `"TERM"`, `"STOP"`, `"CONT"`) to the process.
+        pub fn signal(&self, signal: &str) {
+            let _ = Command::new("kill")
+                .arg(format!("-{signal}"))
+                .arg(self.pid.to_string())
+                .status();
+        }
+
+        /// Whether the process still runs (and is not a zombie).
+        pub fn alive(&self) -> bool {
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
+                .map(|s| {
+                    let state = s.rsplit_once(") ").map(|(_, r)| r.chars().next());
+                    !matches!(state, Some(Some('Z' | 'X')) | None)
+                })
+                .unwrap_or(false)
+        }
+
+        /// Kills the process (SIGKILL) and waits up to 10 s for it to be gone.
+        pub fn kill(&self) {
+            self.signal("KILL");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while self.alive() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+
+        /// A field of `/proc/PID/status` in kB (e.g. `VmHWM`, `VmRSS`).
+        pub fn status_kb(&self, field: &str) -> Option<u64> {
+            let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
+            s.lines()
+                .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        }
+    }
+
+    impl Drop for Watched {
+        fn drop(&mut self) {
+            if let Ok(mut c) = self.child.lock() {
+                drop(c.stdin.take());
+                let _ = c.wait();
+            }
+        }
+    }
+
+    /// Starts `program args` (with `envs` added and `AWS_CA_BUNDLE`/`REQUESTS_CA_BUNDLE`
+    /// removed) under a watchdog shell; its stdout and stderr are appended to `log`.
+    pub fn spawn_watched(
+        program: &str,
+        args: &[String],
+        envs: &[(&str, String)],
+        log: &Path,
+    ) -> Result<Watched, String> {
+        // The shell starts the program, prints its PID, then waits for its own stdin to close
+        // (this process ending) and stops the program by that PID.
+        let script = "\"$@\" >>\"$WATCHED_LOG\" 2>&1 </dev/null & pid=$!; echo $pid; \
+                      cat >/dev/null; kill $pid 2>/dev/null; sleep 1; kill -9 $pid 2>/dev/null; \
+                      wait $pid 2>/dev/null";
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(script)
+            .arg("watchdog")
+            .arg(program)
+            .args(args)
+            .env("WATCHED_LOG", log)
+            .env_remove("AWS_CA_BUNDLE")
+            .env_remove("REQUESTS_CA_BUNDLE")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().map_err(|e| format!("start {program}: {e}"))?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .map_err(|e| format!("read PID of {program}: {e}"))?;
+        let pid = line
+            .trim()
+            .parse()
+            .map_err(|_| format!("watchdog of {program} printed {line:?}, not a PID"))?;
+        Ok(Watched {
+            pid,
+            child: Mutex::new(child),
+        })
+    }
+
+    /// Whether `pid` has a socket listening on `127.0.0.1:port` (from `/proc/net/tcp` and the
+    /// process's descriptors). Tells our server apart from another one on the same port.
+    pub fn listens(pid: u32, port: u16) -> bool {
+        let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+            return false;
+        };
+        let want = format!("0100007F:{port:04X}");
+        let inodes: Vec<String> = table
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() > 9 && f[1] == want && f[3] == "0A").then(|| format!("socket:[{}]", f[9]))
+            })
+            .collect();
+        if inodes.is_empty() {
+            return false;
+        }
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            return false;
+        };
+        fds.flatten().any(|e| {
+            std::fs::read_link(e.path())
+                .map(|l| inodes.iter().any(|i| l.to_str() == Some(i)))
+                .unwrap_or(false)
+        })
+    }
+
+    /// Waits until the watched process listens on `127.0.0.1:port`, at most `limit`.
+    pub fn wait_listening(w: &Watched, port: u16, limit: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if listens(w.pid, port) {
+                return Ok(());
+            }
+            if !w.alive() {
+                return Err(format!(
+                    "process {} exited before listening on {port}",
+                    w.pid
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "process {} not listening on {port} after {limit:?}",
+                    w.pid
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A port of the range that is free now, chosen from a pseudo-random start.
+    pub fn free_port() -> Result<u16, String> {
+        let start = (super::random_u64() % u64::from(PORT_COUNT)) as u16;
+        (0..PORT_COUNT)
+            .map(|i| PORT_FIRST + (start + i * 7) % PORT_COUNT)
+            .find(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
+            .ok_or_else(|| {
+                format!(
+                    "no free port in {PORT_FIRST}-{}",
+                    PORT_FIRST + PORT_COUNT - 1
+                )
+            })
+    }
+
+    fn on_path(cmd: &str) -> bool {
+        std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(cmd).is_file()))
+    }
+
+    /// A running S3-compatible server.
+    pub struct S3Server {
+        pub addr: SocketAddr,
+        pub process: Watched,
+    }
+
+    impl S3Server {
+        /// `http://127.0.0.1:<port>`.
+        pub fn endpoint(&self) -> String {
+            format!("http://{}", self.addr)
+        }
+
+        /// The registry's storage options for this server (`storage_options` in the config).
+        pub fn options(&self) -> BTreeMap<String, String> {
+            options(self.addr)
+        }
+    }
+
+    /// Registry storage options for an S3 server at `addr` (path-style, plain HTTP).
+    pub fn options(addr: SocketAddr) -> BTreeMap<String, String> {
+        [
+            ("endpoint", format!("http://{addr}")),
+            ("allow_http", "true".to_owned()),
+            ("region", "us-east-1".to_owned()),
+            ("access_key_id", ACCESS_KEY.to_owned()),
+            ("secret_access_key", SECRET_KEY.to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+
+    /// Starts `moto_server` on a free port of the range (a few attempts, as another process
+    /// may take the port between the check and moto's bind); logs go to `log`.
+    pub fn start_moto(log: &Path) -> Result<S3Server, String> {
+        if !on_path("moto_server") {
+            return Err(
+                "moto_server is not on PATH (scripts/install-test-deps.sh installs it)".into(),
+            );
+        }
+        let mut last = String::new();
+        for _ in 0..5 {
+            let port = free_port()?;
+            let args = ["-H", "127.0.0.1", "-p", &port.to_string()].map(str::to_owned);
+            let process = spawn_watched("moto_server", &args, &[], log)?;
+            match wait_listening(&process, port, Duration::from_secs(60)) {
+                Ok(()) => {
+                    return Ok(S3Server {
+                        addr: ([127, 0, 0, 1], port).into(),
+                        process,
+                    })
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(format!("moto_server did not start: {last}"))
+    }
+
+    /// The moto server shared by this test process, started on first use and stopped when the
+    /// process exits.
+    pub fn shared_moto() -> Result<&'static S3Server, String> {
+        static MOTO: OnceLock<Result<S3Server, String>> = OnceLock::new();
+        MOTO.get_or_init(|| {
+            let log =
+                std::env::temp_dir().join(format!("conformance-moto-{}.log", std::process::id()));
+            start_moto(&log)
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+    }
+
+    /// One plain, unsigned HTTP/1.1 request (moto accepts those); returns status and the whole
+    /// answer (head and body).
+    pub fn http(
+        addr: SocketAddr,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> std::io::Result<(u16, String)> {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )?;
+        s.write_all(body)?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out)?;
+        let out = String::from_utf8_lossy(&out).into_owned();
+        let code = out
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("bad response: {out:.200}")))?;
+        Ok((code, out))
+    }
+
+    /// Creates a bucket on moto (`PUT /<bucket>`); panics unless it answers 200.
+    pub fn create_bucket(addr: SocketAddr, bucket: &str) {
+        let (code, out) = http(addr, "PUT", &format!("/{bucket}"), b"")
+            .unwrap_or_else(|e| panic!("create bucket {bucket} on {addr}: {e}"));
+        assert_eq!(code, 200, "create bucket {bucket}: {out:.400}");
+    }
+
+    /// The keys of the multipart uploads in progress in `bucket` under `prefix`, from moto's
+    /// `ListMultipartUploads` (`GET /<bucket>?uploads`).
+    pub fn multipart_uploads(addr: SocketAddr, bucket: &str, prefix: &str) -> Vec<String> {
+        let (code, out) = http(
+            addr,
+            "GET",
+            &format!("/{bucket}?uploads&prefix={prefix}"),
+            b"",
+        )
+        .unwrap_or_else(|e| panic!("list multipart uploads of {bucket}: {e}"));
+        assert_eq!(code, 200, "list multipart uploads of {bucket}: {out:.400}");
+        xml_values(&out, "Key")
+    }
+
+    /// The keys of the objects in `bucket` under `prefix` (`ListObjectsV2`, up to 1000).
+    pub fn object_keys(addr: SocketAddr, bucket: &str, prefix: &str) -> Vec<String> {
+        let (code, out) = http(
+            addr,
+            "GET",
+            &format!("/{bucket}?list-type=2&prefix={prefix}"),
+            b"",
+        )
+        .unwrap_or_else(|e| panic!("list objects of {bucket}: {e}"));
+        assert_eq!(code, 200, "list objects of {bucket}: {out:.400}");
+        xml_values(&out, "Key")
+    }
+
+    /// The text of every `<tag>...</tag>` element of `xml`.
+    pub fn xml_values(xml: &str, tag: &str) -> Vec<String> {
+        let open = format!("<{tag}>");
+        let close = format!("</{tag}>");
+        xml.split(&open)
+            .skip(1)
+            .filter_map(|s| s.split_once(&close).map(|(v, _)| v.to_owned()))
+            .collect()
+    }
 }
