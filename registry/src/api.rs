@@ -74,11 +74,28 @@ fn content_length(h: &HeaderMap) -> Option<u64> {
     h.get(CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
 }
 
-fn body_stream(body: Body) -> ByteStream {
-    Box::pin(
-        TryStreamExt::map_err(body.into_data_stream(), io::Error::other)
-            .inspect_ok(|b| METRICS.received(b.len() as u64)),
-    )
+/// The request body as a byte stream. A body that stalls for `timeout_secs` between two chunks
+/// fails with `TimedOut`, so a stalled client cannot hold an upload open forever.
+fn body_stream(body: Body, timeout_secs: u64) -> ByteStream {
+    let limit = std::time::Duration::from_secs(timeout_secs.max(1));
+    let data = body.into_data_stream();
+    Box::pin(futures::stream::unfold(data, move |mut data| async move {
+        match tokio::time::timeout(limit, futures::StreamExt::next(&mut data)).await {
+            Ok(Some(Ok(b))) => {
+                METRICS.received(b.len() as u64);
+                Some((Ok(b), data))
+            }
+            Ok(Some(Err(e))) => Some((Err(io::Error::other(e)), data)),
+            Ok(None) => None,
+            Err(_) => Some((
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("request body stalled for {} s", limit.as_secs()),
+                )),
+                data,
+            )),
+        }
+    }))
 }
 
 /// Whether the request carries a body at all (a PUT closing an upload may or may not).
@@ -363,7 +380,13 @@ async fn handle(
         Endpoint::PatchUpload { name, id } => {
             let (start, len) = chunk_bounds(h)?;
             let s = reg
-                .upload_append(&name, &id, start, len, body_stream(body))
+                .upload_append(
+                    &name,
+                    &id,
+                    start,
+                    len,
+                    body_stream(body, st.config.body_timeout),
+                )
                 .await
                 .map_err(|e| with_upload_location(e, &name, &id))?;
             Ok(upload_response(StatusCode::ACCEPTED, &name, &id, s.offset))
@@ -379,7 +402,7 @@ async fn handle(
                 })?
                 .parse()?;
             let (start, len) = chunk_bounds(h)?;
-            let data = has_body(h).then(|| body_stream(body));
+            let data = has_body(h).then(|| body_stream(body, st.config.body_timeout));
             reg.upload_finish(&name, &id, &digest, start, len, data)
                 .await
                 .map_err(|e| with_upload_location(e, &name, &id))?;
@@ -528,8 +551,13 @@ async fn start_upload(
         let digest: Digest = d.parse()?;
         // A POST with a digest and a body is a whole upload; without a body, open a session.
         if has_body(h) || content_length(h).is_none() && digest_is_empty(&digest) {
-            reg.blob_put(name, &digest, content_length(h), body_stream(body))
-                .await?;
+            reg.blob_put(
+                name,
+                &digest,
+                content_length(h),
+                body_stream(body, st.config.body_timeout),
+            )
+            .await?;
             return Ok(blob_created(name, &digest));
         }
     }

@@ -56,6 +56,12 @@ pub struct Config {
     pub log_level: String,
     /// Seconds to let requests in flight finish after SIGTERM.
     pub shutdown_timeout: u64,
+    /// Seconds a client has to send a request's headers (slowloris protection).
+    pub header_read_timeout: u64,
+    /// Seconds a connection may sit with no request in flight and no bytes moving.
+    pub idle_timeout: u64,
+    /// Seconds a request body may stall between two chunks before the request fails.
+    pub body_timeout: u64,
     /// Requests served at once; more are answered 429 with Retry-After.
     pub max_concurrent_requests: usize,
     /// Seconds between background garbage collections; 0 turns them off.
@@ -90,6 +96,9 @@ impl Default for Config {
             log_format: LogFormat::Text,
             log_level: "info".into(),
             shutdown_timeout: 30,
+            header_read_timeout: 30,
+            idle_timeout: 120,
+            body_timeout: 60,
             max_concurrent_requests: 1024,
             gc_interval: 3600,
             gc_grace: 3600,
@@ -117,6 +126,9 @@ pub struct FileConfig {
     log_format: Option<LogFormat>,
     log_level: Option<String>,
     shutdown_timeout: Option<u64>,
+    header_read_timeout: Option<u64>,
+    idle_timeout: Option<u64>,
+    body_timeout: Option<u64>,
     max_concurrent_requests: Option<usize>,
     gc_interval: Option<u64>,
     gc_grace: Option<u64>,
@@ -168,6 +180,18 @@ pub struct ServeArgs {
     /// [default: 30]
     #[arg(long)]
     pub shutdown_timeout: Option<u64>,
+    /// Seconds a client has to send a request's headers
+    /// [env REGISTRY_HEADER_READ_TIMEOUT] [default: 30]
+    #[arg(long)]
+    pub header_read_timeout: Option<u64>,
+    /// Seconds a connection may sit with nothing in flight and nothing moving before it is
+    /// closed [env REGISTRY_IDLE_TIMEOUT] [default: 120]
+    #[arg(long)]
+    pub idle_timeout: Option<u64>,
+    /// Seconds a request body may stall between two chunks before the request fails
+    /// [env REGISTRY_BODY_TIMEOUT] [default: 60]
+    #[arg(long)]
+    pub body_timeout: Option<u64>,
     /// Requests served at once; beyond it requests get 429 with Retry-After
     /// [env REGISTRY_MAX_CONCURRENT_REQUESTS] [default: 1024]
     #[arg(long)]
@@ -308,6 +332,9 @@ impl Config {
             log_format: pick!(log_format, "REGISTRY_LOG_FORMAT"),
             log_level: pick!(log_level, "REGISTRY_LOG_LEVEL"),
             shutdown_timeout: pick!(shutdown_timeout, "REGISTRY_SHUTDOWN_TIMEOUT"),
+            header_read_timeout: pick!(header_read_timeout, "REGISTRY_HEADER_READ_TIMEOUT"),
+            idle_timeout: pick!(idle_timeout, "REGISTRY_IDLE_TIMEOUT"),
+            body_timeout: pick!(body_timeout, "REGISTRY_BODY_TIMEOUT"),
             max_concurrent_requests: pick!(
                 max_concurrent_requests,
                 "REGISTRY_MAX_CONCURRENT_REQUESTS"

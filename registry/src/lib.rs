@@ -5,6 +5,7 @@
 //! - [`endpoint`]: parsing `/v2/...` paths, right to left, into an [`endpoint::Endpoint`].
 //! - [`api`]: the handlers behind one dispatch function.
 //! - [`error`]: the spec's error codes and the JSON error body.
+//! - [`listen`]: accepting connections, with header, idle and HTTP/2 limits.
 //! - [`maintenance`]: garbage collection and fsck, scheduled and from the command line.
 //! - [`metrics`]: Prometheus metrics served at `/metrics`.
 //! - [`server`]: the router and [`server::run`], which serves until shutdown.
@@ -16,6 +17,7 @@ pub mod cert;
 pub mod config;
 pub mod endpoint;
 pub mod error;
+pub mod listen;
 pub mod maintenance;
 pub mod metrics;
 pub mod server;

@@ -130,13 +130,14 @@ pub async fn run_with_tls(
     let reload_every = Duration::from_secs(config.tls_reload_interval);
     let registry = open_registry(&config)?;
     let grace = Duration::from_secs(config.shutdown_timeout);
+    let limits = crate::listen::Limits::from_config(&config);
     let state = Arc::new(AppState {
         registry: Arc::new(registry),
         config: Arc::new(config),
     });
     crate::maintenance::spawn_gc(&state.registry, &state.config);
     let app = router(state);
-    let (tx, mut rx) = tokio::sync::watch::channel(false);
+    let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
         let _ = tx.send(true);
@@ -151,21 +152,16 @@ pub async fn run_with_tls(
                     if !reload_every.is_zero() {
                         tokio::spawn(tls.clone().watch(reload_every, rx.clone()));
                     }
-                    crate::tls::serve(l, tls, app, rx).await
+                    crate::tls::serve(l, tls, app, limits, rx).await
                 }
                 None => Ok(()),
             }
         }
     };
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-        let _ = rx.wait_for(|v| *v).await;
-    });
+    let serve = crate::listen::serve_plain(listener, app, limits, rx);
     let serve = async move {
         let (plain, https) = tokio::join!(serve, https);
-        plain.map_err(anyhow::Error::from).and(https)
+        plain.and(https)
     };
     tokio::select! {
         res = serve => res,

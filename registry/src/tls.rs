@@ -13,17 +13,12 @@
 //! The crypto provider is rustls' `ring` one: aws-lc-rs needs cmake and builds slowly.
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use rustls::crypto::CryptoProvider;
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
@@ -303,49 +298,27 @@ impl TlsServer {
 }
 
 /// The HTTP/1.1 + HTTP/2 connection builder used for TLS connections.
-fn http_builder() -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    // Larger HTTP/2 flow-control windows than the 64 KiB defaults: blob uploads and downloads
-    // would otherwise stall on window updates.
-    b.http2()
-        .initial_stream_window_size(4 * 1024 * 1024)
-        .initial_connection_window_size(8 * 1024 * 1024)
-        .max_frame_size(256 * 1024);
-    b
-}
-
 /// Serves `app` over TLS on `listener` until `shutdown` turns true; then stops accepting and
 /// waits for the open connections to finish their requests (the caller bounds that wait).
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<TlsServer>,
     app: Router,
-    mut shutdown: watch::Receiver<bool>,
+    limits: crate::listen::Limits,
+    shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let graceful = GracefulShutdown::new();
-    let builder = Arc::new(http_builder());
+    let builder = Arc::new(crate::listen::http_builder(&limits));
     let acceptor = TlsAcceptor::from(tls.config());
-    loop {
-        let (tcp, peer) = tokio::select! {
-            res = listener.accept() => match res {
-                Ok(x) => x,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accepting a TLS connection failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.wait_for(|v| *v) => break,
-        };
-        let _ = tcp.set_nodelay(true);
+    let conn_shutdown = shutdown.clone();
+    crate::listen::accept_loop(listener, shutdown, move |tcp, peer, watcher| {
         let acceptor = acceptor.clone();
         let builder = builder.clone();
         let app = app.clone();
-        let watcher = graceful.watcher();
-        let mut conn_shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
+        let mut conn_shutdown = conn_shutdown.clone();
+        async move {
+            let activity = crate::listen::Activity::new();
+            let io = crate::listen::ActiveIo::new(tcp, activity.clone());
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io));
             let stream = tokio::select! {
                 res = handshake => match res {
                     Ok(Ok(s)) => s,
@@ -360,26 +333,11 @@ pub async fn serve(
                 },
                 _ = conn_shutdown.wait_for(|v| *v) => return,
             };
-            serve_connection(stream, peer, &builder, app, watcher).await;
-        });
-    }
-    drop(listener);
-    graceful.shutdown().await;
-    Ok(())
-}
-
-async fn serve_connection(
-    stream: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
-    peer: SocketAddr,
-    builder: &auto::Builder<TokioExecutor>,
-    app: Router,
-    watcher: hyper_util::server::graceful::Watcher,
-) {
-    let service = TowerToHyperService::new(app);
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-    if let Err(e) = watcher.watch(conn).await {
-        tracing::debug!(%peer, error = %e, "TLS connection ended with an error");
-    }
+            crate::listen::serve_connection(stream, activity, peer, &builder, app, watcher, limits)
+                .await;
+        }
+    })
+    .await
 }
 
 #[cfg(test)]
