@@ -260,6 +260,20 @@ find_config() {
   [ -n "$CONFIG" ] && [ -f "$(host "$CONFIG")" ]
 }
 
+# containerd2_binary: the node's containerd binary is 2.x (its Go module path ends in /v2); sets
+# CONTAINERD_BINARY
+containerd2_binary() {
+  local b
+  for b in /usr/bin/containerd /usr/local/bin/containerd /usr/sbin/containerd /opt/bin/containerd; do
+    if [ -f "$(host "$b")" ]; then
+      CONTAINERD_BINARY=$b
+      grep -aq 'github.com/containerd/containerd/v2/' "$(host "$b")"
+      return
+    fi
+  done
+  return 1
+}
+
 # read_config_path: sets HOSTS_DIR (node path) from the config, CONFIG_VERSION; returns 1 if unset
 read_config_path() {
   local f keys v line
@@ -319,8 +333,14 @@ sync_containerd() {
     HOSTS_DIR=$CONTAINERD_CONFIG_PATH
     info "hosts directory $HOSTS_DIR (from CONTAINERD_CONFIG_PATH)"
   elif ! find_config; then
-    human "no containerd config found (looked for ${CONTAINERD_CONFIG:-$K3S_CONFIGS $DEFAULT_CONFIG} below the node's /); containerd then reads no hosts directory. Give it one once: $(CONFIG_VERSION=2 one_time_change) in $DEFAULT_CONFIG and restart containerd (see deploy/README.md), or set CONTAINERD_CONFIG / CONTAINERD_CONFIG_PATH"
-    return 0
+    if containerd2_binary; then
+      # containerd 2.x without a config file reads /etc/containerd/certs.d
+      HOSTS_DIR=/etc/containerd/certs.d
+      info "no containerd config file; $CONTAINERD_BINARY is containerd 2.x, whose default hosts directory is $HOSTS_DIR"
+    else
+      human "no containerd config found (looked for ${CONTAINERD_CONFIG:-$K3S_CONFIGS $DEFAULT_CONFIG} below the node's /); containerd 1.x then reads no hosts directory. Give it one once: $(CONFIG_VERSION=2 one_time_change) in $DEFAULT_CONFIG and restart containerd (see deploy/README.md), or set CONTAINERD_CONFIG / CONTAINERD_CONFIG_PATH"
+      return 0
+    fi
   elif ! read_config_path; then
     if [ "$FLAVOUR" != containerd ]; then
       sync_registries_yaml
@@ -413,7 +433,7 @@ sync_registries_yaml() {
   before=$(cat "$file" 2>/dev/null)
   put "$file" "$(registries_yaml "$addr")" || return 0
   if [ "$before" != "$(cat "$file")" ]; then
-    human "$FLAVOUR's containerd has no config_path; wrote $ry, which $FLAVOUR reads only when it starts: restart $FLAVOUR once (systemctl restart $FLAVOUR${FLAVOUR#k3s}) for it to take effect"
+    human "$FLAVOUR's containerd has no config_path; wrote $ry, which $FLAVOUR reads only when it starts: restart $FLAVOUR once (systemctl restart $FLAVOUR-server or $FLAVOUR-agent; k3s servers: systemctl restart k3s) for it to take effect"
   fi
 }
 

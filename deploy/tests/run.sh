@@ -552,6 +552,18 @@ test_node_paths() {
   printf '[plugins."io.containerd.grpc.v1.cri".registry]\n  config_path = "/etc/containerd/hosts"\n' >"$NODE/etc/containerd/conf.d/10-registry.toml"
   node_script "$WORK/hosts.node" once
   [ "$RC" = 0 ] && [ -f "$NODE/etc/containerd/hosts/$SVC/hosts.toml" ] || fail "imports: no /etc/containerd/hosts/$SVC/hosts.toml (exit $RC)" || return 1
+  # no config file: containerd 2.x (its binary says so) reads /etc/containerd/certs.d; 1.x reads none
+  NODE="$WORK/node-noconfig2"
+  mkdir -p "$NODE/usr/bin"
+  printf 'ELF... github.com/containerd/containerd/v2/cmd/containerd ...' >"$NODE/usr/bin/containerd"
+  node_script "$WORK/hosts.node" once
+  [ "$RC" = 0 ] && [ -f "$NODE/etc/containerd/certs.d/$SVC/hosts.toml" ] || fail "containerd 2.x without config: no /etc/containerd/certs.d/$SVC/hosts.toml (exit $RC)" || return 1
+  NODE="$WORK/node-noconfig1"
+  mkdir -p "$NODE/usr/bin"
+  printf 'ELF... github.com/containerd/containerd/cmd/containerd ...' >"$NODE/usr/bin/containerd"
+  node_script "$WORK/hosts.node" once
+  expect_eq "containerd 1.x without config: exit code" "$RC" 2 || return 1
+  [ ! -e "$NODE/etc" ] || fail "containerd 1.x without config: wrote $(find "$NODE/etc")" || return 1
   # the kubelet's service variable when DNS is not used
   NODE="$WORK/node-env"
   mkdir -p "$NODE/etc/containerd"
@@ -704,7 +716,7 @@ test_node_hosts() {
 t node-setup-containerd1-pull-run test_node_containerd1
 t node-setup-containerd2-pull-run test_node_containerd2
 t node-setup-k3s-pull-run test_node_k3s
-t node-setup-rke2-imports-env-paths test_node_paths
+t node-setup-rke2-imports-noconfig-env-paths test_node_paths
 t node-setup-no-config-path test_node_no_config_path
 t node-setup-k3s-registries-yaml test_node_k3s_registries_yaml
 t node-setup-reconcile-address-change test_node_reconcile
