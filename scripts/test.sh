@@ -39,6 +39,7 @@ step spec-s3 env CONFORMANCE_STORAGE=s3 cargo test --locked -p conformance --tes
 step crash-soak target/release/crash-soak --registry "$ROOT/target/release/registry" --rounds 2 --seconds 60
 if [ -z "${SKIP_CLIENTS:-}" ]; then
   step clients bash conformance/clients/run.sh "$ROOT/target/release/registry"
+  step clients-s3 env CLIENTS_STORAGE=s3 bash conformance/clients/run.sh "$ROOT/target/release/registry"
 fi
 for extra in deploy/tests/run.sh conformance/tls/run.sh; do
   if [ -f "$extra" ]; then
