@@ -19,7 +19,6 @@ use http::header::{
 };
 use http::request::Parts;
 use http::{Method, StatusCode};
-use http_body_util::BodyExt;
 use serde_json::json;
 use storage::{Algorithm, ByteStream, Digest, Reference, Registry, RepoName, Tag};
 use tracing::Instrument;
@@ -96,6 +95,25 @@ fn body_stream(body: Body, timeout_secs: u64) -> ByteStream {
             )),
         }
     }))
+}
+
+/// Most bytes read and thrown away from a rejected request body, so the client reads the answer
+/// instead of a connection reset (closing a socket with unread data makes the kernel send RST).
+const DRAIN_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// Reads and discards what is left of a rejected body, up to [`DRAIN_LIMIT`] bytes and 10 s.
+async fn drain(body: Body) {
+    let mut data = body.into_data_stream();
+    let mut n = 0u64;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Some(Ok(b)) = futures::StreamExt::next(&mut data).await {
+            n += b.len() as u64;
+            if n > DRAIN_LIMIT {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Whether the request carries a body at all (a PUT closing an upload may or may not).
@@ -379,6 +397,7 @@ async fn handle(
 
         Endpoint::PatchUpload { name, id } => {
             let (start, len) = chunk_bounds(h)?;
+            let body = check_chunk_start(reg, &name, &id, start, body).await?;
             let s = reg
                 .upload_append(
                     &name,
@@ -402,6 +421,7 @@ async fn handle(
                 })?
                 .parse()?;
             let (start, len) = chunk_bounds(h)?;
+            let body = check_chunk_start(reg, &name, &id, start, body).await?;
             let data = has_body(h).then(|| body_stream(body, st.config.body_timeout));
             reg.upload_finish(&name, &id, &digest, start, len, data)
                 .await
@@ -477,6 +497,28 @@ async fn handle(
             Ok(resp)
         }
     }
+}
+
+/// Answers a chunk that does not start where the upload ends with 416 after draining it. The
+/// storage service checks again under its lock; this early check lets the client read the 416.
+async fn check_chunk_start(
+    reg: &Registry,
+    name: &RepoName,
+    id: &str,
+    start: Option<u64>,
+    body: Body,
+) -> Result<Body, ApiError> {
+    let Some(start) = start else { return Ok(body) };
+    let offset = reg.upload_status(name, id).await?.offset;
+    if start == offset {
+        return Ok(body);
+    }
+    drain(body).await;
+    Err(with_upload_location(
+        storage::Error::RangeInvalid { start, offset },
+        name,
+        id,
+    ))
 }
 
 fn header_value(s: &str) -> HeaderValue {
@@ -611,13 +653,29 @@ async fn put_manifest(
     let too_large = |size: usize| ApiError::from(storage::Error::ManifestTooLarge { size, limit });
     if let Some(cl) = content_length(h) {
         if cl > limit as u64 {
+            drain(body).await;
             return Err(too_large(cl as usize));
         }
     }
-    let bytes: Bytes = match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large(limit + 1)),
-        Err(e) => {
+    let mut data = body.into_data_stream();
+    let mut buf = bytes::BytesMut::new();
+    let mut failed = None;
+    while let Some(chunk) = futures::StreamExt::next(&mut data).await {
+        match chunk {
+            Ok(b) if buf.len() + b.len() <= limit => buf.extend_from_slice(&b),
+            Ok(_) => {
+                drain(Body::from_stream(data)).await;
+                return Err(too_large(limit + 1));
+            }
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    let bytes: Bytes = match failed {
+        None => buf.freeze(),
+        Some(e) => {
             return Err(bad_request(
                 ErrorCode::ManifestInvalid,
                 format!("reading the manifest failed: {e}"),

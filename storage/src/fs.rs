@@ -15,17 +15,17 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
-use tokio_util::io::ReaderStream;
+use futures::StreamExt;
+use std::io::{Read, Seek, Write};
 
 use crate::backend::{Backend, ByteStream, GetObject, ObjectMeta};
 use crate::error::{Error, Result};
 
-/// Read buffer for streaming files out.
-const READ_CHUNK: usize = 256 * 1024;
-/// Write buffer for appends: one blocking write per this many bytes.
-const WRITE_BUFFER: usize = 1024 * 1024;
+/// Bytes read per blocking read when streaming a file out.
+const READ_CHUNK: u64 = 512 * 1024;
+/// Appends are written in batches of about this many bytes, one blocking write per batch, with
+/// one batch being written while the next arrives.
+const WRITE_BATCH: usize = 512 * 1024;
 /// Prefix of temporary files; never a valid key component.
 const TMP_PREFIX: &str = ".tmp.";
 
@@ -130,16 +130,53 @@ fn walk(dir: &Path, rel: &str, out: &mut Vec<(String, std::fs::Metadata)>) -> io
     Ok(())
 }
 
+/// Streams `range` of `file`, one blocking read per chunk straight into a fresh buffer (no
+/// intermediate copy).
+fn read_stream(file: std::fs::File, range: Range<u64>) -> ByteStream {
+    let state = (Some(file), range.start, range.end);
+    futures::stream::unfold(state, |(file, pos, end)| async move {
+        let file = file?;
+        if pos >= end {
+            return None;
+        }
+        let want = (end - pos).min(READ_CHUNK);
+        let res = tokio::task::spawn_blocking(move || {
+            let mut f = file;
+            let mut buf = Vec::with_capacity(want as usize);
+            f.seek(SeekFrom::Start(pos))?;
+            (&mut f).take(want).read_to_end(&mut buf)?;
+            Ok::<_, io::Error>((f, buf))
+        })
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e)));
+        match res {
+            Ok((_, buf)) if buf.is_empty() => Some((
+                Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "file shorter than expected",
+                )),
+                (None, end, end),
+            )),
+            Ok((f, buf)) => {
+                let next = pos + buf.len() as u64;
+                Some((Ok(Bytes::from(buf)), (Some(f), next, end)))
+            }
+            Err(e) => Some((Err(e), (None, end, end))),
+        }
+    })
+    .boxed()
+}
+
 #[async_trait]
 impl Backend for FsBackend {
     fn kind(&self) -> &'static str {
         "filesystem"
     }
 
+    // Metadata and small-object reads run inline: they are served from the page cache in a few
+    // microseconds, less than handing them to a blocking thread costs.
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
-        let m = tokio::fs::metadata(self.path(key))
-            .await
-            .map_err(|e| map_nf(key, e))?;
+        let m = std::fs::metadata(self.path(key)).map_err(|e| map_nf(key, e))?;
         if !m.is_file() {
             return Err(Error::NotFound(key.to_owned()));
         }
@@ -151,25 +188,25 @@ impl Backend for FsBackend {
     }
 
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<GetObject> {
-        let mut f = tokio::fs::File::open(self.path(key))
-            .await
-            .map_err(|e| map_nf(key, e))?;
-        let size = f.metadata().await.map_err(|e| map_nf(key, e))?.len();
-        let stream: ByteStream = match range {
-            Some(r) => {
-                f.seek(SeekFrom::Start(r.start))
-                    .await
-                    .map_err(|e| map_nf(key, e))?;
-                ReaderStream::with_capacity(f.take(r.end - r.start), READ_CHUNK).boxed()
-            }
-            None => ReaderStream::with_capacity(f, READ_CHUNK).boxed(),
-        };
-        Ok(GetObject { size, stream })
+        let path = self.path(key);
+        let k = key.to_owned();
+        let (file, size) = tokio::task::spawn_blocking(move || {
+            let f = std::fs::File::open(&path)?;
+            let size = f.metadata()?.len();
+            Ok::<_, io::Error>((f, size))
+        })
+        .await
+        .map_err(|e| Error::backend("open", e))?
+        .map_err(|e| map_nf(&k, e))?;
+        let r = range.unwrap_or(0..size);
+        Ok(GetObject {
+            size,
+            stream: read_stream(file, r),
+        })
     }
 
     async fn get_bytes(&self, key: &str) -> Result<Bytes> {
-        tokio::fs::read(self.path(key))
-            .await
+        std::fs::read(self.path(key))
             .map(Bytes::from)
             .map_err(|e| map_nf(key, e))
     }
@@ -252,85 +289,139 @@ impl Backend for FsBackend {
     }
 
     async fn list_dir(&self, prefix: &str) -> Result<Vec<String>> {
-        let mut rd = match tokio::fs::read_dir(self.path(prefix.trim_end_matches('/'))).await {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) if e.kind() == io::ErrorKind::NotADirectory => return Ok(Vec::new()),
-            Err(e) => return Err(io_err(format!("list {prefix}"), e)),
-        };
-        let mut names = Vec::new();
-        while let Some(entry) = rd
-            .next_entry()
-            .await
-            .map_err(|e| io_err(format!("list {prefix}"), e))?
-        {
-            if let Some(name) = entry.file_name().to_str() {
-                if !name.starts_with('.') {
-                    names.push(name.to_owned());
+        let dir = self.path(prefix.trim_end_matches('/'));
+        let p = prefix.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let rd = match std::fs::read_dir(&dir) {
+                Ok(rd) => rd,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                    ) =>
+                {
+                    return Ok(Vec::new())
+                }
+                Err(e) => return Err(io_err(format!("list {p}"), e)),
+            };
+            let mut names = Vec::new();
+            for entry in rd {
+                let entry = entry.map_err(|e| io_err(format!("list {p}"), e))?;
+                if let Some(name) = entry.file_name().to_str() {
+                    if !name.starts_with('.') {
+                        names.push(name.to_owned());
+                    }
                 }
             }
-        }
-        names.sort();
-        Ok(names)
+            names.sort();
+            Ok(names)
+        })
+        .await
+        .map_err(|e| Error::backend("list", e))?
     }
 
     async fn stage_append(&self, id: &str, offset: u64, mut data: ByteStream) -> Result<u64> {
         let dir = self.stage_dir(id);
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .map_err(|e| io_err("create upload folder", e))?;
-        let mut f = tokio::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(self.stage_data(id))
-            .await
-            .map_err(|e| io_err("open upload", e))?;
-        let len = f
-            .metadata()
-            .await
-            .map_err(|e| io_err("stat upload", e))?
-            .len();
-        if len < offset {
-            return Err(Error::Corrupt(format!(
-                "upload {id} holds {len} bytes, its state says {offset}"
-            )));
+        let path = self.stage_data(id);
+        let id_owned = id.to_owned();
+        let file = tokio::task::spawn_blocking(move || -> Result<std::fs::File> {
+            std::fs::create_dir_all(&dir).map_err(|e| io_err("create upload folder", e))?;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .map_err(|e| io_err("open upload", e))?;
+            let len = f.metadata().map_err(|e| io_err("stat upload", e))?.len();
+            if len < offset {
+                return Err(Error::Corrupt(format!(
+                    "upload {id_owned} holds {len} bytes, its state says {offset}"
+                )));
+            }
+            if len > offset {
+                // Bytes of an append that failed before its state was recorded.
+                f.set_len(offset)
+                    .map_err(|e| io_err("truncate upload", e))?;
+            }
+            f.seek(SeekFrom::Start(offset))
+                .map_err(|e| io_err("seek upload", e))?;
+            Ok(f)
+        })
+        .await
+        .map_err(|e| Error::backend("open upload", e))??;
+
+        fn write_batch(
+            mut f: std::fs::File,
+            batch: Vec<Bytes>,
+        ) -> tokio::task::JoinHandle<io::Result<std::fs::File>> {
+            tokio::task::spawn_blocking(move || {
+                for b in &batch {
+                    f.write_all(b)?;
+                }
+                Ok(f)
+            })
         }
-        if len > offset {
-            // Bytes of an append that failed before its state was recorded.
-            f.set_len(offset)
-                .await
-                .map_err(|e| io_err("truncate upload", e))?;
+        async fn finish(
+            h: tokio::task::JoinHandle<io::Result<std::fs::File>>,
+        ) -> Result<std::fs::File> {
+            h.await
+                .map_err(|e| Error::backend("write upload", e))?
+                .map_err(|e| io_err("write upload", e))
         }
-        f.seek(SeekFrom::Start(offset))
-            .await
-            .map_err(|e| io_err("seek upload", e))?;
-        let mut w = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, f);
+
+        let mut idle = Some(file);
+        let mut writing: Option<tokio::task::JoinHandle<io::Result<std::fs::File>>> = None;
+        let mut batch: Vec<Bytes> = Vec::new();
+        let mut batch_len = 0usize;
         let mut total = offset;
-        while let Some(chunk) = data.next().await {
-            let chunk = chunk.map_err(Error::Body)?;
-            w.write_all(&chunk)
-                .await
-                .map_err(|e| io_err("write upload", e))?;
-            total += chunk.len() as u64;
+        loop {
+            let next = data.next().await;
+            let last = next.is_none();
+            if let Some(chunk) = next {
+                let chunk = match chunk {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // Let a write in flight finish before the next append reopens the file.
+                        if let Some(h) = writing.take() {
+                            let _ = h.await;
+                        }
+                        return Err(Error::Body(e));
+                    }
+                };
+                total += chunk.len() as u64;
+                batch_len += chunk.len();
+                batch.push(chunk);
+            }
+            if batch_len >= WRITE_BATCH || (last && !batch.is_empty()) {
+                let f = match (idle.take(), writing.take()) {
+                    (Some(f), _) => f,
+                    (None, Some(h)) => finish(h).await?,
+                    (None, None) => unreachable!("the file is idle or being written"),
+                };
+                writing = Some(write_batch(f, std::mem::take(&mut batch)));
+                batch_len = 0;
+            }
+            if last {
+                break;
+            }
         }
-        w.flush().await.map_err(|e| io_err("write upload", e))?;
+        let f = match (idle, writing) {
+            (Some(f), _) => f,
+            (None, Some(h)) => finish(h).await?,
+            (None, None) => unreachable!("the file is idle or being written"),
+        };
         if self.sync {
-            w.get_ref()
-                .sync_data()
+            tokio::task::spawn_blocking(move || f.sync_data())
                 .await
+                .map_err(|e| Error::backend("fsync upload", e))?
                 .map_err(|e| io_err("fsync upload", e))?;
         }
         Ok(total)
     }
 
     async fn stage_read(&self, id: &str, len: u64) -> Result<ByteStream> {
-        let f = tokio::fs::File::open(self.stage_data(id))
-            .await
-            .map_err(|e| map_nf(id, e))?;
-        Ok(ReaderStream::with_capacity(f.take(len), READ_CHUNK)
-            .map_err(|e| e)
-            .boxed())
+        let f = std::fs::File::open(self.stage_data(id)).map_err(|e| map_nf(id, e))?;
+        Ok(read_stream(f, 0..len))
     }
 
     async fn stage_commit(&self, id: &str, len: u64, key: &str) -> Result<()> {

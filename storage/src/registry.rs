@@ -9,6 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -96,13 +97,6 @@ struct UploadState {
 struct ManifestLink {
     media_type: String,
     size: u64,
-}
-
-/// Counts and hashes bytes as they stream past, and stops a body that outgrows its declared size.
-struct Tap {
-    hasher: Hasher,
-    count: u64,
-    limit: Option<u64>,
 }
 
 /// The registry service. Cheap to share behind an `Arc`.
@@ -367,46 +361,57 @@ impl Registry {
                 return Err(Error::RangeInvalid { start, offset });
             }
         }
-        let tap = Arc::new(Mutex::new(Tap {
-            hasher,
-            count: 0,
-            limit: len,
-        }));
-        let t = tap.clone();
+        // Hash on a blocking thread while the backend writes: chunks are reference-counted, so
+        // handing them over copies nothing, and hashing overlaps receiving and writing.
+        let (htx, mut hrx) = tokio::sync::mpsc::channel::<Bytes>(64);
+        let hashing = tokio::task::spawn_blocking(move || {
+            let mut h = hasher;
+            while let Some(b) = hrx.blocking_recv() {
+                h.update(&b);
+            }
+            h
+        });
+        let count = Arc::new(AtomicU64::new(0));
+        let seen = count.clone();
         let tapped = data
-            .map(move |r| {
-                let chunk = r?;
-                let mut t = t.lock().expect("tap poisoned");
-                t.count += chunk.len() as u64;
-                if t.limit.is_some_and(|l| t.count > l) {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "body longer than its declared length",
-                    ));
+            .then(move |r| {
+                let htx = htx.clone();
+                let seen = seen.clone();
+                async move {
+                    let chunk = r?;
+                    let n =
+                        seen.fetch_add(chunk.len() as u64, Ordering::Relaxed) + chunk.len() as u64;
+                    if len.is_some_and(|l| n > l) {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "body longer than its declared length",
+                        ));
+                    }
+                    htx.send(chunk.clone())
+                        .await
+                        .map_err(|_| io::Error::other("hashing stopped"))?;
+                    Ok(chunk)
                 }
-                t.hasher.update(&chunk);
-                Ok(chunk)
             })
             .boxed();
+        // The backend drops the stream, and with it the sender, when it returns.
         let res = self.backend.stage_append(id, offset, tapped).await;
-        let tap = Arc::try_unwrap(tap)
-            .ok()
-            .expect("stream dropped")
-            .into_inner()
-            .expect("tap poisoned");
-        let over = tap.limit.is_some_and(|l| tap.count != l);
+        let hasher = hashing
+            .await
+            .map_err(|e| Error::backend("hashing task", e))?;
+        let count = count.load(Ordering::Relaxed);
+        let over = len.is_some_and(|l| count != l);
         match res {
             Err(Error::Body(_)) if over => Err(Error::SizeInvalid(format!(
                 "body is longer than the declared {} bytes",
-                tap.limit.unwrap_or(0)
+                len.unwrap_or(0)
             ))),
             Err(e) => Err(e),
             Ok(_) if over => Err(Error::SizeInvalid(format!(
-                "received {} bytes, declared {}",
-                tap.count,
-                tap.limit.unwrap_or(0)
+                "received {count} bytes, declared {}",
+                len.unwrap_or(0)
             ))),
-            Ok(new_len) => Ok((new_len, tap.hasher)),
+            Ok(new_len) => Ok((new_len, hasher)),
         }
     }
 
