@@ -75,16 +75,15 @@ pub fn certified_key_from_pem(
     Ok(ck)
 }
 
-/// Reads the trust anchors for client certificates from a PEM file.
+/// Builds the verifier of client certificates from the PEM trust anchors read from `ca_file`.
 fn client_verifier(
     ca_file: &Path,
+    pem: &[u8],
     provider: Arc<CryptoProvider>,
 ) -> anyhow::Result<Arc<dyn ClientCertVerifier>> {
-    let pem = std::fs::read(ca_file)
-        .with_context(|| format!("reading tls_client_ca {}", ca_file.display()))?;
     let mut roots = RootCertStore::empty();
     let mut n = 0;
-    for cert in CertificateDer::pem_slice_iter(&pem) {
+    for cert in CertificateDer::pem_slice_iter(pem) {
         let cert = cert.map_err(|e| anyhow!("tls_client_ca {}: {e}", ca_file.display()))?;
         roots
             .add(cert)
@@ -154,6 +153,8 @@ pub enum Reload {
 struct Seen {
     cert: Vec<u8>,
     key: Vec<u8>,
+    /// The client CA file's bytes (empty without mutual TLS).
+    ca: Vec<u8>,
 }
 
 /// HTTPS settings and state: the rustls configuration and the reloadable certificate.
@@ -162,8 +163,31 @@ pub struct TlsServer {
     key_path: PathBuf,
     provider: Arc<CryptoProvider>,
     store: Arc<CertStore>,
+    client_ca: Option<PathBuf>,
     seen: Mutex<Seen>,
-    config: Arc<ServerConfig>,
+    /// Swapped whole when the client CA changes; each handshake takes the current one.
+    config: RwLock<Arc<ServerConfig>>,
+}
+
+/// The rustls configuration: the reloadable certificate, and client verification when a CA is
+/// given.
+fn server_config(
+    provider: &Arc<CryptoProvider>,
+    store: &Arc<CertStore>,
+    client_ca: Option<(&Path, &[u8])>,
+) -> anyhow::Result<Arc<ServerConfig>> {
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?;
+    let builder = match client_ca {
+        Some((path, pem)) => {
+            builder.with_client_cert_verifier(client_verifier(path, pem, provider.clone())?)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(store.clone());
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 impl fmt::Debug for TlsServer {
@@ -186,34 +210,35 @@ impl TlsServer {
                 .with_context(|| format!("reading tls_cert {}", cert.display()))?,
             key: std::fs::read(key)
                 .with_context(|| format!("reading tls_key {}", key.display()))?,
+            ca: match client_ca {
+                Some(ca) => std::fs::read(ca)
+                    .with_context(|| format!("reading tls_client_ca {}", ca.display()))?,
+                None => Vec::new(),
+            },
         };
         let ck = certified_key_from_pem(&seen.cert, &seen.key, &provider)
             .with_context(|| format!("tls_cert {} / tls_key {}", cert.display(), key.display()))?;
         let store = Arc::new(CertStore {
             current: RwLock::new(Arc::new(ck)),
         });
-        let builder = ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .context("TLS protocol versions")?;
-        let builder = match client_ca {
-            Some(ca) => builder.with_client_cert_verifier(client_verifier(ca, provider.clone())?),
-            None => builder.with_no_client_auth(),
-        };
-        let mut config = builder.with_cert_resolver(store.clone());
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let config = server_config(&provider, &store, client_ca.map(|p| (p, &seen.ca[..])))?;
         Ok(TlsServer {
             cert_path: cert.to_owned(),
             key_path: key.to_owned(),
             provider,
             store,
+            client_ca: client_ca.map(Path::to_owned),
             seen: Mutex::new(seen),
-            config: Arc::new(config),
+            config: RwLock::new(config),
         })
     }
 
     /// The rustls server configuration (ALPN `h2`, `http/1.1`).
     pub fn config(&self) -> Arc<ServerConfig> {
-        self.config.clone()
+        self.config
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The SHA-256 fingerprint of the leaf certificate served now.
@@ -225,8 +250,8 @@ impl TlsServer {
             .unwrap_or_default()
     }
 
-    /// Re-reads the certificate and key files; when their bytes differ from the last ones seen,
-    /// loads them and, if they form a usable pair, serves them from the next handshake on.
+    /// Re-reads the certificate, key and client CA files; when their bytes differ from the last
+    /// ones seen, loads them and, if usable, serves them from the next handshake on.
     pub fn reload_if_changed(&self) -> Reload {
         let read = || -> anyhow::Result<Seen> {
             Ok(Seen {
@@ -234,6 +259,12 @@ impl TlsServer {
                     .with_context(|| format!("reading {}", self.cert_path.display()))?,
                 key: std::fs::read(&self.key_path)
                     .with_context(|| format!("reading {}", self.key_path.display()))?,
+                ca: match &self.client_ca {
+                    Some(ca) => {
+                        std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?
+                    }
+                    None => Vec::new(),
+                },
             })
         };
         let now = match read() {
@@ -243,6 +274,20 @@ impl TlsServer {
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         if *seen == now {
             return Reload::Unchanged;
+        }
+        if seen.ca != now.ca {
+            let ca = self.client_ca.as_deref().map(|p| (p, &now.ca[..]));
+            match server_config(&self.provider, &self.store, ca) {
+                Ok(c) => *self.config.write().unwrap_or_else(PoisonError::into_inner) = c,
+                Err(e) => {
+                    seen.ca = now.ca;
+                    return Reload::Failed(format!("{e:#}; keeping the previous client CA"));
+                }
+            }
+            if seen.cert == now.cert && seen.key == now.key {
+                *seen = now;
+                return Reload::Reloaded(self.current_fingerprint());
+            }
         }
         let result = certified_key_from_pem(&now.cert, &now.key, &self.provider);
         *seen = now;
@@ -297,7 +342,6 @@ impl TlsServer {
     }
 }
 
-/// The HTTP/1.1 + HTTP/2 connection builder used for TLS connections.
 /// Serves `app` over TLS on `listener` until `shutdown` turns true; then stops accepting and
 /// waits for the open connections to finish their requests (the caller bounds that wait).
 pub async fn serve(
@@ -308,10 +352,10 @@ pub async fn serve(
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let builder = Arc::new(crate::listen::http_builder(&limits));
-    let acceptor = TlsAcceptor::from(tls.config());
     let conn_shutdown = shutdown.clone();
     crate::listen::accept_loop(listener, shutdown, move |tcp, peer, watcher| {
-        let acceptor = acceptor.clone();
+        // The configuration in force now: a reloaded client CA applies from the next handshake.
+        let acceptor = TlsAcceptor::from(tls.config());
         let builder = builder.clone();
         let app = app.clone();
         let mut conn_shutdown = conn_shutdown.clone();
@@ -474,6 +518,38 @@ PW72TBjNZhuOgUAW9bs3+dQVSZLoOl9KBfDcvsu9XNMyeHjUMdwWHg==\n\
         }
         assert_eq!(tls.current_fingerprint(), fp2);
         assert_eq!(tls.reload_if_changed(), Reload::Unchanged);
+    }
+
+    #[test]
+    fn reload_picks_up_a_changed_client_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, k) = pair(&rcgen::PKCS_ECDSA_P256_SHA256, "localhost");
+        let (ca1, _) = pair(&rcgen::PKCS_ECDSA_P256_SHA256, "ca one");
+        let (ca2, _) = pair(&rcgen::PKCS_ED25519, "ca two");
+        let (cert, key, ca) = (
+            dir.path().join("tls.crt"),
+            dir.path().join("tls.key"),
+            dir.path().join("ca.crt"),
+        );
+        std::fs::write(&cert, &c).unwrap();
+        std::fs::write(&key, &k).unwrap();
+        std::fs::write(&ca, &ca1).unwrap();
+        let tls = TlsServer::load(&cert, &key, Some(&ca)).unwrap();
+        let before = tls.config();
+        assert_eq!(tls.reload_if_changed(), Reload::Unchanged);
+        std::fs::write(&ca, &ca2).unwrap();
+        assert!(matches!(tls.reload_if_changed(), Reload::Reloaded(_)));
+        let after = tls.config();
+        assert!(
+            !Arc::ptr_eq(&before, &after),
+            "a new CA gives a new configuration"
+        );
+        std::fs::write(&ca, "not a certificate").unwrap();
+        assert!(matches!(tls.reload_if_changed(), Reload::Failed(_)));
+        assert!(
+            Arc::ptr_eq(&after, &tls.config()),
+            "a broken CA keeps the previous one"
+        );
     }
 
     #[test]
