@@ -1267,6 +1267,149 @@ pub mod s3 {
         xml_values(&out, "Key")
     }
 
+    /// Starts `s3s-fs` (a disk-backed S3 server; keeps its data across restarts) serving the
+    /// folder `root` on `127.0.0.1:port` with [`ACCESS_KEY`]/[`SECRET_KEY`]. A bucket is a
+    /// folder of `root`.
+    pub fn start_s3s_fs(root: &Path, port: u16, log: &Path) -> Result<S3Server, String> {
+        let args = [
+            "--host".to_owned(),
+            "127.0.0.1".to_owned(),
+            "--port".to_owned(),
+            port.to_string(),
+            "--access-key".to_owned(),
+            ACCESS_KEY.to_owned(),
+            "--secret-key".to_owned(),
+            SECRET_KEY.to_owned(),
+            root.to_str().ok_or("non-UTF-8 s3s-fs root")?.to_owned(),
+        ];
+        let program = if on_path("s3s-fs") {
+            "s3s-fs".to_owned()
+        } else {
+            let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+            let p = format!("{home}/.cargo/bin/s3s-fs");
+            if !Path::new(&p).is_file() {
+                return Err(
+                    "s3s-fs is not installed (scripts/install-test-deps.sh installs it)".into(),
+                );
+            }
+            p
+        };
+        let process = spawn_watched(&program, &args, &[], log)?;
+        wait_listening(&process, port, Duration::from_secs(30))?;
+        Ok(S3Server {
+            addr: ([127, 0, 0, 1], port).into(),
+            process,
+        })
+    }
+
+    /// A `registry serve` process on a port of the range, on object storage.
+    pub struct RegistryProcess {
+        /// `http://127.0.0.1:<port>`.
+        pub base: String,
+        pub port: u16,
+        pub process: Watched,
+    }
+
+    impl RegistryProcess {
+        /// Starts `binary serve --listen 127.0.0.1:<free port> --storage <storage>` with the
+        /// storage options `options` (as `--storage-option k=v`; credentials go in the
+        /// environment as `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`), then `extra` arguments;
+        /// waits until it listens and answers `GET /v2/`.
+        pub fn start(
+            binary: &Path,
+            storage: &str,
+            options: &BTreeMap<String, String>,
+            extra: &[&str],
+            log: &Path,
+        ) -> Result<Self, String> {
+            let mut last = String::new();
+            for _ in 0..3 {
+                let port = free_port()?;
+                let mut args = vec![
+                    "serve".to_owned(),
+                    "--listen".to_owned(),
+                    format!("127.0.0.1:{port}"),
+                    "--storage".to_owned(),
+                    storage.to_owned(),
+                ];
+                let mut envs = Vec::new();
+                for (k, v) in options {
+                    match k.as_str() {
+                        "access_key_id" => envs.push(("AWS_ACCESS_KEY_ID", v.clone())),
+                        "secret_access_key" => envs.push(("AWS_SECRET_ACCESS_KEY", v.clone())),
+                        _ => {
+                            args.push("--storage-option".to_owned());
+                            args.push(format!("{k}={v}"));
+                        }
+                    }
+                }
+                args.extend(extra.iter().map(|a| (*a).to_owned()));
+                let bin = binary.to_str().ok_or("non-UTF-8 registry path")?;
+                let process = spawn_watched(bin, &args, &envs, log)?;
+                match wait_listening(&process, port, Duration::from_secs(20)) {
+                    Ok(()) => {
+                        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+                        let deadline = Instant::now() + Duration::from_secs(20);
+                        while !http(addr, "GET", "/v2/", b"").is_ok_and(|(c, _)| c == 200) {
+                            if Instant::now() > deadline {
+                                return Err(format!(
+                                    "registry on {addr} does not answer GET /v2/ with 200"
+                                ));
+                            }
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                        return Ok(RegistryProcess {
+                            base: format!("http://{addr}"),
+                            port,
+                            process,
+                        });
+                    }
+                    Err(e) => last = e,
+                }
+            }
+            Err(format!("registry did not start: {last}"))
+        }
+
+        /// The base URL joined with `path` (which starts with `/`).
+        pub fn url(&self, path: &str) -> String {
+            format!("{}{}", self.base, path)
+        }
+    }
+
+    /// Counts checks and prints `PASS name` / `FAIL name: reason` lines and the final
+    /// `N passed, N failed`.
+    #[derive(Default)]
+    pub struct Tally {
+        pub passed: usize,
+        pub failed: usize,
+    }
+
+    impl Tally {
+        /// Records one check.
+        pub fn record(&mut self, name: &str, result: Result<String, String>) {
+            match result {
+                Ok(note) if note.is_empty() => {
+                    self.passed += 1;
+                    println!("PASS {name}");
+                }
+                Ok(note) => {
+                    self.passed += 1;
+                    println!("PASS {name} ({note})");
+                }
+                Err(why) => {
+                    self.failed += 1;
+                    println!("FAIL {name}: {why}");
+                }
+            }
+        }
+
+        /// Prints the summary; the process's exit code (0 when nothing failed).
+        pub fn finish(&self) -> i32 {
+            println!("{} passed, {} failed", self.passed, self.failed);
+            i32::from(self.failed > 0)
+        }
+    }
+
     /// The text of every `<tag>...</tag>` element of `xml`.
     pub fn xml_values(xml: &str, tag: &str) -> Vec<String> {
         let open = format!("<{tag}>");

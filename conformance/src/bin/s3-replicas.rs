@@ -1,0 +1,872 @@
+//! Several replicas on one bucket: three `registry serve` processes on the same S3 bucket (a
+//! `moto_server` started here on 127.0.0.1, ports 20000-20999), no sticky sessions, no shared
+//! state but the bucket. Checks:
+//! - an upload started (POST) on replica 1 takes PATCH chunks alternately on replicas 2 and 3,
+//!   crossing the 5 MiB part boundary; a stale chunk sent to the replica that did not serve the
+//!   previous PATCH gets 416 with the upload's current `Range`, and so does a chunk that skips
+//!   ahead; replica 1 completes it with PUT; every replica then serves the blob (bytes, digest);
+//! - a manifest pushed on one replica is served by tag at once by the others (several rounds,
+//!   every replica writing in turn);
+//! - a tag moved on replica 1 is seen moved at once on replicas 2 and 3 (which read it before);
+//! - a tag deleted on one replica is 404 on the others, and a manifest deleted by digest too;
+//! - a referrer pushed on replica 2 is listed at once by replica 3 (which listed none before),
+//!   and a referrer deleted on replica 3 disappears from replica 2;
+//! - `registry gc --upload-max-age` purges an abandoned upload: its multipart upload (moto's
+//!   `ListMultipartUploads`) and its objects are gone, and a younger upload survives and completes.
+//!
+//! ```text
+//! s3-replicas [--registry target/release/registry]
+//! ```
+//! Prints `PASS name` / `FAIL name: reason` lines and `N passed, N failed`; exits 1 on failure.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use conformance::reqwest::{Client, Response, StatusCode};
+use conformance::s3::{self, RegistryProcess, Tally};
+use conformance::serde_json::Value;
+use conformance::{
+    descriptor, random_bytes, sha256_digest, ManifestBuilder, OCI_CONFIG, OCI_LAYER, OCI_MANIFEST,
+};
+
+const BUCKET: &str = "replicas";
+const MIB: usize = 1024 * 1024;
+
+type Check = Result<String, String>;
+
+macro_rules! ensure {
+    ($cond:expr, $($fmt:tt)+) => {
+        if !$cond {
+            return Err(format!($($fmt)+));
+        }
+    };
+}
+
+struct Ctx {
+    client: Client,
+    replicas: Vec<RegistryProcess>,
+    moto: SocketAddr,
+    registry: PathBuf,
+    options: std::collections::BTreeMap<String, String>,
+}
+
+fn header(resp: &Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// The path part of a `Location` (absolute or relative), so it can be sent to any replica.
+fn location_path(resp: &Response) -> Result<String, String> {
+    let loc = header(resp, "location").ok_or("no Location header")?;
+    match loc.split_once("://") {
+        Some((_, rest)) => Ok(rest
+            .find('/')
+            .map(|i| rest[i..].to_owned())
+            .unwrap_or_default()),
+        None => Ok(loc),
+    }
+}
+
+fn with_query(path: &str, key: &str, value: &str) -> String {
+    let sep = if path.contains('?') { '&' } else { '?' };
+    format!("{path}{sep}{key}={value}")
+}
+
+async fn body_text(resp: Response) -> String {
+    let t = resp.text().await.unwrap_or_default();
+    t.chars().take(300).collect()
+}
+
+impl Ctx {
+    fn url(&self, replica: usize, path: &str) -> String {
+        self.replicas[replica].url(path)
+    }
+
+    /// POST + PUT of a whole blob on one replica.
+    async fn push_blob(&self, replica: usize, repo: &str, data: &[u8]) -> Result<String, String> {
+        let digest = sha256_digest(data);
+        let resp = self
+            .client
+            .post(self.url(replica, &format!("/v2/{repo}/blobs/uploads/")))
+            .header("content-length", "0")
+            .send()
+            .await
+            .map_err(|e| format!("POST upload: {e}"))?;
+        ensure!(
+            resp.status() == StatusCode::ACCEPTED,
+            "POST upload on replica {}: {}",
+            replica + 1,
+            resp.status()
+        );
+        let loc = location_path(&resp)?;
+        let resp = self
+            .client
+            .put(self.url(replica, &with_query(&loc, "digest", &digest)))
+            .header("content-type", "application/octet-stream")
+            .body(data.to_vec())
+            .send()
+            .await
+            .map_err(|e| format!("PUT upload: {e}"))?;
+        ensure!(
+            resp.status() == StatusCode::CREATED,
+            "PUT blob on replica {}: {}",
+            replica + 1,
+            resp.status()
+        );
+        Ok(digest)
+    }
+
+    /// Pushes a fresh small image's blobs (on `blob_replica`) and returns its manifest bytes.
+    async fn new_manifest(&self, blob_replica: usize, repo: &str) -> Result<Vec<u8>, String> {
+        let config = format!(
+            "{{\"architecture\":\"amd64\",\"os\":\"linux\",\"rootfs\":{{\"type\":\"layers\",\"diff_ids\":[]}},\"comment\":\"{}\"}}",
+            conformance::random_suffix()
+        )
+        .into_bytes();
+        let layer = random_bytes(2000);
+        self.push_blob(blob_replica, repo, &config).await?;
+        self.push_blob(blob_replica, repo, &layer).await?;
+        Ok(ManifestBuilder::new(descriptor(OCI_CONFIG, &config))
+            .layer(descriptor(OCI_LAYER, &layer))
+            .build())
+    }
+
+    async fn put_manifest(
+        &self,
+        replica: usize,
+        repo: &str,
+        reference: &str,
+        body: &[u8],
+    ) -> Result<(), String> {
+        let resp = self
+            .client
+            .put(self.url(replica, &format!("/v2/{repo}/manifests/{reference}")))
+            .header("content-type", OCI_MANIFEST)
+            .body(body.to_vec())
+            .send()
+            .await
+            .map_err(|e| format!("PUT manifest: {e}"))?;
+        let status = resp.status();
+        ensure!(
+            status == StatusCode::CREATED,
+            "PUT manifest {repo}:{reference} on replica {}: {status}: {}",
+            replica + 1,
+            body_text(resp).await
+        );
+        Ok(())
+    }
+
+    /// GET a manifest by reference on one replica: (status, Docker-Content-Digest, body).
+    async fn get_manifest(
+        &self,
+        replica: usize,
+        repo: &str,
+        reference: &str,
+    ) -> Result<(u16, Option<String>, Vec<u8>), String> {
+        let resp = self
+            .client
+            .get(self.url(replica, &format!("/v2/{repo}/manifests/{reference}")))
+            .header("accept", OCI_MANIFEST)
+            .send()
+            .await
+            .map_err(|e| format!("GET manifest: {e}"))?;
+        let status = resp.status().as_u16();
+        let digest = header(&resp, "docker-content-digest");
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| format!("read manifest: {e}"))?
+            .to_vec();
+        Ok((status, digest, body))
+    }
+
+    /// Asserts that `replica` serves `repo:reference` as exactly `manifest`.
+    async fn expect_manifest(
+        &self,
+        replica: usize,
+        repo: &str,
+        reference: &str,
+        manifest: &[u8],
+    ) -> Result<(), String> {
+        let (status, digest, body) = self.get_manifest(replica, repo, reference).await?;
+        ensure!(
+            status == 200,
+            "GET {repo}:{reference} on replica {}: {status}",
+            replica + 1
+        );
+        let want = sha256_digest(manifest);
+        ensure!(
+            digest.as_deref() == Some(want.as_str()),
+            "GET {repo}:{reference} on replica {}: Docker-Content-Digest {digest:?}, want {want}",
+            replica + 1
+        );
+        ensure!(
+            body == manifest,
+            "GET {repo}:{reference} on replica {}: other bytes",
+            replica + 1
+        );
+        Ok(())
+    }
+
+    async fn tags(&self, replica: usize, repo: &str) -> Result<Vec<String>, String> {
+        let resp = self
+            .client
+            .get(self.url(replica, &format!("/v2/{repo}/tags/list")))
+            .send()
+            .await
+            .map_err(|e| format!("GET tags: {e}"))?;
+        ensure!(
+            resp.status() == StatusCode::OK,
+            "tags/list on replica {}: {}",
+            replica + 1,
+            resp.status()
+        );
+        let v: Value = resp
+            .json()
+            .await
+            .map_err(|e| format!("tags/list JSON: {e}"))?;
+        Ok(v["tags"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| t.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn referrers(
+        &self,
+        replica: usize,
+        repo: &str,
+        subject: &str,
+    ) -> Result<Vec<Value>, String> {
+        let resp = self
+            .client
+            .get(self.url(replica, &format!("/v2/{repo}/referrers/{subject}")))
+            .send()
+            .await
+            .map_err(|e| format!("GET referrers: {e}"))?;
+        ensure!(
+            resp.status() == StatusCode::OK,
+            "referrers on replica {}: {}",
+            replica + 1,
+            resp.status()
+        );
+        let v: Value = resp
+            .json()
+            .await
+            .map_err(|e| format!("referrers JSON: {e}"))?;
+        Ok(v["manifests"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// PATCH one chunk with Content-Range at `offset`.
+    async fn patch(
+        &self,
+        replica: usize,
+        loc: &str,
+        offset: usize,
+        chunk: &[u8],
+    ) -> Result<Response, String> {
+        self.client
+            .patch(self.url(replica, loc))
+            .header("content-type", "application/octet-stream")
+            .header(
+                "content-range",
+                format!("{}-{}", offset, offset + chunk.len() - 1),
+            )
+            .body(chunk.to_vec())
+            .send()
+            .await
+            .map_err(|e| format!("PATCH on replica {}: {e}", replica + 1))
+    }
+}
+
+/// Expects `resp` to have `status` and `Range: 0-<end>`.
+fn expect_range(what: &str, resp: &Response, status: u16, end: usize) -> Result<(), String> {
+    ensure!(
+        resp.status().as_u16() == status,
+        "{what}: status {}, want {status}",
+        resp.status()
+    );
+    let range = header(resp, "range");
+    let want = format!("0-{}", end - 1);
+    ensure!(
+        range.as_deref() == Some(want.as_str()),
+        "{what}: Range {range:?}, want {want}"
+    );
+    Ok(())
+}
+
+/// Returns a note and the blob's digest.
+async fn chunked_upload_across_replicas(ctx: &Ctx) -> Result<(String, String), String> {
+    let repo = "replicas/chunked";
+    // Chunks: 3 MiB on replica 2, 4 MiB + 5 on replica 3 (crosses the 5 MiB part size),
+    // 6 MiB + 11 on replica 2, and the last 1 MiB + 3 in the PUT on replica 1.
+    let sizes = [3 * MIB, 4 * MIB + 5, 6 * MIB + 11, MIB + 3];
+    let data = random_bytes(sizes.iter().sum());
+    let digest = sha256_digest(&data);
+    let ends: Vec<usize> = sizes
+        .iter()
+        .scan(0, |acc, s| {
+            *acc += s;
+            Some(*acc)
+        })
+        .collect();
+    let (a, b, c) = (ends[0], ends[1], ends[2]);
+
+    let resp = ctx
+        .client
+        .post(ctx.url(0, &format!("/v2/{repo}/blobs/uploads/")))
+        .header("content-length", "0")
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    ensure!(
+        resp.status() == StatusCode::ACCEPTED,
+        "POST on replica 1: {}",
+        resp.status()
+    );
+    let loc = location_path(&resp)?;
+
+    let resp = ctx.patch(1, &loc, 0, &data[..a]).await?;
+    expect_range("PATCH chunk 1 on replica 2", &resp, 202, a)?;
+    let loc = location_path(&resp)?;
+
+    // Replica 3 did not serve that PATCH: the same chunk again is stale.
+    let resp = ctx.patch(2, &loc, 0, &data[..a]).await?;
+    expect_range("stale chunk 1 again on replica 3", &resp, 416, a)?;
+    let resp = ctx
+        .client
+        .get(ctx.url(2, &loc))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    expect_range("GET upload status on replica 3", &resp, 204, a)?;
+
+    let resp = ctx.patch(2, &loc, a, &data[a..b]).await?;
+    expect_range("PATCH chunk 2 on replica 3", &resp, 202, b)?;
+    let loc = location_path(&resp)?;
+
+    // Replica 2 served chunk 1 but not chunk 2: chunk 2 again is stale there.
+    let resp = ctx.patch(1, &loc, a, &data[a..b]).await?;
+    expect_range("stale chunk 2 again on replica 2", &resp, 416, b)?;
+    // A chunk that skips ahead is out of order on any replica.
+    let resp = ctx.patch(0, &loc, b + 10, &data[b + 10..c]).await?;
+    expect_range("chunk skipping ahead on replica 1", &resp, 416, b)?;
+
+    let resp = ctx.patch(1, &loc, b, &data[b..c]).await?;
+    expect_range("PATCH chunk 3 on replica 2", &resp, 202, c)?;
+    let loc = location_path(&resp)?;
+    let resp = ctx
+        .client
+        .get(ctx.url(0, &loc))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    expect_range("GET upload status on replica 1", &resp, 204, c)?;
+
+    let resp = ctx
+        .client
+        .put(ctx.url(0, &with_query(&loc, "digest", &digest)))
+        .header("content-type", "application/octet-stream")
+        .header("content-range", format!("{}-{}", c, data.len() - 1))
+        .body(data[c..].to_vec())
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = resp.status();
+    ensure!(
+        status == StatusCode::CREATED,
+        "PUT with the last chunk on replica 1: {status}: {}",
+        body_text(resp).await
+    );
+    ensure!(
+        header(&resp, "docker-content-digest").as_deref() == Some(digest.as_str()),
+        "PUT: Docker-Content-Digest {:?}, want {digest}",
+        header(&resp, "docker-content-digest")
+    );
+
+    for r in 0..3 {
+        let resp = ctx
+            .client
+            .get(ctx.url(r, &format!("/v2/{repo}/blobs/{digest}")))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        ensure!(
+            resp.status() == StatusCode::OK,
+            "GET blob on replica {}: {}",
+            r + 1,
+            resp.status()
+        );
+        let body = resp.bytes().await.map_err(|e| e.to_string())?;
+        ensure!(
+            body.len() == data.len(),
+            "GET blob on replica {}: {} bytes, want {}",
+            r + 1,
+            body.len(),
+            data.len()
+        );
+        ensure!(
+            sha256_digest(&body) == digest,
+            "GET blob on replica {}: bytes hash to another digest",
+            r + 1
+        );
+        // The finished session is gone everywhere.
+        let resp = ctx
+            .client
+            .get(ctx.url(r, &loc))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        ensure!(
+            resp.status() == StatusCode::NOT_FOUND,
+            "upload status after PUT on replica {}: {}, want 404",
+            r + 1,
+            resp.status()
+        );
+    }
+    Ok((
+        format!(
+            "{} bytes in 4 chunks over 3 replicas, 3 stale/out-of-order chunks got 416",
+            data.len()
+        ),
+        digest,
+    ))
+}
+
+async fn manifest_visible_at_once(ctx: &Ctx) -> Check {
+    let repo = "replicas/visible";
+    let rounds = 6;
+    for i in 0..rounds {
+        let writer = i % 3;
+        let tag = format!("v{i}");
+        let manifest = ctx.new_manifest(writer, repo).await?;
+        ctx.put_manifest(writer, repo, &tag, &manifest).await?;
+        for r in (0..3).filter(|r| *r != writer) {
+            ctx.expect_manifest(r, repo, &tag, &manifest).await?;
+            let tags = ctx.tags(r, repo).await?;
+            ensure!(
+                tags.contains(&tag),
+                "tags/list on replica {} lacks {tag}: {tags:?}",
+                r + 1
+            );
+        }
+    }
+    Ok(format!(
+        "{rounds} pushes, each read at once by tag on the two other replicas"
+    ))
+}
+
+async fn tag_moved_is_seen_moved(ctx: &Ctx) -> Check {
+    let repo = "replicas/moving";
+    let first = ctx.new_manifest(0, repo).await?;
+    ctx.put_manifest(0, repo, "latest", &first).await?;
+    let mut current = first;
+    let moves = 4;
+    for _ in 0..moves {
+        for r in 1..3 {
+            ctx.expect_manifest(r, repo, "latest", &current).await?;
+        }
+        let next = ctx.new_manifest(0, repo).await?;
+        ctx.put_manifest(0, repo, "latest", &next).await?;
+        for r in 1..3 {
+            ctx.expect_manifest(r, repo, "latest", &next)
+                .await
+                .map_err(|e| format!("after the move: {e}"))?;
+        }
+        current = next;
+    }
+    Ok(format!(
+        "{moves} moves on replica 1, each seen at once on replicas 2 and 3"
+    ))
+}
+
+async fn deletions_are_seen(ctx: &Ctx) -> Check {
+    let repo = "replicas/deleting";
+    let manifest = ctx.new_manifest(0, repo).await?;
+    ctx.put_manifest(0, repo, "doomed", &manifest).await?;
+    ctx.put_manifest(0, repo, "keeper", &ctx.new_manifest(0, repo).await?)
+        .await?;
+    for r in 0..3 {
+        ctx.expect_manifest(r, repo, "doomed", &manifest).await?;
+    }
+    let resp = ctx
+        .client
+        .delete(ctx.url(1, &format!("/v2/{repo}/manifests/doomed")))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    ensure!(
+        resp.status() == StatusCode::ACCEPTED,
+        "DELETE tag on replica 2: {}",
+        resp.status()
+    );
+    for r in [0, 2] {
+        let (status, _, _) = ctx.get_manifest(r, repo, "doomed").await?;
+        ensure!(
+            status == 404,
+            "GET deleted tag on replica {}: {status}, want 404",
+            r + 1
+        );
+        let tags = ctx.tags(r, repo).await?;
+        ensure!(
+            tags == ["keeper"],
+            "tags/list on replica {} after the tag deletion: {tags:?}",
+            r + 1
+        );
+    }
+    // The manifest itself (by digest) is still there; delete it on replica 3.
+    let digest = sha256_digest(&manifest);
+    ctx.expect_manifest(0, repo, &digest, &manifest).await?;
+    let resp = ctx
+        .client
+        .delete(ctx.url(2, &format!("/v2/{repo}/manifests/{digest}")))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    ensure!(
+        resp.status() == StatusCode::ACCEPTED,
+        "DELETE manifest by digest on replica 3: {}",
+        resp.status()
+    );
+    for r in [0, 1] {
+        let (status, _, _) = ctx.get_manifest(r, repo, &digest).await?;
+        ensure!(
+            status == 404,
+            "GET deleted manifest on replica {}: {status}, want 404",
+            r + 1
+        );
+    }
+    Ok(String::new())
+}
+
+async fn referrers_across_replicas(ctx: &Ctx) -> Check {
+    let repo = "replicas/referrers";
+    let subject = ctx.new_manifest(0, repo).await?;
+    ctx.put_manifest(0, repo, "app", &subject).await?;
+    let subject_digest = sha256_digest(&subject);
+    let before = ctx.referrers(2, repo, &subject_digest).await?;
+    ensure!(
+        before.is_empty(),
+        "referrers on replica 3 before any push: {before:?}"
+    );
+
+    let sig_type = "application/vnd.example.signature.v1";
+    let blob = random_bytes(300);
+    ctx.push_blob(1, repo, &blob).await?;
+    ctx.push_blob(1, repo, b"{}").await?;
+    let referrer = ManifestBuilder::artifact(sig_type)
+        .layer(descriptor("application/octet-stream", &blob))
+        .subject(descriptor(OCI_MANIFEST, &subject))
+        .build();
+    let referrer_digest = sha256_digest(&referrer);
+    ctx.put_manifest(1, repo, &referrer_digest, &referrer)
+        .await?;
+
+    let listed = ctx.referrers(2, repo, &subject_digest).await?;
+    ensure!(
+        listed.len() == 1
+            && listed[0]["digest"] == referrer_digest.as_str()
+            && listed[0]["artifactType"] == sig_type,
+        "referrers on replica 3 after the push on replica 2: {listed:?}"
+    );
+
+    let resp = ctx
+        .client
+        .delete(ctx.url(2, &format!("/v2/{repo}/manifests/{referrer_digest}")))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    ensure!(
+        resp.status() == StatusCode::ACCEPTED,
+        "DELETE referrer on replica 3: {}",
+        resp.status()
+    );
+    let after = ctx.referrers(1, repo, &subject_digest).await?;
+    ensure!(
+        after.is_empty(),
+        "referrers on replica 2 after the deletion on replica 3: {after:?}"
+    );
+    Ok(String::new())
+}
+
+/// Runs `registry gc` on the bucket with `--upload-max-age`.
+async fn run_gc(ctx: &Ctx, max_age: u64, log: &Path) -> Result<String, String> {
+    let mut cmd = tokio::process::Command::new(&ctx.registry);
+    cmd.arg("gc")
+        .arg("--storage")
+        .arg(format!("s3://{BUCKET}/reg"))
+        .arg("--upload-max-age")
+        .arg(max_age.to_string())
+        .env_remove("AWS_CA_BUNDLE")
+        .kill_on_drop(true);
+    for (k, v) in &ctx.options {
+        match k.as_str() {
+            "access_key_id" => cmd.env("AWS_ACCESS_KEY_ID", v),
+            "secret_access_key" => cmd.env("AWS_SECRET_ACCESS_KEY", v),
+            _ => cmd.arg("--storage-option").arg(format!("{k}={v}")),
+        };
+    }
+    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+        .await
+        .map_err(|_| "registry gc did not finish within 120 s".to_owned())?
+        .map_err(|e| format!("run registry gc: {e}"))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::write(log, &text);
+    ensure!(
+        out.status.success(),
+        "registry gc exited {}: {text:.600}",
+        out.status
+    );
+    Ok(text)
+}
+
+async fn abandoned_upload_is_purged(ctx: &Ctx, work: &Path) -> Check {
+    let repo = "replicas/abandoned";
+    // Two uploads with a whole part each (a multipart upload is open): the old one is left
+    // alone for 4 s, the young one gets a chunk just before gc runs with a 2 s limit.
+    let start = |r: usize| async move {
+        let resp = ctx
+            .client
+            .post(ctx.url(r, &format!("/v2/{repo}/blobs/uploads/")))
+            .header("content-length", "0")
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        ensure!(
+            resp.status() == StatusCode::ACCEPTED,
+            "POST: {}",
+            resp.status()
+        );
+        location_path(&resp)
+    };
+    let old_loc = start(0).await?;
+    let old = random_bytes(6 * MIB);
+    let resp = ctx.patch(1, &old_loc, 0, &old).await?;
+    expect_range("PATCH of the old upload", &resp, 202, old.len())?;
+    let young_loc = start(2).await?;
+    let id = |loc: &str| {
+        loc.rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .split('?')
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (old_id, young_id) = (id(&old_loc), id(&young_loc));
+
+    let prefix = "reg/uploads/";
+    let uploads = s3::multipart_uploads(ctx.moto, BUCKET, prefix);
+    ensure!(
+        uploads.iter().any(|k| k.contains(&old_id)),
+        "before gc: no multipart upload of the old upload {old_id} in ListMultipartUploads: {uploads:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let young = random_bytes(5 * MIB + 17);
+    let resp = ctx.patch(0, &young_loc, 0, &young).await?;
+    expect_range("PATCH of the young upload", &resp, 202, young.len())?;
+    let young_loc = location_path(&resp)?;
+
+    let t = Instant::now();
+    let report = run_gc(ctx, 2, &work.join("gc.log")).await?;
+    let gc_time = t.elapsed();
+
+    let uploads = s3::multipart_uploads(ctx.moto, BUCKET, prefix);
+    ensure!(
+        !uploads.iter().any(|k| k.contains(&old_id)),
+        "after gc: the old upload's multipart upload is still listed: {uploads:?}; gc said: {report:.500}"
+    );
+    ensure!(
+        uploads.iter().any(|k| k.contains(&young_id)),
+        "after gc: the young upload's multipart upload is gone too: {uploads:?}"
+    );
+    let objects = s3::object_keys(ctx.moto, BUCKET, &format!("{prefix}{old_id}"));
+    ensure!(
+        objects.is_empty(),
+        "after gc: objects of the old upload remain: {objects:?}"
+    );
+    for r in 0..3 {
+        let resp = ctx
+            .client
+            .get(ctx.url(r, &old_loc))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        ensure!(
+            resp.status() == StatusCode::NOT_FOUND,
+            "old upload status on replica {} after gc: {}, want 404",
+            r + 1,
+            resp.status()
+        );
+    }
+    // The young upload goes on.
+    let digest = sha256_digest(&young);
+    let resp = ctx
+        .client
+        .put(ctx.url(1, &with_query(&young_loc, "digest", &digest)))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    ensure!(
+        resp.status() == StatusCode::CREATED,
+        "PUT of the young upload after gc: {}",
+        resp.status()
+    );
+    let remaining = s3::multipart_uploads(ctx.moto, BUCKET, prefix);
+    ensure!(
+        !remaining.iter().any(|k| k.contains(&young_id)),
+        "the completed young upload's multipart upload is still listed: {remaining:?}"
+    );
+    Ok(format!("gc took {:.1} s", gc_time.as_secs_f64()))
+}
+
+/// The blob of the first check is still served after gc (its grace period protects it).
+async fn blob_survives_gc(ctx: &Ctx, digests: &[(String, String)]) -> Check {
+    for (repo, digest) in digests {
+        let resp = ctx
+            .client
+            .head(ctx.url(2, &format!("/v2/{repo}/blobs/{digest}")))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        ensure!(
+            resp.status() == StatusCode::OK,
+            "HEAD {repo}@{digest} after gc: {}",
+            resp.status()
+        );
+    }
+    Ok(String::new())
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let mut registry = PathBuf::from("target/release/registry");
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--registry" => registry = PathBuf::from(args.next().expect("--registry PATH")),
+            other => {
+                eprintln!("unknown argument {other}; usage: s3-replicas [--registry PATH]");
+                std::process::exit(2);
+            }
+        }
+    }
+    let mut tally = Tally::default();
+    let work = tempfile::Builder::new()
+        .prefix("s3-replicas-")
+        .tempdir()
+        .expect("tempdir");
+    let keep = std::env::var_os("S3_TEST_KEEP").is_some();
+    let moto = match s3::start_moto(&work.path().join("moto.log")) {
+        Ok(m) => m,
+        Err(e) => {
+            tally.record("setup", Err(e));
+            std::process::exit(tally.finish());
+        }
+    };
+    s3::create_bucket(moto.addr, BUCKET);
+    let options = moto.options();
+    let mut replicas = Vec::new();
+    for i in 1..=3 {
+        match RegistryProcess::start(
+            &registry,
+            &format!("s3://{BUCKET}/reg"),
+            &options,
+            &["--gc-interval", "0", "--log-level", "info"],
+            &work.path().join(format!("registry-{i}.log")),
+        ) {
+            Ok(r) => replicas.push(r),
+            Err(e) => {
+                tally.record("setup", Err(format!("replica {i}: {e}")));
+                std::process::exit(tally.finish());
+            }
+        }
+    }
+    eprintln!(
+        "# moto on {}, replicas on {}; logs in {}",
+        moto.addr,
+        replicas
+            .iter()
+            .map(|r| r.base.as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
+        work.path().display()
+    );
+    let ctx = Ctx {
+        client: Client::builder()
+            .timeout(Duration::from_secs(120))
+            .connect_timeout(Duration::from_secs(10))
+            .no_proxy()
+            .build()
+            .expect("client"),
+        replicas,
+        moto: moto.addr,
+        registry,
+        options,
+    };
+
+    let t = Instant::now();
+    let chunked = chunked_upload_across_replicas(&ctx).await;
+    let chunked_digest = chunked.as_ref().ok().map(|(_, d)| d.clone());
+    tally.record(
+        "chunked-upload-across-replicas",
+        chunked.map(|(note, _)| note),
+    );
+    tally.record(
+        "manifest-visible-at-once",
+        manifest_visible_at_once(&ctx).await,
+    );
+    tally.record("tag-moved-seen-moved", tag_moved_is_seen_moved(&ctx).await);
+    tally.record("deletions-seen", deletions_are_seen(&ctx).await);
+    tally.record(
+        "referrers-across-replicas",
+        referrers_across_replicas(&ctx).await,
+    );
+    tally.record(
+        "abandoned-upload-purged",
+        abandoned_upload_is_purged(&ctx, work.path()).await,
+    );
+    let survivors: Vec<(String, String)> = chunked_digest
+        .into_iter()
+        .map(|d| ("replicas/chunked".to_owned(), d))
+        .collect();
+    tally.record(
+        "replicas-still-serve-after-gc",
+        async {
+            for r in 0..3 {
+                let (status, _, _) = ctx.get_manifest(r, "replicas/moving", "latest").await?;
+                ensure!(
+                    status == 200,
+                    "GET replicas/moving:latest on replica {} after gc: {status}",
+                    r + 1
+                );
+            }
+            blob_survives_gc(&ctx, &survivors).await
+        }
+        .await,
+    );
+    eprintln!("# checks took {:.1} s", t.elapsed().as_secs_f64());
+    for (i, r) in ctx.replicas.iter().enumerate() {
+        if !r.process.alive() {
+            tally.record(
+                &format!("replica-{}-alive", i + 1),
+                Err("the process exited".into()),
+            );
+        }
+    }
+    if keep || tally.failed > 0 {
+        let kept = work.keep();
+        eprintln!("# logs kept in {}", kept.display());
+    }
+    std::process::exit(tally.finish());
+}
