@@ -380,6 +380,12 @@ def extract(out_dir):
     job = one(docs, "Job", "builds-tls", "registry")
     with open(os.path.join(x, "cert-args.json"), "w") as f:
         json.dump(container(job["spec"]["template"]["spec"], "cert", init=True)["args"], f)
+    # the s3 variant's storage setting and the names of the variables its Secret must hold
+    docs = load(out_dir, "s3")
+    dep = one(docs, "Deployment", "registry", "registry")
+    c = container(dep["spec"]["template"]["spec"], "registry")
+    with open(os.path.join(x, "s3.env.json"), "w") as f:
+        json.dump({"replicas": dep["spec"]["replicas"], "REGISTRY_STORAGE": env_of(c)["REGISTRY_STORAGE"]}, f)
     # kontrakt's build context
     docs = load(out_dir, "kontrakt")
     cm = one(docs, "ConfigMap", None, "registry-kontrakt")

