@@ -298,6 +298,8 @@ test_registry_config() {
   start_registry || return 1
   expect_eq "GET /livez" "$(curl -s --max-time 5 -o /dev/null -w '%{http_code}' "http://$REG/livez")" 200 || return 1
   expect_eq "GET /v2/" "$(curl -s --max-time 5 -o /dev/null -w '%{http_code}' "http://$REG/v2/")" 200 || return 1
+  # what the Prometheus annotations point at
+  expect_eq "GET /metrics (prometheus.io/path)" "$(curl -s --max-time 5 -o /dev/null -w '%{http_code}' "http://$REG/metrics")" 200 || return 1
   # log_format = "json" comes only from the rendered registry.toml: proof the file was read
   head -n 1 "$REG_LOG" | jq -e . >/dev/null 2>&1 ||
     fail "the registry's log is not JSON: registry.toml from the ConfigMap was not applied: $(head -c 200 "$REG_LOG")"
@@ -864,5 +866,26 @@ test_registry_image() {
   [ "$ok" = 1 ]
 }
 t registry-image-build-push-pull-run test_registry_image
+
+# ---------------------------------------------------------------- graceful termination
+# SIGTERM (what the kubelet sends after the preStop pause): the registry exits 0 well within the
+# pod's terminationGracePeriodSeconds.
+test_sigterm() {
+  local grace start
+  grace=$(jq -r '[.. | objects | select(.kind? == "Deployment")][0].spec.template.spec.terminationGracePeriodSeconds' \
+    <("$PY" -c 'import json, sys, yaml; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))' "$RENDERED/generic.yaml"))
+  [ "$grace" -gt 5 ] 2>/dev/null || fail "no terminationGracePeriodSeconds in the rendered Deployment" || return 1
+  start=$SECONDS
+  kill -TERM "$REG_PID"
+  for _ in $(seq $((grace * 10))); do kill -0 "$REG_PID" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$REG_PID" 2>/dev/null; then
+    fail "still running ${grace}s after SIGTERM"
+    return 1
+  fi
+  local rc=0
+  wait "$REG_PID" || rc=$?
+  expect_eq "exit code after SIGTERM (in $((SECONDS - start))s)" "$rc" 0
+}
+t registry-sigterm-exits-within-grace test_sigterm
 
 finish
