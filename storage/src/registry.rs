@@ -99,6 +99,9 @@ struct ManifestLink {
     size: u64,
 }
 
+/// Bytes handed to the hashing thread at once.
+const HASH_BATCH: usize = 256 * 1024;
+
 /// The registry service. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct Registry {
@@ -362,21 +365,24 @@ impl Registry {
             }
         }
         // Hash on a blocking thread while the backend writes: chunks are reference-counted, so
-        // handing them over copies nothing, and hashing overlaps receiving and writing.
-        let (htx, mut hrx) = tokio::sync::mpsc::channel::<Bytes>(64);
+        // handing them over copies nothing, and hashing overlaps receiving and writing. Chunks go
+        // over in batches of about HASH_BATCH bytes, so the hand-off costs little per byte.
+        let (htx, mut hrx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(4);
         let hashing = tokio::task::spawn_blocking(move || {
             let mut h = hasher;
-            while let Some(b) = hrx.blocking_recv() {
-                h.update(&b);
+            while let Some(batch) = hrx.blocking_recv() {
+                for b in &batch {
+                    h.update(b);
+                }
             }
             h
         });
         let count = Arc::new(AtomicU64::new(0));
-        let seen = count.clone();
+        let pending: Arc<Mutex<(Vec<Bytes>, usize)>> = Arc::default();
+        let (seen, queued, tx) = (count.clone(), pending.clone(), htx.clone());
         let tapped = data
             .then(move |r| {
-                let htx = htx.clone();
-                let seen = seen.clone();
+                let (seen, queued, tx) = (seen.clone(), queued.clone(), tx.clone());
                 async move {
                     let chunk = r?;
                     let n =
@@ -387,15 +393,31 @@ impl Registry {
                             "body longer than its declared length",
                         ));
                     }
-                    htx.send(chunk.clone())
-                        .await
-                        .map_err(|_| io::Error::other("hashing stopped"))?;
+                    let full = {
+                        let mut q = queued.lock().expect("hash batch");
+                        q.1 += chunk.len();
+                        q.0.push(chunk.clone());
+                        (q.1 >= HASH_BATCH).then(|| {
+                            q.1 = 0;
+                            std::mem::take(&mut q.0)
+                        })
+                    };
+                    if let Some(batch) = full {
+                        tx.send(batch)
+                            .await
+                            .map_err(|_| io::Error::other("hashing stopped"))?;
+                    }
                     Ok(chunk)
                 }
             })
             .boxed();
         // The backend drops the stream, and with it the sender, when it returns.
         let res = self.backend.stage_append(id, offset, tapped).await;
+        let rest = std::mem::take(&mut pending.lock().expect("hash batch").0);
+        if !rest.is_empty() {
+            let _ = htx.send(rest).await;
+        }
+        drop(htx);
         let hasher = hashing
             .await
             .map_err(|e| Error::backend("hashing task", e))?;
