@@ -1033,8 +1033,8 @@ pub mod s3 {
         // The shell starts the program, prints its PID, then waits for its own stdin to close
         // (this process ending) and stops the program by that PID.
         let script = "\"$@\" >>\"$WATCHED_LOG\" 2>&1 </dev/null & pid=$!; echo $pid; \
-                      cat >/dev/null; kill $pid 2>/dev/null; sleep 1; kill -9 $pid 2>/dev/null; \
-                      wait $pid 2>/dev/null";
+                      cat >/dev/null; kill $pid 2>/dev/null; (sleep 5; kill -9 $pid 2>/dev/null) & k=$!; \
+                      wait $pid 2>/dev/null; kill $k 2>/dev/null";
         let mut cmd = Command::new("sh");
         cmd.arg("-c")
             .arg(script)

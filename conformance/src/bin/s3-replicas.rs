@@ -864,9 +864,14 @@ async fn main() {
             );
         }
     }
+    let code = tally.finish();
+    drop(ctx);
+    drop(moto);
     if keep || tally.failed > 0 {
         let kept = work.keep();
         eprintln!("# logs kept in {}", kept.display());
+    } else {
+        drop(work);
     }
-    std::process::exit(tally.finish());
+    std::process::exit(code);
 }
