@@ -247,7 +247,8 @@ fn check_memory(p: &Watched, uploads: u32, secs: f64, bytes: u64) -> Result<Stri
     let rate = bytes as f64 / MIB as f64 / secs.max(0.001);
     let note =
         format!("server VmHWM {hwm:.1} MiB, bound {bound:.0} MiB; {secs:.1} s, {rate:.0} MiB/s");
-    ensure!(hwm < bound, "{note}");
+    let within = hwm < bound;
+    ensure!(within, "{note}");
     Ok(note)
 }
 
