@@ -22,6 +22,7 @@ declare -A CMD_PKG=(
   [setpriv]=util-linux
   [slirp4netns]=slirp4netns
   [catatonit]=catatonit
+  [promtool]=prometheus
 )
 
 missing_pkgs=()
@@ -61,7 +62,8 @@ if [ "${#missing_pkgs[@]}" -gt 0 ]; then
   echo "install-test-deps: apt-get install ${missing_pkgs[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
-  apt-get install -y -q "${missing_pkgs[@]}"
+  # No recommends: prometheus would pull in exporters and a web UI; only promtool is used.
+  apt-get install -y -q --no-install-recommends "${missing_pkgs[@]}"
 fi
 
 if [ "$need_pip" = 1 ]; then

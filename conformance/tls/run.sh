@@ -339,11 +339,11 @@ test_cert_command() {
   run "$REG_BIN" cert --out "$WORK/forced" || return 1
   run "$REG_BIN" cert --out "$WORK/forced" --force || return 1
   # a Secret manifest: type kubernetes.io/tls with tls.crt, tls.key, ca.crt
-  run "$REG_BIN" cert --out "$WORK/secret" --secret registry-tls --namespace builds || return 1
+  run "$REG_BIN" cert --out "$WORK/secret" --secret registry-tls --namespace registry || return 1
   echo "$OUT" >"$WORK/secret.yaml"
   expect_match "Secret kind" "$OUT" $'kind: Secret\n' || return 1
   expect_match "Secret type" "$OUT" $'type: kubernetes.io/tls\n' || return 1
-  expect_match "Secret name/namespace" "$OUT" $'name: registry-tls\n  namespace: builds\n' || return 1
+  expect_match "Secret name/namespace" "$OUT" $'name: registry-tls\n  namespace: registry\n' || return 1
   for f in tls.crt tls.key ca.crt; do
     awk -v k="  $f:" 'index($0, k) == 1 { print $2 }' "$WORK/secret.yaml" | base64 -d >"$WORK/secret.$f" ||
       fail "$f in the Secret is not base64" || return 1

@@ -26,7 +26,7 @@ use rcgen::{
 };
 
 /// Names a server certificate covers when no `--dns`/`--ip` is given: the in-cluster names of
-/// the `registry` Service in the `builds` namespace, and loopback.
+/// the `builds` Service in the `registry` namespace, and loopback.
 pub const DEFAULT_DNS: &[&str] = &[
     "builds.registry.svc.cluster.local",
     "builds.registry.svc",
@@ -83,7 +83,7 @@ pub struct CertArgs {
     #[arg(long, value_name = "NAME")]
     pub secret: Option<String>,
     /// Namespace of the Secret manifest.
-    #[arg(long, value_name = "NS", default_value = "builds")]
+    #[arg(long, value_name = "NS", default_value = "registry")]
     pub namespace: String,
     /// Days the server or client certificate is valid.
     #[arg(long, default_value_t = 397)]
@@ -479,7 +479,7 @@ mod tests {
             ca: None,
             client: None,
             secret: None,
-            namespace: "builds".into(),
+            namespace: "registry".into(),
             days: 30,
             ca_days: 60,
             key_type: KeyType::EcdsaP256,
@@ -665,13 +665,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = run(&CertArgs {
             secret: Some("registry-tls".into()),
-            namespace: "builds".into(),
+            namespace: "registry".into(),
             ..args(dir.path())
         })
         .unwrap();
         assert!(out.contains("kind: Secret\n"));
         assert!(out.contains("type: kubernetes.io/tls\n"));
-        assert!(out.contains("  name: registry-tls\n  namespace: builds\n"));
+        assert!(out.contains("  name: registry-tls\n  namespace: registry\n"));
         let field = |k: &str| -> String {
             let line = out
                 .lines()
