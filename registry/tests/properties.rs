@@ -1,0 +1,484 @@
+//! Property tests ("fuzzing" on stable Rust) of the HTTP layer's parsers of client input: the
+//! endpoint parser (`Endpoint::parse`), the upload `Content-Range` parser and the blob `Range`
+//! parser.
+//!
+//! Each property holds for arbitrary input (never a panic; results within bounds) and for inputs
+//! valid by construction (they parse to the parts they were built from).
+//!
+//! Case counts: `PROPTEST_CASES` (proptest's own variable, default 256 per property). For a long
+//! run, `PROPTEST_SECONDS=600` repeats each property with fresh random seeds until that many
+//! seconds have passed and prints how many cases ran:
+//!
+//! ```text
+//! PROPTEST_SECONDS=600 cargo test --release -p registry --test properties endpoint -- --nocapture
+//! ```
+
+use std::fmt::Debug;
+use std::time::{Duration, Instant};
+
+use http::Method;
+use proptest::collection::vec;
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
+use registry::api::{parse_content_range, parse_range};
+use registry::endpoint::{Endpoint, RouteError};
+use storage::{Digest, Reference, RepoName};
+
+/// Runs `test` on values from `strategy`: once with proptest's configured case count, or, with
+/// `PROPTEST_SECONDS` set, in batches with fresh seeds until that time has passed. Prints the
+/// number of cases and the time taken; panics with the (shrunk) failing input.
+fn check<S>(name: &str, strategy: S, test: impl Fn(S::Value) -> Result<(), TestCaseError>)
+where
+    S: Strategy,
+    S::Value: Debug,
+{
+    let base = Config {
+        failure_persistence: None,
+        ..Config::default()
+    };
+    let seconds: Option<u64> = std::env::var("PROPTEST_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok());
+    let started = Instant::now();
+    let mut total: u64 = 0;
+    loop {
+        let mut runner = TestRunner::new(base.clone());
+        match runner.run(&strategy, &test) {
+            Ok(()) => {}
+            Err(TestError::Fail(why, value)) => {
+                panic!(
+                    "{name}: property failed after {total}+ cases: {why}; minimal input: {value:?}"
+                )
+            }
+            Err(TestError::Abort(why)) => panic!("{name}: aborted: {why}"),
+        }
+        total += u64::from(base.cases);
+        match seconds {
+            Some(s) if started.elapsed() < Duration::from_secs(s) => continue,
+            _ => break,
+        }
+    }
+    eprintln!(
+        "property {name}: {total} cases in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+fn any_method() -> impl Strategy<Value = Method> {
+    prop_oneof![
+        Just(Method::GET),
+        Just(Method::HEAD),
+        Just(Method::PUT),
+        Just(Method::POST),
+        Just(Method::PATCH),
+        Just(Method::DELETE),
+        Just(Method::OPTIONS),
+        Just(Method::TRACE),
+        "[A-Z]{1,10}".prop_map(|m| Method::from_bytes(m.as_bytes()).expect("token")),
+    ]
+}
+
+fn valid_digest() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[0-9a-f]{64}".prop_map(|h| format!("sha256:{h}")),
+        "[0-9a-f]{128}".prop_map(|h| format!("sha512:{h}")),
+    ]
+}
+
+/// A component of the spec's name grammar, sometimes one of the API's keywords.
+fn component() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => "[a-z0-9]{1,6}((\\.|_|__|-{1,2})[a-z0-9]{1,6}){0,2}",
+        1 => prop_oneof![
+            Just("blobs".to_owned()),
+            Just("uploads".to_owned()),
+            Just("manifests".to_owned()),
+            Just("tags".to_owned()),
+            Just("list".to_owned()),
+            Just("referrers".to_owned()),
+        ],
+    ]
+}
+
+fn valid_name() -> impl Strategy<Value = String> {
+    vec(component(), 1..5).prop_map(|c| c.join("/"))
+}
+
+/// A path segment: valid pieces, keywords, and hostile ones.
+fn segment() -> impl Strategy<Value = String> {
+    prop_oneof![
+        component(),
+        valid_digest(),
+        Just(String::new()),
+        Just("..".to_owned()),
+        Just(".".to_owned()),
+        Just("%2e%2e".to_owned()),
+        Just("%2F".to_owned()),
+        Just("_catalog".to_owned()),
+        Just("latest".to_owned()),
+        "[ -~]{0,20}",
+        any::<String>(),
+    ]
+}
+
+/// Paths after `/v2/`: arbitrary text, or sequences of plausible and hostile segments.
+fn any_rest() -> impl Strategy<Value = String> {
+    prop_oneof![
+        any::<String>(),
+        "[ -~]{0,300}",
+        vec(segment(), 0..10).prop_map(|s| s.join("/")),
+    ]
+}
+
+#[test]
+fn endpoint_arbitrary_input() {
+    check(
+        "endpoint_arbitrary_input",
+        (any_method(), any_rest()),
+        |(m, rest)| {
+            match Endpoint::parse(&m, &rest) {
+                Ok(ep) => {
+                    // Whatever is accepted names only valid parts, and the path is exactly the
+                    // name followed by the endpoint's suffix.
+                    let parts: Option<(&RepoName, String)> = match &ep {
+                        Endpoint::Base => {
+                            prop_assert!(rest.is_empty());
+                            None
+                        }
+                        Endpoint::Catalog => {
+                            prop_assert_eq!(rest.as_str(), "_catalog");
+                            None
+                        }
+                        Endpoint::ListTags { name } => Some((name, "tags/list".to_owned())),
+                        Endpoint::StartUpload { name } => {
+                            let suffix = rest.strip_prefix(name.as_str()).unwrap_or("");
+                            prop_assert!(
+                                suffix == "/blobs/uploads/" || suffix == "/blobs/uploads",
+                                "{:?}",
+                                rest
+                            );
+                            None
+                        }
+                        Endpoint::GetManifest { name, reference }
+                        | Endpoint::HeadManifest { name, reference }
+                        | Endpoint::PutManifest { name, reference }
+                        | Endpoint::DeleteManifest { name, reference } => {
+                            Some((name, format!("manifests/{reference}")))
+                        }
+                        Endpoint::GetBlob { name, digest }
+                        | Endpoint::HeadBlob { name, digest }
+                        | Endpoint::DeleteBlob { name, digest } => {
+                            Some((name, format!("blobs/{digest}")))
+                        }
+                        Endpoint::Referrers { name, digest } => {
+                            Some((name, format!("referrers/{digest}")))
+                        }
+                        Endpoint::GetUpload { name, id }
+                        | Endpoint::PatchUpload { name, id }
+                        | Endpoint::PutUpload { name, id }
+                        | Endpoint::DeleteUpload { name, id } => {
+                            prop_assert!(!id.contains('/') && !id.is_empty());
+                            Some((name, format!("blobs/uploads/{id}")))
+                        }
+                    };
+                    if let Some((name, suffix)) = parts {
+                        let whole = format!("{name}/{suffix}");
+                        prop_assert_eq!(&rest, &whole);
+                    }
+                    if let Some(name) = endpoint_name(&ep) {
+                        prop_assert_eq!(name.as_str().parse::<RepoName>().ok(), Some(name.clone()));
+                        prop_assert!(!name.as_str().split('/').any(|c| c == ".." || c == "."));
+                        prop_assert!(!name.as_str().contains('%'));
+                    }
+                }
+                Err(RouteError::MethodNotAllowed(allow)) => prop_assert!(!allow.is_empty()),
+                Err(RouteError::NotFound | RouteError::Invalid(_)) => {}
+            }
+            Ok(())
+        },
+    );
+}
+
+fn endpoint_name(ep: &Endpoint) -> Option<&RepoName> {
+    match ep {
+        Endpoint::Base | Endpoint::Catalog => None,
+        Endpoint::ListTags { name }
+        | Endpoint::StartUpload { name }
+        | Endpoint::GetManifest { name, .. }
+        | Endpoint::HeadManifest { name, .. }
+        | Endpoint::PutManifest { name, .. }
+        | Endpoint::DeleteManifest { name, .. }
+        | Endpoint::GetBlob { name, .. }
+        | Endpoint::HeadBlob { name, .. }
+        | Endpoint::DeleteBlob { name, .. }
+        | Endpoint::GetUpload { name, .. }
+        | Endpoint::PatchUpload { name, .. }
+        | Endpoint::PutUpload { name, .. }
+        | Endpoint::DeleteUpload { name, .. }
+        | Endpoint::Referrers { name, .. } => Some(name),
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Shape {
+    Tags,
+    Manifest,
+    Blob,
+    Start,
+    Upload,
+    Referrers,
+}
+
+#[test]
+fn endpoint_valid_by_construction() {
+    let shape = prop_oneof![
+        Just(Shape::Tags),
+        Just(Shape::Manifest),
+        Just(Shape::Blob),
+        Just(Shape::Start),
+        Just(Shape::Upload),
+        Just(Shape::Referrers),
+    ];
+    let reference = prop_oneof![valid_digest(), "[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}"];
+    check(
+        "endpoint_valid_by_construction",
+        (
+            shape,
+            valid_name(),
+            valid_digest(),
+            reference,
+            "[A-Za-z0-9_-]{1,40}",
+            any_method(),
+        ),
+        |(shape, name, digest, reference, id, m)| {
+            let n: RepoName = name.parse().expect("valid name");
+            let d: Digest = digest.parse().expect("valid digest");
+            let r: Reference = reference.parse().expect("valid reference");
+            let (rest, want): (String, Option<Endpoint>) = match shape {
+                Shape::Tags => (
+                    format!("{name}/tags/list"),
+                    matches!(m, Method::GET | Method::HEAD)
+                        .then(|| Endpoint::ListTags { name: n.clone() }),
+                ),
+                Shape::Manifest => (
+                    format!("{name}/manifests/{reference}"),
+                    match m {
+                        Method::GET => Some(Endpoint::GetManifest {
+                            name: n.clone(),
+                            reference: r,
+                        }),
+                        Method::HEAD => Some(Endpoint::HeadManifest {
+                            name: n.clone(),
+                            reference: r,
+                        }),
+                        Method::PUT => Some(Endpoint::PutManifest {
+                            name: n.clone(),
+                            reference: r,
+                        }),
+                        Method::DELETE => Some(Endpoint::DeleteManifest {
+                            name: n.clone(),
+                            reference: r,
+                        }),
+                        _ => None,
+                    },
+                ),
+                Shape::Blob => (
+                    format!("{name}/blobs/{digest}"),
+                    match m {
+                        Method::GET => Some(Endpoint::GetBlob {
+                            name: n.clone(),
+                            digest: d,
+                        }),
+                        Method::HEAD => Some(Endpoint::HeadBlob {
+                            name: n.clone(),
+                            digest: d,
+                        }),
+                        Method::DELETE => Some(Endpoint::DeleteBlob {
+                            name: n.clone(),
+                            digest: d,
+                        }),
+                        _ => None,
+                    },
+                ),
+                Shape::Start => (
+                    format!("{name}/blobs/uploads/"),
+                    (m == Method::POST).then(|| Endpoint::StartUpload { name: n.clone() }),
+                ),
+                Shape::Upload => (
+                    format!("{name}/blobs/uploads/{id}"),
+                    match m {
+                        Method::GET | Method::HEAD => Some(Endpoint::GetUpload {
+                            name: n.clone(),
+                            id: id.clone(),
+                        }),
+                        Method::PATCH => Some(Endpoint::PatchUpload {
+                            name: n.clone(),
+                            id: id.clone(),
+                        }),
+                        Method::PUT => Some(Endpoint::PutUpload {
+                            name: n.clone(),
+                            id: id.clone(),
+                        }),
+                        Method::DELETE => Some(Endpoint::DeleteUpload {
+                            name: n.clone(),
+                            id: id.clone(),
+                        }),
+                        _ => None,
+                    },
+                ),
+                Shape::Referrers => (
+                    format!("{name}/referrers/{digest}"),
+                    matches!(m, Method::GET | Method::HEAD).then(|| Endpoint::Referrers {
+                        name: n.clone(),
+                        digest: d,
+                    }),
+                ),
+            };
+            // An upload id that happens to read as "uploads" turns the path into a new-session one.
+            if matches!(shape, Shape::Upload) && id == "uploads" {
+                return Ok(());
+            }
+            match (Endpoint::parse(&m, &rest), want) {
+                (Ok(got), Some(want)) => prop_assert_eq!(got, want),
+                (Err(RouteError::MethodNotAllowed(_)), None) => {}
+                (got, want) => {
+                    return Err(TestCaseError::fail(format!(
+                        "{m} {rest}: got {got:?}, want {want:?}"
+                    )))
+                }
+            }
+            // The same path with a hostile name is refused as invalid, whatever the method.
+            for evil in ["..", "%2e%2e", "a%2Fb", "A", "", "."] {
+                let bad = format!("{evil}/{rest}");
+                if let Ok(ep) = Endpoint::parse(&m, &bad) {
+                    return Err(TestCaseError::fail(format!("{m} {bad} accepted as {ep:?}")));
+                }
+            }
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn content_range_arbitrary_input() {
+    check(
+        "content_range_arbitrary_input",
+        prop_oneof![
+            any::<String>(),
+            "[ -~]{0,60}",
+            "(bytes[ =])?[0-9+ -]{0,30}(/[0-9*]{0,20})?",
+        ],
+        |s| {
+            if let Some((a, b)) = parse_content_range(&s) {
+                // Both numbers are written in the text (possibly with leading zeros), start first.
+                let numbers: Vec<u64> = s
+                    .split(|c: char| !c.is_ascii_digit())
+                    .filter_map(|run| run.parse().ok())
+                    .collect();
+                let ia = numbers.iter().position(|&n| n == a);
+                let ib = numbers.iter().rposition(|&n| n == b);
+                prop_assert!(
+                    matches!((ia, ib), (Some(x), Some(y)) if x < y),
+                    "{:?} read as {}-{}",
+                    s,
+                    a,
+                    b
+                );
+            }
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn content_range_valid_by_construction() {
+    check(
+        "content_range_valid_by_construction",
+        (
+            any::<u64>(),
+            any::<u64>(),
+            prop_oneof![Just(0u8), Just(1), Just(2), Just(3)],
+            any::<u64>(),
+        ),
+        |(a, b, form, total)| {
+            let text = match form {
+                0 => format!("{a}-{b}"),
+                1 => format!("bytes {a}-{b}/{total}"),
+                2 => format!("bytes={a}-{b}"),
+                _ => format!(" {a}-{b}/* "),
+            };
+            prop_assert_eq!(parse_content_range(&text), Some((a, b)), "{}", text);
+            // Round trip through the canonical form.
+            prop_assert_eq!(parse_content_range(&format!("{a}-{b}")), Some((a, b)));
+            // Broken forms are refused.
+            for bad in [
+                format!("{a}"),
+                format!("-{b}"),
+                format!("{a}-"),
+                format!("{a}x-{b}"),
+                format!("{a}-{b}{b}9999999999999999999999"),
+            ] {
+                prop_assert_eq!(parse_content_range(&bad), None, "{}", bad);
+            }
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn range_arbitrary_input() {
+    check(
+        "range_arbitrary_input",
+        (
+            prop_oneof![
+                any::<String>(),
+                "[ -~]{0,60}",
+                "bytes=[0-9]{0,20}-[0-9]{0,20}",
+                "(bytes=)?[0-9, -]{0,40}",
+            ],
+            prop_oneof![Just(0u64), 0..10u64, any::<u64>()],
+        ),
+        |(s, size)| {
+            if let Some(Ok(r)) = parse_range(&s, size) {
+                // A range to serve is never empty and never past the end.
+                prop_assert!(r.start < r.end, "{:?} from {:?} size {}", r, s, size);
+                prop_assert!(r.end <= size, "{:?} from {:?} size {}", r, s, size);
+            }
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn range_valid_by_construction() {
+    check(
+        "range_valid_by_construction",
+        (0..1_000_000u64, 0..1_100_000u64, 0..1_100_000u64),
+        |(size, a, len)| {
+            let b = a.saturating_add(len);
+            let got = parse_range(&format!("bytes={a}-{b}"), size);
+            if a < size {
+                prop_assert_eq!(got, Some(Ok(a..(b + 1).min(size))));
+            } else {
+                prop_assert_eq!(got, Some(Err(())));
+            }
+            // Open-ended and suffix forms.
+            let open = parse_range(&format!("bytes={a}-"), size);
+            if a < size {
+                prop_assert_eq!(open, Some(Ok(a..size)));
+            } else {
+                prop_assert_eq!(open, Some(Err(())));
+            }
+            let suffix = parse_range(&format!("bytes=-{len}"), size);
+            if len == 0 || size == 0 {
+                prop_assert_eq!(suffix, Some(Err(())));
+            } else {
+                prop_assert_eq!(suffix, Some(Ok(size.saturating_sub(len)..size)));
+            }
+            // Without the unit, or with several ranges, the header is ignored (whole blob).
+            prop_assert_eq!(parse_range(&format!("{a}-{b}"), size), None);
+            prop_assert_eq!(parse_range(&format!("bytes={a}-{b},0-1"), size), None);
+            Ok(())
+        },
+    );
+}
