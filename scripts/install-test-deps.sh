@@ -78,4 +78,12 @@ if [ "$need_pip" = 1 ]; then
   py_ok || { echo "install-test-deps: python packages still missing after pip install" >&2; exit 1; }
 fi
 
+# s3s-fs: a disk-backed S3-compatible server (keeps its data across a restart), for the outage
+# and memory tests of the S3 backend (conformance/src/bin/s3-outage.rs, s3-memory.rs). 0.14.1 is
+# the last release this toolchain builds; about 150 s to build.
+if ! command -v s3s-fs >/dev/null 2>&1 && ! [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs" ]; then
+  echo "install-test-deps: cargo install s3s-fs" >&2
+  cargo install s3s-fs --version 0.14.1 --features binary --locked
+fi
+
 echo "install-test-deps: all test dependencies present" >&2

@@ -40,6 +40,7 @@ step metrics bash conformance/metrics/check.sh "$ROOT/target/release/registry"
 step crash-soak target/release/crash-soak --registry "$ROOT/target/release/registry" --rounds 2 --seconds 60
 step s3-replicas target/release/s3-replicas --registry "$ROOT/target/release/registry"
 step s3-memory target/release/s3-memory --registry "$ROOT/target/release/registry"
+step s3-outage target/release/s3-outage --registry "$ROOT/target/release/registry"
 if [ -z "${SKIP_CLIENTS:-}" ]; then
   step clients bash conformance/clients/run.sh "$ROOT/target/release/registry"
   step clients-s3 env CLIENTS_STORAGE=s3 bash conformance/clients/run.sh "$ROOT/target/release/registry"
