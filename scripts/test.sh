@@ -39,6 +39,7 @@ step spec-s3 env CONFORMANCE_STORAGE=s3 cargo test --locked -p conformance --tes
 step metrics bash conformance/metrics/check.sh "$ROOT/target/release/registry"
 step crash-soak target/release/crash-soak --registry "$ROOT/target/release/registry" --rounds 2 --seconds 60
 step gc-soak target/release/gc-soak --registry "$ROOT/target/release/registry" --seconds 20
+step full-disk bash conformance/reliability/full-disk.sh "$ROOT/target/release/registry"
 step s3-replicas target/release/s3-replicas --registry "$ROOT/target/release/registry"
 step s3-memory target/release/s3-memory --registry "$ROOT/target/release/registry"
 step s3-outage target/release/s3-outage --registry "$ROOT/target/release/registry"
