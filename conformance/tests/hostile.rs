@@ -1186,9 +1186,14 @@ async fn hostile_requests_get_spec_errors_and_change_nothing() {
     for case in &cases {
         let t0 = Instant::now();
         let got = exchange(&addr, &case.raw, Duration::from_secs(15)).await;
+        let seen = match &got {
+            Ok(Some(a)) => a.status.to_string(),
+            Ok(None) => "closed".to_owned(),
+            Err(_) => "hang".to_owned(),
+        };
         let verdict = judge(case, got);
         eprintln!(
-            "{} {} ({} ms)",
+            "{} {} -> {seen} ({} ms)",
             if verdict.is_ok() { "ok  " } else { "FAIL" },
             case.what,
             t0.elapsed().as_millis()
