@@ -1194,12 +1194,14 @@ pub mod s3 {
     }
 
     /// The moto server shared by this test process, started on first use and stopped when the
-    /// process exits.
+    /// process exits. Its log goes to the file named by `CONFORMANCE_MOTO_LOG`, else nowhere
+    /// (nothing would remove a log file when the process ends).
     pub fn shared_moto() -> Result<&'static S3Server, String> {
         static MOTO: OnceLock<Result<S3Server, String>> = OnceLock::new();
         MOTO.get_or_init(|| {
-            let log =
-                std::env::temp_dir().join(format!("conformance-moto-{}.log", std::process::id()));
+            let log = std::env::var_os("CONFORMANCE_MOTO_LOG")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| "/dev/null".into());
             start_moto(&log)
         })
         .as_ref()
