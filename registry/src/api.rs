@@ -560,7 +560,13 @@ fn chunk_bounds(h: &HeaderMap) -> Result<(Option<u64>, Option<u64>), ApiError> {
             format!("Content-Range {text} ends before it starts"),
         ));
     }
-    let len = end - start + 1;
+    let len = (end - start).checked_add(1).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::BlobUploadInvalid,
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            format!("Content-Range {text} is larger than any blob"),
+        )
+    })?;
     if let Some(cl) = cl {
         if cl != len {
             return Err(bad_request(
