@@ -286,7 +286,8 @@ pub async fn dispatch(State(st): State<Arc<AppState>>, req: Request) -> Response
             let _enter = span.enter();
             if e.is_server_fault() {
                 METRICS.storage_error();
-                tracing::error!(status = e.status.as_u16(), error = %e.message, "request failed");
+                let cause = e.internal.as_deref().unwrap_or(&e.message);
+                tracing::error!(status = e.status.as_u16(), error = %cause, uri = %parts.uri, "request failed");
             } else {
                 tracing::debug!(status = e.status.as_u16(), error = %e.message, "request rejected");
             }

@@ -59,6 +59,9 @@ pub struct ApiError {
     pub detail: Option<Value>,
     /// Extra headers (`Range`/`Location` on 416, `Retry-After`, `Allow`).
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// The full cause of a server fault, for the log only: it names storage endpoints and keys,
+    /// which clients have no business seeing.
+    pub internal: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -83,7 +86,14 @@ impl ApiError {
             message: message.into(),
             detail: None,
             headers: Vec::new(),
+            internal: None,
         }
+    }
+
+    /// Keeps the full cause for the log.
+    pub fn with_internal(mut self, cause: String) -> Self {
+        self.internal = Some(cause);
+        self
     }
 
     /// Adds structured detail.
@@ -190,14 +200,19 @@ impl From<storage::Error> for ApiError {
             S::NameUnknown(_) => ApiError::new(C::NameUnknown, StatusCode::NOT_FOUND, msg),
             S::Unsupported(_) => ApiError::new(C::Unsupported, StatusCode::BAD_REQUEST, msg),
             S::Body(_) => ApiError::new(C::BlobUploadInvalid, StatusCode::BAD_REQUEST, msg),
-            S::NotFound(_) | S::Corrupt(_) => {
-                ApiError::new(C::Unavailable, StatusCode::INTERNAL_SERVER_ERROR, msg)
-            }
-            S::Backend { .. } => {
-                let full = error_chain(&e);
-                ApiError::new(C::Unavailable, StatusCode::SERVICE_UNAVAILABLE, full)
-                    .with_header(RETRY_AFTER, "1")
-            }
+            S::NotFound(_) | S::Corrupt(_) => ApiError::new(
+                C::Unavailable,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "stored data is inconsistent; the registry log has the details",
+            )
+            .with_internal(msg),
+            S::Backend { .. } => ApiError::new(
+                C::Unavailable,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage is unavailable; retry later",
+            )
+            .with_header(RETRY_AFTER, "1")
+            .with_internal(error_chain(&e)),
         }
     }
 }

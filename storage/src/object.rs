@@ -71,7 +71,9 @@ use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::memory::InMemory;
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use object_store::{
+    GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig, WriteMultipart,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{Backend, ByteStream, GetObject, ObjectMeta};
@@ -89,6 +91,16 @@ const STAGE_ROOT: &str = "uploads";
 const TOUCH_ROOT: &str = "_touched";
 /// Parallel requests when deleting a folder or streaming a copy.
 const CONCURRENCY: usize = 8;
+
+/// Retries of failed store requests: a few, within a bounded time, so a client waiting on a store
+/// that hangs gets a 503 in well under a minute instead of after object_store's default of three
+/// minutes. Each attempt is further bounded by the `timeout` storage option (30 s by default).
+fn retry_config() -> RetryConfig {
+    let mut r = RetryConfig::default();
+    r.max_retries = 3;
+    r.retry_timeout = std::time::Duration::from_secs(20);
+    r
+}
 
 /// Storage in an object store (S3, GCS, Azure, memory).
 #[derive(Clone)]
@@ -313,7 +325,9 @@ impl ObjectBackend {
         let bad = |e: object_store::Error| Error::backend(format!("object storage {url}"), e);
         let backend = match scheme {
             "s3" | "s3a" => {
-                let mut b = AmazonS3Builder::from_env().with_url(base);
+                let mut b = AmazonS3Builder::from_env()
+                    .with_url(base)
+                    .with_retry(retry_config());
                 for (k, v) in options {
                     let key: AmazonS3ConfigKey =
                         k.as_ref().to_ascii_lowercase().parse().map_err(bad)?;
@@ -322,7 +336,9 @@ impl ObjectBackend {
                 Self::new(Arc::new(b.build().map_err(bad)?), "s3")
             }
             "gs" => {
-                let mut b = GoogleCloudStorageBuilder::from_env().with_url(base);
+                let mut b = GoogleCloudStorageBuilder::from_env()
+                    .with_url(base)
+                    .with_retry(retry_config());
                 for (k, v) in options {
                     let key: GoogleConfigKey =
                         k.as_ref().to_ascii_lowercase().parse().map_err(bad)?;
@@ -331,7 +347,9 @@ impl ObjectBackend {
                 Self::new(Arc::new(b.build().map_err(bad)?), "gcs")
             }
             "az" | "azure" | "abfs" | "abfss" => {
-                let mut b = MicrosoftAzureBuilder::from_env().with_url(base);
+                let mut b = MicrosoftAzureBuilder::from_env()
+                    .with_url(base)
+                    .with_retry(retry_config());
                 for (k, v) in options {
                     let key: AzureConfigKey =
                         k.as_ref().to_ascii_lowercase().parse().map_err(bad)?;
