@@ -96,10 +96,11 @@ const CONCURRENCY: usize = 8;
 /// that hangs gets a 503 in well under a minute instead of after object_store's default of three
 /// minutes. Each attempt is further bounded by the `timeout` storage option (30 s by default).
 fn retry_config() -> RetryConfig {
-    let mut r = RetryConfig::default();
-    r.max_retries = 3;
-    r.retry_timeout = std::time::Duration::from_secs(20);
-    r
+    RetryConfig {
+        max_retries: 3,
+        retry_timeout: std::time::Duration::from_secs(20),
+        ..Default::default()
+    }
 }
 
 /// Storage in an object store (S3, GCS, Azure, memory).
