@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark of our registry and CNCF Distribution 2.8 (docker-registry) on loopback.
 #
-#   benches/run.sh [--quick] [--only Scenario,...] [--out FILE]
+#   benches/run.sh [--quick] [--no-build] [--only Scenario,...] [--out FILE]
 #
+# --no-build uses the binaries already in target/release (the build can take minutes on a busy
+# machine; the time limits below are for the benchmark itself).
 # Builds `registry` and `regbench` in release, measures start-to-ready time of both servers (ours
 # also with 10,000 repositories in storage), starts ours (fsync on), ours (fsync off) and
 # Distribution, each on fresh storage in a temp folder, runs every scenario against each (see
@@ -14,13 +16,15 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 QUICK=""
 ONLY=""
+BUILD=1
 OUT="$ROOT/target/bench-results.md"
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK="--quick" ;;
+    --no-build) BUILD=0 ;;
     --only) ONLY="$2"; shift ;;
     --out) OUT="$2"; shift ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
   shift
@@ -49,8 +53,13 @@ cleanup() {
     kill "$pid" 2>/dev/null || true
   done
   for pid in "${PIDS[@]}"; do
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    # Gone or a zombie (exited, not yet reaped) both count as stopped.
+    for _ in $(seq 1 50); do
+      case "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" in ''|Z) break ;; esac
+      sleep 0.1
+    done
     kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
   done
   if [ $rc -ne 0 ]; then
     for log in "$WORK"/*.log; do
@@ -60,15 +69,24 @@ cleanup() {
     done
   fi
   rm -rf "$WORK"
+  case "${SEED_DIR:-}" in /dev/shm/regbench-seed.*) rm -rf "$SEED_DIR" ;; esac
   exit $rc
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-echo "== building registry and regbench (release)" >&2
-(cd "$ROOT" && cargo build --release -p registry --bin registry && cargo build --release -p benches --bin regbench) >&2
-REGISTRY="$ROOT/target/release/registry"
-REGBENCH="$ROOT/target/release/regbench"
+phase() { echo "== [$(( $(date +%s) - T0 )) s] $*" >&2; }
+
+if [ $BUILD = 1 ]; then
+  phase "building registry and regbench (release)"
+  (cd "$ROOT" && cargo build --release -p registry --bin registry && cargo build --release -p benches --bin regbench) >&2
+  T0=$(date +%s) # the limits are for the benchmark, not for a build that may wait on other work
+fi
+# Private copies: other work may rebuild target/release while the benchmark runs.
+mkdir -p "$WORK/bin"
+cp "$ROOT/target/release/registry" "$ROOT/target/release/regbench" "$WORK/bin/"
+REGISTRY="$WORK/bin/registry"
+REGBENCH="$WORK/bin/regbench"
 
 dist_config() { # port storage-dir -> config file path
   local cfg="$WORK/dist-$1.yml"
@@ -102,23 +120,29 @@ wait_ready() { # url pid name
 }
 
 STARTUP="$WORK/startup.json"
-echo "== start-to-ready times" >&2
-mkdir -p "$WORK/start-empty" "$WORK/start-10k" "$WORK/start-dist"
+phase "start-to-ready times"
+# The seeded storage has about 140,000 small files; creating and deleting them on a busy disk
+# takes minutes, so it lives on tmpfs when there is room (the row label says where).
+SEED_DIR="$WORK/start-10k"; SEED_WHERE="$(df -T "$WORK" | awk 'NR==2{print $2}')"
+if [ -d /dev/shm ] && [ "$(df -Pk /dev/shm | awk 'NR==2{print $4}')" -gt 2097152 ]; then
+  SEED_DIR="$(mktemp -d /dev/shm/regbench-seed.XXXXXX)"; SEED_WHERE=tmpfs
+fi
+mkdir -p "$WORK/start-empty" "$WORK/start-dist"
 "$REGBENCH" startup --server ours --label "empty storage" --addr 127.0.0.1:$PORT_START_OURS \
   --path /readyz --runs $START_RUNS --out "$STARTUP" -- \
   "$REGISTRY" serve --listen 127.0.0.1:$PORT_START_OURS --storage "$WORK/start-empty" --log-level warn
 "$REGBENCH" startup --server distribution --label "empty storage" --addr 127.0.0.1:$PORT_START_DIST \
   --path /v2/ --runs $START_RUNS --out "$STARTUP" -- \
   docker-registry serve "$(dist_config $PORT_START_DIST "$WORK/start-dist")"
-"$REGBENCH" seed --storage "$WORK/start-10k" --repos $SEED_REPOS
-"$REGBENCH" startup --server ours --label "$SEED_REPOS repositories in storage" \
+"$REGBENCH" seed --storage "$SEED_DIR" --repos $SEED_REPOS
+"$REGBENCH" startup --server ours --label "$SEED_REPOS repositories in storage ($SEED_WHERE)" \
   --addr 127.0.0.1:$PORT_START_OURS --path /readyz --runs $START_RUNS --out "$STARTUP" -- \
-  "$REGISTRY" serve --listen 127.0.0.1:$PORT_START_OURS --storage "$WORK/start-10k" --log-level warn
-"$REGBENCH" na --server distribution --label "$SEED_REPOS repositories in storage" \
+  "$REGISTRY" serve --listen 127.0.0.1:$PORT_START_OURS --storage "$SEED_DIR" --log-level warn
+"$REGBENCH" na --server distribution --label "$SEED_REPOS repositories in storage ($SEED_WHERE)" \
   --why "not measured" --out "$STARTUP"
-rm -rf "$WORK/start-10k"
+rm -rf "$SEED_DIR"
 
-echo "== starting servers" >&2
+phase "starting servers"
 mkdir -p "$WORK/ours" "$WORK/ours-nofsync" "$WORK/dist"
 "$REGISTRY" serve --listen 127.0.0.1:$PORT_OURS --storage "$WORK/ours" --fsync true \
   --log-level warn >"$WORK/ours.log" 2>&1 &
@@ -140,12 +164,12 @@ mkdir -p "$(dirname "$OUT")"
   echo "## Results $(date -u '+%Y-%m-%d %H:%M UTC')${QUICK:+ (quick mode)}"
   echo
   echo "- machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(free -g | awk '/Mem:/{print $2}') GiB RAM, kernel $(uname -r), storage on $(df -T "$WORK" | awk 'NR==2{print $2}')"
-  echo "- ours: $("$REGISTRY" --version 2>/dev/null || echo registry) at $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?'); distribution: $(docker-registry --version 2>/dev/null | head -1)"
+  echo "- ours: $("$REGISTRY" --version 2>/dev/null || echo registry) at $(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo '?'); distribution: $(docker-registry --version 2>/dev/null | head -1)"
   echo "- MB = 10^6 bytes; server CPU = utime+stime from /proc/<pid>/stat around the timed part; peak RSS = VmHWM, reset before each scenario"
   echo
 } > "$OUT"
 
-echo "== scenarios" >&2
+phase "scenarios"
 "$REGBENCH" run $QUICK ${ONLY:+--only "$ONLY"} --clk-tck "$(getconf CLK_TCK)" \
   --server "ours=127.0.0.1:$PORT_OURS,$PID_OURS" \
   --server "distribution=127.0.0.1:$PORT_DIST,$PID_DIST" \
@@ -154,4 +178,4 @@ echo "== scenarios" >&2
   --title "ours-nofsync=ours (fsync off)" \
   --merge "$STARTUP" --out "$OUT" --json "${OUT%.md}.json"
 
-echo "== done in $(( $(date +%s) - T0 )) s; table in $OUT" >&2
+phase "done; table in $OUT"

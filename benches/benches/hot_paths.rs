@@ -95,5 +95,36 @@ fn names(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, hashing, manifests, names);
+fn endpoints(c: &mut Criterion) {
+    use http::Method;
+    use registry::endpoint::Endpoint;
+    let digest = format!("sha256:{}", "cd".repeat(32));
+    let cases = [
+        (
+            "GET manifest by tag",
+            Method::GET,
+            "library/some-team/app/manifests/v1.2.3".to_owned(),
+        ),
+        (
+            "HEAD blob",
+            Method::HEAD,
+            format!("library/some-team/app/blobs/{digest}"),
+        ),
+        (
+            "PATCH upload",
+            Method::PATCH,
+            "library/some-team/app/blobs/uploads/0f1e2d3c4b5a69788796a5b4c3d2e1f0".to_owned(),
+        ),
+    ];
+    let mut g = c.benchmark_group("Endpoint::parse");
+    for (label, method, path) in &cases {
+        Endpoint::parse(method, path).expect("valid endpoint");
+        g.bench_function(*label, |b| {
+            b.iter(|| Endpoint::parse(black_box(method), black_box(path)).expect("endpoint"))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, hashing, manifests, names, endpoints);
 criterion_main!(benches);

@@ -12,6 +12,9 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+/// Connections opened so far (a server that closes keep-alive connections shows up here).
+pub(crate) static CONNECTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Longest any single request may take before the run fails.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -86,6 +89,7 @@ impl Conn {
             .map_err(|_| anyhow!("connect to {} timed out", self.addr))?
             .with_context(|| format!("connect to {}", self.addr))?;
         stream.set_nodelay(true)?;
+        CONNECTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (sender, conn) = hyper::client::conn::http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await

@@ -302,6 +302,15 @@ async fn load(addr: SocketAddr, conns: usize, secs: f64, max: u64, op: Op) -> Re
     })
 }
 
+/// `sync`, bounded in time; a failure only costs fairness, so it is reported and ignored.
+async fn settle_disk() {
+    let run = tokio::process::Command::new("sync").status();
+    match tokio::time::timeout(Duration::from_secs(60), run).await {
+        Ok(Ok(st)) if st.success() => {}
+        other => eprintln!("regbench: sync before the scenario did not finish cleanly: {other:?}"),
+    }
+}
+
 impl Bench {
     pub(crate) fn new(scale: Scale, clk_tck: f64, servers: Vec<Server>) -> Self {
         let base = oci::random_bytes(scale.big.max(scale.mixed_pull_size), 0x5eed);
@@ -397,7 +406,11 @@ impl Bench {
                 if s.push_only && !sc.is_push() {
                     continue;
                 }
+                // Write back dirty pages left by the previous scenario (possibly another
+                // server's), so that no server pays for the one before it.
+                settle_disk().await;
                 let t = Instant::now();
+                let c0 = crate::http::CONNECTS.load(Ordering::Relaxed);
                 eprintln!("regbench: {sc:?} on {} ...", s.name);
                 self.scenario(*sc, &s)
                     .await
@@ -405,7 +418,11 @@ impl Bench {
                 let peak = procfs::status_kib(s.pid, "VmHWM")? as f64 / 1024.0;
                 let e = overall.entry(s.name.clone()).or_insert(0.0);
                 *e = e.max(peak);
-                eprintln!("regbench:   done in {:.1} s", t.elapsed().as_secs_f64());
+                eprintln!(
+                    "regbench:   done in {:.1} s, {} connections opened",
+                    t.elapsed().as_secs_f64(),
+                    crate::http::CONNECTS.load(Ordering::Relaxed) - c0
+                );
             }
         }
         for s in self.servers.clone() {
