@@ -412,7 +412,16 @@ impl Registry {
             })
             .boxed();
         // The backend drops the stream, and with it the sender, when it returns.
-        let res = self.backend.stage_append(id, offset, tapped).await;
+        let res = match self.backend.stage_append(id, offset, tapped).await {
+            // The staged bytes fell short of the saved state (a power cut before the commit's
+            // sync): the session cannot continue, so the client starts the upload again.
+            Err(Error::Corrupt(why)) => {
+                tracing::warn!(upload = id, %why, "dropping an upload whose bytes were lost");
+                let _ = self.backend.stage_delete(id).await;
+                Err(Error::UploadUnknown)
+            }
+            other => other,
+        };
         let rest = std::mem::take(&mut pending.lock().expect("hash batch").0);
         if !rest.is_empty() {
             let _ = htx.send(rest).await;
@@ -881,5 +890,40 @@ mod tests {
         assert!(upload_id_ok("abc-DEF_1"));
         assert!(!upload_id_ok("../x"));
         assert!(!upload_id_ok(""));
+    }
+}
+
+#[cfg(test)]
+mod upload_tests {
+    use super::*;
+    use crate::fs::FsBackend;
+
+    fn body(data: &'static [u8]) -> ByteStream {
+        futures::stream::iter(vec![Ok(Bytes::from_static(data))]).boxed()
+    }
+
+    #[tokio::test]
+    async fn an_upload_whose_bytes_were_lost_is_unknown_not_broken() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::new(
+            Arc::new(FsBackend::new(dir.path(), true).unwrap()),
+            Options::default(),
+        );
+        let repo: RepoName = "r".parse().unwrap();
+        let s = reg.upload_start(&repo, Algorithm::Sha256).await.unwrap();
+        reg.upload_append(&repo, &s.id, Some(0), Some(6), body(b"hello "))
+            .await
+            .unwrap();
+        // What a power cut before the commit's sync can leave: state ahead of the bytes.
+        std::fs::write(dir.path().join(format!("uploads/{}/data", s.id)), b"he").unwrap();
+        let e = reg
+            .upload_append(&repo, &s.id, Some(6), Some(5), body(b"world"))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::UploadUnknown), "{e:?}");
+        assert!(matches!(
+            reg.upload_status(&repo, &s.id).await,
+            Err(Error::UploadUnknown)
+        ));
     }
 }
