@@ -6,6 +6,12 @@
 //!   started by this binary on 127.0.0.1 (ports 17000-17999) and stopped when the binary exits.
 //!   When `moto_server` is not on PATH those cases print "not run" and pass, unless
 //!   `STORAGE_TEST_REQUIRE_S3=1`, which makes them fail.
+//! - `gcs_*` and `azure_*`: `ObjectBackend` over Google Cloud Storage and Azure Blob Storage, or
+//!   their emulators, when `STORAGE_TEST_GCS_URL` (`gs://bucket[/prefix]`) or
+//!   `STORAGE_TEST_AZURE_URL` (`az://container[/prefix]`) names a bucket to use, with credentials
+//!   from the usual `GOOGLE_*` / `AZURE_*` variables (`AZURE_STORAGE_USE_EMULATOR=true` for
+//!   Azurite). Each case works under a fresh prefix of its own. Without the variable the cases
+//!   print "not run" and pass.
 
 mod suite;
 
@@ -162,6 +168,26 @@ fn s3_url_backend(addr: SocketAddr, url: &str) -> ObjectBackend {
     .expect("s3 backend")
 }
 
+/// A backend under a fresh prefix of the bucket named by `var`, or None (printed as "not run").
+fn cloud_backend(var: &str, what: &str, case: &str) -> Option<Arc<dyn Backend>> {
+    let Ok(url) = std::env::var(var) else {
+        println!("{what} case {case}: not run: {var} is not set (an emulator or credentials)");
+        return None;
+    };
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let url = format!(
+        "{}/suite-{}-{}-{}",
+        url.trim_end_matches('/'),
+        std::process::id(),
+        case.replace('_', "-"),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    let opts: [(&str, String); 0] = [];
+    Some(Arc::new(
+        ObjectBackend::from_url(&url, opts).unwrap_or_else(|e| panic!("{what} backend {url}: {e}")),
+    ))
+}
+
 macro_rules! on_every_backend {
     ($($case:ident),* $(,)?) => {
         mod fs {
@@ -186,6 +212,30 @@ macro_rules! on_every_backend {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
                     if let Some(b) = super::s3_backend(stringify!($case)) {
+                        super::suite::$case(b).await;
+                    }
+                }
+            )*
+        }
+        mod gcs {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    if let Some(b) =
+                        super::cloud_backend("STORAGE_TEST_GCS_URL", "GCS", stringify!($case))
+                    {
+                        super::suite::$case(b).await;
+                    }
+                }
+            )*
+        }
+        mod azure {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    if let Some(b) =
+                        super::cloud_backend("STORAGE_TEST_AZURE_URL", "Azure", stringify!($case))
+                    {
                         super::suite::$case(b).await;
                     }
                 }
