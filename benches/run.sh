@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark of our registry and CNCF Distribution 2.8 (docker-registry) on loopback.
 #
-#   benches/run.sh [--quick] [--no-build] [--only Scenario,...] [--out FILE]
+#   benches/run.sh [--quick] [--no-build] [--only Scenario,...] [--out FILE] [--main] [--s3] [--tls]
+#
+# Sections: --main (ours vs Distribution, below), --s3 (push/pull through the S3 backend on
+# s3s-fs, one replica vs three replicas on one bucket with requests spread round robin), --tls
+# (push/pull over plain HTTP, HTTPS with HTTP/1.1 and HTTPS with HTTP/2). Without any section
+# flag all three run; with some, only those. --only applies to --main.
 #
 # --no-build uses the binaries already in target/release (the build can take minutes on a busy
 # machine; the time limits below are for the benchmark itself).
@@ -10,7 +15,8 @@
 # Distribution, each on fresh storage in a temp folder, runs every scenario against each (see
 # BENCHMARKS.md), and writes the table to target/bench-results.md (and .json).
 # Full run: under 10 minutes on 2 cores; --quick: under 2 minutes.
-# Traffic goes to 127.0.0.1 only, on ports 16100-16199. Every server started here is stopped on exit.
+# Traffic goes to 127.0.0.1 only, on ports 16100-16199 (--main) and 22100-22299 (--s3, --tls).
+# Every server started here is stopped on exit.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,17 +24,23 @@ QUICK=""
 ONLY=""
 BUILD=1
 OUT="$ROOT/target/bench-results.md"
+SEC_MAIN=0; SEC_S3=0; SEC_TLS=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK="--quick" ;;
     --no-build) BUILD=0 ;;
     --only) ONLY="$2"; shift ;;
     --out) OUT="$2"; shift ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    --main) SEC_MAIN=1 ;;
+    --s3) SEC_S3=1 ;;
+    --tls) SEC_TLS=1 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
   shift
 done
+
+if [ $SEC_MAIN$SEC_S3$SEC_TLS = 000 ]; then SEC_MAIN=1; SEC_S3=1; SEC_TLS=1; fi
 
 PORT_OURS=16101
 PORT_NOFSYNC=16102
@@ -39,8 +51,12 @@ START_RUNS=5
 [ -n "$QUICK" ] && START_RUNS=3
 SEED_REPOS=10000
 
-command -v docker-registry >/dev/null || {
+[ $SEC_MAIN = 0 ] || command -v docker-registry >/dev/null || {
   echo "docker-registry (CNCF Distribution) is missing: apt-get install -y docker-registry" >&2
+  exit 1
+}
+[ $SEC_S3 = 0 ] || command -v s3s-fs >/dev/null || {
+  echo "s3s-fs is missing: cargo install s3s-fs (see conformance's install-test-deps)" >&2
   exit 1
 }
 
@@ -119,63 +135,160 @@ wait_ready() { # url pid name
   return 1
 }
 
-STARTUP="$WORK/startup.json"
-phase "start-to-ready times"
-# The seeded storage has about 140,000 small files; creating and deleting them on a busy disk
-# takes minutes, so it lives on tmpfs when there is room (the row label says where).
-SEED_DIR="$WORK/start-10k"; SEED_WHERE="$(df -T "$WORK" | awk 'NR==2{print $2}')"
-if [ -d /dev/shm ] && [ "$(df -Pk /dev/shm | awk 'NR==2{print $4}')" -gt 2097152 ]; then
-  SEED_DIR="$(mktemp -d /dev/shm/regbench-seed.XXXXXX)"; SEED_WHERE=tmpfs
-fi
-mkdir -p "$WORK/start-empty" "$WORK/start-dist"
-"$REGBENCH" startup --server ours --label "empty storage" --addr 127.0.0.1:$PORT_START_OURS \
-  --path /readyz --runs $START_RUNS --out "$STARTUP" -- \
-  "$REGISTRY" serve --listen 127.0.0.1:$PORT_START_OURS --storage "$WORK/start-empty" --log-level warn
-"$REGBENCH" startup --server distribution --label "empty storage" --addr 127.0.0.1:$PORT_START_DIST \
-  --path /v2/ --runs $START_RUNS --out "$STARTUP" -- \
-  docker-registry serve "$(dist_config $PORT_START_DIST "$WORK/start-dist")"
-"$REGBENCH" seed --storage "$SEED_DIR" --repos $SEED_REPOS
-"$REGBENCH" startup --server ours --label "$SEED_REPOS repositories in storage ($SEED_WHERE)" \
-  --addr 127.0.0.1:$PORT_START_OURS --path /readyz --runs $START_RUNS --out "$STARTUP" -- \
-  "$REGISTRY" serve --listen 127.0.0.1:$PORT_START_OURS --storage "$SEED_DIR" --log-level warn
-"$REGBENCH" na --server distribution --label "$SEED_REPOS repositories in storage ($SEED_WHERE)" \
-  --why "not measured" --out "$STARTUP"
-rm -rf "$SEED_DIR"
-
-phase "starting servers"
-mkdir -p "$WORK/ours" "$WORK/ours-nofsync" "$WORK/dist"
-"$REGISTRY" serve --listen 127.0.0.1:$PORT_OURS --storage "$WORK/ours" --fsync true \
-  --log-level warn >"$WORK/ours.log" 2>&1 &
-PID_OURS=$!; PIDS+=("$PID_OURS")
-"$REGISTRY" serve --listen 127.0.0.1:$PORT_NOFSYNC --storage "$WORK/ours-nofsync" --fsync false \
-  --log-level warn >"$WORK/ours-nofsync.log" 2>&1 &
-PID_NOFSYNC=$!; PIDS+=("$PID_NOFSYNC")
-# `env` execs the server, so $! is the server's own pid.
-env -u AWS_CA_BUNDLE docker-registry serve "$(dist_config $PORT_DIST "$WORK/dist")" \
-  >"$WORK/distribution.log" 2>&1 &
-PID_DIST=$!; PIDS+=("$PID_DIST")
-wait_ready "http://127.0.0.1:$PORT_OURS/readyz" "$PID_OURS" ours
-wait_ready "http://127.0.0.1:$PORT_NOFSYNC/readyz" "$PID_NOFSYNC" ours-nofsync
-wait_ready "http://127.0.0.1:$PORT_DIST/v2/" "$PID_DIST" distribution
-sleep 1 # let both settle before reading idle RSS
-
+DIST_VERSION=""
+[ $SEC_MAIN = 0 ] || DIST_VERSION="$(docker-registry --version 2>/dev/null | head -1)"
 mkdir -p "$(dirname "$OUT")"
 {
   echo "## Results $(date -u '+%Y-%m-%d %H:%M UTC')${QUICK:+ (quick mode)}"
   echo
   echo "- machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(free -g | awk '/Mem:/{print $2}') GiB RAM, kernel $(uname -r), storage on $(df -T "$WORK" | awk 'NR==2{print $2}')"
-  echo "- ours: $("$REGISTRY" --version 2>/dev/null || echo registry) at $(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo '?'); distribution: $(docker-registry --version 2>/dev/null | head -1)"
+  echo "- ours: $("$REGISTRY" --version 2>/dev/null || echo registry) at $(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo '?')${DIST_VERSION:+; distribution: $DIST_VERSION}"
   echo "- MB = 10^6 bytes; server CPU = utime+stime from /proc/<pid>/stat around the timed part; peak RSS = VmHWM, reset before each scenario"
   echo
 } > "$OUT"
 
-phase "scenarios"
-"$REGBENCH" run $QUICK ${ONLY:+--only "$ONLY"} --clk-tck "$(getconf CLK_TCK)" \
-  --server "ours=127.0.0.1:$PORT_OURS,$PID_OURS" \
-  --server "distribution=127.0.0.1:$PORT_DIST,$PID_DIST" \
-  --server "ours-nofsync=127.0.0.1:$PORT_NOFSYNC,$PID_NOFSYNC,push-only" \
-  --title "ours=ours (fsync on)" --title "distribution=Distribution 2.8.2" \
-  --title "ours-nofsync=ours (fsync off)" \
-  --merge "$STARTUP" --out "$OUT" --json "${OUT%.md}.json"
+if [ $SEC_MAIN = 1 ]; then
+  STARTUP="$WORK/startup.json"
+  phase "start-to-ready times"
+  # The seeded storage has about 140,000 small files; creating and deleting them on a busy disk
+  # takes minutes, so it lives on tmpfs when there is room (the row label says where).
+  SEED_DIR="$WORK/start-10k"; SEED_WHERE="$(df -T "$WORK" | awk 'NR==2{print $2}')"
+  if [ -d /dev/shm ] && [ "$(df -Pk /dev/shm | awk 'NR==2{print $4}')" -gt 2097152 ]; then
+    SEED_DIR="$(mktemp -d /dev/shm/regbench-seed.XXXXXX)"; SEED_WHERE=tmpfs
+  fi
+  mkdir -p "$WORK/start-empty" "$WORK/start-dist"
+  "$REGBENCH" startup --server ours --label "empty storage" --addr 127.0.0.1:$PORT_START_OURS \
+    --path /readyz --runs $START_RUNS --out "$STARTUP" -- \
+    "$REGISTRY" serve --listen 127.0.0.1:$PORT_START_OURS --storage "$WORK/start-empty" --log-level warn
+  "$REGBENCH" startup --server distribution --label "empty storage" --addr 127.0.0.1:$PORT_START_DIST \
+    --path /v2/ --runs $START_RUNS --out "$STARTUP" -- \
+    docker-registry serve "$(dist_config $PORT_START_DIST "$WORK/start-dist")"
+  "$REGBENCH" seed --storage "$SEED_DIR" --repos $SEED_REPOS
+  "$REGBENCH" startup --server ours --label "$SEED_REPOS repositories in storage ($SEED_WHERE)" \
+    --addr 127.0.0.1:$PORT_START_OURS --path /readyz --runs $START_RUNS --out "$STARTUP" -- \
+    "$REGISTRY" serve --listen 127.0.0.1:$PORT_START_OURS --storage "$SEED_DIR" --log-level warn
+  "$REGBENCH" na --server distribution --label "$SEED_REPOS repositories in storage ($SEED_WHERE)" \
+    --why "not measured" --out "$STARTUP"
+  rm -rf "$SEED_DIR"
+
+  phase "starting servers"
+  mkdir -p "$WORK/ours" "$WORK/ours-nofsync" "$WORK/dist"
+  "$REGISTRY" serve --listen 127.0.0.1:$PORT_OURS --storage "$WORK/ours" --fsync true \
+    --log-level warn >"$WORK/ours.log" 2>&1 &
+  PID_OURS=$!; PIDS+=("$PID_OURS")
+  "$REGISTRY" serve --listen 127.0.0.1:$PORT_NOFSYNC --storage "$WORK/ours-nofsync" --fsync false \
+    --log-level warn >"$WORK/ours-nofsync.log" 2>&1 &
+  PID_NOFSYNC=$!; PIDS+=("$PID_NOFSYNC")
+  # `env` execs the server, so $! is the server's own pid.
+  env -u AWS_CA_BUNDLE docker-registry serve "$(dist_config $PORT_DIST "$WORK/dist")" \
+    >"$WORK/distribution.log" 2>&1 &
+  PID_DIST=$!; PIDS+=("$PID_DIST")
+  wait_ready "http://127.0.0.1:$PORT_OURS/readyz" "$PID_OURS" ours
+  wait_ready "http://127.0.0.1:$PORT_NOFSYNC/readyz" "$PID_NOFSYNC" ours-nofsync
+  wait_ready "http://127.0.0.1:$PORT_DIST/v2/" "$PID_DIST" distribution
+  sleep 1 # let both settle before reading idle RSS
+
+
+  phase "scenarios"
+  "$REGBENCH" run $QUICK ${ONLY:+--only "$ONLY"} --clk-tck "$(getconf CLK_TCK)" \
+    --server "ours=127.0.0.1:$PORT_OURS,$PID_OURS" \
+    --server "distribution=127.0.0.1:$PORT_DIST,$PID_DIST" \
+    --server "ours-nofsync=127.0.0.1:$PORT_NOFSYNC,$PID_NOFSYNC,push-only" \
+    --title "ours=ours (fsync on)" --title "distribution=Distribution 2.8.2" \
+    --title "ours-nofsync=ours (fsync off)" \
+    --merge "$STARTUP" --out "$OUT" --json "${OUT%.md}.json"
+
+fi
+
+# Starts `registry serve ARGS...` in the background with its log in $WORK/NAME.log; sets $LAST_PID.
+start_ours() { # name args...
+  local name=$1; shift
+  env -u AWS_CA_BUNDLE "$REGISTRY" serve --log-level warn "$@" >"$WORK/$name.log" 2>&1 &
+  LAST_PID=$!; PIDS+=("$LAST_PID")
+}
+
+if [ $SEC_S3 = 1 ]; then
+  phase "S3 backend (s3s-fs): one replica vs three replicas on one bucket"
+  S3_PORT=22100
+  S3_KEY=regbench S3_SECRET=regbench-secret-key
+  mkdir -p "$WORK/s3/regbench"
+  s3s-fs --host 127.0.0.1 --port $S3_PORT --access-key $S3_KEY --secret-key $S3_SECRET \
+    "$WORK/s3" >"$WORK/s3s-fs.log" 2>&1 &
+  PID_S3=$!; PIDS+=("$PID_S3")
+  for _ in $(seq 1 100); do
+    curl -s -o /dev/null "http://127.0.0.1:$S3_PORT/" && break
+    kill -0 "$PID_S3" 2>/dev/null || { echo "s3s-fs exited during start-up" >&2; exit 1; }
+    sleep 0.1
+  done
+  s3_args() { # prefix
+    echo --storage "s3://regbench/$1" --storage-option "endpoint=http://127.0.0.1:$S3_PORT" \
+      --storage-option allow_http=true --storage-option region=us-east-1
+  }
+  export AWS_ACCESS_KEY_ID=$S3_KEY AWS_SECRET_ACCESS_KEY=$S3_SECRET
+  # shellcheck disable=SC2046 # s3_args prints words without spaces
+  start_ours s3-one --listen 127.0.0.1:22101 $(s3_args one)
+  PID_ONE=$LAST_PID
+  THREE_ADDRS=(); THREE_PIDS=()
+  for port in 22102 22103 22104; do
+    # shellcheck disable=SC2046
+    start_ours "s3-three-$port" --listen 127.0.0.1:$port $(s3_args three)
+    THREE_ADDRS+=("127.0.0.1:$port"); THREE_PIDS+=("$LAST_PID")
+  done
+  unset AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
+  wait_ready "http://127.0.0.1:22101/readyz" "$PID_ONE" s3-one
+  for i in 0 1 2; do
+    wait_ready "http://${THREE_ADDRS[$i]}/readyz" "${THREE_PIDS[$i]}" "s3-three-$i"
+  done
+  sleep 1
+  {
+    echo "### S3 backend (s3s-fs $(s3s-fs --version 2>/dev/null | awk '{print $2}') on 127.0.0.1, one bucket): one replica vs three replicas"
+    echo
+    echo "- three replicas: requests go to the three addresses in turn (round robin per request: the POST, each PATCH and the PUT of one upload land on different replicas); server CPU is the sum of the replicas, peak RSS the largest replica's, then each replica's"
+    echo
+  } >> "$OUT"
+  join_by() { local IFS="$1"; shift; echo "$*"; }
+  "$REGBENCH" run --quick --big-mib 64 --reps 3 --only PushMono,PushChunked,PullFirst,PullWarm \
+    --clk-tck "$(getconf CLK_TCK)" \
+    --server "s3-one=127.0.0.1:22101,$PID_ONE" \
+    --server "s3-three=$(join_by + "${THREE_ADDRS[@]}"),$(join_by + "${THREE_PIDS[@]}")" \
+    --title "s3-one=1 replica" --title "s3-three=3 replicas" \
+    --out "$OUT" --json "${OUT%.md}-s3.json"
+  echo >> "$OUT"
+fi
+
+if [ $SEC_TLS = 1 ]; then
+  phase "HTTPS: plain HTTP/1.1 vs HTTPS with HTTP/1.1 vs HTTPS with HTTP/2"
+  "$REGISTRY" cert --out "$WORK/tls" >/dev/null
+  mkdir -p "$WORK/tls-http" "$WORK/tls-h1" "$WORK/tls-h2"
+  TLS_ARGS=(--tls-cert "$WORK/tls/tls.crt" --tls-key "$WORK/tls/tls.key")
+  start_ours tls-http --listen 127.0.0.1:22201 --storage "$WORK/tls-http"
+  PID_HTTP=$LAST_PID
+  start_ours tls-h1 --listen 127.0.0.1:22211 --storage "$WORK/tls-h1" "${TLS_ARGS[@]}" \
+    --tls-listen 127.0.0.1:22202
+  PID_H1=$LAST_PID
+  start_ours tls-h2 --listen 127.0.0.1:22212 --storage "$WORK/tls-h2" "${TLS_ARGS[@]}" \
+    --tls-listen 127.0.0.1:22203
+  PID_H2=$LAST_PID
+  wait_ready "http://127.0.0.1:22201/readyz" "$PID_HTTP" tls-http
+  wait_ready "http://127.0.0.1:22211/readyz" "$PID_H1" tls-h1
+  wait_ready "http://127.0.0.1:22212/readyz" "$PID_H2" tls-h2
+  sleep 1
+  {
+    echo "### HTTPS (rustls, ring) vs plain HTTP, same binary, filesystem storage (fsync on)"
+    echo
+    echo "- each column is its own server process on fresh storage; the HTTPS ones are measured on their --tls-listen port, the client (rustls, ring) trusts the CA from \`registry cert\` and offers only the ALPN named in the column (the harness fails if another is negotiated)"
+    echo
+  } >> "$OUT"
+  "$REGBENCH" run --quick --big-mib 256 --reps 3 \
+    --only PushMono,PushChunked,PullFirst,PullWarm,GetManifest --clk-tck "$(getconf CLK_TCK)" \
+    --ca-cert "$WORK/tls/ca.crt" \
+    --server "http=127.0.0.1:22201,$PID_HTTP" \
+    --server "https-h2=127.0.0.1:22203,$PID_H2,tls=h2" \
+    --server "https-h1=127.0.0.1:22202,$PID_H1,tls=http1" \
+    --title "http=HTTP/1.1 (plain)" --title "https-h2=HTTPS, HTTP/2" \
+    --title "https-h1=HTTPS, HTTP/1.1" \
+    --out "$OUT" --json "${OUT%.md}-tls.json"
+  echo >> "$OUT"
+fi
 
 phase "done; table in $OUT"

@@ -1,15 +1,17 @@
-//! A small HTTP/1.1 client over hyper's connection API: one TCP connection per [`Conn`], reused
-//! across requests and re-opened if the server closes it. Every request is bounded in time.
+//! A small HTTP client over hyper's connection API: one connection per address of a [`Conn`]
+//! (plain HTTP/1.1, or TLS with HTTP/1.1 or HTTP/2 by ALPN), reused across requests and
+//! re-opened if the server closes it. Every request is bounded in time.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 /// Connections opened so far (a server that closes keep-alive connections shows up here).
@@ -64,40 +66,144 @@ impl Resp {
     }
 }
 
-/// One keep-alive connection to a server.
+/// How a client reaches a server: one address, or several replicas taken in turn per request
+/// (as a Kubernetes Service spreads connections), over plain HTTP/1.1 or TLS.
+#[derive(Clone)]
+pub(crate) struct Endpoint {
+    pub(crate) addrs: Vec<SocketAddr>,
+    /// TLS client settings (trusted CA, ALPN); `None` is plain HTTP/1.1.
+    pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("addrs", &self.addrs)
+            .field("tls", &self.tls.as_ref().map(|c| c.alpn_protocols.clone()))
+            .finish()
+    }
+}
+
+/// Which HTTP version a TLS client offers by ALPN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Alpn {
+    Http1,
+    H2,
+}
+
+impl Alpn {
+    fn id(self) -> &'static [u8] {
+        match self {
+            Alpn::Http1 => b"http/1.1",
+            Alpn::H2 => b"h2",
+        }
+    }
+}
+
+/// A TLS client configuration (rustls, ring provider) trusting only the CA in `ca_pem`, offering
+/// only `alpn`.
+pub(crate) fn tls_config(ca_pem: &str, alpn: Alpn) -> Result<Arc<rustls::ClientConfig>> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_pem).with_context(|| format!("read {ca_pem}"))? {
+        roots.add(cert.with_context(|| format!("certificate in {ca_pem}"))?)?;
+    }
+    anyhow::ensure!(!roots.is_empty(), "no certificate in {ca_pem}");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![alpn.id().to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+enum Sender {
+    H1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+}
+
+impl Sender {
+    async fn usable(&mut self) -> bool {
+        match self {
+            Sender::H1(s) => !s.is_closed() && s.ready().await.is_ok(),
+            Sender::H2(s) => !s.is_closed() && s.ready().await.is_ok(),
+        }
+    }
+}
+
+/// Spreads the first request of each connection over the replicas.
+static ROUND_ROBIN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// One keep-alive connection to each address of an [`Endpoint`]; requests go to the addresses in
+/// turn (round robin per request: the PATCHes of one upload land on different replicas).
 pub(crate) struct Conn {
-    addr: SocketAddr,
-    host: String,
-    sender: Option<SendRequest<Full<Bytes>>>,
+    ep: Endpoint,
+    senders: Vec<Option<Sender>>,
+    next: usize,
 }
 
 impl Conn {
-    /// Opens a connection to `addr`.
-    pub(crate) async fn connect(addr: SocketAddr) -> Result<Self> {
+    /// Opens a connection to every address of `ep`.
+    pub(crate) async fn connect(ep: &Endpoint) -> Result<Self> {
+        anyhow::ensure!(!ep.addrs.is_empty(), "no address to connect to");
         let mut c = Conn {
-            addr,
-            host: addr.to_string(),
-            sender: None,
+            ep: ep.clone(),
+            senders: ep.addrs.iter().map(|_| None).collect(),
+            next: ROUND_ROBIN.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         };
-        c.reconnect().await?;
+        for i in 0..ep.addrs.len() {
+            c.reconnect(i).await?;
+        }
         Ok(c)
     }
 
-    async fn reconnect(&mut self) -> Result<()> {
-        let stream = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(self.addr))
+    async fn reconnect(&mut self, i: usize) -> Result<()> {
+        let addr = self.ep.addrs[i];
+        let stream = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr))
             .await
-            .map_err(|_| anyhow!("connect to {} timed out", self.addr))?
-            .with_context(|| format!("connect to {}", self.addr))?;
+            .map_err(|_| anyhow!("connect to {addr} timed out"))?
+            .with_context(|| format!("connect to {addr}"))?;
         stream.set_nodelay(true)?;
         CONNECTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let (sender, conn) = hyper::client::conn::http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .context("HTTP handshake")?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        self.sender = Some(sender);
+        let sender = match &self.ep.tls {
+            None => Sender::H1(handshake_h1(stream).await?),
+            Some(cfg) => {
+                let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
+                let tls = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    tokio_rustls::TlsConnector::from(cfg.clone()).connect(name, stream),
+                )
+                .await
+                .map_err(|_| anyhow!("TLS handshake with {addr} timed out"))?
+                .with_context(|| format!("TLS handshake with {addr}"))?;
+                let offered = cfg.alpn_protocols.first().map(Vec::as_slice);
+                let got = tls.get_ref().1.alpn_protocol();
+                anyhow::ensure!(
+                    got == offered,
+                    "{addr}: ALPN {:?} negotiated, {:?} offered",
+                    got.map(String::from_utf8_lossy),
+                    offered.map(String::from_utf8_lossy)
+                );
+                if got == Some(Alpn::H2.id()) {
+                    let (sender, conn) =
+                        hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+                            .initial_stream_window_size(4 * 1024 * 1024)
+                            .initial_connection_window_size(8 * 1024 * 1024)
+                            .handshake(TokioIo::new(tls))
+                            .await
+                            .context("HTTP/2 handshake")?;
+                    tokio::spawn(async move {
+                        let _ = conn.await;
+                    });
+                    Sender::H2(sender)
+                } else {
+                    Sender::H1(handshake_h1(tls).await?)
+                }
+            }
+        };
+        self.senders[i] = Some(sender);
         Ok(())
     }
 
@@ -128,18 +234,24 @@ impl Conn {
         headers: &[(&str, &str)],
         body: Bytes,
     ) -> Result<Resp> {
-        let usable = match self.sender.as_mut() {
-            Some(s) if !s.is_closed() => s.ready().await.is_ok(),
-            _ => false,
+        let i = self.next % self.senders.len();
+        self.next = self.next.wrapping_add(1);
+        let usable = match self.senders[i].as_mut() {
+            Some(s) => s.usable().await,
+            None => false,
         };
         if !usable {
-            self.reconnect().await?;
+            self.reconnect(i).await?;
         }
-        let sender = self.sender.as_mut().expect("connected");
-        let mut req = Request::builder()
-            .method(method)
-            .uri(target)
-            .header("host", &self.host);
+        let addr = self.ep.addrs[i];
+        let h2 = matches!(self.senders[i], Some(Sender::H2(_)));
+        let mut req = Request::builder().method(method);
+        req = if h2 {
+            // HTTP/2 takes scheme and authority from the URI (:scheme, :authority).
+            req.uri(format!("https://{addr}{target}"))
+        } else {
+            req.uri(target).header("host", addr.to_string())
+        };
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
@@ -147,7 +259,10 @@ impl Conn {
             req = req.header("content-length", body.len());
         }
         let req = req.body(Full::new(body))?;
-        let resp = sender.send_request(req).await?;
+        let resp = match self.senders[i].as_mut().expect("connected") {
+            Sender::H1(s) => s.send_request(req).await?,
+            Sender::H2(s) => s.send_request(req).await?,
+        };
         let (parts, mut body) = resp.into_parts();
         let mut chunks = Vec::new();
         let mut len = 0u64;
@@ -164,6 +279,20 @@ impl Conn {
             len,
         })
     }
+}
+
+async fn handshake_h1<S>(io: S) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::Builder::new()
+        .handshake(TokioIo::new(io))
+        .await
+        .context("HTTP handshake")?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
 }
 
 /// The path and query of a URL, or the input if it is already a path.

@@ -1,7 +1,8 @@
 //! `regbench`: load benchmarks of OCI registries, side by side (see BENCHMARKS.md).
 //!
-//! - `regbench run --server NAME=ADDR,PID[,push-only] ...` runs every scenario against each
-//!   already-running server and writes a Markdown table.
+//! - `regbench run --server NAME=ADDR[+ADDR...],PID[+PID...][,push-only][,tls=http1|h2] ...` runs
+//!   every scenario against each already-running server (several addresses: replicas taken in
+//!   turn per request) and writes a Markdown table.
 //! - `regbench startup ...` measures start-to-ready time of a server command.
 //! - `regbench seed --storage DIR --repos N` fills a storage folder with N repositories.
 
@@ -18,6 +19,7 @@ use std::net::SocketAddr;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+use http::{Alpn, Endpoint};
 use report::{Cell, Results};
 use scenarios::{Bench, Scale, Scenario, Server};
 
@@ -35,7 +37,8 @@ struct Cli {
 enum Cmd {
     /// Run the scenarios against running servers.
     Run {
-        /// NAME=ADDR,PID[,push-only]; the ratio column is the first server over the second.
+        /// NAME=ADDR[+ADDR...],PID[+PID...][,push-only][,tls=http1|h2]; several addresses are
+        /// replicas taken in turn per request. The ratio column is the first server over the second.
         #[arg(long = "server", required = true)]
         servers: Vec<String>,
         /// Column titles, NAME=TITLE (defaults to NAME).
@@ -59,6 +62,15 @@ enum Cmd {
         /// Write all figures as JSON here.
         #[arg(long)]
         json: Option<String>,
+        /// PEM CA certificate trusted by the `tls=` servers.
+        #[arg(long)]
+        ca_cert: Option<String>,
+        /// Size of the large blobs in MiB (overrides the scale's).
+        #[arg(long)]
+        big_mib: Option<usize>,
+        /// Large blobs pushed monolithically and chunked (overrides the scale's counts).
+        #[arg(long)]
+        reps: Option<usize>,
     },
     /// Measure start-to-ready time of `CMD` (median of several starts).
     Startup {
@@ -103,19 +115,46 @@ enum Cmd {
     },
 }
 
-fn parse_server(s: &str) -> Result<Server> {
+/// `NAME=ADDR[+ADDR...],PID[+PID...][,push-only][,tls=http1|tls=h2]`: several addresses are
+/// replicas taken in turn per request; `tls=` speaks HTTPS with that ALPN, trusting `ca`.
+fn parse_server(s: &str, ca: Option<&str>) -> Result<Server> {
     let (name, rest) = s.split_once('=').context("--server NAME=ADDR,PID")?;
     let parts: Vec<&str> = rest.split(',').collect();
     if parts.len() < 2 {
-        bail!("--server {s}: expected NAME=ADDR,PID[,push-only]");
+        bail!("--server {s}: expected NAME=ADDR[+ADDR...],PID[+PID...][,push-only][,tls=http1|h2]");
+    }
+    let addrs = parts[0]
+        .split('+')
+        .map(|a| a.parse::<SocketAddr>())
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("address in {s}"))?;
+    let pids = parts[1]
+        .split('+')
+        .map(str::parse::<u32>)
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("pid in {s}"))?;
+    let mut push_only = false;
+    let mut tls = None;
+    for opt in &parts[2..] {
+        match *opt {
+            "push-only" => push_only = true,
+            "tls=http1" | "tls=h2" => {
+                let ca = ca.with_context(|| format!("--server {s}: tls needs --ca-cert"))?;
+                let alpn = if *opt == "tls=h2" {
+                    Alpn::H2
+                } else {
+                    Alpn::Http1
+                };
+                tls = Some(http::tls_config(ca, alpn)?);
+            }
+            other => bail!("--server {s}: unknown option {other}"),
+        }
     }
     Ok(Server {
         name: name.to_owned(),
-        addr: parts[0]
-            .parse()
-            .with_context(|| format!("address in {s}"))?,
-        pid: parts[1].parse().with_context(|| format!("pid in {s}"))?,
-        push_only: parts.get(2) == Some(&"push-only"),
+        addr: Endpoint { addrs, tls },
+        pids,
+        push_only,
     })
 }
 
@@ -151,10 +190,13 @@ async fn main() -> Result<()> {
             merge,
             out,
             json,
+            ca_cert,
+            big_mib,
+            reps,
         } => {
             let servers = servers
                 .iter()
-                .map(|s| parse_server(s))
+                .map(|s| parse_server(s, ca_cert.as_deref()))
                 .collect::<Result<Vec<_>>>()?;
             if servers.len() < 2 {
                 bail!("need at least two --server");
@@ -173,7 +215,14 @@ async fn main() -> Result<()> {
                     (s.name.clone(), title.to_owned())
                 })
                 .collect();
-            let scale = if quick { Scale::quick() } else { Scale::full() };
+            let mut scale = if quick { Scale::quick() } else { Scale::full() };
+            if let Some(m) = big_mib {
+                scale.big = m.max(1) * 1024 * 1024;
+            }
+            if let Some(n) = reps {
+                scale.mono_n = n.max(1);
+                scale.chunked_n = n.max(1);
+            }
             let mut bench = Bench::new(scale, clk_tck, servers);
             for m in &merge {
                 bench.results.merge(Results::load(m)?);

@@ -37,37 +37,59 @@ pub(crate) fn reset_peak(pid: u32) -> bool {
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
 }
 
-/// Resource use of one server across one scenario.
-#[derive(Debug, Clone, Copy)]
+/// Resource use of one server (all its replicas) across one scenario.
+#[derive(Debug, Clone)]
 pub(crate) struct Usage {
+    /// CPU seconds of all replicas together.
     pub(crate) cpu_secs: f64,
-    /// Peak RSS during the scenario in MiB (since the start of the process if reset failed).
+    /// Peak RSS during the scenario in MiB, the largest of the replicas (since the start of the
+    /// process if reset failed).
     pub(crate) peak_mib: f64,
+    /// Peak RSS of each replica in MiB, in the order given.
+    pub(crate) peaks_mib: Vec<f64>,
 }
 
 /// Started before a scenario, finished after it.
 pub(crate) struct Probe {
-    pid: u32,
+    pids: Vec<u32>,
     clk_tck: f64,
     cpu0: f64,
 }
 
 impl Probe {
-    pub(crate) fn start(pid: u32, clk_tck: f64) -> Result<Self> {
-        reset_peak(pid);
+    pub(crate) fn start(pids: &[u32], clk_tck: f64) -> Result<Self> {
+        let mut cpu0 = 0.0;
+        for &pid in pids {
+            reset_peak(pid);
+            cpu0 += cpu_secs(pid, clk_tck)?;
+        }
         Ok(Probe {
-            pid,
+            pids: pids.to_vec(),
             clk_tck,
-            cpu0: cpu_secs(pid, clk_tck)?,
+            cpu0,
         })
     }
 
     pub(crate) fn finish(self) -> Result<Usage> {
-        let cpu = cpu_secs(self.pid, self.clk_tck)? - self.cpu0;
-        let peak = status_kib(self.pid, "VmHWM")? as f64 / 1024.0;
+        let mut cpu = -self.cpu0;
+        let mut peaks_mib = Vec::with_capacity(self.pids.len());
+        for &pid in &self.pids {
+            cpu += cpu_secs(pid, self.clk_tck)?;
+            peaks_mib.push(status_kib(pid, "VmHWM")? as f64 / 1024.0);
+        }
         Ok(Usage {
             cpu_secs: cpu,
-            peak_mib: peak,
+            peak_mib: peaks_mib.iter().copied().fold(0.0, f64::max),
+            peaks_mib,
         })
     }
+}
+
+/// The largest value of a `Vm*` line over several processes, in MiB.
+pub(crate) fn max_mib(pids: &[u32], key: &str) -> Result<f64> {
+    let mut m = 0.0f64;
+    for &pid in pids {
+        m = m.max(status_kib(pid, key)? as f64 / 1024.0);
+    }
+    Ok(m)
 }

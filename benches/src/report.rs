@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 pub(crate) enum Cell {
     Num(f64),
     Na(String),
+    /// Shown as is (e.g. one figure per replica).
+    Text(String),
 }
 
 /// One line of the table.
@@ -135,6 +137,7 @@ impl Results {
             let cell = |name: &str| match r.values.get(name) {
                 Some(Cell::Num(v)) => fmt_num(*v),
                 Some(Cell::Na(why)) => format!("n/a ({why})"),
+                Some(Cell::Text(t)) => t.clone(),
                 None => "–".to_owned(),
             };
             out.push_str(&format!(" {} | {} |", cell(&a.0), cell(&b.0)));

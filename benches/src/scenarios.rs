@@ -2,7 +2,6 @@
 //! server's CPU time and peak memory read from /proc around each timed part.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,10 +10,10 @@ use anyhow::{ensure, Context, Result};
 use bytes::Bytes;
 use tokio::task::JoinSet;
 
-use crate::http::Conn;
+use crate::http::{Conn, Endpoint};
 use crate::oci::{self, sha256};
 use crate::procfs::{self, Probe, Usage};
-use crate::report::{percentile, Cell, Results};
+use crate::report::{fmt_num, percentile, Cell, Results};
 
 const MIB: usize = 1024 * 1024;
 const MB: f64 = 1e6;
@@ -24,8 +23,10 @@ const GB: f64 = 1e9;
 #[derive(Debug, Clone)]
 pub(crate) struct Server {
     pub(crate) name: String,
-    pub(crate) addr: SocketAddr,
-    pub(crate) pid: u32,
+    /// Where clients send requests (several addresses: replicas taken in turn).
+    pub(crate) addr: Endpoint,
+    /// The server's processes (one per replica).
+    pub(crate) pids: Vec<u32>,
     /// Only the push scenarios run against it (the fsync-off variant).
     pub(crate) push_only: bool,
 }
@@ -268,7 +269,7 @@ impl Op {
 }
 
 /// Runs `op` on `conns` connections until `secs` have passed or `max` requests were sent.
-async fn load(addr: SocketAddr, conns: usize, secs: f64, max: u64, op: Op) -> Result<LoadStats> {
+async fn load(addr: &Endpoint, conns: usize, secs: f64, max: u64, op: Op) -> Result<LoadStats> {
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let sent = Arc::new(AtomicU64::new(0));
     let mut conns_open = Vec::with_capacity(conns);
@@ -337,7 +338,7 @@ impl Bench {
     }
 
     fn probe(&self, s: &Server) -> Result<Probe> {
-        Probe::start(s.pid, self.clk_tck)
+        Probe::start(&s.pids, self.clk_tck)
     }
 
     fn rec(&mut self, scenario: &str, metric: &str, unit: &str, lower: bool, s: &Server, v: f64) {
@@ -362,7 +363,23 @@ impl Bench {
             s,
             u.cpu_secs / (bytes as f64 / GB),
         );
+        self.rec_peak(title, s, &u);
+    }
+
+    /// Peak RSS (the largest replica's) and, for several replicas, each one's.
+    fn rec_peak(&mut self, title: &str, s: &Server, u: &Usage) {
         self.rec(title, "server peak RSS", "MiB", true, s, u.peak_mib);
+        if u.peaks_mib.len() > 1 {
+            let each: Vec<String> = u.peaks_mib.iter().map(|m| fmt_num(*m)).collect();
+            self.results.set(
+                title,
+                "server peak RSS of each replica",
+                "MiB",
+                true,
+                &s.name,
+                Cell::Text(each.join(" / ")),
+            );
+        }
     }
 
     fn rec_load(&mut self, title: &str, s: &Server, st: &LoadStats, u: Usage) {
@@ -377,13 +394,13 @@ impl Bench {
             s,
             u.cpu_secs * 1000.0 / (st.lat_us.len() as f64 / 1000.0),
         );
-        self.rec(title, "server peak RSS", "MiB", true, s, u.peak_mib);
+        self.rec_peak(title, s, &u);
     }
 
     /// Every scenario against every server, alternating which server goes first.
     pub(crate) async fn run(&mut self, only: &[Scenario]) -> Result<()> {
         for s in self.servers.clone() {
-            let rss = procfs::status_kib(s.pid, "VmRSS")? as f64 / 1024.0;
+            let rss = procfs::max_mib(&s.pids, "VmRSS")?;
             self.rec(
                 "server",
                 "idle RSS after start (VmRSS)",
@@ -415,7 +432,7 @@ impl Bench {
                 self.scenario(*sc, &s)
                     .await
                     .with_context(|| format!("scenario {sc:?} against {}", s.name))?;
-                let peak = procfs::status_kib(s.pid, "VmHWM")? as f64 / 1024.0;
+                let peak = procfs::max_mib(&s.pids, "VmHWM")?;
                 let e = overall.entry(s.name.clone()).or_insert(0.0);
                 *e = e.max(peak);
                 eprintln!(
@@ -449,7 +466,7 @@ impl Bench {
                     "push {big_mib} MiB blob, monolithic (POST + PUT) x{}",
                     sc_.mono_n
                 );
-                let mut conn = Conn::connect(s.addr).await?;
+                let mut conn = Conn::connect(&s.addr).await?;
                 let mut busy = Duration::ZERO;
                 let mut bytes = 0u64;
                 let probe = self.probe(s)?;
@@ -470,7 +487,7 @@ impl Bench {
                     sc_.chunk / MIB,
                     sc_.chunked_n
                 );
-                let mut conn = Conn::connect(s.addr).await?;
+                let mut conn = Conn::connect(&s.addr).await?;
                 let mut busy = Duration::ZERO;
                 let mut bytes = 0u64;
                 let probe = self.probe(s)?;
@@ -500,7 +517,7 @@ impl Bench {
                         sc_.warm_rounds,
                     )
                 };
-                let mut conn = Conn::connect(s.addr).await?;
+                let mut conn = Conn::connect(&s.addr).await?;
                 let mut busy = Duration::ZERO;
                 let mut bytes = 0u64;
                 let probe = self.probe(s)?;
@@ -522,7 +539,7 @@ impl Bench {
                 let repo = "bench/load".to_owned();
                 let f = &self.fixture;
                 if sc == Scenario::GetManifest {
-                    let mut conn = Conn::connect(s.addr).await?;
+                    let mut conn = Conn::connect(&s.addr).await?;
                     f.push(&mut conn, &repo, "v1").await?;
                 }
                 let (title, op) = match sc {
@@ -554,7 +571,7 @@ impl Bench {
                 };
                 let title = format!("{title}, {} connections", sc_.load_conns);
                 let probe = self.probe(s)?;
-                let st = load(s.addr, sc_.load_conns, sc_.load_secs, sc_.load_max, op).await?;
+                let st = load(&s.addr, sc_.load_conns, sc_.load_secs, sc_.load_max, op).await?;
                 let u = probe.finish()?;
                 self.rec_load(&title, s, &st, u);
             }
@@ -562,7 +579,7 @@ impl Bench {
             Scenario::TagPuts => self.tag_puts(s).await?,
             Scenario::TagList => {
                 let repo = "bench/tags".to_owned();
-                let mut conn = Conn::connect(s.addr).await?;
+                let mut conn = Conn::connect(&s.addr).await?;
                 let (n, pages) = oci::list_tags(&mut conn, &repo).await?;
                 ensure!(
                     n == sc_.tags_n,
@@ -578,7 +595,7 @@ impl Bench {
                     want: sc_.tags_n,
                 };
                 let probe = self.probe(s)?;
-                let st = load(s.addr, sc_.list_conns, sc_.list_secs, sc_.load_max, op).await?;
+                let st = load(&s.addr, sc_.list_conns, sc_.list_secs, sc_.load_max, op).await?;
                 let u = probe.finish()?;
                 self.rec_load(&title, s, &st, u);
             }
@@ -604,7 +621,7 @@ impl Bench {
         let next = Arc::new(AtomicU64::new(0));
         let mut conns = Vec::new();
         for _ in 0..sc.small_conc {
-            conns.push(Conn::connect(s.addr).await?);
+            conns.push(Conn::connect(&s.addr).await?);
         }
         let probe = self.probe(s)?;
         let t0 = Instant::now();
@@ -633,7 +650,7 @@ impl Bench {
         let u = probe.finish()?;
         lat.sort_unstable();
         ensure!(lat.len() == sc.small_n, "only {} pushes ran", lat.len());
-        let mut conn = Conn::connect(s.addr).await?;
+        let mut conn = Conn::connect(&s.addr).await?;
         for (_, d) in blobs.iter().step_by(7) {
             oci::head_blob(&mut conn, "bench/small", d, sc.small_size as u64).await?;
         }
@@ -678,14 +695,14 @@ impl Bench {
             s,
             u.cpu_secs / (bytes as f64 / GB),
         );
-        self.rec(&title, "server peak RSS", "MiB", true, s, u.peak_mib);
+        self.rec_peak(&title, s, &u);
         Ok(())
     }
 
     async fn tag_puts(&mut self, s: &Server) -> Result<()> {
         let sc = self.scale.clone();
         let repo = "bench/tags";
-        let mut conn = Conn::connect(s.addr).await?;
+        let mut conn = Conn::connect(&s.addr).await?;
         // Blobs first (untimed), then the tag PUTs are the measured part.
         let f = &self.fixture;
         oci::push_monolithic(&mut conn, repo, f.config.clone(), &f.config_digest).await?;
@@ -698,7 +715,7 @@ impl Bench {
         let next = Arc::new(AtomicU64::new(0));
         let mut conns = Vec::new();
         for _ in 0..sc.small_conc {
-            conns.push(Conn::connect(s.addr).await?);
+            conns.push(Conn::connect(&s.addr).await?);
         }
         let probe = self.probe(s)?;
         let t0 = Instant::now();
@@ -778,7 +795,7 @@ impl Bench {
         );
         let f = &self.fixture;
         let subject = (f.manifest_digest.clone(), f.manifest.len());
-        let mut conn = Conn::connect(s.addr).await?;
+        let mut conn = Conn::connect(&s.addr).await?;
         let probe_api = oci::referrers(&mut conn, repo, &subject.0).await?;
         if probe_api.is_none() {
             // Check that this is a missing API and not a lost manifest.
@@ -818,7 +835,7 @@ impl Bench {
             want: sc.referrers_n,
         };
         let probe = self.probe(s)?;
-        let st = load(s.addr, sc.list_conns, sc.list_secs, sc.load_max, op).await?;
+        let st = load(&s.addr, sc.list_conns, sc.list_secs, sc.load_max, op).await?;
         let u = probe.finish()?;
         self.rec_load(&title, s, &st, u);
         Ok(())
@@ -841,7 +858,7 @@ impl Bench {
             (&f.config_digest, f.config.len()),
             &[(pull_digest.clone(), pull_blob.len())],
         );
-        let mut conn = Conn::connect(s.addr).await?;
+        let mut conn = Conn::connect(&s.addr).await?;
         oci::push_monolithic(&mut conn, repo, f.config.clone(), &f.config_digest).await?;
         oci::push_monolithic(&mut conn, repo, pull_blob.clone(), &pull_digest).await?;
         oci::put_manifest(&mut conn, repo, "pull", pull_manifest.clone()).await?;
@@ -858,7 +875,7 @@ impl Bench {
         let deadline = Instant::now() + Duration::from_secs_f64(sc.mixed_secs);
         let mut conns = Vec::new();
         for _ in 0..sc.mixed_pushers + sc.mixed_pullers {
-            conns.push(Conn::connect(s.addr).await?);
+            conns.push(Conn::connect(&s.addr).await?);
         }
         let probe = self.probe(s)?;
         let t0 = Instant::now();
@@ -978,7 +995,7 @@ impl Bench {
             s,
             u.cpu_secs / (total as f64 / GB),
         );
-        self.rec(&title, "server peak RSS", "MiB", true, s, u.peak_mib);
+        self.rec_peak(&title, s, &u);
         Ok(())
     }
 }

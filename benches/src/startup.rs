@@ -56,7 +56,11 @@ pub(crate) async fn time_to_ready(
         if let Some(status) = guard.0.as_mut().expect("child").try_wait()? {
             bail!("{cmd:?} exited with {status} before it was ready");
         }
-        if let Ok(mut c) = Conn::connect(addr).await {
+        let ep = crate::http::Endpoint {
+            addrs: vec![addr],
+            tls: None,
+        };
+        if let Ok(mut c) = Conn::connect(&ep).await {
             if let Ok(r) = c.send(Method::GET, path, &[], Bytes::new()).await {
                 if r.status.as_u16() == 200 {
                     break t0.elapsed();
