@@ -33,23 +33,29 @@ step() {
 step deps bash scripts/install-test-deps.sh
 step fmt cargo fmt --all -- --check
 step clippy cargo clippy --workspace --all-targets --locked -- -D warnings
-step build cargo build --release --locked -p registry -p conformance --bins
+# One release build, statically linked (glibc with crt-static), serves every suite below and is
+# also the container image's binary (deploy/image/build.sh --binary): one build instead of two.
+TARGET=x86_64-unknown-linux-gnu
+BIN="$ROOT/target/$TARGET/release"
+REG="$BIN/registry"
+step build env RUSTFLAGS="-C target-feature=+crt-static" \
+  cargo build --release --locked --target "$TARGET" -p registry -p conformance --bins
 step cargo-test cargo test --workspace --locked
 step spec-s3 env CONFORMANCE_STORAGE=s3 cargo test --locked -p conformance --test spec
-step metrics bash conformance/metrics/check.sh "$ROOT/target/release/registry"
-step crash-soak target/release/crash-soak --registry "$ROOT/target/release/registry" --rounds 2 --seconds 60
-step gc-soak target/release/gc-soak --registry "$ROOT/target/release/registry" --seconds 20
-step full-disk bash conformance/reliability/full-disk.sh "$ROOT/target/release/registry"
-step s3-replicas target/release/s3-replicas --registry "$ROOT/target/release/registry"
-step s3-memory target/release/s3-memory --registry "$ROOT/target/release/registry"
-step s3-outage target/release/s3-outage --registry "$ROOT/target/release/registry"
+step metrics bash conformance/metrics/check.sh "$REG"
+step crash-soak "$BIN/crash-soak" --registry "$REG" --rounds 2 --seconds 60
+step gc-soak "$BIN/gc-soak" --registry "$REG" --seconds 20
+step full-disk bash conformance/reliability/full-disk.sh "$REG"
+step s3-replicas "$BIN/s3-replicas" --registry "$REG"
+step s3-memory "$BIN/s3-memory" --registry "$REG"
+step s3-outage "$BIN/s3-outage" --registry "$REG"
 if [ -z "${SKIP_CLIENTS:-}" ]; then
-  step clients bash conformance/clients/run.sh "$ROOT/target/release/registry"
-  step clients-s3 env CLIENTS_STORAGE=s3 bash conformance/clients/run.sh "$ROOT/target/release/registry"
+  step clients bash conformance/clients/run.sh "$REG"
+  step clients-s3 env CLIENTS_STORAGE=s3 bash conformance/clients/run.sh "$REG"
 fi
 for extra in deploy/tests/run.sh conformance/tls/run.sh; do
   if [ -f "$extra" ]; then
-    step "$(dirname "$extra")" bash "$extra" "$ROOT/target/release/registry"
+    step "$(dirname "$extra")" bash "$extra" "$REG"
   fi
 done
 

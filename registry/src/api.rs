@@ -101,8 +101,12 @@ fn body_stream(body: Body, timeout_secs: u64) -> ByteStream {
 /// instead of a connection reset (closing a socket with unread data makes the kernel send RST).
 const DRAIN_LIMIT: u64 = 64 * 1024 * 1024;
 
-/// Reads and discards what is left of a rejected body, up to [`DRAIN_LIMIT`] bytes and 10 s.
-async fn drain(body: Body) {
+/// Reads and discards what is left of a rejected body, up to [`DRAIN_LIMIT`] bytes and 10 s. A
+/// body declared larger than that is not read at all: the connection closes after the answer.
+async fn drain(body: Body, declared: Option<u64>) {
+    if declared.is_some_and(|n| n > DRAIN_LIMIT) {
+        return;
+    }
     let mut data = body.into_data_stream();
     let mut n = 0u64;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), async {
@@ -398,7 +402,7 @@ async fn handle(
 
         Endpoint::PatchUpload { name, id } => {
             let (start, len) = chunk_bounds(h)?;
-            let body = check_chunk_start(reg, &name, &id, start, body).await?;
+            let body = check_chunk_start(reg, &name, &id, start, content_length(h), body).await?;
             let s = reg
                 .upload_append(
                     &name,
@@ -422,7 +426,7 @@ async fn handle(
                 })?
                 .parse()?;
             let (start, len) = chunk_bounds(h)?;
-            let body = check_chunk_start(reg, &name, &id, start, body).await?;
+            let body = check_chunk_start(reg, &name, &id, start, content_length(h), body).await?;
             let data = has_body(h).then(|| body_stream(body, st.config.body_timeout));
             reg.upload_finish(&name, &id, &digest, start, len, data)
                 .await
@@ -507,6 +511,7 @@ async fn check_chunk_start(
     name: &RepoName,
     id: &str,
     start: Option<u64>,
+    declared: Option<u64>,
     body: Body,
 ) -> Result<Body, ApiError> {
     let Some(start) = start else { return Ok(body) };
@@ -514,7 +519,7 @@ async fn check_chunk_start(
     if start == offset {
         return Ok(body);
     }
-    drain(body).await;
+    drain(body, declared).await;
     Err(with_upload_location(
         storage::Error::RangeInvalid { start, offset },
         name,
@@ -660,7 +665,7 @@ async fn put_manifest(
     let too_large = |size: usize| ApiError::from(storage::Error::ManifestTooLarge { size, limit });
     if let Some(cl) = content_length(h) {
         if cl > limit as u64 {
-            drain(body).await;
+            drain(body, Some(cl)).await;
             return Err(too_large(cl as usize));
         }
     }
@@ -671,7 +676,7 @@ async fn put_manifest(
         match chunk {
             Ok(b) if buf.len() + b.len() <= limit => buf.extend_from_slice(&b),
             Ok(_) => {
-                drain(Body::from_stream(data)).await;
+                drain(Body::from_stream(data), content_length(h)).await;
                 return Err(too_large(limit + 1));
             }
             Err(e) => {

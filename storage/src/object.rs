@@ -92,12 +92,14 @@ const TOUCH_ROOT: &str = "_touched";
 /// Parallel requests when deleting a folder or streaming a copy.
 const CONCURRENCY: usize = 8;
 
-/// Retries of failed store requests: a few, within a bounded time, so a client waiting on a store
-/// that hangs gets a 503 in well under a minute instead of after object_store's default of three
-/// minutes. Each attempt is further bounded by the `timeout` storage option (30 s by default).
+/// Retries of failed store requests within a bounded time, so a client waiting on a store that
+/// hangs gets a 503 in well under a minute instead of after object_store's default of three
+/// minutes. The backoff doubles from 100 ms, so ten retries ride out a store restart of several
+/// seconds (the S3 outage test restarts one within a second) before the 20 s bound ends them.
+/// Each attempt is further bounded by the `timeout` storage option (30 s by default).
 fn retry_config() -> RetryConfig {
     RetryConfig {
-        max_retries: 3,
+        max_retries: 10,
         retry_timeout: std::time::Duration::from_secs(20),
         ..Default::default()
     }
