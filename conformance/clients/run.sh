@@ -17,6 +17,8 @@
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck source=SCRIPTDIR/../../conformance/testlib.sh
+. "$ROOT/conformance/testlib.sh"
 HERE="$ROOT/conformance/clients"
 REG_BIN=${1:-$ROOT/target/release/registry}
 PY=${PYTHON:-python3}
@@ -74,10 +76,7 @@ cleanup() {
     kill -9 "$MOTO_PID" 2>/dev/null
   fi
   # Unmount anything still mounted below WORK (deepest first), then remove it.
-  local m
-  for m in $(awk -v w="$WORK" 'index($2, w) == 1 { print $2 }' /proc/mounts | sort -r); do
-    umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
-  done
+  umount_under "$WORK"
   if [ -n "${CLIENTS_LOG_DIR:-}" ]; then
     mkdir -p "$CLIENTS_LOG_DIR" && cp -r "$WORK/logs/." "$CLIENTS_LOG_DIR/"
   fi
@@ -88,32 +87,6 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ---------------------------------------------------------------- helpers
-fail() {
-  REASON="$*"
-  return 1
-}
-
-# run CMD...: runs an external command with a time limit, logs it; stdout is left in $OUT.
-run() {
-  echo "+ $*" >>"$TLOG"
-  local rc=0
-  timeout -k 5 "$CMD_TIMEOUT" "$@" >"$WORK/out" 2>"$WORK/err" </dev/null || rc=$?
-  OUT=$(cat "$WORK/out")
-  cat "$WORK/out" "$WORK/err" >>"$TLOG"
-  if [ "$rc" -ne 0 ]; then
-    local msg
-    msg=$(tail -n 3 "$WORK/err" "$WORK/out" 2>/dev/null | grep -v '^==>' | grep -v '^$' | tail -n 2 | tr '\n' ' ')
-    [ "$rc" = 124 ] && msg="timed out after ${CMD_TIMEOUT}s; $msg"
-    REASON="'$(basename "$1") ${2:-} ${3:-}' exited $rc: ${msg:0:400}"
-    return 1
-  fi
-}
-
-# expect_eq WHAT ACTUAL EXPECTED
-expect_eq() {
-  echo "check $1: got '$2' want '$3'" >>"$TLOG"
-  [ "$2" == "$3" ] || fail "$1: expected '$3', got '$2'"
-}
 
 # http METHOD PATH [ACCEPT]: sets HTTP_STATUS, HTTP_HEADERS (file), HTTP_BODY (file)
 http() {
@@ -161,31 +134,7 @@ check_blob() {
   expect_eq "GET blob sha256(body)" "$(sha256_file "$HTTP_BODY")" "$2"
 }
 
-t() {
-  local name=$1
-  shift
-  REASON=""
-  TLOG="$WORK/logs/$name.log"
-  local start=$SECONDS
-  if "$@"; then
-    echo "PASS $name"
-    PASSED=$((PASSED + 1))
-    echo "# took $((SECONDS - start))s" >>"$TLOG"
-  else
-    echo "FAIL $name: ${REASON:-no reason recorded}"
-    FAILED=$((FAILED + 1))
-    { echo "---- last lines of $name.log:"; tail -n 15 "$TLOG" | sed 's/^/    /'; } >&2
-  fi
-}
-
-finish() {
-  echo "$PASSED passed, $FAILED failed"
-  [ "$FAILED" -eq 0 ]
-  exit $?
-}
-
 # ---------------------------------------------------------------- start the registry
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 PORT=""
 for _ in $(seq 60); do

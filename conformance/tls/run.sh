@@ -14,6 +14,8 @@
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck source=SCRIPTDIR/../../conformance/testlib.sh
+. "$ROOT/conformance/testlib.sh"
 REG_BIN=${1:-$ROOT/target/release/registry}
 CMD_TIMEOUT=${TLS_CMD_TIMEOUT:-120}
 SVC=builds.registry.svc.cluster.local
@@ -25,11 +27,6 @@ export NO_PROXY="127.0.0.1,localhost,$SVC" no_proxy="127.0.0.1,localhost,$SVC"
 
 PASSED=0
 FAILED=0
-finish() {
-  echo "$PASSED passed, $FAILED failed"
-  [ "$FAILED" -eq 0 ]
-  exit $?
-}
 if [ "$(id -u)" != 0 ]; then
   echo "FAIL setup: must run as root (containerd, podman and buildah use real mounts)"
   FAILED=1
@@ -65,10 +62,7 @@ cleanup() {
     kill -9 "$p" 2>/dev/null
   done
   [ -d "$WORK/podman" ] && timeout 30 "${PODMAN[@]}" rmi -af >/dev/null 2>&1
-  local m
-  for m in $(awk -v w="$WORK" 'index($2, w) == 1 { print $2 }' /proc/mounts | sort -r); do
-    umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
-  done
+  umount_under "$WORK"
   if [ -n "${TLS_LOG_DIR:-}" ]; then
     mkdir -p "$TLS_LOG_DIR" && cp -r "$WORK/logs/." "$TLS_LOG_DIR/"
   fi
@@ -79,27 +73,6 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ---------------------------------------------------------------- helpers
-fail() {
-  REASON="$*"
-  return 1
-}
-
-# run CMD...: an external command with a time limit, logged; stdout in $OUT, stderr in $ERR.
-run() {
-  echo "+ $*" >>"$TLOG"
-  local rc=0
-  timeout -k 5 "$CMD_TIMEOUT" "$@" >"$WORK/out" 2>"$WORK/err" </dev/null || rc=$?
-  OUT=$(cat "$WORK/out")
-  ERR=$(cat "$WORK/err")
-  cat "$WORK/out" "$WORK/err" >>"$TLOG"
-  if [ "$rc" -ne 0 ]; then
-    local msg
-    msg=$(tail -n 3 "$WORK/err" "$WORK/out" 2>/dev/null | grep -v '^==>' | grep -v '^$' | tail -n 2 | tr '\n' ' ')
-    [ "$rc" = 124 ] && msg="timed out after ${CMD_TIMEOUT}s; $msg"
-    REASON="'$(basename "$1") ${2:-} ${3:-}' exited $rc: ${msg:0:400}"
-    return 1
-  fi
-}
 
 # fails CMD...: the command must fail; its stderr is in $ERR
 fails() {
@@ -110,29 +83,9 @@ fails() {
   REASON=""
 }
 
-expect_eq() {
-  echo "check $1: got '$2' want '$3'" >>"$TLOG"
-  [ "$2" == "$3" ] || fail "$1: expected '$3', got '$2'"
-}
-
 expect_match() {
   echo "check $1: '$2' =~ '$3'" >>"$TLOG"
   [[ "$2" =~ $3 ]] || fail "$1: '${2:0:300}' does not match '$3'"
-}
-
-t() {
-  local name=$1
-  shift
-  REASON=""
-  TLOG="$WORK/logs/$name.log"
-  if "$@"; then
-    echo "PASS $name"
-    PASSED=$((PASSED + 1))
-  else
-    echo "FAIL $name: ${REASON:-no reason recorded}"
-    FAILED=$((FAILED + 1))
-    { echo "---- last lines of $name.log:"; tail -n 15 "$TLOG" | sed 's/^/    /'; } >&2
-  fi
 }
 
 sha256_file() { echo "sha256:$(sha256sum "$1" | cut -d' ' -f1)"; }
@@ -144,7 +97,6 @@ served_fp() {
 }
 file_fp() { openssl x509 -in "$1" -noout -fingerprint -sha256 | sed 's/.*=//; s/://g'; }
 
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 USED_PORTS=" "
 # pick_port VAR: sets VAR to a free port in 18000-18999 not handed out before
 pick_port() {

@@ -18,6 +18,8 @@
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck source=SCRIPTDIR/../../conformance/testlib.sh
+. "$ROOT/conformance/testlib.sh"
 DEPLOY="$ROOT/deploy"
 HERE="$DEPLOY/tests"
 REG_BIN=${1:-$ROOT/target/release/registry}
@@ -32,11 +34,6 @@ export DEBIAN_FRONTEND=noninteractive
 
 PASSED=0
 FAILED=0
-finish() {
-  echo "$PASSED passed, $FAILED failed"
-  [ "$FAILED" -eq 0 ]
-  exit $?
-}
 if [ "$(id -u)" != 0 ]; then
   echo "FAIL setup: must run as root (containerd, mounts, buildah)"
   FAILED=1
@@ -79,51 +76,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ---------------------------------------------------------------- helpers
-fail() {
-  REASON="$*"
-  return 1
-}
 
-# run CMD...: runs a command with a time limit and logs it; stdout is left in $OUT
-run() {
-  echo "+ $*" >>"$TLOG"
-  local rc=0
-  timeout -k 5 "$CMD_TIMEOUT" "$@" >"$WORK/out" 2>"$WORK/err" </dev/null || rc=$?
-  RUN_RC=$rc
-  OUT=$(cat "$WORK/out")
-  cat "$WORK/out" "$WORK/err" >>"$TLOG"
-  if [ "$rc" -ne 0 ]; then
-    local msg
-    msg=$(cat "$WORK/err" "$WORK/out" | grep -v '^$' | tail -n 3 | tr '\n' ' ')
-    [ "$rc" = 124 ] && msg="timed out after ${CMD_TIMEOUT}s; $msg"
-    REASON="'$(basename "$1") ${2:-} ${3:-}' exited $rc: ${msg:0:500}"
-    return 1
-  fi
-}
-
-expect_eq() {
-  echo "check $1: got '$2' want '$3'" >>"$TLOG"
-  [ "$2" == "$3" ] || fail "$1: expected '$3', got '$2'"
-}
-
-t() {
-  local name=$1
-  shift
-  REASON=""
-  TLOG="$WORK/logs/$name.log"
-  local start=$SECONDS
-  if "$@"; then
-    echo "PASS $name"
-    PASSED=$((PASSED + 1))
-  else
-    echo "FAIL $name: ${REASON:-no reason recorded}"
-    FAILED=$((FAILED + 1))
-    { echo "---- last lines of $name.log:"; tail -n 15 "$TLOG" | sed 's/^/    /'; } >&2
-  fi
-  echo "# took $((SECONDS - start))s" >>"$TLOG"
-}
-
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 pick_port() {
   local p
   for _ in $(seq 100); do
@@ -219,7 +172,7 @@ for b in "${BASES[@]}"; do
 done
 
 test_shellcheck() {
-  run shellcheck "$DEPLOY/node-containerd/setup-node.sh" "$DEPLOY/generic-tls/create-secret.sh" \
+  run shellcheck -x "$DEPLOY/node-containerd/setup-node.sh" "$DEPLOY/generic-tls/create-secret.sh" \
     "$DEPLOY/image/build.sh" "$HERE/run.sh" || { REASON="shellcheck: $(head -c 400 <<<"$OUT")"; return 1; }
 }
 t shellcheck-scripts test_shellcheck
