@@ -290,10 +290,8 @@ impl Registry {
         }
         let _gc = self.gc_lock.read().await;
         // Refresh the blob so a concurrent garbage collection keeps it (grace period).
-        match self.backend.touch(&layout::blob(digest)).await {
-            Ok(()) => {}
-            Err(e) if e.is_not_found() => return Ok(false),
-            Err(e) => return Err(e),
+        if !self.refresh(&layout::blob(digest)).await? {
+            return Ok(false);
         }
         self.link_blob(repo, digest).await?;
         Ok(true)
@@ -719,10 +717,8 @@ impl Registry {
         }
 
         let blob_key = layout::blob(&digest);
-        match self.backend.touch(&blob_key).await {
-            Ok(()) => {}
-            Err(e) if e.is_not_found() => self.backend.put(&blob_key, body.clone()).await?,
-            Err(e) => return Err(e),
+        if !self.refresh(&blob_key).await? {
+            self.backend.put(&blob_key, body.clone()).await?;
         }
         let link = ManifestLink {
             media_type: parsed.media_type.clone(),
