@@ -6,12 +6,18 @@
 //!   started by this binary on 127.0.0.1 (ports 17000-17999) and stopped when the binary exits.
 //!   When `moto_server` is not on PATH those cases print "not run" and pass, unless
 //!   `STORAGE_TEST_REQUIRE_S3=1`, which makes them fail.
-//! - `gcs_*` and `azure_*`: `ObjectBackend` over Google Cloud Storage and Azure Blob Storage, or
-//!   their emulators, when `STORAGE_TEST_GCS_URL` (`gs://bucket[/prefix]`) or
-//!   `STORAGE_TEST_AZURE_URL` (`az://container[/prefix]`) names a bucket to use, with credentials
-//!   from the usual `GOOGLE_*` / `AZURE_*` variables (`AZURE_STORAGE_USE_EMULATOR=true` for
-//!   Azurite). Each case works under a fresh prefix of its own. Without the variable the cases
-//!   print "not run" and pass.
+//! - `azure_*`: `ObjectBackend` over Azurite (npm `azurite`, its `azurite-blob` command), started
+//!   by this binary on 127.0.0.1 (ports 23000-23999, telemetry off, data in a temporary folder),
+//!   stopped when the binary exits; each case gets a container of its own and reaches it through
+//!   `az://container/prefix` with the options a deployment would give (`endpoint`,
+//!   `account_name`, `access_key`). Without `azurite-blob` on PATH they print "not run" and pass,
+//!   unless `STORAGE_TEST_REQUIRE_AZURE=1`. When `STORAGE_TEST_AZURE_URL`
+//!   (`az://container[/prefix]`) is set, they run on that container instead, under a fresh prefix
+//!   per case, with credentials from the usual `AZURE_*` variables.
+//! - `gcs_*`: `ObjectBackend` over Google Cloud Storage (or an emulator) when
+//!   `STORAGE_TEST_GCS_URL` (`gs://bucket[/prefix]`) names a bucket to use, with credentials from
+//!   the usual `GOOGLE_*` variables. Each case works under a fresh prefix of its own. Without the
+//!   variable the cases print "not run" and pass.
 
 mod suite;
 
@@ -38,11 +44,13 @@ fn memory_backend() -> Arc<dyn Backend> {
     Arc::new(ObjectBackend::memory().with_part_size(MEMORY_PART))
 }
 
-// ---- moto ----
+// ---- local servers (moto, Azurite) ----
 
-struct Moto {
+/// A server this binary started on 127.0.0.1.
+struct Local {
     addr: SocketAddr,
-    /// The wrapper shell; moto dies when its stdin (held here) closes, i.e. when this process ends.
+    /// The wrapper shell; the server dies when its stdin (held here) closes, i.e. when this
+    /// process ends.
     _child: Mutex<Child>,
 }
 
@@ -55,20 +63,28 @@ fn on_path(cmd: &str) -> bool {
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(cmd).is_file()))
 }
 
-fn start_moto() -> Result<Moto, String> {
-    if !on_path("moto_server") {
-        return Err("moto_server is not on PATH (pip install 'moto[server]')".into());
-    }
-    let first = 17000 + (std::process::id() % 900) as u16;
+/// Starts `command` (a shell command line; `{port}` in it becomes a free port of
+/// `first..first + 1000`) and waits until `ready` accepts the server's answer to `GET /`.
+/// `cleanup` runs in the wrapper shell after the server stopped.
+fn start_local(
+    name: &str,
+    first: u16,
+    command: &str,
+    cleanup: &str,
+    ready: fn(u16, &str) -> bool,
+) -> Result<Local, String> {
+    let start = (std::process::id() % 900) as u16;
     let port = (0..100)
-        .map(|i| 17000 + (first - 17000 + i * 7) % 1000)
+        .map(|i| first + (start + i * 7) % 1000)
         .find(|p| port_free(*p))
-        .ok_or("no free port in 17000-17999")?;
-    // The shell starts moto, then waits for its own stdin to close (this test binary exiting,
-    // however it exits) and stops moto by its PID. `timeout` bounds moto's life in any case.
+        .ok_or_else(|| format!("no free port in {first}-{}", first + 999))?;
+    let command = command.replace("{port}", &port.to_string());
+    // The shell starts the server, then waits for its own stdin to close (this test binary
+    // exiting, however it exits) and stops the server by its PID. `timeout` bounds the server's
+    // life in any case.
     let script = format!(
-        "timeout 1800 moto_server -H 127.0.0.1 -p {port} >/dev/null 2>&1 & pid=$!; \
-         echo started; cat >/dev/null; kill $pid 2>/dev/null; wait $pid 2>/dev/null"
+        "timeout 1800 {command} >/dev/null 2>&1 & pid=$!; \
+         echo started; cat >/dev/null; kill $pid 2>/dev/null; wait $pid 2>/dev/null; {cleanup}"
     );
     let mut child = Command::new("sh")
         .arg("-c")
@@ -79,7 +95,7 @@ fn start_moto() -> Result<Moto, String> {
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| format!("start moto_server: {e}"))?;
+        .map_err(|e| format!("start {name}: {e}"))?;
     let mut line = String::new();
     BufReader::new(child.stdout.take().expect("stdout"))
         .read_line(&mut line)
@@ -87,30 +103,66 @@ fn start_moto() -> Result<Moto, String> {
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if http(addr, "GET", "/", b"").is_ok_and(|(code, _)| code == 200) {
+        if http(addr, "GET", "/", b"").is_ok_and(|(code, out)| ready(code, &out)) {
             break;
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            return Err(format!("moto_server did not answer on {addr} within 60 s"));
+            return Err(format!("{name} did not answer on {addr} within 60 s"));
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    Ok(Moto {
+    Ok(Local {
         addr,
         _child: Mutex::new(child),
     })
 }
 
+/// Whether `STORAGE_TEST_REQUIRE_<what>=1`: a missing server fails the cases instead of
+/// skipping them.
+fn required(what: &str) -> bool {
+    std::env::var(format!("STORAGE_TEST_REQUIRE_{what}")).is_ok_and(|v| v == "1")
+}
+
+// ---- moto ----
+
+fn start_moto() -> Result<Local, String> {
+    if !on_path("moto_server") {
+        return Err("moto_server is not on PATH (pip install 'moto[server]')".into());
+    }
+    start_local(
+        "moto_server",
+        17000,
+        "moto_server -H 127.0.0.1 -p {port}",
+        "",
+        |code, _| code == 200,
+    )
+}
+
 /// One plain HTTP/1.1 request to the local server; returns the status code and body.
 fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, String)> {
+    http_with(addr, method, path, &[], body)
+}
+
+/// [`http`] with extra request headers.
+fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n",
         body.len()
-    )?;
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes())?;
     s.write_all(body)?;
     let mut out = String::new();
     s.read_to_string(&mut out)?;
@@ -122,8 +174,8 @@ fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> std::io::Res
     Ok((code, out))
 }
 
-fn moto() -> Result<&'static Moto, String> {
-    static MOTO: OnceLock<Result<Moto, String>> = OnceLock::new();
+fn moto() -> Result<&'static Local, String> {
+    static MOTO: OnceLock<Result<Local, String>> = OnceLock::new();
     MOTO.get_or_init(start_moto).as_ref().map_err(Clone::clone)
 }
 
@@ -132,7 +184,7 @@ fn s3_backend(case: &str) -> Option<Arc<dyn Backend>> {
     let m = match moto() {
         Ok(m) => m,
         Err(why) => {
-            if std::env::var("STORAGE_TEST_REQUIRE_S3").is_ok_and(|v| v == "1") {
+            if required("S3") {
                 panic!("S3 case {case}: {why}");
             }
             println!("S3 case {case}: not run: {why}");
@@ -166,6 +218,157 @@ fn s3_url_backend(addr: SocketAddr, url: &str) -> ObjectBackend {
         ],
     )
     .expect("s3 backend")
+}
+
+// ---- Azurite ----
+
+/// The storage account every Azurite serves, and its key: public, the same everywhere.
+const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// Azurite's blob service (npm `azurite`) on 127.0.0.1, its data in a temporary folder that is
+/// removed when it stops.
+fn start_azurite() -> Result<Local, String> {
+    if !on_path("azurite-blob") {
+        return Err("azurite-blob is not on PATH (npm install -g azurite@3)".into());
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("azurite-")
+        .tempdir()
+        .map_err(|e| format!("temporary folder for azurite: {e}"))?
+        .keep();
+    let Some(path) = dir.to_str().filter(|p| !p.contains('\'')) else {
+        let _ = std::fs::remove_dir_all(&dir);
+        return Err(format!("unusable temporary folder {}", dir.display()));
+    };
+    // --disableTelemetry: by default Azurite reports to Microsoft; nothing may leave 127.0.0.1.
+    // --loose and --skipApiVersionCheck: object_store sends an API version and headers the
+    // installed Azurite may not know yet.
+    let res = start_local(
+        "azurite-blob",
+        23000,
+        &format!(
+            "azurite-blob --blobHost 127.0.0.1 --blobPort {{port}} --location '{path}' \
+             --silent --disableTelemetry --skipApiVersionCheck --loose"
+        ),
+        &format!("rm -rf '{path}'"),
+        |_, out| out.contains("Server: Azurite-Blob"),
+    );
+    if res.is_err() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    res
+}
+
+fn azurite() -> Result<&'static Local, String> {
+    static AZURITE: OnceLock<Result<Local, String>> = OnceLock::new();
+    AZURITE
+        .get_or_init(start_azurite)
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// HMAC-SHA256 (RFC 2104), for the one request signed here.
+fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut k = [0u8; 64];
+    if key.len() > k.len() {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let pad = |b: u8| k.iter().map(|x| x ^ b).collect::<Vec<u8>>();
+    let inner = Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(msg)
+        .finalize();
+    let outer = Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize();
+    let mut out = [0u8; 32];
+    out.copy_from_slice(&outer);
+    out
+}
+
+/// Creates a container on Azurite (`object_store` has no call for it): a `PUT` signed with the
+/// account key (Shared Key authorization).
+fn azurite_create_container(addr: SocketAddr, name: &str) {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let version = "2021-08-06";
+    // Verb, eleven empty standard headers, the x-ms-* headers, the resource and its query.
+    let to_sign = format!(
+        "PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-version:{version}\n\
+         /{AZURITE_ACCOUNT}/{AZURITE_ACCOUNT}/{name}\nrestype:container"
+    );
+    let key = b64.decode(AZURITE_KEY).expect("account key");
+    let sig = b64.encode(hmac_sha256(&key, to_sign.as_bytes()));
+    let (code, out) = http_with(
+        addr,
+        "PUT",
+        &format!("/{AZURITE_ACCOUNT}/{name}?restype=container"),
+        &[
+            ("x-ms-version", version.to_owned()),
+            (
+                "Authorization",
+                format!("SharedKey {AZURITE_ACCOUNT}:{sig}"),
+            ),
+        ],
+        b"",
+    )
+    .expect("create container");
+    assert_eq!(code, 201, "create container {name}: {out:.300}");
+}
+
+/// A backend on Azurite for an `az://container/prefix` URL, configured as a deployment would
+/// configure it for an Azure-compatible endpoint.
+fn azurite_url_backend(addr: SocketAddr, url: &str) -> ObjectBackend {
+    ObjectBackend::from_url(
+        url,
+        [
+            ("account_name", AZURITE_ACCOUNT.to_owned()),
+            ("access_key", AZURITE_KEY.to_owned()),
+            // Path-style: http://host:port/<account>/<container>/<key>, as Azurite serves it.
+            ("endpoint", format!("http://{addr}/{AZURITE_ACCOUNT}")),
+            ("allow_http", "true".to_owned()),
+            // `use_emulator` would ignore `endpoint` (object_store then reads the address from
+            // AZURITE_BLOB_STORAGE_URL only, 127.0.0.1:10000 by default): off, even when set in
+            // the environment.
+            ("use_emulator", "false".to_owned()),
+        ],
+    )
+    .expect("azure backend")
+}
+
+/// A backend on Azure: under a fresh prefix of `STORAGE_TEST_AZURE_URL` when it is set (a real
+/// account, credentials from `AZURE_*`), else in a fresh container on Azurite.
+fn azure_backend(case: &str) -> Option<Arc<dyn Backend>> {
+    if std::env::var_os("STORAGE_TEST_AZURE_URL").is_some() {
+        return cloud_backend("STORAGE_TEST_AZURE_URL", "Azure", case);
+    }
+    let a = match azurite() {
+        Ok(a) => a,
+        Err(why) => {
+            if required("AZURE") {
+                panic!("Azure case {case}: {why}");
+            }
+            println!("Azure case {case}: not run: {why}");
+            return None;
+        }
+    };
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let container = format!(
+        "suite-{}-{}",
+        case.replace('_', "-"),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    azurite_create_container(a.addr, &container);
+    Some(Arc::new(azurite_url_backend(
+        a.addr,
+        &format!("az://{container}/some/prefix"),
+    )))
 }
 
 /// A backend under a fresh prefix of the bucket named by `var`, or None (printed as "not run").
@@ -233,9 +436,7 @@ macro_rules! on_every_backend {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
-                    if let Some(b) =
-                        super::cloud_backend("STORAGE_TEST_AZURE_URL", "Azure", stringify!($case))
-                    {
+                    if let Some(b) = super::azure_backend(stringify!($case)) {
                         super::suite::$case(b).await;
                     }
                 }
@@ -370,4 +571,93 @@ async fn s3_upload_continues_on_another_replica() {
     two.stage_delete("gone").await.unwrap();
     let open = http(m.addr, "GET", "/replicas?uploads", b"").unwrap().1;
     assert_eq!(open.matches("<UploadId>").count(), 0, "{open:.800}");
+}
+
+/// The prefix of an `az://container/prefix` URL is where the keys go, and two prefixes of one
+/// container do not see each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_prefix_isolates() {
+    if std::env::var_os("STORAGE_TEST_AZURE_URL").is_some() {
+        return; // Azurite only: it creates a container of its own.
+    }
+    let Some(_) = azure_backend("prefix_probe") else {
+        return;
+    };
+    let addr = azurite().unwrap().addr;
+    azurite_create_container(addr, "prefixes");
+    let a = azurite_url_backend(addr, "az://prefixes/one");
+    let b = azurite_url_backend(addr, "az://prefixes/two/");
+    let whole = azurite_url_backend(addr, "az://prefixes");
+    a.put("k/x", bytes::Bytes::from_static(b"a")).await.unwrap();
+    b.put("k/x", bytes::Bytes::from_static(b"b")).await.unwrap();
+    assert_eq!(a.get_bytes("k/x").await.unwrap().as_ref(), b"a");
+    assert_eq!(b.get_bytes("k/x").await.unwrap().as_ref(), b"b");
+    assert_eq!(a.list("").await.unwrap().len(), 1);
+    let all: Vec<String> = whole
+        .list("")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.key)
+        .collect();
+    assert_eq!(all, ["one/k/x", "two/k/x"]);
+}
+
+/// A staged upload lives in the container only: a second backend instance (another replica)
+/// continues and completes what the first one started, through the same uncommitted blocks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_upload_continues_on_another_replica() {
+    if std::env::var_os("STORAGE_TEST_AZURE_URL").is_some() {
+        return; // Azurite only: it creates a container of its own.
+    }
+    let Some(_) = azure_backend("replica_probe") else {
+        return;
+    };
+    let addr = azurite().unwrap().addr;
+    azurite_create_container(addr, "replicas");
+    let one = azurite_url_backend(addr, "az://replicas/reg");
+    let two = azurite_url_backend(addr, "az://replicas/reg");
+    let part = one.min_chunk() as usize;
+    assert_eq!(part, 5 * 1024 * 1024);
+    let data = suite::pattern(2 * part + 300, 78);
+    let body = |d: &[u8]| -> storage::ByteStream {
+        let chunks: Vec<std::io::Result<bytes::Bytes>> = d
+            .chunks(64 * 1024)
+            .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+            .collect();
+        futures::StreamExt::boxed(futures::stream::iter(chunks))
+    };
+    let n = one
+        .stage_append("rep", 0, body(&data[..part + 100]))
+        .await
+        .unwrap();
+    // One whole part is an uncommitted block: the data blob does not exist yet.
+    assert!(one
+        .head("uploads/rep/data")
+        .await
+        .unwrap_err()
+        .is_not_found());
+    let n = two
+        .stage_append("rep", n, body(&data[part + 100..]))
+        .await
+        .unwrap();
+    assert_eq!(n, data.len() as u64);
+    // Reading it back completes the blocks into the data blob, on either replica.
+    let read: Vec<bytes::Bytes> =
+        futures::TryStreamExt::try_collect(one.stage_read("rep", n).await.unwrap())
+            .await
+            .unwrap();
+    assert_eq!(read.concat(), data);
+    one.stage_commit("rep", n, "blobs/rep").await.unwrap();
+    assert_eq!(
+        two.get_bytes("blobs/rep").await.unwrap().as_ref(),
+        &data[..]
+    );
+    assert!(one
+        .list("")
+        .await
+        .unwrap()
+        .iter()
+        .all(|m| m.key == "blobs/rep"));
+    assert!(two.stage_list().await.unwrap().is_empty());
 }
