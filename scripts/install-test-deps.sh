@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the real-client tests (conformance/clients/run.sh) need, when it is missing.
+# Installs what the tests need (the real-client tests of conformance/clients/run.sh, the S3 and
+# Azure emulators of the storage tests), when it is missing.
 # Idempotent and non-interactive (CI has no terminal); meant to run as root on Debian 12.
 # A fast no-op when everything is already present.
 set -euo pipefail
@@ -56,6 +57,12 @@ elif ! py_ok; then
   fi
 fi
 
+# Azurite (npm `azurite`, its `azurite-blob` command): the Azure Blob Storage emulator of the
+# storage tests (storage/tests/integration.rs). npm comes with Node.js.
+if ! command -v azurite-blob >/dev/null 2>&1 && ! command -v npm >/dev/null 2>&1; then
+  missing_pkgs+=(nodejs npm)
+fi
+
 if [ "${#missing_pkgs[@]}" -gt 0 ]; then
   # de-duplicate
   mapfile -t missing_pkgs < <(printf '%s\n' "${missing_pkgs[@]}" | sort -u)
@@ -76,6 +83,16 @@ if [ "$need_pip" = 1 ]; then
   if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
   hash -r
   py_ok || { echo "install-test-deps: python packages still missing after pip install" >&2; exit 1; }
+fi
+
+if ! command -v azurite-blob >/dev/null 2>&1; then
+  echo "install-test-deps: npm install -g azurite@3" >&2
+  npm install -g --no-audit --no-fund --loglevel=error azurite@3
+  hash -r
+  command -v azurite-blob >/dev/null 2>&1 || {
+    echo "install-test-deps: azurite-blob is not on PATH after npm install -g azurite (npm prefix: $(npm prefix -g))" >&2
+    exit 1
+  }
 fi
 
 # s3s-fs: a disk-backed S3-compatible server (keeps its data across a restart), for the outage
