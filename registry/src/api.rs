@@ -27,6 +27,7 @@ use crate::config::Config;
 use crate::endpoint::{Endpoint, RouteError};
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics::METRICS;
+use crate::sendfile::ZeroCopy;
 
 /// State shared by every request.
 #[derive(Debug)]
@@ -371,8 +372,18 @@ async fn handle(
                 None => (StatusCode::OK, size),
             };
             headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+            let zero_copy = parts
+                .extensions
+                .get::<ZeroCopy>()
+                .filter(|_| parts.version <= http::Version::HTTP_11 && len > 0);
+            let file = match zero_copy {
+                Some(_) if parts.method != Method::HEAD => reg.blob_file(&digest).await?,
+                _ => None,
+            };
             let body = if parts.method == Method::HEAD {
                 Body::empty()
+            } else if let (Some(zc), Some(file)) = (zero_copy, file) {
+                Body::new(zc.body(file, range.clone().unwrap_or(0..size)))
             } else {
                 Body::from_stream(
                     reg.blob_read(&digest, range)

@@ -46,6 +46,9 @@ pub struct Config {
     pub storage_options: std::collections::BTreeMap<String, String>,
     /// fsync blob and metadata writes before acknowledging them (survives power loss).
     pub fsync: bool,
+    /// Send blob downloads on plain HTTP/1.x with `sendfile(2)` (filesystem storage): no copy
+    /// through the registry's memory.
+    pub sendfile: bool,
     /// Mount blobs by digest alone when a mount names no `from`, or a `from` without the blob.
     pub auto_mount: bool,
     /// Largest manifest accepted, in bytes (413 above).
@@ -91,6 +94,7 @@ impl Default for Config {
             storage: "./data".into(),
             storage_options: Default::default(),
             fsync: true,
+            sendfile: true,
             auto_mount: true,
             max_manifest_size: 4 * 1024 * 1024,
             log_format: LogFormat::Text,
@@ -121,6 +125,7 @@ pub struct FileConfig {
     storage: Option<String>,
     storage_options: Option<std::collections::BTreeMap<String, String>>,
     fsync: Option<bool>,
+    sendfile: Option<bool>,
     auto_mount: Option<bool>,
     max_manifest_size: Option<usize>,
     log_format: Option<LogFormat>,
@@ -163,6 +168,10 @@ pub struct ServeArgs {
     /// [env REGISTRY_FSYNC] [default: true]
     #[arg(long)]
     pub fsync: Option<bool>,
+    /// Send blob downloads on plain HTTP/1.x with sendfile(2) when storage is a local folder;
+    /// false reads them through memory [env REGISTRY_SENDFILE] [default: true]
+    #[arg(long)]
+    pub sendfile: Option<bool>,
     /// Mount blobs by digest when a mount request names no (or the wrong) `from`
     /// [env REGISTRY_AUTO_MOUNT] [default: true]
     #[arg(long)]
@@ -327,6 +336,7 @@ impl Config {
                 &args.storage_options,
             )?,
             fsync: pick!(fsync, "REGISTRY_FSYNC"),
+            sendfile: pick!(sendfile, "REGISTRY_SENDFILE"),
             auto_mount: pick!(auto_mount, "REGISTRY_AUTO_MOUNT"),
             max_manifest_size: pick!(max_manifest_size, "REGISTRY_MAX_MANIFEST_SIZE"),
             log_format: pick!(log_format, "REGISTRY_LOG_FORMAT"),

@@ -28,6 +28,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::sendfile::{SendfileIo, ZeroCopy};
 
 /// Connection limits, from the configuration.
 #[derive(Debug, Clone, Copy)]
@@ -36,6 +37,8 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// Time a connection may sit with nothing in flight and nothing moving.
     pub idle_timeout: Duration,
+    /// Send downloads with `sendfile(2)` on plain HTTP/1.x ([`crate::sendfile`]).
+    pub sendfile: bool,
 }
 
 impl Limits {
@@ -44,6 +47,7 @@ impl Limits {
         Limits {
             header_read_timeout: Duration::from_secs(config.header_read_timeout.max(1)),
             idle_timeout: Duration::from_secs(config.idle_timeout.max(1)),
+            sendfile: config.sendfile,
         }
     }
 }
@@ -178,7 +182,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ActiveIo<T> {
     }
 }
 
-/// Serves one connection until it ends, is idle too long, or shutdown drains it.
+/// Serves one connection until it ends, is idle too long, or shutdown drains it. With
+/// `zero_copy`, its requests carry that extension (the connection can send files).
+#[allow(clippy::too_many_arguments)]
 pub async fn serve_connection<I>(
     io: I,
     activity: Arc<Activity>,
@@ -187,10 +193,20 @@ pub async fn serve_connection<I>(
     app: Router,
     watcher: Watcher,
     limits: Limits,
+    zero_copy: Option<ZeroCopy>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let counted = activity.clone();
+    let app = tower::ServiceExt::<http::Request<hyper::body::Incoming>>::map_request(
+        app,
+        move |mut req: http::Request<hyper::body::Incoming>| {
+            if let Some(z) = &zero_copy {
+                req.extensions_mut().insert(z.clone());
+            }
+            req
+        },
+    );
     let app =
         tower::ServiceExt::<http::Request<hyper::body::Incoming>>::map_future(app, move |fut| {
             let counted = counted.clone();
@@ -229,8 +245,13 @@ pub async fn serve_plain(
         let app = app.clone();
         async move {
             let activity = Activity::new();
+            let (tcp, zero_copy) = SendfileIo::new(tcp);
+            let zero_copy = limits.sendfile.then_some(zero_copy);
             let io = ActiveIo::new(tcp, activity.clone());
-            serve_connection(io, activity, peer, &builder, app, watcher, limits).await;
+            serve_connection(
+                io, activity, peer, &builder, app, watcher, limits, zero_copy,
+            )
+            .await;
         }
     })
     .await

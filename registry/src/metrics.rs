@@ -29,6 +29,7 @@ pub struct Metrics {
     uploads_in_flight: AtomicU64,
     bytes_received: AtomicU64,
     bytes_sent: AtomicU64,
+    bytes_sendfile: AtomicU64,
     storage_errors: AtomicU64,
     rejected_overload: AtomicU64,
     gc_runs: AtomicU64,
@@ -97,6 +98,16 @@ impl Metrics {
         self.bytes_sent.fetch_add(n, Relaxed);
     }
 
+    /// Counts response body bytes that went out with `sendfile(2)` (also counted by `sent`).
+    pub fn sent_from_file(&self, n: u64) {
+        self.bytes_sendfile.fetch_add(n, Relaxed);
+    }
+
+    /// Blob bytes sent with `sendfile(2)` so far.
+    pub fn sendfile_bytes(&self) -> u64 {
+        self.bytes_sendfile.load(Relaxed)
+    }
+
     /// Counts a request that failed because storage failed.
     pub fn storage_error(&self) {
         self.storage_errors.fetch_add(1, Relaxed);
@@ -155,6 +166,12 @@ impl Metrics {
             "registry_sent_bytes_total",
             "Blob and manifest bytes sent.",
             self.bytes_sent.load(Relaxed),
+            "counter",
+        );
+        counter(
+            "registry_sendfile_bytes_total",
+            "Blob bytes sent with sendfile(2), without a copy through memory (also in registry_sent_bytes_total).",
+            self.bytes_sendfile.load(Relaxed),
             "counter",
         );
         counter(

@@ -377,8 +377,10 @@ pub async fn serve(
                 },
                 _ = conn_shutdown.wait_for(|v| *v) => return,
             };
-            crate::listen::serve_connection(stream, activity, peer, &builder, app, watcher, limits)
-                .await;
+            crate::listen::serve_connection(
+                stream, activity, peer, &builder, app, watcher, limits, None,
+            )
+            .await;
         }
     })
     .await

@@ -68,6 +68,14 @@ pub trait Backend: Send + Sync + Debug + 'static {
     /// Reads `key`, whole or the given byte range (already checked against the size by the caller).
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<GetObject>;
 
+    /// An open local file holding `key`'s bytes, for backends that keep objects in files, so a
+    /// server can send them with `sendfile(2)` instead of copying them through memory. `None`
+    /// from backends without local files (they serve reads through [`Backend::get`]).
+    async fn open_file(&self, key: &str) -> Result<Option<std::fs::File>> {
+        let _ = key;
+        Ok(None)
+    }
+
     /// Reads a small object whole into memory (links, tags, manifests, upload state).
     async fn get_bytes(&self, key: &str) -> Result<Bytes>;
 

@@ -254,6 +254,15 @@ impl Registry {
         }
     }
 
+    /// The local file holding a blob, when the backend keeps blobs in files (see
+    /// [`Backend::open_file`]); `None` otherwise, and the caller reads with [`Self::blob_read`].
+    pub async fn blob_file(&self, digest: &Digest) -> Result<Option<std::fs::File>> {
+        match self.backend.open_file(&layout::blob(digest)).await {
+            Err(e) if e.is_not_found() => Err(Error::BlobUnknown(digest.clone())),
+            other => other,
+        }
+    }
+
     /// Removes a blob from a repository (the bytes stay until garbage collection).
     pub async fn blob_delete(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
         let link = layout::layer_link(repo, digest);
