@@ -15,6 +15,8 @@
 //! - Manifest builders: [`ManifestBuilder`], [`IndexBuilder`], media type constants.
 //! - Response checks: [`expect_error`], [`error_codes`], [`header`], [`header_values`],
 //!   [`location`], [`next_link`], [`with_query`].
+//! - [`process`]: the processes the test programs in `src/bin` start (`registry serve`,
+//!   `moto_server`, `s3s-fs`), their ports, and how they are stopped; [`s3`]: the S3 side.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +31,8 @@ use tokio::sync::oneshot;
 
 pub use reqwest;
 pub use serde_json;
+
+pub mod process;
 
 /// OCI image manifest media type.
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -942,216 +946,25 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Local S3-compatible servers and server processes for the tests that run on the object-store
-/// backend: the spec suite with `CONFORMANCE_STORAGE=s3`, and the S3 test programs
-/// (`s3-replicas`, `s3-outage`).
-///
-/// Every process is started through a watchdog shell ([`spawn_watched`]) that holds a pipe from
-/// the test process on its stdin: when the test process ends, however it ends (success, panic,
-/// SIGKILL), the pipe closes and the shell stops the server by its PID. Ports come from the
-/// range 20000-20999.
+/// The S3 side of the tests that run on the object-store backend (the spec suite with
+/// `CONFORMANCE_STORAGE=s3`, and the S3 test programs `s3-replicas`, `s3-outage`, `s3-memory`):
+/// credentials, the registry's storage options, the moto server the spec suite shares, plain
+/// requests to an S3 server (buckets, listings), and the programs' PASS/FAIL
+/// [`Tally`](crate::s3::Tally). The server processes themselves are started by
+/// [`crate::process`].
 pub mod s3 {
     use std::collections::BTreeMap;
-    use std::io::{BufRead, BufReader, Read, Write};
-    use std::net::{SocketAddr, TcpListener, TcpStream};
-    use std::path::Path;
-    use std::process::{Child, Command, Stdio};
-    use std::sync::{Mutex, OnceLock};
-    use std::time::{Duration, Instant};
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpStream};
+    use std::sync::OnceLock;
+    use std::time::Duration;
 
-    /// First port of the range these tests use.
-    pub const PORT_FIRST: u16 = 20000;
-    /// Number of ports in the range.
-    pub const PORT_COUNT: u16 = 1000;
+    use crate::process::{start_moto, S3Server};
+
     /// Access key and secret given to the S3 servers and the registry (moto takes any).
     pub const ACCESS_KEY: &str = "conformance";
     /// See [`ACCESS_KEY`].
     pub const SECRET_KEY: &str = "conformance-secret";
-
-    /// A process started by [`spawn_watched`]. Dropping it stops the process (the watchdog
-    /// shell sees its stdin close and kills it).
-    pub struct Watched {
-        /// PID of the process itself (not of the watchdog shell).
-        pub pid: u32,
-        child: Mutex<Child>,
-    }
-
-    impl Watched {
-        /// Sends `signal` (e.g. `"KILL"`, `"TERM"`, `"STOP"`, `"CONT"`) to the process.
-        pub fn signal(&self, signal: &str) {
-            let _ = Command::new("kill")
-                .arg(format!("-{signal}"))
-                .arg(self.pid.to_string())
-                .status();
-        }
-
-        /// Whether the process still runs (and is not a zombie).
-        pub fn alive(&self) -> bool {
-            std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
-                .map(|s| {
-                    let state = s.rsplit_once(") ").map(|(_, r)| r.chars().next());
-                    !matches!(state, Some(Some('Z' | 'X')) | None)
-                })
-                .unwrap_or(false)
-        }
-
-        /// Kills the process (SIGKILL) and waits up to 10 s for it to be gone.
-        pub fn kill(&self) {
-            self.signal("KILL");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while self.alive() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-
-        /// A field of `/proc/PID/status` in kB (e.g. `VmHWM`, `VmRSS`).
-        pub fn status_kb(&self, field: &str) -> Option<u64> {
-            let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
-            s.lines()
-                .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        }
-    }
-
-    impl Drop for Watched {
-        fn drop(&mut self) {
-            if let Ok(mut c) = self.child.lock() {
-                drop(c.stdin.take());
-                let _ = c.wait();
-            }
-        }
-    }
-
-    /// Starts `program args` (with `envs` added and `AWS_CA_BUNDLE`/`REQUESTS_CA_BUNDLE`
-    /// removed) under a watchdog shell; its stdout and stderr are appended to `log`.
-    pub fn spawn_watched(
-        program: &str,
-        args: &[String],
-        envs: &[(&str, String)],
-        log: &Path,
-    ) -> Result<Watched, String> {
-        // The shell starts the program, prints its PID, then waits for its own stdin to close
-        // (this process ending) and stops the program by that PID.
-        let script = "\"$@\" >>\"$WATCHED_LOG\" 2>&1 </dev/null & pid=$!; echo $pid; \
-                      cat >/dev/null; kill $pid 2>/dev/null; (sleep 5; kill -9 $pid 2>/dev/null) & k=$!; \
-                      wait $pid 2>/dev/null; kill $k 2>/dev/null";
-        let mut cmd = Command::new("sh");
-        cmd.arg("-c")
-            .arg(script)
-            .arg("watchdog")
-            .arg(program)
-            .args(args)
-            .env("WATCHED_LOG", log)
-            .env_remove("AWS_CA_BUNDLE")
-            .env_remove("REQUESTS_CA_BUNDLE")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        for (k, v) in envs {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().map_err(|e| format!("start {program}: {e}"))?;
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .map_err(|e| format!("read PID of {program}: {e}"))?;
-        let pid = line
-            .trim()
-            .parse()
-            .map_err(|_| format!("watchdog of {program} printed {line:?}, not a PID"))?;
-        Ok(Watched {
-            pid,
-            child: Mutex::new(child),
-        })
-    }
-
-    /// Whether `pid` has a socket listening on `127.0.0.1:port` (from `/proc/net/tcp` and the
-    /// process's descriptors). Tells our server apart from another one on the same port.
-    pub fn listens(pid: u32, port: u16) -> bool {
-        let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
-            return false;
-        };
-        let want = format!("0100007F:{port:04X}");
-        let inodes: Vec<String> = table
-            .lines()
-            .skip(1)
-            .filter_map(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                (f.len() > 9 && f[1] == want && f[3] == "0A").then(|| format!("socket:[{}]", f[9]))
-            })
-            .collect();
-        if inodes.is_empty() {
-            return false;
-        }
-        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-            return false;
-        };
-        fds.flatten().any(|e| {
-            std::fs::read_link(e.path())
-                .map(|l| inodes.iter().any(|i| l.to_str() == Some(i)))
-                .unwrap_or(false)
-        })
-    }
-
-    /// Waits until the watched process listens on `127.0.0.1:port`, at most `limit`.
-    pub fn wait_listening(w: &Watched, port: u16, limit: Duration) -> Result<(), String> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if listens(w.pid, port) {
-                return Ok(());
-            }
-            if !w.alive() {
-                return Err(format!(
-                    "process {} exited before listening on {port}",
-                    w.pid
-                ));
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "process {} not listening on {port} after {limit:?}",
-                    w.pid
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// A port of the range that is free now, chosen from a pseudo-random start.
-    pub fn free_port() -> Result<u16, String> {
-        let start = (super::random_u64() % u64::from(PORT_COUNT)) as u16;
-        (0..PORT_COUNT)
-            .map(|i| PORT_FIRST + (start + i * 7) % PORT_COUNT)
-            .find(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
-            .ok_or_else(|| {
-                format!(
-                    "no free port in {PORT_FIRST}-{}",
-                    PORT_FIRST + PORT_COUNT - 1
-                )
-            })
-    }
-
-    fn on_path(cmd: &str) -> bool {
-        std::env::var_os("PATH")
-            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(cmd).is_file()))
-    }
-
-    /// A running S3-compatible server.
-    pub struct S3Server {
-        pub addr: SocketAddr,
-        pub process: Watched,
-    }
-
-    impl S3Server {
-        /// `http://127.0.0.1:<port>`.
-        pub fn endpoint(&self) -> String {
-            format!("http://{}", self.addr)
-        }
-
-        /// The registry's storage options for this server (`storage_options` in the config).
-        pub fn options(&self) -> BTreeMap<String, String> {
-            options(self.addr)
-        }
-    }
 
     /// Registry storage options for an S3 server at `addr` (path-style, plain HTTP).
     pub fn options(addr: SocketAddr) -> BTreeMap<String, String> {
@@ -1165,32 +978,6 @@ pub mod s3 {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect()
-    }
-
-    /// Starts `moto_server` on a free port of the range (a few attempts, as another process
-    /// may take the port between the check and moto's bind); logs go to `log`.
-    pub fn start_moto(log: &Path) -> Result<S3Server, String> {
-        if !on_path("moto_server") {
-            return Err(
-                "moto_server is not on PATH (scripts/install-test-deps.sh installs it)".into(),
-            );
-        }
-        let mut last = String::new();
-        for _ in 0..5 {
-            let port = free_port()?;
-            let args = ["-H", "127.0.0.1", "-p", &port.to_string()].map(str::to_owned);
-            let process = spawn_watched("moto_server", &args, &[], log)?;
-            match wait_listening(&process, port, Duration::from_secs(60)) {
-                Ok(()) => {
-                    return Ok(S3Server {
-                        addr: ([127, 0, 0, 1], port).into(),
-                        process,
-                    })
-                }
-                Err(e) => last = e,
-            }
-        }
-        Err(format!("moto_server did not start: {last}"))
     }
 
     /// The moto server shared by this test process, started on first use and stopped when the
@@ -1267,115 +1054,6 @@ pub mod s3 {
         .unwrap_or_else(|e| panic!("list objects of {bucket}: {e}"));
         assert_eq!(code, 200, "list objects of {bucket}: {out:.400}");
         xml_values(&out, "Key")
-    }
-
-    /// Starts `s3s-fs` (a disk-backed S3 server; keeps its data across restarts) serving the
-    /// folder `root` on `127.0.0.1:port` with [`ACCESS_KEY`]/[`SECRET_KEY`]. A bucket is a
-    /// folder of `root`.
-    pub fn start_s3s_fs(root: &Path, port: u16, log: &Path) -> Result<S3Server, String> {
-        let args = [
-            "--host".to_owned(),
-            "127.0.0.1".to_owned(),
-            "--port".to_owned(),
-            port.to_string(),
-            "--access-key".to_owned(),
-            ACCESS_KEY.to_owned(),
-            "--secret-key".to_owned(),
-            SECRET_KEY.to_owned(),
-            root.to_str().ok_or("non-UTF-8 s3s-fs root")?.to_owned(),
-        ];
-        let program = if on_path("s3s-fs") {
-            "s3s-fs".to_owned()
-        } else {
-            let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-            let p = format!("{home}/.cargo/bin/s3s-fs");
-            if !Path::new(&p).is_file() {
-                return Err(
-                    "s3s-fs is not installed (scripts/install-test-deps.sh installs it)".into(),
-                );
-            }
-            p
-        };
-        let process = spawn_watched(&program, &args, &[], log)?;
-        wait_listening(&process, port, Duration::from_secs(30))?;
-        Ok(S3Server {
-            addr: ([127, 0, 0, 1], port).into(),
-            process,
-        })
-    }
-
-    /// A `registry serve` process on a port of the range, on object storage.
-    pub struct RegistryProcess {
-        /// `http://127.0.0.1:<port>`.
-        pub base: String,
-        pub port: u16,
-        pub process: Watched,
-    }
-
-    impl RegistryProcess {
-        /// Starts `binary serve --listen 127.0.0.1:<free port> --storage <storage>` with the
-        /// storage options `options` (as `--storage-option k=v`; credentials go in the
-        /// environment as `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`), then `extra` arguments;
-        /// waits until it listens and answers `GET /v2/`.
-        pub fn start(
-            binary: &Path,
-            storage: &str,
-            options: &BTreeMap<String, String>,
-            extra: &[&str],
-            log: &Path,
-        ) -> Result<Self, String> {
-            let mut last = String::new();
-            for _ in 0..3 {
-                let port = free_port()?;
-                let mut args = vec![
-                    "serve".to_owned(),
-                    "--listen".to_owned(),
-                    format!("127.0.0.1:{port}"),
-                    "--storage".to_owned(),
-                    storage.to_owned(),
-                ];
-                let mut envs = Vec::new();
-                for (k, v) in options {
-                    match k.as_str() {
-                        "access_key_id" => envs.push(("AWS_ACCESS_KEY_ID", v.clone())),
-                        "secret_access_key" => envs.push(("AWS_SECRET_ACCESS_KEY", v.clone())),
-                        _ => {
-                            args.push("--storage-option".to_owned());
-                            args.push(format!("{k}={v}"));
-                        }
-                    }
-                }
-                args.extend(extra.iter().map(|a| (*a).to_owned()));
-                let bin = binary.to_str().ok_or("non-UTF-8 registry path")?;
-                let process = spawn_watched(bin, &args, &envs, log)?;
-                match wait_listening(&process, port, Duration::from_secs(20)) {
-                    Ok(()) => {
-                        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-                        let deadline = Instant::now() + Duration::from_secs(20);
-                        while !http(addr, "GET", "/v2/", b"").is_ok_and(|(c, _)| c == 200) {
-                            if Instant::now() > deadline {
-                                return Err(format!(
-                                    "registry on {addr} does not answer GET /v2/ with 200"
-                                ));
-                            }
-                            std::thread::sleep(Duration::from_millis(50));
-                        }
-                        return Ok(RegistryProcess {
-                            base: format!("http://{addr}"),
-                            port,
-                            process,
-                        });
-                    }
-                    Err(e) => last = e,
-                }
-            }
-            Err(format!("registry did not start: {last}"))
-        }
-
-        /// The base URL joined with `path` (which starts with `/`).
-        pub fn url(&self, path: &str) -> String {
-            format!("{}{}", self.base, path)
-        }
     }
 
     /// Counts checks and prints `PASS name` / `FAIL name: reason` lines and the final

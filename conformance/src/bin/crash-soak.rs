@@ -19,14 +19,15 @@
 //! Rounds stop at N or after S seconds, whichever comes first. Prints `N passed, N failed`.
 
 use std::collections::HashMap;
-use std::process::Stdio;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use conformance::process::RegistryChild;
 use conformance::{random_bytes, sha256_digest};
 use serde_json::json;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 #[derive(Default)]
 struct Ledger {
@@ -46,58 +47,19 @@ struct Ledger {
     interrupted: Vec<(String, String, u64, Vec<u8>)>,
 }
 
-struct Server {
-    child: Child,
-    base: String,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
-async fn start(bin: &str, storage: &std::path::Path, log: &std::path::Path) -> Server {
-    let port = free_port();
-    let logf = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .expect("log file");
-    let child = Command::new(bin)
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--storage",
-            storage.to_str().expect("utf-8 path"),
-            "--fsync",
-            "false",
-            "--gc-interval",
-            "0",
-            "--shutdown-timeout",
-            "20",
-        ])
-        .env_remove("REGISTRY_CONFIG")
-        .stdout(Stdio::null())
-        .stderr(logf)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the registry");
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
-            if r.status() == 200 {
-                break;
-            }
-        }
-        assert!(Instant::now() < deadline, "registry did not become ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Server { child, base }
+/// Starts the registry on `storage` (the same every round); its log goes to `log`.
+async fn start(bin: &str, storage: &Path, log: &Path) -> RegistryChild {
+    let extra = [
+        "--fsync",
+        "false",
+        "--gc-interval",
+        "0",
+        "--shutdown-timeout",
+        "20",
+    ];
+    RegistryChild::start(Path::new(bin), storage, &extra, log)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 struct Rng(u64);
@@ -439,7 +401,7 @@ async fn verify(base: &str, ledger: &mut Ledger) -> Result<usize, String> {
     Ok(checked)
 }
 
-async fn fsck(bin: &str, storage: &std::path::Path) -> Result<(), String> {
+async fn fsck(bin: &str, storage: &Path) -> Result<(), String> {
     let out = Command::new(bin)
         .args(["fsck", "--storage", storage.to_str().unwrap()])
         .output()
@@ -456,7 +418,7 @@ async fn fsck(bin: &str, storage: &std::path::Path) -> Result<(), String> {
 }
 
 /// SIGTERM while a slow upload streams: the upload completes and the process exits 0.
-async fn graceful(mut server: Server) -> Result<(), String> {
+async fn graceful(mut server: RegistryChild) -> Result<(), String> {
     let data = random_bytes(256 * 1024);
     let d = sha256_digest(&data);
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
@@ -475,15 +437,7 @@ async fn graceful(mut server: Server) -> Result<(), String> {
             .map(|r| r.status().as_u16())
     });
     tokio::time::sleep(Duration::from_millis(250)).await;
-    let pid = server.child.id().ok_or("no pid")?.to_string();
-    let status = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .map_err(|e| e.to_string())?;
-    if !status.success() {
-        return Err("kill -TERM failed".into());
-    }
+    server.terminate()?;
     let code = upload
         .await
         .map_err(|e| e.to_string())?
@@ -491,14 +445,7 @@ async fn graceful(mut server: Server) -> Result<(), String> {
     if code != 201 {
         return Err(format!("upload in flight at SIGTERM answered {code}"));
     }
-    let exit = tokio::time::timeout(Duration::from_secs(25), server.child.wait())
-        .await
-        .map_err(|_| "registry did not exit after SIGTERM".to_string())?
-        .map_err(|e| e.to_string())?;
-    if !exit.success() {
-        return Err(format!("registry exited with {exit} after SIGTERM"));
-    }
-    Ok(())
+    server.wait_stopped(Duration::from_secs(25)).await
 }
 
 use futures::StreamExt;
@@ -532,7 +479,7 @@ async fn main() {
     let mut round = 0;
     while round < rounds && started.elapsed() < Duration::from_secs(seconds) {
         round += 1;
-        let mut server = start(&bin, &storage, &log).await;
+        let server = start(&bin, &storage, &log).await;
         let stop = Arc::new(AtomicBool::new(false));
         let shared = Arc::new(Mutex::new(std::mem::take(&mut ledger)));
         let ops = Arc::new(AtomicU64::new(0));
@@ -550,8 +497,7 @@ async fn main() {
             .collect();
         let live = Duration::from_millis(800 + rng.below(1700));
         tokio::time::sleep(live).await;
-        server.child.start_kill().expect("SIGKILL");
-        let _ = server.child.wait().await;
+        server.kill().await;
         stop.store(true, Ordering::Relaxed);
         let mut panicked = None;
         for t in tasks {
@@ -606,9 +552,7 @@ async fn main() {
                 }
             }
         } else {
-            let mut s = server;
-            let _ = s.child.start_kill();
-            let _ = s.child.wait().await;
+            server.kill().await;
         }
     }
     println!("{passed} passed, {failed} failed");

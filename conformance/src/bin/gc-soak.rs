@@ -26,16 +26,16 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use conformance::process::RegistryChild;
 use conformance::{
     descriptor, random_bytes, sha256_digest, ManifestBuilder, OCI_CONFIG, OCI_LAYER, OCI_MANIFEST,
 };
 use serde_json::Value;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 /// An image a client pushed and the server acknowledged with 201.
 #[derive(Debug, Clone)]
@@ -84,83 +84,20 @@ impl Rng {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-async fn start(bin: &str, storage: &Path, log: &Path, gc: bool) -> Result<Server, String> {
-    let port = free_port();
-    let logf = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .map_err(|e| format!("log file: {e}"))?;
-    let child = Command::new(bin)
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--storage",
-            storage.to_str().expect("utf-8 path"),
-            "--fsync",
-            "false",
-            "--gc-interval",
-            if gc { "1" } else { "0" },
-            "--gc-grace",
-            "2",
-            "--shutdown-timeout",
-            "10",
-        ])
-        .env_remove("REGISTRY_CONFIG")
-        .stdout(Stdio::null())
-        .stderr(logf)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("start {bin}: {e}"))?;
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
-            if r.status() == 200 {
-                return Ok(Server { child, base });
-            }
-        }
-        if Instant::now() > deadline {
-            return Err("registry did not become ready within 20 s".into());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// SIGTERM, then wait (at most 20 s) for the exit status.
-async fn stop(mut server: Server) -> Result<(), String> {
-    let pid = server.child.id().ok_or("registry already exited")?;
-    let st = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .await
-        .map_err(|e| e.to_string())?;
-    if !st.success() {
-        return Err("kill -TERM failed".into());
-    }
-    match tokio::time::timeout(Duration::from_secs(20), server.child.wait()).await {
-        Ok(Ok(s)) if s.success() => Ok(()),
-        Ok(Ok(s)) => Err(format!("registry exited with {s} after SIGTERM")),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => {
-            let _ = server.child.start_kill();
-            Err("registry did not exit within 20 s of SIGTERM".into())
-        }
-    }
+/// Starts the registry on `storage`, collecting every second (`gc`) or never; its log goes to
+/// `log`.
+async fn start(bin: &str, storage: &Path, log: &Path, gc: bool) -> Result<RegistryChild, String> {
+    let extra = [
+        "--fsync",
+        "false",
+        "--gc-interval",
+        if gc { "1" } else { "0" },
+        "--gc-grace",
+        "2",
+        "--shutdown-timeout",
+        "10",
+    ];
+    RegistryChild::start(Path::new(bin), storage, &extra, log).await
 }
 
 /// Uploads `data` with POST then PUT (or, every other time, three PATCHes and a PUT).
@@ -772,7 +709,10 @@ async fn main() {
     );
     report.check(
         "SIGTERM: the server exits 0",
-        stop(server).await.map(|_| String::new()),
+        server
+            .stop(Duration::from_secs(20))
+            .await
+            .map(|_| String::new()),
     );
 
     // Offline: the dry run lists what the real run removes, and nothing of deleted images stays.
@@ -847,7 +787,10 @@ async fn main() {
             );
             report.check(
                 "SIGTERM after the final checks: exit 0",
-                stop(server).await.map(|_| String::new()),
+                server
+                    .stop(Duration::from_secs(20))
+                    .await
+                    .map(|_| String::new()),
             );
         }
         Err(e) => report.check("restart after the final gc", Err(e)),

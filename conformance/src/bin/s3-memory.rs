@@ -15,8 +15,9 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use conformance::process::{self, RegistryProcess, Watched};
 use conformance::reqwest::{Body, Client, Response, StatusCode};
-use conformance::s3::{self, RegistryProcess, Tally, Watched};
+use conformance::s3::Tally;
 use futures::StreamExt;
 use sha2::{Digest as _, Sha256};
 
@@ -276,8 +277,8 @@ async fn main() {
     let root = work.path().join("s3");
     std::fs::create_dir_all(root.join(BUCKET)).expect("bucket folder");
     let setup = (|| {
-        let port = s3::free_port()?;
-        let server = s3::start_s3s_fs(&root, port, &work.path().join("s3s-fs.log"))?;
+        let port = process::free_port()?;
+        let server = process::start_s3s_fs(&root, port, &work.path().join("s3s-fs.log"))?;
         let reg = RegistryProcess::start(
             &registry,
             &format!("s3://{BUCKET}/reg"),

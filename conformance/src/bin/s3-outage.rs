@@ -30,8 +30,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use conformance::process::{self, RegistryProcess, S3Server};
 use conformance::reqwest::{Body, Client, Response, StatusCode};
-use conformance::s3::{self, RegistryProcess, S3Server, Tally};
+use conformance::s3::{self, Tally};
 use conformance::serde_json::Value;
 use conformance::{
     descriptor, random_bytes, sha256_digest, ManifestBuilder, OCI_CONFIG, OCI_LAYER, OCI_MANIFEST,
@@ -65,7 +66,7 @@ impl Store {
     fn start(&self) -> Result<(), String> {
         let mut s = self.server.lock().expect("store lock");
         if s.is_none() {
-            *s = Some(s3::start_s3s_fs(&self.root, self.port, &self.log)?);
+            *s = Some(process::start_s3s_fs(&self.root, self.port, &self.log)?);
         }
         Ok(())
     }
@@ -737,7 +738,7 @@ fn setup(
     std::fs::create_dir_all(root.join(BUCKET)).map_err(|e| e.to_string())?;
     let store = Arc::new(Store {
         root,
-        port: s3::free_port()?,
+        port: process::free_port()?,
         log: work.join("s3s-fs.log"),
         server: Mutex::new(None),
     });

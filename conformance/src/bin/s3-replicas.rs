@@ -23,8 +23,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use conformance::process::{self, RegistryProcess};
 use conformance::reqwest::{Client, Response, StatusCode};
-use conformance::s3::{self, RegistryProcess, Tally};
+use conformance::s3::{self, Tally};
 use conformance::serde_json::Value;
 use conformance::{
     descriptor, random_bytes, sha256_digest, ManifestBuilder, OCI_CONFIG, OCI_LAYER, OCI_MANIFEST,
@@ -597,21 +598,17 @@ async fn referrers_across_replicas(ctx: &Ctx) -> Check {
 
 /// Runs `registry gc` on the bucket with `--upload-max-age`.
 async fn run_gc(ctx: &Ctx, max_age: u64, log: &Path) -> Result<String, String> {
+    let (option_args, envs) = process::storage_option_args(&ctx.options);
     let mut cmd = tokio::process::Command::new(&ctx.registry);
     cmd.arg("gc")
         .arg("--storage")
         .arg(format!("s3://{BUCKET}/reg"))
         .arg("--upload-max-age")
         .arg(max_age.to_string())
+        .args(option_args)
+        .envs(envs)
         .env_remove("AWS_CA_BUNDLE")
         .kill_on_drop(true);
-    for (k, v) in &ctx.options {
-        match k.as_str() {
-            "access_key_id" => cmd.env("AWS_ACCESS_KEY_ID", v),
-            "secret_access_key" => cmd.env("AWS_SECRET_ACCESS_KEY", v),
-            _ => cmd.arg("--storage-option").arg(format!("{k}={v}")),
-        };
-    }
     let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
         .await
         .map_err(|_| "registry gc did not finish within 120 s".to_owned())?
@@ -767,7 +764,7 @@ async fn main() {
         .tempdir()
         .expect("tempdir");
     let keep = std::env::var_os("S3_TEST_KEEP").is_some();
-    let moto = match s3::start_moto(&work.path().join("moto.log")) {
+    let moto = match process::start_moto(&work.path().join("moto.log")) {
         Ok(m) => m,
         Err(e) => {
             tally.record("setup", Err(e));
