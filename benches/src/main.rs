@@ -6,6 +6,7 @@
 //! - `regbench startup ...` measures start-to-ready time of a server command.
 //! - `regbench seed --storage DIR --repos N` fills a storage folder with N repositories.
 
+mod ceiling;
 mod http;
 mod oci;
 mod procfs;

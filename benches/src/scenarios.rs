@@ -366,6 +366,30 @@ impl Bench {
         self.rec_peak(title, s, &u);
     }
 
+    /// MB/s of `n` GETs of `len` bytes each from [`crate::ceiling`], with the pull scenarios'
+    /// client and connection handling.
+    async fn loopback_ceiling(&self, len: u64, n: usize) -> Result<f64> {
+        let sender = crate::ceiling::start(len).await?;
+        let ep = Endpoint {
+            addrs: vec![sender.addr],
+            tls: None,
+        };
+        let mut conn = Conn::connect(&ep).await?;
+        let mut busy = Duration::ZERO;
+        let mut bytes = 0u64;
+        for _ in 0..n {
+            let t = Instant::now();
+            let r = conn
+                .send(hyper::Method::GET, "/ceiling", &[], Bytes::new())
+                .await?
+                .expect(200, "GET from the loopback ceiling")?;
+            busy += t.elapsed();
+            ensure!(r.len == len, "loopback ceiling sent {} bytes", r.len);
+            bytes += r.len;
+        }
+        Ok(bytes as f64 / MB / busy.as_secs_f64())
+    }
+
     /// Peak RSS (the largest replica's) and, for several replicas, each one's.
     fn rec_peak(&mut self, title: &str, s: &Server, u: &Usage) {
         self.rec(title, "server peak RSS", "MiB", true, s, u.peak_mib);
@@ -534,6 +558,27 @@ impl Bench {
                 }
                 let u = probe.finish()?;
                 self.rec_transfer(&title, s, bytes, busy, u);
+                if sc == Scenario::PullWarm && s.addr.tls.is_none() {
+                    let n = rounds * sc_.mono_n;
+                    let ceiling = self.loopback_ceiling(sc_.big as u64, n).await?;
+                    let got = bytes as f64 / MB / busy.as_secs_f64();
+                    self.rec(
+                        &title,
+                        "loopback ceiling right after (same client, minimal sendfile sender)",
+                        "MB/s",
+                        false,
+                        s,
+                        ceiling,
+                    );
+                    self.rec(
+                        &title,
+                        "share of the loopback ceiling",
+                        "%",
+                        false,
+                        s,
+                        100.0 * got / ceiling,
+                    );
+                }
             }
             Scenario::GetManifest | Scenario::HeadBlob | Scenario::HeadManifest => {
                 let repo = "bench/load".to_owned();
