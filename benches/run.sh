@@ -8,8 +8,10 @@
 # (push/pull over plain HTTP, HTTPS with HTTP/1.1 and HTTPS with HTTP/2). Without any section
 # flag all three run; with some, only those. --only applies to --main.
 #
-# --no-build uses the binaries already in target/release (the build can take minutes on a busy
-# machine; the time limits below are for the benchmark itself).
+# --no-build uses the binaries already built (the build can take minutes on a busy machine; the
+# time limits below are for the benchmark itself). The registry measured is the statically
+# linked build that scripts/test.sh makes and the container image ships
+# (target/x86_64-unknown-linux-gnu/release/registry); regbench is an ordinary release build.
 # Builds `registry` and `regbench` in release, measures start-to-ready time of both servers (ours
 # also with 10,000 repositories in storage), starts ours (fsync on), ours (fsync off) and
 # Distribution, each on fresh storage in a temp folder, runs every scenario against each (see
@@ -95,12 +97,16 @@ phase() { echo "== [$(( $(date +%s) - T0 )) s] $*" >&2; }
 
 if [ $BUILD = 1 ]; then
   phase "building registry and regbench (release)"
-  (cd "$ROOT" && cargo build --release -p registry --bin registry && cargo build --release -p benches --bin regbench) >&2
+  (cd "$ROOT" &&
+    env RUSTFLAGS="-C target-feature=+crt-static" cargo build --release \
+      --target x86_64-unknown-linux-gnu -p registry --bin registry &&
+    cargo build --release -p benches --bin regbench) >&2
   T0=$(date +%s) # the limits are for the benchmark, not for a build that may wait on other work
 fi
 # Private copies: other work may rebuild target/release while the benchmark runs.
 mkdir -p "$WORK/bin"
-cp "$ROOT/target/release/registry" "$ROOT/target/release/regbench" "$WORK/bin/"
+cp "$ROOT/target/x86_64-unknown-linux-gnu/release/registry" "$ROOT/target/release/regbench" \
+  "$WORK/bin/"
 REGISTRY="$WORK/bin/registry"
 REGBENCH="$WORK/bin/regbench"
 
