@@ -47,6 +47,7 @@ if [ $SEC_MAIN$SEC_S3$SEC_TLS = 000 ]; then SEC_MAIN=1; SEC_S3=1; SEC_TLS=1; fi
 PORT_OURS=16101
 PORT_NOFSYNC=16102
 PORT_DIST=16103
+PORT_FLOOR=16104
 PORT_START_OURS=16110
 PORT_START_DIST=16111
 START_RUNS=5
@@ -191,6 +192,12 @@ if [ $SEC_MAIN = 1 ]; then
   PID_DIST=$!; PIDS+=("$PID_DIST")
   wait_ready "http://127.0.0.1:$PORT_OURS/readyz" "$PID_OURS" ours
   wait_ready "http://127.0.0.1:$PORT_NOFSYNC/readyz" "$PID_NOFSYNC" ours-nofsync
+  # The push floor: the least work a blob push needs (benches/src/floor.rs), its own process.
+  mkdir -p "$WORK/floor"
+  "$REGBENCH" floor --listen 127.0.0.1:$PORT_FLOOR --dir "$WORK/floor" --fsync true \
+    >"$WORK/floor.log" 2>&1 &
+  PID_FLOOR=$!; PIDS+=("$PID_FLOOR")
+  wait_ready "http://127.0.0.1:$PORT_FLOOR/v2/" "$PID_FLOOR" floor
   wait_ready "http://127.0.0.1:$PORT_DIST/v2/" "$PID_DIST" distribution
   sleep 1 # let both settle before reading idle RSS
 
@@ -200,8 +207,10 @@ if [ $SEC_MAIN = 1 ]; then
     --server "ours=127.0.0.1:$PORT_OURS,$PID_OURS" \
     --server "distribution=127.0.0.1:$PORT_DIST,$PID_DIST" \
     --server "ours-nofsync=127.0.0.1:$PORT_NOFSYNC,$PID_NOFSYNC,push-only" \
+    --server "floor=127.0.0.1:$PORT_FLOOR,$PID_FLOOR,blob-pushes-only" \
     --title "ours=ours (fsync on)" --title "distribution=Distribution 2.8.2" \
     --title "ours-nofsync=ours (fsync off)" \
+    --title "floor=push floor (fsync on)" \
     --merge "$STARTUP" --out "$OUT" --json "${OUT%.md}.json"
 
 fi

@@ -1,12 +1,13 @@
 //! `regbench`: load benchmarks of OCI registries, side by side (see BENCHMARKS.md).
 //!
-//! - `regbench run --server NAME=ADDR[+ADDR...],PID[+PID...][,push-only][,tls=http1|h2] ...` runs
+//! - `regbench run --server NAME=ADDR[+ADDR...],PID[+PID...][,push-only|blob-pushes-only][,tls=http1|h2] ...` runs
 //!   every scenario against each already-running server (several addresses: replicas taken in
 //!   turn per request) and writes a Markdown table.
 //! - `regbench startup ...` measures start-to-ready time of a server command.
 //! - `regbench seed --storage DIR --repos N` fills a storage folder with N repositories.
 
 mod ceiling;
+mod floor;
 mod http;
 mod oci;
 mod procfs;
@@ -38,7 +39,7 @@ struct Cli {
 enum Cmd {
     /// Run the scenarios against running servers.
     Run {
-        /// NAME=ADDR[+ADDR...],PID[+PID...][,push-only][,tls=http1|h2]; several addresses are
+        /// NAME=ADDR[+ADDR...],PID[+PID...][,push-only|blob-pushes-only][,tls=http1|h2]; several addresses are
         /// replicas taken in turn per request. The ratio column is the first server over the second.
         #[arg(long = "server", required = true)]
         servers: Vec<String>,
@@ -107,6 +108,17 @@ enum Cmd {
         #[arg(long)]
         out: String,
     },
+    /// Run the push floor (the least work a blob push needs: see `floor.rs`) until killed.
+    Floor {
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Folder for its files (created if missing).
+        #[arg(long)]
+        dir: std::path::PathBuf,
+        /// fsync each blob and its folder before the 201, as the registry does by default.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        fsync: bool,
+    },
     /// Fill a storage folder with repositories through the storage crate.
     Seed {
         #[arg(long)]
@@ -116,13 +128,13 @@ enum Cmd {
     },
 }
 
-/// `NAME=ADDR[+ADDR...],PID[+PID...][,push-only][,tls=http1|tls=h2]`: several addresses are
+/// `NAME=ADDR[+ADDR...],PID[+PID...][,push-only|blob-pushes-only][,tls=http1|tls=h2]`: several addresses are
 /// replicas taken in turn per request; `tls=` speaks HTTPS with that ALPN, trusting `ca`.
 fn parse_server(s: &str, ca: Option<&str>) -> Result<Server> {
     let (name, rest) = s.split_once('=').context("--server NAME=ADDR,PID")?;
     let parts: Vec<&str> = rest.split(',').collect();
     if parts.len() < 2 {
-        bail!("--server {s}: expected NAME=ADDR[+ADDR...],PID[+PID...][,push-only][,tls=http1|h2]");
+        bail!("--server {s}: expected NAME=ADDR[+ADDR...],PID[+PID...][,push-only|blob-pushes-only][,tls=http1|h2]");
     }
     let addrs = parts[0]
         .split('+')
@@ -135,10 +147,12 @@ fn parse_server(s: &str, ca: Option<&str>) -> Result<Server> {
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("pid in {s}"))?;
     let mut push_only = false;
+    let mut blob_pushes_only = false;
     let mut tls = None;
     for opt in &parts[2..] {
         match *opt {
             "push-only" => push_only = true,
+            "blob-pushes-only" => blob_pushes_only = true,
             "tls=http1" | "tls=h2" => {
                 let ca = ca.with_context(|| format!("--server {s}: tls needs --ca-cert"))?;
                 let alpn = if *opt == "tls=h2" {
@@ -156,6 +170,7 @@ fn parse_server(s: &str, ca: Option<&str>) -> Result<Server> {
         addr: Endpoint { addrs, tls },
         pids,
         push_only,
+        blob_pushes_only,
     })
 }
 
@@ -294,6 +309,7 @@ async fn main() -> Result<()> {
             res.save(&out)?;
             Ok(())
         }
+        Cmd::Floor { listen, dir, fsync } => floor::serve(listen, dir, fsync).await,
         Cmd::Seed { storage, repos } => {
             let t = std::time::Instant::now();
             startup::seed(&storage, repos).await?;

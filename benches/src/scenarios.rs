@@ -29,6 +29,8 @@ pub(crate) struct Server {
     pub(crate) pids: Vec<u32>,
     /// Only the push scenarios run against it (the fsync-off variant).
     pub(crate) push_only: bool,
+    /// Only the blob push scenarios run against it (the push floor, which has no manifests).
+    pub(crate) blob_pushes_only: bool,
 }
 
 /// Sizes, counts and durations.
@@ -131,6 +133,13 @@ impl Scenario {
         Scenario::Referrers,
         Scenario::Mixed,
     ];
+
+    fn is_blob_push(self) -> bool {
+        matches!(
+            self,
+            Scenario::PushMono | Scenario::PushChunked | Scenario::SmallPushes
+        )
+    }
 
     fn is_push(self) -> bool {
         matches!(
@@ -444,7 +453,7 @@ impl Bench {
                 order.reverse();
             }
             for s in order {
-                if s.push_only && !sc.is_push() {
+                if (s.push_only && !sc.is_push()) || (s.blob_pushes_only && !sc.is_blob_push()) {
                     continue;
                 }
                 // Write back dirty pages left by the previous scenario (possibly another
