@@ -7,27 +7,11 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use conformance::{random_bytes, sha256_digest, TestRegistry};
+use conformance::{random_bytes, sha256_digest, RawAnswer, TestRegistry};
 use registry::metrics::METRICS;
 
-/// One parsed HTTP/1.1 response.
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
 /// Reads one response to a request whose method was `method` (HEAD has no body).
-fn read_answer(r: &mut BufReader<TcpStream>, method: &str) -> Answer {
+fn read_answer(r: &mut BufReader<TcpStream>, method: &str) -> RawAnswer {
     let mut line = String::new();
     r.read_line(&mut line).expect("status line");
     let status: u16 = line
@@ -46,7 +30,7 @@ fn read_answer(r: &mut BufReader<TcpStream>, method: &str) -> Answer {
         let (k, v) = h.split_once(':').expect("header has a colon");
         headers.push((k.trim().to_owned(), v.trim().to_owned()));
     }
-    let mut a = Answer {
+    let mut a = RawAnswer {
         status,
         headers,
         body: Vec::new(),
@@ -105,7 +89,7 @@ async fn pipelined_requests_get_their_own_bytes(sendfile: bool) {
     let all: String = plan.iter().map(|(m, p, h)| request(m, p, h)).collect();
     conn.write_all(all.as_bytes()).expect("write requests");
     let mut r = BufReader::new(conn);
-    let answers: Vec<Answer> = plan
+    let answers: Vec<RawAnswer> = plan
         .iter()
         .map(|(m, _, _)| read_answer(&mut r, m))
         .collect();

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use conformance::{
-    descriptor, error_codes, sha256_digest, IndexBuilder, ManifestBuilder, TestRegistry,
+    descriptor, error_codes, sha256_digest, IndexBuilder, ManifestBuilder, RawAnswer, TestRegistry,
     OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST,
 };
 use serde_json::json;
@@ -71,25 +71,9 @@ fn request(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> V
     out
 }
 
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
 /// Sends `raw` and reads the answer until the server closes the connection. `Ok(None)` when it
 /// closed without answering; `Err` when nothing happened within `limit` (a hang).
-async fn exchange(addr: &str, raw: &[u8], limit: Duration) -> Result<Option<Answer>, String> {
+async fn exchange(addr: &str, raw: &[u8], limit: Duration) -> Result<Option<RawAnswer>, String> {
     let work = async {
         let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
         // The server may answer (and close) before reading the whole body: ignore write errors.
@@ -105,7 +89,7 @@ async fn exchange(addr: &str, raw: &[u8], limit: Duration) -> Result<Option<Answ
     Ok(parse(&buf))
 }
 
-fn parse(buf: &[u8]) -> Option<Answer> {
+fn parse(buf: &[u8]) -> Option<RawAnswer> {
     let split = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = String::from_utf8_lossy(&buf[..split]).into_owned();
     let mut lines = head.split("\r\n");
@@ -142,7 +126,7 @@ fn parse(buf: &[u8]) -> Option<Answer> {
     } else {
         raw_body.to_vec()
     };
-    Some(Answer {
+    Some(RawAnswer {
         status,
         headers,
         body,
@@ -150,16 +134,16 @@ fn parse(buf: &[u8]) -> Option<Answer> {
 }
 
 /// Checks one answer against what the case wants; `Err` describes the mismatch.
-fn judge(case: &Case, got: Result<Option<Answer>, String>) -> Result<(), String> {
+fn judge(case: &Case, got: Result<Option<RawAnswer>, String>) -> Result<(), String> {
     let got = got?;
-    let describe = |a: &Answer| {
+    let describe = |a: &RawAnswer| {
         format!(
             "{} {}",
             a.status,
             String::from_utf8_lossy(&a.body[..a.body.len().min(300)])
         )
     };
-    let check_body = |a: &Answer, code: &str| -> Result<(), String> {
+    let check_body = |a: &RawAnswer, code: &str| -> Result<(), String> {
         let codes = error_codes(&a.body).map_err(|e| format!("{e} (answer {})", describe(a)))?;
         if !codes.iter().any(|c| c == code) {
             return Err(format!("want code {code}, got {codes:?}: {}", describe(a)));

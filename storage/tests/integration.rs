@@ -124,6 +124,34 @@ fn required(what: &str) -> bool {
     std::env::var(format!("STORAGE_TEST_REQUIRE_{what}")).is_ok_and(|v| v == "1")
 }
 
+/// The local server `started` for a `label` case, or `None` after saying why the case does not
+/// run; panics instead when `STORAGE_TEST_REQUIRE_<what>=1`.
+fn local_or_skip<'a>(
+    started: Result<&'a Local, String>,
+    what: &str,
+    label: &str,
+    case: &str,
+) -> Option<&'a Local> {
+    match started {
+        Ok(l) => Some(l),
+        Err(why) if required(what) => panic!("{label} case {case}: {why}"),
+        Err(why) => {
+            println!("{label} case {case}: not run: {why}");
+            None
+        }
+    }
+}
+
+/// A bucket or container name of its own for each case run.
+fn fresh_name(case: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "suite-{}-{}",
+        case.replace('_', "-"),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 // ---- moto ----
 
 fn start_moto() -> Result<Local, String> {
@@ -181,22 +209,8 @@ fn moto() -> Result<&'static Local, String> {
 
 /// A fresh bucket on moto, and a backend on it (under a key prefix, as deployments use).
 fn s3_backend(case: &str) -> Option<Arc<dyn Backend>> {
-    let m = match moto() {
-        Ok(m) => m,
-        Err(why) => {
-            if required("S3") {
-                panic!("S3 case {case}: {why}");
-            }
-            println!("S3 case {case}: not run: {why}");
-            return None;
-        }
-    };
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let bucket = format!(
-        "suite-{}-{}",
-        case.replace('_', "-"),
-        N.fetch_add(1, Ordering::Relaxed)
-    );
+    let m = local_or_skip(moto(), "S3", "S3", case)?;
+    let bucket = fresh_name(case);
     let (code, out) = http(m.addr, "PUT", &format!("/{bucket}"), b"").expect("create bucket");
     assert_eq!(code, 200, "create bucket {bucket}: {out:.300}");
     Some(Arc::new(s3_url_backend(
@@ -348,22 +362,8 @@ fn azure_backend(case: &str) -> Option<Arc<dyn Backend>> {
     if std::env::var_os("STORAGE_TEST_AZURE_URL").is_some() {
         return cloud_backend("STORAGE_TEST_AZURE_URL", "Azure", case);
     }
-    let a = match azurite() {
-        Ok(a) => a,
-        Err(why) => {
-            if required("AZURE") {
-                panic!("Azure case {case}: {why}");
-            }
-            println!("Azure case {case}: not run: {why}");
-            return None;
-        }
-    };
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let container = format!(
-        "suite-{}-{}",
-        case.replace('_', "-"),
-        N.fetch_add(1, Ordering::Relaxed)
-    );
+    let a = local_or_skip(azurite(), "AZURE", "Azure", case)?;
+    let container = fresh_name(case);
     azurite_create_container(a.addr, &container);
     Some(Arc::new(azurite_url_backend(
         a.addr,
@@ -377,13 +377,11 @@ fn cloud_backend(var: &str, what: &str, case: &str) -> Option<Arc<dyn Backend>> 
         println!("{what} case {case}: not run: {var} is not set (an emulator or credentials)");
         return None;
     };
-    static N: AtomicUsize = AtomicUsize::new(0);
     let url = format!(
-        "{}/suite-{}-{}-{}",
+        "{}/{}-{}",
         url.trim_end_matches('/'),
         std::process::id(),
-        case.replace('_', "-"),
-        N.fetch_add(1, Ordering::Relaxed)
+        fresh_name(case)
     );
     let opts: [(&str, String); 0] = [];
     Some(Arc::new(
