@@ -523,15 +523,8 @@ async fn s3_upload_continues_on_another_replica() {
     let part = one.min_chunk() as usize;
     assert_eq!(part, 5 * 1024 * 1024);
     let data = suite::pattern(2 * part + 300, 77);
-    let body = |d: &[u8]| -> storage::ByteStream {
-        let chunks: Vec<std::io::Result<bytes::Bytes>> = d
-            .chunks(64 * 1024)
-            .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
-            .collect();
-        futures::StreamExt::boxed(futures::stream::iter(chunks))
-    };
     let n = one
-        .stage_append("rep", 0, body(&data[..part + 100]))
+        .stage_append("rep", 0, chunked_body(&data[..part + 100]))
         .await
         .unwrap();
     // One whole part went into a multipart upload that S3 now holds open.
@@ -542,7 +535,7 @@ async fn s3_upload_continues_on_another_replica() {
         "{open:.800}"
     );
     let n = two
-        .stage_append("rep", n, body(&data[part + 100..]))
+        .stage_append("rep", n, chunked_body(&data[part + 100..]))
         .await
         .unwrap();
     assert_eq!(n, data.len() as u64);
@@ -561,7 +554,7 @@ async fn s3_upload_continues_on_another_replica() {
         .all(|m| m.key == "blobs/rep"));
     assert!(two.stage_list().await.unwrap().is_empty());
     // A cancelled upload aborts its multipart upload.
-    one.stage_append("gone", 0, body(&data[..part + 1]))
+    one.stage_append("gone", 0, chunked_body(&data[..part + 1]))
         .await
         .unwrap();
     let open = http(m.addr, "GET", "/replicas?uploads", b"").unwrap().1;
@@ -571,18 +564,35 @@ async fn s3_upload_continues_on_another_replica() {
     assert_eq!(open.matches("<UploadId>").count(), 0, "{open:.800}");
 }
 
+/// `d` as a request body arrives: in 64 KiB chunks.
+fn chunked_body(d: &[u8]) -> storage::ByteStream {
+    let chunks: Vec<std::io::Result<bytes::Bytes>> = d
+        .chunks(64 * 1024)
+        .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+        .collect();
+    futures::StreamExt::boxed(futures::stream::iter(chunks))
+}
+
+/// Azurite's address, with a new container `name`, for the cases that run on Azurite only (they
+/// make containers of their own); `None` when a real account is configured instead, or when
+/// Azurite is missing and not required (`probe` names the case in the "not run" line).
+fn azurite_container(probe: &str, name: &str) -> Option<SocketAddr> {
+    if std::env::var_os("STORAGE_TEST_AZURE_URL").is_some() {
+        return None;
+    }
+    azure_backend(probe)?;
+    let addr = azurite().ok()?.addr;
+    azurite_create_container(addr, name);
+    Some(addr)
+}
+
 /// The prefix of an `az://container/prefix` URL is where the keys go, and two prefixes of one
 /// container do not see each other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn azure_prefix_isolates() {
-    if std::env::var_os("STORAGE_TEST_AZURE_URL").is_some() {
-        return; // Azurite only: it creates a container of its own.
-    }
-    let Some(_) = azure_backend("prefix_probe") else {
+    let Some(addr) = azurite_container("prefix_probe", "prefixes") else {
         return;
     };
-    let addr = azurite().unwrap().addr;
-    azurite_create_container(addr, "prefixes");
     let a = azurite_url_backend(addr, "az://prefixes/one");
     let b = azurite_url_backend(addr, "az://prefixes/two/");
     let whole = azurite_url_backend(addr, "az://prefixes");
@@ -605,28 +615,16 @@ async fn azure_prefix_isolates() {
 /// continues and completes what the first one started, through the same uncommitted blocks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn azure_upload_continues_on_another_replica() {
-    if std::env::var_os("STORAGE_TEST_AZURE_URL").is_some() {
-        return; // Azurite only: it creates a container of its own.
-    }
-    let Some(_) = azure_backend("replica_probe") else {
+    let Some(addr) = azurite_container("replica_probe", "replicas") else {
         return;
     };
-    let addr = azurite().unwrap().addr;
-    azurite_create_container(addr, "replicas");
     let one = azurite_url_backend(addr, "az://replicas/reg");
     let two = azurite_url_backend(addr, "az://replicas/reg");
     let part = one.min_chunk() as usize;
     assert_eq!(part, 5 * 1024 * 1024);
     let data = suite::pattern(2 * part + 300, 78);
-    let body = |d: &[u8]| -> storage::ByteStream {
-        let chunks: Vec<std::io::Result<bytes::Bytes>> = d
-            .chunks(64 * 1024)
-            .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
-            .collect();
-        futures::StreamExt::boxed(futures::stream::iter(chunks))
-    };
     let n = one
-        .stage_append("rep", 0, body(&data[..part + 100]))
+        .stage_append("rep", 0, chunked_body(&data[..part + 100]))
         .await
         .unwrap();
     // One whole part is an uncommitted block: the data blob does not exist yet.
@@ -636,7 +634,7 @@ async fn azure_upload_continues_on_another_replica() {
         .unwrap_err()
         .is_not_found());
     let n = two
-        .stage_append("rep", n, body(&data[part + 100..]))
+        .stage_append("rep", n, chunked_body(&data[part + 100..]))
         .await
         .unwrap();
     assert_eq!(n, data.len() as u64);
