@@ -278,6 +278,26 @@ def check_s3(docs):
          "a secret key in plain env")
     pdb = one(docs, "PodDisruptionBudget", None, "registry")
     need(pdb["spec"].get("minAvailable", 0) >= 1, "PodDisruptionBudget allows zero pods")
+    # Garbage collection: off in the replicas, one CronJob for the cluster on the same storage,
+    # configuration and credentials.
+    need(env_of(c).get("REGISTRY_GC_INTERVAL") == "0", "the replicas collect garbage themselves")
+    cj = one(docs, "CronJob", "registry-gc", "registry")
+    need(cj["spec"].get("concurrencyPolicy") == "Forbid", "two collections may run at once")
+    gspec = cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    g = container(gspec, "gc")
+    need(g.get("args") == ["gc"], f"the CronJob runs {g.get('args')}, not registry gc")
+    need(g["image"] == c["image"], "the CronJob runs another image than the replicas")
+    genv = env_of(g)
+    need(genv.get("REGISTRY_STORAGE") == storage, "the CronJob collects other storage than the replicas'")
+    need(genv.get("REGISTRY_CONFIG") == env_of(c).get("REGISTRY_CONFIG"), "the CronJob reads another config path")
+    def config_map(pod, ctr):
+        return volume(pod, mount_for(ctr, env_of(ctr)["REGISTRY_CONFIG"])["name"]).get("configMap", {}).get("name")
+    need(config_map(gspec, g) == config_map(spec, c), "the CronJob mounts another ConfigMap than the replicas")
+    need([e["secretRef"]["name"] for e in g.get("envFrom", []) if "secretRef" in e] == refs[:1],
+         "the CronJob has other credentials than the replicas")
+    need(gspec.get("automountServiceAccountToken") is False, "the CronJob's pod mounts an API token")
+    check_security(g, gspec, "registry-gc")
+    check_resources(g, "registry-gc")
 
 
 def node_setup_daemonset(docs, name):
@@ -385,7 +405,10 @@ def extract(out_dir):
     dep = one(docs, "Deployment", "registry", "registry")
     c = container(dep["spec"]["template"]["spec"], "registry")
     with open(os.path.join(x, "s3.env.json"), "w") as f:
-        json.dump({"replicas": dep["spec"]["replicas"], "REGISTRY_STORAGE": env_of(c)["REGISTRY_STORAGE"]}, f)
+        cj = one(docs, "CronJob", "registry-gc", "registry")
+        g = container(cj["spec"]["jobTemplate"]["spec"]["template"]["spec"], "gc")
+        json.dump({"replicas": dep["spec"]["replicas"], "REGISTRY_STORAGE": env_of(c)["REGISTRY_STORAGE"],
+                   "REGISTRY_GC_INTERVAL": env_of(c)["REGISTRY_GC_INTERVAL"], "gc_args": g["args"]}, f)
     # kontrakt's build context
     docs = load(out_dir, "kontrakt")
     cm = one(docs, "ConfigMap", None, "registry-kontrakt")

@@ -707,13 +707,16 @@ t kontrakt-dockerfile-build-push-pull-run test_kontrakt_dockerfile
 # ---------------------------------------------------------------- deploy/s3: replicas on one bucket
 # The s3 variant's settings (REGISTRY_STORAGE, replica count, the AWS_* names its Secret holds)
 # against a real S3-compatible server (moto): an image pushed through one replica is served by the
-# other, and an upload begun on one replica is finished on another.
+# other, an upload begun on one replica is finished on another, and the registry-gc CronJob's
+# command collects the bucket while the replicas serve, leaving what they hold whole.
 test_s3_replicas() {
   command -v moto_server >/dev/null 2>&1 || fail "moto_server missing (pip install 'moto[server]')" || return 1
-  local s3port storage bucket prefix replicas ports=() i p pid code
+  local s3port storage bucket prefix replicas gc_interval gc_args=() ports=() i p pid code
   s3port=$(pick_port) || return 1
   storage=$(jq -r .REGISTRY_STORAGE "$X/s3.env.json")
   replicas=$(jq -r .replicas "$X/s3.env.json")
+  gc_interval=$(jq -r .REGISTRY_GC_INTERVAL "$X/s3.env.json")
+  mapfile -t gc_args < <(jq -r '.gc_args[]' "$X/s3.env.json")
   bucket=${storage#s3://}
   prefix=${bucket#*/}
   bucket=${bucket%%/*}
@@ -730,7 +733,7 @@ test_s3_replicas() {
     p=$(pick_port) || return 1
     ports+=("$p")
     env REGISTRY_CONFIG="$X/registry.toml" REGISTRY_LISTEN="127.0.0.1:$p" REGISTRY_STORAGE="$storage" \
-      AWS_ACCESS_KEY_ID=deploy-test AWS_SECRET_ACCESS_KEY=deploy-test AWS_REGION=us-east-1 \
+      REGISTRY_GC_INTERVAL="$gc_interval" AWS_ACCESS_KEY_ID=deploy-test AWS_SECRET_ACCESS_KEY=deploy-test AWS_REGION=us-east-1 \
       AWS_ENDPOINT_URL="http://127.0.0.1:$s3port" AWS_ALLOW_HTTP=true \
       "$REG_BIN" serve >"$WORK/logs/registry-s3-$i.log" 2>&1 &
     pid=$!
@@ -770,7 +773,19 @@ test_s3_replicas() {
   cmp -s "$WORK/blob" "$WORK/blob.back" || fail "replica 1 does not serve the blob finished on replica 2" || return 1
   # and it all lives in the bucket, under the prefix
   run curl -s --max-time 10 "http://127.0.0.1:$s3port/$bucket?list-type=2&prefix=$prefix/" || return 1
-  grep -q "<Key>$prefix/" <<<"$OUT" || fail "no objects under s3://$bucket/$prefix/"
+  grep -q "<Key>$prefix/" <<<"$OUT" || fail "no objects under s3://$bucket/$prefix/" || return 1
+  # The registry-gc CronJob's command with its configuration, on the same bucket while both
+  # replicas serve (grace 0 instead of an hour): the chunked blob above, which no manifest
+  # references, is collected; the image the tag references stays whole on both replicas.
+  run env REGISTRY_CONFIG="$X/registry.toml" REGISTRY_STORAGE="$storage" REGISTRY_GC_GRACE=0 \
+    AWS_ACCESS_KEY_ID=deploy-test AWS_SECRET_ACCESS_KEY=deploy-test AWS_REGION=us-east-1 \
+    AWS_ENDPOINT_URL="http://127.0.0.1:$s3port" AWS_ALLOW_HTTP=true \
+    "$REG_BIN" "${gc_args[@]}" || return 1
+  grep -q "^removed blob $bd " <<<"$OUT" || fail "registry gc did not collect the unreferenced blob: $OUT" || return 1
+  code=$(curl -s --max-time 10 -o /dev/null -w '%{http_code}' "http://$b/v2/s3/chunks/blobs/$bd") || true
+  expect_eq "the collected blob on replica 2" "$code" 404 || return 1
+  run skopeo copy -q --src-tls-verify=false "docker://$b/s3/hello:v1" "oci:$WORK/s3-after-gc:v1" || return 1
+  run skopeo copy -q --src-tls-verify=false "docker://$a/s3/hello:v1" "oci:$WORK/s3-after-gc-a:v1"
 }
 t s3-replicas-share-one-bucket test_s3_replicas
 
