@@ -20,12 +20,24 @@ pub(crate) static CONNECTS: std::sync::atomic::AtomicU64 = std::sync::atomic::At
 /// Longest any single request may take before the run fails.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// What happens to a response body as it arrives.
+#[derive(Clone, Copy)]
+pub(crate) enum Sink<'a> {
+    /// Kept in [`Resp::chunks`].
+    Keep,
+    /// Compared chunk by chunk with these bytes and dropped: large downloads are checked
+    /// exactly without the client holding (and faulting in) the whole body.
+    Compare(&'a [u8]),
+    /// Counted and dropped.
+    Discard,
+}
+
 /// A response whose body has been read completely.
 #[derive(Debug)]
 pub(crate) struct Resp {
     pub(crate) status: StatusCode,
     pub(crate) headers: HeaderMap,
-    /// Body as received, chunk by chunk (no copying).
+    /// Body as received, chunk by chunk (no copying); empty unless read with [`Sink::Keep`].
     pub(crate) chunks: Vec<Bytes>,
     /// Total body length.
     pub(crate) len: u64,
@@ -216,11 +228,24 @@ impl Conn {
         headers: &[(&str, &str)],
         body: Bytes,
     ) -> Result<Resp> {
+        self.send_to(method, target, headers, body, Sink::Keep)
+            .await
+    }
+
+    /// [`Conn::send`], with the response body going to `sink`.
+    pub(crate) async fn send_to(
+        &mut self,
+        method: Method,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+        sink: Sink<'_>,
+    ) -> Result<Resp> {
         let target = path_of(target);
         let what = format!("{method} {target}");
         tokio::time::timeout(
             REQUEST_TIMEOUT,
-            self.send_inner(method, target, headers, body),
+            self.send_inner(method, target, headers, body, sink),
         )
         .await
         .map_err(|_| anyhow!("{what}: no answer within {REQUEST_TIMEOUT:?}"))?
@@ -233,6 +258,7 @@ impl Conn {
         target: &str,
         headers: &[(&str, &str)],
         body: Bytes,
+        sink: Sink<'_>,
     ) -> Result<Resp> {
         let i = self.next % self.senders.len();
         self.next = self.next.wrapping_add(1);
@@ -264,12 +290,27 @@ impl Conn {
             Sender::H2(s) => s.send_request(req).await?,
         };
         let (parts, mut body) = resp.into_parts();
+        // Only a successful answer goes to the sink; an error body is kept for the message.
+        let sink = if parts.status.is_success() {
+            sink
+        } else {
+            Sink::Keep
+        };
         let mut chunks = Vec::new();
         let mut len = 0u64;
         while let Some(frame) = body.frame().await {
             if let Ok(data) = frame?.into_data() {
+                let at = len as usize;
                 len += data.len() as u64;
-                chunks.push(data);
+                match sink {
+                    Sink::Keep => chunks.push(data),
+                    Sink::Compare(want) => anyhow::ensure!(
+                        want.get(at..at + data.len()) == Some(&data[..]),
+                        "body differs from the expected bytes within {at}..{}",
+                        at + data.len()
+                    ),
+                    Sink::Discard => {}
+                }
             }
         }
         Ok(Resp {

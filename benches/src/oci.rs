@@ -7,7 +7,7 @@ use http::Method;
 use storage::hash::digest_of;
 use storage::Algorithm;
 
-use crate::http::{with_query, Conn, Resp};
+use crate::http::{with_query, Conn, Resp, Sink};
 
 pub(crate) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub(crate) const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
@@ -184,13 +184,35 @@ pub(crate) async fn push_chunked(
 
 /// GET of a blob; returns the response after checking status and size (the caller hashes).
 pub(crate) async fn get_blob(conn: &mut Conn, repo: &str, digest: &str, size: u64) -> Result<Resp> {
+    get_blob_to(conn, repo, digest, size, Sink::Keep).await
+}
+
+/// GET of a blob whose bytes are known: each chunk is compared with `want` as it arrives and
+/// dropped, so a large pull is checked byte for byte without the client holding it.
+pub(crate) async fn get_blob_checked(
+    conn: &mut Conn,
+    repo: &str,
+    digest: &str,
+    want: &[u8],
+) -> Result<Resp> {
+    get_blob_to(conn, repo, digest, want.len() as u64, Sink::Compare(want)).await
+}
+
+async fn get_blob_to(
+    conn: &mut Conn,
+    repo: &str,
+    digest: &str,
+    size: u64,
+    sink: Sink<'_>,
+) -> Result<Resp> {
     let what = format!("GET blob {digest}");
     let r = conn
-        .send(
+        .send_to(
             Method::GET,
             &format!("/v2/{repo}/blobs/{digest}"),
             &[],
             Bytes::new(),
+            sink,
         )
         .await?
         .expect(200, &what)?;
