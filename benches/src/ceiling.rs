@@ -1,7 +1,7 @@
 //! The loopback ceiling: the least work a server can do to serve a blob from the page cache. A
 //! minimal HTTP/1.1 sender inside regbench answers every request with one file's bytes, sent
-//! with `sendfile(2)` from a file of the blob's size that was just written (so it is in the page
-//! cache), and does nothing else: no storage lookups, no parsing beyond the end of the request
+//! with `sendfile(2)` from a file holding a blob of the scenario that was just written (so it is
+//! in the page cache; the client checks its bytes exactly as it checks the servers'), and does nothing else: no storage lookups, no parsing beyond the end of the request
 //! head. The warm-pull scenario times the same client against it right after each server, so
 //! "share of the loopback ceiling" says how close a server comes to what this machine's loopback,
 //! memory and this client can move at that moment.
@@ -11,14 +11,24 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream};
 
 /// A running sender; it stops, and its file is removed, when dropped.
 pub(crate) struct Ceiling {
     pub(crate) addr: SocketAddr,
+    /// `/proc/self/task/<tid>/stat` of the sender's thread (all its work runs there).
+    stat: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Ceiling {
+    /// CPU seconds the sender's thread has used so far.
+    pub(crate) fn cpu_secs(&self, clk_tck: f64) -> Result<f64> {
+        crate::procfs::cpu_secs_at(&self.stat, clk_tck)
+    }
 }
 
 impl Drop for Ceiling {
@@ -32,19 +42,14 @@ impl Drop for Ceiling {
     }
 }
 
-/// Writes a `len`-byte file to the temporary folder and starts a sender for it on 127.0.0.1,
+/// Writes `content` to a file in the temporary folder and starts a sender for it on 127.0.0.1,
 /// on a thread and runtime of its own, so that it is scheduled apart from the client the way a
 /// server process is.
-pub(crate) async fn start(len: u64) -> Result<Ceiling> {
+pub(crate) async fn start(content: Bytes) -> Result<Ceiling> {
+    let len = content.len() as u64;
     let file = tokio::task::spawn_blocking(move || -> Result<std::fs::File> {
         let mut f = tempfile::tempfile().context("ceiling file")?;
-        let chunk = vec![0x5a; 4 << 20];
-        let mut left = len;
-        while left > 0 {
-            let n = left.min(chunk.len() as u64) as usize;
-            f.write_all(&chunk[..n])?;
-            left -= n as u64;
-        }
+        f.write_all(&content)?;
         Ok(f)
     })
     .await??;
@@ -56,7 +61,10 @@ pub(crate) async fn start(len: u64) -> Result<Ceiling> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
     let thread = std::thread::spawn(move || {
+        // "/proc/thread-self" links to "<pid>/task/<tid>".
+        let _ = tid_tx.send(std::fs::read_link("/proc/thread-self"));
         rt.block_on(async move {
             let Ok(listener) = TcpListener::from_std(listener) else {
                 return;
@@ -75,8 +83,10 @@ pub(crate) async fn start(len: u64) -> Result<Ceiling> {
             }
         });
     });
+    let task = tid_rx.recv()?.context("read /proc/thread-self")?;
     Ok(Ceiling {
         addr,
+        stat: format!("/proc/{}/stat", task.display()),
         stop: Some(stop),
         thread: Some(thread),
     })

@@ -28,8 +28,6 @@ pub(crate) enum Sink<'a> {
     /// Compared chunk by chunk with these bytes and dropped: large downloads are checked
     /// exactly without the client holding (and faulting in) the whole body.
     Compare(&'a [u8]),
-    /// Counted and dropped.
-    Discard,
 }
 
 /// A response whose body has been read completely.
@@ -309,7 +307,6 @@ impl Conn {
                         "body differs from the expected bytes within {at}..{}",
                         at + data.len()
                     ),
-                    Sink::Discard => {}
                 }
             }
         }

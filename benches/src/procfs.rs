@@ -5,13 +5,16 @@ use anyhow::{anyhow, Context, Result};
 
 /// CPU seconds (user + system) the process has used so far.
 pub(crate) fn cpu_secs(pid: u32, clk_tck: f64) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("read /proc/{pid}/stat (is the server still running?)"))?;
+    cpu_secs_at(&format!("/proc/{pid}/stat"), clk_tck)
+}
+
+/// CPU seconds (user + system) from a `stat` file of /proc: a process's, or one thread's
+/// (`/proc/<pid>/task/<tid>/stat`).
+pub(crate) fn cpu_secs_at(path: &str, clk_tck: f64) -> Result<f64> {
+    let stat = std::fs::read_to_string(path)
+        .with_context(|| format!("read {path} (is the server still running?)"))?;
     // The command name may hold spaces and parentheses: fields start after the last ')'.
-    let rest = &stat[stat
-        .rfind(')')
-        .ok_or_else(|| anyhow!("odd /proc/{pid}/stat"))?
-        + 1..];
+    let rest = &stat[stat.rfind(')').ok_or_else(|| anyhow!("odd {path}"))? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // After ')': field 3 (state) is index 0, so utime (14) is index 11 and stime (15) index 12.
     let utime: u64 = fields.get(11).ok_or_else(|| anyhow!("no utime"))?.parse()?;

@@ -375,10 +375,11 @@ impl Bench {
         self.rec_peak(title, s, &u);
     }
 
-    /// MB/s of `n` GETs of `len` bytes each from [`crate::ceiling`], with the pull scenarios'
-    /// client and connection handling.
-    async fn loopback_ceiling(&self, len: u64, n: usize) -> Result<f64> {
-        let sender = crate::ceiling::start(len).await?;
+    /// MB/s of `n` GETs of `content` from [`crate::ceiling`], with the pull scenarios' client,
+    /// connection handling and byte-for-byte check, and the sender's CPU seconds per GB.
+    async fn loopback_ceiling(&self, content: Bytes, n: usize) -> Result<(f64, f64)> {
+        let len = content.len() as u64;
+        let sender = crate::ceiling::start(content.clone()).await?;
         let ep = Endpoint {
             addrs: vec![sender.addr],
             tls: None,
@@ -386,6 +387,7 @@ impl Bench {
         let mut conn = Conn::connect(&ep).await?;
         let mut busy = Duration::ZERO;
         let mut bytes = 0u64;
+        let cpu0 = sender.cpu_secs(self.clk_tck)?;
         for _ in 0..n {
             let t = Instant::now();
             let r = conn
@@ -394,7 +396,7 @@ impl Bench {
                     "/ceiling",
                     &[],
                     Bytes::new(),
-                    crate::http::Sink::Discard,
+                    crate::http::Sink::Compare(&content),
                 )
                 .await?
                 .expect(200, "GET from the loopback ceiling")?;
@@ -402,7 +404,11 @@ impl Bench {
             ensure!(r.len == len, "loopback ceiling sent {} bytes", r.len);
             bytes += r.len;
         }
-        Ok(bytes as f64 / MB / busy.as_secs_f64())
+        let cpu = sender.cpu_secs(self.clk_tck)? - cpu0;
+        Ok((
+            bytes as f64 / MB / busy.as_secs_f64(),
+            cpu / (bytes as f64 / GB),
+        ))
     }
 
     /// Peak RSS (the largest replica's) and, for several replicas, each one's.
@@ -576,7 +582,8 @@ impl Bench {
                 self.rec_transfer(&title, s, bytes, busy, u);
                 if sc == Scenario::PullWarm && s.addr.tls.is_none() {
                     let n = rounds * sc_.mono_n;
-                    let ceiling = self.loopback_ceiling(sc_.big as u64, n).await?;
+                    let content = self.blob(1, 0, sc_.big).0;
+                    let (ceiling, ceiling_cpu) = self.loopback_ceiling(content, n).await?;
                     let got = bytes as f64 / MB / busy.as_secs_f64();
                     self.rec(
                         &title,
@@ -585,6 +592,14 @@ impl Bench {
                         false,
                         s,
                         ceiling,
+                    );
+                    self.rec(
+                        &title,
+                        "loopback ceiling: its sender's CPU",
+                        "CPU s/GB",
+                        true,
+                        s,
+                        ceiling_cpu,
                     );
                     self.rec(
                         &title,
