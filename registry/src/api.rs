@@ -372,18 +372,23 @@ async fn handle(
                 None => (StatusCode::OK, size),
             };
             headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
-            let zero_copy = parts
-                .extensions
-                .get::<ZeroCopy>()
-                .filter(|_| parts.version <= http::Version::HTTP_11 && len > 0);
-            let file = match zero_copy {
-                Some(_) if parts.method != Method::HEAD => reg.blob_file(&digest).await?,
+            // Sent from the file when the connection can (plain HTTP/1.x) and the backend has one.
+            let from_file = match parts.extensions.get::<ZeroCopy>() {
+                Some(zc)
+                    if parts.method != Method::HEAD
+                        && parts.version <= http::Version::HTTP_11
+                        && len > 0 =>
+                {
+                    reg.blob_file(&digest)
+                        .await?
+                        .map(|file| zc.body(file, range.clone().unwrap_or(0..size)))
+                }
                 _ => None,
             };
             let body = if parts.method == Method::HEAD {
                 Body::empty()
-            } else if let (Some(zc), Some(file)) = (zero_copy, file) {
-                Body::new(zc.body(file, range.clone().unwrap_or(0..size)))
+            } else if let Some(file_body) = from_file {
+                Body::new(file_body)
             } else {
                 Body::from_stream(
                     reg.blob_read(&digest, range)

@@ -82,8 +82,12 @@ pub struct FileQueue {
 }
 
 impl FileQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Jobs> {
+        self.jobs.lock().expect("file queue")
+    }
+
     fn push(&self, file: File, range: Range<u64>) -> u64 {
-        let mut jobs = self.jobs.lock().expect("file queue");
+        let mut jobs = self.lock();
         let id = jobs.next_id;
         jobs.next_id += 1;
         jobs.queue.push_back(Job {
@@ -97,7 +101,7 @@ impl FileQueue {
 
     /// Download `id` will yield `unsent` placeholder bytes fewer than it queued.
     fn shorten(&self, id: u64, unsent: u64) {
-        let mut jobs = self.jobs.lock().expect("file queue");
+        let mut jobs = self.lock();
         if let Some(i) = jobs.queue.iter().position(|j| j.id == id) {
             let job = &mut jobs.queue[i];
             job.remaining = job.remaining.saturating_sub(unsent);
@@ -206,7 +210,7 @@ impl SendfileIo {
     /// Sends up to `want` bytes of the file at the head of the queue in place of as many
     /// placeholder bytes.
     fn poll_send(&self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
-        let mut jobs = self.jobs_lock();
+        let mut jobs = self.queue.lock();
         let Some(job) = jobs.queue.front_mut() else {
             return Poll::Ready(Err(io::Error::other(
                 "placeholder bytes with no file queued; closing the connection",
@@ -242,10 +246,6 @@ impl SendfileIo {
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }
-    }
-
-    fn jobs_lock(&self) -> std::sync::MutexGuard<'_, Jobs> {
-        self.queue.jobs.lock().expect("file queue")
     }
 }
 
@@ -332,10 +332,7 @@ mod tests {
     fn a_body_queues_its_file_when_first_polled_and_yields_its_length() {
         let zc = ZeroCopy(Arc::new(FileQueue::default()));
         let mut body = zc.body(temp_file(), 100..(100 + PLACEHOLDER_LEN as u64 + 5));
-        assert!(
-            zc.0.jobs.lock().unwrap().queue.is_empty(),
-            "queued before hyper polls"
-        );
+        assert!(zc.0.lock().queue.is_empty(), "queued before hyper polls");
         let waker = futures::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
         let mut lens = Vec::new();
@@ -345,7 +342,7 @@ mod tests {
             lens.push(data.len());
         }
         assert_eq!(lens, vec![PLACEHOLDER_LEN, 5]);
-        let jobs = zc.0.jobs.lock().unwrap();
+        let jobs = zc.0.lock();
         assert_eq!(jobs.queue.len(), 1);
         assert_eq!(jobs.queue[0].offset, 100);
         assert_eq!(jobs.queue[0].remaining, PLACEHOLDER_LEN as u64 + 5);
@@ -368,7 +365,7 @@ mod tests {
             Poll::Ready(Some(Ok(_)))
         ));
         drop(first);
-        let jobs = zc.0.jobs.lock().unwrap();
+        let jobs = zc.0.lock();
         let remaining: Vec<u64> = jobs.queue.iter().map(|j| j.remaining).collect();
         assert_eq!(
             remaining,
@@ -386,6 +383,6 @@ mod tests {
         // Queued on the first poll, which also yields the only chunk; then a body never polled.
         assert!(Pin::new(&mut body).poll_frame(&mut cx).is_ready());
         drop(zc.body(temp_file(), 0..10));
-        assert_eq!(zc.0.jobs.lock().unwrap().queue.len(), 1);
+        assert_eq!(zc.0.lock().queue.len(), 1);
     }
 }
