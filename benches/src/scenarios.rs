@@ -375,10 +375,10 @@ impl Bench {
         self.rec_peak(title, s, &u);
     }
 
-    /// MB/s of `n` GETs of `content` from [`crate::ceiling`], with the pull scenarios' client,
-    /// connection handling and byte-for-byte check, and the sender's CPU seconds per GB.
-    async fn loopback_ceiling(&self, content: Bytes, n: usize) -> Result<(f64, f64)> {
-        let len = content.len() as u64;
+    /// MB/s of `n` GETs of blob `content` (whose digest is `digest`) from [`crate::ceiling`],
+    /// through the same client call and check as the servers' pulls, and the sender's CPU
+    /// seconds per GB.
+    async fn loopback_ceiling(&self, content: Bytes, digest: &str, n: usize) -> Result<(f64, f64)> {
         let sender = crate::ceiling::start(content.clone()).await?;
         let ep = Endpoint {
             addrs: vec![sender.addr],
@@ -390,18 +390,8 @@ impl Bench {
         let cpu0 = sender.cpu_secs(self.clk_tck)?;
         for _ in 0..n {
             let t = Instant::now();
-            let r = conn
-                .send_to(
-                    hyper::Method::GET,
-                    "/ceiling",
-                    &[],
-                    Bytes::new(),
-                    crate::http::Sink::Compare(&content),
-                )
-                .await?
-                .expect(200, "GET from the loopback ceiling")?;
+            let r = oci::get_blob_checked(&mut conn, "bench/big", digest, &content).await?;
             busy += t.elapsed();
-            ensure!(r.len == len, "loopback ceiling sent {} bytes", r.len);
             bytes += r.len;
         }
         let cpu = sender.cpu_secs(self.clk_tck)? - cpu0;
@@ -594,8 +584,8 @@ impl Bench {
                 self.rec_transfer(&title, s, bytes, busy, u);
                 if sc == Scenario::PullWarm && s.addr.tls.is_none() {
                     let n = rounds * sc_.mono_n;
-                    let content = self.blob(1, 0, sc_.big).0;
-                    let (ceiling, ceiling_cpu) = self.loopback_ceiling(content, n).await?;
+                    let (content, digest) = self.blob(1, 0, sc_.big);
+                    let (ceiling, ceiling_cpu) = self.loopback_ceiling(content, &digest, n).await?;
                     let got = bytes as f64 / MB / busy.as_secs_f64();
                     self.rec(
                         &title,
