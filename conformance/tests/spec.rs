@@ -16,6 +16,8 @@
 //! - `referrers`: the referrers API.
 //! - `errors`: error bodies and codes for bad names, digests and requests.
 //! - `workflows`: the official conformance suite's workflows end to end.
+//! - `official`: what the official suites check beyond that: references that name nothing,
+//!   sparse manifests, referrers pages, HEAD headers equal to GET's.
 
 #[path = "spec/api.rs"]
 mod api;
@@ -31,6 +33,8 @@ mod errors;
 mod manifests;
 #[path = "spec/mount.rs"]
 mod mount;
+#[path = "spec/official.rs"]
+mod official;
 #[path = "spec/referrers.rs"]
 mod referrers;
 #[path = "spec/tags.rs"]

@@ -213,9 +213,12 @@ fn json_response(body: serde_json::Value, content_type: &'static str) -> Respons
     ([(CONTENT_TYPE, content_type)], bytes).into_response()
 }
 
-fn link_next(path: &str, n: usize, last: &str) -> String {
-    let last: String = form_urlencoded::byte_serialize(last.as_bytes()).collect();
-    format!("<{path}?n={n}&last={last}>; rel=\"next\"")
+/// A `Link` header to the page after `last` of at most `n` items, keeping the `extra` query
+/// parameters (a filter).
+fn link_next(path: &str, n: usize, last: &str, extra: &[(&str, &str)]) -> String {
+    let mut query = form_urlencoded::Serializer::new(format!("n={n}"));
+    query.append_pair("last", last).extend_pairs(extra);
+    format!("<{path}?{}>; rel=\"next\"", query.finish())
 }
 
 fn page_params(q: &Query) -> Result<(Option<usize>, Option<&str>), ApiError> {
@@ -280,6 +283,7 @@ pub async fn dispatch(State(st): State<Arc<AppState>>, req: Request) -> Response
             )
             .with_header(http::header::ALLOW, allow),
             RouteError::Invalid(p) => p.into(),
+            RouteError::ManifestUnknown(r) => storage::Error::ManifestUnknown(r).into(),
         })?;
         handle(&st, ep, &parts, &query, body).await
     }
@@ -483,7 +487,7 @@ async fn handle(
                 "application/json",
             );
             if let (true, Some(n), Some(last)) = (page.more, n, page.items.last()) {
-                let link = link_next(&format!("/v2/{name}/tags/list"), n, last);
+                let link = link_next(&format!("/v2/{name}/tags/list"), n, last, &[]);
                 resp.headers_mut().insert(LINK, header_value(&link));
             }
             Ok(resp)
@@ -495,25 +499,43 @@ async fn handle(
             let mut resp = json_response(json!({ "repositories": page.items }), "application/json");
             if let (true, Some(n), Some(last)) = (page.more, n, page.items.last()) {
                 resp.headers_mut()
-                    .insert(LINK, header_value(&link_next("/v2/_catalog", n, last)));
+                    .insert(LINK, header_value(&link_next("/v2/_catalog", n, last, &[])));
             }
             Ok(resp)
         }
 
         Endpoint::Referrers { name, digest } => {
             let filter = param(q, "artifactType").filter(|a| !a.is_empty());
-            let descs = reg.referrers(&name, &digest, filter).await?;
+            let (n, last) = page_params(q)?;
+            let n = n.map_or(st.config.referrers_page_size, |n| {
+                n.min(st.config.referrers_page_size)
+            });
+            let last: Option<Digest> = last.map(str::parse).transpose()?;
+            let page = reg
+                .referrers(&name, &digest, filter, n, last.as_ref())
+                .await?;
             let mut resp = json_response(
                 json!({
                     "schemaVersion": 2,
                     "mediaType": storage::manifest::OCI_INDEX,
-                    "manifests": descs,
+                    "manifests": page.descriptors,
                 }),
                 storage::manifest::OCI_INDEX,
             );
+            let h = resp.headers_mut();
             if filter.is_some() {
-                resp.headers_mut()
-                    .insert(OCI_FILTERS, HeaderValue::from_static("artifactType"));
+                h.insert(OCI_FILTERS, HeaderValue::from_static("artifactType"));
+            }
+            if let (true, Some(last)) = (page.more, page.descriptors.last()) {
+                let extra: Vec<(&str, &str)> =
+                    filter.map(|at| ("artifactType", at)).into_iter().collect();
+                let next = link_next(
+                    &format!("/v2/{name}/referrers/{digest}"),
+                    n,
+                    &last.digest.to_string(),
+                    &extra,
+                );
+                h.insert(LINK, header_value(&next));
             }
             Ok(resp)
         }
@@ -781,8 +803,17 @@ mod tests {
     #[test]
     fn next_link() {
         assert_eq!(
-            link_next("/v2/a/tags/list", 2, "v1.0"),
+            link_next("/v2/a/tags/list", 2, "v1.0", &[]),
             "</v2/a/tags/list?n=2&last=v1.0>; rel=\"next\""
+        );
+        assert_eq!(
+            link_next(
+                "/v2/a/referrers/sha256:1",
+                3,
+                "sha256:2",
+                &[("artifactType", "a/b+c")]
+            ),
+            "</v2/a/referrers/sha256:1?n=3&last=sha256%3A2&artifactType=a%2Fb%2Bc>; rel=\"next\""
         );
     }
 }

@@ -10,6 +10,7 @@ use std::str::FromStr;
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
+pub use storage::SparseRule;
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -75,6 +76,12 @@ pub struct Config {
     pub upload_max_age: u64,
     /// Retention rules (config file only), applied by garbage collection.
     pub retention: Vec<crate::maintenance::RetentionFile>,
+    /// Which references pushed manifests may leave out, per repository pattern (config file
+    /// only; none by default, so nothing half-pushed is ever accepted).
+    pub sparse: Vec<SparseRule>,
+    /// Most referrers one `GET /v2/<name>/referrers/<digest>` answers with; more follow through
+    /// the `Link` header.
+    pub referrers_page_size: usize,
     /// PEM certificate chain (leaf first) for HTTPS; HTTPS is served when it is set.
     pub tls_cert: Option<PathBuf>,
     /// PEM private key (RSA, ECDSA or Ed25519) of `tls_cert`.
@@ -108,6 +115,8 @@ impl Default for Config {
             gc_grace: 3600,
             upload_max_age: 86400,
             retention: Vec::new(),
+            sparse: Vec::new(),
+            referrers_page_size: 500,
             tls_cert: None,
             tls_key: None,
             tls_listen: SocketAddr::from(([0, 0, 0, 0], 5443)),
@@ -139,11 +148,31 @@ pub struct FileConfig {
     gc_grace: Option<u64>,
     upload_max_age: Option<u64>,
     retention: Option<Vec<crate::maintenance::RetentionFile>>,
+    sparse: Option<Vec<SparseFile>>,
+    referrers_page_size: Option<usize>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tls_listen: Option<SocketAddr>,
     tls_client_ca: Option<PathBuf>,
     tls_reload_interval: Option<u64>,
+}
+
+/// A sparse-manifest rule as written in the config file:
+///
+/// ```toml
+/// [[sparse]]
+/// repositories = "mirror/**"   # glob: * within a path component, ** across
+/// index_children = true        # an index may name child manifests never pushed here
+/// image_layers = false         # an image manifest may name layers never pushed here
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SparseFile {
+    repositories: String,
+    #[serde(default)]
+    index_children: bool,
+    #[serde(default)]
+    image_layers: bool,
 }
 
 /// The `serve` flags. Each also reads `REGISTRY_<NAME>` from the environment (flags win).
@@ -217,6 +246,10 @@ pub struct ServeArgs {
     /// [env REGISTRY_UPLOAD_MAX_AGE] [default: 86400]
     #[arg(long)]
     pub upload_max_age: Option<u64>,
+    /// Most referrers in one answer of the referrers API; more follow through `Link`
+    /// [env REGISTRY_REFERRERS_PAGE_SIZE] [default: 500]
+    #[arg(long)]
+    pub referrers_page_size: Option<usize>,
     /// PEM certificate (chain) for HTTPS; serves HTTPS on --tls-listen when set
     /// [env REGISTRY_TLS_CERT]
     #[arg(long, value_name = "FILE")]
@@ -353,6 +386,13 @@ impl Config {
             gc_grace: pick!(gc_grace, "REGISTRY_GC_GRACE"),
             upload_max_age: pick!(upload_max_age, "REGISTRY_UPLOAD_MAX_AGE"),
             retention: file.retention.clone().unwrap_or_default(),
+            sparse: file
+                .sparse
+                .iter()
+                .flatten()
+                .map(|r| SparseRule::new(&r.repositories, r.index_children, r.image_layers))
+                .collect(),
+            referrers_page_size: pick!(referrers_page_size, "REGISTRY_REFERRERS_PAGE_SIZE"),
             tls_cert: pick_opt!(tls_cert, "REGISTRY_TLS_CERT"),
             tls_key: pick_opt!(tls_key, "REGISTRY_TLS_KEY"),
             tls_listen: pick!(tls_listen, "REGISTRY_TLS_LISTEN"),
@@ -370,6 +410,16 @@ impl Config {
         }
         if self.max_manifest_size < 1024 {
             bail!("max_manifest_size must be at least 1024 bytes");
+        }
+        if !(1..=10_000).contains(&self.referrers_page_size) {
+            bail!("referrers_page_size must be between 1 and 10000");
+        }
+        if let Some(r) = self
+            .sparse
+            .iter()
+            .find(|r| r.repositories.as_str().is_empty())
+        {
+            bail!("a [[sparse]] rule needs a repositories pattern: {r:?}");
         }
         match (&self.tls_cert, &self.tls_key) {
             (Some(_), None) => bail!("tls_cert is set but tls_key is not"),
@@ -506,6 +556,32 @@ mod tests {
         };
         let c = Config::load(&args, &env).unwrap();
         assert_eq!(c.tls_cert.as_deref(), Some(Path::new("/a/tls.crt")));
+    }
+
+    #[test]
+    fn sparse_rules_and_the_referrers_page_come_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("r.toml");
+        std::fs::write(
+            &file,
+            "referrers_page_size = 20\n[[sparse]]\nrepositories = \"mirror/**\"\nindex_children = true\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(file.clone()),
+            ..Default::default()
+        };
+        let c = Config::load(&args, &env_of(&[])).unwrap();
+        assert_eq!(c.sparse, vec![SparseRule::new("mirror/**", true, false)]);
+        assert_eq!(c.referrers_page_size, 20);
+        assert_eq!(Config::default().sparse, vec![]);
+        std::fs::write(&file, "[[sparse]]\nrepositories = \"a\"\nlayers = true\n").unwrap();
+        assert!(Config::load(&args, &env_of(&[])).is_err(), "unknown key");
+        let e = Config::load(
+            &ServeArgs::default(),
+            &env_of(&[("REGISTRY_REFERRERS_PAGE_SIZE", "0")]),
+        );
+        assert!(e.unwrap_err().to_string().contains("referrers_page_size"));
     }
 
     #[test]

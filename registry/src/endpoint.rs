@@ -66,6 +66,9 @@ pub enum RouteError {
     MethodNotAllowed(&'static str),
     /// A name, digest or reference in the path is invalid.
     Invalid(ParseError),
+    /// GET or HEAD of a manifest by a reference that is not a valid tag (and not digest-shaped):
+    /// no manifest can have it, so the answer is the one for an unknown manifest.
+    ManifestUnknown(String),
 }
 
 impl From<ParseError> for RouteError {
@@ -132,7 +135,15 @@ impl Endpoint {
         let (head, last) = rest.rsplit_once('/').ok_or(RouteError::NotFound)?;
         if let Some(name) = head.strip_suffix("/manifests") {
             let name: RepoName = name.parse()?;
-            let reference: Reference = last.parse()?;
+            let reference: Reference = match last.parse() {
+                Ok(r) => r,
+                // A reference that is not a tag names no manifest that exists; a malformed
+                // digest stays DIGEST_INVALID, as it is everywhere else.
+                Err(ParseError::Tag(..)) if get_head.is_some() => {
+                    return Err(RouteError::ManifestUnknown(last.to_owned()))
+                }
+                Err(e) => return Err(e.into()),
+            };
             return match *m {
                 Method::GET => Ok(E::GetManifest { name, reference }),
                 Method::HEAD => Ok(E::HeadManifest { name, reference }),
@@ -271,9 +282,26 @@ mod tests {
             e(Method::GET, "a/blobs/sha256:xyz"),
             Invalid(ParseError::Digest(..))
         ));
-        assert!(matches!(
+        // GET and HEAD by a reference that cannot name a manifest find none; PUT is refused.
+        assert_eq!(
             e(Method::GET, "a/manifests/-bad"),
+            ManifestUnknown("-bad".into())
+        );
+        assert_eq!(
+            e(Method::HEAD, "a/manifests/.INVALID_MANIFEST_NAME"),
+            ManifestUnknown(".INVALID_MANIFEST_NAME".into())
+        );
+        assert!(matches!(
+            e(Method::GET, "a/manifests/sha256:xyz"),
+            Invalid(ParseError::Digest(..))
+        ));
+        assert!(matches!(
+            e(Method::PUT, "a/manifests/-bad"),
             Invalid(ParseError::Tag(..))
+        ));
+        assert!(matches!(
+            e(Method::GET, "../manifests/-bad"),
+            Invalid(ParseError::Name(..))
         ));
         assert!(matches!(
             e(Method::GET, "a/referrers/nope:"),

@@ -38,6 +38,7 @@ pub fn open_registry(config: &Config) -> anyhow::Result<Registry> {
         Options {
             auto_mount: config.auto_mount,
             max_manifest_size: config.max_manifest_size,
+            sparse: config.sparse.clone(),
         },
     ))
 }

@@ -193,6 +193,14 @@ fn endpoint_arbitrary_input() {
                 }
                 Err(RouteError::MethodNotAllowed(allow)) => prop_assert!(!allow.is_empty()),
                 Err(RouteError::NotFound | RouteError::Invalid(_)) => {}
+                Err(RouteError::ManifestUnknown(reference)) => {
+                    // Only GET and HEAD of a manifest, by a reference that is not one.
+                    prop_assert!(m == Method::GET || m == Method::HEAD);
+                    let suffix = format!("/manifests/{reference}");
+                    prop_assert!(rest.ends_with(&suffix));
+                    prop_assert!(reference.parse::<storage::Tag>().is_err());
+                    prop_assert!(!reference.contains(':'));
+                }
             }
             Ok(())
         },

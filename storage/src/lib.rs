@@ -9,7 +9,9 @@
 //! - [`layout`]: where each kind of object lives in the key space.
 //! - [`hash`]: incremental hashing with savable state.
 //! - [`manifest`]: parsing and validating pushed manifests.
+//! - [`pattern`]: globs over repository names and tags.
 //! - [`registry`]: the `Registry` service the HTTP layer calls.
+//! - [`sparse`]: which references a pushed manifest may leave out, per repository.
 //! - [`error`]: the error vocabulary.
 
 pub mod backend;
@@ -20,10 +22,15 @@ pub mod hash;
 pub mod layout;
 pub mod manifest;
 pub mod object;
+pub mod pattern;
 pub mod registry;
+pub mod sparse;
 pub mod types;
 
 pub use backend::{Backend, ByteStream, GetObject, ObjectMeta};
 pub use error::{Error, Result};
-pub use registry::{ManifestInfo, Options, Page, PushedManifest, Registry, UploadStatus};
+pub use registry::{
+    ManifestInfo, Options, Page, PushedManifest, ReferrersPage, Registry, UploadStatus,
+};
+pub use sparse::SparseRule;
 pub use types::{Algorithm, Digest, ParseError, Reference, RepoName, Tag};

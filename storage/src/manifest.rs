@@ -63,13 +63,24 @@ struct RawManifest {
     annotations: Option<Map<String, Value>>,
 }
 
+/// What a referenced piece of content is to the manifest that names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The config blob of an image manifest.
+    Config,
+    /// A layer of an image manifest.
+    Layer,
+    /// An entry of an index (a manifest or, for BuildKit caches, a plain blob).
+    Child,
+}
+
 /// One reference from a manifest to other content.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ref {
     /// What is referenced.
     pub digest: Digest,
-    /// True for index entries (they may be manifests or, for BuildKit caches, plain blobs).
-    pub from_index: bool,
+    /// What it is to the manifest.
+    pub role: Role,
 }
 
 /// What the registry learned from a manifest.
@@ -173,7 +184,7 @@ pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<Parsed> {
                 .ok_or_else(|| Error::ManifestInvalid("image manifest has no config".into()))?;
             refs.push(Ref {
                 digest: descriptor_digest(config, "config")?,
-                from_index: false,
+                role: Role::Config,
             });
             if artifact_type.is_none() {
                 artifact_type = config.media_type.clone();
@@ -188,7 +199,7 @@ pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<Parsed> {
                 if l.urls.is_empty() {
                     refs.push(Ref {
                         digest,
-                        from_index: false,
+                        role: Role::Layer,
                     });
                 }
             }
@@ -203,7 +214,7 @@ pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<Parsed> {
                 let _ = &m.artifact_type;
                 refs.push(Ref {
                     digest,
-                    from_index: true,
+                    role: Role::Child,
                 });
             }
         }

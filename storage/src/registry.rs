@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::hash::{digest_of, Hasher};
 use crate::layout;
 use crate::manifest::{self, Descriptor};
+use crate::sparse::{may_be_missing, SparseRule};
 use crate::types::{Algorithm, Digest, Reference, RepoName, Tag};
 
 /// Behaviour switches of the service.
@@ -32,6 +33,8 @@ pub struct Options {
     pub auto_mount: bool,
     /// Largest manifest accepted, in bytes.
     pub max_manifest_size: usize,
+    /// Which references pushed manifests may leave out, per repository pattern (none by default).
+    pub sparse: Vec<SparseRule>,
 }
 
 impl Default for Options {
@@ -39,6 +42,7 @@ impl Default for Options {
         Options {
             auto_mount: true,
             max_manifest_size: 4 * 1024 * 1024,
+            sparse: Vec::new(),
         }
     }
 }
@@ -668,7 +672,7 @@ impl Registry {
     /// bytes: the refreshed times keep a concurrent garbage collection from removing them (the
     /// caller holds `gc_lock` shared).
     async fn ref_hold(&self, repo: &RepoName, r: &manifest::Ref) -> Result<bool> {
-        let (first, second) = if r.from_index {
+        let (first, second) = if r.role == manifest::Role::Child {
             (
                 layout::manifest_link(repo, &r.digest),
                 layout::layer_link(repo, &r.digest),
@@ -721,7 +725,10 @@ impl Registry {
                 .map(|r| async move { Ok::<_, Error>((r, self.ref_hold(repo, r).await?)) }),
         )
         .await?;
-        if let Some((missing, _)) = checks.into_iter().find(|(_, ok)| !ok) {
+        if let Some((missing, _)) = checks
+            .into_iter()
+            .find(|(r, ok)| !ok && !may_be_missing(&self.opts.sparse, repo, r.role))
+        {
             return Err(Error::ManifestBlobUnknown(missing.digest.clone()));
         }
 
@@ -841,23 +848,37 @@ impl Registry {
         Ok(paginate(names, n, last))
     }
 
-    /// Descriptors of the manifests in `repo` whose subject is `subject`, optionally only those of
-    /// `artifact_type`, ordered by digest.
+    /// A page of the descriptors of the manifests in `repo` whose subject is `subject`
+    /// (optionally only those of `artifact_type`), ordered by digest: at most `n` of them after
+    /// the digest `last`, and no more than [`REFERRERS_PAGE_BYTES`] of JSON (a page always holds
+    /// at least one descriptor when any is left).
     pub async fn referrers(
         &self,
         repo: &RepoName,
         subject: &Digest,
         artifact_type: Option<&str>,
-    ) -> Result<Vec<Descriptor>> {
+        n: usize,
+        last: Option<&Digest>,
+    ) -> Result<ReferrersPage> {
+        if n == 0 {
+            return Ok(ReferrersPage::default());
+        }
         let dir = layout::referrers_dir(repo, subject);
-        let names = self.backend.list_dir(&dir).await?;
-        let descs = futures::stream::iter(names)
+        let after = last.map(|d| format!("{}-{}", d.algorithm(), d.hex()));
+        let names: Vec<String> = self
+            .backend
+            .list_dir(&dir)
+            .await?
+            .into_iter()
+            .filter(|name| after.as_ref().is_none_or(|a| name > a))
+            .collect();
+        let mut descs = futures::stream::iter(names)
             .map(|name| {
                 let key = format!("{dir}{name}");
                 async move {
                     match self.backend.get_bytes(&key).await {
                         Ok(raw) => serde_json::from_slice::<Descriptor>(&raw)
-                            .map(Some)
+                            .map(|d| Some((d, raw.len())))
                             .map_err(|e| Error::Corrupt(format!("referrer {key}: {e}"))),
                         Err(e) if e.is_not_found() => Ok(None),
                         Err(e) => Err(e),
@@ -865,14 +886,40 @@ impl Registry {
                 }
             })
             .buffered(16)
-            .try_collect::<Vec<_>>()
-            .await?;
-        Ok(descs
-            .into_iter()
-            .flatten()
-            .filter(|d| artifact_type.is_none() || d.artifact_type.as_deref() == artifact_type)
-            .collect())
+            .try_filter_map(|d| async move {
+                Ok(d.filter(|(d, _)| {
+                    artifact_type.is_none() || d.artifact_type.as_deref() == artifact_type
+                }))
+            })
+            .boxed();
+        let mut page = ReferrersPage::default();
+        let mut bytes = 0;
+        while let Some((d, len)) = descs.try_next().await? {
+            let full = page.descriptors.len() >= n
+                || !page.descriptors.is_empty() && bytes + len > REFERRERS_PAGE_BYTES;
+            if full {
+                page.more = true;
+                break;
+            }
+            bytes += len;
+            page.descriptors.push(d);
+        }
+        Ok(page)
     }
+}
+
+/// Most bytes of descriptors one referrers page carries, so that a subject with many large
+/// annotations cannot make one huge response (clients such as containerd refuse index bodies
+/// over about 4 MiB).
+pub const REFERRERS_PAGE_BYTES: usize = 3 * 1024 * 1024;
+
+/// One page of a subject's referrers.
+#[derive(Debug, Clone, Default)]
+pub struct ReferrersPage {
+    /// The descriptors, ordered by digest.
+    pub descriptors: Vec<Descriptor>,
+    /// More referrers follow the last one of this page.
+    pub more: bool,
 }
 
 #[cfg(test)]

@@ -462,7 +462,10 @@ fn manifest_valid_by_construction() {
             );
             let got: Vec<String> = p.refs.iter().map(|r| r.digest.to_string()).collect();
             prop_assert_eq!(got, want);
-            prop_assert!(p.refs.iter().all(|r| !r.from_index));
+            prop_assert!(p
+                .refs
+                .iter()
+                .all(|r| r.role != storage::manifest::Role::Child));
             prop_assert_eq!(
                 p.subject.map(|d| d.to_string()),
                 subject.map(|(a, h)| format!("{a}:{h}"))
@@ -500,7 +503,10 @@ fn manifest_valid_by_construction() {
             let got: Vec<String> = p.refs.iter().map(|r| r.digest.to_string()).collect();
             let want: Vec<String> = children.iter().map(|(a, h)| format!("{a}:{h}")).collect();
             prop_assert_eq!(got, want);
-            prop_assert!(p.refs.iter().all(|r| r.from_index));
+            prop_assert!(p
+                .refs
+                .iter()
+                .all(|r| r.role == storage::manifest::Role::Child));
             Ok(())
         },
     );

@@ -616,7 +616,12 @@ pub async fn registry_manifests_and_referrers(b: B) {
         .await
         .unwrap();
     assert_eq!(ap.subject.as_ref(), Some(&pushed.digest));
-    let refs = reg.referrers(&r, &pushed.digest, None).await.unwrap();
+    let page = reg
+        .referrers(&r, &pushed.digest, None, 10, None)
+        .await
+        .unwrap();
+    assert!(!page.more);
+    let refs = page.descriptors;
     assert_eq!(refs.len(), 1);
     assert_eq!(refs[0].digest, ad);
     assert_eq!(refs[0].size, artifact.len() as u64);
@@ -625,9 +630,10 @@ pub async fn registry_manifests_and_referrers(b: B) {
         Some("application/vnd.example.sbom")
     );
     assert_eq!(
-        reg.referrers(&r, &pushed.digest, Some("application/other"))
+        reg.referrers(&r, &pushed.digest, Some("application/other"), 10, None)
             .await
             .unwrap()
+            .descriptors
             .len(),
         0
     );
@@ -653,9 +659,10 @@ pub async fn registry_manifests_and_referrers(b: B) {
         .await
         .unwrap();
     assert!(reg
-        .referrers(&r, &pushed.digest, None)
+        .referrers(&r, &pushed.digest, None, 10, None)
         .await
         .unwrap()
+        .descriptors
         .is_empty());
     reg.manifest_delete(&r, &Reference::Digest(pushed.digest.clone()))
         .await
