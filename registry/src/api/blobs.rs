@@ -11,60 +11,29 @@ use http::header::{
     CONTENT_TYPE, ETAG, RANGE,
 };
 use http::{Method, StatusCode};
+use storage::range::{partial_range, ByteRange};
 use storage::{Digest, RepoName};
 
 use super::{accepted, header_value, Ctx, CONTENT_DIGEST};
-use crate::error::{ApiError, ErrorCode};
+use crate::error::ApiError;
 use crate::metrics::METRICS;
 use crate::sendfile::ZeroCopy;
 
-/// A blob `Range` request resolved against the size: `None` to serve the whole blob (no header,
-/// or one this server ignores, such as multiple ranges), `Some(Err)` when unsatisfiable.
-pub fn parse_range(v: &str, size: u64) -> Option<Result<Range<u64>, ()>> {
-    let spec = v.trim().strip_prefix("bytes=")?;
-    if spec.contains(',') {
-        return None;
-    }
-    let (a, b) = spec.split_once('-')?;
-    let (a, b) = (a.trim(), b.trim());
-    if a.is_empty() {
-        let n: u64 = b.parse().ok()?;
-        if n == 0 || size == 0 {
-            return Some(Err(()));
-        }
-        return Some(Ok(size.saturating_sub(n)..size));
-    }
-    let start: u64 = a.parse().ok()?;
-    let end = if b.is_empty() {
-        size
-    } else {
-        let last: u64 = b.parse().ok()?;
-        if last < start {
-            return None;
-        }
-        last.saturating_add(1).min(size)
-    };
-    if start >= size {
-        return Some(Err(()));
-    }
-    Some(Ok(start..end))
-}
-
-/// The byte range the request asks for, if any and if satisfiable.
+/// The byte range the request asks for: `None` for the whole blob (no `Range`, or one this
+/// server ignores, such as several ranges), 416 when it selects no byte of the blob.
 fn requested_range(h: &HeaderMap, size: u64) -> Result<Option<Range<u64>>, ApiError> {
     let Some(v) = h.get(RANGE).and_then(|v| v.to_str().ok()) else {
         return Ok(None);
     };
-    match parse_range(v, size) {
-        Some(Err(())) => Err(ApiError::new(
-            ErrorCode::BlobUnknown,
-            StatusCode::RANGE_NOT_SATISFIABLE,
+    let Ok(asked) = v.parse::<ByteRange>() else {
+        return Ok(None);
+    };
+    asked.resolve(size).map(Some).map_err(|_| {
+        ApiError::blob_range(
             format!("range {v} is outside the blob of {size} bytes"),
+            size,
         )
-        .with_header(CONTENT_RANGE, format!("bytes */{size}"))),
-        Some(Ok(r)) => Ok(Some(r)),
-        None => Ok(None),
-    }
+    })
 }
 
 /// The status and headers of a blob answer, and the number of body bytes.
@@ -84,10 +53,7 @@ fn blob_headers(
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("max-age=31536000"));
     let (status, len) = match range {
         Some(r) => {
-            headers.insert(
-                CONTENT_RANGE,
-                header_value(&format!("bytes {}-{}/{size}", r.start, r.end - 1)),
-            );
+            headers.insert(CONTENT_RANGE, header_value(&partial_range(r, size)));
             (StatusCode::PARTIAL_CONTENT, r.end - r.start)
         }
         None => (StatusCode::OK, size),
@@ -134,24 +100,4 @@ pub(super) async fn delete(
 ) -> Result<Response, ApiError> {
     cx.st.registry.blob_delete(&name, &digest).await?;
     Ok(accepted())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn blob_ranges() {
-        assert_eq!(parse_range("bytes=0-9", 100), Some(Ok(0..10)));
-        assert_eq!(parse_range("bytes=90-", 100), Some(Ok(90..100)));
-        assert_eq!(parse_range("bytes=90-200", 100), Some(Ok(90..100)));
-        assert_eq!(parse_range("bytes=-10", 100), Some(Ok(90..100)));
-        assert_eq!(parse_range("bytes=-1000", 100), Some(Ok(0..100)));
-        assert_eq!(parse_range("bytes=100-", 100), Some(Err(())));
-        assert_eq!(parse_range("bytes=-0", 100), Some(Err(())));
-        assert_eq!(parse_range("bytes=5-1", 100), None);
-        assert_eq!(parse_range("bytes=0-1,5-6", 100), None);
-        assert_eq!(parse_range("items=0-1", 100), None);
-        assert_eq!(parse_range("bytes=x-1", 100), None);
-    }
 }

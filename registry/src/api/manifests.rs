@@ -7,7 +7,7 @@ use http::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, ETAG, L
 use http::StatusCode;
 use storage::{Reference, RepoName, Tag};
 
-use super::{accepted, bad_request, content_length, drain, header_value, Ctx, CONTENT_DIGEST};
+use super::{accepted, content_length, drain, header_value, Ctx, CONTENT_DIGEST};
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics::METRICS;
 
@@ -80,7 +80,7 @@ async fn read_limited(h: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, 
                 return Err(too_large(limit + 1));
             }
             Err(e) => {
-                return Err(bad_request(
+                return Err(ApiError::new(
                     ErrorCode::ManifestInvalid,
                     format!("reading the manifest failed: {e}"),
                 ))
@@ -108,9 +108,9 @@ pub(super) async fn put(
     if tags.len() > MAX_PUSH_TAGS {
         return Err(ApiError::new(
             ErrorCode::Unsupported,
-            StatusCode::URI_TOO_LONG,
             format!("at most {MAX_PUSH_TAGS} tags per push"),
-        ));
+        )
+        .with_status(StatusCode::URI_TOO_LONG));
     }
     let ct = h.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let pushed = cx

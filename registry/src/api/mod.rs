@@ -32,9 +32,6 @@ use serde_json::json;
 use storage::{ByteStream, Registry};
 use tracing::Instrument;
 
-pub use blobs::parse_range;
-pub use uploads::{parse_content_range, range_header};
-
 use crate::config::Config;
 use crate::endpoint::{Endpoint, RouteError};
 use crate::error::{ApiError, ErrorCode};
@@ -135,10 +132,6 @@ fn has_body(h: &HeaderMap) -> bool {
     }
 }
 
-fn bad_request(code: ErrorCode, msg: impl Into<String>) -> ApiError {
-    ApiError::new(code, StatusCode::BAD_REQUEST, msg)
-}
-
 fn header_value(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).expect("server-built header values are ASCII")
 }
@@ -157,14 +150,14 @@ fn route_error(e: RouteError, parts: &Parts) -> ApiError {
     match e {
         RouteError::NotFound => ApiError::new(
             ErrorCode::Unsupported,
-            StatusCode::NOT_FOUND,
             format!("no such endpoint: {}", parts.uri.path()),
-        ),
+        )
+        .with_status(StatusCode::NOT_FOUND),
         RouteError::MethodNotAllowed(allow) => ApiError::new(
             ErrorCode::Unsupported,
-            StatusCode::METHOD_NOT_ALLOWED,
             format!("{} is not allowed here", parts.method),
         )
+        .with_status(StatusCode::METHOD_NOT_ALLOWED)
         .with_header(http::header::ALLOW, allow),
         RouteError::Invalid(p) => p.into(),
     }
@@ -218,7 +211,6 @@ pub async fn dispatch(State(st): State<Arc<AppState>>, req: Request) -> Response
             METRICS.overload();
             return Err(ApiError::new(
                 ErrorCode::TooManyRequests,
-                StatusCode::TOO_MANY_REQUESTS,
                 "the registry is at its concurrency limit; retry shortly",
             )
             .with_header(http::header::RETRY_AFTER, "1"));

@@ -6,7 +6,7 @@ use http::header::LINK;
 use serde_json::json;
 use storage::RepoName;
 
-use super::{bad_request, header_value, json_response, param, Ctx, Query};
+use super::{header_value, json_response, param, Ctx, Query};
 use crate::error::{ApiError, ErrorCode};
 
 fn link_next(path: &str, n: usize, last: &str) -> String {
@@ -18,7 +18,7 @@ fn page_params(q: &Query) -> Result<(Option<usize>, Option<&str>), ApiError> {
     let n = match param(q, "n") {
         None | Some("") => None,
         Some(v) => Some(v.parse::<usize>().map_err(|_| {
-            bad_request(
+            ApiError::new(
                 ErrorCode::Unsupported,
                 format!("n must be a non-negative integer, not {v:?}"),
             )

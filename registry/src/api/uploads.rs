@@ -5,33 +5,14 @@ use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use http::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, CONTENT_RANGE, LOCATION, RANGE};
 use http::StatusCode;
-use storage::{Algorithm, Digest, Registry, RepoName};
+use storage::range::{upload_range, ContentRange};
+use storage::{Algorithm, Digest, RepoName};
 
 use super::{
-    bad_request, body_stream, content_length, drain, has_body, param, Ctx, CHUNK_MIN,
-    CONTENT_DIGEST, UPLOAD_UUID,
+    body_stream, content_length, drain, has_body, param, Ctx, CHUNK_MIN, CONTENT_DIGEST,
+    UPLOAD_UUID,
 };
 use crate::error::{ApiError, ErrorCode};
-
-/// The `Range` header value for an upload holding `offset` bytes (`0-<last byte>`; `0-0` when
-/// empty, as clients expect).
-pub fn range_header(offset: u64) -> String {
-    format!("0-{}", offset.saturating_sub(1))
-}
-
-/// Parses `Content-Range` of an upload chunk: `<start>-<end>`, inclusive, optionally written as
-/// `bytes <start>-<end>/<total>`.
-pub fn parse_content_range(v: &str) -> Option<(u64, u64)> {
-    let v = v.trim();
-    let v = v
-        .strip_prefix("bytes ")
-        .or_else(|| v.strip_prefix("bytes="))
-        .unwrap_or(v);
-    let v = v.split('/').next()?;
-    let (a, b) = v.split_once('-')?;
-    let (a, b): (u64, u64) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
-    Some((a, b))
-}
 
 fn upload_location(name: &RepoName, id: &str) -> String {
     format!("/v2/{name}/blobs/uploads/{id}")
@@ -42,7 +23,7 @@ fn upload_response(status: StatusCode, name: &RepoName, id: &str, offset: u64) -
         status,
         [
             (LOCATION, upload_location(name, id)),
-            (RANGE, range_header(offset)),
+            (RANGE, upload_range(offset)),
             (UPLOAD_UUID, id.to_owned()),
             (CONTENT_LENGTH, "0".to_owned()),
         ],
@@ -80,58 +61,57 @@ fn chunk_bounds(h: &HeaderMap) -> Result<(Option<u64>, Option<u64>), ApiError> {
         return Ok((None, cl));
     };
     let text = raw.to_str().unwrap_or("");
-    let (start, end) = parse_content_range(text).ok_or_else(|| {
-        bad_request(
+    let range: ContentRange = text.parse().map_err(|_| {
+        ApiError::new(
             ErrorCode::BlobUploadInvalid,
             format!("Content-Range must be <start>-<end>, not {text:?}"),
         )
     })?;
-    if end < start {
-        return Err(ApiError::new(
-            ErrorCode::BlobUploadInvalid,
-            StatusCode::RANGE_NOT_SATISFIABLE,
-            format!("Content-Range {text} ends before it starts"),
-        ));
-    }
-    let len = (end - start).checked_add(1).ok_or_else(|| {
+    let len = range.len().ok_or_else(|| {
+        let why = if range.end < range.start {
+            "ends before it starts"
+        } else {
+            "is larger than any blob"
+        };
         ApiError::new(
             ErrorCode::BlobUploadInvalid,
-            StatusCode::RANGE_NOT_SATISFIABLE,
-            format!("Content-Range {text} is larger than any blob"),
+            format!("Content-Range {text} {why}"),
         )
+        .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
     })?;
-    if let Some(cl) = cl {
-        if cl != len {
-            return Err(bad_request(
-                ErrorCode::SizeInvalid,
-                format!("Content-Range covers {len} bytes but Content-Length is {cl}"),
-            ));
-        }
+    if let Some(cl) = cl.filter(|cl| *cl != len) {
+        return Err(ApiError::new(
+            ErrorCode::SizeInvalid,
+            format!("Content-Range covers {len} bytes but Content-Length is {cl}"),
+        ));
     }
-    Ok((Some(start), Some(len)))
+    Ok((Some(range.start), Some(len)))
 }
 
-/// Answers a chunk that does not start where the upload ends with 416 after draining it. The
-/// storage service checks again under its lock; this early check lets the client read the 416.
-async fn check_chunk_start(
-    reg: &Registry,
+/// The bounds of a chunk (`PATCH`, or the last one with `PUT`) and its body. A chunk that does
+/// not start where the upload ends is drained and answered 416. The storage service checks
+/// again under its lock; this early check lets the client read the 416.
+async fn chunk(
+    cx: &Ctx<'_>,
     name: &RepoName,
     id: &str,
-    start: Option<u64>,
-    declared: Option<u64>,
     body: Body,
-) -> Result<Body, ApiError> {
-    let Some(start) = start else { return Ok(body) };
-    let offset = reg.upload_status(name, id).await?.offset;
-    if start == offset {
-        return Ok(body);
+) -> Result<(Option<u64>, Option<u64>, Body), ApiError> {
+    let h = &cx.parts.headers;
+    let (start, len) = chunk_bounds(h)?;
+    let Some(start) = start else {
+        return Ok((start, len, body));
+    };
+    let offset = cx.st.registry.upload_status(name, id).await?.offset;
+    if start != offset {
+        drain(body, content_length(h)).await;
+        return Err(with_upload_location(
+            storage::Error::RangeInvalid { start, offset },
+            name,
+            id,
+        ));
     }
-    drain(body, declared).await;
-    Err(with_upload_location(
-        storage::Error::RangeInvalid { start, offset },
-        name,
-        id,
-    ))
+    Ok((Some(start), len, body))
 }
 
 fn digest_is_empty(d: &Digest) -> bool {
@@ -163,7 +143,7 @@ pub(super) async fn start(cx: &Ctx<'_>, name: RepoName, body: Body) -> Result<Re
     }
     let alg = match param(q, "digest-algorithm") {
         Some(a) => a.parse::<Algorithm>().map_err(|_| {
-            bad_request(
+            ApiError::new(
                 ErrorCode::Unsupported,
                 format!("digest-algorithm {a:?} is not supported (sha256, sha512)"),
             )
@@ -200,11 +180,11 @@ pub(super) async fn patch(
     id: String,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (reg, h) = (&cx.st.registry, &cx.parts.headers);
-    let (start, len) = chunk_bounds(h)?;
-    let body = check_chunk_start(reg, &name, &id, start, content_length(h), body).await?;
+    let (start, len, body) = chunk(cx, &name, &id, body).await?;
     let data = body_stream(body, cx.st.config.body_timeout);
-    let s = reg
+    let s = cx
+        .st
+        .registry
         .upload_append(&name, &id, start, len, data)
         .await
         .map_err(|e| with_upload_location(e, &name, &id))?;
@@ -218,19 +198,19 @@ pub(super) async fn finish(
     id: String,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (reg, h) = (&cx.st.registry, &cx.parts.headers);
     let digest: Digest = param(cx.query, "digest")
         .ok_or_else(|| {
-            bad_request(
+            ApiError::new(
                 ErrorCode::DigestInvalid,
                 "closing an upload needs ?digest=<digest of the whole blob>",
             )
         })?
         .parse()?;
-    let (start, len) = chunk_bounds(h)?;
-    let body = check_chunk_start(reg, &name, &id, start, content_length(h), body).await?;
-    let data = has_body(h).then(|| body_stream(body, cx.st.config.body_timeout));
-    reg.upload_finish(&name, &id, &digest, start, len, data)
+    let (start, len, body) = chunk(cx, &name, &id, body).await?;
+    let data = has_body(&cx.parts.headers).then(|| body_stream(body, cx.st.config.body_timeout));
+    cx.st
+        .registry
+        .upload_finish(&name, &id, &digest, start, len, data)
         .await
         .map_err(|e| with_upload_location(e, &name, &id))?;
     Ok(blob_created(&name, &digest))
@@ -240,25 +220,4 @@ pub(super) async fn finish(
 pub(super) async fn cancel(cx: &Ctx<'_>, name: RepoName, id: String) -> Result<Response, ApiError> {
     cx.st.registry.upload_cancel(&name, &id).await?;
     Ok((StatusCode::NO_CONTENT, [(CONTENT_LENGTH, "0")]).into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn content_ranges() {
-        assert_eq!(parse_content_range("0-99"), Some((0, 99)));
-        assert_eq!(parse_content_range("bytes 100-199/1000"), Some((100, 199)));
-        assert_eq!(parse_content_range("bytes=5-6"), Some((5, 6)));
-        assert_eq!(parse_content_range("-5"), None);
-        assert_eq!(parse_content_range("a-b"), None);
-        assert_eq!(parse_content_range(""), None);
-    }
-
-    #[test]
-    fn upload_range_header() {
-        assert_eq!(range_header(0), "0-0");
-        assert_eq!(range_header(10), "0-9");
-    }
 }
