@@ -175,6 +175,12 @@ impl Endpoint {
                 None => Err(RouteError::MethodNotAllowed("GET, HEAD")),
             };
         }
+        Self::parse_blobs(m, head, last)
+    }
+
+    /// The blob and upload endpoints: `<name>/blobs/<digest>`, `<name>/blobs/uploads/[<id>]`.
+    fn parse_blobs(m: &Method, head: &str, last: &str) -> Result<Endpoint, RouteError> {
+        use Endpoint as E;
         // `<name>/blobs/uploads/` and `<name>/blobs/uploads`: a new session.
         let start_name = if last.is_empty() {
             head.strip_suffix("/blobs/uploads")
@@ -193,23 +199,25 @@ impl Endpoint {
         if let Some(name) = head.strip_suffix("/blobs/uploads") {
             let name = name.parse()?;
             let id = last.to_owned();
-            return match *m {
-                Method::GET | Method::HEAD => Ok(E::GetUpload { name, id }),
-                Method::PATCH => Ok(E::PatchUpload { name, id }),
-                Method::PUT => Ok(E::PutUpload { name, id }),
-                Method::DELETE => Ok(E::DeleteUpload { name, id }),
-                _ => Err(RouteError::MethodNotAllowed("GET, PATCH, PUT, DELETE")),
+            let upload = match *m {
+                Method::GET | Method::HEAD => E::GetUpload { name, id },
+                Method::PATCH => E::PatchUpload { name, id },
+                Method::PUT => E::PutUpload { name, id },
+                Method::DELETE => E::DeleteUpload { name, id },
+                _ => return Err(RouteError::MethodNotAllowed("GET, PATCH, PUT, DELETE")),
             };
+            return Ok(upload);
         }
         if let Some(name) = head.strip_suffix("/blobs") {
             let name = name.parse()?;
             let digest = last.parse()?;
-            return match *m {
-                Method::GET => Ok(E::GetBlob { name, digest }),
-                Method::HEAD => Ok(E::HeadBlob { name, digest }),
-                Method::DELETE => Ok(E::DeleteBlob { name, digest }),
-                _ => Err(RouteError::MethodNotAllowed("GET, HEAD, DELETE")),
+            let blob = match *m {
+                Method::GET => E::GetBlob { name, digest },
+                Method::HEAD => E::HeadBlob { name, digest },
+                Method::DELETE => E::DeleteBlob { name, digest },
+                _ => return Err(RouteError::MethodNotAllowed("GET, HEAD, DELETE")),
             };
+            return Ok(blob);
         }
         Err(RouteError::NotFound)
     }
@@ -281,30 +289,23 @@ mod tests {
     fn rejects() {
         use RouteError::*;
         let e = |m: Method, p: &str| Endpoint::parse(&m, p).unwrap_err();
-        assert!(matches!(
-            e(Method::GET, "A/manifests/v1"),
-            Invalid(ParseError::Name(..))
-        ));
-        assert!(matches!(
-            e(Method::GET, "a%2fb/manifests/v1"),
-            Invalid(ParseError::Name(..))
-        ));
-        assert!(matches!(
-            e(Method::GET, "../manifests/v1"),
-            Invalid(ParseError::Name(..))
-        ));
-        assert!(matches!(
-            e(Method::GET, "a/blobs/sha256:xyz"),
-            Invalid(ParseError::Digest(..))
-        ));
-        assert!(matches!(
-            e(Method::GET, "a/manifests/-bad"),
-            Invalid(ParseError::Tag(..))
-        ));
-        assert!(matches!(
-            e(Method::GET, "a/referrers/nope:"),
-            Invalid(ParseError::Digest(..))
-        ));
+        let invalid = [
+            ("A/manifests/v1", "Name"),
+            ("a%2fb/manifests/v1", "Name"),
+            ("../manifests/v1", "Name"),
+            ("a/blobs/sha256:xyz", "Digest"),
+            ("a/manifests/-bad", "Tag"),
+            ("a/referrers/nope:", "Digest"),
+        ];
+        for (path, want) in invalid {
+            let kind = match e(Method::GET, path) {
+                Invalid(ParseError::Name(..)) => "Name",
+                Invalid(ParseError::Digest(..)) => "Digest",
+                Invalid(ParseError::Tag(..)) => "Tag",
+                other => panic!("{path}: {other:?}"),
+            };
+            assert_eq!(kind, want, "{path}");
+        }
         assert_eq!(
             e(Method::POST, "a/manifests/v1"),
             MethodNotAllowed("GET, HEAD, PUT, DELETE")

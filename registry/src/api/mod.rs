@@ -53,6 +53,9 @@ const OCI_NAMESPACE: HeaderName = HeaderName::from_static("oci-namespace");
 
 type Query = Vec<(String, String)>;
 
+/// What a handler returns: the answer, or the error to render.
+type Answer = Result<Response, ApiError>;
+
 /// What every handler reads besides its path parameters and the body.
 struct Ctx<'a> {
     st: &'a AppState,
@@ -220,7 +223,7 @@ pub async fn wire_headers(req: Request, next: Next) -> Response {
 }
 
 /// Runs the handler of one endpoint.
-async fn handle(cx: &Ctx<'_>, ep: Endpoint, body: Body) -> Result<Response, ApiError> {
+async fn handle(cx: &Ctx<'_>, ep: Endpoint, body: Body) -> Answer {
     use Endpoint as E;
     match ep {
         E::Base => Ok(json_response(json!({}), "application/json")),

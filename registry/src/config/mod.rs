@@ -167,21 +167,18 @@ impl Config {
             None => FileConfig::default(),
         };
         let d = Config::default();
-        macro_rules! pick {
-            ($field:ident, $env:literal) => {
-                args.$field
-                    .clone()
-                    .or(env_parse(env, $env)?)
-                    .or(file.$field)
-                    .unwrap_or(d.$field)
-            };
-        }
+        // Flags, then environment, then file; `pick!` falls back to the default.
         macro_rules! pick_opt {
             ($field:ident, $env:literal) => {
                 args.$field
                     .clone()
                     .or(env_parse(env, $env)?)
                     .or(file.$field)
+            };
+        }
+        macro_rules! pick {
+            ($field:ident, $env:literal) => {
+                pick_opt!($field, $env).unwrap_or(d.$field)
             };
         }
         let cfg = Config {
@@ -254,6 +251,18 @@ mod tests {
     use std::collections::HashMap;
     use std::path::Path;
 
+    /// The flags naming a config file that holds `text` (it lives as long as the folder guard).
+    fn file_args(text: &str) -> (tempfile::TempDir, ServeArgs) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("r.toml");
+        std::fs::write(&file, text).unwrap();
+        let args = ServeArgs {
+            config: Some(file),
+            ..Default::default()
+        };
+        (dir, args)
+    }
+
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let m: HashMap<String, String> = pairs
             .iter()
@@ -273,17 +282,9 @@ mod tests {
 
     #[test]
     fn file_then_env_then_flags() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("r.toml");
-        std::fs::write(
-            &file,
+        let (_dir, args) = file_args(
             "listen = \"127.0.0.1:1\"\nstorage = \"/f\"\nfsync = false\nlog_format = \"json\"\n",
-        )
-        .unwrap();
-        let args = ServeArgs {
-            config: Some(file.clone()),
-            ..Default::default()
-        };
+        );
         let c = Config::load(&args, &env_of(&[])).unwrap();
         assert_eq!(
             (c.listen.port(), c.storage.as_str(), c.fsync),
@@ -316,13 +317,7 @@ mod tests {
             &env_of(&[("REGISTRY_FSYNC", "maybe")]),
         );
         assert!(e.unwrap_err().to_string().contains("REGISTRY_FSYNC"));
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("r.toml");
-        std::fs::write(&file, "lisen = \"x\"\n").unwrap();
-        let args = ServeArgs {
-            config: Some(file),
-            ..Default::default()
-        };
+        let (_dir, args) = file_args("lisen = \"x\"\n");
         assert!(Config::load(&args, &env_of(&[])).is_err());
     }
 
@@ -333,17 +328,7 @@ mod tests {
         assert_eq!(c.tls_listen.to_string(), "0.0.0.0:5443");
         assert_eq!(c.tls_reload_interval, 5);
 
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("r.toml");
-        std::fs::write(
-            &file,
-            "tls_cert = \"/f/tls.crt\"\ntls_key = \"/f/tls.key\"\ntls_listen = \"127.0.0.1:8443\"\n",
-        )
-        .unwrap();
-        let args = ServeArgs {
-            config: Some(file),
-            ..Default::default()
-        };
+        let (_dir, args) = file_args("tls_cert = \"/f/tls.crt\"\ntls_key = \"/f/tls.key\"\ntls_listen = \"127.0.0.1:8443\"\n");
         let c = Config::load(&args, &env_of(&[])).unwrap();
         assert_eq!(c.tls_cert.as_deref(), Some(Path::new("/f/tls.crt")));
         assert_eq!(c.tls_listen.port(), 8443);
@@ -385,14 +370,8 @@ mod tests {
 
     #[test]
     fn a_bad_retention_rule_fails_the_load() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("r.toml");
         let load = |text: &str| {
-            std::fs::write(&file, text).unwrap();
-            let args = ServeArgs {
-                config: Some(file.clone()),
-                ..Default::default()
-            };
+            let (_dir, args) = file_args(text);
             Config::load(&args, &env_of(&[])).map_err(|e| format!("{e:#}"))
         };
         let c = load(
