@@ -123,6 +123,28 @@ impl Endpoint {
         }
     }
 
+    /// The repository and the reference (tag, digest or upload id) the request names, if any:
+    /// what the access log writes.
+    pub fn target(&self) -> (Option<&RepoName>, Option<String>) {
+        use Endpoint as E;
+        match self {
+            E::Base | E::Catalog => (None, None),
+            E::ListTags { name } | E::StartUpload { name } => (Some(name), None),
+            E::GetManifest { name, reference }
+            | E::HeadManifest { name, reference }
+            | E::PutManifest { name, reference }
+            | E::DeleteManifest { name, reference } => (Some(name), Some(reference.to_string())),
+            E::GetBlob { name, digest }
+            | E::HeadBlob { name, digest }
+            | E::DeleteBlob { name, digest }
+            | E::Referrers { name, digest } => (Some(name), Some(digest.to_string())),
+            E::GetUpload { name, id }
+            | E::PatchUpload { name, id }
+            | E::PutUpload { name, id }
+            | E::DeleteUpload { name, id } => (Some(name), Some(id.clone())),
+        }
+    }
+
     /// Parses the part of the path after `/v2/` for `method`.
     pub fn parse(method: &Method, rest: &str) -> Result<Endpoint, RouteError> {
         use Endpoint as E;

@@ -6,13 +6,15 @@
 //!    of the request (and of its body) carries;
 //! 3. [`observe`] counts the request in the metrics (in flight, uploads, status, latency) and logs
 //!    `request done` at debug level;
-//! 4. [`crate::api::wire_headers`] adds what every `/v2/` answer carries;
-//! 5. [`admit`] answers 429 with `Retry-After` beyond `max_concurrent_requests`.
+//! 4. [`access_log`] writes one `info` line per request (unless `access_log = false`);
+//! 5. [`crate::api::wire_headers`] adds what every `/v2/` answer carries;
+//! 6. [`admit`] answers 429 with `Retry-After` beyond `max_concurrent_requests`.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::{from_fn, from_fn_with_state, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -20,6 +22,7 @@ use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
 use tower_http::trace::TraceLayer;
 
+use crate::config::Config;
 use crate::endpoint::{Endpoint, Route};
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics::METRICS;
@@ -27,10 +30,20 @@ use crate::metrics::METRICS;
 /// Wraps the `/v2/` routes of `router` in the layers above.
 pub fn around_api<S: Clone + Send + Sync + 'static>(
     router: Router<S>,
-    max_concurrent_requests: usize,
+    config: &Config,
 ) -> Router<S> {
-    let permits = Arc::new(Semaphore::new(max_concurrent_requests));
-    router.layer(
+    let permits = Arc::new(Semaphore::new(config.max_concurrent_requests));
+    let inner = router.layer(
+        ServiceBuilder::new()
+            .layer(from_fn(crate::api::wire_headers))
+            .layer(from_fn_with_state(permits, admit)),
+    );
+    let logged = if config.access_log {
+        inner.layer(from_fn(access_log))
+    } else {
+        inner
+    };
+    logged.layer(
         ServiceBuilder::new()
             .layer(from_fn(classify))
             .layer(
@@ -48,9 +61,7 @@ pub fn around_api<S: Clone + Send + Sync + 'static>(
                     .on_eos(())
                     .on_failure(()),
             )
-            .layer(from_fn(observe))
-            .layer(from_fn(crate::api::wire_headers))
-            .layer(from_fn_with_state(permits, admit)),
+            .layer(from_fn(observe)),
     )
 }
 
@@ -105,4 +116,43 @@ pub async fn admit(State(permits): State<Arc<Semaphore>>, req: Request, next: Ne
         .into_response();
     };
     next.run(req).await
+}
+
+/// Writes one `info` line per request under the target `registry::access`: method, endpoint,
+/// repository, reference, status, bytes of the answer, duration to the answer's head and the
+/// client's address (as the JSON log format's fields too). An `identity` field joins them when
+/// access control names the caller. Off with `access_log = false`.
+pub async fn access_log(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let route = req.extensions().get::<Route>();
+    let endpoint = route.map_or("invalid", Route::label);
+    let (repository, reference) = match route.and_then(Route::endpoint).map(Endpoint::target) {
+        Some((name, reference)) => (name.map(ToString::to_string), reference),
+        None => (None, None),
+    };
+    let client = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.to_string());
+    let resp = next.run(req).await;
+    let bytes = resp
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .or_else(|| http_body::Body::size_hint(resp.body()).exact())
+        .unwrap_or(0);
+    tracing::info!(
+        target: "registry::access",
+        method = %method,
+        endpoint,
+        repository = repository.as_deref().unwrap_or(""),
+        reference = reference.as_deref().unwrap_or(""),
+        status = resp.status().as_u16(),
+        bytes,
+        micros = started.elapsed().as_micros() as u64,
+        client = client.as_deref().unwrap_or(""),
+        "access"
+    );
+    resp
 }

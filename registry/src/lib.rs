@@ -4,7 +4,7 @@
 //! - [`config`]: the typed configuration (file, then `REGISTRY_*` environment, then flags).
 //! - [`endpoint`]: parsing `/v2/...` paths, right to left, into an [`endpoint::Endpoint`].
 //! - [`api`]: the handlers behind one dispatch function, one file per resource.
-//! - [`layers`]: the tower layers around the API: routing, request span, metrics, admission.
+//! - [`layers`]: tower layers around the API: routing, span, metrics, access log, admission.
 //! - [`error`]: the spec's error codes and the JSON error body.
 //! - [`listen`]: accepting connections, with header, idle and HTTP/2 limits.
 //! - [`sendfile`]: blob downloads with `sendfile(2)` on plain HTTP/1.x (the `ZeroCopy` extension).

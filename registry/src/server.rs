@@ -48,7 +48,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v2", any(dispatch))
         .route("/v2/", any(dispatch))
         .route("/v2/{*rest}", any(dispatch));
-    let api = crate::layers::around_api(api, state.config.max_concurrent_requests);
+    let api = crate::layers::around_api(api, &state.config);
     Router::new()
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))

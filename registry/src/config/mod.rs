@@ -75,6 +75,8 @@ pub struct Config {
     pub body_timeout: u64,
     /// Requests served at once; more are answered 429 with Retry-After.
     pub max_concurrent_requests: usize,
+    /// Write one `info` line per request (the access log, target `registry::access`).
+    pub access_log: bool,
     /// Seconds between background garbage collections; 0 turns them off.
     pub gc_interval: u64,
     /// Seconds an object must be untouched before garbage collection may remove it.
@@ -113,6 +115,7 @@ impl Default for Config {
             idle_timeout: 120,
             body_timeout: 60,
             max_concurrent_requests: 1024,
+            access_log: true,
             gc_interval: 3600,
             gc_grace: 3600,
             upload_max_age: 86400,
@@ -203,6 +206,7 @@ impl Config {
                 max_concurrent_requests,
                 "REGISTRY_MAX_CONCURRENT_REQUESTS"
             ),
+            access_log: pick!(access_log, "REGISTRY_ACCESS_LOG"),
             gc_interval: pick!(gc_interval, "REGISTRY_GC_INTERVAL"),
             gc_grace: pick!(gc_grace, "REGISTRY_GC_GRACE"),
             upload_max_age: pick!(upload_max_age, "REGISTRY_UPLOAD_MAX_AGE"),

@@ -69,6 +69,7 @@ pub(super) struct FileConfig {
     pub(super) idle_timeout: Option<u64>,
     pub(super) body_timeout: Option<u64>,
     pub(super) max_concurrent_requests: Option<usize>,
+    pub(super) access_log: Option<bool>,
     pub(super) gc_interval: Option<u64>,
     pub(super) gc_grace: Option<u64>,
     pub(super) upload_max_age: Option<u64>,
@@ -139,6 +140,10 @@ pub struct ServeArgs {
     /// [env REGISTRY_MAX_CONCURRENT_REQUESTS] [default: 1024]
     #[arg(long)]
     pub max_concurrent_requests: Option<usize>,
+    /// Write one info line per request: method, endpoint, repository, reference, status,
+    /// bytes, duration, client [env REGISTRY_ACCESS_LOG] [default: true]
+    #[arg(long)]
+    pub access_log: Option<bool>,
     /// Seconds between background garbage collections; 0 turns them off
     /// [env REGISTRY_GC_INTERVAL] [default: 3600]
     #[arg(long)]
