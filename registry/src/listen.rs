@@ -204,6 +204,8 @@ pub async fn serve_connection<I>(
             if let Some(z) = &zero_copy {
                 req.extensions_mut().insert(z.clone());
             }
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
             req
         },
     );

@@ -10,6 +10,7 @@
 //! - [`hash`]: incremental hashing with savable state.
 //! - [`manifest`]: parsing and validating pushed manifests.
 //! - [`pattern`]: globs over repository names and tags.
+//! - [`range`]: byte ranges of upload chunks (`Content-Range`) and blob reads (`Range`).
 //! - [`registry`]: the `Registry` service the HTTP layer calls.
 //! - [`sparse`]: which references a pushed manifest may leave out, per repository.
 //! - [`error`]: the error vocabulary.
@@ -23,6 +24,7 @@ pub mod layout;
 pub mod manifest;
 pub mod object;
 pub mod pattern;
+pub mod range;
 pub mod registry;
 pub mod sparse;
 pub mod types;

@@ -1,0 +1,91 @@
+//! Listing: `GET /v2/<name>/tags/list` and `GET /v2/_catalog`, paginated with `n`/`last` and a
+//! `Link` header to the next page.
+
+use axum::response::Response;
+use http::header::LINK;
+use serde_json::json;
+use storage::RepoName;
+
+use super::{header_value, json_response, param, Answer, Ctx, Query};
+use crate::error::{ApiError, ErrorCode};
+
+/// A `Link` header to the page after `last` of at most `n` items, keeping the `extra` query
+/// parameters (a filter).
+pub(super) fn link_next(path: &str, n: usize, last: &str, extra: &[(&str, &str)]) -> String {
+    let mut query = form_urlencoded::Serializer::new(format!("n={n}"));
+    query.append_pair("last", last).extend_pairs(extra);
+    format!("<{path}?{}>; rel=\"next\"", query.finish())
+}
+
+pub(super) fn page_params(q: &Query) -> Result<(Option<usize>, Option<&str>), ApiError> {
+    let n = match param(q, "n") {
+        None | Some("") => None,
+        Some(v) => Some(v.parse::<usize>().map_err(|_| {
+            ApiError::new(
+                ErrorCode::Unsupported,
+                format!("n must be a non-negative integer, not {v:?}"),
+            )
+        })?),
+    };
+    Ok((n, param(q, "last").filter(|l| !l.is_empty())))
+}
+
+/// Adds the `Link` to the next page when there is one.
+fn with_next_link(
+    mut resp: Response,
+    path: &str,
+    n: Option<usize>,
+    page: &storage::Page,
+) -> Response {
+    if let (true, Some(n), Some(last)) = (page.more, n, page.items.last()) {
+        resp.headers_mut()
+            .insert(LINK, header_value(&link_next(path, n, last, &[])));
+    }
+    resp
+}
+
+/// `GET /v2/<name>/tags/list`.
+pub(super) async fn list(cx: &Ctx<'_>, name: RepoName) -> Answer {
+    let (n, last) = page_params(cx.query)?;
+    let page = cx.st.registry.tags(&name, n, last).await?;
+    let resp = json_response(
+        json!({ "name": name.as_str(), "tags": page.items }),
+        "application/json",
+    );
+    Ok(with_next_link(
+        resp,
+        &format!("/v2/{name}/tags/list"),
+        n,
+        &page,
+    ))
+}
+
+/// `GET /v2/_catalog`.
+pub(super) async fn catalog(cx: &Ctx<'_>) -> Answer {
+    let (n, last) = page_params(cx.query)?;
+    let page = cx.st.registry.catalog(n, last).await?;
+    let resp = json_response(json!({ "repositories": page.items }), "application/json");
+    Ok(with_next_link(resp, "/v2/_catalog", n, &page))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_link() {
+        assert_eq!(
+            link_next("/v2/a/tags/list", 2, "v1.0", &[]),
+            "</v2/a/tags/list?n=2&last=v1.0>; rel=\"next\""
+        );
+        assert_eq!(
+            link_next(
+                "/v2/a/referrers/sha256:1",
+                3,
+                "sha256:2",
+                &[("artifactType", "a/b+c")]
+            ),
+            "</v2/a/referrers/sha256:1?n=3&last=sha256%3A2&artifactType=a%2Fb%2Bc>; rel=\"next\""
+        );
+    }
+}
