@@ -20,6 +20,9 @@ struct Histogram {
     sum: f64,
 }
 
+/// A plain counter or gauge: name, help, value, type.
+type Scalar<'a> = (&'static str, &'static str, &'a AtomicU64, &'static str);
+
 /// Every metric the registry exports.
 #[derive(Default)]
 pub struct Metrics {
@@ -158,22 +161,74 @@ impl Metrics {
         }
     }
 
-    /// The plain counters and gauges: name, help, value, type.
-    fn scalars(&self) -> [(&'static str, &'static str, &AtomicU64, &'static str); 12] {
-        [
-            ("registry_http_requests_in_flight", "Requests being served.", &self.in_flight, "gauge"),
-            ("registry_upload_requests_in_flight", "Requests carrying blob bytes being received.", &self.uploads_in_flight, "gauge"),
+    /// The plain counters and gauges, by area: name, help, value, type.
+    fn scalars(&self) -> Vec<Scalar<'_>> {
+        let gauges: &[Scalar<'_>] = &[
+            (
+                "registry_http_requests_in_flight",
+                "Requests being served.",
+                &self.in_flight,
+                "gauge",
+            ),
+            (
+                "registry_upload_requests_in_flight",
+                "Requests carrying blob bytes being received.",
+                &self.uploads_in_flight,
+                "gauge",
+            ),
+        ];
+        let traffic: &[Scalar<'_>] = &[
             ("registry_received_bytes_total", "Request body bytes received.", &self.bytes_received, "counter"),
             ("registry_sent_bytes_total", "Blob and manifest bytes sent.", &self.bytes_sent, "counter"),
             ("registry_sendfile_bytes_total", "Blob bytes sent with sendfile(2), without a copy through memory (also in registry_sent_bytes_total).", &self.bytes_sendfile, "counter"),
-            ("registry_storage_errors_total", "Requests that failed because storage failed.", &self.storage_errors, "counter"),
-            ("registry_overload_rejections_total", "Requests answered 429 by the concurrency limit.", &self.rejected_overload, "counter"),
-            ("registry_gc_runs_total", "Garbage collection runs.", &self.gc_runs, "counter"),
-            ("registry_gc_failures_total", "Garbage collection runs that failed.", &self.gc_failures, "counter"),
-            ("registry_gc_removed_blobs_total", "Blobs removed by garbage collection.", &self.gc_blobs_removed, "counter"),
-            ("registry_gc_freed_bytes_total", "Bytes freed by garbage collection.", &self.gc_bytes_freed, "counter"),
-            ("registry_gc_removed_manifests_total", "Manifests removed by retention.", &self.gc_manifests_removed, "counter"),
-        ]
+        ];
+        let faults: &[Scalar<'_>] = &[
+            (
+                "registry_storage_errors_total",
+                "Requests that failed because storage failed.",
+                &self.storage_errors,
+                "counter",
+            ),
+            (
+                "registry_overload_rejections_total",
+                "Requests answered 429 by the concurrency limit.",
+                &self.rejected_overload,
+                "counter",
+            ),
+        ];
+        let gc: &[Scalar<'_>] = &[
+            (
+                "registry_gc_runs_total",
+                "Garbage collection runs.",
+                &self.gc_runs,
+                "counter",
+            ),
+            (
+                "registry_gc_failures_total",
+                "Garbage collection runs that failed.",
+                &self.gc_failures,
+                "counter",
+            ),
+            (
+                "registry_gc_removed_blobs_total",
+                "Blobs removed by garbage collection.",
+                &self.gc_blobs_removed,
+                "counter",
+            ),
+            (
+                "registry_gc_freed_bytes_total",
+                "Bytes freed by garbage collection.",
+                &self.gc_bytes_freed,
+                "counter",
+            ),
+            (
+                "registry_gc_removed_manifests_total",
+                "Manifests removed by retention.",
+                &self.gc_manifests_removed,
+                "counter",
+            ),
+        ];
+        [gauges, traffic, faults, gc].concat()
     }
 
     /// The exposition text.
