@@ -127,19 +127,26 @@ impl FsBackend {
     }
 }
 
-fn walk(dir: &Path, rel: &str, out: &mut Vec<(String, std::fs::Metadata)>) -> io::Result<()> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        // A missing folder, or an object where the prefix expects a folder: nothing below it.
+/// The entries of folder `dir`; `None` for a missing folder, or an object where the prefix
+/// expects a folder: nothing below it.
+fn read_dir_if_any(dir: &Path) -> io::Result<Option<std::fs::ReadDir>> {
+    match std::fs::read_dir(dir) {
+        Ok(e) => Ok(Some(e)),
         Err(e)
             if matches!(
                 e.kind(),
                 io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
             ) =>
         {
-            return Ok(())
+            Ok(None)
         }
-        Err(e) => return Err(e),
+        Err(e) => Err(e),
+    }
+}
+
+fn walk(dir: &Path, rel: &str, out: &mut Vec<(String, std::fs::Metadata)>) -> io::Result<()> {
+    let Some(entries) = read_dir_if_any(dir)? else {
+        return Ok(());
     };
     for entry in entries {
         let entry = entry?;
@@ -202,6 +209,53 @@ fn read_stream(file: std::fs::File, range: Range<u64>) -> ByteStream {
         }
     })
     .boxed()
+}
+
+/// Opens the staged bytes of upload `id` for writing at `offset`, dropping bytes past it.
+fn open_stage_at(dir: &Path, path: &Path, id: &str, offset: u64) -> Result<std::fs::File> {
+    std::fs::create_dir_all(dir).map_err(|e| io_err("create upload folder", e))?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| io_err("open upload", e))?;
+    let len = f.metadata().map_err(|e| io_err("stat upload", e))?.len();
+    if len < offset {
+        return Err(Error::Corrupt(format!(
+            "upload {id} holds {len} bytes, its state says {offset}"
+        )));
+    }
+    if len > offset {
+        // Bytes of an append that failed before its state was recorded.
+        f.set_len(offset)
+            .map_err(|e| io_err("truncate upload", e))?;
+    }
+    f.seek(SeekFrom::Start(offset))
+        .map_err(|e| io_err("seek upload", e))?;
+    Ok(f)
+}
+
+/// Writes `batch` to `f` on a blocking thread; the handle gives the file back.
+fn write_batch(
+    mut f: std::fs::File,
+    batch: Vec<Bytes>,
+) -> tokio::task::JoinHandle<io::Result<std::fs::File>> {
+    tokio::task::spawn_blocking(move || {
+        for b in &batch {
+            f.write_all(b)?;
+        }
+        Ok(f)
+    })
+}
+
+/// Waits for a [`write_batch`].
+async fn finish_batch(
+    h: tokio::task::JoinHandle<io::Result<std::fs::File>>,
+) -> Result<std::fs::File> {
+    h.await
+        .map_err(|e| Error::backend("write upload", e))?
+        .map_err(|e| io_err("write upload", e))
 }
 
 #[async_trait]
@@ -319,17 +373,9 @@ impl Backend for FsBackend {
         let dir = self.path(prefix.trim_end_matches('/'));
         let p = prefix.to_owned();
         tokio::task::spawn_blocking(move || {
-            let rd = match std::fs::read_dir(&dir) {
-                Ok(rd) => rd,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-                    ) =>
-                {
-                    return Ok(Vec::new())
-                }
-                Err(e) => return Err(io_err(format!("list {p}"), e)),
+            let Some(rd) = read_dir_if_any(&dir).map_err(|e| io_err(format!("list {p}"), e))?
+            else {
+                return Ok(Vec::new());
             };
             let mut names = Vec::new();
             for entry in rd {
@@ -351,51 +397,10 @@ impl Backend for FsBackend {
         let dir = self.stage_dir(id);
         let path = self.stage_data(id);
         let id_owned = id.to_owned();
-        let file = tokio::task::spawn_blocking(move || -> Result<std::fs::File> {
-            std::fs::create_dir_all(&dir).map_err(|e| io_err("create upload folder", e))?;
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)
-                .map_err(|e| io_err("open upload", e))?;
-            let len = f.metadata().map_err(|e| io_err("stat upload", e))?.len();
-            if len < offset {
-                return Err(Error::Corrupt(format!(
-                    "upload {id_owned} holds {len} bytes, its state says {offset}"
-                )));
-            }
-            if len > offset {
-                // Bytes of an append that failed before its state was recorded.
-                f.set_len(offset)
-                    .map_err(|e| io_err("truncate upload", e))?;
-            }
-            f.seek(SeekFrom::Start(offset))
-                .map_err(|e| io_err("seek upload", e))?;
-            Ok(f)
-        })
-        .await
-        .map_err(|e| Error::backend("open upload", e))??;
-
-        fn write_batch(
-            mut f: std::fs::File,
-            batch: Vec<Bytes>,
-        ) -> tokio::task::JoinHandle<io::Result<std::fs::File>> {
-            tokio::task::spawn_blocking(move || {
-                for b in &batch {
-                    f.write_all(b)?;
-                }
-                Ok(f)
-            })
-        }
-        async fn finish(
-            h: tokio::task::JoinHandle<io::Result<std::fs::File>>,
-        ) -> Result<std::fs::File> {
-            h.await
-                .map_err(|e| Error::backend("write upload", e))?
-                .map_err(|e| io_err("write upload", e))
-        }
-
+        let file =
+            tokio::task::spawn_blocking(move || open_stage_at(&dir, &path, &id_owned, offset))
+                .await
+                .map_err(|e| Error::backend("open upload", e))??;
         let mut idle = Some(file);
         let mut writing: Option<tokio::task::JoinHandle<io::Result<std::fs::File>>> = None;
         let mut batch: Vec<Bytes> = Vec::new();
@@ -422,7 +427,7 @@ impl Backend for FsBackend {
             if batch_len >= WRITE_BATCH || (last && !batch.is_empty()) {
                 let f = match (idle.take(), writing.take()) {
                     (Some(f), _) => f,
-                    (None, Some(h)) => finish(h).await?,
+                    (None, Some(h)) => finish_batch(h).await?,
                     (None, None) => unreachable!("the file is idle or being written"),
                 };
                 writing = Some(write_batch(f, std::mem::take(&mut batch)));
@@ -435,7 +440,7 @@ impl Backend for FsBackend {
         // Synced at commit (module docs).
         match (idle, writing) {
             (Some(_), _) => {}
-            (None, Some(h)) => drop(finish(h).await?),
+            (None, Some(h)) => drop(finish_batch(h).await?),
             (None, None) => unreachable!("the file is idle or being written"),
         }
         Ok(total)

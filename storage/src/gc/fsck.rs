@@ -119,16 +119,18 @@ impl Registry {
                 }
             }
         }
-        self.check_tags(repo, &revisions, r).await
+        r.problems
+            .extend(self.tag_problems(repo, &revisions).await?);
+        Ok(())
     }
 
-    /// Checks that every tag of `repo` names one of its manifest revisions.
-    async fn check_tags(
+    /// What is wrong with the tags of `repo`: those that do not name one of its revisions.
+    async fn tag_problems(
         &self,
         repo: &RepoName,
         revisions: &HashSet<Digest>,
-        r: &mut FsckReport,
-    ) -> Result<()> {
+    ) -> Result<Vec<String>> {
+        let mut problems = Vec::new();
         for name in self.backend().list_dir(&layout::tags_dir(repo)).await? {
             let raw = self
                 .backend()
@@ -139,13 +141,11 @@ impl Registry {
                 .and_then(|s| s.parse::<Digest>().ok())
             {
                 Some(d) if revisions.contains(&d) => {}
-                Some(d) => r
-                    .problems
-                    .push(format!("{repo}:{name} points at missing manifest {d}")),
-                None => r.problems.push(format!("{repo}:{name} is unreadable")),
+                Some(d) => problems.push(format!("{repo}:{name} points at missing manifest {d}")),
+                None => problems.push(format!("{repo}:{name} is unreadable")),
             }
         }
-        Ok(())
+        Ok(problems)
     }
 
     async fn quarantine(&self, key: &str, d: &Digest) -> Result<()> {

@@ -12,11 +12,14 @@ use crate::manifest::{OCI_INDEX, OCI_MANIFEST};
 use crate::types::{Algorithm, Reference};
 use crate::Options;
 
-fn registry(dir: &std::path::Path) -> Registry {
-    Registry::new(
-        Arc::new(FsBackend::new(dir, false).unwrap()),
+/// A service over a fresh folder, and a repository name.
+fn setup(repo: &str) -> (tempfile::TempDir, Registry, RepoName) {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Registry::new(
+        Arc::new(FsBackend::new(dir.path(), false).unwrap()),
         Options::default(),
-    )
+    );
+    (dir, reg, repo.parse().unwrap())
 }
 
 async fn blob(reg: &Registry, repo: &RepoName, data: &[u8]) -> Digest {
@@ -53,9 +56,7 @@ fn now_opts() -> GcOptions {
 
 #[tokio::test]
 async fn removes_only_what_nothing_references() {
-    let dir = tempfile::tempdir().unwrap();
-    let reg = registry(dir.path());
-    let repo: RepoName = "app".parse().unwrap();
+    let (_dir, reg, repo) = setup("app");
     let kept = image(&reg, &repo, Some("v1"), b"kept layer").await;
     let gone = image(&reg, &repo, Some("v2"), b"gone layer").await;
     let stray = blob(&reg, &repo, b"stray upload").await;
@@ -105,9 +106,7 @@ async fn removes_only_what_nothing_references() {
 
 #[tokio::test]
 async fn retention_keeps_newest_tags_and_what_they_reach() {
-    let dir = tempfile::tempdir().unwrap();
-    let reg = registry(dir.path());
-    let repo: RepoName = "builds/app".parse().unwrap();
+    let (_dir, reg, repo) = setup("builds/app");
     let old = image(&reg, &repo, Some("old"), b"1").await;
     let child = image(&reg, &repo, None, b"2").await;
     let index = format!(
@@ -151,9 +150,7 @@ async fn retention_keeps_newest_tags_and_what_they_reach() {
 
 #[tokio::test]
 async fn fsck_finds_and_quarantines_damage() {
-    let dir = tempfile::tempdir().unwrap();
-    let reg = registry(dir.path());
-    let repo: RepoName = "app".parse().unwrap();
+    let (dir, reg, repo) = setup("app");
     image(&reg, &repo, Some("v1"), b"layer bytes").await;
     let layer = digest_of(Algorithm::Sha256, b"layer bytes");
     let path = dir.path().join(layout::blob(&layer));

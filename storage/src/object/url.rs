@@ -32,6 +32,21 @@ fn split_url(url: &str) -> Result<(&str, &str, &str)> {
     Ok((scheme, authority, path.trim_matches('/')))
 }
 
+/// Opens a store with `$builder` from the environment and `$url`, then `$options`, each key
+/// parsed as a `$key` (lower-cased).
+macro_rules! open_store {
+    ($builder:ty, $key:ty, $base:expr, $options:expr, $bad:expr, $kind:literal) => {{
+        let mut b = <$builder>::from_env()
+            .with_url($base)
+            .with_retry(retry_config());
+        for (k, v) in $options {
+            let key: $key = k.as_ref().to_ascii_lowercase().parse().map_err($bad)?;
+            b = b.with_config(key, v);
+        }
+        Self::new(Arc::new(b.build().map_err($bad)?), $kind)
+    }};
+}
+
 impl ObjectBackend {
     /// Opens the store a URL names: `s3://bucket/prefix`, `gs://bucket/prefix`,
     /// `az://container/prefix` or `memory://`. Credentials and settings come from the usual
@@ -50,37 +65,25 @@ impl ObjectBackend {
         let bad = |e: object_store::Error| Error::backend(format!("object storage {url}"), e);
         let backend = match scheme {
             "s3" | "s3a" => {
-                let mut b = AmazonS3Builder::from_env()
-                    .with_url(base)
-                    .with_retry(retry_config());
-                for (k, v) in options {
-                    let key: AmazonS3ConfigKey =
-                        k.as_ref().to_ascii_lowercase().parse().map_err(bad)?;
-                    b = b.with_config(key, v);
-                }
-                Self::new(Arc::new(b.build().map_err(bad)?), "s3")
+                open_store!(AmazonS3Builder, AmazonS3ConfigKey, base, options, bad, "s3")
             }
-            "gs" => {
-                let mut b = GoogleCloudStorageBuilder::from_env()
-                    .with_url(base)
-                    .with_retry(retry_config());
-                for (k, v) in options {
-                    let key: GoogleConfigKey =
-                        k.as_ref().to_ascii_lowercase().parse().map_err(bad)?;
-                    b = b.with_config(key, v);
-                }
-                Self::new(Arc::new(b.build().map_err(bad)?), "gcs")
-            }
+            "gs" => open_store!(
+                GoogleCloudStorageBuilder,
+                GoogleConfigKey,
+                base,
+                options,
+                bad,
+                "gcs"
+            ),
             "az" | "azure" | "abfs" | "abfss" => {
-                let mut b = MicrosoftAzureBuilder::from_env()
-                    .with_url(base)
-                    .with_retry(retry_config());
-                for (k, v) in options {
-                    let key: AzureConfigKey =
-                        k.as_ref().to_ascii_lowercase().parse().map_err(bad)?;
-                    b = b.with_config(key, v);
-                }
-                Self::new(Arc::new(b.build().map_err(bad)?), "azure")
+                open_store!(
+                    MicrosoftAzureBuilder,
+                    AzureConfigKey,
+                    base,
+                    options,
+                    bad,
+                    "azure"
+                )
             }
             "memory" => Self::memory(),
             other => {

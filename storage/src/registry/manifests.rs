@@ -19,6 +19,23 @@ struct ManifestLink {
     size: u64,
 }
 
+/// The digest of a pushed manifest: checked against the reference when that is a digest.
+fn pushed_digest(reference: &Reference, body: &[u8]) -> Result<Digest> {
+    match reference {
+        Reference::Digest(d) => {
+            let actual = digest_of(d.algorithm(), body);
+            if &actual != d {
+                return Err(Error::DigestMismatch {
+                    expected: d.clone(),
+                    actual,
+                });
+            }
+            Ok(actual)
+        }
+        Reference::Tag(_) => Ok(digest_of(Algorithm::Sha256, body)),
+    }
+}
+
 impl Registry {
     async fn resolve(&self, repo: &RepoName, reference: &Reference) -> Result<Digest> {
         match reference {
@@ -115,19 +132,7 @@ impl Registry {
                 limit: self.opts.max_manifest_size,
             });
         }
-        let digest = match reference {
-            Reference::Digest(d) => {
-                let actual = digest_of(d.algorithm(), &body);
-                if &actual != d {
-                    return Err(Error::DigestMismatch {
-                        expected: d.clone(),
-                        actual,
-                    });
-                }
-                actual
-            }
-            Reference::Tag(_) => digest_of(Algorithm::Sha256, &body),
-        };
+        let digest = pushed_digest(reference, &body)?;
         let parsed = manifest::parse(&body, content_type)?;
         let _gc = self.gc_lock.read().await;
         let checks = futures::future::try_join_all(
