@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use http::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, CONTENT_RANGE, LOCATION, RANGE};
 use http::StatusCode;
 use storage::range::{upload_range, ContentRange};
-use storage::{Algorithm, Digest, RepoName};
+use storage::{Algorithm, ByteStream, Digest, RepoName};
 
 use super::{
     body_stream, content_length, drain, has_body, param, Ctx, CHUNK_MIN, CONTENT_DIGEST,
@@ -88,30 +88,19 @@ fn chunk_bounds(h: &HeaderMap) -> Result<(Option<u64>, Option<u64>), ApiError> {
     Ok((Some(range.start), Some(len)))
 }
 
-/// The bounds of a chunk (`PATCH`, or the last one with `PUT`) and its body. A chunk that does
-/// not start where the upload ends is drained and answered 416. The storage service checks
-/// again under its lock; this early check lets the client read the 416.
-async fn chunk(
+/// Answers a storage error on a chunk. A chunk that does not start where the upload ends comes
+/// back unread from the service: it is drained first, so the client reads the 416.
+async fn chunk_refused(
     cx: &Ctx<'_>,
+    e: storage::Error,
+    data: ByteStream,
     name: &RepoName,
     id: &str,
-    body: Body,
-) -> Result<(Option<u64>, Option<u64>, Body), ApiError> {
-    let h = &cx.parts.headers;
-    let (start, len) = chunk_bounds(h)?;
-    let Some(start) = start else {
-        return Ok((start, len, body));
-    };
-    let offset = cx.st.registry.upload_status(name, id).await?.offset;
-    if start != offset {
-        drain(body, content_length(h)).await;
-        return Err(with_upload_location(
-            storage::Error::RangeInvalid { start, offset },
-            name,
-            id,
-        ));
+) -> ApiError {
+    if matches!(e, storage::Error::RangeInvalid { .. }) {
+        drain(Body::from_stream(data), content_length(&cx.parts.headers)).await;
     }
-    Ok((Some(start), len, body))
+    with_upload_location(e, name, id)
 }
 
 fn digest_is_empty(d: &Digest) -> bool {
@@ -180,15 +169,17 @@ pub(super) async fn patch(
     id: String,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (start, len, body) = chunk(cx, &name, &id, body).await?;
-    let data = body_stream(body, cx.st.config.body_timeout);
-    let s = cx
+    let (start, len) = chunk_bounds(&cx.parts.headers)?;
+    let mut data = body_stream(body, cx.st.config.body_timeout);
+    let res = cx
         .st
         .registry
-        .upload_append(&name, &id, start, len, data)
-        .await
-        .map_err(|e| with_upload_location(e, &name, &id))?;
-    Ok(upload_response(StatusCode::ACCEPTED, &name, &id, s.offset))
+        .upload_append(&name, &id, start, len, &mut data)
+        .await;
+    match res {
+        Ok(s) => Ok(upload_response(StatusCode::ACCEPTED, &name, &id, s.offset)),
+        Err(e) => Err(chunk_refused(cx, e, data, &name, &id).await),
+    }
 }
 
 /// `PUT /v2/<name>/blobs/uploads/<id>?digest=`: closes the upload, with an optional last chunk.
@@ -206,14 +197,18 @@ pub(super) async fn finish(
             )
         })?
         .parse()?;
-    let (start, len, body) = chunk(cx, &name, &id, body).await?;
-    let data = has_body(&cx.parts.headers).then(|| body_stream(body, cx.st.config.body_timeout));
-    cx.st
+    let (start, len) = chunk_bounds(&cx.parts.headers)?;
+    let mut data = body_stream(body, cx.st.config.body_timeout);
+    let last = has_body(&cx.parts.headers).then_some(&mut data);
+    let res = cx
+        .st
         .registry
-        .upload_finish(&name, &id, &digest, start, len, data)
-        .await
-        .map_err(|e| with_upload_location(e, &name, &id))?;
-    Ok(blob_created(&name, &digest))
+        .upload_finish(&name, &id, &digest, start, len, last)
+        .await;
+    match res {
+        Ok(_) => Ok(blob_created(&name, &digest)),
+        Err(e) => Err(chunk_refused(cx, e, data, &name, &id).await),
+    }
 }
 
 /// `DELETE /v2/<name>/blobs/uploads/<id>`: cancels the upload.

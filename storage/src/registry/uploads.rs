@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use super::tap::HashTap;
@@ -47,6 +47,11 @@ fn check_start(start: Option<u64>, offset: u64) -> Result<()> {
         Some(start) if start != offset => Err(Error::RangeInvalid { start, offset }),
         _ => Ok(()),
     }
+}
+
+/// Takes the body out of `data`, leaving an empty stream.
+fn take(data: &mut ByteStream) -> ByteStream {
+    std::mem::replace(data, futures::stream::empty().boxed())
 }
 
 impl Registry {
@@ -147,20 +152,27 @@ impl Registry {
 
     /// Appends a chunk to a session. `start` comes from `Content-Range` (None: append at the end),
     /// `len` from the chunk's declared length.
+    ///
+    /// The start is checked under the session's lock before `data` is touched: on
+    /// [`Error::RangeInvalid`] the body is left unread in `data`, so the caller can drain it and
+    /// the client, still sending, reads the answer instead of a reset. Otherwise `data` is taken
+    /// (and left empty).
     pub async fn upload_append(
         &self,
         repo: &RepoName,
         id: &str,
         start: Option<u64>,
         len: Option<u64>,
-        data: ByteStream,
+        data: &mut ByteStream,
     ) -> Result<UploadStatus> {
         let lock = self.upload_lock(id);
         let _guard = lock.lock().await;
         let mut state = self.load_upload(repo, id).await?;
         check_start(start, state.offset)?;
         let hasher = self.restore_hasher(&state)?;
-        let (offset, hasher) = self.append(id, state.offset, hasher, len, data).await?;
+        let (offset, hasher) = self
+            .append(id, state.offset, hasher, len, take(data))
+            .await?;
         state.offset = offset;
         state.hash_state = base64::engine::general_purpose::STANDARD.encode(hasher.save());
         self.save_upload(id, &state).await?;
@@ -180,6 +192,7 @@ impl Registry {
 
     /// Closes a session: appends the optional final chunk, verifies the whole blob against
     /// `digest`, and publishes it in `repo`. On a mismatch nothing is stored and the session ends.
+    /// `start` is checked as in [`Self::upload_append`], leaving `data` unread when it is wrong.
     pub async fn upload_finish(
         &self,
         repo: &RepoName,
@@ -187,7 +200,7 @@ impl Registry {
         digest: &Digest,
         start: Option<u64>,
         len: Option<u64>,
-        data: Option<ByteStream>,
+        data: Option<&mut ByteStream>,
     ) -> Result<u64> {
         let lock = self.upload_lock(id);
         let _guard = lock.lock().await;
@@ -196,7 +209,7 @@ impl Registry {
         let mut hasher = self.restore_hasher(&state)?;
         let mut offset = state.offset;
         if let Some(data) = data {
-            (offset, hasher) = self.append(id, offset, hasher, len, data).await?;
+            (offset, hasher) = self.append(id, offset, hasher, len, take(data)).await?;
         }
         self.verify_and_commit(repo, id, digest, offset, hasher)
             .await?;
@@ -313,13 +326,13 @@ mod tests {
         );
         let repo: RepoName = "r".parse().unwrap();
         let s = reg.upload_start(&repo, Algorithm::Sha256).await.unwrap();
-        reg.upload_append(&repo, &s.id, Some(0), Some(6), body(b"hello "))
+        reg.upload_append(&repo, &s.id, Some(0), Some(6), &mut body(b"hello "))
             .await
             .unwrap();
         // What a power cut before the commit's sync can leave: state ahead of the bytes.
         std::fs::write(dir.path().join(format!("uploads/{}/data", s.id)), b"he").unwrap();
         let e = reg
-            .upload_append(&repo, &s.id, Some(6), Some(5), body(b"world"))
+            .upload_append(&repo, &s.id, Some(6), Some(5), &mut body(b"world"))
             .await
             .unwrap_err();
         assert!(matches!(e, Error::UploadUnknown), "{e:?}");

@@ -472,7 +472,7 @@ pub async fn registry_chunked_upload(b: B) {
                 &st.id,
                 Some(off as u64),
                 Some((end - off) as u64),
-                body(&data[off..end], 16 * 1024),
+                &mut body(&data[off..end], 16 * 1024),
             )
             .await
             .unwrap();
@@ -483,14 +483,23 @@ pub async fn registry_chunked_upload(b: B) {
         reg.upload_status(&r, &st.id).await.unwrap().offset,
         off as u64
     );
-    // A chunk at the wrong offset is refused and changes nothing.
+    // A chunk at the wrong offset is refused and changes nothing; its body is left unread for
+    // the caller to drain.
+    let mut rejected = body(b"x", 1);
     let bad = reg
-        .upload_append(&r, &st.id, Some(1), Some(1), body(b"x", 1))
+        .upload_append(&r, &st.id, Some(1), Some(1), &mut rejected)
         .await;
     assert!(matches!(bad, Err(Error::RangeInvalid { .. })), "{bad:?}");
+    assert_eq!(collect(rejected).await, b"x");
     // A chunk longer than declared is refused, and the upload continues from where it was.
     let bad = reg
-        .upload_append(&r, &st.id, Some(off as u64), Some(3), body(b"abcdef", 2))
+        .upload_append(
+            &r,
+            &st.id,
+            Some(off as u64),
+            Some(3),
+            &mut body(b"abcdef", 2),
+        )
         .await;
     assert!(matches!(bad, Err(Error::SizeInvalid(_))), "{bad:?}");
     let size = reg
@@ -500,7 +509,7 @@ pub async fn registry_chunked_upload(b: B) {
             &digest,
             Some(off as u64),
             Some((data.len() - off) as u64),
-            Some(body(&data[off..], 10_000)),
+            Some(&mut body(&data[off..], 10_000)),
         )
         .await
         .unwrap();
@@ -523,7 +532,7 @@ pub async fn registry_chunked_upload(b: B) {
     let st = reg.upload_start(&r, Algorithm::Sha256).await.unwrap();
     let wrong = digest_of(Algorithm::Sha256, b"something else");
     let res = reg
-        .upload_finish(&r, &st.id, &wrong, None, None, Some(body(b"abc", 1)))
+        .upload_finish(&r, &st.id, &wrong, None, None, Some(&mut body(b"abc", 1)))
         .await;
     assert!(matches!(res, Err(Error::DigestMismatch { .. })), "{res:?}");
     assert!(matches!(
