@@ -7,7 +7,7 @@
 //! - [`fs`]: the filesystem backend.
 //! - [`object`]: the object-storage backend (S3, GCS, Azure, memory) and its multipart staging.
 //! - [`layout`]: every key in the key space, and the staging-folder contract with backends.
-//! - [`registry`]: the `Registry` service the HTTP layer calls, one module per resource.
+//! - [`store`]: the `Store`, the service the HTTP layer calls, one module per resource.
 //! - [`gc`]: online garbage collection, retention and fsck.
 //! - [`hash`]: incremental hashing with savable state.
 //! - [`manifest`]: parsing and validating pushed manifests.
@@ -22,10 +22,14 @@ pub mod layout;
 pub mod manifest;
 pub mod object;
 pub mod range;
-pub mod registry;
+pub mod store;
 pub mod types;
 
 pub use backend::{Backend, ByteStream, GetObject, ObjectMeta};
 pub use error::{Error, Result};
-pub use registry::{ManifestInfo, Options, Page, PushedManifest, Registry, UploadStatus};
+pub use store::{ManifestInfo, Options, Page, PushedManifest, Store, UploadStatus};
+
+/// The `Store`'s former name, kept so that code written against it still compiles while the
+/// branches that use it are merged; new code names [`Store`].
+pub type Registry = Store;
 pub use types::{Algorithm, Digest, ParseError, Reference, RepoName, Tag};

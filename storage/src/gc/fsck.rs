@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::hash::Hasher;
 use crate::layout;
-use crate::registry::Registry;
+use crate::store::Store;
 use crate::types::{Digest, RepoName};
 
 /// What `fsck` found.
@@ -25,7 +25,7 @@ pub struct FsckReport {
     pub quarantined: Vec<String>,
 }
 
-impl Registry {
+impl Store {
     /// Checks every stored blob against its digest and every manifest, tag and referrer entry
     /// against what it points to. With `quarantine`, damaged blobs are moved to `quarantine/`.
     pub async fn fsck(&self, quarantine: bool) -> Result<FsckReport> {

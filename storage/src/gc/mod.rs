@@ -36,7 +36,7 @@ use serde::Serialize;
 use crate::error::Result;
 use crate::layout;
 use crate::manifest;
-use crate::registry::Registry;
+use crate::store::Store;
 use crate::types::{Digest, RepoName};
 
 pub mod fsck;
@@ -159,7 +159,7 @@ pub struct GcReport {
     pub uploads: Vec<String>,
 }
 
-impl Registry {
+impl Store {
     /// Names of every repository in the catalog.
     pub async fn repositories(&self) -> Result<Vec<RepoName>> {
         Ok(self

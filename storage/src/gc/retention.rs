@@ -8,13 +8,13 @@ use super::{GcOptions, GcReport, RetentionRule};
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::manifest;
-use crate::registry::Registry;
+use crate::store::Store;
 use crate::types::{Digest, Reference, RepoName, Tag};
 
 /// A tag: its name, when it was last pushed, and the manifest it names.
 type TagEntry = (String, SystemTime, Digest);
 
-impl Registry {
+impl Store {
     /// Applies `rule` to `repo`. Returns the manifests it removed (or, in a dry run, would).
     pub(super) async fn apply_retention(
         &self,

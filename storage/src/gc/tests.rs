@@ -13,23 +13,23 @@ use crate::types::{Algorithm, Reference};
 use crate::Options;
 
 /// A service over a fresh folder, and a repository name.
-fn setup(repo: &str) -> (tempfile::TempDir, Registry, RepoName) {
+fn setup(repo: &str) -> (tempfile::TempDir, Store, RepoName) {
     let dir = tempfile::tempdir().unwrap();
-    let reg = Registry::new(
+    let reg = Store::new(
         Arc::new(FsBackend::new(dir.path(), false).unwrap()),
         Options::default(),
     );
     (dir, reg, repo.parse().unwrap())
 }
 
-async fn blob(reg: &Registry, repo: &RepoName, data: &[u8]) -> Digest {
+async fn blob(reg: &Store, repo: &RepoName, data: &[u8]) -> Digest {
     let d = digest_of(Algorithm::Sha256, data);
     let body = futures::stream::iter(vec![Ok(Bytes::copy_from_slice(data))]).boxed();
     reg.blob_put(repo, &d, None, body).await.unwrap();
     d
 }
 
-async fn image(reg: &Registry, repo: &RepoName, tag: Option<&str>, layer: &[u8]) -> Digest {
+async fn image(reg: &Store, repo: &RepoName, tag: Option<&str>, layer: &[u8]) -> Digest {
     let config = blob(reg, repo, b"{}").await;
     let l = blob(reg, repo, layer).await;
     let m = format!(

@@ -1,5 +1,5 @@
 //! The contracts of `storage::Backend` (see `backend.rs`), checked the same way on every backend,
-//! plus a few runs of the `Registry` service over it. Each case takes a fresh, empty backend.
+//! plus a few runs of the `Store` service over it. Each case takes a fresh, empty backend.
 
 #![allow(unreachable_pub)] // The cases are `pub` so that other test binaries can run them too.
 
@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use storage::hash::digest_of;
 use storage::{
-    Algorithm, Backend, ByteStream, Digest, Error, Options, Reference, Registry, RepoName, Tag,
+    Algorithm, Backend, ByteStream, Digest, Error, Options, Reference, RepoName, Store, Tag,
 };
 
 /// A backend under test.
@@ -457,7 +457,7 @@ fn repo(s: &str) -> RepoName {
 
 /// A chunked upload through the service, with the chunk size the backend asks for.
 pub async fn registry_chunked_upload(b: B) {
-    let reg = Registry::new(b.clone(), Options::default());
+    let reg = Store::new(b.clone(), Options::default());
     let r = repo("suite/chunked");
     let u = unit(&b);
     let data = pattern(2 * u + u / 2, 13);
@@ -567,7 +567,7 @@ fn manifest(config: &Digest, config_len: usize, layer: &Digest, layer_len: usize
 
 /// Push of an image and of an artifact that refers to it, then the referrers API and deletes.
 pub async fn registry_manifests_and_referrers(b: B) {
-    let reg = Registry::new(b.clone(), Options::default());
+    let reg = Store::new(b.clone(), Options::default());
     let r = repo("suite/images");
     let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
     let layer = pattern(5000, 14);

@@ -4,13 +4,13 @@ use std::ops::Range;
 
 use bytes::Bytes;
 
-use super::Registry;
+use super::Store;
 use crate::backend::ByteStream;
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::types::{Digest, RepoName};
 
-impl Registry {
+impl Store {
     /// Size of a blob the repository may serve (a layer, config, or manifest it holds).
     pub async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
         let linked = self.exists(&layout::layer_link(repo, digest)).await?

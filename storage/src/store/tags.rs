@@ -1,6 +1,6 @@
 //! Listings: a repository's tags and the catalog of repositories, in pages.
 
-use super::{Page, Registry};
+use super::{Page, Store};
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::types::RepoName;
@@ -24,7 +24,7 @@ fn paginate(mut names: Vec<String>, n: Option<usize>, last: Option<&str>) -> Pag
     }
 }
 
-impl Registry {
+impl Store {
     /// A page of the repository's tags in lexical order, after `last`, at most `n`.
     pub async fn tags(
         &self,

@@ -10,7 +10,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use super::tap::HashTap;
-use super::{Registry, UploadStatus};
+use super::{Store, UploadStatus};
 use crate::backend::ByteStream;
 use crate::error::{Error, Result};
 use crate::hash::Hasher;
@@ -54,7 +54,7 @@ fn take(data: &mut ByteStream) -> ByteStream {
     std::mem::replace(data, futures::stream::empty().boxed())
 }
 
-impl Registry {
+impl Store {
     fn upload_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut map = self.upload_locks.lock().expect("lock poisoned");
         if map.len() > 4096 {
@@ -303,7 +303,7 @@ impl Registry {
 mod tests {
     use super::*;
     use crate::fs::FsBackend;
-    use crate::registry::Options;
+    use crate::store::Options;
     use futures::StreamExt;
 
     fn body(data: &'static [u8]) -> ByteStream {
@@ -320,7 +320,7 @@ mod tests {
     #[tokio::test]
     async fn an_upload_whose_bytes_were_lost_is_unknown_not_broken() {
         let dir = tempfile::tempdir().unwrap();
-        let reg = Registry::new(
+        let reg = Store::new(
             Arc::new(FsBackend::new(dir.path(), true).unwrap()),
             Options::default(),
         );

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::{ManifestInfo, PushedManifest, Registry};
+use super::{ManifestInfo, PushedManifest, Store};
 use crate::error::{Error, Result};
 use crate::hash::digest_of;
 use crate::layout;
@@ -36,7 +36,7 @@ fn pushed_digest(reference: &Reference, body: &[u8]) -> Result<Digest> {
     }
 }
 
-impl Registry {
+impl Store {
     async fn resolve(&self, repo: &RepoName, reference: &Reference) -> Result<Digest> {
         match reference {
             Reference::Digest(d) => Ok(d.clone()),

@@ -1,11 +1,10 @@
-//! The registry service: blobs, upload sessions, manifests, tags, referrers and the catalog, over
+//! The [`Store`], the registry's storage service: blobs, upload sessions, manifests, tags, referrers and the catalog, over
 //! any [`Backend`]. It speaks in validated domain types and byte streams; HTTP lives elsewhere.
 //!
 //! All state lives in the backend: an upload's received length and hash state are saved after
 //! every append, so a restarted process (or another replica) continues it. Writes are ordered so
 //! that what a reader can reach is always whole: blob bytes before the link that exposes them,
 //! a manifest's link before its tags and referrer entry.
-
 //!
 //! # Layout
 //! - [`blobs`]: sizes, reads, deletion and cross-repository mounts.
@@ -88,9 +87,10 @@ pub struct Page {
     pub more: bool,
 }
 
-/// The registry service. Cheap to share behind an `Arc`.
+/// The registry's storage service: what the HTTP layer and the maintenance tools call. Cheap
+/// to share behind an `Arc`.
 #[derive(Debug)]
-pub struct Registry {
+pub struct Store {
     backend: Arc<dyn Backend>,
     opts: Options,
     /// Serialises requests on the same upload session within this process.
@@ -103,10 +103,10 @@ pub struct Registry {
     pub(crate) gc_lock: tokio::sync::RwLock<()>,
 }
 
-impl Registry {
+impl Store {
     /// A service over `backend`.
     pub fn new(backend: Arc<dyn Backend>, opts: Options) -> Self {
-        Registry {
+        Store {
             backend,
             opts,
             upload_locks: Mutex::new(HashMap::new()),

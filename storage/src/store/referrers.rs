@@ -2,13 +2,13 @@
 
 use futures::{StreamExt, TryStreamExt};
 
-use super::Registry;
+use super::Store;
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::manifest::Descriptor;
 use crate::types::{Digest, RepoName};
 
-impl Registry {
+impl Store {
     /// Descriptors of the manifests in `repo` whose subject is `subject`, optionally only those of
     /// `artifact_type`, ordered by digest.
     pub async fn referrers(
