@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use http::Method;
 use storage::fs::FsBackend;
-use storage::{Options, Reference, Registry, RepoName};
+use storage::{Options, Reference, RepoName, Store};
 use tokio::process::{Child, Command};
 use tokio::task::JoinSet;
 
@@ -81,7 +81,7 @@ pub(crate) async fn time_to_ready(
 /// Writes `repos` repositories, each with one small image tagged `latest`, into `root`.
 pub(crate) async fn seed(root: &str, repos: usize) -> Result<()> {
     let backend = Arc::new(FsBackend::new(root, false)?);
-    let reg = Arc::new(Registry::new(backend, Options::default()));
+    let reg = Arc::new(Store::new(backend, Options::default()));
     let config = Bytes::from_static(b"{\"architecture\":\"amd64\",\"os\":\"linux\"}");
     let config_digest: storage::Digest = sha256(&config).parse()?;
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));

@@ -64,10 +64,7 @@ fn load_or_exit(args: &ServeArgs) -> Result<Config, ExitCode> {
     })
 }
 
-fn maintenance(
-    cfg: &Config,
-    job: impl FnOnce(storage::Registry) -> Result<bool, String>,
-) -> ExitCode {
+fn maintenance(cfg: &Config, job: impl FnOnce(storage::Store) -> Result<bool, String>) -> ExitCode {
     let reg = match registry::server::open_registry(cfg) {
         Ok(r) => r,
         Err(e) => {

@@ -5,19 +5,19 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use storage::gc::GcReport;
-use storage::Registry;
+use storage::Store;
 
 use crate::config::Config;
 
 /// Starts the background collection when `gc_interval` is not 0. The task ends when the registry
 /// is dropped (the server stopped).
-pub fn spawn_gc(registry: &Arc<Registry>, config: &Config) {
+pub fn spawn_gc(registry: &Arc<Store>, config: &Config) {
     if config.gc_interval == 0 {
         return;
     }
     let opts = config.gc_options(false);
     let every = Duration::from_secs(config.gc_interval);
-    let weak: Weak<Registry> = Arc::downgrade(registry);
+    let weak: Weak<Store> = Arc::downgrade(registry);
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(every).await;

@@ -11,7 +11,7 @@ use axum::routing::{any, get};
 use axum::Router;
 use http::StatusCode;
 use storage::fs::FsBackend;
-use storage::{Options, Registry};
+use storage::{Options, Store};
 use tokio::net::TcpListener;
 
 use crate::api::{dispatch, AppState};
@@ -20,7 +20,7 @@ use crate::error::{ApiError, ErrorCode};
 use crate::tls::TlsServer;
 
 /// Opens the storage named by the configuration.
-pub fn open_registry(config: &Config) -> anyhow::Result<Registry> {
+pub fn open_registry(config: &Config) -> anyhow::Result<Store> {
     let backend: Arc<dyn storage::Backend> = if config.storage.contains("://") {
         let path = config.storage.strip_prefix("file://");
         match path {
@@ -33,7 +33,7 @@ pub fn open_registry(config: &Config) -> anyhow::Result<Registry> {
     } else {
         Arc::new(FsBackend::new(&config.storage, config.fsync)?)
     };
-    Ok(Registry::new(
+    Ok(Store::new(
         backend,
         Options {
             auto_mount: config.auto_mount,

@@ -5,14 +5,15 @@
 //! - [`types`]: validated newtypes (`Digest`, `RepoName`, `Tag`, `Reference`).
 //! - [`backend`]: the `Backend` trait and its contracts (atomic put, staged appends, listings).
 //! - [`fs`]: the filesystem backend.
+//! - [`object`]: the object-storage backend (S3, GCS, Azure, memory) and its multipart staging.
+//! - [`layout`]: every key in the key space, and the staging-folder contract with backends.
+//! - [`store`]: the `Store`, the service the HTTP layer calls, one module per resource.
 //! - [`gc`]: online garbage collection, retention and fsck.
-//! - [`layout`]: where each kind of object lives in the key space.
 //! - [`hash`]: incremental hashing with savable state.
 //! - [`manifest`]: parsing and validating pushed manifests.
-//! - [`pattern`]: globs over repository names and tags.
-//! - [`range`]: byte ranges of upload chunks (`Content-Range`) and blob reads (`Range`).
-//! - [`registry`]: the `Registry` service the HTTP layer calls.
+//! - [`pattern`]: globs over repository names and tags, for retention and sparse rules.
 //! - [`sparse`]: which references a pushed manifest may leave out, per repository.
+//! - [`range`]: byte ranges of upload chunks (`Content-Range`) and blob reads (`Range`).
 //! - [`error`]: the error vocabulary.
 
 pub mod backend;
@@ -25,14 +26,18 @@ pub mod manifest;
 pub mod object;
 pub mod pattern;
 pub mod range;
-pub mod registry;
 pub mod sparse;
+pub mod store;
 pub mod types;
 
 pub use backend::{Backend, ByteStream, GetObject, ObjectMeta};
 pub use error::{Error, Result};
-pub use registry::{
-    ManifestInfo, Options, Page, PushedManifest, ReferrersPage, Registry, UploadStatus,
-};
 pub use sparse::SparseRule;
+pub use store::{
+    ManifestInfo, Options, Page, PushedManifest, ReferrersPage, Store, UploadStatus,
+};
+
+/// The `Store`'s former name, kept so that code written against it still compiles while the
+/// branches that use it are merged; new code names [`Store`].
+pub type Registry = Store;
 pub use types::{Algorithm, Digest, ParseError, Reference, RepoName, Tag};

@@ -91,14 +91,14 @@ mod tests {
         use crate::fs::FsBackend;
         use crate::hash::digest_of;
         use crate::types::{Algorithm, Reference};
-        use crate::{Options, Registry};
+        use crate::{Options, Store};
         use bytes::Bytes;
         use std::sync::Arc;
 
         let dir = tempfile::tempdir().unwrap();
         let backend = Arc::new(FsBackend::new(dir.path(), false).unwrap());
         let open = |sparse: Vec<SparseRule>| {
-            Registry::new(
+            Store::new(
                 backend.clone(),
                 Options {
                     sparse,

@@ -29,7 +29,7 @@ use http::header::{
 use http::request::Parts;
 use http::StatusCode;
 use serde_json::json;
-use storage::{ByteStream, Registry};
+use storage::{ByteStream, Store};
 
 use crate::config::Config;
 use crate::endpoint::{Endpoint, Route, RouteError};
@@ -40,7 +40,7 @@ use crate::metrics::METRICS;
 #[derive(Debug)]
 pub struct AppState {
     /// The storage service.
-    pub registry: Arc<Registry>,
+    pub registry: Arc<Store>,
     /// The configuration in force.
     pub config: Arc<Config>,
 }

@@ -6,10 +6,10 @@ use axum::response::{IntoResponse, Response};
 use http::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, CONTENT_RANGE, LOCATION, RANGE};
 use http::StatusCode;
 use storage::range::{upload_range, ContentRange};
-use storage::{Algorithm, Digest, RepoName};
+use storage::{Algorithm, ByteStream, Digest, RepoName};
 
 use super::{
-    body_stream, content_length, drain, has_body, param, Answer, Ctx, CHUNK_MIN, CONTENT_DIGEST,
+    body_stream, content_length, drain, has_body, param, Ctx, CHUNK_MIN, CONTENT_DIGEST,
     UPLOAD_UUID,
 };
 use crate::error::{ApiError, ErrorCode};
@@ -88,30 +88,19 @@ fn chunk_bounds(h: &HeaderMap) -> Result<(Option<u64>, Option<u64>), ApiError> {
     Ok((Some(range.start), Some(len)))
 }
 
-/// The bounds of a chunk (`PATCH`, or the last one with `PUT`) and its body. A chunk that does
-/// not start where the upload ends is drained and answered 416. The storage service checks
-/// again under its lock; this early check lets the client read the 416.
-async fn chunk(
+/// Answers a storage error on a chunk. A chunk that does not start where the upload ends comes
+/// back unread from the service: it is drained first, so the client reads the 416.
+async fn chunk_refused(
     cx: &Ctx<'_>,
+    e: storage::Error,
+    data: ByteStream,
     name: &RepoName,
     id: &str,
-    body: Body,
-) -> Result<(Option<u64>, Option<u64>, Body), ApiError> {
-    let h = &cx.parts.headers;
-    let (start, len) = chunk_bounds(h)?;
-    let Some(start) = start else {
-        return Ok((start, len, body));
-    };
-    let offset = cx.st.registry.upload_status(name, id).await?.offset;
-    if start != offset {
-        drain(body, content_length(h)).await;
-        return Err(with_upload_location(
-            storage::Error::RangeInvalid { start, offset },
-            name,
-            id,
-        ));
+) -> ApiError {
+    if matches!(e, storage::Error::RangeInvalid { .. }) {
+        drain(Body::from_stream(data), content_length(&cx.parts.headers)).await;
     }
-    Ok((Some(start), len, body))
+    with_upload_location(e, name, id)
 }
 
 fn digest_is_empty(d: &Digest) -> bool {
@@ -120,7 +109,7 @@ fn digest_is_empty(d: &Digest) -> bool {
 
 /// `POST /v2/<name>/blobs/uploads/`: a cross-repository mount (`?mount=`), a whole upload in one
 /// request (`?digest=` with a body), or a new upload session.
-pub(super) async fn start(cx: &Ctx<'_>, name: RepoName, body: Body) -> Answer {
+pub(super) async fn start(cx: &Ctx<'_>, name: RepoName, body: Body) -> Result<Response, ApiError> {
     let (reg, h, q) = (&cx.st.registry, &cx.parts.headers, cx.query);
     if let Some(mount) = param(q, "mount") {
         let digest: Digest = mount.parse()?;
@@ -163,7 +152,7 @@ pub(super) async fn start(cx: &Ctx<'_>, name: RepoName, body: Body) -> Answer {
 }
 
 /// `GET /v2/<name>/blobs/uploads/<id>`: how far the upload is.
-pub(super) async fn status(cx: &Ctx<'_>, name: RepoName, id: String) -> Answer {
+pub(super) async fn status(cx: &Ctx<'_>, name: RepoName, id: String) -> Result<Response, ApiError> {
     let s = cx.st.registry.upload_status(&name, &id).await?;
     Ok(upload_response(
         StatusCode::NO_CONTENT,
@@ -174,20 +163,32 @@ pub(super) async fn status(cx: &Ctx<'_>, name: RepoName, id: String) -> Answer {
 }
 
 /// `PATCH /v2/<name>/blobs/uploads/<id>`: appends a chunk.
-pub(super) async fn patch(cx: &Ctx<'_>, name: RepoName, id: String, body: Body) -> Answer {
-    let (start, len, body) = chunk(cx, &name, &id, body).await?;
-    let data = body_stream(body, cx.st.config.body_timeout);
-    let s = cx
+pub(super) async fn patch(
+    cx: &Ctx<'_>,
+    name: RepoName,
+    id: String,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (start, len) = chunk_bounds(&cx.parts.headers)?;
+    let mut data = body_stream(body, cx.st.config.body_timeout);
+    let res = cx
         .st
         .registry
-        .upload_append(&name, &id, start, len, data)
-        .await
-        .map_err(|e| with_upload_location(e, &name, &id))?;
-    Ok(upload_response(StatusCode::ACCEPTED, &name, &id, s.offset))
+        .upload_append(&name, &id, start, len, &mut data)
+        .await;
+    match res {
+        Ok(s) => Ok(upload_response(StatusCode::ACCEPTED, &name, &id, s.offset)),
+        Err(e) => Err(chunk_refused(cx, e, data, &name, &id).await),
+    }
 }
 
 /// `PUT /v2/<name>/blobs/uploads/<id>?digest=`: closes the upload, with an optional last chunk.
-pub(super) async fn finish(cx: &Ctx<'_>, name: RepoName, id: String, body: Body) -> Answer {
+pub(super) async fn finish(
+    cx: &Ctx<'_>,
+    name: RepoName,
+    id: String,
+    body: Body,
+) -> Result<Response, ApiError> {
     let digest: Digest = param(cx.query, "digest")
         .ok_or_else(|| {
             ApiError::new(
@@ -196,18 +197,22 @@ pub(super) async fn finish(cx: &Ctx<'_>, name: RepoName, id: String, body: Body)
             )
         })?
         .parse()?;
-    let (start, len, body) = chunk(cx, &name, &id, body).await?;
-    let data = has_body(&cx.parts.headers).then(|| body_stream(body, cx.st.config.body_timeout));
-    cx.st
+    let (start, len) = chunk_bounds(&cx.parts.headers)?;
+    let mut data = body_stream(body, cx.st.config.body_timeout);
+    let last = has_body(&cx.parts.headers).then_some(&mut data);
+    let res = cx
+        .st
         .registry
-        .upload_finish(&name, &id, &digest, start, len, data)
-        .await
-        .map_err(|e| with_upload_location(e, &name, &id))?;
-    Ok(blob_created(&name, &digest))
+        .upload_finish(&name, &id, &digest, start, len, last)
+        .await;
+    match res {
+        Ok(_) => Ok(blob_created(&name, &digest)),
+        Err(e) => Err(chunk_refused(cx, e, data, &name, &id).await),
+    }
 }
 
 /// `DELETE /v2/<name>/blobs/uploads/<id>`: cancels the upload.
-pub(super) async fn cancel(cx: &Ctx<'_>, name: RepoName, id: String) -> Answer {
+pub(super) async fn cancel(cx: &Ctx<'_>, name: RepoName, id: String) -> Result<Response, ApiError> {
     cx.st.registry.upload_cancel(&name, &id).await?;
     Ok((StatusCode::NO_CONTENT, [(CONTENT_LENGTH, "0")]).into_response())
 }

@@ -1,5 +1,5 @@
 //! The contracts of `storage::Backend` (see `backend.rs`), checked the same way on every backend,
-//! plus a few runs of the `Registry` service over it. Each case takes a fresh, empty backend.
+//! plus a few runs of the `Store` service over it. Each case takes a fresh, empty backend.
 
 #![allow(unreachable_pub)] // The cases are `pub` so that other test binaries can run them too.
 
@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use storage::hash::digest_of;
 use storage::{
-    Algorithm, Backend, ByteStream, Digest, Error, Options, Reference, Registry, RepoName, Tag,
+    Algorithm, Backend, ByteStream, Digest, Error, Options, Reference, RepoName, Store, Tag,
 };
 
 /// A backend under test.
@@ -457,7 +457,7 @@ fn repo(s: &str) -> RepoName {
 
 /// A chunked upload through the service, with the chunk size the backend asks for.
 pub async fn registry_chunked_upload(b: B) {
-    let reg = Registry::new(b.clone(), Options::default());
+    let reg = Store::new(b.clone(), Options::default());
     let r = repo("suite/chunked");
     let u = unit(&b);
     let data = pattern(2 * u + u / 2, 13);
@@ -472,7 +472,7 @@ pub async fn registry_chunked_upload(b: B) {
                 &st.id,
                 Some(off as u64),
                 Some((end - off) as u64),
-                body(&data[off..end], 16 * 1024),
+                &mut body(&data[off..end], 16 * 1024),
             )
             .await
             .unwrap();
@@ -483,14 +483,23 @@ pub async fn registry_chunked_upload(b: B) {
         reg.upload_status(&r, &st.id).await.unwrap().offset,
         off as u64
     );
-    // A chunk at the wrong offset is refused and changes nothing.
+    // A chunk at the wrong offset is refused and changes nothing; its body is left unread for
+    // the caller to drain.
+    let mut rejected = body(b"x", 1);
     let bad = reg
-        .upload_append(&r, &st.id, Some(1), Some(1), body(b"x", 1))
+        .upload_append(&r, &st.id, Some(1), Some(1), &mut rejected)
         .await;
     assert!(matches!(bad, Err(Error::RangeInvalid { .. })), "{bad:?}");
+    assert_eq!(collect(rejected).await, b"x");
     // A chunk longer than declared is refused, and the upload continues from where it was.
     let bad = reg
-        .upload_append(&r, &st.id, Some(off as u64), Some(3), body(b"abcdef", 2))
+        .upload_append(
+            &r,
+            &st.id,
+            Some(off as u64),
+            Some(3),
+            &mut body(b"abcdef", 2),
+        )
         .await;
     assert!(matches!(bad, Err(Error::SizeInvalid(_))), "{bad:?}");
     let size = reg
@@ -500,7 +509,7 @@ pub async fn registry_chunked_upload(b: B) {
             &digest,
             Some(off as u64),
             Some((data.len() - off) as u64),
-            Some(body(&data[off..], 10_000)),
+            Some(&mut body(&data[off..], 10_000)),
         )
         .await
         .unwrap();
@@ -523,7 +532,7 @@ pub async fn registry_chunked_upload(b: B) {
     let st = reg.upload_start(&r, Algorithm::Sha256).await.unwrap();
     let wrong = digest_of(Algorithm::Sha256, b"something else");
     let res = reg
-        .upload_finish(&r, &st.id, &wrong, None, None, Some(body(b"abc", 1)))
+        .upload_finish(&r, &st.id, &wrong, None, None, Some(&mut body(b"abc", 1)))
         .await;
     assert!(matches!(res, Err(Error::DigestMismatch { .. })), "{res:?}");
     assert!(matches!(
@@ -558,7 +567,7 @@ fn manifest(config: &Digest, config_len: usize, layer: &Digest, layer_len: usize
 
 /// Push of an image and of an artifact that refers to it, then the referrers API and deletes.
 pub async fn registry_manifests_and_referrers(b: B) {
-    let reg = Registry::new(b.clone(), Options::default());
+    let reg = Store::new(b.clone(), Options::default());
     let r = repo("suite/images");
     let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
     let layer = pattern(5000, 14);
