@@ -33,9 +33,7 @@ pub mod types;
 pub use backend::{Backend, ByteStream, GetObject, ObjectMeta};
 pub use error::{Error, Result};
 pub use sparse::SparseRule;
-pub use store::{
-    ManifestInfo, Options, Page, PushedManifest, ReferrersPage, Store, UploadStatus,
-};
+pub use store::{ManifestInfo, Options, Page, PushedManifest, ReferrersPage, Store, UploadStatus};
 
 /// The `Store`'s former name, kept so that code written against it still compiles while the
 /// branches that use it are merged; new code names [`Store`].

@@ -285,5 +285,4 @@ mod unit_tests {
         assert!(parse_duration("x").is_err());
         assert!(parse_duration("").is_err());
     }
-
 }
