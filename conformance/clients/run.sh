@@ -4,7 +4,8 @@
 #
 #   conformance/clients/run.sh [REGISTRY_BINARY]
 #
-# REGISTRY_BINARY defaults to target/release/registry (building it is the caller's job). Pass
+# REGISTRY_BINARY defaults to target/x86_64-unknown-linux-gnu/release/registry (what
+# scripts/test.sh builds; building it is the caller's job). Pass
 # `distribution` (or the path of a `docker-registry` binary) to run the same tests against CNCF
 # Distribution instead. Prints `PASS name` / `FAIL name: reason` per test and a final
 # `N passed, N failed`; exits non-zero on any failure. Set CLIENTS_LOG_DIR=DIR to keep the logs
@@ -20,7 +21,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck source=SCRIPTDIR/../../conformance/testlib.sh
 . "$ROOT/conformance/testlib.sh"
 HERE="$ROOT/conformance/clients"
-REG_BIN=${1:-$ROOT/target/release/registry}
+REG_BIN=${1:-$ROOT/target/x86_64-unknown-linux-gnu/release/registry}
 PY=${PYTHON:-python3}
 CMD_TIMEOUT=${CLIENTS_CMD_TIMEOUT:-120}
 SVC_NAME=builds.registry.svc.cluster.local

@@ -6,7 +6,8 @@
 #
 #   conformance/tls/run.sh [REGISTRY_BINARY]
 #
-# REGISTRY_BINARY defaults to target/release/registry. Prints `PASS name` / `FAIL name: reason`
+# REGISTRY_BINARY defaults to target/x86_64-unknown-linux-gnu/release/registry (what
+# scripts/test.sh builds). Prints `PASS name` / `FAIL name: reason`
 # per test and a final `N passed, N failed`; exits non-zero on any failure. Set TLS_LOG_DIR=DIR to
 # keep the logs. Needs root (containerd, buildah and podman mount filesystems; the service name is
 # mapped through a private /etc/hosts in a mount namespace). Traffic stays on 127.0.0.1, ports
@@ -16,7 +17,7 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck source=SCRIPTDIR/../../conformance/testlib.sh
 . "$ROOT/conformance/testlib.sh"
-REG_BIN=${1:-$ROOT/target/release/registry}
+REG_BIN=${1:-$ROOT/target/x86_64-unknown-linux-gnu/release/registry}
 CMD_TIMEOUT=${TLS_CMD_TIMEOUT:-120}
 SVC=builds.registry.svc.cluster.local
 
