@@ -37,7 +37,7 @@ pub const PORT_COUNT: u16 = 1000;
 
 /// A port of the range that is free now, chosen from a pseudo-random start.
 pub fn free_port() -> Result<u16, String> {
-    let start = (crate::random_u64() % u64::from(PORT_COUNT)) as u16;
+    let start = (crate::random::random_u64() % u64::from(PORT_COUNT)) as u16;
     (0..PORT_COUNT)
         .map(|i| PORT_FIRST + (start + i * 7) % PORT_COUNT)
         .find(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
