@@ -15,7 +15,7 @@
 //! # Layout
 //! - [`harness`]: [`TestRegistry`] (start, stop, restart on the same storage and port, URLs, a
 //!   client, push helpers `push_blob`, `put_manifest`, `push_manifest`, `push_image`), [`Image`].
-//! - [`random`]: [`random_bytes`], [`random_suffix`].
+//! - [`random`]: [`random_bytes`], [`random_suffix`], [`Rng`].
 //! - [`oci`]: media type constants, [`sha256_digest`], [`sha512_digest`], [`descriptor`],
 //!   [`ManifestBuilder`], [`IndexBuilder`], [`empty_descriptor`].
 //! - [`check`]: response checks [`expect_error`], [`expect_client_error`], [`error_codes`],
@@ -24,8 +24,10 @@
 //!   [`raw::exchange`], [`raw::read_response`], [`raw::blocking_request`]).
 //! - [`process`]: the processes the test programs start (`registry serve`, `moto_server`,
 //!   `s3s-fs`), their ports, and how they are stopped.
+//! - [`program`]: what the test programs in `src/bin` share: the command line, the PASS/FAIL
+//!   tally, the run (work folder, summary line, exit code).
 //! - [`s3`]: the S3 side (credentials, storage options, the shared moto server, buckets and
-//!   listings) and the programs' PASS/FAIL tally.
+//!   listings).
 
 pub use reqwest;
 pub use serde_json;
@@ -34,6 +36,7 @@ pub mod check;
 pub mod harness;
 pub mod oci;
 pub mod process;
+pub mod program;
 pub mod random;
 pub mod raw;
 pub mod s3;
@@ -41,5 +44,5 @@ pub mod s3;
 pub use check::*;
 pub use harness::*;
 pub use oci::*;
-pub use random::{random_bytes, random_suffix};
+pub use random::{random_bytes, random_suffix, Rng};
 pub use raw::{raw_request, raw_send, RawAnswer, RawResponse};

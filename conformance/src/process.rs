@@ -478,3 +478,26 @@ pub fn start_s3s_fs(root: &Path, port: u16, log: &Path) -> Result<S3Server, Stri
         process,
     })
 }
+
+/// `registry fsck --storage STORAGE` with the binary `bin`: `Ok` when it finds nothing damaged,
+/// else what it printed.
+pub async fn fsck(bin: &Path, storage: &Path) -> Result<(), String> {
+    let out = tokio::process::Command::new(bin)
+        .arg("fsck")
+        .arg("--storage")
+        .arg(storage)
+        .env_remove("REGISTRY_CONFIG")
+        .output()
+        .await
+        .map_err(|e| format!("run {} fsck: {e}", bin.display()))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "fsck exit {}: {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}

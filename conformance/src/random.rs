@@ -36,3 +36,22 @@ pub fn random_bytes(len: usize) -> Vec<u8> {
 pub fn random_suffix() -> String {
     hex::encode(random_bytes(4))
 }
+
+/// A small xorshift generator with a seed of its own, for the programs' random choices (which
+/// operation next, how long to wait) that must differ between clients of one run.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A number in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+}

@@ -93,39 +93,7 @@ pub fn object_keys(addr: SocketAddr, bucket: &str, prefix: &str) -> Vec<String> 
     xml_values(&out, "Key")
 }
 
-/// Counts checks and prints `PASS name` / `FAIL name: reason` lines and the final
-/// `N passed, N failed`.
-#[derive(Default)]
-pub struct Tally {
-    pub passed: usize,
-    pub failed: usize,
-}
-
-impl Tally {
-    /// Records one check.
-    pub fn record(&mut self, name: &str, result: Result<String, String>) {
-        match result {
-            Ok(note) if note.is_empty() => {
-                self.passed += 1;
-                println!("PASS {name}");
-            }
-            Ok(note) => {
-                self.passed += 1;
-                println!("PASS {name} ({note})");
-            }
-            Err(why) => {
-                self.failed += 1;
-                println!("FAIL {name}: {why}");
-            }
-        }
-    }
-
-    /// Prints the summary; the process's exit code (0 when nothing failed).
-    pub fn finish(&self) -> i32 {
-        println!("{} passed, {} failed", self.passed, self.failed);
-        i32::from(self.failed > 0)
-    }
-}
+pub use crate::program::Tally;
 
 /// The text of every `<tag>...</tag>` element of `xml`.
 pub fn xml_values(xml: &str, tag: &str) -> Vec<String> {

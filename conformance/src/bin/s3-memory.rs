@@ -7,7 +7,7 @@
 //! upload; the last phase runs two 256 MiB uploads at once (bound 64 + 2 x 5 MiB).
 //!
 //! ```text
-//! s3-memory [--registry target/release/registry] [--mib 1024]
+//! s3-memory [--registry PATH] [--mib 1024]   (--help for more)
 //! ```
 //! Prints `PASS name` / `FAIL name: reason` lines (with the memory figures) and
 //! `N passed, N failed`; exits 1 on failure.
@@ -16,8 +16,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use conformance::process::{self, RegistryProcess, Watched};
+use conformance::program::{self, Common, Tally};
 use conformance::reqwest::{Body, Client, Response, StatusCode};
-use conformance::s3::Tally;
 use futures::StreamExt;
 use sha2::{Digest as _, Sha256};
 
@@ -253,38 +253,37 @@ fn check_memory(p: &Watched, uploads: u32, secs: f64, bytes: u64) -> Result<Stri
     Ok(note)
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    let mut registry = PathBuf::from("target/release/registry");
-    let mut mib: u64 = 1024;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--registry" => registry = PathBuf::from(args.next().expect("--registry PATH")),
-            "--mib" => mib = args.next().and_then(|v| v.parse().ok()).expect("--mib N"),
-            other => {
-                eprintln!("unknown argument {other}; usage: s3-memory [--registry PATH] [--mib N]");
-                std::process::exit(2);
-            }
-        }
-    }
+/// Pushes and pulls a large blob through a registry on S3 storage and checks its peak memory.
+#[derive(clap::Parser)]
+#[command(name = "s3-memory")]
+struct Args {
+    #[command(flatten)]
+    common: Common,
+    /// Size of the large blob, in MiB.
+    #[arg(long, default_value_t = 1024)]
+    mib: u64,
+}
+
+fn main() {
+    program::run("s3-memory", checks)
+}
+
+async fn checks(args: Args, work: PathBuf) -> Tally {
+    let registry = args.common.registry;
+    let mib = args.mib;
     let len = mib * MIB;
     let mut tally = Tally::default();
-    let work = tempfile::Builder::new()
-        .prefix("s3-memory-")
-        .tempdir()
-        .expect("tempdir");
-    let root = work.path().join("s3");
+    let root = work.join("s3");
     std::fs::create_dir_all(root.join(BUCKET)).expect("bucket folder");
     let setup = (|| {
         let port = process::free_port()?;
-        let server = process::start_s3s_fs(&root, port, &work.path().join("s3s-fs.log"))?;
+        let server = process::start_s3s_fs(&root, port, &work.join("s3s-fs.log"))?;
         let reg = RegistryProcess::start(
             &registry,
             &format!("s3://{BUCKET}/reg"),
             &server.options(),
             &["--gc-interval", "0", "--log-level", "warn"],
-            &work.path().join("registry.log"),
+            &work.join("registry.log"),
         )?;
         Ok::<_, String>((server, reg))
     })();
@@ -292,9 +291,7 @@ async fn main() {
         Ok(x) => x,
         Err(e) => {
             tally.record("setup", Err(e));
-            let code = tally.finish();
-            drop(work);
-            std::process::exit(code);
+            return tally;
         }
     };
     eprintln!(
@@ -303,7 +300,7 @@ async fn main() {
         reg.base,
         reg.process.pid,
         hwm_mib(&reg.process).unwrap_or(0.0),
-        work.path().display()
+        work.display()
     );
     let ctx = Ctx {
         client: Client::builder()
@@ -364,7 +361,5 @@ async fn main() {
     }
     drop(ctx);
     drop(server);
-    let code = tally.finish();
-    drop(work);
-    std::process::exit(code);
+    tally
 }

@@ -22,7 +22,7 @@
 //! 180 s per request, the retry budget, which this test does not wait for).
 //!
 //! ```text
-//! s3-outage [--registry target/release/registry]
+//! s3-outage [--registry PATH]   (--help for more)
 //! ```
 //! Prints `PASS name` / `FAIL name: reason` lines and `N passed, N failed`; exits 1 on failure.
 
@@ -31,8 +31,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use conformance::process::{self, RegistryProcess, S3Server};
+use conformance::program::{self, Common, Tally};
 use conformance::reqwest::{Body, Client, Response, StatusCode};
-use conformance::s3::{self, Tally};
+use conformance::s3;
 use conformance::serde_json::Value;
 use conformance::{
     descriptor, random_bytes, sha256_digest, ManifestBuilder, OCI_CONFIG, OCI_LAYER, OCI_MANIFEST,
@@ -764,31 +765,26 @@ fn setup(
     Ok((store, reg, default_reg))
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    let mut registry = PathBuf::from("target/release/registry");
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--registry" => registry = PathBuf::from(args.next().expect("--registry PATH")),
-            other => {
-                eprintln!("unknown argument {other}; usage: s3-outage [--registry PATH]");
-                std::process::exit(2);
-            }
-        }
-    }
+/// Stops, restarts and freezes the S3 server under the registry while clients push.
+#[derive(clap::Parser)]
+#[command(name = "s3-outage")]
+struct Args {
+    #[command(flatten)]
+    common: Common,
+}
+
+fn main() {
+    program::run("s3-outage", checks)
+}
+
+async fn checks(args: Args, work: PathBuf) -> Tally {
+    let registry = args.common.registry;
     let mut tally = Tally::default();
-    let work = tempfile::Builder::new()
-        .prefix("s3-outage-")
-        .tempdir()
-        .expect("tempdir");
-    let (store, reg, default_reg) = match setup(&registry, work.path()) {
+    let (store, reg, default_reg) = match setup(&registry, &work) {
         Ok(x) => x,
         Err(e) => {
             tally.record("setup", Err(e));
-            let code = tally.finish();
-            drop(work);
-            std::process::exit(code);
+            return tally;
         }
     };
     println!(
@@ -799,7 +795,7 @@ async fn main() {
         store.port,
         reg.base,
         default_reg.base,
-        work.path().display()
+        work.display()
     );
     let ctx = Ctx {
         client: Client::builder()
@@ -838,14 +834,7 @@ async fn main() {
     if !ctx.reg.process.alive() {
         tally.record("registry-alive", Err("the registry process exited".into()));
     }
-    let code = tally.finish();
-    let keep = std::env::var_os("S3_TEST_KEEP").is_some() || code != 0;
     drop(ctx);
     drop(default_reg);
-    if keep {
-        eprintln!("# logs kept in {}", work.keep().display());
-    } else {
-        drop(work);
-    }
-    std::process::exit(code);
+    tally
 }

@@ -15,7 +15,7 @@
 //!   `ListMultipartUploads`) and its objects are gone, and a younger upload survives and completes.
 //!
 //! ```text
-//! s3-replicas [--registry target/release/registry]
+//! s3-replicas [--registry PATH]   (--help for more)
 //! ```
 //! Prints `PASS name` / `FAIL name: reason` lines and `N passed, N failed`; exits 1 on failure.
 
@@ -24,8 +24,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use conformance::process::{self, RegistryProcess};
+use conformance::program::{self, Common, Tally};
 use conformance::reqwest::{Client, Response, StatusCode};
-use conformance::s3::{self, Tally};
+use conformance::s3;
 use conformance::serde_json::Value;
 use conformance::{
     descriptor, random_bytes, sha256_digest, ManifestBuilder, OCI_CONFIG, OCI_LAYER, OCI_MANIFEST,
@@ -745,30 +746,26 @@ async fn blob_survives_gc(ctx: &Ctx, digests: &[(String, String)]) -> Check {
     Ok(String::new())
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    let mut registry = PathBuf::from("target/release/registry");
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--registry" => registry = PathBuf::from(args.next().expect("--registry PATH")),
-            other => {
-                eprintln!("unknown argument {other}; usage: s3-replicas [--registry PATH]");
-                std::process::exit(2);
-            }
-        }
-    }
+/// Three registry processes on one S3 bucket (moto) serve one registry.
+#[derive(clap::Parser)]
+#[command(name = "s3-replicas")]
+struct Args {
+    #[command(flatten)]
+    common: Common,
+}
+
+fn main() {
+    program::run("s3-replicas", checks)
+}
+
+async fn checks(args: Args, work: PathBuf) -> Tally {
+    let registry = args.common.registry;
     let mut tally = Tally::default();
-    let work = tempfile::Builder::new()
-        .prefix("s3-replicas-")
-        .tempdir()
-        .expect("tempdir");
-    let keep = std::env::var_os("S3_TEST_KEEP").is_some();
-    let moto = match process::start_moto(&work.path().join("moto.log")) {
+    let moto = match process::start_moto(&work.join("moto.log")) {
         Ok(m) => m,
         Err(e) => {
             tally.record("setup", Err(e));
-            std::process::exit(tally.finish());
+            return tally;
         }
     };
     s3::create_bucket(moto.addr, BUCKET);
@@ -780,12 +777,12 @@ async fn main() {
             &format!("s3://{BUCKET}/reg"),
             &options,
             &["--gc-interval", "0", "--log-level", "info"],
-            &work.path().join(format!("registry-{i}.log")),
+            &work.join(format!("registry-{i}.log")),
         ) {
             Ok(r) => replicas.push(r),
             Err(e) => {
                 tally.record("setup", Err(format!("replica {i}: {e}")));
-                std::process::exit(tally.finish());
+                return tally;
             }
         }
     }
@@ -797,7 +794,7 @@ async fn main() {
             .map(|r| r.base.as_str())
             .collect::<Vec<_>>()
             .join(" "),
-        work.path().display()
+        work.display()
     );
     let ctx = Ctx {
         client: Client::builder()
@@ -831,7 +828,7 @@ async fn main() {
     );
     tally.record(
         "abandoned-upload-purged",
-        abandoned_upload_is_purged(&ctx, work.path()).await,
+        abandoned_upload_is_purged(&ctx, &work).await,
     );
     let survivors: Vec<(String, String)> = chunked_digest
         .into_iter()
@@ -861,14 +858,7 @@ async fn main() {
             );
         }
     }
-    let code = tally.finish();
     drop(ctx);
     drop(moto);
-    if keep || tally.failed > 0 {
-        let kept = work.keep();
-        eprintln!("# logs kept in {}", kept.display());
-    } else {
-        drop(work);
-    }
-    std::process::exit(code);
+    tally
 }
