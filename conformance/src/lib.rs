@@ -20,6 +20,8 @@
 //!   [`ManifestBuilder`], [`IndexBuilder`], [`empty_descriptor`].
 //! - [`check`]: response checks [`expect_error`], [`expect_client_error`], [`error_codes`],
 //!   [`header`], [`header_values`], [`location`], [`next_link`], [`with_query`].
+//! - [`answer`]: checks for the test programs, which fail with `Err` ([`ensure!`]) rather than
+//!   a panic.
 //! - [`raw`]: the one hand-written HTTP/1.1 client ([`raw_request`], [`raw_send`],
 //!   [`raw::exchange`], [`raw::read_response`], [`raw::blocking_request`]).
 //! - [`process`]: the processes the test programs start (`registry serve`, `moto_server`,
@@ -32,6 +34,7 @@
 pub use reqwest;
 pub use serde_json;
 
+pub mod answer;
 pub mod check;
 pub mod harness;
 pub mod oci;

@@ -15,9 +15,11 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use conformance::answer::location_path;
 use conformance::process::{self, RegistryProcess, Watched};
 use conformance::program::{self, Common, Tally};
-use conformance::reqwest::{Body, Client, Response, StatusCode};
+use conformance::reqwest::{Body, Client, StatusCode};
+use conformance::{ensure, with_query};
 use futures::StreamExt;
 use sha2::{Digest as _, Sha256};
 
@@ -25,14 +27,6 @@ const MIB: u64 = 1024 * 1024;
 const BUCKET: &str = "memory";
 /// Piece size of the generated data (what one generator step produces).
 const PIECE: usize = 256 * 1024;
-
-macro_rules! ensure {
-    ($cond:expr, $($fmt:tt)+) => {
-        if !$cond {
-            return Err(format!($($fmt)+));
-        }
-    };
-}
 
 /// Deterministic pseudo-random content: piece `i` of the blob seeded by `seed`.
 fn piece(seed: u64, i: u64, len: usize) -> Vec<u8> {
@@ -76,26 +70,6 @@ fn digest_of(seed: u64, len: u64) -> String {
     format!("sha256:{}", hex::encode(h.finalize()))
 }
 
-fn location(resp: &Response) -> Result<String, String> {
-    let loc = resp
-        .headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .ok_or("no Location header")?;
-    Ok(match loc.split_once("://") {
-        Some((_, rest)) => rest
-            .find('/')
-            .map(|i| rest[i..].to_owned())
-            .unwrap_or_default(),
-        None => loc.to_owned(),
-    })
-}
-
-fn with_digest(loc: &str, digest: &str) -> String {
-    let sep = if loc.contains('?') { '&' } else { '?' };
-    format!("{loc}{sep}digest={digest}")
-}
-
 struct Ctx {
     client: Client,
     reg: RegistryProcess,
@@ -115,13 +89,13 @@ impl Ctx {
             "POST: {}",
             resp.status()
         );
-        location(&resp)
+        location_path(&resp)
     }
 
     async fn put(&self, loc: &str, digest: &str) -> Result<(), String> {
         let resp = self
             .client
-            .put(self.reg.url(&with_digest(loc, digest)))
+            .put(self.reg.url(&with_query(loc, "digest", digest)))
             .header("content-length", "0")
             .send()
             .await
@@ -163,7 +137,7 @@ impl Ctx {
             range == Some(want.as_str()),
             "streamed PATCH: Range {range:?}, want {want}"
         );
-        let loc = location(&resp)?;
+        let loc = location_path(&resp)?;
         let digest = digest_of(seed, len);
         self.put(&loc, &digest).await?;
         Ok(digest)
@@ -196,7 +170,7 @@ impl Ctx {
                 end - 1,
                 resp.status()
             );
-            loc = location(&resp)?;
+            loc = location_path(&resp)?;
             off = end;
         }
         let digest = digest_of(seed, len);

@@ -30,6 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use conformance::answer::{expect_range, header, location_path, Check};
 use conformance::process::{self, RegistryProcess, S3Server};
 use conformance::program::{self, Common, Tally};
 use conformance::reqwest::{Body, Client, Response, StatusCode};
@@ -38,22 +39,13 @@ use conformance::serde_json::Value;
 use conformance::{
     descriptor, random_bytes, sha256_digest, ManifestBuilder, OCI_CONFIG, OCI_LAYER, OCI_MANIFEST,
 };
+use conformance::{ensure, with_query};
 use futures::StreamExt;
 
 const BUCKET: &str = "outage";
 const MIB: usize = 1024 * 1024;
 /// The longest a request may take to be answered while the store is down or frozen.
 const BOUND: Duration = Duration::from_secs(60);
-
-type Check = Result<String, String>;
-
-macro_rules! ensure {
-    ($cond:expr, $($fmt:tt)+) => {
-        if !$cond {
-            return Err(format!($($fmt)+));
-        }
-    };
-}
 
 /// The S3 server, which the test stops and starts again on the same port and folder.
 struct Store {
@@ -92,29 +84,6 @@ impl Store {
             .as_ref()
             .map(|s| s.process.pid)
     }
-}
-
-fn header(resp: &Response, name: &str) -> Option<String> {
-    resp.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-}
-
-fn location_path(resp: &Response) -> Result<String, String> {
-    let loc = header(resp, "location").ok_or("no Location header")?;
-    Ok(match loc.split_once("://") {
-        Some((_, rest)) => rest
-            .find('/')
-            .map(|i| rest[i..].to_owned())
-            .unwrap_or_default(),
-        None => loc,
-    })
-}
-
-fn with_query(path: &str, key: &str, value: &str) -> String {
-    let sep = if path.contains('?') { '&' } else { '?' };
-    format!("{path}{sep}{key}={value}")
 }
 
 /// A 503 as the spec and the issue want it: `Retry-After` (seconds or a date), and for any
@@ -165,21 +134,6 @@ async fn expect_unavailable(what: &str, resp: Response, head: bool) -> Result<St
         );
     }
     Ok(errors[0]["code"].as_str().unwrap_or_default().to_owned())
-}
-
-fn expect_range(what: &str, resp: &Response, status: u16, end: usize) -> Result<(), String> {
-    ensure!(
-        resp.status().as_u16() == status,
-        "{what}: status {}, want {status}",
-        resp.status()
-    );
-    let range = header(resp, "range");
-    let want = format!("0-{}", end.saturating_sub(1));
-    ensure!(
-        range.as_deref() == Some(want.as_str()),
-        "{what}: Range {range:?}, want {want}"
-    );
-    Ok(())
 }
 
 /// The end (exclusive) of the upload's `Range: 0-<last>` header; 0 when it has no bytes.

@@ -23,6 +23,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use conformance::answer::{body_text, expect_range, header, location_path, Check};
 use conformance::process::{self, RegistryProcess};
 use conformance::program::{self, Common, Tally};
 use conformance::reqwest::{Client, Response, StatusCode};
@@ -31,19 +32,10 @@ use conformance::serde_json::Value;
 use conformance::{
     descriptor, random_bytes, sha256_digest, ManifestBuilder, OCI_CONFIG, OCI_LAYER, OCI_MANIFEST,
 };
+use conformance::{ensure, with_query};
 
 const BUCKET: &str = "replicas";
 const MIB: usize = 1024 * 1024;
-
-type Check = Result<String, String>;
-
-macro_rules! ensure {
-    ($cond:expr, $($fmt:tt)+) => {
-        if !$cond {
-            return Err(format!($($fmt)+));
-        }
-    };
-}
 
 struct Ctx {
     client: Client,
@@ -51,35 +43,6 @@ struct Ctx {
     moto: SocketAddr,
     registry: PathBuf,
     options: std::collections::BTreeMap<String, String>,
-}
-
-fn header(resp: &Response, name: &str) -> Option<String> {
-    resp.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-}
-
-/// The path part of a `Location` (absolute or relative), so it can be sent to any replica.
-fn location_path(resp: &Response) -> Result<String, String> {
-    let loc = header(resp, "location").ok_or("no Location header")?;
-    match loc.split_once("://") {
-        Some((_, rest)) => Ok(rest
-            .find('/')
-            .map(|i| rest[i..].to_owned())
-            .unwrap_or_default()),
-        None => Ok(loc),
-    }
-}
-
-fn with_query(path: &str, key: &str, value: &str) -> String {
-    let sep = if path.contains('?') { '&' } else { '?' };
-    format!("{path}{sep}{key}={value}")
-}
-
-async fn body_text(resp: Response) -> String {
-    let t = resp.text().await.unwrap_or_default();
-    t.chars().take(300).collect()
 }
 
 impl Ctx {
@@ -285,22 +248,6 @@ impl Ctx {
             .await
             .map_err(|e| format!("PATCH on replica {}: {e}", replica + 1))
     }
-}
-
-/// Expects `resp` to have `status` and `Range: 0-<end>`.
-fn expect_range(what: &str, resp: &Response, status: u16, end: usize) -> Result<(), String> {
-    ensure!(
-        resp.status().as_u16() == status,
-        "{what}: status {}, want {status}",
-        resp.status()
-    );
-    let range = header(resp, "range");
-    let want = format!("0-{}", end - 1);
-    ensure!(
-        range.as_deref() == Some(want.as_str()),
-        "{what}: Range {range:?}, want {want}"
-    );
-    Ok(())
 }
 
 /// Returns a note and the blob's digest.
