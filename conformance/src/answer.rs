@@ -59,3 +59,23 @@ pub async fn body_text(resp: Response) -> String {
     let t = resp.text().await.unwrap_or_default();
     t.chars().take(300).collect()
 }
+
+/// `POST <base>/v2/<repo>/blobs/uploads/` with an empty body: 202 and the upload's path.
+pub async fn start_upload(
+    client: &reqwest::Client,
+    base: &str,
+    repo: &str,
+) -> Result<String, String> {
+    let resp = client
+        .post(format!("{base}/v2/{repo}/blobs/uploads/"))
+        .header("content-length", "0")
+        .send()
+        .await
+        .map_err(|e| format!("POST: {e}"))?;
+    ensure!(
+        resp.status() == reqwest::StatusCode::ACCEPTED,
+        "POST: {}",
+        resp.status()
+    );
+    location_path(&resp)
+}

@@ -15,7 +15,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use conformance::answer::location_path;
+use conformance::answer::{location_path, start_upload};
 use conformance::process::{self, RegistryProcess, Watched};
 use conformance::program::{self, Common, Tally};
 use conformance::reqwest::{Body, Client, StatusCode};
@@ -77,19 +77,7 @@ struct Ctx {
 
 impl Ctx {
     async fn post(&self, repo: &str) -> Result<String, String> {
-        let resp = self
-            .client
-            .post(self.reg.url(&format!("/v2/{repo}/blobs/uploads/")))
-            .header("content-length", "0")
-            .send()
-            .await
-            .map_err(|e| format!("POST: {e}"))?;
-        ensure!(
-            resp.status() == StatusCode::ACCEPTED,
-            "POST: {}",
-            resp.status()
-        );
-        location_path(&resp)
+        start_upload(&self.client, &self.reg.base, repo).await
     }
 
     async fn put(&self, loc: &str, digest: &str) -> Result<(), String> {

@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use conformance::answer::{expect_range, header, location_path, Check};
+use conformance::answer::{expect_range, header, location_path, start_upload, Check};
 use conformance::process::{self, RegistryProcess, S3Server};
 use conformance::program::{self, Common, Tally};
 use conformance::reqwest::{Body, Client, Response, StatusCode};
@@ -156,19 +156,7 @@ struct Ctx {
 
 impl Ctx {
     async fn post(&self, repo: &str) -> Result<String, String> {
-        let resp = self
-            .client
-            .post(self.reg.url(&format!("/v2/{repo}/blobs/uploads/")))
-            .header("content-length", "0")
-            .send()
-            .await
-            .map_err(|e| format!("POST: {e}"))?;
-        ensure!(
-            resp.status() == StatusCode::ACCEPTED,
-            "POST: {}",
-            resp.status()
-        );
-        location_path(&resp)
+        start_upload(&self.client, &self.reg.base, repo).await
     }
 
     async fn patch(&self, loc: &str, offset: usize, chunk: &[u8]) -> Result<Response, String> {

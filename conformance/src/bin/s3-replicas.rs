@@ -176,23 +176,27 @@ impl Ctx {
         Ok(())
     }
 
-    async fn tags(&self, replica: usize, repo: &str) -> Result<Vec<String>, String> {
+    /// GET `path` on `replica`: 200 and its JSON body (`what` names it in errors).
+    async fn get_json(&self, replica: usize, path: &str, what: &str) -> Result<Value, String> {
         let resp = self
             .client
-            .get(self.url(replica, &format!("/v2/{repo}/tags/list")))
+            .get(self.url(replica, path))
             .send()
             .await
-            .map_err(|e| format!("GET tags: {e}"))?;
+            .map_err(|e| format!("GET {what}: {e}"))?;
         ensure!(
             resp.status() == StatusCode::OK,
-            "tags/list on replica {}: {}",
+            "{what} on replica {}: {}",
             replica + 1,
             resp.status()
         );
-        let v: Value = resp
-            .json()
-            .await
-            .map_err(|e| format!("tags/list JSON: {e}"))?;
+        resp.json().await.map_err(|e| format!("{what} JSON: {e}"))
+    }
+
+    async fn tags(&self, replica: usize, repo: &str) -> Result<Vec<String>, String> {
+        let v = self
+            .get_json(replica, &format!("/v2/{repo}/tags/list"), "tags/list")
+            .await?;
         Ok(v["tags"]
             .as_array()
             .map(|a| {
@@ -209,22 +213,13 @@ impl Ctx {
         repo: &str,
         subject: &str,
     ) -> Result<Vec<Value>, String> {
-        let resp = self
-            .client
-            .get(self.url(replica, &format!("/v2/{repo}/referrers/{subject}")))
-            .send()
-            .await
-            .map_err(|e| format!("GET referrers: {e}"))?;
-        ensure!(
-            resp.status() == StatusCode::OK,
-            "referrers on replica {}: {}",
-            replica + 1,
-            resp.status()
-        );
-        let v: Value = resp
-            .json()
-            .await
-            .map_err(|e| format!("referrers JSON: {e}"))?;
+        let v = self
+            .get_json(
+                replica,
+                &format!("/v2/{repo}/referrers/{subject}"),
+                "referrers",
+            )
+            .await?;
         Ok(v["manifests"].as_array().cloned().unwrap_or_default())
     }
 
