@@ -44,62 +44,28 @@ pub fn descriptor(media_type: &str, data: &[u8]) -> Value {
     })
 }
 
-/// Builds an image manifest (OCI by default) as compact JSON bytes.
+/// The fields image manifests and image indexes share, and how they are written.
 #[derive(Debug, Clone)]
-pub struct ManifestBuilder {
+struct Common {
     media_type: Option<String>,
-    config: Value,
-    layers: Vec<Value>,
     subject: Option<Value>,
     artifact_type: Option<String>,
     annotations: Map<String, Value>,
 }
 
-impl ManifestBuilder {
-    /// A manifest with this config descriptor and no layers.
-    pub fn new(config: Value) -> Self {
-        ManifestBuilder {
-            media_type: Some(OCI_MANIFEST.to_owned()),
-            config,
-            layers: Vec::new(),
+impl Common {
+    fn new(media_type: &str) -> Self {
+        Common {
+            media_type: Some(media_type.to_owned()),
             subject: None,
             artifact_type: None,
             annotations: Map::new(),
         }
     }
 
-    /// An artifact manifest: the empty config descriptor and `artifactType`.
-    pub fn artifact(artifact_type: &str) -> Self {
-        Self::new(empty_descriptor()).artifact_type(artifact_type)
-    }
-
-    /// Sets the `mediaType` field; `None` leaves it out.
-    pub fn media_type(mut self, media_type: Option<&str>) -> Self {
-        self.media_type = media_type.map(str::to_owned);
-        self
-    }
-
-    pub fn layer(mut self, descriptor: Value) -> Self {
-        self.layers.push(descriptor);
-        self
-    }
-
-    pub fn subject(mut self, descriptor: Value) -> Self {
-        self.subject = Some(descriptor);
-        self
-    }
-
-    pub fn artifact_type(mut self, artifact_type: &str) -> Self {
-        self.artifact_type = Some(artifact_type.to_owned());
-        self
-    }
-
-    pub fn annotation(mut self, key: &str, value: &str) -> Self {
-        self.annotations.insert(key.to_owned(), json!(value));
-        self
-    }
-
-    pub fn to_value(&self) -> Value {
+    /// `schemaVersion`, `mediaType`, `artifactType`, then what `body` adds, `subject` and
+    /// `annotations`.
+    fn to_value(&self, body: impl FnOnce(&mut Map<String, Value>)) -> Value {
         let mut m = Map::new();
         m.insert("schemaVersion".into(), json!(2));
         if let Some(mt) = &self.media_type {
@@ -108,8 +74,7 @@ impl ManifestBuilder {
         if let Some(at) = &self.artifact_type {
             m.insert("artifactType".into(), json!(at));
         }
-        m.insert("config".into(), self.config.clone());
-        m.insert("layers".into(), Value::Array(self.layers.clone()));
+        body(&mut m);
         if let Some(s) = &self.subject {
             m.insert("subject".into(), s.clone());
         }
@@ -121,6 +86,70 @@ impl ManifestBuilder {
         }
         Value::Object(m)
     }
+}
+
+/// The setters of the fields in [`Common`], for both builders.
+macro_rules! common_setters {
+    () => {
+        /// Sets the `mediaType` field; `None` leaves it out.
+        pub fn media_type(mut self, media_type: Option<&str>) -> Self {
+            self.common.media_type = media_type.map(str::to_owned);
+            self
+        }
+
+        pub fn subject(mut self, descriptor: Value) -> Self {
+            self.common.subject = Some(descriptor);
+            self
+        }
+
+        pub fn artifact_type(mut self, artifact_type: &str) -> Self {
+            self.common.artifact_type = Some(artifact_type.to_owned());
+            self
+        }
+
+        pub fn annotation(mut self, key: &str, value: &str) -> Self {
+            self.common.annotations.insert(key.to_owned(), json!(value));
+            self
+        }
+    };
+}
+
+/// Builds an image manifest (OCI by default) as compact JSON bytes.
+#[derive(Debug, Clone)]
+pub struct ManifestBuilder {
+    common: Common,
+    config: Value,
+    layers: Vec<Value>,
+}
+
+impl ManifestBuilder {
+    /// A manifest with this config descriptor and no layers.
+    pub fn new(config: Value) -> Self {
+        ManifestBuilder {
+            common: Common::new(OCI_MANIFEST),
+            config,
+            layers: Vec::new(),
+        }
+    }
+
+    /// An artifact manifest: the empty config descriptor and `artifactType`.
+    pub fn artifact(artifact_type: &str) -> Self {
+        Self::new(empty_descriptor()).artifact_type(artifact_type)
+    }
+
+    common_setters!();
+
+    pub fn layer(mut self, descriptor: Value) -> Self {
+        self.layers.push(descriptor);
+        self
+    }
+
+    pub fn to_value(&self) -> Value {
+        self.common.to_value(|m| {
+            m.insert("config".into(), self.config.clone());
+            m.insert("layers".into(), Value::Array(self.layers.clone()));
+        })
+    }
 
     pub fn build(&self) -> Vec<u8> {
         serde_json::to_vec(&self.to_value()).expect("serialise manifest")
@@ -130,11 +159,8 @@ impl ManifestBuilder {
 /// Builds an image index (OCI by default) as compact JSON bytes.
 #[derive(Debug, Clone)]
 pub struct IndexBuilder {
-    media_type: Option<String>,
+    common: Common,
     manifests: Vec<Value>,
-    subject: Option<Value>,
-    artifact_type: Option<String>,
-    annotations: Map<String, Value>,
 }
 
 impl Default for IndexBuilder {
@@ -146,59 +172,23 @@ impl Default for IndexBuilder {
 impl IndexBuilder {
     pub fn new() -> Self {
         IndexBuilder {
-            media_type: Some(OCI_INDEX.to_owned()),
+            common: Common::new(OCI_INDEX),
             manifests: Vec::new(),
-            subject: None,
-            artifact_type: None,
-            annotations: Map::new(),
         }
     }
 
-    pub fn media_type(mut self, media_type: Option<&str>) -> Self {
-        self.media_type = media_type.map(str::to_owned);
-        self
-    }
+    common_setters!();
 
     pub fn manifest(mut self, descriptor: Value) -> Self {
         self.manifests.push(descriptor);
         self
     }
 
-    pub fn subject(mut self, descriptor: Value) -> Self {
-        self.subject = Some(descriptor);
-        self
-    }
-
-    pub fn artifact_type(mut self, artifact_type: &str) -> Self {
-        self.artifact_type = Some(artifact_type.to_owned());
-        self
-    }
-
-    pub fn annotation(mut self, key: &str, value: &str) -> Self {
-        self.annotations.insert(key.to_owned(), json!(value));
-        self
-    }
-
     pub fn build(&self) -> Vec<u8> {
-        let mut m = Map::new();
-        m.insert("schemaVersion".into(), json!(2));
-        if let Some(mt) = &self.media_type {
-            m.insert("mediaType".into(), json!(mt));
-        }
-        if let Some(at) = &self.artifact_type {
-            m.insert("artifactType".into(), json!(at));
-        }
-        m.insert("manifests".into(), Value::Array(self.manifests.clone()));
-        if let Some(s) = &self.subject {
-            m.insert("subject".into(), s.clone());
-        }
-        if !self.annotations.is_empty() {
-            m.insert(
-                "annotations".into(),
-                Value::Object(self.annotations.clone()),
-            );
-        }
-        serde_json::to_vec(&Value::Object(m)).expect("serialise index")
+        let index = self.common.to_value(|m| {
+            m.insert("manifests".into(), Value::Array(self.manifests.clone()));
+        });
+        serde_json::to_vec(&index).expect("serialise index")
     }
 }
 
