@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use conformance::answer::{body_text, expect_range, header, location_path, Check};
 use conformance::process::{self, RegistryProcess};
 use conformance::program::{self, Common, Tally};
-use conformance::reqwest::{Client, Response, StatusCode};
+use conformance::reqwest::{Client, Method, Response, StatusCode};
 use conformance::s3;
 use conformance::serde_json::Value;
 use conformance::{
@@ -46,6 +46,15 @@ struct Ctx {
 }
 
 impl Ctx {
+    /// `method path` on `replica`, no body.
+    async fn send(&self, method: Method, replica: usize, path: &str) -> Result<Response, String> {
+        self.client
+            .request(method, self.url(replica, path))
+            .send()
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     fn url(&self, replica: usize, path: &str) -> String {
         self.replicas[replica].url(path)
     }
@@ -283,12 +292,7 @@ async fn chunked_upload_across_replicas(ctx: &Ctx) -> Result<(String, String), S
     // Replica 3 did not serve that PATCH: the same chunk again is stale.
     let resp = ctx.patch(2, &loc, 0, &data[..a]).await?;
     expect_range("stale chunk 1 again on replica 3", &resp, 416, a)?;
-    let resp = ctx
-        .client
-        .get(ctx.url(2, &loc))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
+    let resp = ctx.send(Method::GET, 2, &loc).await?;
     expect_range("GET upload status on replica 3", &resp, 204, a)?;
 
     let resp = ctx.patch(2, &loc, a, &data[a..b]).await?;
@@ -305,12 +309,7 @@ async fn chunked_upload_across_replicas(ctx: &Ctx) -> Result<(String, String), S
     let resp = ctx.patch(1, &loc, b, &data[b..c]).await?;
     expect_range("PATCH chunk 3 on replica 2", &resp, 202, c)?;
     let loc = location_path(&resp)?;
-    let resp = ctx
-        .client
-        .get(ctx.url(0, &loc))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
+    let resp = ctx.send(Method::GET, 0, &loc).await?;
     expect_range("GET upload status on replica 1", &resp, 204, c)?;
 
     let resp = ctx
@@ -336,11 +335,8 @@ async fn chunked_upload_across_replicas(ctx: &Ctx) -> Result<(String, String), S
 
     for r in 0..3 {
         let resp = ctx
-            .client
-            .get(ctx.url(r, &format!("/v2/{repo}/blobs/{digest}")))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
+            .send(Method::GET, r, &format!("/v2/{repo}/blobs/{digest}"))
+            .await?;
         ensure!(
             resp.status() == StatusCode::OK,
             "GET blob on replica {}: {}",
@@ -361,12 +357,7 @@ async fn chunked_upload_across_replicas(ctx: &Ctx) -> Result<(String, String), S
             r + 1
         );
         // The finished session is gone everywhere.
-        let resp = ctx
-            .client
-            .get(ctx.url(r, &loc))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
+        let resp = ctx.send(Method::GET, r, &loc).await?;
         ensure!(
             resp.status() == StatusCode::NOT_FOUND,
             "upload status after PUT on replica {}: {}, want 404",
@@ -440,11 +431,8 @@ async fn deletions_are_seen(ctx: &Ctx) -> Check {
         ctx.expect_manifest(r, repo, "doomed", &manifest).await?;
     }
     let resp = ctx
-        .client
-        .delete(ctx.url(1, &format!("/v2/{repo}/manifests/doomed")))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
+        .send(Method::DELETE, 1, &format!("/v2/{repo}/manifests/doomed"))
+        .await?;
     ensure!(
         resp.status() == StatusCode::ACCEPTED,
         "DELETE tag on replica 2: {}",
@@ -468,11 +456,8 @@ async fn deletions_are_seen(ctx: &Ctx) -> Check {
     let digest = sha256_digest(&manifest);
     ctx.expect_manifest(0, repo, &digest, &manifest).await?;
     let resp = ctx
-        .client
-        .delete(ctx.url(2, &format!("/v2/{repo}/manifests/{digest}")))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
+        .send(Method::DELETE, 2, &format!("/v2/{repo}/manifests/{digest}"))
+        .await?;
     ensure!(
         resp.status() == StatusCode::ACCEPTED,
         "DELETE manifest by digest on replica 3: {}",
@@ -521,11 +506,12 @@ async fn referrers_across_replicas(ctx: &Ctx) -> Check {
     );
 
     let resp = ctx
-        .client
-        .delete(ctx.url(2, &format!("/v2/{repo}/manifests/{referrer_digest}")))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
+        .send(
+            Method::DELETE,
+            2,
+            &format!("/v2/{repo}/manifests/{referrer_digest}"),
+        )
+        .await?;
     ensure!(
         resp.status() == StatusCode::ACCEPTED,
         "DELETE referrer on replica 3: {}",
@@ -636,12 +622,7 @@ async fn abandoned_upload_is_purged(ctx: &Ctx, work: &Path) -> Check {
         "after gc: objects of the old upload remain: {objects:?}"
     );
     for r in 0..3 {
-        let resp = ctx
-            .client
-            .get(ctx.url(r, &old_loc))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
+        let resp = ctx.send(Method::GET, r, &old_loc).await?;
         ensure!(
             resp.status() == StatusCode::NOT_FOUND,
             "old upload status on replica {} after gc: {}, want 404",
@@ -674,11 +655,8 @@ async fn abandoned_upload_is_purged(ctx: &Ctx, work: &Path) -> Check {
 async fn blob_survives_gc(ctx: &Ctx, digests: &[(String, String)]) -> Check {
     for (repo, digest) in digests {
         let resp = ctx
-            .client
-            .head(ctx.url(2, &format!("/v2/{repo}/blobs/{digest}")))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
+            .send(Method::HEAD, 2, &format!("/v2/{repo}/blobs/{digest}"))
+            .await?;
         ensure!(
             resp.status() == StatusCode::OK,
             "HEAD {repo}@{digest} after gc: {}",
