@@ -261,17 +261,10 @@ fn case(want: Want, what: &str, raw: Vec<u8>) -> Case {
 
 /// The cases, in the order they run: one row each, what it must get, what it is, the request.
 fn cases(s: &Setup) -> Vec<Case> {
-    let Setup {
-        img,
-        layer,
-        open,
-        open_id,
-        done,
-        done_blob,
-        done_digest,
-        fresh,
-    } = s;
-    let mut fresh = fresh.iter();
+    let (img, layer, open_id) = (&s.img, &s.layer, &s.open_id);
+    let (open, done) = (s.open.as_str(), s.done.as_str());
+    let (done_blob, done_digest) = (&s.done_blob, &s.done_digest);
+    let mut fresh = s.fresh.iter();
     let mut fresh = move || fresh.next().expect("enough fresh uploads").clone();
     let h64 = &img.digest["sha256:".len()..];
     let missing = sha256_digest(b"never uploaded");
