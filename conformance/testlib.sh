@@ -73,3 +73,76 @@ umount_under() {
     umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
   done
 }
+
+# stop_pid PID: SIGTERM to a process this script started, up to 5 s for it to go, then SIGKILL.
+# Nothing when PID is empty or already gone.
+stop_pid() {
+  [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null || return 0
+  kill "$1" 2>/dev/null
+  local _i
+  for _i in $(seq 50); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
+  kill -9 "$1" 2>/dev/null
+}
+
+# finish_work LOG_DIR: the end of every cleanup trap: unmounts what is mounted below $WORK, copies
+# its logs to LOG_DIR when that is set, removes $WORK.
+finish_work() {
+  umount_under "$WORK"
+  if [ -n "${1:-}" ]; then
+    mkdir -p "$1" && cp -r "$WORK/logs/." "$1/"
+  fi
+  rm -rf "$WORK" 2>/dev/null || { sleep 1; rm -rf "$WORK"; }
+}
+
+# containerd_config DIR: writes DIR/config.toml for a private containerd: root, state and sockets
+# under DIR, the CRI plugin (what the kubelet talks to; no CNI configured, only its image service
+# is used) reading registry hosts from DIR/hosts.
+containerd_config() {
+  cat >"$1/config.toml" <<EOF
+version = 2
+root = "$1/root"
+state = "$1/state"
+[grpc]
+  address = "$1/containerd.sock"
+[ttrpc]
+  address = "$1/containerd.sock.ttrpc"
+[debug]
+  address = "$1/debug.sock"
+  level = "info"
+[plugins."io.containerd.grpc.v1.cri"]
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "$1/cni/bin"
+    conf_dir = "$1/cni/conf"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "$1/hosts"
+EOF
+}
+
+# hosts_toml FILE URL [CA]: a containerd hosts.toml sending pulls and pushes to URL, trusting the
+# CA certificate file CA when given.
+hosts_toml() {
+  {
+    printf 'server = "%s"\n\n[host."%s"]\n  capabilities = ["pull", "resolve", "push"]\n' "$2" "$2"
+    [ -z "${3:-}" ] || printf '  ca = "%s"\n' "$3"
+  } >"$1"
+}
+
+# start_private_containerd DIR CTR...: starts containerd on DIR/config.toml (log in
+# $WORK/logs/containerd.log), sets CTRD_PID, and waits up to 10 s until `CTR... version` answers.
+start_private_containerd() {
+  local dir=$1
+  shift
+  containerd --config "$dir/config.toml" >"$WORK/logs/containerd.log" 2>&1 &
+  CTRD_PID=$!
+  local _i
+  for _i in $(seq 100); do
+    [ -S "$dir/containerd.sock" ] && timeout 5 "$@" version >/dev/null 2>&1 && return 0
+    kill -0 "$CTRD_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  fail "private containerd did not start: $(tail -n 2 "$WORK/logs/containerd.log" | tr '\n' ' ')"
+}

@@ -364,6 +364,11 @@ impl Bench {
             s,
             bytes as f64 / MB / busy.as_secs_f64(),
         );
+        self.rec_cpu_per_gb(title, s, &u, bytes);
+    }
+
+    /// Records the server's CPU seconds per GB moved (`bytes`) and its peak RSS.
+    fn rec_cpu_per_gb(&mut self, title: &str, s: &Server, u: &Usage, bytes: u64) {
         self.rec(
             title,
             "server CPU",
@@ -372,7 +377,7 @@ impl Bench {
             s,
             u.cpu_secs / (bytes as f64 / GB),
         );
-        self.rec_peak(title, s, &u);
+        self.rec_peak(title, s, u);
     }
 
     /// MB/s of `n` GETs of blob `content` (whose digest is `digest`) from [`crate::ceiling`],
@@ -765,15 +770,7 @@ impl Bench {
             s,
             percentile(&lat, 99.0) / 1000.0,
         );
-        self.rec(
-            &title,
-            "server CPU",
-            "CPU s/GB",
-            true,
-            s,
-            u.cpu_secs / (bytes as f64 / GB),
-        );
-        self.rec_peak(&title, s, &u);
+        self.rec_cpu_per_gb(&title, s, &u, bytes);
         Ok(())
     }
 
@@ -1065,15 +1062,7 @@ impl Bench {
             s,
             percentile(&lat, 99.0) / 1000.0,
         );
-        self.rec(
-            &title,
-            "server CPU",
-            "CPU s/GB",
-            true,
-            s,
-            u.cpu_secs / (total as f64 / GB),
-        );
-        self.rec_peak(&title, s, &u);
+        self.rec_cpu_per_gb(&title, s, &u, total);
         Ok(())
     }
 }

@@ -4,7 +4,8 @@
 #
 #   conformance/clients/run.sh [REGISTRY_BINARY]
 #
-# REGISTRY_BINARY defaults to target/release/registry (building it is the caller's job). Pass
+# REGISTRY_BINARY defaults to target/x86_64-unknown-linux-gnu/release/registry (what
+# scripts/test.sh builds; building it is the caller's job). Pass
 # `distribution` (or the path of a `docker-registry` binary) to run the same tests against CNCF
 # Distribution instead. Prints `PASS name` / `FAIL name: reason` per test and a final
 # `N passed, N failed`; exits non-zero on any failure. Set CLIENTS_LOG_DIR=DIR to keep the logs
@@ -20,7 +21,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck source=SCRIPTDIR/../../conformance/testlib.sh
 . "$ROOT/conformance/testlib.sh"
 HERE="$ROOT/conformance/clients"
-REG_BIN=${1:-$ROOT/target/release/registry}
+REG_BIN=${1:-$ROOT/target/x86_64-unknown-linux-gnu/release/registry}
 PY=${PYTHON:-python3}
 CMD_TIMEOUT=${CLIENTS_CMD_TIMEOUT:-120}
 SVC_NAME=builds.registry.svc.cluster.local
@@ -55,32 +56,17 @@ cleanup() {
       timeout 10 "${CTR[@]}" tasks kill -s KILL "$t" >/dev/null 2>&1
       timeout 10 "${CTR[@]}" tasks rm -f "$t" >/dev/null 2>&1
     done
-    kill "$CTRD_PID" 2>/dev/null
-    for _ in $(seq 50); do kill -0 "$CTRD_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$CTRD_PID" 2>/dev/null
   fi
+  stop_pid "$CTRD_PID"
   if [ -d "$WORK/podman" ]; then
     timeout 30 "${PODMAN[@]}" rm -af >/dev/null 2>&1
   fi
   for s in build pull; do
     [ -d "$WORK/$s" ] && timeout 30 buildah "${BUILDAH_OPTS[@]/__STORE__/$s}" rm -a >/dev/null 2>&1
   done
-  if [ -n "$REG_PID" ] && kill -0 "$REG_PID" 2>/dev/null; then
-    kill "$REG_PID" 2>/dev/null
-    for _ in $(seq 50); do kill -0 "$REG_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$REG_PID" 2>/dev/null
-  fi
-  if [ -n "$MOTO_PID" ] && kill -0 "$MOTO_PID" 2>/dev/null; then
-    kill "$MOTO_PID" 2>/dev/null
-    for _ in $(seq 50); do kill -0 "$MOTO_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$MOTO_PID" 2>/dev/null
-  fi
-  # Unmount anything still mounted below WORK (deepest first), then remove it.
-  umount_under "$WORK"
-  if [ -n "${CLIENTS_LOG_DIR:-}" ]; then
-    mkdir -p "$CLIENTS_LOG_DIR" && cp -r "$WORK/logs/." "$CLIENTS_LOG_DIR/"
-  fi
-  rm -rf "$WORK" 2>/dev/null || { sleep 1; rm -rf "$WORK"; }
+  stop_pid "$REG_PID"
+  stop_pid "$MOTO_PID"
+  finish_work "${CLIENTS_LOG_DIR:-}"
   exit "$rc"
 }
 trap cleanup EXIT
@@ -442,47 +428,11 @@ test_podman() {
 start_containerd() {
   [ -n "$CTRD_PID" ] && return 0
   mkdir -p "$CTRD/hosts/$SVC_NAME"
-  cat >"$CTRD/config.toml" <<EOF
-version = 2
-root = "$CTRD/root"
-state = "$CTRD/state"
-[grpc]
-  address = "$CTRD/containerd.sock"
-[ttrpc]
-  address = "$CTRD/containerd.sock.ttrpc"
-[debug]
-  address = "$CTRD/debug.sock"
-  level = "info"
-# The CRI plugin (what the kubelet talks to) reads registry hosts from config_path. No CNI is
-# configured: only its image service is used here.
-[plugins."io.containerd.grpc.v1.cri"]
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "$CTRD/cni/bin"
-    conf_dir = "$CTRD/cni/conf"
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = "$CTRD/hosts"
-EOF
-  cat >"$CTRD/hosts/$SVC_NAME/hosts.toml" <<EOF
-server = "http://$REG_HOST"
-
-[host."http://$REG_HOST"]
-  capabilities = ["pull", "resolve", "push"]
-EOF
+  containerd_config "$CTRD"
+  hosts_toml "$CTRD/hosts/$SVC_NAME/hosts.toml" "http://$REG_HOST"
   # The service name resolves only through this file, bound over /etc/hosts for ctr alone.
   printf '127.0.0.1 localhost\n127.0.0.1 %s\n' "$SVC_NAME" >"$CTRD/etc-hosts"
-  containerd --config "$CTRD/config.toml" >"$WORK/logs/containerd.log" 2>&1 &
-  CTRD_PID=$!
-  local i
-  for i in $(seq 100); do
-    [ -S "$CTRD/containerd.sock" ] && timeout 5 "${CTR[@]}" version >/dev/null 2>&1 && return 0
-    kill -0 "$CTRD_PID" 2>/dev/null || break
-    sleep 0.1
-  done
-  fail "private containerd did not start: $(tail -n 2 "$WORK/logs/containerd.log" | tr '\n' ' ')"
+  start_private_containerd "$CTRD" "${CTR[@]}"
 }
 
 # ctr_net ARGS...: ctr with the private hosts file as /etc/hosts (mount namespace of its own)

@@ -37,7 +37,7 @@ pub const PORT_COUNT: u16 = 1000;
 
 /// A port of the range that is free now, chosen from a pseudo-random start.
 pub fn free_port() -> Result<u16, String> {
-    let start = (crate::random_u64() % u64::from(PORT_COUNT)) as u16;
+    let start = (crate::random::random_u64() % u64::from(PORT_COUNT)) as u16;
     (0..PORT_COUNT)
         .map(|i| PORT_FIRST + (start + i * 7) % PORT_COUNT)
         .find(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
@@ -477,4 +477,27 @@ pub fn start_s3s_fs(root: &Path, port: u16, log: &Path) -> Result<S3Server, Stri
         addr: ([127, 0, 0, 1], port).into(),
         process,
     })
+}
+
+/// `registry fsck --storage STORAGE` with the binary `bin`: `Ok` when it finds nothing damaged,
+/// else what it printed.
+pub async fn fsck(bin: &Path, storage: &Path) -> Result<(), String> {
+    let out = tokio::process::Command::new(bin)
+        .arg("fsck")
+        .arg("--storage")
+        .arg(storage)
+        .env_remove("REGISTRY_CONFIG")
+        .output()
+        .await
+        .map_err(|e| format!("run {} fsck: {e}", bin.display()))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "fsck exit {}: {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
 }

@@ -7,44 +7,12 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use conformance::{random_bytes, sha256_digest, RawAnswer, TestRegistry};
+use conformance::{random_bytes, raw, sha256_digest, RawAnswer, TestRegistry};
 use registry::metrics::METRICS;
 
 /// Reads one response to a request whose method was `method` (HEAD has no body).
 fn read_answer(r: &mut BufReader<TcpStream>, method: &str) -> RawAnswer {
-    let mut line = String::new();
-    r.read_line(&mut line).expect("status line");
-    let status: u16 = line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {line:?}"));
-    let mut headers = Vec::new();
-    loop {
-        let mut h = String::new();
-        r.read_line(&mut h).expect("header line");
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        let (k, v) = h.split_once(':').expect("header has a colon");
-        headers.push((k.trim().to_owned(), v.trim().to_owned()));
-    }
-    let mut a = RawAnswer {
-        status,
-        headers,
-        body: Vec::new(),
-    };
-    if method != "HEAD" {
-        let len: usize = a
-            .header("content-length")
-            .expect("every answer here has a Content-Length")
-            .parse()
-            .expect("numeric Content-Length");
-        a.body = vec![0; len];
-        r.read_exact(&mut a.body).expect("body");
-    }
-    a
+    raw::read_response(r, method).expect("read an answer")
 }
 
 fn connect(reg: &TestRegistry) -> TcpStream {

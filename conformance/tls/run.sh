@@ -6,7 +6,8 @@
 #
 #   conformance/tls/run.sh [REGISTRY_BINARY]
 #
-# REGISTRY_BINARY defaults to target/release/registry. Prints `PASS name` / `FAIL name: reason`
+# REGISTRY_BINARY defaults to target/x86_64-unknown-linux-gnu/release/registry (what
+# scripts/test.sh builds). Prints `PASS name` / `FAIL name: reason`
 # per test and a final `N passed, N failed`; exits non-zero on any failure. Set TLS_LOG_DIR=DIR to
 # keep the logs. Needs root (containerd, buildah and podman mount filesystems; the service name is
 # mapped through a private /etc/hosts in a mount namespace). Traffic stays on 127.0.0.1, ports
@@ -16,7 +17,7 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck source=SCRIPTDIR/../../conformance/testlib.sh
 . "$ROOT/conformance/testlib.sh"
-REG_BIN=${1:-$ROOT/target/release/registry}
+REG_BIN=${1:-$ROOT/target/x86_64-unknown-linux-gnu/release/registry}
 CMD_TIMEOUT=${TLS_CMD_TIMEOUT:-120}
 SVC=builds.registry.svc.cluster.local
 
@@ -52,21 +53,12 @@ cleanup() {
   for p in "${PIDS[@]}"; do
     kill "$p" 2>/dev/null
   done
-  if [ -n "$CTRD_PID" ] && kill -0 "$CTRD_PID" 2>/dev/null; then
-    kill "$CTRD_PID" 2>/dev/null
-    for _ in $(seq 50); do kill -0 "$CTRD_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$CTRD_PID" 2>/dev/null
-  fi
+  stop_pid "$CTRD_PID"
   for p in "${PIDS[@]}"; do
-    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$p" 2>/dev/null
+    stop_pid "$p"
   done
   [ -d "$WORK/podman" ] && timeout 30 "${PODMAN[@]}" rmi -af >/dev/null 2>&1
-  umount_under "$WORK"
-  if [ -n "${TLS_LOG_DIR:-}" ]; then
-    mkdir -p "$TLS_LOG_DIR" && cp -r "$WORK/logs/." "$TLS_LOG_DIR/"
-  fi
-  rm -rf "$WORK" 2>/dev/null || { sleep 1; rm -rf "$WORK"; }
+  finish_work "${TLS_LOG_DIR:-}"
   exit "$rc"
 }
 trap cleanup EXIT
@@ -490,50 +482,11 @@ CTRD="$WORK/containerd"
 CTR=(ctr --address "$CTRD/containerd.sock" --namespace tls-test)
 start_containerd() {
   mkdir -p "$CTRD/hosts/$SVC" "$CTRD/hosts-noca/$SVC"
-  cat >"$CTRD/config.toml" <<EOF
-version = 2
-root = "$CTRD/root"
-state = "$CTRD/state"
-[grpc]
-  address = "$CTRD/containerd.sock"
-[ttrpc]
-  address = "$CTRD/containerd.sock.ttrpc"
-[debug]
-  address = "$CTRD/debug.sock"
-  level = "info"
-[plugins."io.containerd.grpc.v1.cri"]
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "$CTRD/cni/bin"
-    conf_dir = "$CTRD/cni/conf"
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = "$CTRD/hosts"
-EOF
+  containerd_config "$CTRD"
   # what a node gets: the service name, HTTPS, and the CA made by `registry cert`
-  cat >"$CTRD/hosts/$SVC/hosts.toml" <<EOF
-server = "https://$SVC:$MAIN_TLS"
-
-[host."https://$SVC:$MAIN_TLS"]
-  capabilities = ["pull", "resolve", "push"]
-  ca = "$CERTS/ca.crt"
-EOF
-  cat >"$CTRD/hosts-noca/$SVC/hosts.toml" <<EOF
-server = "https://$SVC:$MAIN_TLS"
-
-[host."https://$SVC:$MAIN_TLS"]
-  capabilities = ["pull", "resolve", "push"]
-EOF
-  containerd --config "$CTRD/config.toml" >"$WORK/logs/containerd.log" 2>&1 &
-  CTRD_PID=$!
-  for _ in $(seq 100); do
-    [ -S "$CTRD/containerd.sock" ] && timeout 5 "${CTR[@]}" version >/dev/null 2>&1 && return 0
-    kill -0 "$CTRD_PID" 2>/dev/null || break
-    sleep 0.1
-  done
-  fail "private containerd did not start: $(tail -n 2 "$WORK/logs/containerd.log" | tr '\n' ' ')"
+  hosts_toml "$CTRD/hosts/$SVC/hosts.toml" "https://$SVC:$MAIN_TLS" "$CERTS/ca.crt"
+  hosts_toml "$CTRD/hosts-noca/$SVC/hosts.toml" "https://$SVC:$MAIN_TLS"
+  start_private_containerd "$CTRD" "${CTR[@]}"
 }
 
 test_containerd() {

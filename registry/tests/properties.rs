@@ -13,13 +13,10 @@
 //! PROPTEST_SECONDS=600 cargo test --release -p registry --test properties endpoint -- --nocapture
 //! ```
 
-use std::fmt::Debug;
-use std::time::{Duration, Instant};
-
 use http::Method;
 use proptest::collection::vec;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
+use proptest::test_runner::TestCaseError;
 use registry::endpoint::{Endpoint, RouteError};
 use storage::range::{ByteRange, ContentRange};
 use storage::{Digest, Reference, RepoName};
@@ -36,45 +33,9 @@ fn parse_range(s: &str, size: u64) -> Option<Result<std::ops::Range<u64>, ()>> {
     Some(asked.resolve(size).map_err(|_| ()))
 }
 
-/// Runs `test` on values from `strategy`: once with proptest's configured case count, or, with
-/// `PROPTEST_SECONDS` set, in batches with fresh seeds until that time has passed. Prints the
-/// number of cases and the time taken; panics with the (shrunk) failing input.
-fn check<S>(name: &str, strategy: S, test: impl Fn(S::Value) -> Result<(), TestCaseError>)
-where
-    S: Strategy,
-    S::Value: Debug,
-{
-    let base = Config {
-        failure_persistence: None,
-        ..Config::default()
-    };
-    let seconds: Option<u64> = std::env::var("PROPTEST_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok());
-    let started = Instant::now();
-    let mut total: u64 = 0;
-    loop {
-        let mut runner = TestRunner::new(base.clone());
-        match runner.run(&strategy, &test) {
-            Ok(()) => {}
-            Err(TestError::Fail(why, value)) => {
-                panic!(
-                    "{name}: property failed after {total}+ cases: {why}; minimal input: {value:?}"
-                )
-            }
-            Err(TestError::Abort(why)) => panic!("{name}: aborted: {why}"),
-        }
-        total += u64::from(base.cases);
-        match seconds {
-            Some(s) if started.elapsed() < Duration::from_secs(s) => continue,
-            _ => break,
-        }
-    }
-    eprintln!(
-        "property {name}: {total} cases in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-}
+#[path = "../../storage/tests/properties/runner.rs"]
+mod runner;
+use runner::check;
 
 fn any_method() -> impl Strategy<Value = Method> {
     prop_oneof![

@@ -14,20 +14,20 @@
 //! completes with 201, and the process exits 0.
 //!
 //! ```text
-//! crash-soak --registry target/release/registry [--rounds N] [--seconds S] [--clients C]
+//! crash-soak [--registry PATH] [--rounds N] [--seconds S] [--clients C]   (--help for more)
 //! ```
 //! Rounds stop at N or after S seconds, whichever comes first. Prints `N passed, N failed`.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use conformance::process::RegistryChild;
-use conformance::{random_bytes, sha256_digest};
+use conformance::process::{self, RegistryChild};
+use conformance::program::{self, Common, Tally};
+use conformance::{random_bytes, sha256_digest, Rng};
 use serde_json::json;
-use tokio::process::Command;
 
 #[derive(Default)]
 struct Ledger {
@@ -48,7 +48,7 @@ struct Ledger {
 }
 
 /// Starts the registry on `storage` (the same every round); its log goes to `log`.
-async fn start(bin: &str, storage: &Path, log: &Path) -> RegistryChild {
+async fn start(bin: &Path, storage: &Path, log: &Path) -> RegistryChild {
     let extra = [
         "--fsync",
         "false",
@@ -57,23 +57,9 @@ async fn start(bin: &str, storage: &Path, log: &Path) -> RegistryChild {
         "--shutdown-timeout",
         "20",
     ];
-    RegistryChild::start(Path::new(bin), storage, &extra, log)
+    RegistryChild::start(bin, storage, &extra, log)
         .await
         .unwrap_or_else(|e| panic!("{e}"))
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
 }
 
 fn manifest_for(config: &str, layers: &[(String, usize)]) -> Vec<u8> {
@@ -401,22 +387,6 @@ async fn verify(base: &str, ledger: &mut Ledger) -> Result<usize, String> {
     Ok(checked)
 }
 
-async fn fsck(bin: &str, storage: &Path) -> Result<(), String> {
-    let out = Command::new(bin)
-        .args(["fsck", "--storage", storage.to_str().unwrap()])
-        .output()
-        .await
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "fsck found damage:\n{}",
-            String::from_utf8_lossy(&out.stdout)
-        ))
-    }
-}
-
 /// SIGTERM while a slow upload streams: the upload completes and the process exits 0.
 async fn graceful(mut server: RegistryChild) -> Result<(), String> {
     let data = random_bytes(256 * 1024);
@@ -450,27 +420,41 @@ async fn graceful(mut server: RegistryChild) -> Result<(), String> {
 
 use futures::StreamExt;
 
-#[tokio::main]
-async fn main() {
-    let mut args = std::env::args().skip(1);
-    let (mut bin, mut rounds, mut seconds, mut clients) =
-        (String::from("target/release/registry"), 1u32, 60u64, 6usize);
-    while let Some(a) = args.next() {
-        let mut val = || args.next().expect("flag needs a value");
-        match a.as_str() {
-            "--registry" => bin = val(),
-            "--rounds" => rounds = val().parse().expect("--rounds N"),
-            "--seconds" => seconds = val().parse().expect("--seconds S"),
-            "--clients" => clients = val().parse().expect("--clients C"),
-            other => panic!("unknown argument {other}"),
-        }
-    }
-    let dir = tempfile::tempdir().expect("temp dir");
-    let storage = dir.path().join("storage");
-    let log = dir.path().join("registry.log");
+/// Kills the registry with SIGKILL under load, round after round, and checks that nothing
+/// acknowledged was lost or half-written.
+#[derive(clap::Parser)]
+#[command(name = "crash-soak")]
+struct Args {
+    #[command(flatten)]
+    common: Common,
+    /// Rounds of load, SIGKILL, restart and checks.
+    #[arg(long, default_value_t = 1)]
+    rounds: u32,
+    /// No new round starts after this many seconds.
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
+    /// Clients pushing and deleting at once.
+    #[arg(long, default_value_t = 6)]
+    clients: usize,
+}
+
+fn main() {
+    program::run("crash-soak", checks)
+}
+
+async fn checks(args: Args, work: PathBuf) -> Tally {
+    let Args {
+        common,
+        rounds,
+        seconds,
+        clients,
+    } = args;
+    let bin = common.registry;
+    let storage = work.join("storage");
+    let log = work.join("registry.log");
     let started = Instant::now();
     let mut ledger = Ledger::default();
-    let (mut passed, mut failed) = (0u32, 0u32);
+    let mut tally = Tally::default();
     let seed0 = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -488,7 +472,7 @@ async fn main() {
                 tokio::spawn(client_loop(
                     server.base.clone(),
                     format!("soak/r{}", c % 3),
-                    rng.next() ^ (round as u64) << 32 ^ c as u64,
+                    rng.next_u64() ^ (round as u64) << 32 ^ c as u64,
                     stop.clone(),
                     shared.clone(),
                     ops.clone(),
@@ -516,45 +500,36 @@ async fn main() {
             None => verify(&server.base, &mut ledger).await,
         };
         let result = match result {
-            Ok(n) => fsck(&bin, &storage).await.map(|_| n),
+            Ok(n) => process::fsck(&bin, &storage).await.map(|_| n),
             Err(e) => Err(e),
         };
-        match result {
-            Ok(n) => {
-                passed += 1;
-                println!(
-                    "PASS round {round}: {} operations, SIGKILL after {} ms, {n} objects verified",
-                    ops.load(Ordering::Relaxed),
-                    live.as_millis()
-                );
-            }
-            Err(e) => {
-                failed += 1;
-                println!("FAIL round {round}: {e}");
-                println!("registry log: {}", log.display());
-                std::mem::forget(dir);
-                println!("{passed} passed, {failed} failed");
-                std::process::exit(1);
-            }
+        let failed = result.is_err();
+        tally.record(
+            &format!("round {round}"),
+            result
+                .map(|n| {
+                    format!(
+                        "{} operations, SIGKILL after {} ms, {n} objects verified",
+                        ops.load(Ordering::Relaxed),
+                        live.as_millis()
+                    )
+                })
+                .map_err(|e| format!("{e}\nregistry log: {}", log.display())),
+        );
+        if failed {
+            return tally;
         }
         let last = round == rounds || started.elapsed() >= Duration::from_secs(seconds);
         if last {
-            match graceful(server).await {
-                Ok(()) => {
-                    passed += 1;
-                    println!(
-                        "PASS graceful shutdown: upload in flight at SIGTERM completed, exit 0"
-                    );
-                }
-                Err(e) => {
-                    failed += 1;
-                    println!("FAIL graceful shutdown: {e}");
-                }
-            }
+            tally.record(
+                "graceful shutdown",
+                graceful(server)
+                    .await
+                    .map(|()| "upload in flight at SIGTERM completed, exit 0".to_owned()),
+            );
         } else {
             server.kill().await;
         }
     }
-    println!("{passed} passed, {failed} failed");
-    std::process::exit(if failed == 0 { 0 } else { 1 });
+    tally
 }

@@ -20,19 +20,21 @@
 //!   `registry fsck` is clean.
 //!
 //! ```text
-//! gc-soak --registry target/release/registry [--seconds 20] [--clients 4]
+//! gc-soak [--registry PATH] [--seconds 20] [--clients 4]   (--help for more)
 //! ```
 //! Prints PASS/FAIL lines and `N passed, N failed`; exits 1 on any failure.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use conformance::process::RegistryChild;
+use conformance::process::{self, RegistryChild};
+use conformance::program::{self, Common, Tally};
 use conformance::{
-    descriptor, random_bytes, sha256_digest, ManifestBuilder, OCI_CONFIG, OCI_LAYER, OCI_MANIFEST,
+    descriptor, random_bytes, sha256_digest, ManifestBuilder, Rng, OCI_CONFIG, OCI_LAYER,
+    OCI_MANIFEST,
 };
 use serde_json::Value;
 use tokio::process::Command;
@@ -70,23 +72,9 @@ struct Counters {
     mounts: AtomicU64,
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
 /// Starts the registry on `storage`, collecting every second (`gc`) or never; its log goes to
 /// `log`.
-async fn start(bin: &str, storage: &Path, log: &Path, gc: bool) -> Result<RegistryChild, String> {
+async fn start(bin: &Path, storage: &Path, log: &Path, gc: bool) -> Result<RegistryChild, String> {
     let extra = [
         "--fsync",
         "false",
@@ -97,7 +85,7 @@ async fn start(bin: &str, storage: &Path, log: &Path, gc: bool) -> Result<Regist
         "--shutdown-timeout",
         "10",
     ];
-    RegistryChild::start(Path::new(bin), storage, &extra, log).await
+    RegistryChild::start(bin, storage, &extra, log).await
 }
 
 /// Uploads `data` with POST then PUT (or, every other time, three PATCHes and a PUT).
@@ -466,7 +454,7 @@ async fn metric(base: &str, name: &str) -> Result<f64, String> {
 }
 
 /// Runs `registry gc` and returns the objects it lists (the verb removed), sorted.
-async fn gc_listing(bin: &str, storage: &Path, dry_run: bool) -> Result<Vec<String>, String> {
+async fn gc_listing(bin: &Path, storage: &Path, dry_run: bool) -> Result<Vec<String>, String> {
     let mut cmd = Command::new(bin);
     cmd.args([
         "gc",
@@ -511,79 +499,38 @@ fn blob_path(storage: &Path, digest: &str) -> std::path::PathBuf {
     storage.join("blobs").join(alg).join(&hex[..2]).join(hex)
 }
 
-struct Report {
-    passed: usize,
-    failed: usize,
+/// Garbage collection every second while clients push, pull, mount and delete; then the
+/// offline collection and fsck.
+#[derive(clap::Parser)]
+#[command(name = "gc-soak")]
+struct Args {
+    #[command(flatten)]
+    common: Common,
+    /// Seconds of load (1 to 3600).
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+    /// Clients at once (2 to 64).
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
 }
 
-impl Report {
-    fn check(&mut self, name: &str, r: Result<String, String>) {
-        match r {
-            Ok(detail) => {
-                self.passed += 1;
-                println!(
-                    "PASS {name}{}",
-                    if detail.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" ({detail})")
-                    }
-                );
-            }
-            Err(e) => {
-                self.failed += 1;
-                println!("FAIL {name}: {e}");
-            }
-        }
-    }
+fn main() {
+    program::run("gc-soak", checks)
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    let mut bin = String::from("target/release/registry");
-    let mut seconds: u64 = 20;
-    let mut clients: usize = 4;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--registry" => bin = args.next().expect("--registry BIN"),
-            "--seconds" => {
-                seconds = args
-                    .next()
-                    .and_then(|s| s.parse().ok())
-                    .expect("--seconds N")
-            }
-            "--clients" => {
-                clients = args
-                    .next()
-                    .and_then(|s| s.parse().ok())
-                    .expect("--clients N")
-            }
-            _ => {
-                eprintln!("usage: gc-soak --registry BIN [--seconds S] [--clients C]");
-                std::process::exit(2);
-            }
-        }
-    }
-    let seconds = seconds.clamp(1, 3600);
-    let clients = clients.clamp(2, 64);
-    let dir = tempfile::Builder::new()
-        .prefix("gc-soak-")
-        .tempdir()
-        .expect("temporary folder");
-    let storage = dir.path().join("storage");
-    let log = dir.path().join("registry.log");
-    let mut report = Report {
-        passed: 0,
-        failed: 0,
-    };
+async fn checks(args: Args, work: PathBuf) -> Tally {
+    let bin = args.common.registry;
+    let seconds = args.seconds.clamp(1, 3600);
+    let clients = args.clients.clamp(2, 64);
+    let storage = work.join("storage");
+    let log = work.join("registry.log");
+    let mut report = Tally::default();
 
     let server = match start(&bin, &storage, &log, true).await {
         Ok(s) => s,
         Err(e) => {
-            println!("FAIL start: {e}");
-            println!("0 passed, 1 failed");
-            std::process::exit(1);
+            report.record("start", Err(e));
+            return report;
         }
     };
     let base = server.base.clone();
@@ -631,7 +578,7 @@ async fn main() {
             l.errors.clone(),
         )
     };
-    report.check(
+    report.record(
         "clients pushed, pulled and deleted while gc ran",
         if c.pushes.load(Ordering::Relaxed) >= 10 && c.deletes.load(Ordering::Relaxed) > 0 {
             Ok(String::new())
@@ -639,7 +586,7 @@ async fn main() {
             Err("too little traffic to prove anything".into())
         },
     );
-    report.check(
+    report.record(
         "no request of the load failed (pulls of acknowledged images whole)",
         if errors.is_empty() {
             Ok(format!("{} pulls", c.pulls.load(Ordering::Relaxed)))
@@ -655,13 +602,13 @@ async fn main() {
     // Let the collector run a few more times over the final state, then check everything.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let http = reqwest::Client::new();
-    report.check(
+    report.record(
         "every acknowledged image not deleted is whole (by digest and tag)",
         verify_all(&http, &base, &live, &tags).await,
     );
     let removed = metric(&base, "registry_gc_removed_blobs_total").await;
     let runs = metric(&base, "registry_gc_runs_total").await;
-    report.check(
+    report.record(
         "garbage collection removed blobs while serving",
         match (removed, runs) {
             (Ok(r), Ok(n)) if r > 0.0 && n > 0.0 => Ok(format!("{n} runs, {r} blobs removed")),
@@ -697,7 +644,7 @@ async fn main() {
             Err(e) => fresh_garbage = Err(e),
         }
     }
-    report.check(
+    report.record(
         "fresh garbage made just before the stop",
         fresh_garbage.map(|_| {
             format!(
@@ -707,7 +654,7 @@ async fn main() {
             )
         }),
     );
-    report.check(
+    report.record(
         "SIGTERM: the server exits 0",
         server
             .stop(Duration::from_secs(20))
@@ -718,7 +665,7 @@ async fn main() {
     // Offline: the dry run lists what the real run removes, and nothing of deleted images stays.
     let dry = gc_listing(&bin, &storage, true).await;
     let real = gc_listing(&bin, &storage, false).await;
-    report.check(
+    report.record(
         "registry gc --dry-run lists exactly what registry gc removes",
         match (&dry, &real) {
             (Ok(d), Ok(r)) if d == r && !r.is_empty() => Ok(format!("{} objects", r.len())),
@@ -749,7 +696,7 @@ async fn main() {
         .iter()
         .filter(|d| blob_path(&storage, d).exists())
         .collect();
-    report.check(
+    report.record(
         "no blob that only deleted images referenced is left after gc --gc-grace 0",
         if garbage.is_empty() {
             Err("no garbage was made".into())
@@ -767,7 +714,7 @@ async fn main() {
         .iter()
         .filter(|d| !blob_path(&storage, d).exists())
         .collect();
-    report.check(
+    report.record(
         "every blob of a live image is still in storage",
         if kept.is_empty() {
             Ok(format!("{} blobs", referenced.len()))
@@ -781,11 +728,11 @@ async fn main() {
     );
     match start(&bin, &storage, &log, false).await {
         Ok(server) => {
-            report.check(
+            report.record(
                 "after the final gc, a restarted server serves every live image whole",
                 verify_all(&http, &server.base, &live, &tags).await,
             );
-            report.check(
+            report.record(
                 "SIGTERM after the final checks: exit 0",
                 server
                     .stop(Duration::from_secs(20))
@@ -793,25 +740,11 @@ async fn main() {
                     .map(|_| String::new()),
             );
         }
-        Err(e) => report.check("restart after the final gc", Err(e)),
+        Err(e) => report.record("restart after the final gc", Err(e)),
     }
-    let fsck = Command::new(&bin)
-        .args(["fsck", "--storage", storage.to_str().expect("utf-8")])
-        .env_remove("REGISTRY_CONFIG")
-        .output()
-        .await;
-    report.check(
+    report.record(
         "registry fsck is clean",
-        match fsck {
-            Ok(o) if o.status.success() => Ok(String::new()),
-            Ok(o) => Err(format!(
-                "exit {}: {}{}",
-                o.status,
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            )),
-            Err(e) => Err(e.to_string()),
-        },
+        process::fsck(&bin, &storage).await.map(|()| String::new()),
     );
     if report.failed > 0 {
         if let Ok(text) = std::fs::read_to_string(&log) {
@@ -822,6 +755,5 @@ async fn main() {
             }
         }
     }
-    println!("{} passed, {} failed", report.passed, report.failed);
-    std::process::exit(if report.failed == 0 { 0 } else { 1 });
+    report
 }

@@ -7,7 +7,7 @@
 //! upload; the last phase runs two 256 MiB uploads at once (bound 64 + 2 x 5 MiB).
 //!
 //! ```text
-//! s3-memory [--registry target/release/registry] [--mib 1024]
+//! s3-memory [--registry PATH] [--mib 1024]   (--help for more)
 //! ```
 //! Prints `PASS name` / `FAIL name: reason` lines (with the memory figures) and
 //! `N passed, N failed`; exits 1 on failure.
@@ -15,9 +15,11 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use conformance::answer::{location_path, start_upload};
 use conformance::process::{self, RegistryProcess, Watched};
-use conformance::reqwest::{Body, Client, Response, StatusCode};
-use conformance::s3::Tally;
+use conformance::program::{self, Common, Tally};
+use conformance::reqwest::{Body, Client, StatusCode};
+use conformance::{ensure, with_query};
 use futures::StreamExt;
 use sha2::{Digest as _, Sha256};
 
@@ -25,14 +27,6 @@ const MIB: u64 = 1024 * 1024;
 const BUCKET: &str = "memory";
 /// Piece size of the generated data (what one generator step produces).
 const PIECE: usize = 256 * 1024;
-
-macro_rules! ensure {
-    ($cond:expr, $($fmt:tt)+) => {
-        if !$cond {
-            return Err(format!($($fmt)+));
-        }
-    };
-}
 
 /// Deterministic pseudo-random content: piece `i` of the blob seeded by `seed`.
 fn piece(seed: u64, i: u64, len: usize) -> Vec<u8> {
@@ -76,26 +70,6 @@ fn digest_of(seed: u64, len: u64) -> String {
     format!("sha256:{}", hex::encode(h.finalize()))
 }
 
-fn location(resp: &Response) -> Result<String, String> {
-    let loc = resp
-        .headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .ok_or("no Location header")?;
-    Ok(match loc.split_once("://") {
-        Some((_, rest)) => rest
-            .find('/')
-            .map(|i| rest[i..].to_owned())
-            .unwrap_or_default(),
-        None => loc.to_owned(),
-    })
-}
-
-fn with_digest(loc: &str, digest: &str) -> String {
-    let sep = if loc.contains('?') { '&' } else { '?' };
-    format!("{loc}{sep}digest={digest}")
-}
-
 struct Ctx {
     client: Client,
     reg: RegistryProcess,
@@ -103,25 +77,13 @@ struct Ctx {
 
 impl Ctx {
     async fn post(&self, repo: &str) -> Result<String, String> {
-        let resp = self
-            .client
-            .post(self.reg.url(&format!("/v2/{repo}/blobs/uploads/")))
-            .header("content-length", "0")
-            .send()
-            .await
-            .map_err(|e| format!("POST: {e}"))?;
-        ensure!(
-            resp.status() == StatusCode::ACCEPTED,
-            "POST: {}",
-            resp.status()
-        );
-        location(&resp)
+        start_upload(&self.client, &self.reg.base, repo).await
     }
 
     async fn put(&self, loc: &str, digest: &str) -> Result<(), String> {
         let resp = self
             .client
-            .put(self.reg.url(&with_digest(loc, digest)))
+            .put(self.reg.url(&with_query(loc, "digest", digest)))
             .header("content-length", "0")
             .send()
             .await
@@ -163,7 +125,7 @@ impl Ctx {
             range == Some(want.as_str()),
             "streamed PATCH: Range {range:?}, want {want}"
         );
-        let loc = location(&resp)?;
+        let loc = location_path(&resp)?;
         let digest = digest_of(seed, len);
         self.put(&loc, &digest).await?;
         Ok(digest)
@@ -196,7 +158,7 @@ impl Ctx {
                 end - 1,
                 resp.status()
             );
-            loc = location(&resp)?;
+            loc = location_path(&resp)?;
             off = end;
         }
         let digest = digest_of(seed, len);
@@ -253,38 +215,37 @@ fn check_memory(p: &Watched, uploads: u32, secs: f64, bytes: u64) -> Result<Stri
     Ok(note)
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    let mut registry = PathBuf::from("target/release/registry");
-    let mut mib: u64 = 1024;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--registry" => registry = PathBuf::from(args.next().expect("--registry PATH")),
-            "--mib" => mib = args.next().and_then(|v| v.parse().ok()).expect("--mib N"),
-            other => {
-                eprintln!("unknown argument {other}; usage: s3-memory [--registry PATH] [--mib N]");
-                std::process::exit(2);
-            }
-        }
-    }
+/// Pushes and pulls a large blob through a registry on S3 storage and checks its peak memory.
+#[derive(clap::Parser)]
+#[command(name = "s3-memory")]
+struct Args {
+    #[command(flatten)]
+    common: Common,
+    /// Size of the large blob, in MiB.
+    #[arg(long, default_value_t = 1024)]
+    mib: u64,
+}
+
+fn main() {
+    program::run("s3-memory", checks)
+}
+
+async fn checks(args: Args, work: PathBuf) -> Tally {
+    let registry = args.common.registry;
+    let mib = args.mib;
     let len = mib * MIB;
     let mut tally = Tally::default();
-    let work = tempfile::Builder::new()
-        .prefix("s3-memory-")
-        .tempdir()
-        .expect("tempdir");
-    let root = work.path().join("s3");
+    let root = work.join("s3");
     std::fs::create_dir_all(root.join(BUCKET)).expect("bucket folder");
     let setup = (|| {
         let port = process::free_port()?;
-        let server = process::start_s3s_fs(&root, port, &work.path().join("s3s-fs.log"))?;
+        let server = process::start_s3s_fs(&root, port, &work.join("s3s-fs.log"))?;
         let reg = RegistryProcess::start(
             &registry,
             &format!("s3://{BUCKET}/reg"),
             &server.options(),
             &["--gc-interval", "0", "--log-level", "warn"],
-            &work.path().join("registry.log"),
+            &work.join("registry.log"),
         )?;
         Ok::<_, String>((server, reg))
     })();
@@ -292,9 +253,7 @@ async fn main() {
         Ok(x) => x,
         Err(e) => {
             tally.record("setup", Err(e));
-            let code = tally.finish();
-            drop(work);
-            std::process::exit(code);
+            return tally;
         }
     };
     eprintln!(
@@ -303,7 +262,7 @@ async fn main() {
         reg.base,
         reg.process.pid,
         hwm_mib(&reg.process).unwrap_or(0.0),
-        work.path().display()
+        work.display()
     );
     let ctx = Ctx {
         client: Client::builder()
@@ -364,7 +323,5 @@ async fn main() {
     }
     drop(ctx);
     drop(server);
-    let code = tally.finish();
-    drop(work);
-    std::process::exit(code);
+    tally
 }

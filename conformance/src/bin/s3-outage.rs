@@ -22,7 +22,7 @@
 //! 180 s per request, the retry budget, which this test does not wait for).
 //!
 //! ```text
-//! s3-outage [--registry target/release/registry]
+//! s3-outage [--registry PATH]   (--help for more)
 //! ```
 //! Prints `PASS name` / `FAIL name: reason` lines and `N passed, N failed`; exits 1 on failure.
 
@@ -30,29 +30,22 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use conformance::answer::{expect_range, header, location_path, start_upload, Check};
 use conformance::process::{self, RegistryProcess, S3Server};
+use conformance::program::{self, Common, Tally};
 use conformance::reqwest::{Body, Client, Response, StatusCode};
-use conformance::s3::{self, Tally};
+use conformance::s3;
 use conformance::serde_json::Value;
 use conformance::{
     descriptor, random_bytes, sha256_digest, ManifestBuilder, OCI_CONFIG, OCI_LAYER, OCI_MANIFEST,
 };
+use conformance::{ensure, with_query};
 use futures::StreamExt;
 
 const BUCKET: &str = "outage";
 const MIB: usize = 1024 * 1024;
 /// The longest a request may take to be answered while the store is down or frozen.
 const BOUND: Duration = Duration::from_secs(60);
-
-type Check = Result<String, String>;
-
-macro_rules! ensure {
-    ($cond:expr, $($fmt:tt)+) => {
-        if !$cond {
-            return Err(format!($($fmt)+));
-        }
-    };
-}
 
 /// The S3 server, which the test stops and starts again on the same port and folder.
 struct Store {
@@ -91,29 +84,6 @@ impl Store {
             .as_ref()
             .map(|s| s.process.pid)
     }
-}
-
-fn header(resp: &Response, name: &str) -> Option<String> {
-    resp.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-}
-
-fn location_path(resp: &Response) -> Result<String, String> {
-    let loc = header(resp, "location").ok_or("no Location header")?;
-    Ok(match loc.split_once("://") {
-        Some((_, rest)) => rest
-            .find('/')
-            .map(|i| rest[i..].to_owned())
-            .unwrap_or_default(),
-        None => loc,
-    })
-}
-
-fn with_query(path: &str, key: &str, value: &str) -> String {
-    let sep = if path.contains('?') { '&' } else { '?' };
-    format!("{path}{sep}{key}={value}")
 }
 
 /// A 503 as the spec and the issue want it: `Retry-After` (seconds or a date), and for any
@@ -166,21 +136,6 @@ async fn expect_unavailable(what: &str, resp: Response, head: bool) -> Result<St
     Ok(errors[0]["code"].as_str().unwrap_or_default().to_owned())
 }
 
-fn expect_range(what: &str, resp: &Response, status: u16, end: usize) -> Result<(), String> {
-    ensure!(
-        resp.status().as_u16() == status,
-        "{what}: status {}, want {status}",
-        resp.status()
-    );
-    let range = header(resp, "range");
-    let want = format!("0-{}", end.saturating_sub(1));
-    ensure!(
-        range.as_deref() == Some(want.as_str()),
-        "{what}: Range {range:?}, want {want}"
-    );
-    Ok(())
-}
-
 /// The end (exclusive) of the upload's `Range: 0-<last>` header; 0 when it has no bytes.
 fn range_end(resp: &Response) -> Result<usize, String> {
     let r = header(resp, "range").ok_or("no Range header")?;
@@ -201,19 +156,7 @@ struct Ctx {
 
 impl Ctx {
     async fn post(&self, repo: &str) -> Result<String, String> {
-        let resp = self
-            .client
-            .post(self.reg.url(&format!("/v2/{repo}/blobs/uploads/")))
-            .header("content-length", "0")
-            .send()
-            .await
-            .map_err(|e| format!("POST: {e}"))?;
-        ensure!(
-            resp.status() == StatusCode::ACCEPTED,
-            "POST: {}",
-            resp.status()
-        );
-        location_path(&resp)
+        start_upload(&self.client, &self.reg.base, repo).await
     }
 
     async fn patch(&self, loc: &str, offset: usize, chunk: &[u8]) -> Result<Response, String> {
@@ -764,31 +707,26 @@ fn setup(
     Ok((store, reg, default_reg))
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    let mut registry = PathBuf::from("target/release/registry");
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--registry" => registry = PathBuf::from(args.next().expect("--registry PATH")),
-            other => {
-                eprintln!("unknown argument {other}; usage: s3-outage [--registry PATH]");
-                std::process::exit(2);
-            }
-        }
-    }
+/// Stops, restarts and freezes the S3 server under the registry while clients push.
+#[derive(clap::Parser)]
+#[command(name = "s3-outage")]
+struct Args {
+    #[command(flatten)]
+    common: Common,
+}
+
+fn main() {
+    program::run("s3-outage", checks)
+}
+
+async fn checks(args: Args, work: PathBuf) -> Tally {
+    let registry = args.common.registry;
     let mut tally = Tally::default();
-    let work = tempfile::Builder::new()
-        .prefix("s3-outage-")
-        .tempdir()
-        .expect("tempdir");
-    let (store, reg, default_reg) = match setup(&registry, work.path()) {
+    let (store, reg, default_reg) = match setup(&registry, &work) {
         Ok(x) => x,
         Err(e) => {
             tally.record("setup", Err(e));
-            let code = tally.finish();
-            drop(work);
-            std::process::exit(code);
+            return tally;
         }
     };
     println!(
@@ -799,7 +737,7 @@ async fn main() {
         store.port,
         reg.base,
         default_reg.base,
-        work.path().display()
+        work.display()
     );
     let ctx = Ctx {
         client: Client::builder()
@@ -838,14 +776,7 @@ async fn main() {
     if !ctx.reg.process.alive() {
         tally.record("registry-alive", Err("the registry process exited".into()));
     }
-    let code = tally.finish();
-    let keep = std::env::var_os("S3_TEST_KEEP").is_some() || code != 0;
     drop(ctx);
     drop(default_reg);
-    if keep {
-        eprintln!("# logs kept in {}", work.keep().display());
-    } else {
-        drop(work);
-    }
-    std::process::exit(code);
+    tally
 }

@@ -15,7 +15,7 @@
 //!   `ListMultipartUploads`) and its objects are gone, and a younger upload survives and completes.
 //!
 //! ```text
-//! s3-replicas [--registry target/release/registry]
+//! s3-replicas [--registry PATH]   (--help for more)
 //! ```
 //! Prints `PASS name` / `FAIL name: reason` lines and `N passed, N failed`; exits 1 on failure.
 
@@ -23,26 +23,19 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use conformance::answer::{body_text, expect_range, header, location_path, Check};
 use conformance::process::{self, RegistryProcess};
-use conformance::reqwest::{Client, Response, StatusCode};
-use conformance::s3::{self, Tally};
+use conformance::program::{self, Common, Tally};
+use conformance::reqwest::{Client, Method, Response, StatusCode};
+use conformance::s3;
 use conformance::serde_json::Value;
 use conformance::{
     descriptor, random_bytes, sha256_digest, ManifestBuilder, OCI_CONFIG, OCI_LAYER, OCI_MANIFEST,
 };
+use conformance::{ensure, with_query};
 
 const BUCKET: &str = "replicas";
 const MIB: usize = 1024 * 1024;
-
-type Check = Result<String, String>;
-
-macro_rules! ensure {
-    ($cond:expr, $($fmt:tt)+) => {
-        if !$cond {
-            return Err(format!($($fmt)+));
-        }
-    };
-}
 
 struct Ctx {
     client: Client,
@@ -52,36 +45,16 @@ struct Ctx {
     options: std::collections::BTreeMap<String, String>,
 }
 
-fn header(resp: &Response, name: &str) -> Option<String> {
-    resp.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-}
-
-/// The path part of a `Location` (absolute or relative), so it can be sent to any replica.
-fn location_path(resp: &Response) -> Result<String, String> {
-    let loc = header(resp, "location").ok_or("no Location header")?;
-    match loc.split_once("://") {
-        Some((_, rest)) => Ok(rest
-            .find('/')
-            .map(|i| rest[i..].to_owned())
-            .unwrap_or_default()),
-        None => Ok(loc),
-    }
-}
-
-fn with_query(path: &str, key: &str, value: &str) -> String {
-    let sep = if path.contains('?') { '&' } else { '?' };
-    format!("{path}{sep}{key}={value}")
-}
-
-async fn body_text(resp: Response) -> String {
-    let t = resp.text().await.unwrap_or_default();
-    t.chars().take(300).collect()
-}
-
 impl Ctx {
+    /// `method path` on `replica`, no body.
+    async fn send(&self, method: Method, replica: usize, path: &str) -> Result<Response, String> {
+        self.client
+            .request(method, self.url(replica, path))
+            .send()
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     fn url(&self, replica: usize, path: &str) -> String {
         self.replicas[replica].url(path)
     }
@@ -212,23 +185,27 @@ impl Ctx {
         Ok(())
     }
 
-    async fn tags(&self, replica: usize, repo: &str) -> Result<Vec<String>, String> {
+    /// GET `path` on `replica`: 200 and its JSON body (`what` names it in errors).
+    async fn get_json(&self, replica: usize, path: &str, what: &str) -> Result<Value, String> {
         let resp = self
             .client
-            .get(self.url(replica, &format!("/v2/{repo}/tags/list")))
+            .get(self.url(replica, path))
             .send()
             .await
-            .map_err(|e| format!("GET tags: {e}"))?;
+            .map_err(|e| format!("GET {what}: {e}"))?;
         ensure!(
             resp.status() == StatusCode::OK,
-            "tags/list on replica {}: {}",
+            "{what} on replica {}: {}",
             replica + 1,
             resp.status()
         );
-        let v: Value = resp
-            .json()
-            .await
-            .map_err(|e| format!("tags/list JSON: {e}"))?;
+        resp.json().await.map_err(|e| format!("{what} JSON: {e}"))
+    }
+
+    async fn tags(&self, replica: usize, repo: &str) -> Result<Vec<String>, String> {
+        let v = self
+            .get_json(replica, &format!("/v2/{repo}/tags/list"), "tags/list")
+            .await?;
         Ok(v["tags"]
             .as_array()
             .map(|a| {
@@ -245,22 +222,13 @@ impl Ctx {
         repo: &str,
         subject: &str,
     ) -> Result<Vec<Value>, String> {
-        let resp = self
-            .client
-            .get(self.url(replica, &format!("/v2/{repo}/referrers/{subject}")))
-            .send()
-            .await
-            .map_err(|e| format!("GET referrers: {e}"))?;
-        ensure!(
-            resp.status() == StatusCode::OK,
-            "referrers on replica {}: {}",
-            replica + 1,
-            resp.status()
-        );
-        let v: Value = resp
-            .json()
-            .await
-            .map_err(|e| format!("referrers JSON: {e}"))?;
+        let v = self
+            .get_json(
+                replica,
+                &format!("/v2/{repo}/referrers/{subject}"),
+                "referrers",
+            )
+            .await?;
         Ok(v["manifests"].as_array().cloned().unwrap_or_default())
     }
 
@@ -284,22 +252,6 @@ impl Ctx {
             .await
             .map_err(|e| format!("PATCH on replica {}: {e}", replica + 1))
     }
-}
-
-/// Expects `resp` to have `status` and `Range: 0-<end>`.
-fn expect_range(what: &str, resp: &Response, status: u16, end: usize) -> Result<(), String> {
-    ensure!(
-        resp.status().as_u16() == status,
-        "{what}: status {}, want {status}",
-        resp.status()
-    );
-    let range = header(resp, "range");
-    let want = format!("0-{}", end - 1);
-    ensure!(
-        range.as_deref() == Some(want.as_str()),
-        "{what}: Range {range:?}, want {want}"
-    );
-    Ok(())
 }
 
 /// Returns a note and the blob's digest.
@@ -340,12 +292,7 @@ async fn chunked_upload_across_replicas(ctx: &Ctx) -> Result<(String, String), S
     // Replica 3 did not serve that PATCH: the same chunk again is stale.
     let resp = ctx.patch(2, &loc, 0, &data[..a]).await?;
     expect_range("stale chunk 1 again on replica 3", &resp, 416, a)?;
-    let resp = ctx
-        .client
-        .get(ctx.url(2, &loc))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
+    let resp = ctx.send(Method::GET, 2, &loc).await?;
     expect_range("GET upload status on replica 3", &resp, 204, a)?;
 
     let resp = ctx.patch(2, &loc, a, &data[a..b]).await?;
@@ -362,12 +309,7 @@ async fn chunked_upload_across_replicas(ctx: &Ctx) -> Result<(String, String), S
     let resp = ctx.patch(1, &loc, b, &data[b..c]).await?;
     expect_range("PATCH chunk 3 on replica 2", &resp, 202, c)?;
     let loc = location_path(&resp)?;
-    let resp = ctx
-        .client
-        .get(ctx.url(0, &loc))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
+    let resp = ctx.send(Method::GET, 0, &loc).await?;
     expect_range("GET upload status on replica 1", &resp, 204, c)?;
 
     let resp = ctx
@@ -393,11 +335,8 @@ async fn chunked_upload_across_replicas(ctx: &Ctx) -> Result<(String, String), S
 
     for r in 0..3 {
         let resp = ctx
-            .client
-            .get(ctx.url(r, &format!("/v2/{repo}/blobs/{digest}")))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
+            .send(Method::GET, r, &format!("/v2/{repo}/blobs/{digest}"))
+            .await?;
         ensure!(
             resp.status() == StatusCode::OK,
             "GET blob on replica {}: {}",
@@ -418,12 +357,7 @@ async fn chunked_upload_across_replicas(ctx: &Ctx) -> Result<(String, String), S
             r + 1
         );
         // The finished session is gone everywhere.
-        let resp = ctx
-            .client
-            .get(ctx.url(r, &loc))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
+        let resp = ctx.send(Method::GET, r, &loc).await?;
         ensure!(
             resp.status() == StatusCode::NOT_FOUND,
             "upload status after PUT on replica {}: {}, want 404",
@@ -497,11 +431,8 @@ async fn deletions_are_seen(ctx: &Ctx) -> Check {
         ctx.expect_manifest(r, repo, "doomed", &manifest).await?;
     }
     let resp = ctx
-        .client
-        .delete(ctx.url(1, &format!("/v2/{repo}/manifests/doomed")))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
+        .send(Method::DELETE, 1, &format!("/v2/{repo}/manifests/doomed"))
+        .await?;
     ensure!(
         resp.status() == StatusCode::ACCEPTED,
         "DELETE tag on replica 2: {}",
@@ -525,11 +456,8 @@ async fn deletions_are_seen(ctx: &Ctx) -> Check {
     let digest = sha256_digest(&manifest);
     ctx.expect_manifest(0, repo, &digest, &manifest).await?;
     let resp = ctx
-        .client
-        .delete(ctx.url(2, &format!("/v2/{repo}/manifests/{digest}")))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
+        .send(Method::DELETE, 2, &format!("/v2/{repo}/manifests/{digest}"))
+        .await?;
     ensure!(
         resp.status() == StatusCode::ACCEPTED,
         "DELETE manifest by digest on replica 3: {}",
@@ -578,11 +506,12 @@ async fn referrers_across_replicas(ctx: &Ctx) -> Check {
     );
 
     let resp = ctx
-        .client
-        .delete(ctx.url(2, &format!("/v2/{repo}/manifests/{referrer_digest}")))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
+        .send(
+            Method::DELETE,
+            2,
+            &format!("/v2/{repo}/manifests/{referrer_digest}"),
+        )
+        .await?;
     ensure!(
         resp.status() == StatusCode::ACCEPTED,
         "DELETE referrer on replica 3: {}",
@@ -693,12 +622,7 @@ async fn abandoned_upload_is_purged(ctx: &Ctx, work: &Path) -> Check {
         "after gc: objects of the old upload remain: {objects:?}"
     );
     for r in 0..3 {
-        let resp = ctx
-            .client
-            .get(ctx.url(r, &old_loc))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
+        let resp = ctx.send(Method::GET, r, &old_loc).await?;
         ensure!(
             resp.status() == StatusCode::NOT_FOUND,
             "old upload status on replica {} after gc: {}, want 404",
@@ -731,11 +655,8 @@ async fn abandoned_upload_is_purged(ctx: &Ctx, work: &Path) -> Check {
 async fn blob_survives_gc(ctx: &Ctx, digests: &[(String, String)]) -> Check {
     for (repo, digest) in digests {
         let resp = ctx
-            .client
-            .head(ctx.url(2, &format!("/v2/{repo}/blobs/{digest}")))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
+            .send(Method::HEAD, 2, &format!("/v2/{repo}/blobs/{digest}"))
+            .await?;
         ensure!(
             resp.status() == StatusCode::OK,
             "HEAD {repo}@{digest} after gc: {}",
@@ -745,30 +666,26 @@ async fn blob_survives_gc(ctx: &Ctx, digests: &[(String, String)]) -> Check {
     Ok(String::new())
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    let mut registry = PathBuf::from("target/release/registry");
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--registry" => registry = PathBuf::from(args.next().expect("--registry PATH")),
-            other => {
-                eprintln!("unknown argument {other}; usage: s3-replicas [--registry PATH]");
-                std::process::exit(2);
-            }
-        }
-    }
+/// Three registry processes on one S3 bucket (moto) serve one registry.
+#[derive(clap::Parser)]
+#[command(name = "s3-replicas")]
+struct Args {
+    #[command(flatten)]
+    common: Common,
+}
+
+fn main() {
+    program::run("s3-replicas", checks)
+}
+
+async fn checks(args: Args, work: PathBuf) -> Tally {
+    let registry = args.common.registry;
     let mut tally = Tally::default();
-    let work = tempfile::Builder::new()
-        .prefix("s3-replicas-")
-        .tempdir()
-        .expect("tempdir");
-    let keep = std::env::var_os("S3_TEST_KEEP").is_some();
-    let moto = match process::start_moto(&work.path().join("moto.log")) {
+    let moto = match process::start_moto(&work.join("moto.log")) {
         Ok(m) => m,
         Err(e) => {
             tally.record("setup", Err(e));
-            std::process::exit(tally.finish());
+            return tally;
         }
     };
     s3::create_bucket(moto.addr, BUCKET);
@@ -780,12 +697,12 @@ async fn main() {
             &format!("s3://{BUCKET}/reg"),
             &options,
             &["--gc-interval", "0", "--log-level", "info"],
-            &work.path().join(format!("registry-{i}.log")),
+            &work.join(format!("registry-{i}.log")),
         ) {
             Ok(r) => replicas.push(r),
             Err(e) => {
                 tally.record("setup", Err(format!("replica {i}: {e}")));
-                std::process::exit(tally.finish());
+                return tally;
             }
         }
     }
@@ -797,7 +714,7 @@ async fn main() {
             .map(|r| r.base.as_str())
             .collect::<Vec<_>>()
             .join(" "),
-        work.path().display()
+        work.display()
     );
     let ctx = Ctx {
         client: Client::builder()
@@ -831,7 +748,7 @@ async fn main() {
     );
     tally.record(
         "abandoned-upload-purged",
-        abandoned_upload_is_purged(&ctx, work.path()).await,
+        abandoned_upload_is_purged(&ctx, &work).await,
     );
     let survivors: Vec<(String, String)> = chunked_digest
         .into_iter()
@@ -861,14 +778,7 @@ async fn main() {
             );
         }
     }
-    let code = tally.finish();
     drop(ctx);
     drop(moto);
-    if keep || tally.failed > 0 {
-        let kept = work.keep();
-        eprintln!("# logs kept in {}", kept.display());
-    } else {
-        drop(work);
-    }
-    std::process::exit(code);
+    tally
 }

@@ -1,0 +1,106 @@
+//! The S3 side of the tests that run on the object-store backend (the spec suite with
+//! `CONFORMANCE_STORAGE=s3`, and the S3 test programs `s3-replicas`, `s3-outage`, `s3-memory`):
+//! credentials, the registry's storage options, the moto server the spec suite shares, plain
+//! requests to an S3 server (buckets, listings), and the programs' PASS/FAIL
+//! [`Tally`](crate::s3::Tally). The server processes themselves are started by
+//! [`crate::process`].
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+
+use crate::process::{start_moto, S3Server};
+
+/// Access key and secret given to the S3 servers and the registry (moto takes any).
+pub const ACCESS_KEY: &str = "conformance";
+/// See [`ACCESS_KEY`].
+pub const SECRET_KEY: &str = "conformance-secret";
+
+/// Registry storage options for an S3 server at `addr` (path-style, plain HTTP).
+pub fn options(addr: SocketAddr) -> BTreeMap<String, String> {
+    [
+        ("endpoint", format!("http://{addr}")),
+        ("allow_http", "true".to_owned()),
+        ("region", "us-east-1".to_owned()),
+        ("access_key_id", ACCESS_KEY.to_owned()),
+        ("secret_access_key", SECRET_KEY.to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+/// The moto server shared by this test process, started on first use and stopped when the
+/// process exits. Its log goes to the file named by `CONFORMANCE_MOTO_LOG`, else nowhere
+/// (nothing would remove a log file when the process ends).
+pub fn shared_moto() -> Result<&'static S3Server, String> {
+    static MOTO: OnceLock<Result<S3Server, String>> = OnceLock::new();
+    MOTO.get_or_init(|| {
+        let log = std::env::var_os("CONFORMANCE_MOTO_LOG")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| "/dev/null".into());
+        start_moto(&log)
+    })
+    .as_ref()
+    .map_err(Clone::clone)
+}
+
+/// One plain, unsigned HTTP/1.1 request (moto accepts those); returns the status and the body.
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
+    let answer = crate::raw::blocking_request(addr, method, path, body)?;
+    Ok((
+        answer.status,
+        String::from_utf8_lossy(&answer.body).into_owned(),
+    ))
+}
+
+/// Creates a bucket on moto (`PUT /<bucket>`); panics unless it answers 200.
+pub fn create_bucket(addr: SocketAddr, bucket: &str) {
+    let (code, out) = http(addr, "PUT", &format!("/{bucket}"), b"")
+        .unwrap_or_else(|e| panic!("create bucket {bucket} on {addr}: {e}"));
+    assert_eq!(code, 200, "create bucket {bucket}: {out:.400}");
+}
+
+/// The keys of the multipart uploads in progress in `bucket` under `prefix`, from moto's
+/// `ListMultipartUploads` (`GET /<bucket>?uploads`).
+pub fn multipart_uploads(addr: SocketAddr, bucket: &str, prefix: &str) -> Vec<String> {
+    let (code, out) = http(
+        addr,
+        "GET",
+        &format!("/{bucket}?uploads&prefix={prefix}"),
+        b"",
+    )
+    .unwrap_or_else(|e| panic!("list multipart uploads of {bucket}: {e}"));
+    assert_eq!(code, 200, "list multipart uploads of {bucket}: {out:.400}");
+    xml_values(&out, "Key")
+}
+
+/// The keys of the objects in `bucket` under `prefix` (`ListObjectsV2`, up to 1000).
+pub fn object_keys(addr: SocketAddr, bucket: &str, prefix: &str) -> Vec<String> {
+    let (code, out) = http(
+        addr,
+        "GET",
+        &format!("/{bucket}?list-type=2&prefix={prefix}"),
+        b"",
+    )
+    .unwrap_or_else(|e| panic!("list objects of {bucket}: {e}"));
+    assert_eq!(code, 200, "list objects of {bucket}: {out:.400}");
+    xml_values(&out, "Key")
+}
+
+pub use crate::program::Tally;
+
+/// The text of every `<tag>...</tag>` element of `xml`.
+pub fn xml_values(xml: &str, tag: &str) -> Vec<String> {
+    let open = format!("<{tag}>");
+    let close = format!("</{tag}>");
+    xml.split(&open)
+        .skip(1)
+        .filter_map(|s| s.split_once(&close).map(|(v, _)| v.to_owned()))
+        .collect()
+}
