@@ -40,7 +40,14 @@ impl Store {
         Ok(descs
             .into_iter()
             .flatten()
-            .filter(|d| artifact_type.is_none() || d.artifact_type.as_deref() == artifact_type)
+            .filter(|d| {
+                artifact_type.is_none()
+                    || d.artifact_type()
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .as_deref()
+                        == artifact_type
+            })
             .collect())
     }
 }
