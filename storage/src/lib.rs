@@ -10,7 +10,8 @@
 //! - [`store`]: the `Store`, the service the HTTP layer calls, one module per resource.
 //! - [`gc`]: online garbage collection, retention and fsck.
 //! - [`hash`]: incremental hashing with savable state.
-//! - [`manifest`]: parsing and validating pushed manifests.
+//! - [`manifest`]: parsing and validating pushed manifests; referrer descriptors.
+//! - [`range`]: byte ranges as clients write them (`Content-Range`, `Range`) and the 416 helpers.
 //! - [`error`]: the error vocabulary.
 
 pub mod backend;
@@ -28,8 +29,8 @@ pub mod types;
 pub use backend::{Backend, ByteStream, GetObject, ObjectMeta};
 pub use error::{Error, Result};
 pub use store::{ManifestInfo, Options, Page, PushedManifest, Store, UploadStatus};
+pub use types::{Algorithm, Digest, ParseError, Reference, RepoName, Tag};
 
 /// The `Store`'s former name, kept so that code written against it still compiles while the
 /// branches that use it are merged; new code names [`Store`].
 pub type Registry = Store;
-pub use types::{Algorithm, Digest, ParseError, Reference, RepoName, Tag};
