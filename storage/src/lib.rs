@@ -10,10 +10,10 @@
 //! - [`store`]: the `Store`, the service the HTTP layer calls, one module per resource.
 //! - [`gc`]: online garbage collection, retention and fsck.
 //! - [`hash`]: incremental hashing with savable state.
-//! - [`manifest`]: parsing and validating pushed manifests.
+//! - [`manifest`]: parsing and validating pushed manifests; referrer descriptors.
 //! - [`pattern`]: globs over repository names and tags, for retention and sparse rules.
 //! - [`sparse`]: which references a pushed manifest may leave out, per repository.
-//! - [`range`]: byte ranges of upload chunks (`Content-Range`) and blob reads (`Range`).
+//! - [`range`]: byte ranges as clients write them (`Content-Range`, `Range`) and the 416 helpers.
 //! - [`error`]: the error vocabulary.
 
 pub mod backend;
@@ -34,8 +34,8 @@ pub use backend::{Backend, ByteStream, GetObject, ObjectMeta};
 pub use error::{Error, Result};
 pub use sparse::SparseRule;
 pub use store::{ManifestInfo, Options, Page, PushedManifest, ReferrersPage, Store, UploadStatus};
+pub use types::{Algorithm, Digest, ParseError, Reference, RepoName, Tag};
 
 /// The `Store`'s former name, kept so that code written against it still compiles while the
 /// branches that use it are merged; new code names [`Store`].
 pub type Registry = Store;
-pub use types::{Algorithm, Digest, ParseError, Reference, RepoName, Tag};

@@ -5,7 +5,7 @@
 //! lenient about fields it does not need (unknown fields are ignored) and strict about the ones it
 //! does (a descriptor's digest must be valid, schemaVersion must be 2).
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
@@ -103,22 +103,32 @@ pub struct Parsed {
     pub annotations: Option<Map<String, Value>>,
 }
 
-/// The descriptor of a referrer, as listed by the referrers API.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct Descriptor {
-    /// Media type of the referrer manifest.
-    pub media_type: String,
-    /// Its digest.
-    pub digest: Digest,
-    /// Its size.
-    pub size: u64,
-    /// Its artifact type.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub artifact_type: Option<String>,
-    /// Its annotations.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub annotations: Option<Map<String, Value>>,
+/// The descriptor of a referrer, as stored and listed by the referrers API: the OCI image
+/// spec's own type (`oci-spec`), since nothing needs these bytes kept as the client sent them.
+pub use oci_spec::image::Descriptor;
+
+/// The descriptor that lists manifest `digest` (`size` bytes, parsed as `parsed`) among the
+/// referrers of its subject. Annotation values that are not strings (which the image spec does
+/// not allow) are listed as their JSON text.
+pub fn referrer_descriptor(parsed: &Parsed, digest: &Digest, size: u64) -> Descriptor {
+    let oci_digest: oci_spec::image::Digest = digest
+        .to_string()
+        .parse()
+        .expect("a validated digest is an OCI digest");
+    let mut d = Descriptor::new(parsed.media_type.as_str().into(), size, oci_digest);
+    d.set_artifact_type(parsed.artifact_type.as_deref().map(Into::into));
+    d.set_annotations(parsed.annotations.as_ref().map(|a| {
+        a.iter()
+            .map(|(k, v)| {
+                let text = match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (k.clone(), text)
+            })
+            .collect()
+    }));
+    d
 }
 
 fn descriptor_digest(d: &RawDescriptor, what: &str) -> Result<Digest> {

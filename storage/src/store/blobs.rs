@@ -39,7 +39,7 @@ impl Store {
     }
 
     /// The local file holding a blob, when the backend keeps blobs in files (see
-    /// [`Backend::open_file`]); `None` otherwise, and the caller reads with [`Self::blob_read`].
+    /// [`Backend::open_file`](crate::Backend::open_file)); `None` otherwise, and the caller reads with [`Self::blob_read`].
     pub async fn blob_file(&self, digest: &Digest) -> Result<Option<std::fs::File>> {
         match self.backend.open_file(&layout::blob(digest)).await {
             Err(e) if e.is_not_found() => Err(Error::BlobUnknown(digest.clone())),

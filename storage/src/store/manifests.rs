@@ -9,7 +9,7 @@ use super::{ManifestInfo, PushedManifest, Store};
 use crate::error::{Error, Result};
 use crate::hash::digest_of;
 use crate::layout;
-use crate::manifest::{self, Descriptor};
+use crate::manifest;
 use crate::types::{Algorithm, Digest, Reference, RepoName, Tag};
 
 /// A repository's link to a manifest revision.
@@ -165,13 +165,7 @@ impl Store {
             )
             .await?;
         if let Some(subject) = &parsed.subject {
-            let desc = Descriptor {
-                media_type: parsed.media_type.clone(),
-                digest: digest.clone(),
-                size: body.len() as u64,
-                artifact_type: parsed.artifact_type.clone(),
-                annotations: parsed.annotations.clone(),
-            };
+            let desc = manifest::referrer_descriptor(&parsed, &digest, body.len() as u64);
             self.backend
                 .put(
                     &layout::referrer(repo, subject, &digest),

@@ -62,7 +62,9 @@ impl Store {
             .buffered(16)
             .try_filter_map(|d| async move {
                 Ok(d.filter(|(d, _)| {
-                    artifact_type.is_none() || d.artifact_type.as_deref() == artifact_type
+                    artifact_type.is_none()
+                        || d.artifact_type().as_ref().map(ToString::to_string).as_deref()
+                            == artifact_type
                 }))
             })
             .boxed();

@@ -632,10 +632,14 @@ pub async fn registry_manifests_and_referrers(b: B) {
     assert!(!page.more);
     let refs = page.descriptors;
     assert_eq!(refs.len(), 1);
-    assert_eq!(refs[0].digest, ad);
-    assert_eq!(refs[0].size, artifact.len() as u64);
+    assert_eq!(refs[0].digest().to_string(), ad.to_string());
+    assert_eq!(refs[0].size(), artifact.len() as u64);
     assert_eq!(
-        refs[0].artifact_type.as_deref(),
+        refs[0]
+            .artifact_type()
+            .as_ref()
+            .map(ToString::to_string)
+            .as_deref(),
         Some("application/vnd.example.sbom")
     );
     assert_eq!(
