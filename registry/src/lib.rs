@@ -20,6 +20,7 @@ pub mod error;
 pub mod listen;
 pub mod maintenance;
 pub mod metrics;
+pub mod node_setup;
 pub mod sendfile;
 pub mod server;
 pub mod tls;
