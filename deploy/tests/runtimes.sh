@@ -16,7 +16,7 @@
 # fake node's etc (so its hosts file names the service: never the system resolver), with a private
 # tmpfs on /run and /opt, and its root, state and socket in this run's temp folder. Traffic stays
 # on 127.0.0.0/8. Prints PASS/FAIL per case and `N passed, N failed`; exits non-zero on failure.
-# shellcheck disable=SC2317
+# shellcheck disable=SC2317,SC2016,SC2154  # functions run through t(); bash -c scripts take arguments; REG_PID_* come from printf -v
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
