@@ -9,7 +9,7 @@
 # Afterwards:
 #   CACHE/containerd-1.7/usr/bin/{containerd,ctr,containerd-shim-runc-v2}   1.7.24 (trixie)
 #   CACHE/containerd-2.1/usr/bin/{containerd,ctr,containerd-shim-runc-v2}   2.1.9  (sid)
-#   CACHE/docker-28/usr/sbin/dockerd, CACHE/docker-28/usr/bin/docker     28.5.2 (sid)
+#   CACHE/docker-28/usr/sbin/dockerd, CACHE/docker-cli-28/usr/bin/docker 28.5.2 (sid)
 #   CACHE/buildx/usr/libexec/docker/cli-plugins/docker-buildx            (sid)
 # containerd 1.6.20 is Debian 12's own `containerd` package (apt-get install containerd).
 set -euo pipefail
@@ -19,6 +19,7 @@ PINS=(
   "containerd-1.7 containerd=1.7.24~ds1-6+deb13u1 usr/bin/containerd"
   "containerd-2.1 containerd=2.1.9+ds1-5 usr/bin/containerd"
   "docker-28 docker.io=28.5.2+dfsg4-5 usr/sbin/dockerd"
+  "docker-cli-28 docker-cli=28.5.2+dfsg4-5 usr/bin/docker"
   "buildx docker-buildx=0.29.1+ds1-4 usr/libexec/docker/cli-plugins/docker-buildx"
 )
 

@@ -320,7 +320,10 @@ readiness() { # VERSION
   grep -q "cannot read the runtime's effective configuration" <<<"$SETUP_OUT" || fail "no reason given without a socket" || return 1
 }
 
-for v in 1.6 1.7 2.1; do
+# RUNTIMES_ONLY=buildkit skips the matrix (for working on the BuildKit part)
+VERSIONS=(1.6 1.7 2.1)
+[ "${RUNTIMES_ONLY:-}" = buildkit ] && VERSIONS=()
+for v in "${VERSIONS[@]}"; do
   for c in one list default none; do
     t "containerd-$v-$c" matrix_case "$v" "$c"
     if [ "$c" = one ] && { [ "$v" = 1.6 ] || [ "$v" = 2.1 ]; } && kill -0 "${KEEP_PID:-0}" 2>/dev/null; then
@@ -338,6 +341,16 @@ if [ "${RUNTIMES_SKIP_BUILDKIT:-0}" != 1 ] && [ -f "$HERE/buildkit.sh" ]; then
   # shellcheck source=SCRIPTDIR/buildkit.sh
   . "$HERE/buildkit.sh"
 fi
+
+# every daemon this run started is stopped, and nothing of it is left running
+test_nothing_left_running() {
+  local p left
+  for p in "${PIDS[@]}"; do stop_pid "$p"; done
+  PIDS=()
+  left=$(pgrep -af -- "$WORK" || true)
+  [ -z "$left" ] || fail "still running: $left"
+}
+t nothing-left-running test_nothing_left_running
 
 echo "# suite took $((SECONDS - SUITE_START))s"
 finish
