@@ -337,6 +337,57 @@ for v in "${VERSIONS[@]}"; do
   done
 done
 
+# ---------------------------------------------------------------- runtimes not installable here
+# CRI-O, microk8s and k3s nodes as fake roots (no daemon: CRI-O, microk8s and k3s do not install
+# here): each is detected and gets its own files and its own words.
+fake() { # NODE [ENV...]: setup-node.sh once with no CRI socket and VERIFY=none
+  local node=$1
+  shift
+  setup "$node" CRI_SOCKET= VERIFY=none "$@"
+}
+
+test_crio_fake_root() {
+  local node="$WORK/fake-crio" f
+  mkdir -p "$node/etc/crio"
+  fake "$node"
+  f="$node/etc/containers/registries.conf.d/50-registry-node-setup.conf"
+  [ -f "$f" ] || fail "no registries.conf.d drop-in" || return 1
+  grep -qx "prefix = \"$SVC\"" "$f" && grep -qx "location = \"127.0.0.1:$PORT\"" "$f" && grep -qx 'insecure = true' "$f" ||
+    fail "drop-in content: $(cat "$f")" || return 1
+  expect_eq "setup exit (CRI-O needs a SIGHUP)" "$SETUP_RC" 2 || return 1
+  grep -q "ACTION NEEDED: .*systemctl reload crio" <<<"$SETUP_OUT" || fail "no SIGHUP advice" || return 1
+  ! grep -q "ACTION NEEDED: .*containerd" <<<"$SETUP_OUT" || fail "containerd advice on a CRI-O node" || return 1
+  [ -z "$(find "$node" -name hosts.toml)" ] || fail "hosts.toml written on a CRI-O node" || return 1
+  setup "$node" VERIFY=none CRI_SOCKET= >/dev/null
+  run env -i PATH="$PATH" HOST_ROOT="$node" READY_FILE="$node/ready" sh "$SETUP" remove || return 1
+  [ ! -e "$f" ] && [ ! -d "$node/etc/containers" ] || fail "remove left $(find "$node/etc/containers")" || return 1
+}
+
+test_microk8s_fake_root() {
+  local node="$WORK/fake-microk8s" d=/var/snap/microk8s/current/args
+  mkdir -p "$node$d/certs.d"
+  printf 'version = 2\n[plugins."io.containerd.grpc.v1.cri".registry]\n  config_path = "%s/certs.d"\n' "$d" >"$node$d/containerd.toml"
+  fake "$node"
+  expect_eq "setup exit" "$SETUP_RC" 0 || return 1
+  [ -f "$node$d/certs.d/$SVC/hosts.toml" ] || fail "no hosts.toml in microk8s's certs.d" || return 1
+  grep -q "(microk8s, version 2)" <<<"$SETUP_OUT" || fail "microk8s not named in the log" || return 1
+  grep -q "pulls NOT verified" <<<"$SETUP_OUT" || fail "VERIFY=none does not say it claims nothing" || return 1
+}
+
+test_k3s_without_config_path_fake_root() {
+  local node="$WORK/fake-k3s" k=/var/lib/rancher/k3s/agent/etc/containerd
+  mkdir -p "$node$k"
+  printf 'version = 2\n' >"$node$k/config.toml"
+  fake "$node"
+  expect_eq "setup exit (k3s reads registries.yaml at start)" "$SETUP_RC" 2 || return 1
+  [ -f "$node/etc/rancher/k3s/registries.yaml" ] || fail "no registries.yaml" || return 1
+  grep -q "restart k3s once" <<<"$SETUP_OUT" || fail "no k3s restart advice" || return 1
+}
+
+t crio-fake-root-dropin-and-sighup test_crio_fake_root
+t microk8s-fake-root-detected test_microk8s_fake_root
+t k3s-without-config-path-fake-root test_k3s_without_config_path_fake_root
+
 if [ "${RUNTIMES_SKIP_BUILDKIT:-0}" != 1 ] && [ -f "$HERE/buildkit.sh" ]; then
   # shellcheck source=SCRIPTDIR/buildkit.sh
   . "$HERE/buildkit.sh"
