@@ -76,6 +76,9 @@ install_deps() {
   command -v runc >/dev/null || pkgs+=(runc)
   command -v buildah >/dev/null || pkgs+=(buildah)
   command -v curl >/dev/null || pkgs+=(curl)
+  command -v jq >/dev/null || pkgs+=(jq)
+  command -v pgrep >/dev/null || pkgs+=(procps)
+  command -v ss >/dev/null || pkgs+=(iproute2)
   dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'install ok installed' || pkgs+=(busybox-static)
   if [ ${#pkgs[@]} -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >>"$TLOG" 2>&1 ||
@@ -96,6 +99,14 @@ if ! [ -x "$REG_BIN" ]; then
   finish
 fi
 declare -A CTRD_BIN=([1.6]=/usr/bin [1.7]="$CACHE/containerd-1.7/usr/bin" [2.1]="$CACHE/containerd-2.1/usr/bin")
+for v in 1.6 1.7 2.1; do
+  got=$("${CTRD_BIN[$v]}/containerd" --version 2>/dev/null | awk '{ print $3 }')
+  echo "# containerd $v: ${CTRD_BIN[$v]}/containerd $got"
+  case $got in
+    "$v".* | v"$v".*) ;;
+    *) echo "FAIL setup: ${CTRD_BIN[$v]}/containerd is '$got', not $v"; FAILED=1; finish ;;
+  esac
+done
 
 pick_port() {
   local p
