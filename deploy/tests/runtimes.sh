@@ -216,13 +216,15 @@ node_config() {
   case $c in
     one) printf '%s\n%s\n  config_path = "/etc/containerd/certs.d"\n' "$hdr" "$key" >"$f" ;;
     list) printf '%s\n%s\n  config_path = "/etc/containerd/certs.d:/etc/docker/certs.d"\n' "$hdr" "$key" >"$f" ;;
+    list-local) # 2.x: CRI pulls without the transfer service
+      printf "%s\n[plugins.'io.containerd.cri.v1.images']\n  use_local_image_pull = true\n%s\n  config_path = '/etc/containerd/certs.d:/etc/docker/certs.d'\n" "$hdr" "$key" >"$f" ;;
     default) "${CTRD_BIN[$v]}/containerd" config default >"$f" 2>>"$TLOG" ;;
     none) rm -f "$f" ;;
   esac
 }
 
 # the expected outcome per case: pull (exit 0 and the pull works) or change (exit 2, one-time change)
-declare -A EXPECT=([one]=pull [list]=pull [default]=change [none]=change)
+declare -A EXPECT=([one]=pull [list]=pull [list-local]=pull [default]=change [none]=change)
 
 matrix_case() { # VERSION CASE
   local v=$1 c=$2 node="$WORK/node-$1-$2"
@@ -260,6 +262,9 @@ matrix_case() { # VERSION CASE
       [ -z "$(find "$node/etc" -name hosts.toml)" ] || fail "wrote $(find "$node/etc" -name hosts.toml) although asking for a change" || return 1
       ;;
   esac
+  if [ "$c" = list-local ]; then
+    [ ! -e "$node/etc/containerd/certs.d:" ] || fail "list-local: wrote the transfer service's path although it is not used" || return 1
+  fi
   if [ "$c" = list ] && [ "$v" = 2.1 ]; then
     # where the transfer service reads: the whole list string as one folder
     [ -f "$node/etc/containerd/certs.d:/etc/docker/certs.d/$SVC/hosts.toml" ] ||
@@ -335,7 +340,9 @@ readiness() { # VERSION
 VERSIONS=(1.6 1.7 2.1)
 [ "${RUNTIMES_ONLY:-}" = buildkit ] && VERSIONS=()
 for v in "${VERSIONS[@]}"; do
-  for c in one list default none; do
+  CASES=(one list default none)
+  [ "$v" = 2.1 ] && CASES=(one list list-local default none)
+  for c in "${CASES[@]}"; do
     t "containerd-$v-$c" matrix_case "$v" "$c"
     if [ "$c" = one ] && { [ "$v" = 1.6 ] || [ "$v" = 2.1 ]; } && kill -0 "${KEEP_PID:-0}" 2>/dev/null; then
       t "containerd-$v-readiness-probe" readiness "$v"
