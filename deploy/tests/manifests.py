@@ -360,6 +360,11 @@ def check_node_containerd_cleanup(docs):
     need(env.get("TARGETS") == "containerd", "TARGETS is not containerd")
 
 
+def check_node_hosts_cleanup(docs):
+    ds, _, _, env = node_setup_daemonset(docs, "registry-node-setup-hosts", mode="cleanup")
+    need(env.get("TARGETS") == "hosts", "TARGETS is not hosts")
+
+
 def check_node_containerd_tls(docs):
     _, spec, c, env = node_setup_daemonset(docs, "registry-node-setup")
     need(env.get("REGISTRY_SCHEME") == "https" and env.get("REGISTRY_PORT") == "443", "not https on 443")
@@ -401,6 +406,7 @@ CHECKS = {
     "s3": check_s3,
     "node-containerd": check_node_containerd,
     "node-containerd-cleanup": check_node_containerd_cleanup,
+    "node-hosts-cleanup": check_node_hosts_cleanup,
     "node-containerd-tls": check_node_containerd_tls,
     "node-hosts": check_node_hosts,
     "kontrakt": check_kontrakt,

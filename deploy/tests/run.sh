@@ -26,7 +26,7 @@ REG_BIN=${1:-$ROOT/target/release/registry}
 PY=${PYTHON:-python3}
 SVC=builds.registry.svc.cluster.local
 CMD_TIMEOUT=${DEPLOY_CMD_TIMEOUT:-180}
-BASES=(generic generic-scratch generic-tls s3 node-containerd node-containerd-cleanup node-containerd-tls node-hosts kontrakt)
+BASES=(generic generic-scratch generic-tls s3 node-containerd node-containerd-cleanup node-containerd-tls node-hosts node-hosts-cleanup kontrakt)
 
 unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy AWS_CA_BUNDLE REQUESTS_CA_BUNDLE
 export NO_PROXY="127.0.0.1,localhost,$SVC" no_proxy="127.0.0.1,localhost,$SVC"
