@@ -735,10 +735,11 @@ case ${1:-run} in
     remove_all
     [ "$FAILED" = 1 ] || { mkdir -p "$(dirname "$READY_FILE")" 2>/dev/null && : >"$READY_FILE" 2>/dev/null; }
     log "cleanup done; idling until the DaemonSet is deleted"
-    trap 'exit 0' TERM INT
+    trap 'kill "$SLEEPER" 2>/dev/null; exit 0' TERM INT
     while :; do
       sleep 3600 &
-      wait $! 2>/dev/null
+      SLEEPER=$!
+      wait $SLEEPER 2>/dev/null
     done
     ;;
   *)
