@@ -61,7 +61,6 @@ fi
 for p in "${missing[@]}"; do
   read -r dir pkg probe <<<"$p"
   name=${pkg%%=*}
-  rm -f "$CACHE/debs/$dir".*.deb
   echo "fetch-runtimes: downloading $pkg"
   tmp=$(mktemp -d "$CACHE/debs/dl.XXXXXX")
   if ! (cd "$tmp" && apt-get "${opts[@]}" download "$pkg" >/dev/null); then
@@ -74,8 +73,7 @@ for p in "${missing[@]}"; do
   [ -x "$CACHE/$dir.tmp/$probe" ] || die "$deb has no $probe"
   rm -rf "${CACHE:?}/$dir"
   mv "$CACHE/$dir.tmp" "$CACHE/$dir"
-  mv "$deb" "$CACHE/debs/"
-  rm -rf "$tmp"
+  rm -rf "$tmp"   # the .deb is not kept: the unpacked folder is what the tests run
   echo "fetch-runtimes: $pkg -> $CACHE/$dir"
 done
 echo "fetch-runtimes: all present in $CACHE"
