@@ -3,8 +3,11 @@
 # name (builds.registry.svc.cluster.local by default), with no runtime restart.
 #
 #   setup-node.sh run      reconcile now, then every $INTERVAL seconds until SIGTERM (the DaemonSet)
-#   setup-node.sh once     reconcile once; exit 0 when in sync, 2 when something needs a human
+#   setup-node.sh once     reconcile once; exit 0 only when the runtime was seen pulling the
+#                          probe image by the name (VERIFY=probe), 2 when something needs a human
 #   setup-node.sh remove   remove what this script wrote and restore the files it replaced
+#   setup-node.sh cleanup  `remove`, then idle until SIGTERM (deploy/node-containerd-cleanup: the
+#                          uninstall; a rolling update or an eviction of `run` removes nothing)
 #
 # What it manages ($TARGETS, space separated):
 #   containerd  <config_path>/<name>/hosts.toml (+ ca.crt for https) in the directory containerd
@@ -14,7 +17,17 @@
 #               rke2 config under /var/lib/rancher/{k3s,rke2}/agent/etc/containerd/. containerd reads
 #               hosts.toml on every pull: no restart. A k3s/rke2 node whose containerd has no
 #               config_path reads /etc/rancher/{k3s,rke2}/registries.yaml instead (at its start).
+#               Where the file goes is decided by `registry node-setup plan` from the runtime's
+#               effective configuration (CRI Status/Version over its socket, and the config file
+#               with its imports); containerd 2.x with a config_path list and the transfer service
+#               reads the whole list string as ONE folder, so the file goes there too. CRI-O: a
+#               drop-in in /etc/containers/registries.conf.d/ (CRI-O re-reads it on SIGHUP only).
 #   hosts       a marked block in /etc/hosts naming the registry, for runtimes that need the name.
+#
+# Readiness: with VERIFY=probe (the default) the node counts as ready only after the runtime pulled
+# <name>/registry-node-setup/probe:1 through CRI PullImage (the kubelet's path), the probe image
+# being pushed first by `registry node-setup probe`; then READY_FILE exists (the pod's
+# readinessProbe) and the log says READY. Nothing else ever yields exit 0 from `once`.
 #
 # Every node path is read and written below $HOST_ROOT (the DaemonSet mounts the node's / there),
 # so tests run it against a fake node root. A file it replaces is kept beside it as
@@ -37,6 +50,14 @@
 #   CONTAINERD_CONFIG_PATH  node path of the hosts directory, overriding what the config says
 #   HOSTS_FILE         node path of the hosts file                         [/etc/hosts]
 #   INTERVAL           seconds between reconciles in run mode              [60]
+#   VERIFY             probe: prove the pull through CRI (needs NODE_SETUP_BIN and CRI_SOCKET);
+#                      none: write files only and say they are unverified (file-layout tests)  [probe]
+#   NODE_SETUP_BIN     the registry binary (its `node-setup` subcommand)    [/node-setup/registry]
+#   CRI_SOCKET         the runtime's CRI socket as mounted here; default: the first that exists of
+#                      $NODE_RUN/containerd/containerd.sock, $NODE_RUN/k3s/containerd/containerd.sock,
+#                      microk8s's, $NODE_RUN/crio/crio.sock
+#   NODE_RUN           where the node's /run is mounted (read-only)         [/node-run]
+#   READY_FILE         created when the probe pull works, removed when not  [/run/node-setup/ready]
 # shellcheck shell=dash
 # (POSIX sh plus `local`, which dash, busybox sh and bash all have)
 set -u
@@ -58,6 +79,14 @@ CONTAINERD_CONFIG=${CONTAINERD_CONFIG:-}
 CONTAINERD_CONFIG_PATH=${CONTAINERD_CONFIG_PATH:-}
 HOSTS_FILE=${HOSTS_FILE:-/etc/hosts}
 INTERVAL=${INTERVAL:-60}
+VERIFY=${VERIFY:-probe}
+NODE_SETUP_BIN=${NODE_SETUP_BIN:-/node-setup/registry}
+NODE_RUN=${NODE_RUN:-/node-run}
+CRI_SOCKET=${CRI_SOCKET:-}
+READY_FILE=${READY_FILE:-/run/node-setup/ready}
+MICROK8S_CONFIG=/var/snap/microk8s/current/args/containerd.toml
+MICROK8S_SOCKET=/var/snap/microk8s/common/run/containerd.sock
+CRIO_DROPIN=/etc/containers/registries.conf.d/50-registry-node-setup.conf
 
 MARK="Managed by registry node-setup"
 BACKUP_SUFFIX=".registry-node-setup.orig"
@@ -248,30 +277,17 @@ find_config() {
   if [ -n "$CONTAINERD_CONFIG" ]; then
     CONFIG=$CONTAINERD_CONFIG
   else
-    for c in $K3S_CONFIGS $DEFAULT_CONFIG; do
+    for c in $K3S_CONFIGS $MICROK8S_CONFIG $DEFAULT_CONFIG; do
       if [ -f "$(host "$c")" ]; then CONFIG=$c; break; fi
     done
   fi
   case $CONFIG in
     /var/lib/rancher/k3s/*) FLAVOUR=k3s ;;
     /var/lib/rancher/rke2/*) FLAVOUR=rke2 ;;
+    /var/snap/microk8s/*) FLAVOUR=microk8s ;;
     *) FLAVOUR=containerd ;;
   esac
   [ -n "$CONFIG" ] && [ -f "$(host "$CONFIG")" ]
-}
-
-# containerd2_binary: the node's containerd binary is 2.x (its Go module path ends in /v2); sets
-# CONTAINERD_BINARY
-containerd2_binary() {
-  local b
-  for b in /usr/bin/containerd /usr/local/bin/containerd /usr/sbin/containerd /opt/bin/containerd; do
-    if [ -f "$(host "$b")" ]; then
-      CONTAINERD_BINARY=$b
-      grep -aq 'github.com/containerd/containerd/v2/' "$(host "$b")"
-      return
-    fi
-  done
-  return 1
 }
 
 # read_config_path: sets HOSTS_DIR (node path) from the config, CONFIG_VERSION; returns 1 if unset
@@ -294,13 +310,15 @@ read_config_path() {
       KEY_FILE=${f#"$HOST_ROOT"}
     fi
   done
-  # containerd 2.x (config version 3) reads /etc/containerd/certs.d when config_path is not set
-  if [ -z "$KEY_FOUND" ] && [ "$CONFIG_VERSION" = 3 ]; then
-    HOSTS_DIR=/etc/containerd/certs.d
-    KEY_FOUND="(containerd 2.x default)"
-    KEY_FILE=$CONFIG
-  fi
-  HOSTS_DIR=${HOSTS_DIR%%:*}   # a list of directories: the first one is searched first
+  # containerd 2.x has no default config_path (2.1: '' for CRI and the transfer service).
+  # A list: CRI's own resolver searches its folders in order (the first one wins), while 2.x's
+  # transfer service takes the whole string as one folder: both are written.
+  CONFIG_PATH_RAW=$HOSTS_DIR
+  HOSTS_DIRS=$HOSTS_DIR
+  case $HOSTS_DIR in
+    *:*) HOSTS_DIRS="${HOSTS_DIR%%:*}"; [ "$CONFIG_VERSION" = 3 ] && HOSTS_DIRS="$HOSTS_DIR $HOSTS_DIRS" ;;
+  esac
+  HOSTS_DIR=${HOSTS_DIR%%:*}
   [ -n "$HOSTS_DIR" ]
 }
 
@@ -327,63 +345,209 @@ hosts_toml() { # ADDRESS
   fi
 }
 
+# find_socket: sets SOCKET to the runtime's CRI socket (CRI_SOCKET or the first that exists)
+find_socket() {
+  local c
+  SOCKET=$CRI_SOCKET
+  [ -n "$SOCKET" ] && return 0
+  for c in "$NODE_RUN/containerd/containerd.sock" "$NODE_RUN/k3s/containerd/containerd.sock" \
+    "$(host "$MICROK8S_SOCKET")" "$NODE_RUN/crio/crio.sock"; do
+    if [ -S "$c" ]; then SOCKET=$c; return 0; fi
+  done
+  return 1
+}
+
+# is_crio: the node runs CRI-O (its socket; or, with no socket found, its config and no
+# containerd config)
+is_crio() {
+  case ${SOCKET:-} in *crio*) return 0 ;; esac
+  [ -z "${SOCKET:-}" ] && [ -d "$(host /etc/crio)" ] && ! find_config
+}
+
+# node_setup ARGS...: runs `registry node-setup ARGS`; output in NS_OUT, exit code in NS_RC
+node_setup() {
+  NS_OUT=$("$NODE_SETUP_BIN" node-setup "$@" 2>&1)
+  NS_RC=$?
+}
+
+not_ready() {
+  rm -f "$READY_FILE" 2>/dev/null
+  human "NOT READY: $*"
+}
+
+# verify ADDRESS [HINT]: the runtime pulls the probe image by the name (pushed to ADDRESS first),
+# or the node is not ready (HINT added to the reason)
+verify() {
+  local ca=""
+  if [ "$VERIFY" = none ]; then
+    info "VERIFY=none: files written, pulls NOT verified (this run claims nothing about pulls)"
+    return 0
+  fi
+  [ "$REGISTRY_SCHEME" = https ] && ca="--ca $CA_FILE"
+  # shellcheck disable=SC2086
+  node_setup probe --socket "$SOCKET" --name "$REGISTRY_NAME" --push-to "$1:$REGISTRY_PORT" $ca
+  if [ "$NS_RC" = 0 ]; then
+    if ! [ -e "$READY_FILE" ] || [ "$QUIET" = 0 ]; then
+      log "READY: ${NS_OUT#probe-ok }"
+    fi
+    mkdir -p "$(dirname "$READY_FILE")" 2>/dev/null && : >"$READY_FILE" 2>/dev/null
+  else
+    not_ready "${NS_OUT#probe-failed }${2:+. $2}"
+  fi
+}
+
+# plan: asks `registry node-setup plan`; sets HOSTS_DIRS (return 0), or reports why not (1), or
+# sets PLAN_CHANGE to the one-time change (2)
+plan() {
+  local dirs=""
+  if ! [ -x "$NODE_SETUP_BIN" ]; then
+    not_ready "$NODE_SETUP_BIN is missing: cannot read the runtime's effective configuration, so nothing is claimed (VERIFY=none writes from the config file alone, unverified)"
+    return 1
+  fi
+  if [ -z "${SOCKET:-}" ]; then
+    not_ready "no CRI socket found (CRI_SOCKET; looked in $NODE_RUN and microk8s's): cannot read the runtime's effective configuration, so this node is not claimed ready"
+    return 1
+  fi
+  node_setup plan --socket "$SOCKET" --host-root "${HOST_ROOT:-/}" --config "$CONFIG"
+  case $NS_RC in
+    0)
+      info "$(printf '%s\n' "$NS_OUT" | sed -n 's/^why //p')"
+      dirs=$(printf '%s\n' "$NS_OUT" | sed -n 's/^write //p' | tr '\n' ' ')
+      HOSTS_DIRS=${dirs% }
+      HOSTS_DIR=${HOSTS_DIRS%% *}
+      return 0
+      ;;
+    2)
+      PLAN_CHANGE="$(printf '%s\n' "$NS_OUT" | sed -n 's/^change //p') $(printf '%s\n' "$NS_OUT" | sed -n 's/^toml //p' | awk '{ printf "%s%s", (NR > 1 ? " | " : ""), $0 }')"
+      return 2
+      ;;
+    *)
+      not_ready "$(printf '%s' "$NS_OUT" | sed 's/^unknown //')"
+      return 1
+      ;;
+  esac
+}
+
 sync_containerd() {
-  local addr dir
+  local addr dir hd rc
+  find_socket || SOCKET=""
+  if is_crio; then
+    sync_crio
+    return 0
+  fi
+  find_config || CONFIG=${CONTAINERD_CONFIG:-$DEFAULT_CONFIG}
+  [ -n "$FLAVOUR" ] || FLAVOUR=containerd
   if [ -n "$CONTAINERD_CONFIG_PATH" ]; then
-    HOSTS_DIR=$CONTAINERD_CONFIG_PATH
-    info "hosts directory $HOSTS_DIR (from CONTAINERD_CONFIG_PATH)"
-  elif ! find_config; then
-    if containerd2_binary; then
-      # containerd 2.x without a config file reads /etc/containerd/certs.d
-      HOSTS_DIR=/etc/containerd/certs.d
-      info "no containerd config file; $CONTAINERD_BINARY is containerd 2.x, whose default hosts directory is $HOSTS_DIR"
-    else
-      human "no containerd config found (looked for ${CONTAINERD_CONFIG:-$K3S_CONFIGS $DEFAULT_CONFIG} below the node's /); containerd 1.x then reads no hosts directory. Give it one once: $(CONFIG_VERSION=2 one_time_change) in $DEFAULT_CONFIG and restart containerd (see deploy/README.md), or set CONTAINERD_CONFIG / CONTAINERD_CONFIG_PATH"
+    HOSTS_DIRS=$CONTAINERD_CONFIG_PATH
+    info "hosts directory $HOSTS_DIRS (from CONTAINERD_CONFIG_PATH)"
+  elif [ "$VERIFY" != none ]; then
+    plan
+    rc=$?
+    if [ "$rc" = 2 ]; then
+      if [ "$FLAVOUR" = k3s ] || [ "$FLAVOUR" = rke2 ]; then
+        sync_registries_yaml
+      else
+        rm -f "$READY_FILE" 2>/dev/null
+        human "nothing written: $PLAN_CHANGE (see deploy/README.md)"
+      fi
       return 0
     fi
+    [ "$rc" = 0 ] || return 0
+  elif ! [ -f "$(host "$CONFIG")" ]; then
+    human "no containerd config found (looked for ${CONTAINERD_CONFIG:-$K3S_CONFIGS $MICROK8S_CONFIG $DEFAULT_CONFIG} below the node's /): containerd then reads no hosts directory (1.x and 2.x alike). Give it one once: $(CONFIG_VERSION=2 one_time_change) (containerd 1.x) or version = 3 and $(CONFIG_VERSION=3 one_time_change) (2.x) in $DEFAULT_CONFIG and restart containerd (see deploy/README.md), or set CONTAINERD_CONFIG / CONTAINERD_CONFIG_PATH"
+    return 0
   elif ! read_config_path; then
-    if [ "$FLAVOUR" != containerd ]; then
+    if [ "$FLAVOUR" = k3s ] || [ "$FLAVOUR" = rke2 ]; then
       sync_registries_yaml
       return 0
     fi
     human "containerd config $CONFIG (version $CONFIG_VERSION) sets no registry config_path, so containerd reads no hosts.toml on this node and nothing was written. One-time change: add $(one_time_change) to $CONFIG and restart containerd once (see deploy/README.md)"
     return 0
   else
-    info "containerd config $CONFIG ($FLAVOUR, version $CONFIG_VERSION): $KEY_FOUND = $HOSTS_DIR (in $KEY_FILE)"
+    info "containerd config $CONFIG ($FLAVOUR, version $CONFIG_VERSION): $KEY_FOUND = $CONFIG_PATH_RAW (in $KEY_FILE); writing into $HOSTS_DIRS"
   fi
-  case $HOSTS_DIR in
-    /*) ;;
-    *) err "config_path '$HOSTS_DIR' is not an absolute path"; return 0 ;;
-  esac
+  for hd in $HOSTS_DIRS; do
+    case $hd in
+      /*) ;;
+      *) err "config_path '$hd' is not an absolute path"; return 0 ;;
+    esac
+  done
 
   if ! lookup_address; then
     err "cannot find the registry's address (tried: ${ADDRESS_LOOKUP}); will retry"
+    rm -f "$READY_FILE" 2>/dev/null
     return 0
   fi
   addr=$ADDR
   info "registry address $addr (from $ADDRESS_FROM)"
 
-  dir=$(host "$HOSTS_DIR/$REGISTRY_NAME")
-  ensure_dir "$dir" || return 0
-  if [ "$REGISTRY_SCHEME" = https ]; then
-    if ! [ -s "$CA_FILE" ]; then
-      err "REGISTRY_SCHEME=https but CA_FILE $CA_FILE is missing or empty; will retry"
-      return 0
+  for hd in $HOSTS_DIRS; do
+    dir=$(host "$hd/$REGISTRY_NAME")
+    ensure_dir "$dir" || return 0
+    if [ "$REGISTRY_SCHEME" = https ]; then
+      if ! [ -s "$CA_FILE" ]; then
+        err "REGISTRY_SCHEME=https but CA_FILE $CA_FILE is missing or empty; will retry"
+        return 0
+      fi
+      put "$dir/ca.crt" "$(printf '# %s: the registry CA, from %s\n' "$MARK" "$CA_FILE"; cat "$CA_FILE")" || return 0
+    elif is_ours "$dir/ca.crt"; then
+      unput "$dir/ca.crt"
     fi
-    put "$dir/ca.crt" "$(printf '# %s: the registry CA, from %s\n' "$MARK" "$CA_FILE"; cat "$CA_FILE")" || return 0
-  elif is_ours "$dir/ca.crt"; then
-    unput "$dir/ca.crt"
+    put "$dir/hosts.toml" "$(hosts_toml "$addr")" || return 0
+  done
+  verify "$addr" "hosts.toml is in $HOSTS_DIRS"
+}
+
+# ------------------------------------------------------------------ CRI-O
+crio_dropin() { # ADDRESS
+  printf '# %s (deploy/node-containerd/setup-node.sh). CRI-O reads this at start and on SIGHUP.\n' "$MARK"
+  printf '[[registry]]\nprefix = "%s"\nlocation = "%s:%s"\n' "$REGISTRY_NAME" "$1" "$REGISTRY_PORT"
+  if [ "$REGISTRY_SCHEME" = http ]; then printf 'insecure = true\n'; fi
+}
+
+sync_crio() {
+  local file before addr cadir
+  info "CRI-O node (${SOCKET:-/etc/crio}): registries come from /etc/containers/registries.conf(.d), not hosts.toml"
+  if ! lookup_address; then
+    err "cannot find the registry's address (tried: ${ADDRESS_LOOKUP}); will retry"
+    return 0
   fi
-  put "$dir/hosts.toml" "$(hosts_toml "$addr")"
+  addr=$ADDR
+  file=$(host "$CRIO_DROPIN")
+  ensure_dir "$(dirname "$file")" || return 0
+  if [ "$REGISTRY_SCHEME" = https ]; then
+    cadir=$(host "/etc/containers/certs.d/$addr:$REGISTRY_PORT")
+    ensure_dir "$cadir" || return 0
+    put "$cadir/ca.crt" "$(printf '# %s: the registry CA\n' "$MARK"; cat "$CA_FILE")" || return 0
+  fi
+  before=$(cat "$file" 2>/dev/null)
+  put "$file" "$(crio_dropin "$addr")" || return 0
+  if [ "$VERIFY" = none ] || [ -z "${SOCKET:-}" ]; then
+    if [ "$before" != "$(cat "$file")" ]; then
+      human "wrote $CRIO_DROPIN; CRI-O re-reads registries only at start and on SIGHUP: run 'systemctl reload crio' (or send SIGHUP to crio) once on this node"
+    fi
+    return 0
+  fi
+  verify "$addr" "CRI-O re-reads $CRIO_DROPIN only at start and on SIGHUP: run 'systemctl reload crio' once on this node"
+}
+
+remove_crio() {
+  unput "$(host "$CRIO_DROPIN")"
+  undir "$(dirname "$(host "$CRIO_DROPIN")")"
 }
 
 remove_containerd() {
   local dirs="" hd dir
+  rm -f "$READY_FILE" 2>/dev/null
+  [ -e "$(host "$CRIO_DROPIN")" ] && remove_crio
   [ -n "$CONTAINERD_CONFIG_PATH" ] && dirs=$CONTAINERD_CONFIG_PATH
   if find_config; then
     if read_config_path; then
+      # a list: its first folder and the whole string as one folder (containerd 2.x's transfer
+      # service), whatever the config version
       dirs="$dirs $HOSTS_DIR"
-    elif [ "$FLAVOUR" != containerd ]; then
+      [ "$CONFIG_PATH_RAW" != "$HOSTS_DIR" ] && dirs="$dirs $CONFIG_PATH_RAW"
+    elif [ "$FLAVOUR" = k3s ] || [ "$FLAVOUR" = rke2 ]; then
       remove_registries_yaml
     fi
   fi
@@ -462,8 +626,17 @@ hosts_edit() {
   ' "$1"
 }
 
-# hosts_write FILE CONTENT: rewrites FILE in place (same inode: the file may be bind-mounted)
-hosts_write() { printf '%s\n' "$2" >"$1"; }
+# hosts_write FILE CONTENT: writes CONTENT beside FILE, then renames it over FILE (never truncated
+# in place: a reader sees the old file or the new one). Keeps FILE's mode.
+hosts_write() {
+  local tmp
+  tmp=$(mktemp "$(dirname "$1")/.registry-node-setup-hosts.XXXXXX") || return 1
+  if printf '%s\n' "$2" >"$tmp" && chmod "$(stat -c %a "$1" 2>/dev/null || echo 644)" "$tmp" && mv -f "$tmp" "$1"; then
+    return 0
+  fi
+  rm -f "$tmp"
+  return 1
+}
 
 sync_hosts() {
   local file addr new
@@ -514,6 +687,11 @@ reconcile() {
       *) err "unknown target '$t' (TARGETS: containerd, hosts)" ;;
     esac
   done
+  # the hosts target alone has no pull to prove: ready when the block is in place
+  case " $TARGETS " in
+    *" containerd "*) ;;
+    *) if [ "$FAILED" = 0 ]; then mkdir -p "$(dirname "$READY_FILE")" 2>/dev/null && : >"$READY_FILE" 2>/dev/null; fi ;;
+  esac
 }
 
 remove_all() {
@@ -536,7 +714,7 @@ case ${1:-run} in
     ;;
   run)
     log "reconciling every ${INTERVAL}s: targets '$TARGETS', $REGISTRY_SCHEME://$REGISTRY_NAME:$REGISTRY_PORT, node root '${HOST_ROOT:-/}'"
-    trap 'log "stopping (files stay; the preStop hook or \"setup-node.sh remove\" removes them)"; exit 0' TERM INT
+    trap 'log "stopping (files stay: a rolling update or an eviction must not break pulls; deploy/node-containerd-cleanup removes them)"; exit 0' TERM INT
     while :; do
       reconcile
       QUIET=1
@@ -550,8 +728,22 @@ case ${1:-run} in
     [ "$FAILED" = 1 ] && exit 1
     exit 0
     ;;
+  cleanup)
+    # the uninstall (deploy/node-containerd-cleanup): remove, then stay up so the DaemonSet's
+    # pods count as done; removing again on a restart is harmless
+    log "cleanup: removing what the node setup wrote: targets '$TARGETS', node root '${HOST_ROOT:-/}'"
+    remove_all
+    [ "$FAILED" = 1 ] || { mkdir -p "$(dirname "$READY_FILE")" 2>/dev/null && : >"$READY_FILE" 2>/dev/null; }
+    log "cleanup done; idling until the DaemonSet is deleted"
+    trap 'kill "$SLEEPER" 2>/dev/null; exit 0' TERM INT
+    while :; do
+      sleep 3600 &
+      SLEEPER=$!
+      wait $SLEEPER 2>/dev/null
+    done
+    ;;
   *)
-    echo "usage: $0 run|once|remove" >&2
+    echo "usage: $0 run|once|remove|cleanup" >&2
     exit 64
     ;;
 esac

@@ -209,10 +209,19 @@ def check_registry_deployment(docs):
     return dep, spec, c, cfg, storage
 
 
-def check_generic(docs):
+def check_pod_security(docs):
+    labels = one(docs, "Namespace", "registry")["metadata"].get("labels", {})
+    # the node DaemonSets (hostPath, root) share this namespace: enforce privileged, report the rest
+    need(labels.get("pod-security.kubernetes.io/enforce") == "privileged", "Pod Security enforce label")
+    for mode in ("warn", "audit"):
+        need(labels.get(f"pod-security.kubernetes.io/{mode}") == "restricted", f"Pod Security {mode} label")
+
+
+def check_generic_scratch(docs):
     dep, spec, c, cfg, storage = check_registry_deployment(docs)
     m = mount_for(c, storage)
     need("emptyDir" in volume(spec, m["name"]), f"storage {storage} is not on an emptyDir")
+    check_pod_security(docs)
     lrh = one(docs, "ConfigMap", "local-registry-hosting", "kube-public")
     v1 = yaml.safe_load(lrh["data"]["localRegistryHosting.v1"])
     need(v1.get("hostFromClusterNetwork") == SERVICE_NAME, "KEP-1755 hostFromClusterNetwork")
@@ -220,7 +229,9 @@ def check_generic(docs):
     need(v1.get("host"), "KEP-1755 host missing")
 
 
-def check_generic_pvc(docs):
+def check_generic(docs):
+    # the default keeps images across config changes and rollouts: a PVC
+    check_pod_security(docs)
     dep, spec, c, cfg, storage = check_registry_deployment(docs)
     v = volume(spec, mount_for(c, storage)["name"])
     need("persistentVolumeClaim" in v and "emptyDir" not in v, "storage is not (only) a PVC")
@@ -300,7 +311,7 @@ def check_s3(docs):
     check_resources(g, "registry-gc")
 
 
-def node_setup_daemonset(docs, name):
+def node_setup_daemonset(docs, name, mode="run"):
     ds = one(docs, "DaemonSet", name, "registry")
     spec = ds["spec"]["template"]["spec"]
     need({"operator": "Exists"} in spec.get("tolerations", []), "does not tolerate every taint")
@@ -312,10 +323,23 @@ def node_setup_daemonset(docs, name):
     with open(os.path.join(DEPLOY, "node-containerd", "setup-node.sh")) as f:
         need(cm["data"]["setup-node.sh"] == f.read(),
              "the ConfigMap's setup-node.sh differs from deploy/node-containerd/setup-node.sh")
-    need(cmd[-1] == "run", "the DaemonSet does not run the reconcile loop")
-    pre = c.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
-    need(pre[-1:] == ["remove"] and script_path in pre, "no preStop removal")
+    need(cmd[-1] == mode, f"the DaemonSet does not run `setup-node.sh {mode}`")
+    # a rolling update or an eviction must not remove the files: no preStop hook at all
+    need("preStop" not in c.get("lifecycle", {}), "a preStop hook (it would remove hosts.toml on every rollout)")
+    need(spec.get("priorityClassName") == "system-node-critical", "priorityClassName is not system-node-critical")
+    need(spec.get("securityContext", {}).get("seLinuxOptions", {}).get("type") == "spc_t",
+         "no SELinux type spc_t (enforcing rke2 / CRI-O nodes)")
     env = env_of(c)
+    need(env.get("VERIFY") == "probe", "VERIFY is not probe: readiness would not prove the pull")
+    ready = c.get("readinessProbe", {}).get("exec", {}).get("command", [])
+    need(any(env.get("READY_FILE", "-") in a for a in ready), "the readinessProbe does not test READY_FILE")
+    # the binary that reads the runtime's effective config, from the registry's own image
+    init = container(spec, "node-setup-binary", init=True)
+    need(init["command"][-3:] == ["node-setup", "install", env["NODE_SETUP_BIN"]], "the init container does not install NODE_SETUP_BIN")
+    need(init["image"].startswith("localhost/registry"), f"the init container runs {init['image']}, not the registry image")
+    run = volume(spec, mount_for(c, env["NODE_RUN"] + "/containerd")["name"])
+    need(run.get("hostPath", {}).get("path") == "/run", "NODE_RUN is not the node's /run")
+    need(mount_for(c, env["NODE_RUN"] + "/containerd").get("readOnly") is True, "the runtime socket is not mounted read-only")
     host = volume(spec, mount_for(c, env["HOST_ROOT"] + "/etc")["name"])
     need(host.get("hostPath", {}).get("path") == "/", "HOST_ROOT is not the node's /")
     need(env.get("REGISTRY_NAME") == SERVICE_NAME, "REGISTRY_NAME")
@@ -328,6 +352,17 @@ def check_node_containerd(docs):
     _, _, _, env = node_setup_daemonset(docs, "registry-node-setup")
     need(env.get("TARGETS") == "containerd", "TARGETS is not containerd")
     need(env.get("REGISTRY_SCHEME") == "http" and env.get("REGISTRY_PORT") == "80", "not http on port 80")
+
+
+def check_node_containerd_cleanup(docs):
+    # the uninstall: the same DaemonSet (so applying it replaces the running one) in cleanup mode
+    _, _, _, env = node_setup_daemonset(docs, "registry-node-setup", mode="cleanup")
+    need(env.get("TARGETS") == "containerd", "TARGETS is not containerd")
+
+
+def check_node_hosts_cleanup(docs):
+    ds, _, _, env = node_setup_daemonset(docs, "registry-node-setup-hosts", mode="cleanup")
+    need(env.get("TARGETS") == "hosts", "TARGETS is not hosts")
 
 
 def check_node_containerd_tls(docs):
@@ -366,10 +401,12 @@ def check_kontrakt(docs):
 
 CHECKS = {
     "generic": check_generic,
-    "generic-pvc": check_generic_pvc,
+    "generic-scratch": check_generic_scratch,
     "generic-tls": check_generic_tls,
     "s3": check_s3,
     "node-containerd": check_node_containerd,
+    "node-containerd-cleanup": check_node_containerd_cleanup,
+    "node-hosts-cleanup": check_node_hosts_cleanup,
     "node-containerd-tls": check_node_containerd_tls,
     "node-hosts": check_node_hosts,
     "kontrakt": check_kontrakt,

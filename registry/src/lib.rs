@@ -23,6 +23,7 @@ pub mod layers;
 pub mod listen;
 pub mod maintenance;
 pub mod metrics;
+pub mod node_setup;
 pub mod sendfile;
 pub mod server;
 pub mod tls;

@@ -33,6 +33,9 @@ enum Command {
     /// Writes ca.crt, ca.key, tls.crt, tls.key into --out; never overwrites without --force.
     /// --secret NAME prints a Kubernetes Secret (type kubernetes.io/tls, plus ca.crt).
     Cert(registry::cert::CertArgs),
+    /// What the node DaemonSet asks the node's container runtime: where hosts.toml goes
+    /// (`plan`), and whether the runtime really pulls the service name (`probe`).
+    NodeSetup(registry::node_setup::NodeSetupArgs),
 }
 
 /// `registry gc`.
@@ -157,6 +160,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::NodeSetup(args) => registry::node_setup::run(args),
         Command::Serve(args) => serve(&args),
     }
 }

@@ -1,0 +1,210 @@
+//! The probe image: one empty layer and a config, small enough to push on every check. Pushed
+//! over HTTP/1.1 (or HTTPS with a given CA) to the registry's address with `Host:` set to the service name.
+
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use sha2::{Digest, Sha256};
+
+use super::{PROBE_REPO, PROBE_TAG};
+
+fn digest(b: &[u8]) -> String {
+    let hex: String = Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect();
+    format!("sha256:{hex}")
+}
+
+fn goarch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "powerpc64" => "ppc64le",
+        a => a,
+    }
+}
+
+/// (layer, config, manifest) bytes of the probe image for this machine's architecture.
+pub fn image() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let layer = vec![0u8; 1024]; // an empty tar archive: two zero blocks
+    let config = format!(
+        r#"{{"architecture":"{}","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":["{}"]}}}}"#,
+        goarch(),
+        digest(&layer)
+    )
+    .into_bytes();
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{}","size":{}}}]}}"#,
+        digest(&config),
+        config.len(),
+        digest(&layer),
+        layer.len()
+    )
+    .into_bytes();
+    (layer, config, manifest)
+}
+
+/// Where and how to push: `host:port`, and for HTTPS the CA to trust.
+pub struct Target<'a> {
+    pub addr: &'a str,
+    pub ca: Option<&'a std::path::Path>,
+}
+
+async fn connect(t: &Target<'_>, host: &str) -> Result<Box<dyn Io>, String> {
+    let stream = tokio::net::TcpStream::connect(t.addr)
+        .await
+        .map_err(|e| format!("connect {}: {e}", t.addr))?;
+    let ca = match t.ca {
+        None => return Ok(Box::new(stream)),
+        Some(ca) => ca,
+    };
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_file_iter(ca)
+        .map_err(|e| format!("{}: {e}", ca.display()))?
+    {
+        roots
+            .add(c.map_err(|e| format!("{}: {e}", ca.display()))?)
+            .map_err(|e| format!("{}: {e}", ca.display()))?;
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::try_from(host.to_owned())
+        .map_err(|e| format!("{host}: {e}"))?;
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect(name, stream)
+        .await
+        .map_err(|e| format!("TLS to {} as {host}: {e}", t.addr))?;
+    Ok(Box::new(tls))
+}
+
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+async fn request(
+    t: &Target<'_>,
+    host: &str,
+    method: &str,
+    path: &str,
+    ctype: Option<&str>,
+    body: Vec<u8>,
+) -> Result<http::Response<bytes::Bytes>, String> {
+    let stream = connect(t, host).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", host)
+        .header("content-length", body.len());
+    if let Some(c) = ctype {
+        req = req.header("content-type", c);
+    }
+    let req = req
+        .body(Full::new(bytes::Bytes::from(body)))
+        .map_err(|e| e.to_string())?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| format!("{method} {path}: {e}"))?;
+    let (parts, body) = resp.into_parts();
+    let b = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok(http::Response::from_parts(parts, b))
+}
+
+async fn push_blob(addr: &Target<'_>, host: &str, blob: Vec<u8>) -> Result<(), String> {
+    let d = digest(&blob);
+    let head = request(
+        addr,
+        host,
+        "HEAD",
+        &format!("/v2/{PROBE_REPO}/blobs/{d}"),
+        None,
+        vec![],
+    )
+    .await?;
+    if head.status().is_success() {
+        return Ok(());
+    }
+    let start = request(
+        addr,
+        host,
+        "POST",
+        &format!("/v2/{PROBE_REPO}/blobs/uploads/"),
+        None,
+        vec![],
+    )
+    .await?;
+    if start.status() != http::StatusCode::ACCEPTED {
+        return Err(format!("starting an upload: HTTP {}", start.status()));
+    }
+    let loc = start
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .ok_or("upload without Location")?;
+    // Location may be absolute; keep its path and query
+    let loc = match loc.find("://") {
+        Some(i) => {
+            let rest = &loc[i + 3..];
+            &rest[rest.find('/').unwrap_or(rest.len())..]
+        }
+        None => loc,
+    };
+    let sep = if loc.contains('?') { '&' } else { '?' };
+    let put = request(
+        addr,
+        host,
+        "PUT",
+        &format!("{loc}{sep}digest={d}"),
+        Some("application/octet-stream"),
+        blob,
+    )
+    .await?;
+    if put.status() != http::StatusCode::CREATED {
+        return Err(format!("uploading {d}: HTTP {}", put.status()));
+    }
+    Ok(())
+}
+
+/// Pushes the probe image to `addr` as `<name>/registry-node-setup/probe:1`.
+pub async fn push(addr: &Target<'_>, name: &str) -> Result<(), String> {
+    let (layer, config, manifest) = image();
+    push_blob(addr, name, layer).await?;
+    push_blob(addr, name, config).await?;
+    let r = request(
+        addr,
+        name,
+        "PUT",
+        &format!("/v2/{PROBE_REPO}/manifests/{PROBE_TAG}"),
+        Some("application/vnd.oci.image.manifest.v1+json"),
+        manifest,
+    )
+    .await?;
+    if r.status() != http::StatusCode::CREATED {
+        return Err(format!(
+            "pushing the manifest: HTTP {}: {}",
+            r.status(),
+            String::from_utf8_lossy(r.body())
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn probe_manifest_names_its_blobs() {
+        let (layer, config, manifest) = super::image();
+        let m: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+        assert_eq!(m["config"]["digest"], super::digest(&config));
+        assert_eq!(m["layers"][0]["size"], layer.len());
+        let c: serde_json::Value = serde_json::from_slice(&config).unwrap();
+        assert_eq!(c["rootfs"]["diff_ids"][0], super::digest(&layer));
+    }
+}
