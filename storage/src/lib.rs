@@ -20,6 +20,7 @@ pub mod hash;
 pub mod layout;
 pub mod manifest;
 pub mod object;
+pub mod range;
 pub mod registry;
 pub mod types;
 
