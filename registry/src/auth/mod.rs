@@ -475,7 +475,7 @@ impl Auth {
         error: Option<&str>,
         msg: &str,
     ) -> Response {
-        let mut r = ApiError::new(ErrorCode::Unauthorized, StatusCode::UNAUTHORIZED, msg)
+        let mut r = ApiError::new(ErrorCode::Unauthorized, msg)
             .with_header(WWW_AUTHENTICATE, self.challenge(parts, scope, error))
             .into_response();
         r.headers_mut().insert(
@@ -503,7 +503,6 @@ fn token_reason(e: &TokenError) -> &'static str {
 fn too_many(secs: u64) -> Response {
     ApiError::new(
         ErrorCode::TooManyRequests,
-        StatusCode::TOO_MANY_REQUESTS,
         "too many failed logins from this address; retry later",
     )
     .with_header(http::header::RETRY_AFTER, secs.to_string())
@@ -511,7 +510,7 @@ fn too_many(secs: u64) -> Response {
 }
 
 fn denied(msg: String) -> Response {
-    ApiError::new(ErrorCode::Denied, StatusCode::FORBIDDEN, msg).into_response()
+    ApiError::new(ErrorCode::Denied, msg).into_response()
 }
 
 fn source_ip(req: &Request) -> IpAddr {
@@ -690,12 +689,7 @@ async fn filter_catalog(auth: &Auth, caller: &Caller, resp: Response) -> Respons
     }
     let (mut parts, body) = resp.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, 64 << 20).await else {
-        return ApiError::new(
-            ErrorCode::Unavailable,
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "catalog too large",
-        )
-        .into_response();
+        return ApiError::new(ErrorCode::Unavailable, "catalog too large").into_response();
     };
     let mut v: serde_json::Value = match serde_json::from_slice(&bytes) {
         Ok(v) => v,
