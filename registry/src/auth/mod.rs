@@ -13,6 +13,7 @@
 //! credentials count against the source address; past the limit, 429 `TOOMANYREQUESTS`.
 //! No password, token or key is ever logged.
 
+pub mod fetch;
 pub mod htpasswd;
 pub mod jwt;
 pub mod limit;
@@ -81,8 +82,24 @@ pub struct AuthConfig {
 #[serde(deny_unknown_fields)]
 pub struct ServiceAccountConfig {
     /// The cluster's service-account signing keys: a JWKS file, as served by the API server at
-    /// `/openid/v1/jwks` (re-read when it changes).
-    pub jwks_file: PathBuf,
+    /// `/openid/v1/jwks` (re-read when it changes). Either this or `jwks_url`.
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// Or a URL to fetch the JWKS from (cached, refreshed every `jwks_refresh` seconds and when a
+    /// token names an unknown key), e.g. `https://kubernetes.default.svc/openid/v1/jwks`.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// PEM CA certificates for an https `jwks_url` (in a pod:
+    /// `/var/run/secrets/kubernetes.io/serviceaccount/ca.crt`).
+    #[serde(default)]
+    pub jwks_ca_file: Option<PathBuf>,
+    /// A bearer token file sent with the `jwks_url` request (the registry's own ServiceAccount
+    /// token, where the API server does not serve its keys anonymously).
+    #[serde(default)]
+    pub jwks_token_file: Option<PathBuf>,
+    /// Seconds between two fetches of `jwks_url`.
+    #[serde(default = "default_refresh")]
+    pub jwks_refresh: u64,
     /// The issuer (`--service-account-issuer` of the API server).
     pub issuer: String,
     /// The audience the projected tokens are requested with.
@@ -91,6 +108,9 @@ pub struct ServiceAccountConfig {
 
 fn default_service() -> String {
     "registry".into()
+}
+fn default_refresh() -> u64 {
+    300
 }
 fn default_ttl() -> u64 {
     300
@@ -137,11 +157,27 @@ pub struct Auth {
     cfg: AuthConfig,
     rules: Rules,
     users: Option<Users>,
-    jwks: Option<Watched<Jwks>>,
+    jwks: Option<KeySet>,
     key: RwLock<(ring::hmac::Key, Instant)>,
     key_source: KeySource,
     limit: limit::FailureLimit,
     registry: Arc<Registry>,
+}
+
+/// Where ServiceAccount token keys come from.
+#[derive(Debug)]
+enum KeySet {
+    File(Watched<Jwks>),
+    Url(Arc<fetch::Remote>),
+}
+
+impl KeySet {
+    fn get(&self) -> Arc<Jwks> {
+        match self {
+            KeySet::File(w) => w.get().0,
+            KeySet::Url(r) => r.get(),
+        }
+    }
 }
 
 /// How the caller was identified.
@@ -227,11 +263,26 @@ impl Auth {
         };
         rules.validate()?;
         let users = cfg.htpasswd.as_deref().map(Users::open).transpose()?;
-        let jwks = cfg
-            .serviceaccount
-            .as_ref()
-            .map(|sa| Watched::open(&sa.jwks_file, "JWKS", Jwks::parse))
-            .transpose()?;
+        let jwks = match &cfg.serviceaccount {
+            None => None,
+            Some(sa) => Some(match (&sa.jwks_file, &sa.jwks_url) {
+                (Some(f), None) => KeySet::File(Watched::open(f, "JWKS", Jwks::parse)?),
+                (None, Some(url)) => KeySet::Url(
+                    fetch::Remote::start(
+                        fetch::Source {
+                            url: url.clone(),
+                            ca_file: sa.jwks_ca_file.clone(),
+                            token_file: sa.jwks_token_file.clone(),
+                        },
+                        Duration::from_secs(sa.jwks_refresh),
+                    )
+                    .await?,
+                ),
+                _ => anyhow::bail!(
+                    "[auth.serviceaccount] needs exactly one of jwks_file and jwks_url"
+                ),
+            }),
+        };
         let (key, key_source) = match &cfg.token_key_file {
             Some(p) => {
                 let b = std::fs::read(p)
@@ -309,15 +360,22 @@ impl Auth {
         }
     }
 
-    fn verify_sa(&self, token: &str) -> Result<Identity, &'static str> {
+    async fn verify_sa(&self, token: &str) -> Result<Identity, &'static str> {
         let (Some(sa), Some(jwks)) = (&self.cfg.serviceaccount, &self.jwks) else {
             return Err("ServiceAccount tokens are not configured");
         };
-        let keys = jwks.get().0;
-        match jwt::verify_service_account(token, &keys, &sa.issuer, &sa.audience, now_secs()) {
-            Ok(sub) => Ok(Identity::named(&sub)),
-            Err(e) => Err(token_reason(&e)),
+        let check = |keys: &Jwks| {
+            jwt::verify_service_account(token, keys, &sa.issuer, &sa.audience, now_secs())
+        };
+        let mut r = check(&jwks.get());
+        if let (Err(TokenError::UnknownKey), KeySet::Url(remote)) = (&r, jwks) {
+            // The cluster may have rotated its keys.
+            if remote.refresh_for_unknown_key().await {
+                r = check(&jwks.get());
+            }
         }
+        r.map(|sub| Identity::named(&sub))
+            .map_err(|e| token_reason(&e))
     }
 
     async fn verify_registry_token(&self, token: &str) -> Result<RegistryClaims, TokenError> {
@@ -382,7 +440,7 @@ impl Auth {
                 }
             }
             if password.matches('.').count() == 2 && self.jwks.is_some() {
-                return self.verify_sa(password).map(Caller::Principal);
+                return self.verify_sa(password).await.map(Caller::Principal);
             }
             if let Some(users) = &self.users {
                 // Costs one bcrypt, like a known user.
@@ -403,7 +461,7 @@ impl Auth {
                     };
                     Ok(Caller::Token(id, c.access))
                 }
-                Some(_) => self.verify_sa(rest).map(Caller::Principal),
+                Some(_) => self.verify_sa(rest).await.map(Caller::Principal),
                 None => Err("malformed bearer token"),
             }
         } else {
