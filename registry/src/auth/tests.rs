@@ -492,3 +492,29 @@ async fn the_stored_signing_key_is_shared_by_replicas() {
     let t = jwt::sign_registry(&claims, &a.key());
     assert_eq!(b.verify_registry_token(&t).await.unwrap(), claims);
 }
+
+#[test]
+fn client_certificate_subject_is_the_identity() {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["builder.example".into()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "builder");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "team-a");
+    let cert = params.self_signed(&key).unwrap();
+    let chain = vec![cert.der().clone()];
+    let c = TlsClient::from_chain(Some(&chain));
+    assert_eq!(c.subject.as_deref(), Some("CN=builder, O=team-a"));
+    assert_eq!(TlsClient::from_chain(None).subject, None);
+    let rules: Rules = Rules(vec![Rule {
+        repositories: vec!["team-a/**".into()],
+        identities: vec!["CN=builder, O=team-a".into()],
+        actions: vec![Action::Push],
+        deny: false,
+    }]);
+    let id = Identity::named(c.subject.as_deref().unwrap());
+    assert!(rules.allows(&id, "team-a/app", Action::Push));
+    assert!(!rules.allows(&id, "team-b/app", Action::Push));
+}
