@@ -68,6 +68,32 @@ pub enum RouteError {
     Invalid(ParseError),
 }
 
+/// The endpoint of a request (or why there is none), found once by the routing layer and kept
+/// in the request's extensions for the layers and the handler.
+#[derive(Debug, Clone)]
+pub struct Route(pub Result<Endpoint, RouteError>);
+
+impl Route {
+    /// Parses a request for `path` (starting with `/v2`).
+    pub fn of(method: &Method, path: &str) -> Route {
+        let rest = path
+            .strip_prefix("/v2")
+            .map(|r| r.strip_prefix('/').unwrap_or(r))
+            .unwrap_or("");
+        Route(Endpoint::parse(method, rest))
+    }
+
+    /// The endpoint's label for logs and metrics (`invalid` when there is none).
+    pub fn label(&self) -> &'static str {
+        self.0.as_ref().map_or("invalid", Endpoint::name)
+    }
+
+    /// The endpoint, if the path named one.
+    pub fn endpoint(&self) -> Option<&Endpoint> {
+        self.0.as_ref().ok()
+    }
+}
+
 impl From<ParseError> for RouteError {
     fn from(e: ParseError) -> Self {
         RouteError::Invalid(e)
@@ -94,6 +120,28 @@ impl Endpoint {
             Endpoint::PutUpload { .. } => "put_upload",
             Endpoint::DeleteUpload { .. } => "delete_upload",
             Endpoint::Referrers { .. } => "referrers",
+        }
+    }
+
+    /// The repository and the reference (tag, digest or upload id) the request names, if any:
+    /// what the access log writes.
+    pub fn target(&self) -> (Option<&RepoName>, Option<String>) {
+        use Endpoint as E;
+        match self {
+            E::Base | E::Catalog => (None, None),
+            E::ListTags { name } | E::StartUpload { name } => (Some(name), None),
+            E::GetManifest { name, reference }
+            | E::HeadManifest { name, reference }
+            | E::PutManifest { name, reference }
+            | E::DeleteManifest { name, reference } => (Some(name), Some(reference.to_string())),
+            E::GetBlob { name, digest }
+            | E::HeadBlob { name, digest }
+            | E::DeleteBlob { name, digest }
+            | E::Referrers { name, digest } => (Some(name), Some(digest.to_string())),
+            E::GetUpload { name, id }
+            | E::PatchUpload { name, id }
+            | E::PutUpload { name, id }
+            | E::DeleteUpload { name, id } => (Some(name), Some(id.clone())),
         }
     }
 
@@ -149,6 +197,12 @@ impl Endpoint {
                 None => Err(RouteError::MethodNotAllowed("GET, HEAD")),
             };
         }
+        Self::parse_blobs(m, head, last)
+    }
+
+    /// The blob and upload endpoints: `<name>/blobs/<digest>`, `<name>/blobs/uploads/[<id>]`.
+    fn parse_blobs(m: &Method, head: &str, last: &str) -> Result<Endpoint, RouteError> {
+        use Endpoint as E;
         // `<name>/blobs/uploads/` and `<name>/blobs/uploads`: a new session.
         let start_name = if last.is_empty() {
             head.strip_suffix("/blobs/uploads")
@@ -167,23 +221,25 @@ impl Endpoint {
         if let Some(name) = head.strip_suffix("/blobs/uploads") {
             let name = name.parse()?;
             let id = last.to_owned();
-            return match *m {
-                Method::GET | Method::HEAD => Ok(E::GetUpload { name, id }),
-                Method::PATCH => Ok(E::PatchUpload { name, id }),
-                Method::PUT => Ok(E::PutUpload { name, id }),
-                Method::DELETE => Ok(E::DeleteUpload { name, id }),
-                _ => Err(RouteError::MethodNotAllowed("GET, PATCH, PUT, DELETE")),
+            let upload = match *m {
+                Method::GET | Method::HEAD => E::GetUpload { name, id },
+                Method::PATCH => E::PatchUpload { name, id },
+                Method::PUT => E::PutUpload { name, id },
+                Method::DELETE => E::DeleteUpload { name, id },
+                _ => return Err(RouteError::MethodNotAllowed("GET, PATCH, PUT, DELETE")),
             };
+            return Ok(upload);
         }
         if let Some(name) = head.strip_suffix("/blobs") {
             let name = name.parse()?;
             let digest = last.parse()?;
-            return match *m {
-                Method::GET => Ok(E::GetBlob { name, digest }),
-                Method::HEAD => Ok(E::HeadBlob { name, digest }),
-                Method::DELETE => Ok(E::DeleteBlob { name, digest }),
-                _ => Err(RouteError::MethodNotAllowed("GET, HEAD, DELETE")),
+            let blob = match *m {
+                Method::GET => E::GetBlob { name, digest },
+                Method::HEAD => E::HeadBlob { name, digest },
+                Method::DELETE => E::DeleteBlob { name, digest },
+                _ => return Err(RouteError::MethodNotAllowed("GET, HEAD, DELETE")),
             };
+            return Ok(blob);
         }
         Err(RouteError::NotFound)
     }
@@ -255,30 +311,23 @@ mod tests {
     fn rejects() {
         use RouteError::*;
         let e = |m: Method, p: &str| Endpoint::parse(&m, p).unwrap_err();
-        assert!(matches!(
-            e(Method::GET, "A/manifests/v1"),
-            Invalid(ParseError::Name(..))
-        ));
-        assert!(matches!(
-            e(Method::GET, "a%2fb/manifests/v1"),
-            Invalid(ParseError::Name(..))
-        ));
-        assert!(matches!(
-            e(Method::GET, "../manifests/v1"),
-            Invalid(ParseError::Name(..))
-        ));
-        assert!(matches!(
-            e(Method::GET, "a/blobs/sha256:xyz"),
-            Invalid(ParseError::Digest(..))
-        ));
-        assert!(matches!(
-            e(Method::GET, "a/manifests/-bad"),
-            Invalid(ParseError::Tag(..))
-        ));
-        assert!(matches!(
-            e(Method::GET, "a/referrers/nope:"),
-            Invalid(ParseError::Digest(..))
-        ));
+        let invalid = [
+            ("A/manifests/v1", "Name"),
+            ("a%2fb/manifests/v1", "Name"),
+            ("../manifests/v1", "Name"),
+            ("a/blobs/sha256:xyz", "Digest"),
+            ("a/manifests/-bad", "Tag"),
+            ("a/referrers/nope:", "Digest"),
+        ];
+        for (path, want) in invalid {
+            let kind = match e(Method::GET, path) {
+                Invalid(ParseError::Name(..)) => "Name",
+                Invalid(ParseError::Digest(..)) => "Digest",
+                Invalid(ParseError::Tag(..)) => "Tag",
+                other => panic!("{path}: {other:?}"),
+            };
+            assert_eq!(kind, want, "{path}");
+        }
         assert_eq!(
             e(Method::POST, "a/manifests/v1"),
             MethodNotAllowed("GET, HEAD, PUT, DELETE")

@@ -201,11 +201,11 @@ pub async fn serve_connection<I>(
     let app = tower::ServiceExt::<http::Request<hyper::body::Incoming>>::map_request(
         app,
         move |mut req: http::Request<hyper::body::Incoming>| {
-            req.extensions_mut()
-                .insert(axum::extract::ConnectInfo(peer));
             if let Some(z) = &zero_copy {
                 req.extensions_mut().insert(z.clone());
             }
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
             req
         },
     );

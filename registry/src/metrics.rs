@@ -135,102 +135,8 @@ impl Metrics {
         }
     }
 
-    /// The exposition text.
-    pub fn render(&self) -> String {
-        let mut out = String::with_capacity(8192);
-        let mut counter = |name: &str, help: &str, v: u64, kind: &str| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-            );
-        };
-        counter(
-            "registry_http_requests_in_flight",
-            "Requests being served.",
-            self.in_flight.load(Relaxed),
-            "gauge",
-        );
-        counter(
-            "registry_upload_requests_in_flight",
-            "Requests carrying blob bytes being received.",
-            self.uploads_in_flight.load(Relaxed),
-            "gauge",
-        );
-        counter(
-            "registry_received_bytes_total",
-            "Request body bytes received.",
-            self.bytes_received.load(Relaxed),
-            "counter",
-        );
-        counter(
-            "registry_sent_bytes_total",
-            "Blob and manifest bytes sent.",
-            self.bytes_sent.load(Relaxed),
-            "counter",
-        );
-        counter(
-            "registry_sendfile_bytes_total",
-            "Blob bytes sent with sendfile(2), without a copy through memory (also in registry_sent_bytes_total).",
-            self.bytes_sendfile.load(Relaxed),
-            "counter",
-        );
-        counter(
-            "registry_storage_errors_total",
-            "Requests that failed because storage failed.",
-            self.storage_errors.load(Relaxed),
-            "counter",
-        );
-        counter(
-            "registry_overload_rejections_total",
-            "Requests answered 429 by the concurrency limit.",
-            self.rejected_overload.load(Relaxed),
-            "counter",
-        );
-        counter(
-            "registry_gc_runs_total",
-            "Garbage collection runs.",
-            self.gc_runs.load(Relaxed),
-            "counter",
-        );
-        counter(
-            "registry_gc_failures_total",
-            "Garbage collection runs that failed.",
-            self.gc_failures.load(Relaxed),
-            "counter",
-        );
-        counter(
-            "registry_gc_removed_blobs_total",
-            "Blobs removed by garbage collection.",
-            self.gc_blobs_removed.load(Relaxed),
-            "counter",
-        );
-        counter(
-            "registry_gc_freed_bytes_total",
-            "Bytes freed by garbage collection.",
-            self.gc_bytes_freed.load(Relaxed),
-            "counter",
-        );
-        counter(
-            "registry_gc_removed_manifests_total",
-            "Manifests removed by retention.",
-            self.gc_manifests_removed.load(Relaxed),
-            "counter",
-        );
-        let _ = writeln!(
-            out,
-            "# HELP registry_gc_last_duration_seconds Duration of the latest garbage collection.\n# TYPE registry_gc_last_duration_seconds gauge\nregistry_gc_last_duration_seconds {}",
-            self.gc_last_seconds_millis.load(Relaxed) as f64 / 1000.0
-        );
-        let _ = writeln!(
-            out,
-            "# HELP registry_http_requests_total Requests served, by endpoint and status.\n# TYPE registry_http_requests_total counter"
-        );
-        for ((ep, status), n) in self.requests.lock().expect("metrics lock").iter() {
-            let _ = writeln!(
-                out,
-                "registry_http_requests_total{{endpoint=\"{ep}\",status=\"{status}\"}} {n}"
-            );
-        }
+    /// The latency histograms, by endpoint.
+    fn render_latency(&self, out: &mut String) {
         let _ = writeln!(
             out,
             "# HELP registry_http_request_duration_seconds Time to answer a request, by endpoint.\n# TYPE registry_http_request_duration_seconds histogram"
@@ -250,6 +156,52 @@ impl Metrics {
                 h.count, h.sum, h.count
             );
         }
+    }
+
+    /// The plain counters and gauges: name, help, value, type.
+    fn scalars(&self) -> [(&'static str, &'static str, &AtomicU64, &'static str); 12] {
+        [
+            ("registry_http_requests_in_flight", "Requests being served.", &self.in_flight, "gauge"),
+            ("registry_upload_requests_in_flight", "Requests carrying blob bytes being received.", &self.uploads_in_flight, "gauge"),
+            ("registry_received_bytes_total", "Request body bytes received.", &self.bytes_received, "counter"),
+            ("registry_sent_bytes_total", "Blob and manifest bytes sent.", &self.bytes_sent, "counter"),
+            ("registry_sendfile_bytes_total", "Blob bytes sent with sendfile(2), without a copy through memory (also in registry_sent_bytes_total).", &self.bytes_sendfile, "counter"),
+            ("registry_storage_errors_total", "Requests that failed because storage failed.", &self.storage_errors, "counter"),
+            ("registry_overload_rejections_total", "Requests answered 429 by the concurrency limit.", &self.rejected_overload, "counter"),
+            ("registry_gc_runs_total", "Garbage collection runs.", &self.gc_runs, "counter"),
+            ("registry_gc_failures_total", "Garbage collection runs that failed.", &self.gc_failures, "counter"),
+            ("registry_gc_removed_blobs_total", "Blobs removed by garbage collection.", &self.gc_blobs_removed, "counter"),
+            ("registry_gc_freed_bytes_total", "Bytes freed by garbage collection.", &self.gc_bytes_freed, "counter"),
+            ("registry_gc_removed_manifests_total", "Manifests removed by retention.", &self.gc_manifests_removed, "counter"),
+        ]
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(8192);
+        for (name, help, v, kind) in self.scalars() {
+            let v = v.load(Relaxed);
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP registry_gc_last_duration_seconds Duration of the latest garbage collection.\n# TYPE registry_gc_last_duration_seconds gauge\nregistry_gc_last_duration_seconds {}",
+            self.gc_last_seconds_millis.load(Relaxed) as f64 / 1000.0
+        );
+        let _ = writeln!(
+            out,
+            "# HELP registry_http_requests_total Requests served, by endpoint and status.\n# TYPE registry_http_requests_total counter"
+        );
+        for ((ep, status), n) in self.requests.lock().expect("metrics lock").iter() {
+            let _ = writeln!(
+                out,
+                "registry_http_requests_total{{endpoint=\"{ep}\",status=\"{status}\"}} {n}"
+            );
+        }
+        self.render_latency(&mut out);
         out
     }
 }

@@ -4,7 +4,7 @@
 use std::ops::Range;
 
 use axum::body::Body;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use futures::TryStreamExt;
 use http::header::{
     HeaderMap, HeaderValue, ACCEPT_RANGES, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE,
@@ -14,7 +14,7 @@ use http::{Method, StatusCode};
 use storage::range::{partial_range, ByteRange};
 use storage::{Digest, RepoName};
 
-use super::{accepted, header_value, Ctx, CONTENT_DIGEST};
+use super::{accepted, header_value, Answer, Ctx, CONTENT_DIGEST};
 use crate::error::ApiError;
 use crate::metrics::METRICS;
 use crate::sendfile::ZeroCopy;
@@ -63,11 +63,7 @@ fn blob_headers(
 }
 
 /// `GET` or `HEAD` of a blob (`HEAD` answers the same headers without a body).
-pub(super) async fn get(
-    cx: &Ctx<'_>,
-    name: RepoName,
-    digest: Digest,
-) -> Result<Response, ApiError> {
+pub(super) async fn get(cx: &Ctx<'_>, name: RepoName, digest: Digest) -> Answer {
     let reg = &cx.st.registry;
     let parts = cx.parts;
     let size = reg.blob_size(&name, &digest).await?;
@@ -93,11 +89,7 @@ pub(super) async fn get(
 }
 
 /// `DELETE /v2/<name>/blobs/<digest>`.
-pub(super) async fn delete(
-    cx: &Ctx<'_>,
-    name: RepoName,
-    digest: Digest,
-) -> Result<Response, ApiError> {
+pub(super) async fn delete(cx: &Ctx<'_>, name: RepoName, digest: Digest) -> Answer {
     cx.st.registry.blob_delete(&name, &digest).await?;
     Ok(accepted())
 }

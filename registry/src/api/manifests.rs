@@ -7,7 +7,7 @@ use http::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, ETAG, L
 use http::StatusCode;
 use storage::{Reference, RepoName, Tag};
 
-use super::{accepted, content_length, drain, header_value, Ctx, CONTENT_DIGEST};
+use super::{accepted, content_length, drain, header_value, Answer, Ctx, CONTENT_DIGEST};
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics::METRICS;
 
@@ -31,32 +31,20 @@ fn manifest_response(info: &storage::ManifestInfo, body: Body) -> Response {
 }
 
 /// `GET /v2/<name>/manifests/<reference>`.
-pub(super) async fn get(
-    cx: &Ctx<'_>,
-    name: RepoName,
-    reference: Reference,
-) -> Result<Response, ApiError> {
+pub(super) async fn get(cx: &Ctx<'_>, name: RepoName, reference: Reference) -> Answer {
     let (info, bytes) = cx.st.registry.manifest_get(&name, &reference).await?;
     METRICS.sent(bytes.len() as u64);
     Ok(manifest_response(&info, Body::from(bytes)))
 }
 
 /// `HEAD /v2/<name>/manifests/<reference>`.
-pub(super) async fn head(
-    cx: &Ctx<'_>,
-    name: RepoName,
-    reference: Reference,
-) -> Result<Response, ApiError> {
+pub(super) async fn head(cx: &Ctx<'_>, name: RepoName, reference: Reference) -> Answer {
     let info = cx.st.registry.manifest_info(&name, &reference).await?;
     Ok(manifest_response(&info, Body::empty()))
 }
 
 /// `DELETE /v2/<name>/manifests/<reference>`.
-pub(super) async fn delete(
-    cx: &Ctx<'_>,
-    name: RepoName,
-    reference: Reference,
-) -> Result<Response, ApiError> {
+pub(super) async fn delete(cx: &Ctx<'_>, name: RepoName, reference: Reference) -> Answer {
     cx.st.registry.manifest_delete(&name, &reference).await?;
     Ok(accepted())
 }
@@ -91,12 +79,7 @@ async fn read_limited(h: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, 
 }
 
 /// `PUT /v2/<name>/manifests/<reference>`, with `?tag=` for extra tags.
-pub(super) async fn put(
-    cx: &Ctx<'_>,
-    name: RepoName,
-    reference: Reference,
-    body: Body,
-) -> Result<Response, ApiError> {
+pub(super) async fn put(cx: &Ctx<'_>, name: RepoName, reference: Reference, body: Body) -> Answer {
     let h = &cx.parts.headers;
     let bytes = read_limited(h, body, cx.st.config.max_manifest_size).await?;
     let tags: Vec<Tag> = cx

@@ -1,22 +1,16 @@
 //! Referrers: `GET /v2/<name>/referrers/<digest>`, an image index of the manifests whose
 //! `subject` is the digest, optionally filtered by `artifactType`.
 
-use axum::response::Response;
 use http::header::HeaderValue;
 use serde_json::json;
 use storage::{Digest, RepoName};
 
-use super::{json_response, param, Ctx};
-use crate::error::ApiError;
+use super::{json_response, param, Answer, Ctx};
 
 const OCI_FILTERS: http::HeaderName = http::HeaderName::from_static("oci-filters-applied");
 
 /// `GET /v2/<name>/referrers/<digest>`.
-pub(super) async fn list(
-    cx: &Ctx<'_>,
-    name: RepoName,
-    digest: Digest,
-) -> Result<Response, ApiError> {
+pub(super) async fn list(cx: &Ctx<'_>, name: RepoName, digest: Digest) -> Answer {
     let filter = param(cx.query, "artifactType").filter(|a| !a.is_empty());
     let descs = cx.st.registry.referrers(&name, &digest, filter).await?;
     let mut resp = json_response(

@@ -6,7 +6,7 @@ use http::header::LINK;
 use serde_json::json;
 use storage::RepoName;
 
-use super::{header_value, json_response, param, Ctx, Query};
+use super::{header_value, json_response, param, Answer, Ctx, Query};
 use crate::error::{ApiError, ErrorCode};
 
 fn link_next(path: &str, n: usize, last: &str) -> String {
@@ -42,7 +42,7 @@ fn with_next_link(
 }
 
 /// `GET /v2/<name>/tags/list`.
-pub(super) async fn list(cx: &Ctx<'_>, name: RepoName) -> Result<Response, ApiError> {
+pub(super) async fn list(cx: &Ctx<'_>, name: RepoName) -> Answer {
     let (n, last) = page_params(cx.query)?;
     let page = cx.st.registry.tags(&name, n, last).await?;
     let resp = json_response(
@@ -58,7 +58,7 @@ pub(super) async fn list(cx: &Ctx<'_>, name: RepoName) -> Result<Response, ApiEr
 }
 
 /// `GET /v2/_catalog`.
-pub(super) async fn catalog(cx: &Ctx<'_>) -> Result<Response, ApiError> {
+pub(super) async fn catalog(cx: &Ctx<'_>) -> Answer {
     let (n, last) = page_params(cx.query)?;
     let page = cx.st.registry.catalog(n, last).await?;
     let resp = json_response(json!({ "repositories": page.items }), "application/json");

@@ -9,7 +9,7 @@ use storage::range::{upload_range, ContentRange};
 use storage::{Algorithm, Digest, RepoName};
 
 use super::{
-    body_stream, content_length, drain, has_body, param, Ctx, CHUNK_MIN, CONTENT_DIGEST,
+    body_stream, content_length, drain, has_body, param, Answer, Ctx, CHUNK_MIN, CONTENT_DIGEST,
     UPLOAD_UUID,
 };
 use crate::error::{ApiError, ErrorCode};
@@ -120,7 +120,7 @@ fn digest_is_empty(d: &Digest) -> bool {
 
 /// `POST /v2/<name>/blobs/uploads/`: a cross-repository mount (`?mount=`), a whole upload in one
 /// request (`?digest=` with a body), or a new upload session.
-pub(super) async fn start(cx: &Ctx<'_>, name: RepoName, body: Body) -> Result<Response, ApiError> {
+pub(super) async fn start(cx: &Ctx<'_>, name: RepoName, body: Body) -> Answer {
     let (reg, h, q) = (&cx.st.registry, &cx.parts.headers, cx.query);
     if let Some(mount) = param(q, "mount") {
         let digest: Digest = mount.parse()?;
@@ -163,7 +163,7 @@ pub(super) async fn start(cx: &Ctx<'_>, name: RepoName, body: Body) -> Result<Re
 }
 
 /// `GET /v2/<name>/blobs/uploads/<id>`: how far the upload is.
-pub(super) async fn status(cx: &Ctx<'_>, name: RepoName, id: String) -> Result<Response, ApiError> {
+pub(super) async fn status(cx: &Ctx<'_>, name: RepoName, id: String) -> Answer {
     let s = cx.st.registry.upload_status(&name, &id).await?;
     Ok(upload_response(
         StatusCode::NO_CONTENT,
@@ -174,12 +174,7 @@ pub(super) async fn status(cx: &Ctx<'_>, name: RepoName, id: String) -> Result<R
 }
 
 /// `PATCH /v2/<name>/blobs/uploads/<id>`: appends a chunk.
-pub(super) async fn patch(
-    cx: &Ctx<'_>,
-    name: RepoName,
-    id: String,
-    body: Body,
-) -> Result<Response, ApiError> {
+pub(super) async fn patch(cx: &Ctx<'_>, name: RepoName, id: String, body: Body) -> Answer {
     let (start, len, body) = chunk(cx, &name, &id, body).await?;
     let data = body_stream(body, cx.st.config.body_timeout);
     let s = cx
@@ -192,12 +187,7 @@ pub(super) async fn patch(
 }
 
 /// `PUT /v2/<name>/blobs/uploads/<id>?digest=`: closes the upload, with an optional last chunk.
-pub(super) async fn finish(
-    cx: &Ctx<'_>,
-    name: RepoName,
-    id: String,
-    body: Body,
-) -> Result<Response, ApiError> {
+pub(super) async fn finish(cx: &Ctx<'_>, name: RepoName, id: String, body: Body) -> Answer {
     let digest: Digest = param(cx.query, "digest")
         .ok_or_else(|| {
             ApiError::new(
@@ -217,7 +207,7 @@ pub(super) async fn finish(
 }
 
 /// `DELETE /v2/<name>/blobs/uploads/<id>`: cancels the upload.
-pub(super) async fn cancel(cx: &Ctx<'_>, name: RepoName, id: String) -> Result<Response, ApiError> {
+pub(super) async fn cancel(cx: &Ctx<'_>, name: RepoName, id: String) -> Answer {
     cx.st.registry.upload_cancel(&name, &id).await?;
     Ok((StatusCode::NO_CONTENT, [(CONTENT_LENGTH, "0")]).into_response())
 }

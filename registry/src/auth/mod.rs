@@ -32,7 +32,7 @@ use base64::Engine;
 use bytes::Bytes;
 use http::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, WWW_AUTHENTICATE};
 use http::{HeaderMap, Method, StatusCode, Uri};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use storage::{Digest, Registry, RepoName};
 
 use crate::endpoint::Endpoint;
@@ -42,7 +42,7 @@ use jwt::{Access, Jwks, RegistryClaims, TokenError};
 pub use rules::{Action, Identity, Rule, Rules};
 
 /// The `[auth]` section of the config file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     /// The service name in challenges and tokens.
@@ -78,7 +78,7 @@ pub struct AuthConfig {
 }
 
 /// Verifying Kubernetes ServiceAccount tokens offline.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceAccountConfig {
     /// The cluster's service-account signing keys: a JWKS file, as served by the API server at

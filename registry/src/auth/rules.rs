@@ -1,10 +1,10 @@
 //! Access rules: an ordered list; for each action the first rule that names the repository, the
 //! caller and the action decides (allow, or deny with `deny = true`). No matching rule: denied.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// An operation on a repository.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     /// Read manifests, blobs, tags, referrers; list in the catalog.
@@ -78,7 +78,7 @@ impl Identity {
 }
 
 /// One rule as written in the config file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     /// Repository globs: `*` matches within one path component, `**` across components;

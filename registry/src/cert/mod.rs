@@ -16,14 +16,13 @@ use std::io::Write;
 use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{bail, Context};
 use base64::Engine;
-use rcgen::{
-    BasicConstraints, Certificate, CertificateParams, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
-};
+
+mod ca;
+
+pub use ca::{Ca, KeyType, PemPair};
 
 /// Names a server certificate covers when no `--dns`/`--ip` is given: the in-cluster names of
 /// the `builds` Service in the `registry` namespace, and loopback.
@@ -35,27 +34,6 @@ pub const DEFAULT_DNS: &[&str] = &[
 ];
 /// Addresses a server certificate covers when no `--dns`/`--ip` is given.
 pub const DEFAULT_IPS: &[&str] = &["127.0.0.1"];
-
-/// Key algorithm of the generated keys.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum KeyType {
-    /// ECDSA on P-256 with SHA-256 (understood by every TLS client).
-    EcdsaP256,
-    /// ECDSA on P-384 with SHA-384.
-    EcdsaP384,
-    /// Ed25519.
-    Ed25519,
-}
-
-impl KeyType {
-    fn algorithm(self) -> &'static rcgen::SignatureAlgorithm {
-        match self {
-            KeyType::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
-            KeyType::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
-            KeyType::Ed25519 => &rcgen::PKCS_ED25519,
-        }
-    }
-}
 
 /// The `registry cert` flags.
 #[derive(Debug, Clone, clap::Args)]
@@ -97,213 +75,6 @@ pub struct CertArgs {
     /// Overwrite existing files.
     #[arg(long)]
     pub force: bool,
-}
-
-/// A certificate with its key, as PEM.
-#[derive(Debug, Clone)]
-pub struct PemPair {
-    /// The certificate.
-    pub cert: String,
-    /// Its private key (PKCS#8).
-    pub key: String,
-}
-
-/// A CA able to sign certificates.
-pub struct Ca {
-    cert: Certificate,
-    key: KeyPair,
-    /// The CA certificate as it is distributed (for a loaded CA, the original PEM).
-    pem: String,
-}
-
-fn validity(days: u32) -> (time::OffsetDateTime, time::OffsetDateTime) {
-    let now = SystemTime::now();
-    // A little slack for clocks that lag behind the one signing.
-    let not_before = now - Duration::from_secs(3600);
-    let not_after = now + Duration::from_secs(u64::from(days) * 86_400);
-    (not_before.into(), not_after.into())
-}
-
-/// The key as PEM PKCS#8. ring writes Ed25519 keys as PKCS#8 v2 (RFC 5958, with the public key),
-/// which OpenSSL 3.0 refuses to read; those are rewritten as the v1 form (RFC 8410) that every
-/// tool reads, rustls included.
-fn key_pem(key: &KeyPair) -> String {
-    const V2_PREFIX: [u8; 16] = [
-        0x30, 0x51, 0x02, 0x01, 0x01, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
-        0x20,
-    ];
-    const V1_PREFIX: [u8; 16] = [
-        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
-        0x20,
-    ];
-    let der = key.serialize_der();
-    if key.algorithm() != &rcgen::PKCS_ED25519 || der.len() < 48 || der[..16] != V2_PREFIX {
-        return key.serialize_pem();
-    }
-    let mut v1 = V1_PREFIX.to_vec();
-    v1.extend_from_slice(&der[16..48]);
-    let b64 = base64::engine::general_purpose::STANDARD.encode(&v1);
-    let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        pem.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
-        pem.push('\n');
-    }
-    pem.push_str("-----END PRIVATE KEY-----\n");
-    pem
-}
-
-fn short_id(key: &KeyPair) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(key.public_key_der())[..4]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-impl Ca {
-    /// Creates a new CA valid for `days`.
-    pub fn generate(key_type: KeyType, days: u32) -> anyhow::Result<Ca> {
-        let key = KeyPair::generate_for(key_type.algorithm())?;
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::OrganizationName, "registry");
-        dn.push(
-            DnType::CommonName,
-            format!("registry CA {}", short_id(&key)),
-        );
-        params.distinguished_name = dn;
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        (params.not_before, params.not_after) = validity(days);
-        let cert = params.self_signed(&key)?;
-        let pem = cert.pem();
-        Ok(Ca { cert, key, pem })
-    }
-
-    /// Loads a CA from its PEM certificate and key.
-    pub fn from_pem(cert_pem: &str, key_pem: &str) -> anyhow::Result<Ca> {
-        let key = KeyPair::from_pem(key_pem)
-            .context("parsing the CA key (PKCS#8 PEM, \"BEGIN PRIVATE KEY\")")?;
-        let params =
-            CertificateParams::from_ca_cert_pem(cert_pem).context("parsing the CA certificate")?;
-        if params.is_ca == IsCa::NoCa || params.is_ca == IsCa::ExplicitNoCa {
-            bail!("the CA certificate is not a CA (basicConstraints CA:TRUE missing)");
-        }
-        // Re-signing the parsed parameters yields an issuer with the original subject and key
-        // identifier, which is all that signing needs.
-        let cert = params
-            .self_signed(&key)
-            .context("the CA key does not fit the CA certificate")?;
-        let ca = Ca {
-            cert,
-            key,
-            pem: cert_pem.to_string(),
-        };
-        // The key must be the one the certificate certifies.
-        crate::tls::certified_key_from_pem(
-            cert_pem.as_bytes(),
-            key_pem.as_bytes(),
-            &crate::tls::provider(),
-        )
-        .context("the CA certificate and key")?;
-        Ok(ca)
-    }
-
-    /// Reads `DIR/ca.crt` and `DIR/ca.key`.
-    pub fn load(dir: &Path) -> anyhow::Result<Ca> {
-        let (c, k) = (dir.join("ca.crt"), dir.join("ca.key"));
-        let cert =
-            std::fs::read_to_string(&c).with_context(|| format!("reading {}", c.display()))?;
-        let key =
-            std::fs::read_to_string(&k).with_context(|| format!("reading {}", k.display()))?;
-        Ca::from_pem(&cert, &key).with_context(|| format!("CA in {}", dir.display()))
-    }
-
-    /// The CA certificate (PEM).
-    pub fn cert_pem(&self) -> &str {
-        &self.pem
-    }
-
-    /// The CA key (PKCS#8 PEM).
-    pub fn key_pem(&self) -> String {
-        key_pem(&self.key)
-    }
-
-    /// Issues a server certificate for these DNS names and addresses.
-    pub fn issue_server(
-        &self,
-        dns: &[String],
-        ips: &[IpAddr],
-        key_type: KeyType,
-        days: u32,
-    ) -> anyhow::Result<PemPair> {
-        if dns.is_empty() && ips.is_empty() {
-            bail!("a server certificate needs at least one DNS name or IP address");
-        }
-        let mut params = CertificateParams::default();
-        for d in dns {
-            let name = d
-                .clone()
-                .try_into()
-                .map_err(|e| anyhow!("DNS name {d:?}: {e}"))?;
-            params.subject_alt_names.push(SanType::DnsName(name));
-        }
-        params
-            .subject_alt_names
-            .extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
-        let cn = dns.first().cloned().unwrap_or_else(|| ips[0].to_string());
-        self.issue(
-            params,
-            &cn,
-            ExtendedKeyUsagePurpose::ServerAuth,
-            key_type,
-            days,
-        )
-    }
-
-    /// Issues a client certificate with common name `name`.
-    pub fn issue_client(
-        &self,
-        name: &str,
-        key_type: KeyType,
-        days: u32,
-    ) -> anyhow::Result<PemPair> {
-        self.issue(
-            CertificateParams::default(),
-            name,
-            ExtendedKeyUsagePurpose::ClientAuth,
-            key_type,
-            days,
-        )
-    }
-
-    fn issue(
-        &self,
-        mut params: CertificateParams,
-        cn: &str,
-        usage: ExtendedKeyUsagePurpose,
-        key_type: KeyType,
-        days: u32,
-    ) -> anyhow::Result<PemPair> {
-        let key = KeyPair::generate_for(key_type.algorithm())?;
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, cn);
-        params.distinguished_name = dn;
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![usage];
-        params.use_authority_key_identifier_extension = true;
-        (params.not_before, params.not_after) = validity(days);
-        let cert = params.signed_by(&key, &self.cert, &self.key)?;
-        Ok(PemPair {
-            cert: cert.pem(),
-            key: key_pem(&key),
-        })
-    }
 }
 
 /// A Kubernetes Secret of type `kubernetes.io/tls` holding the pair and the CA certificate.
@@ -389,65 +160,9 @@ pub fn run(args: &CertArgs) -> anyhow::Result<String> {
         Some(dir) => (Ca::load(dir)?, false),
         None => (Ca::generate(args.key_type, args.ca_days)?, true),
     };
-    let mut files: Vec<(String, String)> = Vec::new();
-    let pair = match &args.client {
-        Some(name) => {
-            if new_ca {
-                bail!("--client needs --ca DIR: a client certificate must come from the CA the registry trusts");
-            }
-            if !args.dns.is_empty() || !args.ip.is_empty() {
-                bail!("--dns and --ip are for server certificates, not with --client");
-            }
-            let file_ok = !name.is_empty()
-                && !name.starts_with('.')
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b));
-            if !file_ok {
-                bail!("--client {name:?}: use letters, digits, '-', '_', '.', '@' (it names the files)");
-            }
-            let pair = ca.issue_client(name, args.key_type, args.days)?;
-            files.push((format!("{name}.crt"), pair.cert.clone()));
-            files.push((format!("{name}.key"), pair.key.clone()));
-            pair
-        }
-        None => {
-            let (dns, ips): (Vec<String>, Vec<IpAddr>) =
-                if args.dns.is_empty() && args.ip.is_empty() {
-                    (
-                        DEFAULT_DNS.iter().map(|s| s.to_string()).collect(),
-                        DEFAULT_IPS
-                            .iter()
-                            .map(|s| s.parse().expect("default IP parses"))
-                            .collect(),
-                    )
-                } else {
-                    (args.dns.clone(), args.ip.clone())
-                };
-            let pair = ca.issue_server(&dns, &ips, args.key_type, args.days)?;
-            files.push(("tls.crt".into(), pair.cert.clone()));
-            files.push(("tls.key".into(), pair.key.clone()));
-            let same_dir = match (&args.ca, &args.out) {
-                (Some(a), Some(b)) => {
-                    a.canonicalize().ok().is_some()
-                        && a.canonicalize().ok() == b.canonicalize().ok()
-                }
-                _ => false,
-            };
-            if !same_dir {
-                files.push(("ca.crt".into(), ca.cert_pem().to_string()));
-            }
-            if new_ca {
-                files.push(("ca.key".into(), ca.key_pem()));
-            }
-            let names: Vec<String> = dns
-                .iter()
-                .cloned()
-                .chain(ips.iter().map(|i| i.to_string()))
-                .collect();
-            eprintln!("registry cert: server certificate for {}", names.join(", "));
-            pair
-        }
+    let (pair, files) = match &args.client {
+        Some(name) => client_files(args, &ca, name, new_ca)?,
+        None => server_files(args, &ca, new_ca)?,
     };
     if let Some(dir) = &args.out {
         let refs: Vec<(&str, &str)> = files
@@ -463,6 +178,78 @@ pub fn run(args: &CertArgs) -> anyhow::Result<String> {
         Some(name) => secret_manifest(name, &args.namespace, &pair, ca.cert_pem()),
         None => String::new(),
     })
+}
+
+/// A client certificate for `name` and the files that hold it.
+fn client_files(
+    args: &CertArgs,
+    ca: &Ca,
+    name: &str,
+    new_ca: bool,
+) -> anyhow::Result<(PemPair, Vec<(String, String)>)> {
+    if new_ca {
+        bail!("--client needs --ca DIR: a client certificate must come from the CA the registry trusts");
+    }
+    if !args.dns.is_empty() || !args.ip.is_empty() {
+        bail!("--dns and --ip are for server certificates, not with --client");
+    }
+    let file_ok = !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b));
+    if !file_ok {
+        bail!("--client {name:?}: use letters, digits, '-', '_', '.', '@' (it names the files)");
+    }
+    let pair = ca.issue_client(name, args.key_type, args.days)?;
+    let files = vec![
+        (format!("{name}.crt"), pair.cert.clone()),
+        (format!("{name}.key"), pair.key.clone()),
+    ];
+    Ok((pair, files))
+}
+
+/// A server certificate and the files that hold it, with the CA's certificate (and key, for a
+/// new CA).
+fn server_files(
+    args: &CertArgs,
+    ca: &Ca,
+    new_ca: bool,
+) -> anyhow::Result<(PemPair, Vec<(String, String)>)> {
+    let mut files: Vec<(String, String)> = Vec::new();
+    let (dns, ips): (Vec<String>, Vec<IpAddr>) = if args.dns.is_empty() && args.ip.is_empty() {
+        (
+            DEFAULT_DNS.iter().map(|s| s.to_string()).collect(),
+            DEFAULT_IPS
+                .iter()
+                .map(|s| s.parse().expect("default IP parses"))
+                .collect(),
+        )
+    } else {
+        (args.dns.clone(), args.ip.clone())
+    };
+    let pair = ca.issue_server(&dns, &ips, args.key_type, args.days)?;
+    files.push(("tls.crt".into(), pair.cert.clone()));
+    files.push(("tls.key".into(), pair.key.clone()));
+    let same_dir = match (&args.ca, &args.out) {
+        (Some(a), Some(b)) => {
+            a.canonicalize().ok().is_some() && a.canonicalize().ok() == b.canonicalize().ok()
+        }
+        _ => false,
+    };
+    if !same_dir {
+        files.push(("ca.crt".into(), ca.cert_pem().to_string()));
+    }
+    if new_ca {
+        files.push(("ca.key".into(), ca.key_pem()));
+    }
+    let names: Vec<String> = dns
+        .iter()
+        .cloned()
+        .chain(ips.iter().map(|i| i.to_string()))
+        .collect();
+    eprintln!("registry cert: server certificate for {}", names.join(", "));
+    Ok((pair, files))
 }
 
 #[cfg(test)]
