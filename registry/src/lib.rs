@@ -12,9 +12,11 @@
 //! - [`metrics`]: Prometheus metrics served at `/metrics`.
 //! - [`server`]: the router and [`server::run`], which serves until shutdown.
 //! - [`tls`]: HTTPS through rustls: certificate reload, mutual TLS, the TLS accept loop.
+//! - [`auth`]: access control: identities, rules, the Docker/OCI token flow.
 //! - [`cert`]: `registry cert`, a private CA (`cert/ca.rs`) and the certificates it signs.
 
 pub mod api;
+pub mod auth;
 pub mod cert;
 pub mod config;
 pub mod endpoint;

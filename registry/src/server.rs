@@ -140,7 +140,17 @@ pub async fn run_with_tls(
         config: Arc::new(config),
     });
     crate::maintenance::spawn_gc(&state.registry, &state.config);
-    let app = router(state);
+    let app = match &state.config.auth {
+        Some(a) => {
+            let auth = crate::auth::Auth::new(a.clone(), state.registry.clone()).await?;
+            tracing::info!("{}", auth.describe());
+            crate::auth::wrap(router(state), auth)
+        }
+        None => {
+            tracing::info!("access control off (no [auth] in the config): anyone who reaches the registry may pull, push and delete");
+            router(state)
+        }
+    };
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;

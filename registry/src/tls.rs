@@ -377,6 +377,9 @@ pub async fn serve(
                 },
                 _ = conn_shutdown.wait_for(|v| *v) => return,
             };
+            // Requests learn that they came over TLS, and from which verified client certificate.
+            let client = crate::auth::TlsClient::from_chain(stream.get_ref().1.peer_certificates());
+            let app = app.layer(axum::Extension(client));
             crate::listen::serve_connection(
                 stream, activity, peer, &builder, app, watcher, limits, None,
             )

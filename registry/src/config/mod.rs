@@ -104,6 +104,9 @@ pub struct Config {
     pub tls_client_ca: Option<PathBuf>,
     /// Seconds between checks of the certificate and key files for changes (0: never reload).
     pub tls_reload_interval: u64,
+    /// Access control (config file only); `None` serves everyone everything, as before.
+    #[serde(skip)]
+    pub auth: Option<crate::auth::AuthConfig>,
 }
 
 impl Default for Config {
@@ -135,6 +138,7 @@ impl Default for Config {
             tls_listen: SocketAddr::from(([0, 0, 0, 0], 5443)),
             tls_client_ca: None,
             tls_reload_interval: 5,
+            auth: None,
         }
     }
 }
@@ -228,6 +232,7 @@ impl Config {
             tls_listen: pick!(tls_listen, "REGISTRY_TLS_LISTEN"),
             tls_client_ca: pick_opt!(tls_client_ca, "REGISTRY_TLS_CLIENT_CA"),
             tls_reload_interval: pick!(tls_reload_interval, "REGISTRY_TLS_RELOAD_INTERVAL"),
+            auth: file.auth.clone(),
         };
         cfg.validate()?;
         Ok(cfg)

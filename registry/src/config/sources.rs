@@ -100,6 +100,7 @@ pub(super) struct FileConfig {
     pub(super) tls_listen: Option<SocketAddr>,
     pub(super) tls_client_ca: Option<PathBuf>,
     pub(super) tls_reload_interval: Option<u64>,
+    pub(super) auth: Option<crate::auth::AuthConfig>,
 }
 
 /// The `serve` flags. Each also reads `REGISTRY_<NAME>` from the environment (flags win).
