@@ -85,6 +85,10 @@ pub struct Config {
     pub tls_client_ca: Option<PathBuf>,
     /// Seconds between checks of the certificate and key files for changes (0: never reload).
     pub tls_reload_interval: u64,
+    /// Notification endpoints and outbox limits (`[events]`).
+    pub events: crate::events::EventsConfig,
+    /// Settings only a Distribution configuration sets (see [`crate::distribution`]).
+    pub distribution: crate::distribution::Extras,
 }
 
 impl Default for Config {
@@ -113,6 +117,8 @@ impl Default for Config {
             tls_listen: SocketAddr::from(([0, 0, 0, 0], 5443)),
             tls_client_ca: None,
             tls_reload_interval: 5,
+            events: Default::default(),
+            distribution: Default::default(),
         }
     }
 }
@@ -144,14 +150,21 @@ pub struct FileConfig {
     tls_listen: Option<SocketAddr>,
     tls_client_ca: Option<PathBuf>,
     tls_reload_interval: Option<u64>,
+    events: Option<crate::events::EventsConfig>,
+    distribution: Option<crate::distribution::Extras>,
 }
 
 /// The `serve` flags. Each also reads `REGISTRY_<NAME>` from the environment (flags win).
 #[derive(Debug, Default, Clone, clap::Args)]
 pub struct ServeArgs {
     /// TOML config file; its keys are the flag names with '_' (env REGISTRY_CONFIG).
+    /// A Distribution config.yml works too (as --config or as the only argument); without
+    /// either, /etc/distribution/config.yml or /etc/docker/registry/config.yml is read if present.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Config file given as Distribution's `registry serve FILE` does.
+    #[arg(value_name = "CONFIG", conflicts_with = "config")]
+    pub config_file: Option<PathBuf>,
     /// Address for plain HTTP [env REGISTRY_LISTEN] [default: 0.0.0.0:5000]
     #[arg(long)]
     pub listen: Option<SocketAddr>,
@@ -299,15 +312,22 @@ impl Config {
         let path = args
             .config
             .clone()
+            .or_else(|| args.config_file.clone())
             .or_else(|| env("REGISTRY_CONFIG").map(PathBuf::from));
-        let file = match &path {
-            Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .with_context(|| format!("reading config file {}", p.display()))?;
-                toml::from_str::<FileConfig>(&text)
-                    .with_context(|| format!("parsing config file {}", p.display()))?
-            }
-            None => FileConfig::default(),
+        let raw_env = env;
+        let dist_env = crate::distribution::project_env(env);
+        let env: &dyn Fn(&str) -> Option<String> = &dist_env;
+        let file = match crate::distribution::file_config(path.as_deref(), raw_env)? {
+            Some(f) => f,
+            None => match &path {
+                Some(p) => {
+                    let text = std::fs::read_to_string(p)
+                        .with_context(|| format!("reading config file {}", p.display()))?;
+                    toml::from_str::<FileConfig>(&text)
+                        .with_context(|| format!("parsing config file {}", p.display()))?
+                }
+                None => FileConfig::default(),
+            },
         };
         let d = Config::default();
         macro_rules! pick {
@@ -358,7 +378,11 @@ impl Config {
             tls_listen: pick!(tls_listen, "REGISTRY_TLS_LISTEN"),
             tls_client_ca: pick_opt!(tls_client_ca, "REGISTRY_TLS_CLIENT_CA"),
             tls_reload_interval: pick!(tls_reload_interval, "REGISTRY_TLS_RELOAD_INTERVAL"),
+            events: file.events.clone().unwrap_or_default(),
+            distribution: file.distribution.clone().unwrap_or_default(),
         };
+        let mut cfg = cfg;
+        cfg.events.validate()?;
         cfg.validate()?;
         Ok(cfg)
     }

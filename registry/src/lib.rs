@@ -10,13 +10,17 @@
 //! - [`metrics`]: Prometheus metrics served at `/metrics`.
 //! - [`server`]: the router and [`server::run`], which serves until shutdown.
 //! - [`tls`]: HTTPS through rustls: certificate reload, mutual TLS, the TLS accept loop.
+//! - [`events`]: notifications to HTTP endpoints from the storage outbox.
+//! - [`distribution`]: reading CNCF Distribution's config.yml and `REGISTRY_*` variables.
 //! - [`cert`]: `registry cert`, a private CA and the certificates it signs.
 
 pub mod api;
 pub mod cert;
 pub mod config;
+pub mod distribution;
 pub mod endpoint;
 pub mod error;
+pub mod events;
 pub mod listen;
 pub mod maintenance;
 pub mod metrics;

@@ -33,6 +33,23 @@ enum Command {
     /// Writes ca.crt, ca.key, tls.crt, tls.key into --out; never overwrites without --force.
     /// --secret NAME prints a Kubernetes Secret (type kubernetes.io/tls, plus ca.crt).
     Cert(registry::cert::CertArgs),
+    /// Distribution's `registry garbage-collect CONFIG`: runs this registry's collector on that
+    /// configuration (YAML or TOML). Safe while the registry serves (the grace period applies).
+    #[command(name = "garbage-collect")]
+    GarbageCollect(GarbageCollectArgs),
+}
+
+/// `registry garbage-collect`.
+#[derive(clap::Args)]
+struct GarbageCollectArgs {
+    /// The configuration file.
+    config: std::path::PathBuf,
+    /// Only list what would be removed.
+    #[arg(short = 'd', long)]
+    dry_run: bool,
+    /// Also remove manifests no tag reaches.
+    #[arg(short = 'm', long)]
+    delete_untagged: bool,
 }
 
 /// `registry gc`.
@@ -161,7 +178,41 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Serve(args) => {
+        Command::GarbageCollect(args) => {
+            let settings = ServeArgs {
+                config: Some(args.config.clone()),
+                ..Default::default()
+            };
+            let cfg = match load_or_exit(&settings) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            maintenance(&cfg, |reg| {
+                let mut opts = registry::maintenance::gc_options(&cfg, args.dry_run)
+                    .map_err(|e| format!("{e:#}"))?;
+                if args.delete_untagged {
+                    let everything = storage::gc::RetentionRule {
+                        repositories: storage::gc::Pattern::new("**"),
+                        keep_tags: None,
+                        protect_tags: None,
+                        untagged_after: Some(std::time::Duration::ZERO),
+                    };
+                    opts.retention.insert(0, everything);
+                }
+                let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+                let report = rt
+                    .block_on(reg.collect_garbage(&opts))
+                    .map_err(|e| registry::error::error_chain(&e))?;
+                registry::maintenance::print_gc_report(&report, args.dry_run);
+                Ok(true)
+            })
+        }
+        Command::Serve(mut args) => {
+            if let Some(p) =
+                registry::distribution::default_config(&args, &|k| std::env::var(k).ok())
+            {
+                args.config_file = Some(p);
+            }
             let cfg = match Config::load(&args, &|k| std::env::var(k).ok()) {
                 Ok(c) => c,
                 Err(e) => {

@@ -44,7 +44,9 @@ pub fn open_registry(config: &Config) -> anyhow::Result<Registry> {
 
 /// The HTTP application: health endpoints and the distribution API.
 pub fn router(state: Arc<AppState>) -> Router {
+    let extras = Arc::new(state.config.distribution.clone());
     Router::new()
+        .route("/", get(|| async { "" }))
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -53,6 +55,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v2/{*rest}", any(dispatch))
         .fallback(not_found)
         .with_state(state)
+        .layer(axum::middleware::from_fn(crate::events::request_context))
+        .layer(axum::middleware::from_fn_with_state(
+            extras,
+            crate::distribution::runtime::guard,
+        ))
 }
 
 async fn metrics() -> Response {
@@ -61,7 +68,7 @@ async fn metrics() -> Response {
             http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        crate::metrics::METRICS.render(),
+        crate::metrics::METRICS.render() + &crate::events::render_metrics(),
     )
         .into_response()
 }
@@ -129,6 +136,8 @@ pub async fn run_with_tls(
     };
     let reload_every = Duration::from_secs(config.tls_reload_interval);
     let registry = open_registry(&config)?;
+    crate::distribution::runtime::log_startup(&config.distribution);
+    let (registry, outbox) = crate::events::attach(registry, &config);
     let grace = Duration::from_secs(config.shutdown_timeout);
     let limits = crate::listen::Limits::from_config(&config);
     let state = Arc::new(AppState {
@@ -136,12 +145,14 @@ pub async fn run_with_tls(
         config: Arc::new(config),
     });
     crate::maintenance::spawn_gc(&state.registry, &state.config);
-    let app = router(state);
+    let app = router(state.clone());
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
         let _ = tx.send(true);
     });
+    crate::events::start(outbox, &state.config, rx.clone());
+    crate::distribution::runtime::start_debug(state.clone(), rx.clone()).await?;
     let mut rx2 = rx.clone();
     let https = {
         let rx = rx.clone();

@@ -10,6 +10,7 @@
 //! - [`hash`]: incremental hashing with savable state.
 //! - [`manifest`]: parsing and validating pushed manifests.
 //! - [`registry`]: the `Registry` service the HTTP layer calls.
+//! - [`outbox`]: registry events kept in storage until every notification endpoint took them.
 //! - [`error`]: the error vocabulary.
 
 pub mod backend;
@@ -20,6 +21,7 @@ pub mod hash;
 pub mod layout;
 pub mod manifest;
 pub mod object;
+pub mod outbox;
 pub mod registry;
 pub mod types;
 

@@ -115,6 +115,8 @@ pub struct Registry {
     /// it shared from refreshing what they reference until their link is written; the collector
     /// holds it exclusively while it re-checks and deletes one candidate. See [`crate::gc`].
     pub(crate) gc_lock: tokio::sync::RwLock<()>,
+    /// Where events are recorded before the changes they describe (None: events are off).
+    outbox: Option<Arc<crate::outbox::Outbox>>,
 }
 
 fn upload_id_ok(id: &str) -> bool {
@@ -159,7 +161,29 @@ impl Registry {
             upload_locks: Mutex::new(HashMap::new()),
             known_repos: Mutex::new(HashSet::new()),
             gc_lock: tokio::sync::RwLock::new(()),
+            outbox: None,
         }
+    }
+
+    /// Records an event in `outbox` before every push and delete (see [`crate::outbox`]).
+    pub fn with_outbox(mut self, outbox: Arc<crate::outbox::Outbox>) -> Self {
+        self.outbox = Some(outbox);
+        self
+    }
+
+    /// Makes `change`, with its event recorded first when events are on.
+    async fn evented<T>(
+        &self,
+        event: crate::outbox::Change<'_>,
+        change: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let Some(outbox) = &self.outbox else {
+            return change.await;
+        };
+        let id = outbox.record_change(event).await?;
+        let res = change.await;
+        outbox.settle(id, &res).await;
+        res
     }
 
     /// The backend, for maintenance tools.
@@ -269,7 +293,8 @@ impl Registry {
         if !self.exists(&link).await? {
             return Err(Error::BlobUnknown(digest.clone()));
         }
-        self.backend.delete(&link).await
+        let event = crate::outbox::Change::BlobDelete { repo, digest };
+        self.evented(event, self.backend.delete(&link)).await
     }
 
     async fn link_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
@@ -302,7 +327,9 @@ impl Registry {
         if !self.refresh(&layout::blob(digest)).await? {
             return Ok(false);
         }
-        self.link_blob(repo, digest).await?;
+        let size = self.backend.head(&layout::blob(digest)).await?.size;
+        let event = crate::outbox::Change::BlobPush { repo, digest, size };
+        self.evented(event, self.link_blob(repo, digest)).await?;
         Ok(true)
     }
 
@@ -542,10 +569,18 @@ impl Registry {
             });
         }
         let _gc = self.gc_lock.read().await;
-        self.backend
-            .stage_commit(id, len, &layout::blob(digest))
-            .await?;
-        self.link_blob(repo, digest).await
+        let event = crate::outbox::Change::BlobPush {
+            repo,
+            digest,
+            size: len,
+        };
+        self.evented(event, async {
+            self.backend
+                .stage_commit(id, len, &layout::blob(digest))
+                .await?;
+            self.link_blob(repo, digest).await
+        })
+        .await
     }
 
     /// A monolithic upload: the whole blob in one body, verified against `digest`.
@@ -725,45 +760,55 @@ impl Registry {
             return Err(Error::ManifestBlobUnknown(missing.digest.clone()));
         }
 
-        let blob_key = layout::blob(&digest);
-        if !self.refresh(&blob_key).await? {
-            self.backend.put(&blob_key, body.clone()).await?;
-        }
-        let link = ManifestLink {
-            media_type: parsed.media_type.clone(),
-            size: body.len() as u64,
-        };
-        self.backend
-            .put(
-                &layout::manifest_link(repo, &digest),
-                Bytes::from(serde_json::to_vec(&link).expect("link serialises")),
-            )
-            .await?;
-        if let Some(subject) = &parsed.subject {
-            let desc = Descriptor {
-                media_type: parsed.media_type.clone(),
-                digest: digest.clone(),
-                size: body.len() as u64,
-                artifact_type: parsed.artifact_type.clone(),
-                annotations: parsed.annotations.clone(),
-            };
-            self.backend
-                .put(
-                    &layout::referrer(repo, subject, &digest),
-                    Bytes::from(serde_json::to_vec(&desc).expect("descriptor serialises")),
-                )
-                .await?;
-        }
         let mut all_tags: Vec<&Tag> = tags.iter().collect();
         if let Reference::Tag(t) = reference {
             all_tags.push(t);
         }
-        for t in all_tags {
+        let event = crate::outbox::Change::ManifestPush {
+            repo,
+            digest: &digest,
+            media_type: &parsed.media_type,
+            size: body.len() as u64,
+            tags: &all_tags,
+        };
+        self.evented(event, async {
+            let blob_key = layout::blob(&digest);
+            if !self.refresh(&blob_key).await? {
+                self.backend.put(&blob_key, body.clone()).await?;
+            }
+            let link = ManifestLink {
+                media_type: parsed.media_type.clone(),
+                size: body.len() as u64,
+            };
             self.backend
-                .put(&layout::tag(repo, t), Bytes::from(digest.to_string()))
+                .put(
+                    &layout::manifest_link(repo, &digest),
+                    Bytes::from(serde_json::to_vec(&link).expect("link serialises")),
+                )
                 .await?;
-        }
-        self.ensure_catalog(repo).await?;
+            if let Some(subject) = &parsed.subject {
+                let desc = Descriptor {
+                    media_type: parsed.media_type.clone(),
+                    digest: digest.clone(),
+                    size: body.len() as u64,
+                    artifact_type: parsed.artifact_type.clone(),
+                    annotations: parsed.annotations.clone(),
+                };
+                self.backend
+                    .put(
+                        &layout::referrer(repo, subject, &digest),
+                        Bytes::from(serde_json::to_vec(&desc).expect("descriptor serialises")),
+                    )
+                    .await?;
+            }
+            for t in &all_tags {
+                self.backend
+                    .put(&layout::tag(repo, t), Bytes::from(digest.to_string()))
+                    .await?;
+            }
+            self.ensure_catalog(repo).await
+        })
+        .await?;
         Ok(PushedManifest {
             digest,
             subject: parsed.subject,
@@ -778,31 +823,36 @@ impl Registry {
                 if !self.exists(&key).await? {
                     return Err(Error::ManifestUnknown(t.to_string()));
                 }
-                self.backend.delete(&key).await
+                let event = crate::outbox::Change::TagDelete { repo, tag: t };
+                self.evented(event, self.backend.delete(&key)).await
             }
             Reference::Digest(d) => {
                 let (_, bytes) = self.manifest_get(repo, reference).await?;
-                let target = d.to_string();
-                let tags_dir = layout::tags_dir(repo);
-                for name in self.backend.list_dir(&tags_dir).await? {
-                    let key = format!("{tags_dir}{name}");
-                    match self.backend.get_bytes(&key).await {
-                        Ok(v) if v.as_ref() == target.as_bytes() => {
-                            self.backend.delete(&key).await?
+                let event = crate::outbox::Change::ManifestDelete { repo, digest: d };
+                self.evented(event, async {
+                    let target = d.to_string();
+                    let tags_dir = layout::tags_dir(repo);
+                    for name in self.backend.list_dir(&tags_dir).await? {
+                        let key = format!("{tags_dir}{name}");
+                        match self.backend.get_bytes(&key).await {
+                            Ok(v) if v.as_ref() == target.as_bytes() => {
+                                self.backend.delete(&key).await?
+                            }
+                            Ok(_) => {}
+                            Err(e) if e.is_not_found() => {}
+                            Err(e) => return Err(e),
                         }
-                        Ok(_) => {}
-                        Err(e) if e.is_not_found() => {}
-                        Err(e) => return Err(e),
                     }
-                }
-                if let Ok(parsed) = manifest::parse(&bytes, None) {
-                    if let Some(subject) = parsed.subject {
-                        self.backend
-                            .delete(&layout::referrer(repo, &subject, d))
-                            .await?;
+                    if let Ok(parsed) = manifest::parse(&bytes, None) {
+                        if let Some(subject) = parsed.subject {
+                            self.backend
+                                .delete(&layout::referrer(repo, &subject, d))
+                                .await?;
+                        }
                     }
-                }
-                self.backend.delete(&layout::manifest_link(repo, d)).await
+                    self.backend.delete(&layout::manifest_link(repo, d)).await
+                })
+                .await
             }
         }
     }
