@@ -24,12 +24,15 @@ use std::io::{Read, Seek, Write};
 
 use crate::backend::{Backend, ByteStream, GetObject, ObjectMeta};
 use crate::error::{Error, Result};
+use crate::layout;
 
 /// Bytes read per blocking read when streaming a file out.
 const READ_CHUNK: u64 = 512 * 1024;
 /// Appends are written in batches of about this many bytes, one blocking write per batch, with
 /// one batch being written while the next arrives.
 const WRITE_BATCH: usize = 512 * 1024;
+/// The staged bytes' name in an upload's staging folder (see [`crate::layout`]).
+const STAGED_DATA: &str = "data";
 /// Prefix of temporary files; never a valid key component.
 const TMP_PREFIX: &str = ".tmp.";
 
@@ -75,11 +78,41 @@ impl FsBackend {
     }
 
     fn stage_dir(&self, id: &str) -> PathBuf {
-        self.root.join("uploads").join(id)
+        self.root.join(layout::upload_dir(id))
     }
 
     fn stage_data(&self, id: &str) -> PathBuf {
-        self.stage_dir(id).join("data")
+        self.root.join(layout::upload_object(id, STAGED_DATA))
+    }
+
+    /// Writes `key` through a temporary file renamed into place, syncing when `sync` is set.
+    async fn write_atomic(&self, key: &str, data: Bytes, sync: bool) -> Result<()> {
+        let path = self.path(key);
+        let dir = path.parent().expect("keys have a folder").to_owned();
+        let tmp = dir.join(format!("{TMP_PREFIX}{}", uuid::Uuid::new_v4().simple()));
+        let res = tokio::task::spawn_blocking(move || -> io::Result<()> {
+            std::fs::create_dir_all(&dir)?;
+            let write = || -> io::Result<()> {
+                let mut f = std::fs::File::create(&tmp)?;
+                io::Write::write_all(&mut f, &data)?;
+                if sync {
+                    f.sync_data()?;
+                }
+                std::fs::rename(&tmp, &path)?;
+                if sync {
+                    std::fs::File::open(&dir)?.sync_all()?;
+                }
+                Ok(())
+            };
+            let r = write();
+            if r.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            r
+        })
+        .await
+        .map_err(|e| Error::backend("put", e))?;
+        res.map_err(|e| io_err(format!("write {key}"), e))
     }
 
     async fn sync_dir(&self, dir: &Path) -> Result<()> {
@@ -222,34 +255,17 @@ impl Backend for FsBackend {
     }
 
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
-        let path = self.path(key);
-        let dir = path.parent().expect("keys have a folder").to_owned();
-        let tmp = dir.join(format!("{TMP_PREFIX}{}", uuid::Uuid::new_v4().simple()));
+        self.write_atomic(key, data, self.sync).await
+    }
+
+    async fn stage_put_state(&self, id: &str, state: Bytes) -> Result<()> {
         // Upload state is synced with the upload's commit, not on every chunk (module docs).
-        let sync = self.sync && !key.starts_with("uploads/");
-        let res = tokio::task::spawn_blocking(move || -> io::Result<()> {
-            std::fs::create_dir_all(&dir)?;
-            let write = || -> io::Result<()> {
-                let mut f = std::fs::File::create(&tmp)?;
-                io::Write::write_all(&mut f, &data)?;
-                if sync {
-                    f.sync_data()?;
-                }
-                std::fs::rename(&tmp, &path)?;
-                if sync {
-                    std::fs::File::open(&dir)?.sync_all()?;
-                }
-                Ok(())
-            };
-            let r = write();
-            if r.is_err() {
-                let _ = std::fs::remove_file(&tmp);
-            }
-            r
-        })
-        .await
-        .map_err(|e| Error::backend("put", e))?;
-        res.map_err(|e| io_err(format!("write {key}"), e))
+        self.write_atomic(&layout::upload_state(id), state, false)
+            .await
+    }
+
+    async fn stage_get_state(&self, id: &str) -> Result<Bytes> {
+        self.get_bytes(&layout::upload_state(id)).await
     }
 
     async fn touch(&self, key: &str) -> Result<()> {
@@ -288,7 +304,7 @@ impl Backend for FsBackend {
         .map_err(|e| io_err(format!("list {prefix}"), e))?;
         let mut metas: Vec<ObjectMeta> = found
             .into_iter()
-            .filter(|(k, _)| k.starts_with(&prefix) && !k.starts_with("uploads/"))
+            .filter(|(k, _)| k.starts_with(&prefix) && !layout::is_staging(k))
             .map(|(key, m)| ObjectMeta {
                 key,
                 size: m.len(),
@@ -489,7 +505,7 @@ impl Backend for FsBackend {
 
     async fn stage_list(&self) -> Result<Vec<(String, SystemTime)>> {
         let mut out = Vec::new();
-        let mut rd = match tokio::fs::read_dir(self.root.join("uploads")).await {
+        let mut rd = match tokio::fs::read_dir(self.root.join(layout::UPLOADS)).await {
             Ok(rd) => rd,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
             Err(e) => return Err(io_err("list uploads", e)),
@@ -503,7 +519,7 @@ impl Backend for FsBackend {
                 continue;
             };
             let mut newest = SystemTime::UNIX_EPOCH;
-            for f in ["state", "data", ""] {
+            for f in [layout::UPLOAD_STATE, STAGED_DATA, ""] {
                 if let Ok(m) = tokio::fs::metadata(entry.path().join(f)).await {
                     newest = newest.max(m.modified().unwrap_or(SystemTime::UNIX_EPOCH));
                 }
