@@ -45,14 +45,17 @@ pub fn open_registry(config: &Config) -> anyhow::Result<Registry> {
 /// The HTTP application: health endpoints and the distribution API.
 pub fn router(state: Arc<AppState>) -> Router {
     let extras = Arc::new(state.config.distribution.clone());
+    let api = Router::new()
+        .route("/v2", any(dispatch))
+        .route("/v2/", any(dispatch))
+        .route("/v2/{*rest}", any(dispatch));
+    let api = crate::layers::around_api(api, state.config.max_concurrent_requests);
     Router::new()
         .route("/", get(|| async { "" }))
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/v2", any(dispatch))
-        .route("/v2/", any(dispatch))
-        .route("/v2/{*rest}", any(dispatch))
+        .merge(api)
         .fallback(not_found)
         .with_state(state)
         .layer(axum::middleware::from_fn(crate::events::request_context))
@@ -90,9 +93,9 @@ async fn readyz(State(st): State<Arc<AppState>>) -> Response {
 async fn not_found() -> ApiError {
     ApiError::new(
         ErrorCode::Unsupported,
-        StatusCode::NOT_FOUND,
         "no such endpoint; the API lives under /v2/",
     )
+    .with_status(StatusCode::NOT_FOUND)
 }
 
 /// Serves `config` on `listener` until `shutdown` completes, then lets requests in flight finish

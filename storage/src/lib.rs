@@ -23,6 +23,7 @@ pub mod layout;
 pub mod manifest;
 pub mod object;
 pub mod outbox;
+pub mod range;
 pub mod registry;
 pub mod types;
 

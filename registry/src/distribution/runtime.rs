@@ -59,12 +59,9 @@ pub async fn guard(State(x): State<Arc<Extras>>, req: Request, next: Next) -> Re
         if x.read_only && write {
             return with_headers(
                 &x,
-                ApiError::new(
-                    ErrorCode::Unsupported,
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "the registry is in read-only mode",
-                )
-                .into_response(),
+                ApiError::new(ErrorCode::Unsupported, "the registry is in read-only mode")
+                    .with_status(StatusCode::METHOD_NOT_ALLOWED)
+                    .into_response(),
             );
         }
         if x.delete_disabled && *m == Method::DELETE {
@@ -72,9 +69,9 @@ pub async fn guard(State(x): State<Arc<Extras>>, req: Request, next: Next) -> Re
                 &x,
                 ApiError::new(
                     ErrorCode::Unsupported,
-                    StatusCode::METHOD_NOT_ALLOWED,
                     "deletes are disabled (storage.delete.enabled)",
                 )
+                .with_status(StatusCode::METHOD_NOT_ALLOWED)
                 .into_response(),
             );
         }
