@@ -390,6 +390,20 @@ def main():
 
     case("distribution 2.8 config.yml (filesystem, headers, notifications, log fields, health) runs unchanged", distribution_config_runs_unchanged)
     case("multi-arch push (skopeo), pull, tag move and delete: exactly the expected events, Distribution format", multiarch_push_tag_move_delete_give_exact_events)
+    def garbage_collect_and_refusals():
+        r = subprocess.run([BIN, "garbage-collect", cfg, "--delete-untagged", "--dry-run"], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, f"garbage-collect exited {r.returncode}: {r.stderr[-400:]}"
+        bad = write("auth.yml", "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: /nonexistent\nauth:\n  htpasswd:\n    realm: r\n    path: /etc/htpasswd\n")
+        r = subprocess.run([BIN, "serve", bad], capture_output=True, text=True, timeout=30)
+        assert r.returncode != 0 and "auth.htpasswd" in r.stderr, f"auth not refused: {r.returncode} {r.stderr[-300:]}"
+        ro = write("ro.yml", dist_yaml(free_port(), free_port(), os.path.join(WORK, "fs"), rcv).replace("  delete:\n    enabled: true\n", "  maintenance:\n    readonly:\n      enabled: true\n"))
+        rp = int(open(ro).read().split("addr: 127.0.0.1:")[1].split()[0])
+        rr = Registry(["serve", ro], "readonly").start(rp)
+        st, _, _ = http_req(rp, "POST", "/v2/team/x/blobs/uploads/")
+        rr.stop()
+        assert st == 405, f"read-only registry answered {st} to an upload"
+
+    case("registry garbage-collect CONFIG runs; auth refused; read-only honoured", garbage_collect_and_refusals)
     case("receiver down for a while, then up: every event arrives", receiver_down_then_up_loses_nothing)
     case("registry SIGKILLed with events pending, restarted: every event arrives", sigkill_with_events_pending_then_restart)
     reg.stop()
