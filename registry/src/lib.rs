@@ -14,13 +14,17 @@
 //! - [`tls`]: HTTPS through rustls: certificate reload, mutual TLS, the TLS accept loop.
 //! - [`auth`]: access control: identities, rules, the Docker/OCI token flow.
 //! - [`cert`]: `registry cert`, a private CA (`cert/ca.rs`) and the certificates it signs.
+//! - [`events`]: notifications to HTTP endpoints from the storage outbox.
+//! - [`distribution`]: reading CNCF Distribution's config.yml and `REGISTRY_*` variables.
 
 pub mod api;
 pub mod auth;
 pub mod cert;
 pub mod config;
+pub mod distribution;
 pub mod endpoint;
 pub mod error;
+pub mod events;
 pub mod layers;
 pub mod listen;
 pub mod maintenance;

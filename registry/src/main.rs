@@ -36,6 +36,23 @@ enum Command {
     /// What the node DaemonSet asks the node's container runtime: where hosts.toml goes
     /// (`plan`), and whether the runtime really pulls the service name (`probe`).
     NodeSetup(registry::node_setup::NodeSetupArgs),
+    /// Distribution's `registry garbage-collect CONFIG`: runs this registry's collector on that
+    /// configuration (YAML or TOML). Safe while the registry serves (the grace period applies).
+    #[command(name = "garbage-collect")]
+    GarbageCollect(GarbageCollectArgs),
+}
+
+/// `registry garbage-collect`.
+#[derive(clap::Args)]
+struct GarbageCollectArgs {
+    /// The configuration file.
+    config: std::path::PathBuf,
+    /// Only list what would be removed.
+    #[arg(short = 'd', long)]
+    dry_run: bool,
+    /// Also remove manifests no tag reaches.
+    #[arg(short = 'm', long)]
+    delete_untagged: bool,
 }
 
 /// `registry gc`.
@@ -161,7 +178,42 @@ fn main() -> ExitCode {
             }
         },
         Command::NodeSetup(args) => registry::node_setup::run(args),
-        Command::Serve(args) => serve(&args),
+        Command::GarbageCollect(args) => {
+            let settings = ServeArgs {
+                config: Some(args.config.clone()),
+                ..Default::default()
+            };
+            let cfg = match load_or_exit(&settings) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            maintenance(&cfg, |reg| {
+                let mut opts = cfg.gc_options(args.dry_run);
+                if args.delete_untagged {
+                    let everything = storage::gc::RetentionRule {
+                        repositories: storage::gc::Pattern::new("**"),
+                        keep_tags: None,
+                        protect_tags: None,
+                        untagged_after: Some(std::time::Duration::ZERO),
+                    };
+                    opts.retention.insert(0, everything);
+                }
+                let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+                let report = rt
+                    .block_on(reg.collect_garbage(&opts))
+                    .map_err(|e| registry::error::error_chain(&e))?;
+                registry::maintenance::print_gc_report(&report, args.dry_run);
+                Ok(true)
+            })
+        }
+        Command::Serve(mut args) => {
+            if let Some(p) =
+                registry::distribution::default_config(&args, &|k| std::env::var(k).ok())
+            {
+                args.config_file = Some(p);
+            }
+            serve(&args)
+        }
     }
 }
 

@@ -45,18 +45,25 @@ pub fn open_registry(config: &Config) -> anyhow::Result<Store> {
 
 /// The HTTP application: health endpoints and the distribution API.
 pub fn router(state: Arc<AppState>) -> Router {
+    let extras = Arc::new(state.config.distribution.clone());
     let api = Router::new()
         .route("/v2", any(dispatch))
         .route("/v2/", any(dispatch))
         .route("/v2/{*rest}", any(dispatch));
     let api = crate::layers::around_api(api, &state.config);
     Router::new()
+        .route("/", get(|| async { "" }))
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(api)
         .fallback(not_found)
         .with_state(state)
+        .layer(axum::middleware::from_fn(crate::events::request_context))
+        .layer(axum::middleware::from_fn_with_state(
+            extras,
+            crate::distribution::runtime::guard,
+        ))
 }
 
 async fn metrics() -> Response {
@@ -65,7 +72,7 @@ async fn metrics() -> Response {
             http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        crate::metrics::METRICS.render(),
+        crate::metrics::METRICS.render() + &crate::events::render_metrics(),
     )
         .into_response()
 }
@@ -133,6 +140,8 @@ pub async fn run_with_tls(
     };
     let reload_every = Duration::from_secs(config.tls_reload_interval);
     let registry = open_registry(&config)?;
+    crate::distribution::runtime::log_startup(&config.distribution);
+    let (registry, outbox) = crate::events::attach(registry, &config);
     let grace = Duration::from_secs(config.shutdown_timeout);
     let limits = crate::listen::Limits::from_config(&config);
     let state = Arc::new(AppState {
@@ -144,11 +153,11 @@ pub async fn run_with_tls(
         Some(a) => {
             let auth = crate::auth::Auth::new(a.clone(), state.registry.clone()).await?;
             tracing::info!("{}", auth.describe());
-            crate::auth::wrap(router(state), auth)
+            crate::auth::wrap(router(state.clone()), auth)
         }
         None => {
             tracing::info!("access control off (no [auth] in the config): anyone who reaches the registry may pull, push and delete");
-            router(state)
+            router(state.clone())
         }
     };
     let (tx, rx) = tokio::sync::watch::channel(false);
@@ -156,6 +165,8 @@ pub async fn run_with_tls(
         shutdown.await;
         let _ = tx.send(true);
     });
+    crate::events::start(outbox, &state.config, rx.clone());
+    crate::distribution::runtime::start_debug(state.clone(), rx.clone()).await?;
     let mut rx2 = rx.clone();
     let https = {
         let rx = rx.clone();

@@ -11,6 +11,7 @@
 //! quarantine/<alg>/<hex>                             a blob `fsck` found damaged, moved aside
 //! uploads/<id>/                                      staging folder of upload session <id> (below)
 //! _touched/<key>                                     object backend: modification-time sidecar of <key>
+//! outbox/...                                        event outbox: its own keys, see crate::outbox
 //! ```
 //!
 //! Repository name components start with `[a-z0-9]`, so they never collide with the `_`-prefixed

@@ -14,6 +14,7 @@
 //! - [`pattern`]: globs over repository names and tags, for retention and sparse rules.
 //! - [`sparse`]: which references a pushed manifest may leave out, per repository.
 //! - [`range`]: byte ranges as clients write them (`Content-Range`, `Range`) and the 416 helpers.
+//! - [`outbox`]: registry events kept in storage until every notification endpoint took them.
 //! - [`error`]: the error vocabulary.
 
 pub mod backend;
@@ -24,6 +25,7 @@ pub mod hash;
 pub mod layout;
 pub mod manifest;
 pub mod object;
+pub mod outbox;
 pub mod pattern;
 pub mod range;
 pub mod sparse;

@@ -40,7 +40,7 @@ pub(super) async fn list(cx: &Ctx<'_>, name: RepoName, digest: Digest) -> Answer
         let next = link_next(
             &format!("/v2/{name}/referrers/{digest}"),
             n,
-            &last.digest().to_string(),
+            last.digest().as_ref(),
             &extra,
         );
         h.insert(LINK, header_value(&next));

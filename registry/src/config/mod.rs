@@ -14,8 +14,9 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use storage::gc::{GcOptions, RetentionRule};
 
+pub(crate) use sources::FileConfig;
 pub use sources::ServeArgs;
-use sources::{env_parse, retention_rules, sparse_rules, storage_options, FileConfig};
+use sources::{env_parse, retention_rules, sparse_rules, storage_options};
 pub use storage::SparseRule;
 
 /// Log output format.
@@ -107,6 +108,12 @@ pub struct Config {
     /// Access control (config file only); `None` serves everyone everything, as before.
     #[serde(skip)]
     pub auth: Option<crate::auth::AuthConfig>,
+    /// Notification endpoints and outbox limits (`[events]`, config file only).
+    #[serde(skip)]
+    pub events: crate::events::EventsConfig,
+    /// Settings only a Distribution configuration sets (see [`crate::distribution`]).
+    #[serde(skip)]
+    pub distribution: crate::distribution::Extras,
 }
 
 impl Default for Config {
@@ -139,6 +146,8 @@ impl Default for Config {
             tls_client_ca: None,
             tls_reload_interval: 5,
             auth: None,
+            events: Default::default(),
+            distribution: Default::default(),
         }
     }
 }
@@ -173,15 +182,24 @@ impl Config {
         let path = args
             .config
             .clone()
+            .or_else(|| args.config_file.clone())
             .or_else(|| env("REGISTRY_CONFIG").map(PathBuf::from));
-        let file = match &path {
-            Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .with_context(|| format!("reading config file {}", p.display()))?;
-                toml::from_str::<FileConfig>(&text)
-                    .with_context(|| format!("parsing config file {}", p.display()))?
-            }
-            None => FileConfig::default(),
+        // A Distribution config.yml (or Distribution's REGISTRY_* variables) is read into the
+        // same file settings; the project's own variables then apply on top.
+        let raw_env = env;
+        let dist_env = crate::distribution::project_env(env);
+        let env: &dyn Fn(&str) -> Option<String> = &dist_env;
+        let file = match crate::distribution::file_config(path.as_deref(), raw_env)? {
+            Some(f) => f,
+            None => match &path {
+                Some(p) => {
+                    let text = std::fs::read_to_string(p)
+                        .with_context(|| format!("reading config file {}", p.display()))?;
+                    toml::from_str::<FileConfig>(&text)
+                        .with_context(|| format!("parsing config file {}", p.display()))?
+                }
+                None => FileConfig::default(),
+            },
         };
         let d = Config::default();
         // Flags, then environment, then file; `pick!` falls back to the default.
@@ -198,7 +216,7 @@ impl Config {
                 pick_opt!($field, $env).unwrap_or(d.$field)
             };
         }
-        let cfg = Config {
+        let mut cfg = Config {
             listen: pick!(listen, "REGISTRY_LISTEN"),
             storage: pick!(storage, "REGISTRY_STORAGE"),
             storage_options: storage_options(
@@ -233,7 +251,10 @@ impl Config {
             tls_client_ca: pick_opt!(tls_client_ca, "REGISTRY_TLS_CLIENT_CA"),
             tls_reload_interval: pick!(tls_reload_interval, "REGISTRY_TLS_RELOAD_INTERVAL"),
             auth: file.auth.clone(),
+            events: file.events.clone().unwrap_or_default(),
+            distribution: file.distribution.clone().unwrap_or_default(),
         };
+        cfg.events.validate()?;
         cfg.validate()?;
         Ok(cfg)
     }

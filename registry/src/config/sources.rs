@@ -73,7 +73,7 @@ pub(super) struct SparseFile {
 /// Settings as they may appear in the config file; all optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct FileConfig {
+pub(crate) struct FileConfig {
     pub(super) listen: Option<SocketAddr>,
     pub(super) storage: Option<String>,
     pub(super) storage_options: Option<std::collections::BTreeMap<String, String>>,
@@ -101,14 +101,21 @@ pub(super) struct FileConfig {
     pub(super) tls_client_ca: Option<PathBuf>,
     pub(super) tls_reload_interval: Option<u64>,
     pub(super) auth: Option<crate::auth::AuthConfig>,
+    pub(super) events: Option<crate::events::EventsConfig>,
+    pub(super) distribution: Option<crate::distribution::Extras>,
 }
 
 /// The `serve` flags. Each also reads `REGISTRY_<NAME>` from the environment (flags win).
 #[derive(Debug, Default, Clone, clap::Args)]
 pub struct ServeArgs {
     /// TOML config file; its keys are the flag names with '_' (env REGISTRY_CONFIG).
+    /// A Distribution config.yml works too (as --config or as the only argument); without
+    /// either, /etc/distribution/config.yml or /etc/docker/registry/config.yml is read if present.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Config file given as Distribution's `registry serve FILE` does.
+    #[arg(value_name = "CONFIG", conflicts_with = "config")]
+    pub config_file: Option<PathBuf>,
     /// Address for plain HTTP [env REGISTRY_LISTEN] [default: 0.0.0.0:5000]
     #[arg(long)]
     pub listen: Option<SocketAddr>,

@@ -53,7 +53,8 @@ impl Store {
         if !self.exists(&link).await? {
             return Err(Error::BlobUnknown(digest.clone()));
         }
-        self.backend.delete(&link).await
+        let event = crate::outbox::Change::BlobDelete { repo, digest };
+        self.evented(event, self.backend.delete(&link)).await
     }
 
     pub(super) async fn link_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
@@ -86,7 +87,9 @@ impl Store {
         if !self.refresh(&layout::blob(digest)).await? {
             return Ok(false);
         }
-        self.link_blob(repo, digest).await?;
+        let size = self.backend.head(&layout::blob(digest)).await?.size;
+        let event = crate::outbox::Change::BlobPush { repo, digest, size };
+        self.evented(event, self.link_blob(repo, digest)).await?;
         Ok(true)
     }
 }

@@ -150,39 +150,49 @@ impl Store {
             return Err(Error::ManifestBlobUnknown(missing.digest.clone()));
         }
 
-        let blob_key = layout::blob(&digest);
-        if !self.refresh(&blob_key).await? {
-            self.backend.put(&blob_key, body.clone()).await?;
-        }
-        let link = ManifestLink {
-            media_type: parsed.media_type.clone(),
-            size: body.len() as u64,
-        };
-        self.backend
-            .put(
-                &layout::manifest_link(repo, &digest),
-                Bytes::from(serde_json::to_vec(&link).expect("link serialises")),
-            )
-            .await?;
-        if let Some(subject) = &parsed.subject {
-            let desc = manifest::referrer_descriptor(&parsed, &digest, body.len() as u64);
-            self.backend
-                .put(
-                    &layout::referrer(repo, subject, &digest),
-                    Bytes::from(serde_json::to_vec(&desc).expect("descriptor serialises")),
-                )
-                .await?;
-        }
         let mut all_tags: Vec<&Tag> = tags.iter().collect();
         if let Reference::Tag(t) = reference {
             all_tags.push(t);
         }
-        for t in all_tags {
+        let event = crate::outbox::Change::ManifestPush {
+            repo,
+            digest: &digest,
+            media_type: &parsed.media_type,
+            size: body.len() as u64,
+            tags: &all_tags,
+        };
+        self.evented(event, async {
+            let blob_key = layout::blob(&digest);
+            if !self.refresh(&blob_key).await? {
+                self.backend.put(&blob_key, body.clone()).await?;
+            }
+            let link = ManifestLink {
+                media_type: parsed.media_type.clone(),
+                size: body.len() as u64,
+            };
             self.backend
-                .put(&layout::tag(repo, t), Bytes::from(digest.to_string()))
+                .put(
+                    &layout::manifest_link(repo, &digest),
+                    Bytes::from(serde_json::to_vec(&link).expect("link serialises")),
+                )
                 .await?;
-        }
-        self.ensure_catalog(repo).await?;
+            if let Some(subject) = &parsed.subject {
+                let desc = manifest::referrer_descriptor(&parsed, &digest, body.len() as u64);
+                self.backend
+                    .put(
+                        &layout::referrer(repo, subject, &digest),
+                        Bytes::from(serde_json::to_vec(&desc).expect("descriptor serialises")),
+                    )
+                    .await?;
+            }
+            for t in &all_tags {
+                self.backend
+                    .put(&layout::tag(repo, t), Bytes::from(digest.to_string()))
+                    .await?;
+            }
+            self.ensure_catalog(repo).await
+        })
+        .await?;
         Ok(PushedManifest {
             digest,
             subject: parsed.subject,
@@ -197,30 +207,35 @@ impl Store {
                 if !self.exists(&key).await? {
                     return Err(Error::ManifestUnknown(t.to_string()));
                 }
-                self.backend.delete(&key).await
+                let event = crate::outbox::Change::TagDelete { repo, tag: t };
+                self.evented(event, self.backend.delete(&key)).await
             }
             Reference::Digest(d) => {
                 let (_, bytes) = self.manifest_get(repo, reference).await?;
-                let target = d.to_string();
-                for name in self.backend.list_dir(&layout::tags_dir(repo)).await? {
-                    let key = layout::tag_named(repo, &name);
-                    match self.backend.get_bytes(&key).await {
-                        Ok(v) if v.as_ref() == target.as_bytes() => {
-                            self.backend.delete(&key).await?
+                let event = crate::outbox::Change::ManifestDelete { repo, digest: d };
+                self.evented(event, async {
+                    let target = d.to_string();
+                    for name in self.backend.list_dir(&layout::tags_dir(repo)).await? {
+                        let key = layout::tag_named(repo, &name);
+                        match self.backend.get_bytes(&key).await {
+                            Ok(v) if v.as_ref() == target.as_bytes() => {
+                                self.backend.delete(&key).await?
+                            }
+                            Ok(_) => {}
+                            Err(e) if e.is_not_found() => {}
+                            Err(e) => return Err(e),
                         }
-                        Ok(_) => {}
-                        Err(e) if e.is_not_found() => {}
-                        Err(e) => return Err(e),
                     }
-                }
-                if let Ok(parsed) = manifest::parse(&bytes, None) {
-                    if let Some(subject) = parsed.subject {
-                        self.backend
-                            .delete(&layout::referrer(repo, &subject, d))
-                            .await?;
+                    if let Ok(parsed) = manifest::parse(&bytes, None) {
+                        if let Some(subject) = parsed.subject {
+                            self.backend
+                                .delete(&layout::referrer(repo, &subject, d))
+                                .await?;
+                        }
                     }
-                }
-                self.backend.delete(&layout::manifest_link(repo, d)).await
+                    self.backend.delete(&layout::manifest_link(repo, d)).await
+                })
+                .await
             }
         }
     }

@@ -106,6 +106,8 @@ pub struct Store {
     /// it shared from refreshing what they reference until their link is written; the collector
     /// holds it exclusively while it re-checks and deletes one candidate. See [`crate::gc`].
     pub(crate) gc_lock: tokio::sync::RwLock<()>,
+    /// Where events are recorded before the changes they describe (None: events are off).
+    outbox: Option<Arc<crate::outbox::Outbox>>,
 }
 
 impl Store {
@@ -117,7 +119,29 @@ impl Store {
             upload_locks: Mutex::new(HashMap::new()),
             known_repos: Mutex::new(HashSet::new()),
             gc_lock: tokio::sync::RwLock::new(()),
+            outbox: None,
         }
+    }
+
+    /// Records an event in `outbox` before every push and delete (see [`crate::outbox`]).
+    pub fn with_outbox(mut self, outbox: Arc<crate::outbox::Outbox>) -> Self {
+        self.outbox = Some(outbox);
+        self
+    }
+
+    /// Makes `change`, with its event recorded first when events are on.
+    pub(crate) async fn evented<T>(
+        &self,
+        event: crate::outbox::Change<'_>,
+        change: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let Some(outbox) = &self.outbox else {
+            return change.await;
+        };
+        let id = outbox.record_change(event).await?;
+        let res = change.await;
+        outbox.settle(id, &res).await;
+        res
     }
 
     /// The backend, for maintenance tools.

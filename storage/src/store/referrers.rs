@@ -63,7 +63,10 @@ impl Store {
             .try_filter_map(|d| async move {
                 Ok(d.filter(|(d, _)| {
                     artifact_type.is_none()
-                        || d.artifact_type().as_ref().map(ToString::to_string).as_deref()
+                        || d.artifact_type()
+                            .as_ref()
+                            .map(ToString::to_string)
+                            .as_deref()
                             == artifact_type
                 }))
             })

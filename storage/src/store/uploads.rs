@@ -247,10 +247,18 @@ impl Store {
             });
         }
         let _gc = self.gc_lock.read().await;
-        self.backend
-            .stage_commit(id, len, &layout::blob(digest))
-            .await?;
-        self.link_blob(repo, digest).await
+        let event = crate::outbox::Change::BlobPush {
+            repo,
+            digest,
+            size: len,
+        };
+        self.evented(event, async {
+            self.backend
+                .stage_commit(id, len, &layout::blob(digest))
+                .await?;
+            self.link_blob(repo, digest).await
+        })
+        .await
     }
 
     /// A monolithic upload: the whole blob in one body, verified against `digest`.

@@ -1,0 +1,522 @@
+#!/usr/bin/env python3
+"""Events and the Distribution drop-in, end to end, against a real `registry` binary.
+
+    conformance/events/run.py [REGISTRY_BINARY]
+
+Starts everything on 127.0.0.1 in a temp folder: the registry (from Distribution-format YAML
+written here, or TOML), a notification receiver (in this process), moto_server for S3, and uses
+skopeo for real pushes and pulls. Prints PASS/FAIL per case and exits non-zero on a failure.
+"""
+
+import hashlib
+import http.server
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BIN = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "target", "release", "registry")
+WORK = tempfile.mkdtemp(prefix="registry-events.")
+PROCS = []
+RESULTS = {"pass": 0, "fail": 0}
+for k in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "AWS_CA_BUNDLE", "REQUESTS_CA_BUNDLE"):
+    os.environ.pop(k, None)
+os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
+OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+def case(name, fn):
+    t0 = time.time()
+    try:
+        fn()
+        RESULTS["pass"] += 1
+        log(f"PASS {name} ({time.time() - t0:.1f}s)")
+    except Exception as e:  # noqa: BLE001 - report every failure the same way
+        RESULTS["fail"] += 1
+        log(f"FAIL {name}: {e}")
+
+
+# ------------------------------------------------------------------ receiver
+class Receiver:
+    """An HTTP endpoint that records each POST body; can be down, up, or hanging."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.bodies = []
+        self.headers = []
+        self.mode = "ok"
+        self.server = None
+        self.lock = threading.Lock()
+
+    def up(self):
+        rec = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(n)
+                if rec.mode == "hang":
+                    time.sleep(3600)
+                    return
+                with rec.lock:
+                    rec.bodies.append((self.headers.get("Content-Type"), json.loads(body)))
+                    rec.headers.append(self.headers.get("Authorization"))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        http.server.ThreadingHTTPServer.allow_reuse_address = True
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), H)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def down(self):
+        if self.server:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+    def events(self):
+        with self.lock:
+            out = []
+            for _, b in self.bodies:
+                out.extend(b.get("events", []))
+            return out
+
+    def unique(self):
+        seen = {}
+        for e in self.events():
+            seen.setdefault(e["id"], e)
+        return list(seen.values())
+
+    def url(self):
+        return f"http://127.0.0.1:{self.port}/events"
+
+
+# ------------------------------------------------------------------ registry
+class Registry:
+    def __init__(self, args, name, env=None):
+        self.args = args
+        self.name = name
+        self.env = dict(os.environ, **(env or {}))
+        self.proc = None
+
+    def start(self, port):
+        self.port = port
+        logf = open(os.path.join(WORK, f"{self.name}.log"), "ab")
+        self.proc = subprocess.Popen([BIN] + self.args, stdout=logf, stderr=logf, env=self.env)
+        PROCS.append(self.proc)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                if http_get(port, "/readyz")[0] == 200:
+                    return self
+            except OSError:
+                pass
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: {tail(self.name)}")
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} not ready: {tail(self.name)}")
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def tail(name, n=15):
+    try:
+        with open(os.path.join(WORK, f"{name}.log"), "rb") as f:
+            return b" | ".join(f.read().splitlines()[-n:]).decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def http_get(port, path):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+    try:
+        with OPENER.open(req, timeout=10) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
+def http_req(port, method, path, body=None, ctype=None):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method=method)
+    if ctype:
+        req.add_header("Content-Type", ctype)
+    try:
+        with OPENER.open(req, timeout=60) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
+def push_blob(port, repo, data):
+    d = "sha256:" + hashlib.sha256(data).hexdigest()
+    st, h, _ = http_req(port, "POST", f"/v2/{repo}/blobs/uploads/")
+    assert st == 202, f"upload start {st}"
+    loc = h["Location"]
+    sep = "&" if "?" in loc else "?"
+    path = loc if loc.startswith("/") else "/" + loc.split("/", 3)[3]
+    st, _, b = http_req(port, "PUT", f"{path}{sep}digest={d}", data, "application/octet-stream")
+    assert st == 201, f"blob put {st} {b[:200]}"
+    return d, len(data)
+
+
+MT = "application/vnd.oci.image.manifest.v1+json"
+
+
+def push_image(port, repo, ref, salt):
+    """Pushes a one-layer image; returns (digest, size) of its manifest."""
+    cfg = json.dumps({"architecture": "amd64", "os": "linux", "salt": salt}).encode()
+    layer = f"layer {salt}".encode()
+    cd, cs = push_blob(port, repo, cfg)
+    ld, ls = push_blob(port, repo, layer)
+    m = json.dumps({
+        "schemaVersion": 2, "mediaType": MT,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ld, "size": ls}],
+    }).encode()
+    st, _, b = http_req(port, "PUT", f"/v2/{repo}/manifests/{ref}", m, MT)
+    assert st == 201, f"manifest put {st} {b[:200]}"
+    return "sha256:" + hashlib.sha256(m).hexdigest(), len(m)
+
+
+def wait_for(pred, timeout, what):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if pred():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def manifest_events(rcv, repo=None):
+    return [e for e in rcv.unique() if e["target"].get("mediaType") != "application/octet-stream"
+            and (repo is None or e["target"]["repository"] == repo)]
+
+
+def dist_yaml(port, dbg, root, rcv, extra_storage=""):
+    return f"""version: 0.1
+log:
+  level: info
+  formatter: text
+  fields:
+    service: registry
+    environment: test
+storage:
+{extra_storage or f'''  filesystem:
+    rootdirectory: {root}'''}
+  delete:
+    enabled: true
+  cache:
+    blobdescriptor: inmemory
+http:
+  addr: 127.0.0.1:{port}
+  secret: asecretforlocaldevelopment
+  headers:
+    X-Content-Type-Options: [nosniff]
+  debug:
+    addr: 127.0.0.1:{dbg}
+notifications:
+  endpoints:
+    - name: receiver
+      url: {rcv.url()}
+      headers:
+        Authorization: [Bearer events-test]
+      timeout: 2s
+      threshold: 3
+      backoff: 500ms
+      ignoredmediatypes:
+        - application/octet-stream
+health:
+  storagedriver:
+    enabled: true
+    interval: 10s
+    threshold: 3
+"""
+
+
+def write(name, text):
+    p = os.path.join(WORK, name)
+    with open(p, "w") as f:
+        f.write(text)
+    return p
+
+
+def make_multiarch_layout(path):
+    """An OCI image layout holding a two-platform index, for skopeo to push."""
+    blobs = os.path.join(path, "blobs", "sha256")
+    os.makedirs(blobs)
+
+    def put(data):
+        d = hashlib.sha256(data).hexdigest()
+        with open(os.path.join(blobs, d), "wb") as f:
+            f.write(data)
+        return {"digest": "sha256:" + d, "size": len(data)}
+
+    manifests = []
+    for arch in ("amd64", "arm64"):
+        cfg = put(json.dumps({"architecture": arch, "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}).encode())
+        layer = put(f"layer for {arch}".encode())
+        m = put(json.dumps({
+            "schemaVersion": 2, "mediaType": MT,
+            "config": dict(cfg, mediaType="application/vnd.oci.image.config.v1+json"),
+            "layers": [dict(layer, mediaType="application/vnd.oci.image.layer.v1.tar")],
+        }).encode())
+        manifests.append(dict(m, mediaType=MT, platform={"architecture": arch, "os": "linux"}))
+    idx_mt = "application/vnd.oci.image.index.v1+json"
+    idx = put(json.dumps({"schemaVersion": 2, "mediaType": idx_mt, "manifests": manifests}).encode())
+    with open(os.path.join(path, "index.json"), "w") as f:
+        json.dump({"schemaVersion": 2, "manifests": [dict(idx, mediaType=idx_mt, annotations={"org.opencontainers.image.ref.name": "v1"})]}, f)
+    with open(os.path.join(path, "oci-layout"), "w") as f:
+        json.dump({"imageLayoutVersion": "1.0.0"}, f)
+    return idx["digest"], [m["digest"] for m in manifests]
+
+
+def skopeo(*args):
+    r = subprocess.run(["skopeo", *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, f"skopeo {' '.join(args)}: {r.stderr[-500:]}"
+
+
+# ------------------------------------------------------------------ cases
+def main():
+    if not shutil.which("skopeo"):
+        log("FAIL setup: skopeo missing (scripts/install-test-deps.sh installs it)")
+        return 1
+    rcv = Receiver()
+    rcv.up()
+    port, dbg = free_port(), free_port()
+    cfg = write("config.yml", dist_yaml(port, dbg, os.path.join(WORK, "fs"), rcv))
+    reg = Registry(["serve", cfg], "fs")
+    state = {}
+
+    def distribution_config_runs_unchanged():
+        reg.start(port)
+        st, h, _ = http_get(port, "/")
+        assert st == 200, f"/ answered {st}"
+        st, h, _ = http_get(port, "/v2/")
+        assert st == 200 and h.get("X-Content-Type-Options") == "nosniff", f"/v2/ {st} {h}"
+        st, _, b = http_get(dbg, "/debug/health")
+        assert st == 200, f"/debug/health {st} {b}"
+        logtext = open(os.path.join(WORK, "fs.log"), errors="replace").read()
+        assert "CNCF Distribution configuration" in logtext, "no start-up line naming the Distribution config"
+
+    def multiarch_push_tag_move_delete_give_exact_events():
+        layout = os.path.join(WORK, "layout")
+        make_multiarch_layout(layout)
+        skopeo("copy", "--all", "--dest-tls-verify=false", f"oci:{layout}:v1", f"docker://127.0.0.1:{port}/team/app:v1")
+        # skopeo may recompress layers, which changes the digests: read what was stored.
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/v2/team/app/manifests/v1")
+        req.add_header("Accept", "application/vnd.oci.image.index.v1+json")
+        raw = OPENER.open(req, timeout=10).read()
+        idx = "sha256:" + hashlib.sha256(raw).hexdigest()
+        children = [m["digest"] for m in json.loads(raw)["manifests"]]
+        assert len(children) == 2, raw
+        out = os.path.join(WORK, "pulled")
+        skopeo("copy", "--all", "--src-tls-verify=false", f"docker://127.0.0.1:{port}/team/app:v1", f"oci:{out}:v1")
+        # tag move: v1 now names the amd64 manifest
+        st, _, body = http_req(port, "GET", f"/v2/team/app/manifests/{children[0]}")
+        assert st == 200, f"get child manifest {st}"
+        st, _, _ = http_req(port, "PUT", "/v2/team/app/manifests/v1", body, MT)
+        assert st == 201, f"tag move {st}"
+        st, _, _ = http_req(port, "DELETE", f"/v2/team/app/manifests/{idx}")
+        assert st == 202, f"delete {st}"
+        want = {("push", children[0], None), ("push", children[1], None), ("push", idx, "v1"),
+                ("push", children[0], "v1"), ("delete", idx, None)}
+        got = lambda: {(e["action"], e["target"].get("digest"), e["target"].get("tag")) for e in manifest_events(rcv, "team/app")}
+        wait_for(lambda: want <= got(), 30, f"events {want}")
+        time.sleep(1.5)
+        evs = manifest_events(rcv, "team/app")
+        assert got() == want, f"unexpected events: {got() - want}"
+        assert len(evs) == len(want), f"{len(evs)} distinct events for {len(want)} changes"
+        ids = [e["id"] for e in rcv.events() if e["target"]["repository"] == "team/app"]
+        dup = len(ids) - len(set(ids))
+        for ctype, b in rcv.bodies:
+            assert ctype == "application/vnd.docker.distribution.events.v1+json", ctype
+        assert rcv.headers and all(h == "Bearer events-test" for h in rcv.headers), "endpoint header missing"
+        e = next(e for e in evs if e["target"].get("tag") == "v1" and e["target"]["digest"] == idx)
+        for k in ("id", "timestamp", "action", "target", "request", "actor", "source"):
+            assert k in e, f"event lacks {k}: {e}"
+        t = e["target"]
+        assert t["mediaType"] == "application/vnd.oci.image.index.v1+json" and t["size"] == t["length"] > 0, t
+        assert t["url"].endswith(f"/v2/team/app/manifests/{idx}"), t["url"]
+        assert not any(x["target"].get("mediaType") == "application/octet-stream" for x in rcv.events()), "ignoredmediatypes not honoured"
+        state["dups"] = dup
+
+    def receiver_down_then_up_loses_nothing():
+        rcv.down()
+        pushed = [push_image(port, "down/app", f"t{i}", f"down{i}")[0] for i in range(5)]
+        time.sleep(3)
+        rcv.up()
+        wait_for(lambda: {e["target"]["digest"] for e in manifest_events(rcv, "down/app")} >= set(pushed), 30, "events pushed while the receiver was down")
+
+    def sigkill_with_events_pending_then_restart():
+        rcv.down()
+        pushed = [push_image(port, "kill/app", f"t{i}", f"kill{i}")[0] for i in range(5)]
+        reg.stop(signal.SIGKILL)
+        rcv.up()
+        reg.start(port)
+        wait_for(lambda: {e["target"]["digest"] for e in manifest_events(rcv, "kill/app")} >= set(pushed), 60, "events pending at SIGKILL")
+
+    case("distribution 2.8 config.yml (filesystem, headers, notifications, log fields, health) runs unchanged", distribution_config_runs_unchanged)
+    case("multi-arch push (skopeo), pull, tag move and delete: exactly the expected events, Distribution format", multiarch_push_tag_move_delete_give_exact_events)
+    def garbage_collect_and_refusals():
+        r = subprocess.run([BIN, "garbage-collect", cfg, "--delete-untagged", "--dry-run"], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, f"garbage-collect exited {r.returncode}: {r.stderr[-400:]}"
+        bad = write("auth.yml", "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: /nonexistent\nauth:\n  htpasswd:\n    realm: r\n    path: /etc/htpasswd\n")
+        r = subprocess.run([BIN, "serve", bad], capture_output=True, text=True, timeout=30)
+        assert r.returncode != 0 and "auth.htpasswd" in r.stderr, f"auth not refused: {r.returncode} {r.stderr[-300:]}"
+        ro = write("ro.yml", dist_yaml(free_port(), free_port(), os.path.join(WORK, "fs"), rcv).replace("  delete:\n    enabled: true\n", "  maintenance:\n    readonly:\n      enabled: true\n"))
+        rp = int(open(ro).read().split("addr: 127.0.0.1:")[1].split()[0])
+        rr = Registry(["serve", ro], "readonly").start(rp)
+        st, _, _ = http_req(rp, "POST", "/v2/team/x/blobs/uploads/")
+        rr.stop()
+        assert st == 405, f"read-only registry answered {st} to an upload"
+
+    case("registry garbage-collect CONFIG runs; auth refused; read-only honoured", garbage_collect_and_refusals)
+    case("receiver down for a while, then up: every event arrives", receiver_down_then_up_loses_nothing)
+    case("registry SIGKILLed with events pending, restarted: every event arrives", sigkill_with_events_pending_then_restart)
+    reg.stop()
+
+    # ---- S3, two replicas on one bucket
+    moto_port = free_port()
+    moto = subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(moto_port)],
+                            stdout=open(os.path.join(WORK, "moto.log"), "ab"), stderr=subprocess.STDOUT)
+    PROCS.append(moto)
+    rcv2 = Receiver()
+    rcv2.up()
+
+    def s3_two_replicas_deliver_each_event():
+        wait_for(lambda: _up(moto_port), 30, "moto_server")
+        req = urllib.request.Request(f"http://127.0.0.1:{moto_port}/events-bucket", method="PUT")
+        OPENER.open(req, timeout=10).read()
+        s3 = f"""  s3:
+    bucket: events-bucket
+    region: us-east-1
+    regionendpoint: http://127.0.0.1:{moto_port}
+    accesskey: test
+    secretkey: test
+    secure: false
+    forcepathstyle: true
+    rootdirectory: /reg"""
+        ports = [free_port(), free_port()]
+        regs = []
+        for i, p in enumerate(ports):
+            c = write(f"s3-{i}.yml", dist_yaml(p, free_port(), "", rcv2, s3))
+            regs.append(Registry(["serve", c], f"s3-{i}").start(p))
+        state["s3regs"] = regs
+        pushed = [push_image(ports[i % 2], "s3/app", f"t{i}", f"s3-{i}")[0] for i in range(10)]
+        skopeo("copy", "--src-tls-verify=false", f"docker://127.0.0.1:{ports[1]}/s3/app:t0", f"oci:{os.path.join(WORK, 's3pull')}:t0")
+        wait_for(lambda: {e["target"]["digest"] for e in manifest_events(rcv2, "s3/app")} >= set(pushed), 60, "events from both replicas")
+        time.sleep(2)
+        assert len(manifest_events(rcv2, "s3/app")) == 10, f"{len(manifest_events(rcv2, 's3/app'))} distinct events for 10 pushes"
+        for r in regs:
+            r.stop()
+
+    case("S3 config.yml, two replicas on one bucket: each event delivered", s3_two_replicas_deliver_each_event)
+
+    # ---- hanging receiver and the outbox limit (project TOML)
+    hang = Receiver()
+    hang.mode = "hang"
+    hang.up()
+
+    def hanging_receiver_does_not_slow_pushes_and_limit_is_counted():
+        p = free_port()
+        toml = write("hang.toml", f"""listen = "127.0.0.1:{p}"
+storage = "{os.path.join(WORK, 'hang')}"
+[events]
+max_events = 10
+[[events.endpoints]]
+name = "hang"
+url = "{hang.url()}"
+timeout = "60s"
+""")
+        base = Registry(["serve", "--config", toml], "hang-baseline-off")
+        r = Registry(["serve", "--config", toml], "hang").start(p)
+        times = []
+        for i in range(30):
+            t0 = time.time()
+            push_image(p, "hang/app", f"t{i}", f"hang{i}")
+            times.append(time.time() - t0)
+        worst = max(times)
+        log(f"  pushes with a hanging receiver: median {sorted(times)[15]*1000:.0f} ms, worst {worst*1000:.0f} ms")
+        assert worst < 10, f"a push took {worst:.1f}s while the receiver hung"
+
+        def dropped():
+            _, _, b = http_get(p, "/metrics")
+            for line in b.decode().splitlines():
+                if line.startswith('registry_events_dropped_total{reason="max_events"}'):
+                    return float(line.split()[-1])
+            return 0.0
+        wait_for(lambda: dropped() > 0, 20, "max_events drops counted in /metrics")
+        count = lambda: len(os.listdir(os.path.join(WORK, "hang", "outbox", "events")))
+        wait_for(lambda: count() <= 10, 20, f"the outbox to shrink to max_events=10 (holds {count()})")
+        logtext = open(os.path.join(WORK, "hang.log"), errors="replace").read()
+        assert "outbox full" in logtext, "limit not logged"
+        del base
+        r.stop()
+
+    case("hanging receiver: pushes stay fast, outbox limit enforced and counted", hanging_receiver_does_not_slow_pushes_and_limit_is_counted)
+    log(f"{RESULTS['pass']} passed, {RESULTS['fail']} failed")
+    return 1 if RESULTS["fail"] else 0
+
+
+def _up(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def cleanup():
+    for p in PROCS:
+        if p.poll() is None:
+            p.kill()
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+    if os.environ.get("EVENTS_KEEP"):
+        log(f"logs kept in {WORK}")
+    else:
+        shutil.rmtree(WORK, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *a: sys.exit(1))
+    try:
+        rc = main()
+    finally:
+        cleanup()
+    sys.exit(rc)

@@ -1,0 +1,223 @@
+use crate::config::{Config, ServeArgs};
+use std::collections::HashMap;
+
+fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let m: HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |k| m.get(k).cloned()
+}
+
+fn load(yaml: &str, env: &[(&str, &str)]) -> anyhow::Result<Config> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.yml");
+    std::fs::write(&file, yaml).unwrap();
+    let args = ServeArgs {
+        config_file: Some(file),
+        ..Default::default()
+    };
+    Config::load(&args, &env_of(env))
+}
+
+const DIST: &str = r#"
+version: 0.1
+log:
+  level: debug
+  formatter: json
+  fields:
+    service: registry
+    environment: staging
+storage:
+  filesystem:
+    rootdirectory: /srv/registry
+  delete:
+    enabled: true
+  cache:
+    blobdescriptor: inmemory
+  maintenance:
+    uploadpurging:
+      enabled: true
+      age: 24h
+      interval: 1h
+      dryrun: false
+http:
+  addr: :5001
+  secret: asecretforlocaldevelopment
+  headers:
+    X-Content-Type-Options: [nosniff]
+  debug:
+    addr: 127.0.0.1:5002
+    prometheus:
+      enabled: true
+      path: /metrics
+notifications:
+  events:
+    includereferences: true
+  endpoints:
+    - name: listener
+      url: http://127.0.0.1:8080/events
+      headers:
+        Authorization: [Bearer token]
+      timeout: 500ms
+      threshold: 5
+      backoff: 1s
+      ignoredmediatypes:
+        - application/octet-stream
+health:
+  storagedriver:
+    enabled: true
+    interval: 10s
+    threshold: 3
+"#;
+
+#[test]
+fn a_distribution_config_translates() {
+    let c = load(DIST, &[]).unwrap();
+    assert_eq!(c.listen.to_string(), "0.0.0.0:5001");
+    assert_eq!(c.storage, "/srv/registry");
+    assert_eq!(c.log_level, "debug");
+    assert_eq!(c.log_format, crate::config::LogFormat::Json);
+    assert_eq!(c.upload_max_age, 24 * 3600);
+    let x = &c.distribution;
+    assert_eq!(
+        x.headers["X-Content-Type-Options"],
+        vec!["nosniff".to_owned()]
+    );
+    assert_eq!(x.debug_addr.as_deref(), Some("127.0.0.1:5002"));
+    assert_eq!(x.debug_metrics_path.as_deref(), Some("/metrics"));
+    assert!(!x.delete_disabled);
+    assert!(!x.read_only);
+    assert_eq!(x.log_fields["service"], "registry");
+    assert_eq!(
+        x.unsupported,
+        vec![
+            "notifications.events.includereferences".to_owned(),
+            "storage.maintenance.uploadpurging.interval".to_owned()
+        ]
+    );
+    let ep = &c.events.endpoints[0];
+    assert_eq!(ep.name, "listener");
+    assert_eq!(ep.timeout, std::time::Duration::from_millis(500));
+    assert_eq!(ep.threshold, 5);
+    assert_eq!(ep.headers["Authorization"], vec!["Bearer token".to_owned()]);
+    assert_eq!(
+        ep.ignoredmediatypes,
+        vec!["application/octet-stream".to_owned()]
+    );
+}
+
+#[test]
+fn distribution_variables_override_the_file_and_select_s3() {
+    let c = load(
+        DIST,
+        &[
+            ("REGISTRY_HTTP_ADDR", "127.0.0.1:6000"),
+            ("REGISTRY_STORAGE", "s3"),
+            ("REGISTRY_STORAGE_S3_BUCKET", "images"),
+            ("REGISTRY_STORAGE_S3_REGION", "us-east-1"),
+            (
+                "REGISTRY_STORAGE_S3_REGIONENDPOINT",
+                "http://127.0.0.1:9000",
+            ),
+            ("REGISTRY_STORAGE_S3_ACCESSKEY", "ak"),
+            ("REGISTRY_STORAGE_S3_SECRETKEY", "sk"),
+            ("REGISTRY_STORAGE_S3_FORCEPATHSTYLE", "true"),
+            ("REGISTRY_STORAGE_S3_ROOTDIRECTORY", "/reg"),
+            ("REGISTRY_STORAGE_DELETE_ENABLED", "false"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.listen.to_string(), "127.0.0.1:6000");
+    assert_eq!(c.storage, "s3://images/reg");
+    let o = &c.storage_options;
+    assert_eq!(o["endpoint"], "http://127.0.0.1:9000");
+    assert_eq!(o["allow_http"], "true");
+    assert_eq!(o["access_key_id"], "ak");
+    assert_eq!(o["secret_access_key"], "sk");
+    assert_eq!(o["region"], "us-east-1");
+    assert_eq!(o["virtual_hosted_style_request"], "false");
+    assert!(c.distribution.delete_disabled);
+}
+
+#[test]
+fn the_projects_own_variables_still_apply() {
+    let c = load(DIST, &[("REGISTRY_LISTEN", "127.0.0.1:7000")]).unwrap();
+    assert_eq!(c.listen.to_string(), "127.0.0.1:7000");
+    assert_eq!(c.storage, "/srv/registry");
+}
+
+#[test]
+fn variables_alone_make_a_distribution_config() {
+    let args = ServeArgs::default();
+    let c = Config::load(
+        &args,
+        &env_of(&[
+            ("REGISTRY_HTTP_ADDR", "127.0.0.1:6001"),
+            ("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", "/data/x"),
+            (
+                "REGISTRY_NOTIFICATIONS_ENDPOINTS",
+                "- name: a\n  url: http://127.0.0.1:1/e\n",
+            ),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.listen.to_string(), "127.0.0.1:6001");
+    assert_eq!(c.storage, "/data/x");
+    assert_eq!(c.events.endpoints[0].url, "http://127.0.0.1:1/e");
+    assert!(c.distribution.delete_disabled, "Distribution's default");
+    // Without Distribution variables nothing changes.
+    let c = Config::load(&args, &env_of(&[("REGISTRY_STORAGE", "/p")])).unwrap();
+    assert_eq!(c.storage, "/p");
+    assert!(!c.distribution.delete_disabled);
+}
+
+#[test]
+fn behaviour_changing_keys_are_honoured_or_refused() {
+    let ro = load(
+        "version: 0.1\nstorage:\n  filesystem: {rootdirectory: /x}\n  maintenance:\n    readonly:\n      enabled: true\n",
+        &[],
+    )
+    .unwrap();
+    assert!(ro.distribution.read_only);
+    assert!(ro.distribution.delete_disabled);
+    let e = load(
+        "version: 0.1\nauth:\n  htpasswd:\n    realm: r\n    path: /p\nstorage:\n  filesystem: {rootdirectory: /x}\n",
+        &[],
+    )
+    .unwrap_err();
+    assert!(format!("{e:#}").contains("auth.htpasswd"), "{e:#}");
+    let e = load(
+        "version: 0.1\nproxy:\n  remoteurl: https://registry-1.docker.io\n",
+        &[],
+    )
+    .unwrap_err();
+    assert!(format!("{e:#}").contains("proxy.remoteurl"), "{e:#}");
+    let e = load("version: 0.1\nhttp:\n  prefix: /reg/\n", &[]).unwrap_err();
+    assert!(format!("{e:#}").contains("http.prefix"), "{e:#}");
+}
+
+#[test]
+fn unknown_keys_are_named_once() {
+    let c = load(
+        "version: 0.1\nstorage:\n  filesystem: {rootdirectory: /x}\nredis:\n  addr: localhost:6379\nhttp:\n  host: https://r.example\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        c.distribution.unsupported,
+        vec!["http.host".to_owned(), "redis.addr".to_owned()]
+    );
+}
+
+#[test]
+fn tls_serves_https_on_the_distribution_address() {
+    let c = load(
+        "version: 0.1\nhttp:\n  addr: 0.0.0.0:5443\n  tls:\n    certificate: /c.pem\n    key: /k.pem\n    clientcas: [/ca.pem]\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.tls_listen.to_string(), "0.0.0.0:5443");
+    assert_eq!(c.listen.ip().to_string(), "127.0.0.1");
+    assert_eq!(c.tls_client_ca.unwrap().to_str(), Some("/ca.pem"));
+}
