@@ -10,6 +10,7 @@
 //! - [`hash`]: incremental hashing with savable state.
 //! - [`manifest`]: parsing and validating pushed manifests.
 //! - [`registry`]: the `Registry` service the HTTP layer calls.
+//! - [`proxy_cache`]: the keys and writes of the pull-through cache (tag checks, last pulls).
 //! - [`error`]: the error vocabulary.
 
 pub mod backend;
@@ -20,6 +21,7 @@ pub mod hash;
 pub mod layout;
 pub mod manifest;
 pub mod object;
+pub mod proxy_cache;
 pub mod registry;
 pub mod types;
 
