@@ -1,5 +1,5 @@
-//! The wire error: the spec's error codes, the status each one travels with, and the JSON body
-//! `{"errors":[{"code","message","detail"}]}`. Rendering has no side effects; internal faults are
+//! The wire error: the spec's error codes, the status each one travels with by default
+//! ([`ErrorCode::status`]), and the JSON body `{"errors":[{"code","message","detail"}]}`. Rendering has no side effects; internal faults are
 //! logged once by the request middleware.
 
 use axum::response::{IntoResponse, Response};
@@ -46,6 +46,30 @@ pub enum ErrorCode {
     Unavailable,
 }
 
+impl ErrorCode {
+    /// The status this code travels with unless the spec asks for another one (416 for a range,
+    /// 405, 413, 414, a 404 for a path that names no endpoint, a 500 for inconsistent data).
+    pub fn status(self) -> StatusCode {
+        use ErrorCode as C;
+        match self {
+            C::BlobUnknown | C::BlobUploadUnknown | C::ManifestUnknown | C::NameUnknown => {
+                StatusCode::NOT_FOUND
+            }
+            C::BlobUploadInvalid
+            | C::DigestInvalid
+            | C::ManifestBlobUnknown
+            | C::ManifestInvalid
+            | C::NameInvalid
+            | C::SizeInvalid
+            | C::Unsupported => StatusCode::BAD_REQUEST,
+            C::Unauthorized => StatusCode::UNAUTHORIZED,
+            C::Denied => StatusCode::FORBIDDEN,
+            C::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            C::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
 /// An error as the client sees it.
 #[derive(Debug)]
 pub struct ApiError {
@@ -78,16 +102,40 @@ struct Entry<'a> {
 }
 
 impl ApiError {
-    /// An error with a code, status and message.
-    pub fn new(code: ErrorCode, status: StatusCode, message: impl Into<String>) -> Self {
+    /// An error with a code and message, sent with the code's status ([`ErrorCode::status`]).
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError {
             code,
-            status,
+            status: code.status(),
             message: message.into(),
             detail: None,
             headers: Vec::new(),
             internal: None,
         }
+    }
+
+    /// Sends the error with another status than its code's, where the spec asks for one.
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = status;
+        self
+    }
+
+    /// A 416 for a chunk that does not start where the upload ends: the `Range` header tells the
+    /// client how much the registry holds.
+    pub fn upload_range(message: impl Into<String>, offset: u64) -> Self {
+        ApiError::new(ErrorCode::BlobUploadInvalid, message)
+            .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
+            .with_header(http::header::RANGE, storage::range::upload_range(offset))
+    }
+
+    /// A 416 for a blob `Range` that selects no byte of a blob of `size` bytes.
+    pub fn blob_range(message: impl Into<String>, size: u64) -> Self {
+        ApiError::new(ErrorCode::BlobUnknown, message)
+            .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
+            .with_header(
+                http::header::CONTENT_RANGE,
+                storage::range::unsatisfied_range(size),
+            )
     }
 
     /// Keeps the full cause for the log.
@@ -164,7 +212,7 @@ impl From<storage::ParseError> for ApiError {
             P::Name(..) => ErrorCode::NameInvalid,
             P::Tag(..) => ErrorCode::ManifestInvalid,
         };
-        ApiError::new(code, StatusCode::BAD_REQUEST, e.to_string())
+        ApiError::new(code, e.to_string())
     }
 }
 
@@ -175,44 +223,33 @@ impl From<storage::Error> for ApiError {
         let msg = e.to_string();
         match e {
             S::Parse(p) => p.into(),
-            S::BlobUnknown(d) => ApiError::new(C::BlobUnknown, StatusCode::NOT_FOUND, msg)
+            S::BlobUnknown(d) => ApiError::new(C::BlobUnknown, msg)
                 .with_detail(serde_json::json!({ "digest": d.to_string() })),
-            S::UploadUnknown => ApiError::new(C::BlobUploadUnknown, StatusCode::NOT_FOUND, msg),
-            S::RangeInvalid { offset, .. } => {
-                ApiError::new(C::BlobUploadInvalid, StatusCode::RANGE_NOT_SATISFIABLE, msg)
-                    .with_header(http::header::RANGE, crate::api::range_header(offset))
-            }
-            S::SizeInvalid(_) => ApiError::new(C::SizeInvalid, StatusCode::BAD_REQUEST, msg),
-            S::DigestMismatch { .. } => {
-                ApiError::new(C::DigestInvalid, StatusCode::BAD_REQUEST, msg)
-            }
-            S::ManifestInvalid(_) => {
-                ApiError::new(C::ManifestInvalid, StatusCode::BAD_REQUEST, msg)
-            }
+            S::UploadUnknown => ApiError::new(C::BlobUploadUnknown, msg),
+            S::RangeInvalid { offset, .. } => ApiError::upload_range(msg, offset),
+            S::SizeInvalid(_) => ApiError::new(C::SizeInvalid, msg),
+            S::DigestMismatch { .. } => ApiError::new(C::DigestInvalid, msg),
+            S::ManifestInvalid(_) => ApiError::new(C::ManifestInvalid, msg),
             S::ManifestTooLarge { .. } => {
-                ApiError::new(C::ManifestInvalid, StatusCode::PAYLOAD_TOO_LARGE, msg)
+                ApiError::new(C::ManifestInvalid, msg).with_status(StatusCode::PAYLOAD_TOO_LARGE)
             }
-            S::ManifestBlobUnknown(d) => {
-                ApiError::new(C::ManifestBlobUnknown, StatusCode::BAD_REQUEST, msg)
-                    .with_detail(serde_json::json!({ "digest": d.to_string() }))
-            }
-            S::ManifestUnknown(_) => ApiError::new(C::ManifestUnknown, StatusCode::NOT_FOUND, msg),
-            S::NameUnknown(_) => ApiError::new(C::NameUnknown, StatusCode::NOT_FOUND, msg),
-            S::Unsupported(_) => ApiError::new(C::Unsupported, StatusCode::BAD_REQUEST, msg),
-            S::Body(_) => ApiError::new(C::BlobUploadInvalid, StatusCode::BAD_REQUEST, msg),
+            S::ManifestBlobUnknown(d) => ApiError::new(C::ManifestBlobUnknown, msg)
+                .with_detail(serde_json::json!({ "digest": d.to_string() })),
+            S::ManifestUnknown(_) => ApiError::new(C::ManifestUnknown, msg),
+            S::NameUnknown(_) => ApiError::new(C::NameUnknown, msg),
+            S::Unsupported(_) => ApiError::new(C::Unsupported, msg),
+            S::Body(_) => ApiError::new(C::BlobUploadInvalid, msg),
             S::NotFound(_) | S::Corrupt(_) => ApiError::new(
                 C::Unavailable,
-                StatusCode::INTERNAL_SERVER_ERROR,
                 "stored data is inconsistent; the registry log has the details",
             )
+            .with_status(StatusCode::INTERNAL_SERVER_ERROR)
             .with_internal(msg),
-            S::Backend { .. } => ApiError::new(
-                C::Unavailable,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "storage is unavailable; retry later",
-            )
-            .with_header(RETRY_AFTER, "1")
-            .with_internal(error_chain(&e)),
+            S::Backend { .. } => {
+                ApiError::new(C::Unavailable, "storage is unavailable; retry later")
+                    .with_header(RETRY_AFTER, "1")
+                    .with_internal(error_chain(&e))
+            }
         }
     }
 }
@@ -243,5 +280,34 @@ mod tests {
         );
         assert_eq!(s(ErrorCode::TooManyRequests), "\"TOOMANYREQUESTS\"");
         assert_eq!(s(ErrorCode::NameInvalid), "\"NAME_INVALID\"");
+    }
+
+    #[test]
+    fn statuses_follow_the_codes() {
+        use storage::Error as S;
+        let status = |e: S| ApiError::from(e).status.as_u16();
+        assert_eq!(status(S::UploadUnknown), 404);
+        assert_eq!(status(S::SizeInvalid("x".into())), 400);
+        assert_eq!(
+            status(S::RangeInvalid {
+                start: 5,
+                offset: 3
+            }),
+            416
+        );
+        assert_eq!(status(S::ManifestTooLarge { size: 9, limit: 1 }), 413);
+        assert_eq!(status(S::Corrupt("x".into())), 500);
+        assert_eq!(ErrorCode::TooManyRequests.status().as_u16(), 429);
+        assert_eq!(ErrorCode::Unavailable.status().as_u16(), 503);
+        let e = ApiError::from(S::RangeInvalid {
+            start: 5,
+            offset: 3,
+        });
+        assert_eq!(e.headers[0].1, "0-2");
+        let e = ApiError::blob_range("no", 7);
+        assert_eq!(
+            (e.status.as_u16(), e.headers[0].1.to_str().unwrap()),
+            (416, "bytes */7")
+        );
     }
 }

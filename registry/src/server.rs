@@ -83,9 +83,9 @@ async fn readyz(State(st): State<Arc<AppState>>) -> Response {
 async fn not_found() -> ApiError {
     ApiError::new(
         ErrorCode::Unsupported,
-        StatusCode::NOT_FOUND,
         "no such endpoint; the API lives under /v2/",
     )
+    .with_status(StatusCode::NOT_FOUND)
 }
 
 /// Serves `config` on `listener` until `shutdown` completes, then lets requests in flight finish

@@ -1,6 +1,6 @@
 //! Property tests ("fuzzing" on stable Rust) of the HTTP layer's parsers of client input: the
-//! endpoint parser (`Endpoint::parse`), the upload `Content-Range` parser and the blob `Range`
-//! parser.
+//! endpoint parser (`Endpoint::parse`), the upload `Content-Range` parser (`ContentRange`) and
+//! the blob `Range` parser (`ByteRange`).
 //!
 //! Each property holds for arbitrary input (never a panic; results within bounds) and for inputs
 //! valid by construction (they parse to the parts they were built from).
@@ -20,9 +20,21 @@ use http::Method;
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
-use registry::api::{parse_content_range, parse_range};
 use registry::endpoint::{Endpoint, RouteError};
+use storage::range::{ByteRange, ContentRange};
 use storage::{Digest, Reference, RepoName};
+
+/// An upload chunk's `Content-Range` as its start and end, `None` when it does not parse.
+fn parse_content_range(s: &str) -> Option<(u64, u64)> {
+    s.parse::<ContentRange>().ok().map(|r| (r.start, r.end))
+}
+
+/// A blob `Range` resolved against `size`: `None` when ignored (whole blob), `Some(Err)` when
+/// unsatisfiable.
+fn parse_range(s: &str, size: u64) -> Option<Result<std::ops::Range<u64>, ()>> {
+    let asked = s.parse::<ByteRange>().ok()?;
+    Some(asked.resolve(size).map_err(|_| ()))
+}
 
 /// Runs `test` on values from `strategy`: once with proptest's configured case count, or, with
 /// `PROPTEST_SECONDS` set, in batches with fresh seeds until that time has passed. Prints the

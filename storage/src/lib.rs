@@ -22,6 +22,7 @@ pub mod layout;
 pub mod manifest;
 pub mod object;
 pub mod proxy_cache;
+pub mod range;
 pub mod registry;
 pub mod types;
 
