@@ -75,6 +75,9 @@ pub struct Config {
     pub upload_max_age: u64,
     /// Retention rules (config file only), applied by garbage collection.
     pub retention: Vec<crate::maintenance::RetentionFile>,
+    /// The pull-through cache (config file only, `[proxy]` with `[[proxy.upstreams]]`): names
+    /// under a configured upstream's host, or asked for with its `?ns=`, are filled from it.
+    pub proxy: Option<proxy::ProxyConfig>,
     /// PEM certificate chain (leaf first) for HTTPS; HTTPS is served when it is set.
     pub tls_cert: Option<PathBuf>,
     /// PEM private key (RSA, ECDSA or Ed25519) of `tls_cert`.
@@ -108,6 +111,7 @@ impl Default for Config {
             gc_grace: 3600,
             upload_max_age: 86400,
             retention: Vec::new(),
+            proxy: None,
             tls_cert: None,
             tls_key: None,
             tls_listen: SocketAddr::from(([0, 0, 0, 0], 5443)),
@@ -139,6 +143,7 @@ pub struct FileConfig {
     gc_grace: Option<u64>,
     upload_max_age: Option<u64>,
     retention: Option<Vec<crate::maintenance::RetentionFile>>,
+    proxy: Option<proxy::ProxyConfig>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tls_listen: Option<SocketAddr>,
@@ -353,6 +358,7 @@ impl Config {
             gc_grace: pick!(gc_grace, "REGISTRY_GC_GRACE"),
             upload_max_age: pick!(upload_max_age, "REGISTRY_UPLOAD_MAX_AGE"),
             retention: file.retention.clone().unwrap_or_default(),
+            proxy: file.proxy.clone(),
             tls_cert: pick_opt!(tls_cert, "REGISTRY_TLS_CERT"),
             tls_key: pick_opt!(tls_key, "REGISTRY_TLS_KEY"),
             tls_listen: pick!(tls_listen, "REGISTRY_TLS_LISTEN"),
