@@ -38,7 +38,15 @@ pub(super) async fn route(cx: &Ctx<'_>, ep: Endpoint) -> Result<Routed, ApiError
     let Some(route) = px.route(name, param(q, "ns")) else {
         return Ok(Routed::Local(ep));
     };
-    let accept = parts.headers.get(ACCEPT).and_then(|v| v.to_str().ok());
+    // Clients send the types they take as one list or as several Accept headers.
+    let accept: Vec<&str> = parts
+        .headers
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let accept = (!accept.is_empty()).then(|| accept.join(", "));
+    let accept = accept.as_deref();
     let local = route.local.clone();
     Ok(match ep {
         Endpoint::GetManifest { reference, .. } => {
