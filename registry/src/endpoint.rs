@@ -68,6 +68,32 @@ pub enum RouteError {
     Invalid(ParseError),
 }
 
+/// The endpoint of a request (or why there is none), found once by the routing layer and kept
+/// in the request's extensions for the layers and the handler.
+#[derive(Debug, Clone)]
+pub struct Route(pub Result<Endpoint, RouteError>);
+
+impl Route {
+    /// Parses a request for `path` (starting with `/v2`).
+    pub fn of(method: &Method, path: &str) -> Route {
+        let rest = path
+            .strip_prefix("/v2")
+            .map(|r| r.strip_prefix('/').unwrap_or(r))
+            .unwrap_or("");
+        Route(Endpoint::parse(method, rest))
+    }
+
+    /// The endpoint's label for logs and metrics (`invalid` when there is none).
+    pub fn label(&self) -> &'static str {
+        self.0.as_ref().map_or("invalid", Endpoint::name)
+    }
+
+    /// The endpoint, if the path named one.
+    pub fn endpoint(&self) -> Option<&Endpoint> {
+        self.0.as_ref().ok()
+    }
+}
+
 impl From<ParseError> for RouteError {
     fn from(e: ParseError) -> Self {
         RouteError::Invalid(e)

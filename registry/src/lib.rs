@@ -3,7 +3,8 @@
 //! # Layout
 //! - [`config`]: the typed configuration (file, then `REGISTRY_*` environment, then flags).
 //! - [`endpoint`]: parsing `/v2/...` paths, right to left, into an [`endpoint::Endpoint`].
-//! - [`api`]: the handlers behind one dispatch function.
+//! - [`api`]: the handlers behind one dispatch function, one file per resource.
+//! - [`layers`]: the tower layers around the API: routing, request span, metrics, admission.
 //! - [`error`]: the spec's error codes and the JSON error body.
 //! - [`listen`]: accepting connections, with header, idle and HTTP/2 limits.
 //! - [`maintenance`]: garbage collection and fsck, scheduled and from the command line.
@@ -17,6 +18,7 @@ pub mod cert;
 pub mod config;
 pub mod endpoint;
 pub mod error;
+pub mod layers;
 pub mod listen;
 pub mod maintenance;
 pub mod metrics;

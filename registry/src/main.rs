@@ -116,8 +116,7 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             maintenance(&cfg, |reg| {
-                let opts = registry::maintenance::gc_options(&cfg, args.dry_run)
-                    .map_err(|e| format!("{e:#}"))?;
+                let opts = cfg.gc_options(args.dry_run);
                 let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
                 let report = rt
                     .block_on(reg.collect_garbage(&opts))
@@ -161,34 +160,34 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Serve(args) => {
-            let cfg = match Config::load(&args, &|k| std::env::var(k).ok()) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("registry: configuration error: {e:#}");
-                    return ExitCode::from(2);
-                }
-            };
-            init_logging(&cfg);
-            let rt = tokio::runtime::Runtime::new().expect("start tokio runtime");
-            let res = rt.block_on(async {
-                let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
-                tracing::info!(
-                    listen = %listener.local_addr()?,
-                    storage = %cfg.storage,
-                    version = env!("CARGO_PKG_VERSION"),
-                    "registry serving"
-                );
-                registry::server::run(listener, cfg, shutdown_signal()).await
-            });
-            match res {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!(error = format!("{e:#}"), "registry failed");
-                    eprintln!("registry: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+        Command::Serve(args) => serve(&args),
+    }
+}
+
+/// `registry serve`: serves until SIGTERM or Ctrl-C.
+fn serve(args: &ServeArgs) -> ExitCode {
+    let cfg = match load_or_exit(args) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    init_logging(&cfg);
+    let rt = tokio::runtime::Runtime::new().expect("start tokio runtime");
+    let res = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
+        tracing::info!(
+            listen = %listener.local_addr()?,
+            storage = %cfg.storage,
+            version = env!("CARGO_PKG_VERSION"),
+            "registry serving"
+        );
+        registry::server::run(listener, cfg, shutdown_signal()).await
+    });
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "registry failed");
+            eprintln!("registry: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -4,59 +4,10 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use serde::Deserialize;
-use storage::gc::{parse_duration, GcOptions, GcReport, Pattern, RetentionRule};
+use storage::gc::GcReport;
 use storage::Registry;
 
 use crate::config::Config;
-
-/// A retention rule as written in the config file:
-///
-/// ```toml
-/// [[retention]]
-/// repositories = "builds/**"   # glob: * within a path component, ** across
-/// keep_tags = 10               # newest tags kept (by push time)
-/// protect_tags = "release-*"   # always kept, not counted
-/// untagged_after = "7d"        # manifests no tag reaches are removed after this age
-/// ```
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RetentionFile {
-    repositories: String,
-    keep_tags: Option<usize>,
-    protect_tags: Option<String>,
-    untagged_after: Option<String>,
-}
-
-impl RetentionFile {
-    fn rule(&self) -> anyhow::Result<RetentionRule> {
-        Ok(RetentionRule {
-            repositories: Pattern::new(&self.repositories),
-            keep_tags: self.keep_tags,
-            protect_tags: self.protect_tags.as_deref().map(Pattern::new),
-            untagged_after: self
-                .untagged_after
-                .as_deref()
-                .map(parse_duration)
-                .transpose()
-                .map_err(anyhow::Error::msg)?,
-        })
-    }
-}
-
-/// The collection options the configuration describes.
-pub fn gc_options(config: &Config, dry_run: bool) -> anyhow::Result<GcOptions> {
-    Ok(GcOptions {
-        dry_run,
-        grace: Duration::from_secs(config.gc_grace),
-        upload_max_age: Duration::from_secs(config.upload_max_age),
-        retention: config
-            .retention
-            .iter()
-            .map(RetentionFile::rule)
-            .collect::<anyhow::Result<_>>()?,
-    })
-}
 
 /// Starts the background collection when `gc_interval` is not 0. The task ends when the registry
 /// is dropped (the server stopped).
@@ -64,13 +15,7 @@ pub fn spawn_gc(registry: &Arc<Registry>, config: &Config) {
     if config.gc_interval == 0 {
         return;
     }
-    let opts = match gc_options(config, false) {
-        Ok(o) => o,
-        Err(e) => {
-            tracing::error!(error = %e, "garbage collection disabled: bad retention rule");
-            return;
-        }
-    };
+    let opts = config.gc_options(false);
     let every = Duration::from_secs(config.gc_interval);
     let weak: Weak<Registry> = Arc::downgrade(registry);
     tokio::spawn(async move {

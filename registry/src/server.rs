@@ -44,13 +44,16 @@ pub fn open_registry(config: &Config) -> anyhow::Result<Registry> {
 
 /// The HTTP application: health endpoints and the distribution API.
 pub fn router(state: Arc<AppState>) -> Router {
+    let api = Router::new()
+        .route("/v2", any(dispatch))
+        .route("/v2/", any(dispatch))
+        .route("/v2/{*rest}", any(dispatch));
+    let api = crate::layers::around_api(api, state.config.max_concurrent_requests);
     Router::new()
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/v2", any(dispatch))
-        .route("/v2/", any(dispatch))
-        .route("/v2/{*rest}", any(dispatch))
+        .merge(api)
         .fallback(not_found)
         .with_state(state)
 }

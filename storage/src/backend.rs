@@ -13,6 +13,10 @@
 //! - `stage_append` writes after exactly `offset` bytes, discarding any bytes past `offset` that a
 //!   failed earlier append left behind; the bytes become durable before it returns when the backend
 //!   is configured to sync.
+//! - The staging folder `uploads/<id>/` is shared with the service by the contract written in
+//!   [`crate::layout`]: the service keeps its session state there through `stage_put_state` and
+//!   `stage_get_state`, the backend owns every other name, and `stage_delete` removes both.
+//!   Listings never show staging objects.
 //! - `stage_commit` makes the staged bytes visible at `key` atomically and removes the stage; if
 //!   `key` exists already it is kept (content-addressed keys hold the same bytes) and refreshed so a
 //!   garbage collector's grace period starts again.
@@ -27,6 +31,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 
 use crate::error::Result;
+use crate::layout;
 
 /// A stream of bytes, as request bodies arrive and responses leave.
 pub type ByteStream = BoxStream<'static, io::Result<Bytes>>;
@@ -103,7 +108,23 @@ pub trait Backend: Send + Sync + Debug + 'static {
     /// Publishes the first `len` bytes of staged upload `id` at `key` atomically.
     async fn stage_commit(&self, id: &str, len: u64, key: &str) -> Result<()>;
 
-    /// Removes staged upload `id` and everything stored under it; succeeds if absent.
+    /// Atomically creates or replaces the service's state of upload `id` (the [`UPLOAD_STATE`]
+    /// object in its staging folder). It needs to be durable only once the upload is committed:
+    /// a backend that syncs may write it without syncing, as it does the staged bytes.
+    ///
+    /// [`UPLOAD_STATE`]: layout::UPLOAD_STATE
+    async fn stage_put_state(&self, id: &str, state: Bytes) -> Result<()> {
+        self.put(&layout::upload_state(id), state).await
+    }
+
+    /// The service's state of upload `id`, as last saved with [`Backend::stage_put_state`], or
+    /// `NotFound`.
+    async fn stage_get_state(&self, id: &str) -> Result<Bytes> {
+        self.get_bytes(&layout::upload_state(id)).await
+    }
+
+    /// Removes staged upload `id`: the backend's staged bytes and the service's state saved with
+    /// [`Backend::stage_put_state`]. Succeeds if absent.
     async fn stage_delete(&self, id: &str) -> Result<()>;
 
     /// Staged upload ids with the time each was last appended to.

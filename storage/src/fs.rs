@@ -24,12 +24,15 @@ use std::io::{Read, Seek, Write};
 
 use crate::backend::{Backend, ByteStream, GetObject, ObjectMeta};
 use crate::error::{Error, Result};
+use crate::layout;
 
 /// Bytes read per blocking read when streaming a file out.
 const READ_CHUNK: u64 = 512 * 1024;
 /// Appends are written in batches of about this many bytes, one blocking write per batch, with
 /// one batch being written while the next arrives.
 const WRITE_BATCH: usize = 512 * 1024;
+/// The staged bytes' name in an upload's staging folder (see [`crate::layout`]).
+const STAGED_DATA: &str = "data";
 /// Prefix of temporary files; never a valid key component.
 const TMP_PREFIX: &str = ".tmp.";
 
@@ -75,11 +78,41 @@ impl FsBackend {
     }
 
     fn stage_dir(&self, id: &str) -> PathBuf {
-        self.root.join("uploads").join(id)
+        self.root.join(layout::upload_dir(id))
     }
 
     fn stage_data(&self, id: &str) -> PathBuf {
-        self.stage_dir(id).join("data")
+        self.root.join(layout::upload_object(id, STAGED_DATA))
+    }
+
+    /// Writes `key` through a temporary file renamed into place, syncing when `sync` is set.
+    async fn write_atomic(&self, key: &str, data: Bytes, sync: bool) -> Result<()> {
+        let path = self.path(key);
+        let dir = path.parent().expect("keys have a folder").to_owned();
+        let tmp = dir.join(format!("{TMP_PREFIX}{}", uuid::Uuid::new_v4().simple()));
+        let res = tokio::task::spawn_blocking(move || -> io::Result<()> {
+            std::fs::create_dir_all(&dir)?;
+            let write = || -> io::Result<()> {
+                let mut f = std::fs::File::create(&tmp)?;
+                io::Write::write_all(&mut f, &data)?;
+                if sync {
+                    f.sync_data()?;
+                }
+                std::fs::rename(&tmp, &path)?;
+                if sync {
+                    std::fs::File::open(&dir)?.sync_all()?;
+                }
+                Ok(())
+            };
+            let r = write();
+            if r.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            r
+        })
+        .await
+        .map_err(|e| Error::backend("put", e))?;
+        res.map_err(|e| io_err(format!("write {key}"), e))
     }
 
     async fn sync_dir(&self, dir: &Path) -> Result<()> {
@@ -94,19 +127,26 @@ impl FsBackend {
     }
 }
 
-fn walk(dir: &Path, rel: &str, out: &mut Vec<(String, std::fs::Metadata)>) -> io::Result<()> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        // A missing folder, or an object where the prefix expects a folder: nothing below it.
+/// The entries of folder `dir`; `None` for a missing folder, or an object where the prefix
+/// expects a folder: nothing below it.
+fn read_dir_if_any(dir: &Path) -> io::Result<Option<std::fs::ReadDir>> {
+    match std::fs::read_dir(dir) {
+        Ok(e) => Ok(Some(e)),
         Err(e)
             if matches!(
                 e.kind(),
                 io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
             ) =>
         {
-            return Ok(())
+            Ok(None)
         }
-        Err(e) => return Err(e),
+        Err(e) => Err(e),
+    }
+}
+
+fn walk(dir: &Path, rel: &str, out: &mut Vec<(String, std::fs::Metadata)>) -> io::Result<()> {
+    let Some(entries) = read_dir_if_any(dir)? else {
+        return Ok(());
     };
     for entry in entries {
         let entry = entry?;
@@ -171,6 +211,53 @@ fn read_stream(file: std::fs::File, range: Range<u64>) -> ByteStream {
     .boxed()
 }
 
+/// Opens the staged bytes of upload `id` for writing at `offset`, dropping bytes past it.
+fn open_stage_at(dir: &Path, path: &Path, id: &str, offset: u64) -> Result<std::fs::File> {
+    std::fs::create_dir_all(dir).map_err(|e| io_err("create upload folder", e))?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| io_err("open upload", e))?;
+    let len = f.metadata().map_err(|e| io_err("stat upload", e))?.len();
+    if len < offset {
+        return Err(Error::Corrupt(format!(
+            "upload {id} holds {len} bytes, its state says {offset}"
+        )));
+    }
+    if len > offset {
+        // Bytes of an append that failed before its state was recorded.
+        f.set_len(offset)
+            .map_err(|e| io_err("truncate upload", e))?;
+    }
+    f.seek(SeekFrom::Start(offset))
+        .map_err(|e| io_err("seek upload", e))?;
+    Ok(f)
+}
+
+/// Writes `batch` to `f` on a blocking thread; the handle gives the file back.
+fn write_batch(
+    mut f: std::fs::File,
+    batch: Vec<Bytes>,
+) -> tokio::task::JoinHandle<io::Result<std::fs::File>> {
+    tokio::task::spawn_blocking(move || {
+        for b in &batch {
+            f.write_all(b)?;
+        }
+        Ok(f)
+    })
+}
+
+/// Waits for a [`write_batch`].
+async fn finish_batch(
+    h: tokio::task::JoinHandle<io::Result<std::fs::File>>,
+) -> Result<std::fs::File> {
+    h.await
+        .map_err(|e| Error::backend("write upload", e))?
+        .map_err(|e| io_err("write upload", e))
+}
+
 #[async_trait]
 impl Backend for FsBackend {
     fn kind(&self) -> &'static str {
@@ -222,34 +309,17 @@ impl Backend for FsBackend {
     }
 
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
-        let path = self.path(key);
-        let dir = path.parent().expect("keys have a folder").to_owned();
-        let tmp = dir.join(format!("{TMP_PREFIX}{}", uuid::Uuid::new_v4().simple()));
+        self.write_atomic(key, data, self.sync).await
+    }
+
+    async fn stage_put_state(&self, id: &str, state: Bytes) -> Result<()> {
         // Upload state is synced with the upload's commit, not on every chunk (module docs).
-        let sync = self.sync && !key.starts_with("uploads/");
-        let res = tokio::task::spawn_blocking(move || -> io::Result<()> {
-            std::fs::create_dir_all(&dir)?;
-            let write = || -> io::Result<()> {
-                let mut f = std::fs::File::create(&tmp)?;
-                io::Write::write_all(&mut f, &data)?;
-                if sync {
-                    f.sync_data()?;
-                }
-                std::fs::rename(&tmp, &path)?;
-                if sync {
-                    std::fs::File::open(&dir)?.sync_all()?;
-                }
-                Ok(())
-            };
-            let r = write();
-            if r.is_err() {
-                let _ = std::fs::remove_file(&tmp);
-            }
-            r
-        })
-        .await
-        .map_err(|e| Error::backend("put", e))?;
-        res.map_err(|e| io_err(format!("write {key}"), e))
+        self.write_atomic(&layout::upload_state(id), state, false)
+            .await
+    }
+
+    async fn stage_get_state(&self, id: &str) -> Result<Bytes> {
+        self.get_bytes(&layout::upload_state(id)).await
     }
 
     async fn touch(&self, key: &str) -> Result<()> {
@@ -288,7 +358,7 @@ impl Backend for FsBackend {
         .map_err(|e| io_err(format!("list {prefix}"), e))?;
         let mut metas: Vec<ObjectMeta> = found
             .into_iter()
-            .filter(|(k, _)| k.starts_with(&prefix) && !k.starts_with("uploads/"))
+            .filter(|(k, _)| k.starts_with(&prefix) && !layout::is_staging(k))
             .map(|(key, m)| ObjectMeta {
                 key,
                 size: m.len(),
@@ -303,17 +373,9 @@ impl Backend for FsBackend {
         let dir = self.path(prefix.trim_end_matches('/'));
         let p = prefix.to_owned();
         tokio::task::spawn_blocking(move || {
-            let rd = match std::fs::read_dir(&dir) {
-                Ok(rd) => rd,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-                    ) =>
-                {
-                    return Ok(Vec::new())
-                }
-                Err(e) => return Err(io_err(format!("list {p}"), e)),
+            let Some(rd) = read_dir_if_any(&dir).map_err(|e| io_err(format!("list {p}"), e))?
+            else {
+                return Ok(Vec::new());
             };
             let mut names = Vec::new();
             for entry in rd {
@@ -335,51 +397,10 @@ impl Backend for FsBackend {
         let dir = self.stage_dir(id);
         let path = self.stage_data(id);
         let id_owned = id.to_owned();
-        let file = tokio::task::spawn_blocking(move || -> Result<std::fs::File> {
-            std::fs::create_dir_all(&dir).map_err(|e| io_err("create upload folder", e))?;
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)
-                .map_err(|e| io_err("open upload", e))?;
-            let len = f.metadata().map_err(|e| io_err("stat upload", e))?.len();
-            if len < offset {
-                return Err(Error::Corrupt(format!(
-                    "upload {id_owned} holds {len} bytes, its state says {offset}"
-                )));
-            }
-            if len > offset {
-                // Bytes of an append that failed before its state was recorded.
-                f.set_len(offset)
-                    .map_err(|e| io_err("truncate upload", e))?;
-            }
-            f.seek(SeekFrom::Start(offset))
-                .map_err(|e| io_err("seek upload", e))?;
-            Ok(f)
-        })
-        .await
-        .map_err(|e| Error::backend("open upload", e))??;
-
-        fn write_batch(
-            mut f: std::fs::File,
-            batch: Vec<Bytes>,
-        ) -> tokio::task::JoinHandle<io::Result<std::fs::File>> {
-            tokio::task::spawn_blocking(move || {
-                for b in &batch {
-                    f.write_all(b)?;
-                }
-                Ok(f)
-            })
-        }
-        async fn finish(
-            h: tokio::task::JoinHandle<io::Result<std::fs::File>>,
-        ) -> Result<std::fs::File> {
-            h.await
-                .map_err(|e| Error::backend("write upload", e))?
-                .map_err(|e| io_err("write upload", e))
-        }
-
+        let file =
+            tokio::task::spawn_blocking(move || open_stage_at(&dir, &path, &id_owned, offset))
+                .await
+                .map_err(|e| Error::backend("open upload", e))??;
         let mut idle = Some(file);
         let mut writing: Option<tokio::task::JoinHandle<io::Result<std::fs::File>>> = None;
         let mut batch: Vec<Bytes> = Vec::new();
@@ -406,7 +427,7 @@ impl Backend for FsBackend {
             if batch_len >= WRITE_BATCH || (last && !batch.is_empty()) {
                 let f = match (idle.take(), writing.take()) {
                     (Some(f), _) => f,
-                    (None, Some(h)) => finish(h).await?,
+                    (None, Some(h)) => finish_batch(h).await?,
                     (None, None) => unreachable!("the file is idle or being written"),
                 };
                 writing = Some(write_batch(f, std::mem::take(&mut batch)));
@@ -419,7 +440,7 @@ impl Backend for FsBackend {
         // Synced at commit (module docs).
         match (idle, writing) {
             (Some(_), _) => {}
-            (None, Some(h)) => drop(finish(h).await?),
+            (None, Some(h)) => drop(finish_batch(h).await?),
             (None, None) => unreachable!("the file is idle or being written"),
         }
         Ok(total)
@@ -489,7 +510,7 @@ impl Backend for FsBackend {
 
     async fn stage_list(&self) -> Result<Vec<(String, SystemTime)>> {
         let mut out = Vec::new();
-        let mut rd = match tokio::fs::read_dir(self.root.join("uploads")).await {
+        let mut rd = match tokio::fs::read_dir(self.root.join(layout::UPLOADS)).await {
             Ok(rd) => rd,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
             Err(e) => return Err(io_err("list uploads", e)),
@@ -503,7 +524,7 @@ impl Backend for FsBackend {
                 continue;
             };
             let mut newest = SystemTime::UNIX_EPOCH;
-            for f in ["state", "data", ""] {
+            for f in [layout::UPLOAD_STATE, STAGED_DATA, ""] {
                 if let Ok(m) = tokio::fs::metadata(entry.path().join(f)).await {
                     newest = newest.max(m.modified().unwrap_or(SystemTime::UNIX_EPOCH));
                 }

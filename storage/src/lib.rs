@@ -5,11 +5,12 @@
 //! - [`types`]: validated newtypes (`Digest`, `RepoName`, `Tag`, `Reference`).
 //! - [`backend`]: the `Backend` trait and its contracts (atomic put, staged appends, listings).
 //! - [`fs`]: the filesystem backend.
+//! - [`object`]: the object-storage backend (S3, GCS, Azure, memory) and its multipart staging.
+//! - [`layout`]: every key in the key space, and the staging-folder contract with backends.
+//! - [`registry`]: the `Registry` service the HTTP layer calls, one module per resource.
 //! - [`gc`]: online garbage collection, retention and fsck.
-//! - [`layout`]: where each kind of object lives in the key space.
 //! - [`hash`]: incremental hashing with savable state.
 //! - [`manifest`]: parsing and validating pushed manifests.
-//! - [`registry`]: the `Registry` service the HTTP layer calls.
 //! - [`proxy_cache`]: the keys and writes of the pull-through cache (tag checks, last pulls).
 //! - [`error`]: the error vocabulary.
 

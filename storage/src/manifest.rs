@@ -47,6 +47,9 @@ struct RawDescriptor {
     size: Option<i64>,
     #[serde(default)]
     urls: Vec<String>,
+    /// Never read: declared so that a descriptor whose `artifactType` is not a string is
+    /// refused as invalid.
+    #[allow(dead_code)]
     artifact_type: Option<String>,
 }
 
@@ -136,8 +139,45 @@ pub fn bare_media_type(ct: &str) -> &str {
 pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<Parsed> {
     let raw: RawManifest = serde_json::from_slice(body)
         .map_err(|e| Error::ManifestInvalid(format!("not a JSON manifest: {e}")))?;
+    let media_type = media_type_of(&raw, content_type)?;
+    let kind = kind_of(&media_type).ok_or_else(|| {
+        Error::ManifestInvalid(format!(
+            "unsupported manifest media type {media_type}; accepted: {OCI_MANIFEST}, {OCI_INDEX}, {DOCKER_MANIFEST}, {DOCKER_LIST}"
+        ))
+    })?;
+    if raw.schema_version != Some(2) {
+        return Err(Error::ManifestInvalid("schemaVersion must be 2".into()));
+    }
+    let mut artifact_type = raw.artifact_type.clone().filter(|a| !a.is_empty());
+    let refs = match kind {
+        Kind::Image => {
+            let (refs, config_type) = image_refs(&raw)?;
+            if artifact_type.is_none() {
+                artifact_type = config_type;
+            }
+            refs
+        }
+        Kind::Index => index_refs(&raw)?,
+    };
+    let subject = match &raw.subject {
+        Some(s) => Some(descriptor_digest(s, "subject")?),
+        None => None,
+    };
+    Ok(Parsed {
+        media_type,
+        kind,
+        refs,
+        subject,
+        artifact_type,
+        annotations: raw.annotations,
+    })
+}
+
+/// The manifest's media type: from the body, else from the request's Content-Type, else from
+/// its shape; the two must agree when both are given.
+fn media_type_of(raw: &RawManifest, content_type: Option<&str>) -> Result<String> {
     let ct = content_type.map(bare_media_type).filter(|c| !c.is_empty());
-    let media_type = match (&raw.media_type, ct) {
+    Ok(match (&raw.media_type, ct) {
         (Some(m), Some(c)) if m != c => {
             return Err(Error::ManifestInvalid(format!(
                 "Content-Type {c} does not match the manifest's mediaType {m}"
@@ -154,72 +194,53 @@ pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<Parsed> {
                 "no mediaType in the manifest and no Content-Type".into(),
             ))
         }
-    };
-    let kind = kind_of(&media_type).ok_or_else(|| {
-        Error::ManifestInvalid(format!(
-            "unsupported manifest media type {media_type}; accepted: {OCI_MANIFEST}, {OCI_INDEX}, {DOCKER_MANIFEST}, {DOCKER_LIST}"
-        ))
-    })?;
-    if raw.schema_version != Some(2) {
-        return Err(Error::ManifestInvalid("schemaVersion must be 2".into()));
-    }
-    let mut refs = Vec::new();
-    let mut artifact_type = raw.artifact_type.clone().filter(|a| !a.is_empty());
-    match kind {
-        Kind::Image => {
-            let config = raw
-                .config
-                .as_ref()
-                .ok_or_else(|| Error::ManifestInvalid("image manifest has no config".into()))?;
+    })
+}
+
+/// An image manifest's references (config, then layers stored here), and its config's media
+/// type.
+fn image_refs(raw: &RawManifest) -> Result<(Vec<Ref>, Option<String>)> {
+    let config = raw
+        .config
+        .as_ref()
+        .ok_or_else(|| Error::ManifestInvalid("image manifest has no config".into()))?;
+    let mut refs = vec![Ref {
+        digest: descriptor_digest(config, "config")?,
+        from_index: false,
+    }];
+    let layers = raw
+        .layers
+        .as_ref()
+        .ok_or_else(|| Error::ManifestInvalid("image manifest has no layers".into()))?;
+    for (i, l) in layers.iter().enumerate() {
+        let digest = descriptor_digest(l, &format!("layers[{i}]"))?;
+        // Foreign layers (with urls) live outside the registry.
+        if l.urls.is_empty() {
             refs.push(Ref {
-                digest: descriptor_digest(config, "config")?,
+                digest,
                 from_index: false,
             });
-            if artifact_type.is_none() {
-                artifact_type = config.media_type.clone();
-            }
-            let layers = raw
-                .layers
-                .as_ref()
-                .ok_or_else(|| Error::ManifestInvalid("image manifest has no layers".into()))?;
-            for (i, l) in layers.iter().enumerate() {
-                let digest = descriptor_digest(l, &format!("layers[{i}]"))?;
-                // Foreign layers (with urls) live outside the registry.
-                if l.urls.is_empty() {
-                    refs.push(Ref {
-                        digest,
-                        from_index: false,
-                    });
-                }
-            }
-        }
-        Kind::Index => {
-            let manifests = raw
-                .manifests
-                .as_ref()
-                .ok_or_else(|| Error::ManifestInvalid("index has no manifests".into()))?;
-            for (i, m) in manifests.iter().enumerate() {
-                let digest = descriptor_digest(m, &format!("manifests[{i}]"))?;
-                let _ = &m.artifact_type;
-                refs.push(Ref {
-                    digest,
-                    from_index: true,
-                });
-            }
         }
     }
-    let subject = match &raw.subject {
-        Some(s) => Some(descriptor_digest(s, "subject")?),
-        None => None,
-    };
-    Ok(Parsed {
-        media_type,
-        kind,
-        refs,
-        subject,
-        artifact_type,
-        annotations: raw.annotations,
-    })
+    Ok((refs, config.media_type.clone()))
+}
+
+/// An index's references: its manifests.
+fn index_refs(raw: &RawManifest) -> Result<Vec<Ref>> {
+    let manifests = raw
+        .manifests
+        .as_ref()
+        .ok_or_else(|| Error::ManifestInvalid("index has no manifests".into()))?;
+    manifests
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            Ok(Ref {
+                digest: descriptor_digest(m, &format!("manifests[{i}]"))?,
+                from_index: true,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
-//! The distribution API handlers. One entry point, [`dispatch`], parses the path into an
-//! [`Endpoint`], runs the matching handler inside a span named after the endpoint, and renders
-//! errors. Handlers are thin: they read headers and query parameters, call the storage service
+//! The distribution API handlers. One entry point, [`dispatch`], runs the handler of the
+//! [`Endpoint`] that the routing layer found (admission, the request span and metrics are tower
+//! layers around it, in [`crate::layers`]) and renders errors. Handlers are thin: they read headers and query parameters, call the storage service
 //! with domain types and byte streams, and build the response the spec asks for.
 //!
 //! One file per resource, one function per endpoint:
@@ -20,10 +20,10 @@ pub mod uploads;
 
 use std::io;
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::header::{
     HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING,
@@ -32,10 +32,9 @@ use http::request::Parts;
 use http::StatusCode;
 use serde_json::json;
 use storage::{ByteStream, Registry};
-use tracing::Instrument;
 
 use crate::config::Config;
-use crate::endpoint::{Endpoint, RouteError};
+use crate::endpoint::{Endpoint, Route, RouteError};
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics::METRICS;
 
@@ -167,85 +166,60 @@ fn route_error(e: RouteError, parts: &Parts) -> ApiError {
     }
 }
 
-/// Renders an error, logging server faults once.
-fn error_response(e: ApiError, parts: &Parts, close: bool) -> Response {
+/// Renders an error, logging server faults once (with their full cause).
+fn error_response(e: ApiError, parts: &Parts) -> Response {
     if e.is_server_fault() {
-        METRICS.storage_error();
         let cause = e.internal.as_deref().unwrap_or(&e.message);
         tracing::error!(status = e.status.as_u16(), error = %cause, uri = %parts.uri, "request failed");
     } else {
         tracing::debug!(status = e.status.as_u16(), error = %e.message, "request rejected");
     }
-    let mut resp = e.into_response();
-    if close {
-        resp.headers_mut()
-            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    resp
+    e.into_response()
 }
 
-/// The single entry point for `/v2/...`.
+/// The single entry point for `/v2/...`, behind the layers of [`crate::layers`]: runs the
+/// handler of the endpoint the [`Route`] names and renders its error, if any.
 pub async fn dispatch(State(st): State<Arc<AppState>>, req: Request) -> Response {
-    let started = Instant::now();
-    let _in_flight = METRICS.enter();
-    let (parts, body) = req.into_parts();
-    let rest = parts
-        .uri
-        .path()
-        .strip_prefix("/v2")
-        .map(|r| r.strip_prefix('/').unwrap_or(r))
-        .unwrap_or("");
-    let parsed = Endpoint::parse(&parts.method, rest);
-    let label = parsed.as_ref().map(Endpoint::name).unwrap_or("invalid");
-    let span = tracing::info_span!("request", endpoint = label, method = %parts.method);
-    let query = query_of(&parts);
-    // An error may be answered before the request body is read; an HTTP/1 connection with
-    // unread body bytes cannot carry another request, so such answers close it.
-    let close_on_error = has_body(&parts.headers) && parts.version <= http::Version::HTTP_11;
-    let overloaded = METRICS.in_flight() > st.config.max_concurrent_requests as u64;
-    let _upload = matches!(
-        parsed,
-        Ok(Endpoint::PatchUpload { .. }
-            | Endpoint::PutUpload { .. }
-            | Endpoint::StartUpload { .. })
-    )
-    .then(|| METRICS.enter_upload());
-    let result = async {
-        if overloaded {
-            METRICS.overload();
-            return Err(ApiError::new(
-                ErrorCode::TooManyRequests,
-                "the registry is at its concurrency limit; retry shortly",
-            )
-            .with_header(http::header::RETRY_AFTER, "1"));
-        }
-        let ep = parsed.map_err(|e| route_error(e, &parts))?;
-        let cx = Ctx {
-            st: &st,
-            parts: &parts,
-            query: &query,
-        };
-        handle(&cx, ep, body).await
-    }
-    .instrument(span.clone())
-    .await;
-    let mut resp = match result {
-        Ok(r) => r,
-        Err(e) => span.in_scope(|| error_response(e, &parts, close_on_error)),
+    let (mut parts, body) = req.into_parts();
+    let route = match parts.extensions.remove::<Route>() {
+        Some(r) => r,
+        None => Route::of(&parts.method, parts.uri.path()),
     };
+    let query = query_of(&parts);
+    let result = match route.0 {
+        Ok(ep) => {
+            let cx = Ctx {
+                st: &st,
+                parts: &parts,
+                query: &query,
+            };
+            handle(&cx, ep, body).await
+        }
+        Err(e) => Err(route_error(e, &parts)),
+    };
+    result.unwrap_or_else(|e| error_response(e, &parts))
+}
+
+/// Adds what every `/v2/` answer carries: the API version, the `OCI-Namespace` a client asked
+/// for with `?ns=`, and `Connection: close` on an error answered before the request body was
+/// read (an HTTP/1 connection with unread body bytes cannot carry another request).
+pub async fn wire_headers(req: Request, next: Next) -> Response {
+    let close_on_error = has_body(req.headers()) && req.version() <= http::Version::HTTP_11;
+    let ns = req
+        .uri()
+        .query()
+        .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "ns"))
+        .and_then(|(_, v)| HeaderValue::from_str(&v).ok());
+    let mut resp = next.run(req).await;
+    let failed = resp.status().is_client_error() || resp.status().is_server_error();
     let h = resp.headers_mut();
     h.insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
-    if let Some(ns) = param(&query, "ns").and_then(|v| HeaderValue::from_str(v).ok()) {
+    if let Some(ns) = ns {
         h.insert(OCI_NAMESPACE, ns);
     }
-    METRICS.request(label, resp.status().as_u16(), started.elapsed());
-    let _enter = span.enter();
-    tracing::debug!(
-        uri = %parts.uri,
-        status = resp.status().as_u16(),
-        micros = started.elapsed().as_micros() as u64,
-        "request done"
-    );
+    if close_on_error && failed {
+        h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
     resp
 }
 

@@ -4,15 +4,21 @@
 //! Environment access is injected (`load` takes a lookup function) so tests never touch the
 //! process environment.
 
+mod sources;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 
 use anyhow::{bail, Context};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use storage::gc::{GcOptions, RetentionRule};
+
+pub use sources::ServeArgs;
+use sources::{env_parse, retention_rules, storage_options, FileConfig};
 
 /// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -32,8 +38,9 @@ impl FromStr for LogFormat {
     }
 }
 
-/// The registry's configuration.
-#[derive(Debug, Clone)]
+/// The registry's configuration. Serialises to its settings (file keys and values), which is
+/// how the tests hold the flag docs and the README against [`Config::default`].
+#[derive(Debug, Clone, Serialize)]
 pub struct Config {
     /// Address to listen on for plain HTTP.
     pub listen: SocketAddr,
@@ -43,6 +50,7 @@ pub struct Config {
     /// Settings of the object-store backend (`endpoint`, `region`, `access_key_id`,
     /// `secret_access_key`, `allow_http`, `virtual_hosted_style_request`, ...). A key ending in
     /// `_file` names a file holding the value (a mounted Kubernetes Secret).
+    #[serde(skip)]
     pub storage_options: std::collections::BTreeMap<String, String>,
     /// fsync blob and metadata writes before acknowledging them (survives power loss).
     pub fsync: bool,
@@ -73,10 +81,12 @@ pub struct Config {
     pub gc_grace: u64,
     /// Seconds after which an upload session nobody touches is purged.
     pub upload_max_age: u64,
-    /// Retention rules (config file only), applied by garbage collection.
-    pub retention: Vec<crate::maintenance::RetentionFile>,
+    /// Retention rules (config file only), applied by garbage collection; checked at load.
+    #[serde(skip)]
+    pub retention: Vec<RetentionRule>,
     /// The pull-through cache (config file only, `[proxy]` with `[[proxy.upstreams]]`): names
     /// under a configured upstream's host, or asked for with its `?ns=`, are filled from it.
+    #[serde(skip)]
     pub proxy: Option<proxy::ProxyConfig>,
     /// PEM certificate chain (leaf first) for HTTPS; HTTPS is served when it is set.
     pub tls_cert: Option<PathBuf>,
@@ -121,170 +131,17 @@ impl Default for Config {
     }
 }
 
-/// Settings as they may appear in the config file; all optional.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    listen: Option<SocketAddr>,
-    storage: Option<String>,
-    storage_options: Option<std::collections::BTreeMap<String, String>>,
-    fsync: Option<bool>,
-    sendfile: Option<bool>,
-    auto_mount: Option<bool>,
-    max_manifest_size: Option<usize>,
-    log_format: Option<LogFormat>,
-    log_level: Option<String>,
-    shutdown_timeout: Option<u64>,
-    header_read_timeout: Option<u64>,
-    idle_timeout: Option<u64>,
-    body_timeout: Option<u64>,
-    max_concurrent_requests: Option<usize>,
-    gc_interval: Option<u64>,
-    gc_grace: Option<u64>,
-    upload_max_age: Option<u64>,
-    retention: Option<Vec<crate::maintenance::RetentionFile>>,
-    proxy: Option<proxy::ProxyConfig>,
-    tls_cert: Option<PathBuf>,
-    tls_key: Option<PathBuf>,
-    tls_listen: Option<SocketAddr>,
-    tls_client_ca: Option<PathBuf>,
-    tls_reload_interval: Option<u64>,
-}
-
-/// The `serve` flags. Each also reads `REGISTRY_<NAME>` from the environment (flags win).
-#[derive(Debug, Default, Clone, clap::Args)]
-pub struct ServeArgs {
-    /// TOML config file; its keys are the flag names with '_' (env REGISTRY_CONFIG).
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Address for plain HTTP [env REGISTRY_LISTEN] [default: 0.0.0.0:5000]
-    #[arg(long)]
-    pub listen: Option<SocketAddr>,
-    /// Storage: a folder (filesystem backend) or s3://bucket/prefix, gs://..., az://...,
-    /// memory:// [env REGISTRY_STORAGE] [default: ./data]
-    #[arg(long)]
-    pub storage: Option<String>,
-    /// Object-store settings as key=value, repeatable (endpoint, region, access_key_id,
-    /// secret_access_key, allow_http, ...; KEY_file=PATH reads the value from a file)
-    /// [env REGISTRY_STORAGE_OPTIONS, comma-separated]
-    #[arg(long = "storage-option", value_name = "KEY=VALUE")]
-    pub storage_options: Vec<String>,
-    /// fsync writes before acknowledging them: an acknowledged push survives a power cut
-    /// [env REGISTRY_FSYNC] [default: true]
-    #[arg(long)]
-    pub fsync: Option<bool>,
-    /// Send blob downloads on plain HTTP/1.x with sendfile(2) when storage is a local folder;
-    /// false reads them through memory [env REGISTRY_SENDFILE] [default: true]
-    #[arg(long)]
-    pub sendfile: Option<bool>,
-    /// Mount blobs by digest when a mount request names no (or the wrong) `from`
-    /// [env REGISTRY_AUTO_MOUNT] [default: true]
-    #[arg(long)]
-    pub auto_mount: Option<bool>,
-    /// Largest manifest accepted, in bytes [env REGISTRY_MAX_MANIFEST_SIZE] [default: 4194304]
-    #[arg(long)]
-    pub max_manifest_size: Option<usize>,
-    /// Log format [env REGISTRY_LOG_FORMAT] [default: text]
-    #[arg(long, value_enum)]
-    pub log_format: Option<LogFormat>,
-    /// Log filter, e.g. info or registry=debug [env REGISTRY_LOG_LEVEL] [default: info]
-    #[arg(long)]
-    pub log_level: Option<String>,
-    /// Seconds requests in flight get to finish after SIGTERM [env REGISTRY_SHUTDOWN_TIMEOUT]
-    /// [default: 30]
-    #[arg(long)]
-    pub shutdown_timeout: Option<u64>,
-    /// Seconds a client has to send a request's headers
-    /// [env REGISTRY_HEADER_READ_TIMEOUT] [default: 30]
-    #[arg(long)]
-    pub header_read_timeout: Option<u64>,
-    /// Seconds a connection may sit with nothing in flight and nothing moving before it is
-    /// closed [env REGISTRY_IDLE_TIMEOUT] [default: 120]
-    #[arg(long)]
-    pub idle_timeout: Option<u64>,
-    /// Seconds a request body may stall between two chunks before the request fails
-    /// [env REGISTRY_BODY_TIMEOUT] [default: 60]
-    #[arg(long)]
-    pub body_timeout: Option<u64>,
-    /// Requests served at once; beyond it requests get 429 with Retry-After
-    /// [env REGISTRY_MAX_CONCURRENT_REQUESTS] [default: 1024]
-    #[arg(long)]
-    pub max_concurrent_requests: Option<usize>,
-    /// Seconds between background garbage collections; 0 turns them off
-    /// [env REGISTRY_GC_INTERVAL] [default: 3600]
-    #[arg(long)]
-    pub gc_interval: Option<u64>,
-    /// Seconds an unreferenced object must be untouched before garbage collection removes it
-    /// [env REGISTRY_GC_GRACE] [default: 3600]
-    #[arg(long)]
-    pub gc_grace: Option<u64>,
-    /// Seconds after which an abandoned upload session is purged
-    /// [env REGISTRY_UPLOAD_MAX_AGE] [default: 86400]
-    #[arg(long)]
-    pub upload_max_age: Option<u64>,
-    /// PEM certificate (chain) for HTTPS; serves HTTPS on --tls-listen when set
-    /// [env REGISTRY_TLS_CERT]
-    #[arg(long, value_name = "FILE")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key of --tls-cert: RSA, ECDSA or Ed25519 [env REGISTRY_TLS_KEY]
-    #[arg(long, value_name = "FILE")]
-    pub tls_key: Option<PathBuf>,
-    /// Address for HTTPS, served beside plain HTTP on --listen [env REGISTRY_TLS_LISTEN]
-    /// [default: 0.0.0.0:5443]
-    #[arg(long)]
-    pub tls_listen: Option<SocketAddr>,
-    /// PEM CA certificate(s): require HTTPS clients to present a certificate signed by one
-    /// (mutual TLS) [env REGISTRY_TLS_CLIENT_CA]
-    #[arg(long, value_name = "FILE")]
-    pub tls_client_ca: Option<PathBuf>,
-    /// Seconds between checks of --tls-cert/--tls-key for changes, which are then loaded
-    /// without dropping connections; 0 never reloads [env REGISTRY_TLS_RELOAD_INTERVAL]
-    /// [default: 5]
-    #[arg(long)]
-    pub tls_reload_interval: Option<u64>,
-}
-
-fn env_parse<T: FromStr>(
-    env: &dyn Fn(&str) -> Option<String>,
-    key: &str,
-) -> anyhow::Result<Option<T>>
-where
-    T::Err: std::fmt::Display,
-{
-    match env(key) {
-        None => Ok(None),
-        Some(v) => v
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|e| anyhow::anyhow!("{key}={v:?}: {e}")),
-    }
-}
-
-/// Merges object-store settings: file, then environment (`k=v,k=v`), then flags (`k=v`).
-fn storage_options(
-    mut opts: std::collections::BTreeMap<String, String>,
-    env: Option<String>,
-    flags: &[String],
-) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
-    let env_pairs: Vec<String> = env
-        .map(|e| {
-            e.split(',')
-                .filter(|p| !p.trim().is_empty())
-                .map(|p| p.trim().to_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    for pair in env_pairs.iter().chain(flags) {
-        let (k, v) = pair
-            .split_once('=')
-            .with_context(|| format!("storage option {pair:?} is not KEY=VALUE"))?;
-        opts.insert(k.trim().to_owned(), v.trim().to_owned());
-    }
-    Ok(opts)
-}
-
 impl Config {
+    /// The garbage collection options this configuration describes.
+    pub fn gc_options(&self, dry_run: bool) -> GcOptions {
+        GcOptions {
+            dry_run,
+            grace: std::time::Duration::from_secs(self.gc_grace),
+            upload_max_age: std::time::Duration::from_secs(self.upload_max_age),
+            retention: self.retention.clone(),
+        }
+    }
+
     /// The object-store settings with `KEY_file` entries replaced by the files' contents.
     pub fn resolved_storage_options(&self) -> anyhow::Result<Vec<(String, String)>> {
         self.storage_options
@@ -357,7 +214,7 @@ impl Config {
             gc_interval: pick!(gc_interval, "REGISTRY_GC_INTERVAL"),
             gc_grace: pick!(gc_grace, "REGISTRY_GC_GRACE"),
             upload_max_age: pick!(upload_max_age, "REGISTRY_UPLOAD_MAX_AGE"),
-            retention: file.retention.clone().unwrap_or_default(),
+            retention: retention_rules(file.retention.as_deref().unwrap_or_default())?,
             proxy: file.proxy.clone(),
             tls_cert: pick_opt!(tls_cert, "REGISTRY_TLS_CERT"),
             tls_key: pick_opt!(tls_key, "REGISTRY_TLS_KEY"),
@@ -530,5 +387,43 @@ mod tests {
             ("REGISTRY_TLS_LISTEN", "0.0.0.0:5000"),
         ])
         .contains("differ"));
+    }
+
+    #[test]
+    fn a_bad_retention_rule_fails_the_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("r.toml");
+        let load = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            let args = ServeArgs {
+                config: Some(file.clone()),
+                ..Default::default()
+            };
+            Config::load(&args, &env_of(&[])).map_err(|e| format!("{e:#}"))
+        };
+        let c = load(
+            "[[retention]]\nrepositories = \"builds/**\"\nkeep_tags = 3\nuntagged_after = \"7d\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.retention.len(), 1);
+        assert_eq!(c.retention[0].keep_tags, Some(3));
+        assert_eq!(
+            c.retention[0].untagged_after,
+            Some(std::time::Duration::from_secs(7 * 86400))
+        );
+        assert_eq!(c.gc_options(true).retention.len(), 1);
+
+        let e = load(
+            "[[retention]]\nrepositories = \"a/**\"\n[[retention]]\nrepositories = \"b\"\nuntagged_after = \"soon\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("retention rule 2") && e.contains("untagged_after"),
+            "{e}"
+        );
+        let e = load("[[retention]]\nrepositories = \" \"\n").unwrap_err();
+        assert!(e.contains("retention rule 1"), "{e}");
+        let e = load("[[retention]]\nrepositories = \"a\"\nkeep = 1\n").unwrap_err();
+        assert!(e.contains("keep"), "{e}");
     }
 }

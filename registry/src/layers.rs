@@ -1,0 +1,108 @@
+//! The tower layers around the distribution API, outermost first:
+//!
+//! 1. [`classify`] parses the path into an [`Endpoint`] once and leaves it on the request as a
+//!    [`Route`], where every inner layer and the handler read it;
+//! 2. a `tower-http` trace layer opens the span `request{endpoint, method}` that every log line
+//!    of the request (and of its body) carries;
+//! 3. [`observe`] counts the request in the metrics (in flight, uploads, status, latency) and logs
+//!    `request done` at debug level;
+//! 4. [`crate::api::wire_headers`] adds what every `/v2/` answer carries;
+//! 5. [`admit`] answers 429 with `Retry-After` beyond `max_concurrent_requests`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::middleware::{from_fn, from_fn_with_state, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use tokio::sync::Semaphore;
+use tower::ServiceBuilder;
+use tower_http::trace::TraceLayer;
+
+use crate::endpoint::{Endpoint, Route};
+use crate::error::{ApiError, ErrorCode};
+use crate::metrics::METRICS;
+
+/// Wraps the `/v2/` routes of `router` in the layers above.
+pub fn around_api<S: Clone + Send + Sync + 'static>(
+    router: Router<S>,
+    max_concurrent_requests: usize,
+) -> Router<S> {
+    let permits = Arc::new(Semaphore::new(max_concurrent_requests));
+    router.layer(
+        ServiceBuilder::new()
+            .layer(from_fn(classify))
+            .layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(|req: &Request| {
+                        let endpoint = req
+                            .extensions()
+                            .get::<Route>()
+                            .map_or("invalid", Route::label);
+                        tracing::info_span!("request", endpoint, method = %req.method())
+                    })
+                    .on_request(())
+                    .on_response(())
+                    .on_body_chunk(())
+                    .on_eos(())
+                    .on_failure(()),
+            )
+            .layer(from_fn(observe))
+            .layer(from_fn(crate::api::wire_headers))
+            .layer(from_fn_with_state(permits, admit)),
+    )
+}
+
+/// Parses the endpoint of a `/v2/...` request and leaves it on the request.
+pub async fn classify(mut req: Request, next: Next) -> Response {
+    let route = Route::of(req.method(), req.uri().path());
+    req.extensions_mut().insert(route);
+    next.run(req).await
+}
+
+/// Counts the request in the metrics and logs it when the answer is ready.
+pub async fn observe(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let _in_flight = METRICS.enter();
+    let route = req.extensions().get::<Route>();
+    let label = route.map_or("invalid", Route::label);
+    let _upload = matches!(
+        route.and_then(Route::endpoint),
+        Some(
+            Endpoint::PatchUpload { .. }
+                | Endpoint::PutUpload { .. }
+                | Endpoint::StartUpload { .. }
+        )
+    )
+    .then(|| METRICS.enter_upload());
+    let uri = req.uri().clone();
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if status.is_server_error() {
+        METRICS.storage_error();
+    }
+    METRICS.request(label, status.as_u16(), started.elapsed());
+    tracing::debug!(
+        uri = %uri,
+        status = status.as_u16(),
+        micros = started.elapsed().as_micros() as u64,
+        "request done"
+    );
+    resp
+}
+
+/// Serves the request while one of `permits` is free; otherwise answers 429 at once.
+pub async fn admit(State(permits): State<Arc<Semaphore>>, req: Request, next: Next) -> Response {
+    let Ok(_permit) = permits.try_acquire() else {
+        METRICS.overload();
+        tracing::debug!("request rejected: at the concurrency limit");
+        return ApiError::new(
+            ErrorCode::TooManyRequests,
+            "the registry is at its concurrency limit; retry shortly",
+        )
+        .with_header(http::header::RETRY_AFTER, "1")
+        .into_response();
+    };
+    next.run(req).await
+}
