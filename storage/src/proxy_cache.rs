@@ -9,6 +9,8 @@
 //! proxy/pulled/<name>/<alg>-<hex>        empty; its modification time is the last pull
 //! ```
 //!
+//! [`Registry::cache_evict`] keeps the cache under a size limit, least recently pulled first.
+//!
 //! A cached manifest is stored without checking that the blobs it references are present: a
 //! cache holds only what clients pulled (a multi-platform index with one platform's image is
 //! normal, a "sparse" index).
@@ -162,6 +164,123 @@ impl Registry {
     }
 }
 
+/// What an eviction removed (or would remove).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct EvictReport {
+    /// Bytes of the content cache repositories hold, before eviction.
+    pub cached_bytes: u64,
+    /// Bytes evicted (their blobs are removed by the garbage collection that follows, once no
+    /// other repository holds them).
+    pub evicted_bytes: u64,
+    /// What was evicted, as `repository@digest`, least recently pulled first.
+    pub evicted: Vec<String>,
+}
+
+/// One object a cache repository holds.
+struct Held {
+    repo: RepoName,
+    digest: Digest,
+    manifest: bool,
+    pulled: std::time::SystemTime,
+}
+
+impl Registry {
+    /// Least-recently-pulled eviction: while the blobs that cache repositories hold take more
+    /// than `limit` bytes, removes the cache repositories' links (manifests with their tags,
+    /// layers) of the objects pulled longest ago. Touches only repositories marked as caches,
+    /// never the build registry's own. Run it before a garbage collection, which then removes
+    /// the blobs nothing holds any more.
+    pub async fn cache_evict(&self, limit: u64, dry_run: bool) -> Result<EvictReport> {
+        use std::collections::HashMap;
+        let mut held: Vec<Held> = Vec::new();
+        for m in self.backend().list(REPOS).await? {
+            let Some(repo) = m
+                .key
+                .strip_prefix(REPOS)
+                .and_then(|n| n.parse::<RepoName>().ok())
+            else {
+                continue;
+            };
+            for (dir, manifest) in [
+                (layout::manifests_dir(&repo), true),
+                (layout::layers_dir(&repo), false),
+            ] {
+                for link in self.backend().list(&dir).await? {
+                    let Some(digest) = layout::link_digest(&dir, &link.key) else {
+                        continue;
+                    };
+                    let pulled = match self.backend().head(&pulled_key(&repo, &digest)).await {
+                        Ok(p) => p.modified,
+                        Err(e) if e.is_not_found() => link.modified,
+                        Err(e) => return Err(e),
+                    };
+                    held.push(Held {
+                        repo: repo.clone(),
+                        digest,
+                        manifest,
+                        pulled,
+                    });
+                }
+            }
+        }
+        // Bytes per distinct blob, and how many cache links hold each.
+        let mut size: HashMap<Digest, u64> = HashMap::new();
+        let mut holders: HashMap<Digest, usize> = HashMap::new();
+        for h in &held {
+            *holders.entry(h.digest.clone()).or_default() += 1;
+            if !size.contains_key(&h.digest) {
+                let n = match self.backend().head(&layout::blob(&h.digest)).await {
+                    Ok(m) => m.size,
+                    Err(e) if e.is_not_found() => 0,
+                    Err(e) => return Err(e),
+                };
+                size.insert(h.digest.clone(), n);
+            }
+        }
+        let mut report = EvictReport {
+            cached_bytes: size.values().sum(),
+            ..Default::default()
+        };
+        let mut total = report.cached_bytes;
+        held.sort_by_key(|h| h.pulled);
+        for h in held {
+            if total <= limit {
+                break;
+            }
+            if !dry_run {
+                if h.manifest {
+                    match self
+                        .manifest_delete(
+                            &h.repo,
+                            &crate::types::Reference::Digest(h.digest.clone()),
+                        )
+                        .await
+                    {
+                        Ok(()) | Err(crate::error::Error::ManifestUnknown(_)) => {}
+                        Err(e) => return Err(e),
+                    }
+                } else {
+                    self.backend()
+                        .delete(&layout::layer_link(&h.repo, &h.digest))
+                        .await?;
+                }
+                self.backend()
+                    .delete(&pulled_key(&h.repo, &h.digest))
+                    .await?;
+            }
+            let left = holders.get_mut(&h.digest).expect("counted");
+            *left -= 1;
+            if *left == 0 {
+                let n = size.get(&h.digest).copied().unwrap_or(0);
+                total = total.saturating_sub(n);
+                report.evicted_bytes += n;
+            }
+            report.evicted.push(format!("{}@{}", h.repo, h.digest));
+        }
+        Ok(report)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -217,5 +336,65 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(m.size, 0);
+    }
+
+    #[tokio::test]
+    async fn eviction_takes_the_least_recently_pulled_cached_content_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::new(
+            Arc::new(FsBackend::new(dir.path(), false).unwrap()),
+            Options::default(),
+        );
+        let blob = |n: u8| {
+            let data = Bytes::from(vec![n; 1000]);
+            (
+                crate::hash::digest_of(crate::types::Algorithm::Sha256, &data),
+                data,
+            )
+        };
+        let put = |repo: RepoName, d: Digest, data: Bytes| {
+            let reg = &reg;
+            async move {
+                let s = futures::stream::iter(vec![Ok(data.clone())]);
+                reg.blob_put(&repo, &d, Some(data.len() as u64), Box::pin(s))
+                    .await
+                    .unwrap();
+            }
+        };
+        let own: RepoName = "builds/app".parse().unwrap();
+        let (old, new) = (
+            "up.test/old".parse::<RepoName>().unwrap(),
+            "up.test/new".parse::<RepoName>().unwrap(),
+        );
+        let (d1, b1) = blob(1);
+        let (d2, b2) = blob(2);
+        let (d3, b3) = blob(3);
+        put(own.clone(), d3.clone(), b3).await;
+        for (repo, d, b) in [(old.clone(), d1.clone(), b1), (new.clone(), d2.clone(), b2)] {
+            reg.cache_mark_repo(&repo).await.unwrap();
+            put(repo.clone(), d.clone(), b).await;
+            reg.cache_touch_pulled(&repo, &d, Duration::ZERO)
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let r = reg.cache_evict(1500, false).await.unwrap();
+        assert_eq!(r.cached_bytes, 2000);
+        assert_eq!(r.evicted, vec![format!("{old}@{d1}")]);
+        assert!(reg.blob_size(&old, &d1).await.is_err(), "evicted");
+        assert!(
+            reg.blob_size(&new, &d2).await.is_ok(),
+            "recently pulled: kept"
+        );
+        assert!(
+            reg.blob_size(&own, &d3).await.is_ok(),
+            "own repository: untouched"
+        );
+        let r = reg.cache_evict(0, false).await.unwrap();
+        assert_eq!(r.evicted, vec![format!("{new}@{d2}")]);
+        assert!(
+            reg.blob_size(&own, &d3).await.is_ok(),
+            "own repository: untouched"
+        );
     }
 }
