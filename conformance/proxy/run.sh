@@ -3,7 +3,8 @@
 # (one with token authentication from a token service started here, one with Basic auth over
 # TLS), a hanging upstream, and this registry configured with all three as upstreams. Real
 # clients (skopeo, podman, buildah by the path prefix; containerd's CRI PullImage through
-# hosts.toml, which adds ?ns=) pull through the cache.
+# hosts.toml, which adds ?ns=) pull through the cache; a second registry checks eviction under a
+# small cache limit.
 #
 #   conformance/proxy/run.sh [REGISTRY_BINARY]
 #
@@ -42,7 +43,7 @@ fi
 WORK=$(mktemp -d /tmp/registry-proxy.XXXXXX)
 mkdir -p "$WORK/logs"
 PIDS=()
-REG_PID="" UPA_PID="" CTRD_PID=""
+REG_PID="" REG2_PID="" UPA_PID="" CTRD_PID=""
 PASSED=0 FAILED=0 REASON=""
 TLOG="$WORK/logs/setup.log"
 
@@ -61,6 +62,7 @@ cleanup() {
   set +e
   stop_pid "$CTRD_PID"
   stop_pid "$REG_PID"
+  stop_pid "$REG2_PID"
   stop_pid "$UPA_PID"
   for p in "${PIDS[@]}"; do stop_pid "$p"; done
   for s in podman buildah; do
@@ -401,6 +403,51 @@ test_upstream_stopped_pulls_still_work() {
     || fail "stale serves not counted: $(echo "$OUT" | grep proxy_stale)"
 }
 
+# A second registry with a 32 MiB cache limit and a collection every 2 s: the 64 MiB image
+# pulled first is evicted, the small image pulled after it stays, and so does an image pushed
+# into the registry's own repository.
+test_eviction_least_recently_pulled_cached_only() {
+  local p2 reg2
+  p2=$(free_port) || fail "no free port" || return 1
+  reg2="127.0.0.1:$p2"
+  cat >"$WORK/registry2.toml" <<EOF
+listen = "$reg2"
+storage = "$WORK/data2"
+gc_interval = 2
+gc_grace = 1
+
+[proxy]
+spool_dir = "$WORK/spool2"
+max_cache_bytes = 33554432
+
+[[proxy.upstreams]]
+name = "upa.test"
+url = "http://$UPA"
+EOF
+  "$REG_BIN" serve --config "$WORK/registry2.toml" >>"$WORK/logs/registry2.log" 2>&1 &
+  REG2_PID=$!
+  wait_http "http://$reg2/v2/" || fail "second registry did not start" || return 1
+  run skopeo copy --all --dest-tls-verify=false "oci:$WORK/img3:1" "docker://$reg2/builds/own:1" || return 1
+  run skopeo copy --src-tls-verify=false "docker://$reg2/upa.test/library/big:1" "oci:$WORK/ev-big:1" || return 1
+  sleep 1
+  run skopeo copy --all --src-tls-verify=false "docker://$reg2/upa.test/library/multi:1" "oci:$WORK/ev-multi:1" || return 1
+  local big="$WORK/data2/blobs/sha256/${BIG1:7:2}/${BIG1#sha256:}"
+  # The fill stores the blob after the client has its bytes: wait for it, then for its eviction.
+  for _ in $(seq 300); do [ -e "$big" ] && break; sleep 0.1; done
+  [ -e "$big" ] || fail "the 64 MiB layer was never stored" || return 1
+  for _ in $(seq 300); do [ -e "$big" ] || break; sleep 0.1; done
+  [ ! -e "$big" ] || fail "the least recently pulled 64 MiB layer was not evicted" || return 1
+  grep -q "least recently pulled content evicted" "$WORK/logs/registry2.log" || fail "no eviction logged" || return 1
+  local own_layer
+  own_layer=$(jq -r '.manifests[0].digest' "$WORK/img3/blobs/sha256/${IDX3#sha256:}")
+  own_layer=$(jq -r '.layers[0].digest' "$WORK/img3/blobs/sha256/${own_layer#sha256:}")
+  [ -e "$WORK/data2/blobs/sha256/${own_layer:7:2}/${own_layer#sha256:}" ] || fail "a blob of the own repository was removed" || return 1
+  run skopeo copy --all --src-tls-verify=false "docker://$reg2/builds/own:1" "oci:$WORK/ev-own:1" || return 1
+  expect_eq "own image" "$(idx_of "$WORK/ev-own" 1)" "$IDX3" || return 1
+  [ -e "$WORK/data2/repositories/upa.test/library/multi/_tags/1" ] || fail "the recently pulled image was evicted" || return 1
+  stop_pid "$REG2_PID"; REG2_PID=""
+}
+
 t skopeo_prefix_token_upstream test_skopeo_prefix_token_upstream
 t skopeo_prefix_basic_tls_upstream test_skopeo_prefix_basic_tls_upstream
 t podman_and_buildah_prefix test_podman_and_buildah_prefix
@@ -409,6 +456,7 @@ t push_into_proxied_name_denied test_push_into_proxied_name_denied
 t sixteen_concurrent_pulls_one_upstream_get test_sixteen_concurrent_pulls_one_upstream_get
 t killed_mid_fill_leaves_nothing_partial test_killed_mid_fill_leaves_nothing_partial
 t hanging_upstream_answers_in_time test_hanging_upstream_answers_in_time
+t eviction_least_recently_pulled_cached_only test_eviction_least_recently_pulled_cached_only
 t tag_update_seen_after_freshness_only test_tag_update_seen_after_freshness_only
 t digest_mismatch_is_an_error_and_not_cached test_digest_mismatch_is_an_error_and_not_cached
 t upstream_stopped_pulls_still_work test_upstream_stopped_pulls_still_work

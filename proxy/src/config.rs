@@ -1,4 +1,21 @@
-//! Upstream registries as they appear in the configuration file (`[[proxy.upstreams]]`).
+//! Upstream registries as they appear in the configuration file (`[[proxy.upstreams]]`):
+//!
+//! ```toml
+//! [proxy]
+//! max_cache_bytes = 107374182400        # evict least recently pulled content above 100 GiB
+//!
+//! [[proxy.upstreams]]
+//! name = "docker.io"                    # ?ns=docker.io, or /v2/docker.io/library/alpine/...
+//! url = "https://registry-1.docker.io"
+//! username_file = "/secrets/hub/username"
+//! password_file = "/secrets/hub/token"
+//! tag_freshness = 600                   # seconds a cached tag is served without asking
+//! first_byte_timeout = 5                # then 504, and containerd tries its next host
+//!
+//! [[proxy.upstreams]]
+//! name = "ghcr.io"
+//! url = "https://ghcr.io"
+//! ```
 
 use std::path::PathBuf;
 use std::time::Duration;
