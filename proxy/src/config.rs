@@ -29,8 +29,8 @@ pub struct ProxyConfig {
     /// The upstream registries; a repository is proxied only when it names one of them.
     #[serde(default)]
     pub upstreams: Vec<UpstreamConfig>,
-    /// Folder for blobs being filled (local disk, emptied at start); default: the system's
-    /// temporary folder.
+    /// Folder for blobs being filled (local disk); each process works in a sub-folder of its own
+    /// and removes those of processes that are gone. Default: the system's temporary folder.
     pub spool_dir: Option<PathBuf>,
     /// Most bytes the cached content may take; garbage collection evicts the least recently
     /// pulled cached content above it. None: no limit.

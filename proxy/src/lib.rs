@@ -95,14 +95,8 @@ pub struct Proxy {
 impl Proxy {
     /// A cache over `registry` for the configured upstreams. Empties the spool folder.
     pub fn new(cfg: &ProxyConfig, registry: Arc<Registry>) -> std::io::Result<Self> {
-        let spool = cfg
-            .spool_dir
-            .clone()
-            .unwrap_or_else(|| std::env::temp_dir().join("registry-proxy-spool"));
-        if spool.exists() {
-            std::fs::remove_dir_all(&spool)?;
-        }
-        std::fs::create_dir_all(&spool)?;
+        let base = cfg.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let spool = spool_folder(&base)?;
         let mut upstreams = Vec::new();
         for u in &cfg.upstreams {
             let up = Upstream::new(u.clone())?;
@@ -583,6 +577,28 @@ impl Proxy {
             out.push_str(&lines[i]);
         }
     }
+}
+
+/// A spool folder of this process's own under `base`, after removing those of processes that
+/// are gone (a killed registry leaves its partial fills there; they were never visible).
+fn spool_folder(base: &std::path::Path) -> std::io::Result<PathBuf> {
+    const PREFIX: &str = "registry-proxy-fills-";
+    std::fs::create_dir_all(base)?;
+    for entry in std::fs::read_dir(base)?.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(PREFIX)) else {
+            continue;
+        };
+        let alive = pid.parse::<u32>().is_ok_and(|p| {
+            p == std::process::id() || std::path::Path::new(&format!("/proc/{p}")).exists()
+        });
+        if !alive || pid.parse::<u32>() == Ok(std::process::id()) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    let own = base.join(format!("{PREFIX}{}", std::process::id()));
+    std::fs::create_dir_all(&own)?;
+    Ok(own)
 }
 
 fn accept_header(accept: Option<&str>) -> Vec<(header::HeaderName, HeaderValue)> {
