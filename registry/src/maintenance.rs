@@ -18,11 +18,15 @@ pub fn spawn_gc(registry: &Arc<Store>, config: &Config) {
     let opts = config.gc_options(false);
     let every = Duration::from_secs(config.gc_interval);
     let weak: Weak<Store> = Arc::downgrade(registry);
+    let cache_limit = config.proxy.as_ref().and_then(|p| p.max_cache_bytes);
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(every).await;
             let Some(reg) = weak.upgrade() else { return };
             let started = std::time::Instant::now();
+            if let Some(limit) = cache_limit {
+                evict_cache(&reg, limit).await;
+            }
             let res = reg.collect_garbage(&opts).await;
             crate::metrics::METRICS.gc_run(
                 res.as_ref().ok().map(|r| {
@@ -83,4 +87,23 @@ pub fn print_gc_report(r: &GcReport, dry_run: bool) {
         r.uploads.len(),
         r.blobs_kept
     );
+}
+
+/// Keeps the pull-through cache under its size limit before a collection: the least recently
+/// pulled cached content loses its links, and the collection then removes its blobs.
+async fn evict_cache(reg: &Store, limit: u64) {
+    match reg.cache_evict(limit, false).await {
+        Ok(r) if !r.evicted.is_empty() => tracing::info!(
+            cached_bytes = r.cached_bytes,
+            evicted_bytes = r.evicted_bytes,
+            evicted = r.evicted.len(),
+            limit,
+            "pull-through cache over its limit: least recently pulled content evicted"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(
+            error = %crate::error::error_chain(&e),
+            "pull-through cache eviction failed; retrying at the next collection"
+        ),
+    }
 }

@@ -66,13 +66,17 @@ pub fn router(state: Arc<AppState>) -> Router {
         ))
 }
 
-async fn metrics() -> Response {
+async fn metrics(State(st): State<Arc<AppState>>) -> Response {
+    let mut text = crate::metrics::METRICS.render();
+    if let Some(p) = &st.proxy {
+        p.render_metrics(&mut text);
+    }
     (
         [(
             http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        crate::metrics::METRICS.render() + &crate::events::render_metrics(),
+        text + &crate::events::render_metrics(),
     )
         .into_response()
 }
@@ -144,9 +148,17 @@ pub async fn run_with_tls(
     let (registry, outbox) = crate::events::attach(registry, &config);
     let grace = Duration::from_secs(config.shutdown_timeout);
     let limits = crate::listen::Limits::from_config(&config);
+    let registry = Arc::new(registry);
+    let proxy = match &config.proxy {
+        Some(p) if !p.upstreams.is_empty() => Some(Arc::new(
+            proxy::Proxy::new(p, registry.clone()).context("pull-through cache")?,
+        )),
+        _ => None,
+    };
     let state = Arc::new(AppState {
-        registry: Arc::new(registry),
+        registry,
         config: Arc::new(config),
+        proxy,
     });
     crate::maintenance::spawn_gc(&state.registry, &state.config);
     let app = match &state.config.auth {

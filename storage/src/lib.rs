@@ -15,6 +15,7 @@
 //! - [`sparse`]: which references a pushed manifest may leave out, per repository.
 //! - [`range`]: byte ranges as clients write them (`Content-Range`, `Range`) and the 416 helpers.
 //! - [`outbox`]: registry events kept in storage until every notification endpoint took them.
+//! - [`proxy_cache`]: the keys and writes of the pull-through cache (tag checks, last pulls).
 //! - [`error`]: the error vocabulary.
 
 pub mod backend;
@@ -27,6 +28,7 @@ pub mod manifest;
 pub mod object;
 pub mod outbox;
 pub mod pattern;
+pub mod proxy_cache;
 pub mod range;
 pub mod sparse;
 pub mod store;

@@ -9,9 +9,11 @@
 //! - [`manifests`]: `GET`/`HEAD`/`PUT`/`DELETE` of a manifest.
 //! - [`tags`]: the tag list and the catalog, paginated.
 //! - [`referrers`]: the referrers index of a digest.
+//! - `proxy`: names of configured upstreams go to the pull-through cache first.
 
 pub mod blobs;
 pub mod manifests;
+mod proxy;
 pub mod referrers;
 pub mod tags;
 pub mod uploads;
@@ -43,6 +45,8 @@ pub struct AppState {
     pub registry: Arc<Store>,
     /// The configuration in force.
     pub config: Arc<Config>,
+    /// The pull-through cache, when upstreams are configured.
+    pub proxy: Option<Arc<::proxy::Proxy>>,
 }
 
 const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
@@ -226,6 +230,10 @@ pub async fn wire_headers(req: Request, next: Next) -> Response {
 /// Runs the handler of one endpoint.
 async fn handle(cx: &Ctx<'_>, ep: Endpoint, body: Body) -> Answer {
     use Endpoint as E;
+    let ep = match proxy::route(cx, ep).await? {
+        proxy::Routed::Local(ep) => ep,
+        proxy::Routed::Done(resp) => return Ok(resp),
+    };
     match ep {
         E::Base => Ok(json_response(json!({}), "application/json")),
         E::GetBlob { name, digest } | E::HeadBlob { name, digest } => {

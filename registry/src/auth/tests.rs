@@ -55,6 +55,7 @@ async fn fixture(rules: &str, max_failures: u32) -> Fixture {
     let state = Arc::new(AppState {
         registry,
         config: Arc::new(config),
+        proxy: None,
     });
     Fixture {
         app: wrap(crate::server::router(state), auth),

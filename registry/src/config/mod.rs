@@ -95,6 +95,10 @@ pub struct Config {
     /// Most referrers one `GET /v2/<name>/referrers/<digest>` answers with; more follow through
     /// the `Link` header.
     pub referrers_page_size: usize,
+    /// The pull-through cache (config file only, `[proxy]` with `[[proxy.upstreams]]`): names
+    /// under a configured upstream's host, or asked for with its `?ns=`, are filled from it.
+    #[serde(skip)]
+    pub proxy: Option<proxy::ProxyConfig>,
     /// PEM certificate chain (leaf first) for HTTPS; HTTPS is served when it is set.
     pub tls_cert: Option<PathBuf>,
     /// PEM private key (RSA, ECDSA or Ed25519) of `tls_cert`.
@@ -140,6 +144,7 @@ impl Default for Config {
             retention: Vec::new(),
             sparse: Vec::new(),
             referrers_page_size: 500,
+            proxy: None,
             tls_cert: None,
             tls_key: None,
             tls_listen: SocketAddr::from(([0, 0, 0, 0], 5443)),
@@ -245,6 +250,7 @@ impl Config {
             retention: retention_rules(file.retention.as_deref().unwrap_or_default())?,
             sparse: sparse_rules(file.sparse.as_deref().unwrap_or_default())?,
             referrers_page_size: pick!(referrers_page_size, "REGISTRY_REFERRERS_PAGE_SIZE"),
+            proxy: file.proxy.clone(),
             tls_cert: pick_opt!(tls_cert, "REGISTRY_TLS_CERT"),
             tls_key: pick_opt!(tls_key, "REGISTRY_TLS_KEY"),
             tls_listen: pick!(tls_listen, "REGISTRY_TLS_LISTEN"),

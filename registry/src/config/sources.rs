@@ -95,6 +95,7 @@ pub(crate) struct FileConfig {
     pub(super) retention: Option<Vec<RetentionFile>>,
     pub(super) sparse: Option<Vec<SparseFile>>,
     pub(super) referrers_page_size: Option<usize>,
+    pub(super) proxy: Option<proxy::ProxyConfig>,
     pub(super) tls_cert: Option<PathBuf>,
     pub(super) tls_key: Option<PathBuf>,
     pub(super) tls_listen: Option<SocketAddr>,

@@ -1,0 +1,348 @@
+//! Single-flight blob fills. The first request for an uncached blob starts one fill: a task that
+//! streams the upstream's bytes into a spool file on local disk while hashing them, verifies the
+//! digest, then stores the blob through the registry's verified, atomic upload path. Every client
+//! asking for the blob meanwhile reads the spool file as it grows (memory stays bounded: a read
+//! buffer per client), and the last byte is released only once the digest is verified, so no
+//! client ever receives a complete body with the wrong content. The fill runs in its own task, so
+//! clients that disconnect do not stop it; a fill that fails leaves nothing in storage and the
+//! next request starts a new one.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{header, Method, StatusCode};
+use storage::hash::Hasher;
+use storage::{ByteStream, Digest, Registry, RepoName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+
+use crate::client::Upstream;
+use crate::error::{ProxyError, Result};
+
+/// Bytes a client reads from the spool file at once.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// Where a fill stands; watched by the clients reading it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FillState {
+    /// The blob's size, once the upstream's headers arrived.
+    pub(crate) size: Option<u64>,
+    /// Bytes in the spool file.
+    pub(crate) written: u64,
+    /// All bytes arrived and hash to the digest.
+    pub(crate) verified: bool,
+    /// The blob was already in storage: read it from there.
+    pub(crate) cached: bool,
+    /// The fill failed.
+    pub(crate) failed: Option<ProxyError>,
+}
+
+/// One fill in progress.
+#[derive(Debug)]
+pub(crate) struct Fill {
+    pub(crate) state: watch::Receiver<FillState>,
+    /// The spool file; removed when the last reader and the fill are done with it.
+    path: tempfile::TempPath,
+}
+
+/// The fills in progress in this process, by cache repository and digest.
+#[derive(Debug, Default)]
+pub(crate) struct Fills {
+    map: Mutex<HashMap<(RepoName, Digest), Arc<Fill>>>,
+}
+
+/// Everything a fill task needs.
+pub(crate) struct FillJob {
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) upstream: Arc<Upstream>,
+    pub(crate) remote: String,
+    pub(crate) local: RepoName,
+    pub(crate) digest: Digest,
+    pub(crate) spool: PathBuf,
+}
+
+impl Fills {
+    /// The fill of `job`'s blob in progress, or a new one started for it.
+    pub(crate) fn join_or_start(self: &Arc<Self>, job: FillJob) -> io::Result<Arc<Fill>> {
+        let key = (job.local.clone(), job.digest.clone());
+        let mut map = self.map.lock().expect("fills lock");
+        if let Some(f) = map.get(&key) {
+            return Ok(f.clone());
+        }
+        let file = tempfile::Builder::new()
+            .prefix("fill-")
+            .tempfile_in(&job.spool)?;
+        let (file, path) = file.into_parts();
+        let (tx, rx) = watch::channel(FillState::default());
+        let fill = Arc::new(Fill { state: rx, path });
+        map.insert(key.clone(), fill.clone());
+        let fills = self.clone();
+        let keep = fill.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let (upstream, local, digest) =
+                (job.upstream.clone(), job.local.clone(), job.digest.clone());
+            let res = run(job, tokio::fs::File::from_std(file), &keep.path, &tx).await;
+            match &res {
+                Ok(Some(size)) => {
+                    upstream.metrics.fills.fetch_add(1, Relaxed);
+                    tracing::info!(
+                        upstream = upstream.name(),
+                        repository = %local,
+                        %digest,
+                        size,
+                        seconds = started.elapsed().as_secs_f64(),
+                        "proxy fill: blob stored"
+                    );
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    upstream.metrics.errors.fetch_add(1, Relaxed);
+                    tracing::warn!(
+                        upstream = upstream.name(),
+                        repository = %local,
+                        %digest,
+                        error = %e,
+                        "proxy fill failed; nothing stored"
+                    );
+                    tx.send_modify(|s| s.failed = Some(e.clone()));
+                }
+            }
+            fills.map.lock().expect("fills lock").remove(&key);
+            drop(keep);
+        });
+        Ok(fill)
+    }
+}
+
+/// Runs a fill; `Ok(None)` when the blob turned out to be stored already.
+async fn run(
+    job: FillJob,
+    mut file: tokio::fs::File,
+    path: &Path,
+    tx: &watch::Sender<FillState>,
+) -> Result<Option<u64>> {
+    let up = &job.upstream;
+    let _permit = up.fills.acquire().await.expect("semaphore open");
+    if let Ok(size) = job.registry.blob_size(&job.local, &job.digest).await {
+        tx.send_modify(|s| {
+            s.size = Some(size);
+            s.cached = true;
+        });
+        return Ok(None);
+    }
+    let resp = up
+        .send(
+            Method::GET,
+            &job.remote,
+            &format!("blobs/{}", job.digest),
+            &[],
+        )
+        .await?;
+    let invalid = |msg: String| ProxyError::Invalid {
+        upstream: up.name().to_owned(),
+        msg,
+    };
+    match resp.status() {
+        StatusCode::OK => {}
+        StatusCode::NOT_FOUND => {
+            return Err(ProxyError::NotFound {
+                upstream: up.name().to_owned(),
+                what: format!("{}@{}", job.remote, job.digest),
+                blob: true,
+            })
+        }
+        s => return Err(invalid(format!("blob GET answered {s}"))),
+    }
+    if let Some(d) = resp
+        .headers()
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+    {
+        if d != job.digest.to_string() {
+            return Err(ProxyError::DigestMismatch {
+                upstream: up.name().to_owned(),
+                expected: job.digest.to_string(),
+                actual: d.to_owned(),
+            });
+        }
+    }
+    let size = resp
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    tx.send_modify(|s| s.size = size);
+    let io_err = |e: io::Error| ProxyError::from(storage::Error::backend("proxy spool file", e));
+    let mut body = resp.bytes_stream();
+    let mut hasher = Hasher::new(job.digest.algorithm());
+    let mut written = 0u64;
+    let stall = Duration::from_secs(up.config.stall_timeout.max(1));
+    loop {
+        let chunk = match tokio::time::timeout(stall, body.next()).await {
+            Err(_) => {
+                return Err(ProxyError::Unavailable {
+                    upstream: up.name().to_owned(),
+                    msg: format!("blob body stalled for {} s", stall.as_secs()),
+                })
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                return Err(ProxyError::Unavailable {
+                    upstream: up.name().to_owned(),
+                    msg: format!("blob body: {e}"),
+                })
+            }
+            Ok(Some(Ok(c))) => c,
+        };
+        written += chunk.len() as u64;
+        if size.is_some_and(|s| written > s) {
+            return Err(invalid("blob body longer than its Content-Length".into()));
+        }
+        hasher.update(&chunk);
+        file.write_all(&chunk).await.map_err(io_err)?;
+        // tokio's File completes writes in the background; flush so readers find the bytes.
+        file.flush().await.map_err(io_err)?;
+        up.metrics.bytes.fetch_add(chunk.len() as u64, Relaxed);
+        tx.send_modify(|s| s.written = written);
+    }
+    if let Some(s) = size.filter(|s| *s != written) {
+        return Err(invalid(format!(
+            "blob body ended after {written} of {s} bytes"
+        )));
+    }
+    let actual = hasher.finish();
+    if actual != job.digest {
+        return Err(ProxyError::DigestMismatch {
+            upstream: up.name().to_owned(),
+            expected: job.digest.to_string(),
+            actual: actual.to_string(),
+        });
+    }
+    tx.send_modify(|s| {
+        s.size = Some(written);
+        s.verified = true;
+    });
+    // Store it through the registry's upload path, which hashes again as it writes and commits
+    // atomically: a crash here leaves only a staged upload that garbage collection purges.
+    let reader = tokio::fs::File::open(path).await.map_err(io_err)?;
+    let stream = tokio_util::io::ReaderStream::with_capacity(reader, READ_CHUNK).boxed();
+    job.registry.cache_mark_repo(&job.local).await?;
+    job.registry
+        .blob_put(&job.local, &job.digest, Some(written), stream)
+        .await?;
+    Ok(Some(written))
+}
+
+/// Waits until the upstream's response headers arrived (the size is known), the blob turned out
+/// to be stored already, or the fill failed.
+pub(crate) async fn wait_started(fill: &Fill) -> FillState {
+    let mut rx = fill.state.clone();
+    loop {
+        {
+            let s = rx.borrow_and_update();
+            if s.failed.is_some() || s.cached || s.size.is_some() || s.verified {
+                return s.clone();
+            }
+        }
+        if rx.changed().await.is_err() {
+            return rx.borrow().clone();
+        }
+    }
+}
+
+/// Waits until a fill is over: `Ok` once the blob is stored.
+pub(crate) async fn wait_done(fill: &Fill) -> Result<()> {
+    let mut rx = fill.state.clone();
+    loop {
+        if let Some(e) = &rx.borrow_and_update().failed {
+            return Err(e.clone());
+        }
+        if rx.changed().await.is_err() {
+            return match &rx.borrow().failed {
+                Some(e) => Err(e.clone()),
+                None => Ok(()),
+            };
+        }
+    }
+}
+
+/// The bytes of a fill as they arrive, for one client. Ends with an error (the client sees a cut
+/// body) if the fill fails; the last byte follows only the digest check.
+pub(crate) fn stream(fill: Arc<Fill>, size: u64) -> ByteStream {
+    struct Reader {
+        fill: Arc<Fill>,
+        rx: watch::Receiver<FillState>,
+        file: Option<tokio::fs::File>,
+        offset: u64,
+        size: u64,
+        closed: bool,
+        done: bool,
+        buf: Vec<u8>,
+    }
+    let r = Reader {
+        rx: fill.state.clone(),
+        fill,
+        file: None,
+        offset: 0,
+        size,
+        closed: false,
+        done: false,
+        buf: vec![0; READ_CHUNK],
+    };
+    futures::stream::unfold(r, |mut r| async move {
+        let fail = |mut r: Reader, e: io::Error| {
+            r.done = true;
+            Some((Err(e), r))
+        };
+        loop {
+            if r.done || r.offset >= r.size {
+                return None;
+            }
+            let (avail, failed) = {
+                let s = r.rx.borrow_and_update();
+                let avail = if s.verified {
+                    s.written
+                } else {
+                    s.written.min(r.size.saturating_sub(1))
+                };
+                (avail, s.failed.clone())
+            };
+            if let Some(e) = failed {
+                return fail(r, io::Error::other(e.to_string()));
+            }
+            if r.offset < avail {
+                if r.file.is_none() {
+                    match tokio::fs::File::open(&r.fill.path).await {
+                        Ok(f) => r.file = Some(f),
+                        Err(e) => return fail(r, e),
+                    }
+                }
+                let n = ((avail - r.offset) as usize).min(READ_CHUNK);
+                let file = r.file.as_mut().expect("opened");
+                if let Err(e) = file.read_exact(&mut r.buf[..n]).await {
+                    return fail(r, e);
+                }
+                r.offset += n as u64;
+                let chunk = Bytes::copy_from_slice(&r.buf[..n]);
+                return Some((Ok(chunk), r));
+            }
+            if r.closed {
+                return fail(
+                    r,
+                    io::Error::other("the fill ended before the blob was complete"),
+                );
+            }
+            if r.rx.changed().await.is_err() {
+                r.closed = true;
+            }
+        }
+    })
+    .boxed()
+}

@@ -1,0 +1,395 @@
+//! The proxy against an upstream served in-process by axum on loopback: the token flow, single
+//! fills, digest checks, time limits and tag freshness.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures::TryStreamExt;
+use storage::fs::FsBackend;
+use storage::Options;
+
+use super::*;
+
+#[derive(Default)]
+struct Up {
+    blobs: Mutex<HashMap<String, Bytes>>,
+    manifests: Mutex<HashMap<String, (String, Bytes)>>,
+    blob_gets: AtomicUsize,
+    manifest_gets: AtomicUsize,
+    manifest_heads: AtomicUsize,
+    token_gets: AtomicUsize,
+    corrupt: AtomicBool,
+    hang: AtomicBool,
+    down: AtomicBool,
+    port: AtomicUsize,
+}
+
+async fn upstream(State(up): State<Arc<Up>>, req: Request) -> Response {
+    let path = req.uri().path().to_owned();
+    if up.hang.load(SeqCst) {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    }
+    if up.down.load(SeqCst) {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    if path == "/token" {
+        up.token_gets.fetch_add(1, SeqCst);
+        return axum::Json(serde_json::json!({"token": "t0k", "expires_in": 300})).into_response();
+    }
+    let authed = req
+        .headers()
+        .get("authorization")
+        .is_some_and(|v| v == "Bearer t0k");
+    if !authed {
+        let realm = format!("http://127.0.0.1:{}/token", up.port.load(SeqCst));
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(
+                "www-authenticate",
+                format!("Bearer realm=\"{realm}\",service=\"test\",scope=\"repository:x:pull\""),
+            )],
+        )
+            .into_response();
+    }
+    let head = req.method() == Method::HEAD;
+    if let Some((_, d)) = path.split_once("/blobs/") {
+        up.blob_gets.fetch_add(1, SeqCst);
+        let Some(mut b) = up.blobs.lock().unwrap().get(d).cloned() else {
+            return StatusCode::NOT_FOUND.into_response();
+        };
+        if up.corrupt.load(SeqCst) {
+            let mut v = b.to_vec();
+            v[0] ^= 1;
+            b = Bytes::from(v);
+        }
+        // Send in small pieces, slowly, so concurrent clients overlap with the fill.
+        let chunks: Vec<Bytes> = b.chunks(64 * 1024).map(Bytes::copy_from_slice).collect();
+        let s = futures::stream::iter(chunks).then(|c| async move {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            Ok::<_, std::io::Error>(c)
+        });
+        use futures::StreamExt;
+        let mut h = HeaderMap::new();
+        h.insert("content-length", b.len().into());
+        return (h, Body::from_stream(s)).into_response();
+    }
+    if let Some((_, r)) = path.split_once("/manifests/") {
+        let Some((mt, b)) = up.manifests.lock().unwrap().get(r).cloned() else {
+            return StatusCode::NOT_FOUND.into_response();
+        };
+        let d = digest_of(storage::Algorithm::Sha256, &b).to_string();
+        let mut h = HeaderMap::new();
+        h.insert("content-type", mt.parse().unwrap());
+        h.insert("docker-content-digest", d.parse().unwrap());
+        h.insert("content-length", b.len().into());
+        if head {
+            up.manifest_heads.fetch_add(1, SeqCst);
+            return (h, Body::empty()).into_response();
+        }
+        up.manifest_gets.fetch_add(1, SeqCst);
+        return (h, b).into_response();
+    }
+    StatusCode::NOT_FOUND.into_response()
+}
+
+struct Env {
+    up: Arc<Up>,
+    proxy: Proxy,
+    registry: Arc<Registry>,
+    _dir: tempfile::TempDir,
+}
+
+async fn env(freshness: u64) -> Env {
+    let up = Arc::new(Up::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    up.port.store(port as usize, SeqCst);
+    let app = axum::Router::new()
+        .fallback(upstream)
+        .with_state(up.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Arc::new(Registry::new(
+        Arc::new(FsBackend::new(dir.path().join("data"), false).unwrap()),
+        Options::default(),
+    ));
+    let mut u = UpstreamConfig::new("upstream.test:5000", format!("http://127.0.0.1:{port}"));
+    u.first_byte_timeout = 1;
+    u.tag_freshness = freshness;
+    let cfg = ProxyConfig {
+        upstreams: vec![u],
+        spool_dir: Some(dir.path().join("spool")),
+        max_cache_bytes: None,
+    };
+    let proxy = Proxy::new(&cfg, registry.clone()).unwrap();
+    Env {
+        up,
+        proxy,
+        registry,
+        _dir: dir,
+    }
+}
+
+fn add_blob(up: &Up, data: Vec<u8>) -> Digest {
+    let b = Bytes::from(data);
+    let d = digest_of(storage::Algorithm::Sha256, &b);
+    up.blobs.lock().unwrap().insert(d.to_string(), b);
+    d
+}
+
+fn add_image(up: &Up, tag: &str, layer: &Digest) -> Digest {
+    let config = add_blob(up, b"{}".to_vec());
+    let m = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media::OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config.to_string(), "size": 2},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer.to_string(), "size": 1}],
+    });
+    let b = Bytes::from(serde_json::to_vec(&m).unwrap());
+    let d = digest_of(storage::Algorithm::Sha256, &b);
+    let mut ms = up.manifests.lock().unwrap();
+    ms.insert(tag.to_owned(), (media::OCI_MANIFEST.to_owned(), b.clone()));
+    ms.insert(d.to_string(), (media::OCI_MANIFEST.to_owned(), b));
+    d
+}
+
+fn name(s: &str) -> RepoName {
+    s.parse().unwrap()
+}
+
+#[tokio::test]
+async fn routes_by_ns_and_by_prefix_only_for_configured_upstreams() {
+    let e = env(300).await;
+    let r = e
+        .proxy
+        .route(&name("library/alpine"), Some("upstream.test:5000"))
+        .unwrap();
+    assert_eq!(
+        (r.remote.as_str(), r.local.as_str()),
+        ("library/alpine", "upstream.test-5000/library/alpine")
+    );
+    let r = e
+        .proxy
+        .route(&name("upstream.test-5000/a/b"), None)
+        .unwrap();
+    assert_eq!(
+        (r.remote.as_str(), r.local.as_str()),
+        ("a/b", "upstream.test-5000/a/b")
+    );
+    assert!(e.proxy.route(&name("library/alpine"), None).is_none());
+    assert!(e
+        .proxy
+        .route(&name("library/alpine"), Some("quay.io"))
+        .is_none());
+    assert!(e.proxy.route(&name("upstream.test-5000"), None).is_none());
+
+    let mut hub = UpstreamConfig::new("docker.io", "https://registry-1.docker.io");
+    hub.first_byte_timeout = 1;
+    let cfg = ProxyConfig {
+        upstreams: vec![hub],
+        spool_dir: Some(e._dir.path().join("s2")),
+        max_cache_bytes: None,
+    };
+    let p = Proxy::new(&cfg, e.registry.clone()).unwrap();
+    let r = p.route(&name("alpine"), Some("docker.io")).unwrap();
+    assert_eq!(
+        (r.remote.as_str(), r.local.as_str()),
+        ("library/alpine", "docker.io/library/alpine")
+    );
+    let r = p.route(&name("docker.io/alpine"), None).unwrap();
+    assert_eq!(r.local.as_str(), "docker.io/library/alpine");
+}
+
+#[tokio::test]
+async fn sixteen_clients_one_upstream_get_right_bytes() {
+    let e = env(300).await;
+    let data: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let d = add_blob(&e.up, data.clone());
+    let route = e
+        .proxy
+        .route(&name("a/b"), Some("upstream.test:5000"))
+        .unwrap();
+    let pulls = (0..16).map(|_| async {
+        match e.proxy.blob(&route, &d, true).await.unwrap() {
+            BlobSource::Filling { size, stream } => {
+                let got: Vec<Bytes> = stream.try_collect().await.unwrap();
+                assert_eq!(size, data.len() as u64);
+                got.concat()
+            }
+            BlobSource::Stored => {
+                let s = e.registry.blob_read(&d, None).await.unwrap();
+                let got: Vec<Bytes> = s.try_collect().await.unwrap();
+                got.concat()
+            }
+        }
+    });
+    for got in futures::future::join_all(pulls).await {
+        assert!(got == data, "a client got other bytes");
+    }
+    assert_eq!(e.up.blob_gets.load(SeqCst), 1, "one upstream GET");
+    assert_eq!(e.up.token_gets.load(SeqCst), 1, "one token, cached");
+    // Stored and served from storage afterwards.
+    for _ in 0..100 {
+        if e.registry.blob_size(&route.local, &d).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(matches!(
+        e.proxy.blob(&route, &d, true).await.unwrap(),
+        BlobSource::Stored
+    ));
+    assert_eq!(e.up.blob_gets.load(SeqCst), 1);
+}
+
+#[tokio::test]
+async fn corrupt_upstream_bytes_are_never_stored_and_the_next_pull_retries() {
+    let e = env(300).await;
+    let d = add_blob(&e.up, vec![7u8; 300_000]);
+    e.up.corrupt.store(true, SeqCst);
+    let route = e
+        .proxy
+        .route(&name("a/b"), Some("upstream.test:5000"))
+        .unwrap();
+    match e.proxy.blob(&route, &d, true).await {
+        Ok(BlobSource::Filling { stream, .. }) => {
+            let r: std::result::Result<Vec<Bytes>, _> = stream.try_collect().await;
+            let err = r.unwrap_err().to_string();
+            assert!(err.contains("digest"), "{err}");
+        }
+        Ok(BlobSource::Stored) => panic!("stored"),
+        Err(err) => assert!(matches!(err, ProxyError::DigestMismatch { .. }), "{err}"),
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(e.registry.blob_size(&route.local, &d).await.is_err());
+    assert!(
+        e.registry.blob_read(&d, None).await.is_err(),
+        "nothing stored"
+    );
+    e.up.corrupt.store(false, SeqCst);
+    let BlobSource::Filling { stream, .. } = e.proxy.blob(&route, &d, true).await.unwrap() else {
+        panic!("expected a new fill")
+    };
+    let got: Vec<Bytes> = stream.try_collect().await.unwrap();
+    assert_eq!(got.concat(), vec![7u8; 300_000]);
+    assert_eq!(e.up.blob_gets.load(SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_hanging_upstream_is_answered_within_the_first_byte_time() {
+    let e = env(300).await;
+    let d = add_blob(&e.up, vec![1u8; 10]);
+    e.up.hang.store(true, SeqCst);
+    let route = e
+        .proxy
+        .route(&name("a/b"), Some("upstream.test:5000"))
+        .unwrap();
+    let t = Instant::now();
+    let err = e
+        .proxy
+        .blob(&route, &d, true)
+        .await
+        .err()
+        .expect("an error");
+    assert!(matches!(err, ProxyError::Timeout { .. }), "{err}");
+    let tag: Reference = "latest".parse().unwrap();
+    let err = e.proxy.manifest(&route, &tag, None).await.unwrap_err();
+    assert!(matches!(err, ProxyError::Timeout { .. }), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}
+
+#[tokio::test]
+async fn tags_are_fresh_then_revalidated_and_served_stale_when_the_upstream_is_down() {
+    let e = env(1).await;
+    let layer = add_blob(&e.up, b"x".to_vec());
+    let d1 = add_image(&e.up, "v1", &layer);
+    let route = e
+        .proxy
+        .route(&name("a/b"), Some("upstream.test:5000"))
+        .unwrap();
+    let tag: Reference = "v1".parse().unwrap();
+    assert_eq!(e.proxy.manifest(&route, &tag, None).await.unwrap(), d1);
+    assert_eq!(e.proxy.manifest(&route, &tag, None).await.unwrap(), d1);
+    assert_eq!(e.up.manifest_gets.load(SeqCst), 1);
+    assert_eq!(
+        e.up.manifest_heads.load(SeqCst),
+        0,
+        "fresh: no upstream request"
+    );
+    // The tag moves upstream: not seen while fresh, seen after.
+    let other = add_blob(&e.up, b"y".to_vec());
+    let d2 = add_image(&e.up, "v1", &other);
+    assert_eq!(e.proxy.manifest(&route, &tag, None).await.unwrap(), d1);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(e.proxy.manifest(&route, &tag, None).await.unwrap(), d2);
+    assert_eq!(e.up.manifest_heads.load(SeqCst), 1);
+    // By digest: stored, and served without the upstream.
+    let (_, body) = e
+        .registry
+        .manifest_get(&route.local, &Reference::Digest(d2.clone()))
+        .await
+        .unwrap();
+    assert_eq!(digest_of(storage::Algorithm::Sha256, &body), d2);
+    e.up.down.store(true, SeqCst);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(
+        e.proxy.manifest(&route, &tag, None).await.unwrap(),
+        d2,
+        "stale"
+    );
+    assert_eq!(route.upstream.metrics.stale.load(Relaxed), 1);
+    assert_eq!(
+        e.proxy
+            .manifest(&route, &Reference::Digest(d1.clone()), None)
+            .await
+            .unwrap(),
+        d1
+    );
+    let err = e
+        .proxy
+        .manifest(&route, &"v9".parse().unwrap(), None)
+        .await
+        .unwrap_err();
+    assert!(err.upstream_down(), "{err}");
+    let mut m = String::new();
+    e.proxy.render_metrics(&mut m);
+    assert!(
+        m.contains("registry_proxy_stale_total{upstream=\"upstream.test:5000\"} 1"),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn a_manifest_that_does_not_match_its_digest_is_refused() {
+    let e = env(300).await;
+    let layer = add_blob(&e.up, b"x".to_vec());
+    let d = add_image(&e.up, "v1", &layer);
+    // Serve other bytes under the digest.
+    let bogus = e.up.manifests.lock().unwrap().get("v1").cloned().unwrap();
+    let mut body = bogus.1.to_vec();
+    body.push(b' ');
+    e.up.manifests
+        .lock()
+        .unwrap()
+        .insert(d.to_string(), (bogus.0, Bytes::from(body)));
+    let route = e
+        .proxy
+        .route(&name("a/b"), Some("upstream.test:5000"))
+        .unwrap();
+    let err = e
+        .proxy
+        .manifest(&route, &Reference::Digest(d.clone()), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ProxyError::DigestMismatch { .. }), "{err}");
+    assert!(e
+        .registry
+        .manifest_info(&route.local, &Reference::Digest(d))
+        .await
+        .is_err());
+}

@@ -1,0 +1,177 @@
+//! Routing to the pull-through cache ([`proxy::Proxy`]): a request whose `?ns=` or first name
+//! component names a configured upstream is filled from that upstream, then served from the
+//! cache repository like any other; pushes into such names are refused. Everything else passes
+//! through untouched.
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use futures::TryStreamExt;
+use http::header::{
+    HeaderMap, HeaderValue, ACCEPT, ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_TYPE, ETAG, RANGE,
+};
+use http::StatusCode;
+use proxy::{BlobSource, ProxyError};
+use storage::Reference;
+
+use super::{param, Ctx, CONTENT_DIGEST};
+use crate::endpoint::Endpoint;
+use crate::error::{ApiError, ErrorCode};
+use crate::metrics::METRICS;
+
+/// What the cache made of a request.
+pub(super) enum Routed {
+    /// Not proxied, or filled: serve this endpoint from storage.
+    Local(Endpoint),
+    /// Answered here (a blob streaming from a fill, or an upstream's size for HEAD).
+    Done(Response),
+}
+
+/// Sends a request for a proxied name to the cache; other requests come back unchanged.
+pub(super) async fn route(cx: &Ctx<'_>, ep: Endpoint) -> Result<Routed, ApiError> {
+    let (st, parts, q) = (cx.st, cx.parts, cx.query);
+    let Some(px) = &st.proxy else {
+        return Ok(Routed::Local(ep));
+    };
+    let Some(name) = ep_name(&ep) else {
+        return Ok(Routed::Local(ep));
+    };
+    let Some(route) = px.route(name, param(q, "ns")) else {
+        return Ok(Routed::Local(ep));
+    };
+    // Clients send the types they take as one list or as several Accept headers.
+    let accept: Vec<&str> = parts
+        .headers
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let accept = (!accept.is_empty()).then(|| accept.join(", "));
+    let accept = accept.as_deref();
+    let local = route.local.clone();
+    Ok(match ep {
+        Endpoint::GetManifest { reference, .. } => {
+            let d = px
+                .manifest(&route, &reference, accept)
+                .await
+                .map_err(api_error)?;
+            Routed::Local(Endpoint::GetManifest {
+                name: local,
+                reference: Reference::Digest(d),
+            })
+        }
+        Endpoint::HeadManifest { reference, .. } => {
+            let d = px
+                .manifest(&route, &reference, accept)
+                .await
+                .map_err(api_error)?;
+            Routed::Local(Endpoint::HeadManifest {
+                name: local,
+                reference: Reference::Digest(d),
+            })
+        }
+        Endpoint::HeadBlob { digest, .. } => {
+            match px.blob_size(&route, &digest).await.map_err(api_error)? {
+                Some(size) if st.registry.blob_size(&local, &digest).await.is_err() => {
+                    Routed::Done(blob_response(&digest, size, Body::empty()))
+                }
+                _ => Routed::Local(Endpoint::HeadBlob {
+                    name: local,
+                    digest,
+                }),
+            }
+        }
+        Endpoint::GetBlob { digest, .. } => {
+            let whole = !parts.headers.contains_key(RANGE);
+            match px.blob(&route, &digest, whole).await.map_err(api_error)? {
+                BlobSource::Stored => Routed::Local(Endpoint::GetBlob {
+                    name: local,
+                    digest,
+                }),
+                BlobSource::Filling { size, stream } => {
+                    let body =
+                        Body::from_stream(stream.inspect_ok(|b| METRICS.sent(b.len() as u64)));
+                    Routed::Done(blob_response(&digest, size, body))
+                }
+            }
+        }
+        Endpoint::ListTags { .. } => Routed::Local(Endpoint::ListTags { name: local }),
+        Endpoint::Referrers { digest, .. } => Routed::Local(Endpoint::Referrers {
+            name: local,
+            digest,
+        }),
+        _ => {
+            return Err(ApiError::new(
+                ErrorCode::Denied,
+                format!(
+                    "{} is a pull-through cache of {}; it cannot be written",
+                    route.local,
+                    route.upstream.name()
+                ),
+            ))
+        }
+    })
+}
+
+fn ep_name(ep: &Endpoint) -> Option<&storage::RepoName> {
+    Some(match ep {
+        Endpoint::Base | Endpoint::Catalog => return None,
+        Endpoint::ListTags { name }
+        | Endpoint::GetManifest { name, .. }
+        | Endpoint::HeadManifest { name, .. }
+        | Endpoint::PutManifest { name, .. }
+        | Endpoint::DeleteManifest { name, .. }
+        | Endpoint::GetBlob { name, .. }
+        | Endpoint::HeadBlob { name, .. }
+        | Endpoint::DeleteBlob { name, .. }
+        | Endpoint::StartUpload { name }
+        | Endpoint::GetUpload { name, .. }
+        | Endpoint::PatchUpload { name, .. }
+        | Endpoint::PutUpload { name, .. }
+        | Endpoint::DeleteUpload { name, .. }
+        | Endpoint::Referrers { name, .. } => name,
+    })
+}
+
+fn blob_response(digest: &storage::Digest, size: u64, body: Body) -> Response {
+    let mut h = HeaderMap::new();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(CONTENT_LENGTH, HeaderValue::from(size));
+    h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    let d = digest.to_string();
+    h.insert(
+        CONTENT_DIGEST,
+        HeaderValue::from_str(&d).expect("digest is ASCII"),
+    );
+    h.insert(
+        ETAG,
+        HeaderValue::from_str(&format!("\"{d}\"")).expect("digest is ASCII"),
+    );
+    (StatusCode::OK, h, body).into_response()
+}
+
+/// The wire error for a cache failure. Upstream trouble is a 5xx (502, or 504 for a timeout), so
+/// that a client with several hosts (containerd) moves on to the next.
+fn api_error(e: ProxyError) -> ApiError {
+    let msg = e.to_string();
+    match e {
+        ProxyError::NotFound { blob: true, .. } => ApiError::new(ErrorCode::BlobUnknown, msg),
+        ProxyError::NotFound { blob: false, .. } => ApiError::new(ErrorCode::ManifestUnknown, msg),
+        ProxyError::Timeout { .. } => {
+            ApiError::new(ErrorCode::Unavailable, msg).with_status(StatusCode::GATEWAY_TIMEOUT)
+        }
+        ProxyError::Denied { .. } => ApiError::new(ErrorCode::Denied, msg),
+        ProxyError::Unavailable { .. }
+        | ProxyError::DigestMismatch { .. }
+        | ProxyError::Invalid { .. } => {
+            ApiError::new(ErrorCode::Unavailable, msg).with_status(StatusCode::BAD_GATEWAY)
+        }
+        ProxyError::Storage(_) => ApiError::new(
+            ErrorCode::Unavailable,
+            "storage is unavailable; retry later",
+        )
+        .with_internal(msg),
+    }
+}
