@@ -58,7 +58,11 @@ suite clients build   "skopeo, buildah, podman, containerd and ORAS push and pul
 suite clients-s3 build "the real-client tests on S3 storage (root)" env CLIENTS_STORAGE=s3 bash conformance/clients/run.sh '$REG'
 suite deploy build    "the kustomize bases and the node setup (deploy/tests)" bash deploy/tests/run.sh '$REG'
 suite tls build       "registry cert, HTTPS, HTTP/2, reload, mutual TLS with real clients (root)" bash conformance/tls/run.sh '$REG'
-CLIENT_SUITES=" clients clients-s3 "
+suite runtimes build  "containerd 1.6/1.7/2.1 node setup matrix without restarts, the readiness probe, the BuildKit kontrakt (root)" bash deploy/tests/runtimes.sh '$REG'
+suite auth build      "access control: htpasswd and ServiceAccount tokens with real clients, rules, token flow, hostile auth input (root)" bash conformance/auth/run.sh '$REG'
+suite events build    "a Distribution config.yml runs unchanged; build events arrive once through outages, SIGKILL and replicas" python3 conformance/events/run.py '$REG'
+suite proxy build     "pull-through cache: token and Basic upstreams, containerd ?ns=, skopeo/podman/buildah, one fill per blob (root)" bash conformance/proxy/run.sh '$REG'
+CLIENT_SUITES=" clients clients-s3 runtimes auth proxy "
 
 if [ "${1:-}" = --list ]; then
   for n in "${NAMES[@]}"; do

@@ -6,7 +6,7 @@
 # and are refused elsewhere; bad tokens get 401; a hostile pass over the auth surface; and no
 # secret may appear in the registry's log (captured at debug level for the whole run).
 #
-#   conformance/auth/run.sh [REGISTRY_BINARY]      (default target/release/registry)
+#   conformance/auth/run.sh [REGISTRY_BINARY]      (default target/x86_64-unknown-linux-gnu/release/registry)
 #
 # Prints `PASS name` / `FAIL name: reason` per test and `N passed, N failed`; exits non-zero on
 # any failure. AUTH_LOG_DIR=DIR keeps the logs. Needs root, the tools of
@@ -18,7 +18,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck source=SCRIPTDIR/../../conformance/testlib.sh
 . "$ROOT/conformance/testlib.sh"
 HERE="$ROOT/conformance/auth"
-REG_BIN=${1:-$ROOT/target/release/registry}
+REG_BIN=${1:-$ROOT/target/x86_64-unknown-linux-gnu/release/registry}
 PY=${PYTHON:-python3}
 CMD_TIMEOUT=${AUTH_CMD_TIMEOUT:-90}
 SVC_NAME=auth.registry.svc.cluster.local

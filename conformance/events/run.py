@@ -24,7 +24,7 @@ import urllib.error
 import urllib.request
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-BIN = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "target", "release", "registry")
+BIN = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "target", "x86_64-unknown-linux-gnu", "release", "registry")
 WORK = tempfile.mkdtemp(prefix="registry-events.")
 PROCS = []
 RESULTS = {"pass": 0, "fail": 0}

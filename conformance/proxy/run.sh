@@ -8,7 +8,7 @@
 #
 #   conformance/proxy/run.sh [REGISTRY_BINARY]
 #
-# REGISTRY_BINARY defaults to target/release/registry. PROXY_BIG_MIB sets the size of the big
+# REGISTRY_BINARY defaults to target/x86_64-unknown-linux-gnu/release/registry. PROXY_BIG_MIB sets the size of the big
 # layers (default 64; the suite needs about 10 times that in free space under /tmp). Prints `PASS name` / `FAIL name: reason`
 # per test and `N passed, N failed`; exits non-zero on any failure. PROXY_LOG_DIR=DIR keeps the
 # logs. Needs root, docker-registry, skopeo, podman, buildah, containerd, python3 with
@@ -20,7 +20,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck source=SCRIPTDIR/../../conformance/testlib.sh
 . "$ROOT/conformance/testlib.sh"
 HERE="$ROOT/conformance/proxy"
-REG_BIN=${1:-$ROOT/target/release/registry}
+REG_BIN=${1:-$ROOT/target/x86_64-unknown-linux-gnu/release/registry}
 PY=${PYTHON:-python3}
 CMD_TIMEOUT=${PROXY_CMD_TIMEOUT:-120}
 FRESH=6 # seconds a cached tag stays fresh

@@ -9,7 +9,7 @@
 #
 #   deploy/tests/run.sh [REGISTRY_BINARY]
 #
-# REGISTRY_BINARY defaults to target/release/registry. Prints `PASS name` / `FAIL name: reason`
+# REGISTRY_BINARY defaults to target/x86_64-unknown-linux-gnu/release/registry. Prints `PASS name` / `FAIL name: reason`
 # and a final `N passed, N failed`; exits non-zero on any failure. Needs root (containerd, mounts).
 # Installs missing tools itself (apt, PyPI). DEPLOY_TEST_LOG_DIR=DIR keeps the logs.
 # Network: loopback only (ports 19000-19999); names resolve only through hosts files bound over
@@ -22,7 +22,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 . "$ROOT/conformance/testlib.sh"
 DEPLOY="$ROOT/deploy"
 HERE="$DEPLOY/tests"
-REG_BIN=${1:-$ROOT/target/release/registry}
+REG_BIN=${1:-$ROOT/target/x86_64-unknown-linux-gnu/release/registry}
 PY=${PYTHON:-python3}
 SVC=builds.registry.svc.cluster.local
 CMD_TIMEOUT=${DEPLOY_CMD_TIMEOUT:-180}

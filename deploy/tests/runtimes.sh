@@ -9,7 +9,7 @@
 # followed by the same running daemon; the readiness probe failing where the runtime cannot pull
 # and passing where it can; and, last, the BuildKit kontrakt (deploy/tests/buildkit.sh's part).
 #
-#   deploy/tests/runtimes.sh [REGISTRY_BINARY]      (root; REGISTRY_BINARY: target/release/registry)
+#   deploy/tests/runtimes.sh [REGISTRY_BINARY]      (root; REGISTRY_BINARY: target/x86_64-unknown-linux-gnu/release/registry)
 #
 # Fetches the pinned runtimes with deploy/tests/fetch-runtimes.sh (cache: RUNTIMES_CACHE or
 # ~/.cache/registry-runtimes). Each containerd runs in a private mount namespace whose /etc is the
@@ -24,7 +24,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 . "$ROOT/conformance/testlib.sh"
 HERE="$ROOT/deploy/tests"
 SETUP="$ROOT/deploy/node-containerd/setup-node.sh"
-REG_BIN=${1:-$ROOT/target/release/registry}
+REG_BIN=${1:-$ROOT/target/x86_64-unknown-linux-gnu/release/registry}
 CACHE=${RUNTIMES_CACHE:-$HOME/.cache/registry-runtimes}
 SVC=builds.registry.svc.cluster.local
 CMD_TIMEOUT=${RUNTIMES_CMD_TIMEOUT:-120}

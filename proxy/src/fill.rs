@@ -18,7 +18,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use http::{header, Method, StatusCode};
 use storage::hash::Hasher;
-use storage::{ByteStream, Digest, Registry, RepoName};
+use storage::{ByteStream, Digest, RepoName, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
@@ -59,7 +59,7 @@ pub(crate) struct Fills {
 
 /// Everything a fill task needs.
 pub(crate) struct FillJob {
-    pub(crate) registry: Arc<Registry>,
+    pub(crate) registry: Arc<Store>,
     pub(crate) upstream: Arc<Upstream>,
     pub(crate) remote: String,
     pub(crate) local: RepoName,

@@ -39,7 +39,7 @@ use http::{header, HeaderValue, Method, StatusCode};
 use oci_spec::image::{ImageIndex, ImageManifest};
 use storage::hash::digest_of;
 use storage::proxy_cache::{now_secs, TagRecord};
-use storage::{manifest as media, ByteStream, Digest, Reference, Registry, RepoName};
+use storage::{manifest as media, ByteStream, Digest, Reference, RepoName, Store};
 
 pub use client::Upstream;
 pub use config::{ProxyConfig, UpstreamConfig};
@@ -83,7 +83,7 @@ pub enum BlobSource {
 #[derive(Debug)]
 pub struct Proxy {
     upstreams: Vec<Arc<Upstream>>,
-    registry: Arc<Registry>,
+    registry: Arc<Store>,
     spool: PathBuf,
     fills: Arc<fill::Fills>,
     /// One manifest fetch per (cache repository, reference) at a time.
@@ -94,7 +94,7 @@ pub struct Proxy {
 
 impl Proxy {
     /// A cache over `registry` for the configured upstreams. Empties the spool folder.
-    pub fn new(cfg: &ProxyConfig, registry: Arc<Registry>) -> std::io::Result<Self> {
+    pub fn new(cfg: &ProxyConfig, registry: Arc<Store>) -> std::io::Result<Self> {
         let base = cfg.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
         let spool = spool_folder(&base)?;
         let mut upstreams = Vec::new();

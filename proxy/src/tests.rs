@@ -100,7 +100,7 @@ async fn upstream(State(up): State<Arc<Up>>, req: Request) -> Response {
 struct Env {
     up: Arc<Up>,
     proxy: Proxy,
-    registry: Arc<Registry>,
+    registry: Arc<Store>,
     _dir: tempfile::TempDir,
 }
 
@@ -114,7 +114,7 @@ async fn env(freshness: u64) -> Env {
         .with_state(up.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
     let dir = tempfile::tempdir().unwrap();
-    let registry = Arc::new(Registry::new(
+    let registry = Arc::new(Store::new(
         Arc::new(FsBackend::new(dir.path().join("data"), false).unwrap()),
         Options::default(),
     ));

@@ -39,7 +39,3 @@ pub use error::{Error, Result};
 pub use sparse::SparseRule;
 pub use store::{ManifestInfo, Options, Page, PushedManifest, ReferrersPage, Store, UploadStatus};
 pub use types::{Algorithm, Digest, ParseError, Reference, RepoName, Tag};
-
-/// The `Store`'s former name, kept so that code written against it still compiles while the
-/// branches that use it are merged; new code names [`Store`].
-pub type Registry = Store;

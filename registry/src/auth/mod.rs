@@ -33,7 +33,7 @@ use bytes::Bytes;
 use http::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, WWW_AUTHENTICATE};
 use http::{HeaderMap, Method, StatusCode, Uri};
 use serde::{Deserialize, Serialize};
-use storage::{Digest, Registry, RepoName};
+use storage::{Digest, RepoName, Store};
 
 use crate::endpoint::Endpoint;
 use crate::error::{ApiError, ErrorCode};
@@ -146,7 +146,7 @@ impl TlsClient {
 #[derive(Debug)]
 enum KeySource {
     File,
-    Storage(Arc<Registry>),
+    Storage(Arc<Store>),
 }
 
 const STORED_KEY: &str = "auth/token-key";
@@ -161,7 +161,7 @@ pub struct Auth {
     key: RwLock<(ring::hmac::Key, Instant)>,
     key_source: KeySource,
     limit: limit::FailureLimit,
-    registry: Arc<Registry>,
+    registry: Arc<Store>,
 }
 
 /// Where ServiceAccount token keys come from.
@@ -227,7 +227,7 @@ fn key_from_bytes(b: &[u8]) -> anyhow::Result<ring::hmac::Key> {
 /// Reads the shared key from storage, creating it when absent. Two replicas starting at once
 /// may both write; both then re-read, and a replica whose token fails to verify re-reads the key
 /// (at most every 10 s), so they converge on the last one written.
-async fn stored_key(reg: &Registry) -> anyhow::Result<ring::hmac::Key> {
+async fn stored_key(reg: &Store) -> anyhow::Result<ring::hmac::Key> {
     let backend = reg.backend();
     match backend.get_bytes(STORED_KEY).await {
         Ok(b) => return key_from_bytes(&b),
@@ -255,7 +255,7 @@ async fn stored_key(reg: &Registry) -> anyhow::Result<ring::hmac::Key> {
 
 impl Auth {
     /// Loads files and the signing key; fails on anything that would make requests fail later.
-    pub async fn new(cfg: AuthConfig, registry: Arc<Registry>) -> anyhow::Result<Arc<Auth>> {
+    pub async fn new(cfg: AuthConfig, registry: Arc<Store>) -> anyhow::Result<Arc<Auth>> {
         let rules = if cfg.rules.is_empty() {
             Rules::default_rules()
         } else {

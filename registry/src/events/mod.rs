@@ -589,9 +589,9 @@ async fn sweep_once(
 /// Adds an outbox to `registry` when endpoints are configured, so every push and delete records
 /// its event first. Returns the outbox for [`start`].
 pub fn attach(
-    registry: storage::Registry,
+    registry: storage::Store,
     config: &crate::Config,
-) -> (storage::Registry, Option<Arc<Outbox>>) {
+) -> (storage::Store, Option<Arc<Outbox>>) {
     if config.events.active().next().is_none() {
         return (registry, None);
     }
