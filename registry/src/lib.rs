@@ -16,6 +16,7 @@
 //! - [`cert`]: `registry cert`, a private CA (`cert/ca.rs`) and the certificates it signs.
 //! - [`events`]: notifications to HTTP endpoints from the storage outbox.
 //! - [`distribution`]: reading CNCF Distribution's config.yml and `REGISTRY_*` variables.
+//! - [`node_setup`]: `registry node-setup`, what a node's container runtime reads and pulls.
 
 pub mod api;
 pub mod auth;
