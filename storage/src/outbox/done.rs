@@ -22,13 +22,13 @@ impl Outbox {
     /// Marks event `id` taken by `endpoint`.
     pub async fn mark_done(&self, endpoint: &str, id: &str) -> Result<()> {
         self.backend
-            .put(&keys::done(endpoint, &id), Bytes::new())
+            .put(&keys::done(endpoint, id), Bytes::new())
             .await
     }
 
     /// Removes event `id` and the done markers of `endpoints` for it.
     pub async fn remove(&self, id: &str, endpoints: &[String]) -> Result<()> {
-        self.backend.delete(&keys::event(&id)).await?;
+        self.backend.delete(&keys::event(id)).await?;
         for ep in endpoints {
             self.backend.delete(&keys::done(ep, id)).await?;
         }

@@ -30,7 +30,7 @@ impl Outbox {
 
     /// One stored event, `None` when it is gone (or unreadable: logged and treated as gone).
     pub async fn load(&self, id: &str) -> Result<Option<EventRecord>> {
-        match self.backend.get_bytes(&keys::event(&id)).await {
+        match self.backend.get_bytes(&keys::event(id)).await {
             Ok(raw) => match serde_json::from_slice(&raw) {
                 Ok(r) => Ok(Some(r)),
                 Err(e) => {
