@@ -145,6 +145,43 @@ async fn run(
             &[],
         )
         .await?;
+    check_response(&job, &resp)?;
+    let size = resp
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    tx.send_modify(|s| s.size = size);
+    let mut hasher = Hasher::new(job.digest.algorithm());
+    let written = spool(&job, resp, size, &mut file, tx, &mut hasher).await?;
+    let io_err = |e: io::Error| ProxyError::from(storage::Error::backend("proxy spool file", e));
+    let actual = hasher.finish();
+    if actual != job.digest {
+        return Err(ProxyError::DigestMismatch {
+            upstream: up.name().to_owned(),
+            expected: job.digest.to_string(),
+            actual: actual.to_string(),
+        });
+    }
+    tx.send_modify(|s| {
+        s.size = Some(written);
+        s.verified = true;
+    });
+    // Store it through the registry's upload path, which hashes again as it writes and commits
+    // atomically: a crash here leaves only a staged upload that garbage collection purges.
+    let reader = tokio::fs::File::open(path).await.map_err(io_err)?;
+    let stream = tokio_util::io::ReaderStream::with_capacity(reader, READ_CHUNK).boxed();
+    job.registry.cache_mark_repo(&job.local).await?;
+    job.registry
+        .blob_put(&job.local, &job.digest, Some(written), stream)
+        .await?;
+    Ok(Some(written))
+}
+
+/// Refuses an upstream answer that is not the blob: a status other than 200, or a
+/// `Docker-Content-Digest` other than the one asked for.
+fn check_response(job: &FillJob, resp: &reqwest::Response) -> Result<()> {
+    let up = &job.upstream;
     let invalid = |msg: String| ProxyError::Invalid {
         upstream: up.name().to_owned(),
         msg,
@@ -173,15 +210,26 @@ async fn run(
             });
         }
     }
-    let size = resp
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    tx.send_modify(|s| s.size = size);
+    Ok(())
+}
+
+/// Streams the body into the spool file (flushing each chunk for the readers) and `hasher`;
+/// returns the bytes written, which must match `size` when the upstream sent one.
+async fn spool(
+    job: &FillJob,
+    resp: reqwest::Response,
+    size: Option<u64>,
+    file: &mut tokio::fs::File,
+    tx: &watch::Sender<FillState>,
+    hasher: &mut Hasher,
+) -> Result<u64> {
+    let up = &job.upstream;
+    let invalid = |msg: String| ProxyError::Invalid {
+        upstream: up.name().to_owned(),
+        msg,
+    };
     let io_err = |e: io::Error| ProxyError::from(storage::Error::backend("proxy spool file", e));
     let mut body = resp.bytes_stream();
-    let mut hasher = Hasher::new(job.digest.algorithm());
     let mut written = 0u64;
     let stall = Duration::from_secs(up.config.stall_timeout.max(1));
     loop {
@@ -217,27 +265,7 @@ async fn run(
             "blob body ended after {written} of {s} bytes"
         )));
     }
-    let actual = hasher.finish();
-    if actual != job.digest {
-        return Err(ProxyError::DigestMismatch {
-            upstream: up.name().to_owned(),
-            expected: job.digest.to_string(),
-            actual: actual.to_string(),
-        });
-    }
-    tx.send_modify(|s| {
-        s.size = Some(written);
-        s.verified = true;
-    });
-    // Store it through the registry's upload path, which hashes again as it writes and commits
-    // atomically: a crash here leaves only a staged upload that garbage collection purges.
-    let reader = tokio::fs::File::open(path).await.map_err(io_err)?;
-    let stream = tokio_util::io::ReaderStream::with_capacity(reader, READ_CHUNK).boxed();
-    job.registry.cache_mark_repo(&job.local).await?;
-    job.registry
-        .blob_put(&job.local, &job.digest, Some(written), stream)
-        .await?;
-    Ok(Some(written))
+    Ok(written)
 }
 
 /// Waits until the upstream's response headers arrived (the size is known), the blob turned out

@@ -240,37 +240,14 @@ impl Proxy {
                     up.metrics.hits.fetch_add(1, Relaxed);
                     return Ok(d.clone());
                 }
-                up.metrics.misses.fetch_add(1, Relaxed);
-                let res = self.fetch_manifest(route, reference, accept).await;
-                if let Err(e) = &res {
-                    self.count_error(route, e);
-                }
-                return res;
+                return self.fetch_counted(route, reference, accept).await;
             }
             Reference::Tag(t) => t,
         };
         let record = reg.cache_tag_record(&route.local, tag).await?;
-        let cached: Option<Digest> = match &record {
-            Some(r) => match r.digest.parse::<Digest>() {
-                Ok(d)
-                    if reg
-                        .manifest_info(&route.local, &Reference::Digest(d.clone()))
-                        .await
-                        .is_ok() =>
-                {
-                    Some(d)
-                }
-                _ => None,
-            },
-            None => None,
-        };
+        let cached = self.cached_tag(route, record.as_ref()).await;
         let Some(cached) = cached else {
-            up.metrics.misses.fetch_add(1, Relaxed);
-            let res = self.fetch_manifest(route, reference, accept).await;
-            if let Err(e) = &res {
-                self.count_error(route, e);
-            }
-            return res;
+            return self.fetch_counted(route, reference, accept).await;
         };
         let record = record.expect("cached implies a record");
         if record.age() < up.config.freshness() {
@@ -278,33 +255,7 @@ impl Proxy {
             return Ok(cached);
         }
         // Stale: one HEAD tells whether the tag moved.
-        let res = async {
-            let resp = up
-                .send(
-                    Method::HEAD,
-                    &route.remote,
-                    &format!("manifests/{tag}"),
-                    &accept_header(accept),
-                )
-                .await?;
-            match resp.status() {
-                StatusCode::OK => Ok(resp
-                    .headers()
-                    .get("docker-content-digest")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<Digest>().ok())),
-                StatusCode::NOT_FOUND => Err(ProxyError::NotFound {
-                    upstream: up.name().to_owned(),
-                    what: format!("{}:{tag}", route.remote),
-                    blob: false,
-                }),
-                s => Err(ProxyError::Invalid {
-                    upstream: up.name().to_owned(),
-                    msg: format!("manifest HEAD answered {s}"),
-                }),
-            }
-        }
-        .await;
+        let res = self.head_tag(route, tag, accept).await;
         match res {
             Ok(Some(d)) if d == cached => {
                 up.metrics.hits.fetch_add(1, Relaxed);
@@ -323,26 +274,96 @@ impl Proxy {
                 up.metrics.misses.fetch_add(1, Relaxed);
                 match self.fetch_manifest(route, reference, accept).await {
                     Ok(d) => Ok(d),
-                    Err(e) if e.upstream_down() => {
-                        self.count_error(route, &e);
-                        self.stale(route, tag, &e);
-                        Ok(cached)
-                    }
-                    Err(e) => {
-                        self.count_error(route, &e);
-                        Err(e)
-                    }
+                    Err(e) => self.stale_or_err(route, tag, e, cached),
                 }
             }
-            Err(e) if e.upstream_down() => {
-                self.count_error(route, &e);
-                self.stale(route, tag, &e);
-                Ok(cached)
-            }
-            Err(e) => {
-                self.count_error(route, &e);
-                Err(e)
-            }
+            Err(e) => self.stale_or_err(route, tag, e, cached),
+        }
+    }
+
+    /// A miss: fetches the manifest from the upstream, counting a failure as an error.
+    async fn fetch_counted(
+        &self,
+        route: &Route,
+        reference: &Reference,
+        accept: Option<&str>,
+    ) -> Result<Digest> {
+        route.upstream.metrics.misses.fetch_add(1, Relaxed);
+        let res = self.fetch_manifest(route, reference, accept).await;
+        if let Err(e) = &res {
+            self.count_error(route, e);
+        }
+        res
+    }
+
+    /// The digest `record` names, when that manifest is in the cache repository.
+    async fn cached_tag(&self, route: &Route, record: Option<&TagRecord>) -> Option<Digest> {
+        let reg = &self.registry;
+        match record {
+            Some(r) => match r.digest.parse::<Digest>() {
+                Ok(d)
+                    if reg
+                        .manifest_info(&route.local, &Reference::Digest(d.clone()))
+                        .await
+                        .is_ok() =>
+                {
+                    Some(d)
+                }
+                _ => None,
+            },
+            None => None,
+        }
+    }
+
+    /// Asks the upstream, with one HEAD, which digest `tag` names now.
+    async fn head_tag(
+        &self,
+        route: &Route,
+        tag: &storage::Tag,
+        accept: Option<&str>,
+    ) -> Result<Option<Digest>> {
+        let up = &route.upstream;
+        let resp = up
+            .send(
+                Method::HEAD,
+                &route.remote,
+                &format!("manifests/{tag}"),
+                &accept_header(accept),
+            )
+            .await?;
+        match resp.status() {
+            StatusCode::OK => Ok(resp
+                .headers()
+                .get("docker-content-digest")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<Digest>().ok())),
+            StatusCode::NOT_FOUND => Err(ProxyError::NotFound {
+                upstream: up.name().to_owned(),
+                what: format!("{}:{tag}", route.remote),
+                blob: false,
+            }),
+            s => Err(ProxyError::Invalid {
+                upstream: up.name().to_owned(),
+                msg: format!("manifest HEAD answered {s}"),
+            }),
+        }
+    }
+
+    /// A failed revalidation of `tag`: the stale `cached` digest when the upstream is down,
+    /// else the error. Counts the error either way.
+    fn stale_or_err(
+        &self,
+        route: &Route,
+        tag: &storage::Tag,
+        e: ProxyError,
+        cached: Digest,
+    ) -> Result<Digest> {
+        self.count_error(route, &e);
+        if e.upstream_down() {
+            self.stale(route, tag, &e);
+            Ok(cached)
+        } else {
+            Err(e)
         }
     }
 
@@ -378,17 +399,7 @@ impl Proxy {
                 &accept_header(accept),
             )
             .await?;
-        match resp.status() {
-            StatusCode::OK => {}
-            StatusCode::NOT_FOUND => {
-                return Err(ProxyError::NotFound {
-                    upstream: up.name().to_owned(),
-                    what: format!("{}:{reference}", route.remote),
-                    blob: false,
-                })
-            }
-            s => return Err(invalid(format!("manifest GET answered {s}"))),
-        }
+        check_manifest_status(route, reference, resp.status())?;
         let announced = resp
             .headers()
             .get("docker-content-digest")
@@ -407,15 +418,7 @@ impl Proxy {
         }
         let body = read_limited(resp, MAX_MANIFEST, up).await?;
         up.metrics.bytes.fetch_add(body.len() as u64, Relaxed);
-        let expected = match reference {
-            Reference::Digest(d) => Some(d.clone()),
-            Reference::Tag(_) => match announced {
-                Some(a) => Some(a.parse::<Digest>().map_err(|_| {
-                    invalid(format!("Docker-Content-Digest {a:?} is not a digest"))
-                })?),
-                None => None,
-            },
-        };
+        let expected = expected_digest(up, reference, announced)?;
         let alg = expected
             .as_ref()
             .map(|d| d.algorithm())
@@ -436,8 +439,33 @@ impl Proxy {
             Reference::Tag(t) => Some(t),
             Reference::Digest(_) => None,
         };
+        self.store_manifest(route, &actual, &media_type, body.clone(), tag)
+            .await?;
+        up.metrics.fills.fetch_add(1, Relaxed);
+        tracing::info!(
+            upstream = up.name(),
+            repository = %route.local,
+            reference = %reference,
+            digest = %actual,
+            media_type,
+            size = body.len(),
+            seconds = started.elapsed().as_secs_f64(),
+            "proxy fill: manifest stored"
+        );
+        Ok(actual)
+    }
+
+    /// Stores a verified manifest in the cache repository, with `tag` and its tag record.
+    async fn store_manifest(
+        &self,
+        route: &Route,
+        actual: &Digest,
+        media_type: &str,
+        body: Bytes,
+        tag: Option<&storage::Tag>,
+    ) -> Result<()> {
         self.registry
-            .cache_manifest(&route.local, &actual, &media_type, body.clone(), tag)
+            .cache_manifest(&route.local, actual, media_type, body, tag)
             .await?;
         if let Some(t) = tag {
             self.registry
@@ -451,18 +479,7 @@ impl Proxy {
                 )
                 .await?;
         }
-        up.metrics.fills.fetch_add(1, Relaxed);
-        tracing::info!(
-            upstream = up.name(),
-            repository = %route.local,
-            reference = %reference,
-            digest = %actual,
-            media_type,
-            size = body.len(),
-            seconds = started.elapsed().as_secs_f64(),
-            "proxy fill: manifest stored"
-        );
-        Ok(actual)
+        Ok(())
     }
 
     /// Size of a blob for `HEAD`: from storage, else from the upstream (without filling).
@@ -679,6 +696,49 @@ fn manifest_media_type(
         None => return Err(format!("unsupported manifest type {media_type:?}")),
     }
     Ok(media_type)
+}
+
+/// Refuses a manifest GET answer other than 200.
+fn check_manifest_status(route: &Route, reference: &Reference, status: StatusCode) -> Result<()> {
+    let up = &route.upstream;
+    let invalid = |msg: String| ProxyError::Invalid {
+        upstream: up.name().to_owned(),
+        msg,
+    };
+    match status {
+        StatusCode::OK => {}
+        StatusCode::NOT_FOUND => {
+            return Err(ProxyError::NotFound {
+                upstream: up.name().to_owned(),
+                what: format!("{}:{reference}", route.remote),
+                blob: false,
+            })
+        }
+        s => return Err(invalid(format!("manifest GET answered {s}"))),
+    }
+    Ok(())
+}
+
+/// The digest the manifest must have: the one asked for, else the one the upstream announced.
+fn expected_digest(
+    up: &Upstream,
+    reference: &Reference,
+    announced: Option<String>,
+) -> Result<Option<Digest>> {
+    let invalid = |msg: String| ProxyError::Invalid {
+        upstream: up.name().to_owned(),
+        msg,
+    };
+    Ok(match reference {
+        Reference::Digest(d) => Some(d.clone()),
+        Reference::Tag(_) => match announced {
+            Some(a) => Some(
+                a.parse::<Digest>()
+                    .map_err(|_| invalid(format!("Docker-Content-Digest {a:?} is not a digest")))?,
+            ),
+            None => None,
+        },
+    })
 }
 
 #[cfg(test)]

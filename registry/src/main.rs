@@ -127,85 +127,11 @@ async fn shutdown_signal() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Gc(args) => {
-            let cfg = match load_or_exit(&args.settings) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            maintenance(&cfg, |reg| {
-                let opts = cfg.gc_options(args.dry_run);
-                let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
-                let report = rt
-                    .block_on(reg.collect_garbage(&opts))
-                    .map_err(|e| registry::error::error_chain(&e))?;
-                registry::maintenance::print_gc_report(&report, args.dry_run);
-                Ok(true)
-            })
-        }
-        Command::Fsck(args) => {
-            let cfg = match load_or_exit(&args.settings) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            maintenance(&cfg, |reg| {
-                let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
-                let r = rt
-                    .block_on(reg.fsck(args.quarantine))
-                    .map_err(|e| registry::error::error_chain(&e))?;
-                for p in &r.problems {
-                    println!("{p}");
-                }
-                for q in &r.quarantined {
-                    println!("quarantined blob {q}");
-                }
-                println!(
-                    "checked {} blobs and {} manifests: {} problems",
-                    r.blobs_checked,
-                    r.manifests_checked,
-                    r.problems.len()
-                );
-                Ok(r.problems.is_empty())
-            })
-        }
-        Command::Cert(args) => match registry::cert::run(&args) {
-            Ok(manifest) => {
-                print!("{manifest}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("registry cert: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Gc(args) => gc(&args),
+        Command::Fsck(args) => fsck(&args),
+        Command::Cert(args) => cert(&args),
         Command::NodeSetup(args) => registry::node_setup::run(args),
-        Command::GarbageCollect(args) => {
-            let settings = ServeArgs {
-                config: Some(args.config.clone()),
-                ..Default::default()
-            };
-            let cfg = match load_or_exit(&settings) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            maintenance(&cfg, |reg| {
-                let mut opts = cfg.gc_options(args.dry_run);
-                if args.delete_untagged {
-                    let everything = storage::gc::RetentionRule {
-                        repositories: storage::gc::Pattern::new("**"),
-                        keep_tags: None,
-                        protect_tags: None,
-                        untagged_after: Some(std::time::Duration::ZERO),
-                    };
-                    opts.retention.insert(0, everything);
-                }
-                let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
-                let report = rt
-                    .block_on(reg.collect_garbage(&opts))
-                    .map_err(|e| registry::error::error_chain(&e))?;
-                registry::maintenance::print_gc_report(&report, args.dry_run);
-                Ok(true)
-            })
-        }
+        Command::GarbageCollect(args) => garbage_collect(&args),
         Command::Serve(mut args) => {
             if let Some(p) =
                 registry::distribution::default_config(&args, &|k| std::env::var(k).ok())
@@ -215,6 +141,94 @@ fn main() -> ExitCode {
             serve(&args)
         }
     }
+}
+
+/// `registry gc`: collects garbage with the retention rules of the config.
+fn gc(args: &GcArgs) -> ExitCode {
+    let cfg = match load_or_exit(&args.settings) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    maintenance(&cfg, |reg| {
+        let opts = cfg.gc_options(args.dry_run);
+        let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+        let report = rt
+            .block_on(reg.collect_garbage(&opts))
+            .map_err(|e| registry::error::error_chain(&e))?;
+        registry::maintenance::print_gc_report(&report, args.dry_run);
+        Ok(true)
+    })
+}
+
+/// `registry fsck`: checks the storage and prints what is damaged.
+fn fsck(args: &FsckArgs) -> ExitCode {
+    let cfg = match load_or_exit(&args.settings) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    maintenance(&cfg, |reg| {
+        let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+        let r = rt
+            .block_on(reg.fsck(args.quarantine))
+            .map_err(|e| registry::error::error_chain(&e))?;
+        for p in &r.problems {
+            println!("{p}");
+        }
+        for q in &r.quarantined {
+            println!("quarantined blob {q}");
+        }
+        println!(
+            "checked {} blobs and {} manifests: {} problems",
+            r.blobs_checked,
+            r.manifests_checked,
+            r.problems.len()
+        );
+        Ok(r.problems.is_empty())
+    })
+}
+
+/// `registry cert`: writes the PEM files and prints the manifest.
+fn cert(args: &registry::cert::CertArgs) -> ExitCode {
+    match registry::cert::run(args) {
+        Ok(manifest) => {
+            print!("{manifest}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("registry cert: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `registry garbage-collect CONFIG`: Distribution's command on this registry's collector.
+fn garbage_collect(args: &GarbageCollectArgs) -> ExitCode {
+    let settings = ServeArgs {
+        config: Some(args.config.clone()),
+        ..Default::default()
+    };
+    let cfg = match load_or_exit(&settings) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    maintenance(&cfg, |reg| {
+        let mut opts = cfg.gc_options(args.dry_run);
+        if args.delete_untagged {
+            let everything = storage::gc::RetentionRule {
+                repositories: storage::gc::Pattern::new("**"),
+                keep_tags: None,
+                protect_tags: None,
+                untagged_after: Some(std::time::Duration::ZERO),
+            };
+            opts.retention.insert(0, everything);
+        }
+        let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+        let report = rt
+            .block_on(reg.collect_garbage(&opts))
+            .map_err(|e| registry::error::error_chain(&e))?;
+        registry::maintenance::print_gc_report(&report, args.dry_run);
+        Ok(true)
+    })
 }
 
 /// `registry serve`: serves until SIGTERM or Ctrl-C.

@@ -114,15 +114,13 @@ pub async fn run(
     run_with_tls(listener, None, config, shutdown).await
 }
 
-/// [`run`], with HTTPS on `tls_listener` (bound by the caller, e.g. to port 0 in tests) instead
-/// of `config.tls_listen` when `config.tls_cert` is set.
-pub async fn run_with_tls(
-    listener: TcpListener,
+/// Loads the certificate and binds the HTTPS listener (the one given, or `config.tls_listen`)
+/// when `config.tls_cert` and `config.tls_key` are set; `None` otherwise.
+async fn bind_tls(
     tls_listener: Option<TcpListener>,
-    config: Config,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let tls = match (&config.tls_cert, &config.tls_key) {
+    config: &Config,
+) -> anyhow::Result<Option<(TcpListener, Arc<TlsServer>)>> {
+    Ok(match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => {
             let tls = TlsServer::load(cert, key, config.tls_client_ca.as_deref())?;
             let l = match tls_listener {
@@ -141,7 +139,33 @@ pub async fn run_with_tls(
             Some((l, Arc::new(tls)))
         }
         _ => None,
-    };
+    })
+}
+
+/// The router for `state`, wrapped in access control when the config has an `[auth]` section.
+async fn build_app(state: &Arc<AppState>) -> anyhow::Result<Router> {
+    Ok(match &state.config.auth {
+        Some(a) => {
+            let auth = crate::auth::Auth::new(a.clone(), state.registry.clone()).await?;
+            tracing::info!("{}", auth.describe());
+            crate::auth::wrap(router(state.clone()), auth)
+        }
+        None => {
+            tracing::info!("access control off (no [auth] in the config): anyone who reaches the registry may pull, push and delete");
+            router(state.clone())
+        }
+    })
+}
+
+/// [`run`], with HTTPS on `tls_listener` (bound by the caller, e.g. to port 0 in tests) instead
+/// of `config.tls_listen` when `config.tls_cert` is set.
+pub async fn run_with_tls(
+    listener: TcpListener,
+    tls_listener: Option<TcpListener>,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let tls = bind_tls(tls_listener, &config).await?;
     let reload_every = Duration::from_secs(config.tls_reload_interval);
     let registry = open_registry(&config)?;
     crate::distribution::runtime::log_startup(&config.distribution);
@@ -161,17 +185,7 @@ pub async fn run_with_tls(
         proxy,
     });
     crate::maintenance::spawn_gc(&state.registry, &state.config);
-    let app = match &state.config.auth {
-        Some(a) => {
-            let auth = crate::auth::Auth::new(a.clone(), state.registry.clone()).await?;
-            tracing::info!("{}", auth.describe());
-            crate::auth::wrap(router(state.clone()), auth)
-        }
-        None => {
-            tracing::info!("access control off (no [auth] in the config): anyone who reaches the registry may pull, push and delete");
-            router(state.clone())
-        }
-    };
+    let app = build_app(&state).await?;
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;

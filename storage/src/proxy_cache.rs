@@ -176,6 +176,12 @@ pub struct EvictReport {
     pub evicted: Vec<String>,
 }
 
+/// Bytes per distinct blob, and how many cache links hold each.
+type HeldSizes = (
+    std::collections::HashMap<Digest, u64>,
+    std::collections::HashMap<Digest, usize>,
+);
+
 /// One object a cache repository holds.
 struct Held {
     repo: RepoName,
@@ -191,7 +197,36 @@ impl Store {
     /// never the build registry's own. Run it before a garbage collection, which then removes
     /// the blobs nothing holds any more.
     pub async fn cache_evict(&self, limit: u64, dry_run: bool) -> Result<EvictReport> {
-        use std::collections::HashMap;
+        let mut held = self.cache_held().await?;
+        let (size, mut holders) = self.held_sizes(&held).await?;
+        let mut report = EvictReport {
+            cached_bytes: size.values().sum(),
+            ..Default::default()
+        };
+        let mut total = report.cached_bytes;
+        held.sort_by_key(|h| h.pulled);
+        for h in held {
+            if total <= limit {
+                break;
+            }
+            if !dry_run {
+                self.evict_held(&h).await?;
+            }
+            let left = holders.get_mut(&h.digest).expect("counted");
+            *left -= 1;
+            if *left == 0 {
+                let n = size.get(&h.digest).copied().unwrap_or(0);
+                total = total.saturating_sub(n);
+                report.evicted_bytes += n;
+            }
+            report.evicted.push(format!("{}@{}", h.repo, h.digest));
+        }
+        Ok(report)
+    }
+
+    /// Every manifest and layer link of every repository, with when it was last pulled (the
+    /// link's own time when no pull was recorded).
+    async fn cache_held(&self) -> Result<Vec<Held>> {
         let mut held: Vec<Held> = Vec::new();
         for m in self.backend().list(REPOS).await? {
             let Some(repo) = m
@@ -223,10 +258,13 @@ impl Store {
                 }
             }
         }
-        // Bytes per distinct blob, and how many cache links hold each.
-        let mut size: HashMap<Digest, u64> = HashMap::new();
-        let mut holders: HashMap<Digest, usize> = HashMap::new();
-        for h in &held {
+        Ok(held)
+    }
+
+    /// Bytes per distinct blob of `held`, and how many cache links hold each.
+    async fn held_sizes(&self, held: &[Held]) -> Result<HeldSizes> {
+        let (mut size, mut holders): HeldSizes = Default::default();
+        for h in held {
             *holders.entry(h.digest.clone()).or_default() += 1;
             if !size.contains_key(&h.digest) {
                 let n = match self.backend().head(&layout::blob(&h.digest)).await {
@@ -237,47 +275,26 @@ impl Store {
                 size.insert(h.digest.clone(), n);
             }
         }
-        let mut report = EvictReport {
-            cached_bytes: size.values().sum(),
-            ..Default::default()
-        };
-        let mut total = report.cached_bytes;
-        held.sort_by_key(|h| h.pulled);
-        for h in held {
-            if total <= limit {
-                break;
+        Ok((size, holders))
+    }
+
+    /// Removes one held object's link (a manifest with its tags, or a layer link) and its pull
+    /// record.
+    async fn evict_held(&self, h: &Held) -> Result<()> {
+        if h.manifest {
+            match self
+                .manifest_delete(&h.repo, &crate::types::Reference::Digest(h.digest.clone()))
+                .await
+            {
+                Ok(()) | Err(crate::error::Error::ManifestUnknown(_)) => {}
+                Err(e) => return Err(e),
             }
-            if !dry_run {
-                if h.manifest {
-                    match self
-                        .manifest_delete(
-                            &h.repo,
-                            &crate::types::Reference::Digest(h.digest.clone()),
-                        )
-                        .await
-                    {
-                        Ok(()) | Err(crate::error::Error::ManifestUnknown(_)) => {}
-                        Err(e) => return Err(e),
-                    }
-                } else {
-                    self.backend()
-                        .delete(&layout::layer_link(&h.repo, &h.digest))
-                        .await?;
-                }
-                self.backend()
-                    .delete(&pulled_key(&h.repo, &h.digest))
-                    .await?;
-            }
-            let left = holders.get_mut(&h.digest).expect("counted");
-            *left -= 1;
-            if *left == 0 {
-                let n = size.get(&h.digest).copied().unwrap_or(0);
-                total = total.saturating_sub(n);
-                report.evicted_bytes += n;
-            }
-            report.evicted.push(format!("{}@{}", h.repo, h.digest));
+        } else {
+            self.backend()
+                .delete(&layout::layer_link(&h.repo, &h.digest))
+                .await?;
         }
-        Ok(report)
+        self.backend().delete(&pulled_key(&h.repo, &h.digest)).await
     }
 }
 

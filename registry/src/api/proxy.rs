@@ -38,14 +38,7 @@ pub(super) async fn route(cx: &Ctx<'_>, ep: Endpoint) -> Result<Routed, ApiError
     let Some(route) = px.route(name, param(q, "ns")) else {
         return Ok(Routed::Local(ep));
     };
-    // Clients send the types they take as one list or as several Accept headers.
-    let accept: Vec<&str> = parts
-        .headers
-        .get_all(ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let accept = (!accept.is_empty()).then(|| accept.join(", "));
+    let accept = accept_list(&parts.headers);
     let accept = accept.as_deref();
     let local = route.local.clone();
     Ok(match ep {
@@ -99,17 +92,31 @@ pub(super) async fn route(cx: &Ctx<'_>, ep: Endpoint) -> Result<Routed, ApiError
             name: local,
             digest,
         }),
-        _ => {
-            return Err(ApiError::new(
-                ErrorCode::Denied,
-                format!(
-                    "{} is a pull-through cache of {}; it cannot be written",
-                    route.local,
-                    route.upstream.name()
-                ),
-            ))
-        }
+        _ => return Err(read_only(&route)),
     })
+}
+
+/// The media types the client takes, joined into one list: clients send them as one list or as
+/// several Accept headers. `None` when there is no Accept header.
+fn accept_list(headers: &HeaderMap) -> Option<String> {
+    let accept: Vec<&str> = headers
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!accept.is_empty()).then(|| accept.join(", "))
+}
+
+/// The error for a write to a pull-through cache.
+fn read_only(route: &proxy::Route) -> ApiError {
+    ApiError::new(
+        ErrorCode::Denied,
+        format!(
+            "{} is a pull-through cache of {}; it cannot be written",
+            route.local,
+            route.upstream.name()
+        ),
+    )
 }
 
 fn ep_name(ep: &Endpoint) -> Option<&storage::RepoName> {

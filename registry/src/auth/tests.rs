@@ -1,14 +1,19 @@
 //! The middleware end to end over the real router and filesystem storage.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::response::Response;
 use base64::Engine;
 use http::{Request, StatusCode};
 use sha2::Digest as _;
 use tower::ServiceExt;
 
 use super::jwt::tests::{ec_key, es256, sa_claims, ISS};
+use super::jwt::RegistryClaims;
+use super::types::now_secs;
 use super::*;
 use crate::api::AppState;
 use crate::config::Config;

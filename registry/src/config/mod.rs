@@ -157,6 +157,26 @@ impl Default for Config {
     }
 }
 
+/// The file settings: a Distribution config (or Distribution's variables) when there is one,
+/// else the project's TOML file at `path`, else the defaults.
+fn read_file_config(
+    path: Option<&std::path::Path>,
+    raw_env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<FileConfig> {
+    Ok(match crate::distribution::file_config(path, raw_env)? {
+        Some(f) => f,
+        None => match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading config file {}", p.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .with_context(|| format!("parsing config file {}", p.display()))?
+            }
+            None => FileConfig::default(),
+        },
+    })
+}
+
 impl Config {
     /// The garbage collection options this configuration describes.
     pub fn gc_options(&self, dry_run: bool) -> GcOptions {
@@ -194,18 +214,7 @@ impl Config {
         let raw_env = env;
         let dist_env = crate::distribution::project_env(env);
         let env: &dyn Fn(&str) -> Option<String> = &dist_env;
-        let file = match crate::distribution::file_config(path.as_deref(), raw_env)? {
-            Some(f) => f,
-            None => match &path {
-                Some(p) => {
-                    let text = std::fs::read_to_string(p)
-                        .with_context(|| format!("reading config file {}", p.display()))?;
-                    toml::from_str::<FileConfig>(&text)
-                        .with_context(|| format!("parsing config file {}", p.display()))?
-                }
-                None => FileConfig::default(),
-            },
-        };
+        let file = read_file_config(path.as_deref(), raw_env)?;
         let d = Config::default();
         // Flags, then environment, then file; `pick!` falls back to the default.
         macro_rules! pick_opt {

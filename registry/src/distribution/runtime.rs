@@ -141,7 +141,7 @@ pub async fn start_debug(
     let Some(addr) = &x.debug_addr else {
         return Ok(());
     };
-    let addr = super::socket_addr(addr)?;
+    let addr = super::values::socket_addr(addr)?;
     let mut app = Router::new().route("/debug/health", get(health));
     if let Some(p) = &x.debug_metrics_path {
         app = app.route(p, get(metrics));

@@ -207,98 +207,121 @@ pub fn run(args: NodeSetupArgs) -> ExitCode {
         }
     };
     match args.command {
-        NodeSetupCommand::Install { dest } => {
-            let res = std::env::current_exe().and_then(|me| std::fs::copy(me, &dest));
-            match res {
-                Ok(_) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("node-setup install {}: {e}", dest.display());
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        NodeSetupCommand::Install { dest } => install(&dest),
         NodeSetupCommand::Plan {
             socket,
             host_root,
             config,
-        } => {
-            let (version, status_path) = match rt.block_on(read_runtime(&socket)) {
-                Ok(x) => x,
-                Err(e) => {
-                    println!(
-                        "unknown cannot read the runtime's effective configuration over {}: {e}; \
-                         not claiming this node can pull",
-                        socket.display()
-                    );
-                    return ExitCode::from(3);
-                }
-            };
-            if version.runtime_name != "containerd" {
-                println!(
-                    "unknown the runtime on {} is {} {}, not containerd",
-                    socket.display(),
-                    version.runtime_name,
-                    version.runtime_version
-                );
-                return ExitCode::from(3);
-            }
-            let file = match ContainerdConfig::read(&host_root, &config) {
-                Ok(f) => f,
-                Err(e) => {
-                    println!("unknown cannot parse the containerd config: {e}");
-                    return ExitCode::from(3);
-                }
-            };
-            match plan(
-                &version.runtime_version,
-                status_path.as_deref(),
-                file.as_ref(),
-                &config,
-            ) {
-                Plan::Write { dirs, why } => {
-                    println!("why {why}");
-                    for d in dirs {
-                        println!("write {d}");
-                    }
-                    ExitCode::SUCCESS
-                }
-                Plan::Change { why, toml } => {
-                    println!("change {why}:");
-                    for l in toml.lines() {
-                        println!("toml {l}");
-                    }
-                    ExitCode::from(2)
-                }
-            }
-        }
+        } => plan_cmd(&rt, &socket, &host_root, &config),
         NodeSetupCommand::Probe {
             socket,
             name,
             push_to,
             ca,
             timeout,
-        } => {
-            let image = format!("{name}/{PROBE_REPO}:{PROBE_TAG}");
-            if let Some(addr) = push_to {
-                let target = probe::Target {
-                    addr: &addr,
-                    ca: ca.as_deref(),
-                };
-                if let Err(e) = rt.block_on(probe::push(&target, &name)) {
-                    println!("probe-failed cannot push the probe image to {addr}: {e}");
-                    return ExitCode::from(1);
-                }
+        } => probe_cmd(&rt, &socket, &name, push_to, ca.as_deref(), timeout),
+    }
+}
+
+/// `node-setup install DEST`: copies this binary to `dest`.
+fn install(dest: &Path) -> ExitCode {
+    let res = std::env::current_exe().and_then(|me| std::fs::copy(me, dest));
+    match res {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("node-setup install {}: {e}", dest.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `node-setup plan`: reads the runtime and its config, then prints the plan.
+fn plan_cmd(
+    rt: &tokio::runtime::Runtime,
+    socket: &Path,
+    host_root: &Path,
+    config: &str,
+) -> ExitCode {
+    let (version, status_path) = match rt.block_on(read_runtime(socket)) {
+        Ok(x) => x,
+        Err(e) => {
+            println!(
+                "unknown cannot read the runtime's effective configuration over {}: {e}; \
+                 not claiming this node can pull",
+                socket.display()
+            );
+            return ExitCode::from(3);
+        }
+    };
+    if version.runtime_name != "containerd" {
+        println!(
+            "unknown the runtime on {} is {} {}, not containerd",
+            socket.display(),
+            version.runtime_name,
+            version.runtime_version
+        );
+        return ExitCode::from(3);
+    }
+    let file = match ContainerdConfig::read(host_root, config) {
+        Ok(f) => f,
+        Err(e) => {
+            println!("unknown cannot parse the containerd config: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    print_plan(plan(
+        &version.runtime_version,
+        status_path.as_deref(),
+        file.as_ref(),
+        config,
+    ))
+}
+
+/// Prints `p` as `why`/`write` lines (exit 0) or `change`/`toml` lines (exit 2).
+fn print_plan(p: Plan) -> ExitCode {
+    match p {
+        Plan::Write { dirs, why } => {
+            println!("why {why}");
+            for d in dirs {
+                println!("write {d}");
             }
-            match rt.block_on(cri::pull(&socket, &image, Duration::from_secs(timeout))) {
-                Ok(r) => {
-                    println!("probe-ok the runtime pulled {image} ({r})");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    println!("probe-failed the runtime cannot pull {image}: {e}");
-                    ExitCode::from(1)
-                }
+            ExitCode::SUCCESS
+        }
+        Plan::Change { why, toml } => {
+            println!("change {why}:");
+            for l in toml.lines() {
+                println!("toml {l}");
             }
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `node-setup probe`: pushes the probe image (with `push_to`), then pulls it through the runtime.
+fn probe_cmd(
+    rt: &tokio::runtime::Runtime,
+    socket: &Path,
+    name: &str,
+    push_to: Option<String>,
+    ca: Option<&Path>,
+    timeout: u64,
+) -> ExitCode {
+    let image = format!("{name}/{PROBE_REPO}:{PROBE_TAG}");
+    if let Some(addr) = push_to {
+        let target = probe::Target { addr: &addr, ca };
+        if let Err(e) = rt.block_on(probe::push(&target, name)) {
+            println!("probe-failed cannot push the probe image to {addr}: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    match rt.block_on(cri::pull(socket, &image, Duration::from_secs(timeout))) {
+        Ok(r) => {
+            println!("probe-ok the runtime pulled {image} ({r})");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("probe-failed the runtime cannot pull {image}: {e}");
+            ExitCode::from(1)
         }
     }
 }

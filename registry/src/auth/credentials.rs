@@ -1,0 +1,151 @@
+//! Who is calling: Basic credentials (htpasswd users, or a ServiceAccount token as the password),
+//! bearer tokens (registry tokens or ServiceAccount tokens), else the client certificate. Bad
+//! credentials count against the source address.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use axum::extract::{ConnectInfo, Request};
+use base64::Engine;
+use http::header::{HeaderValue, AUTHORIZATION};
+use http::HeaderMap;
+
+use super::jwt::{self, Jwks, RegistryClaims, TokenError};
+use super::rules::Identity;
+use super::state::{Auth, KeySet};
+use super::types::{now_secs, Caller, Refused, TlsClient};
+
+/// The source address of the connection (unspecified when unknown).
+pub(super) fn source_ip(req: &Request) -> IpAddr {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+}
+
+impl Auth {
+    async fn verify_sa(&self, token: &str) -> Result<Identity, &'static str> {
+        let (Some(sa), Some(jwks)) = (&self.cfg.serviceaccount, &self.jwks) else {
+            return Err("ServiceAccount tokens are not configured");
+        };
+        let check = |keys: &Jwks| {
+            jwt::verify_service_account(token, keys, &sa.issuer, &sa.audience, now_secs())
+        };
+        let mut r = check(&jwks.get());
+        if let (Err(TokenError::UnknownKey), KeySet::Url(remote)) = (&r, jwks) {
+            // The cluster may have rotated its keys.
+            if remote.refresh_for_unknown_key().await {
+                r = check(&jwks.get());
+            }
+        }
+        r.map(|sub| Identity::named(&sub))
+            .map_err(|e| token_reason(&e))
+    }
+
+    pub(super) async fn verify_registry_token(
+        &self,
+        token: &str,
+    ) -> Result<RegistryClaims, TokenError> {
+        let now = now_secs();
+        match jwt::verify_registry(token, &self.key(), &self.cfg.service, now) {
+            Err(TokenError::Signature) if self.signing.refresh().await => {
+                jwt::verify_registry(token, &self.key(), &self.cfg.service, now)
+            }
+            r => r,
+        }
+    }
+
+    /// Identifies the caller from the `Authorization` header, else the client certificate.
+    pub(super) async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        ip: IpAddr,
+        tls: Option<&TlsClient>,
+    ) -> Result<Caller, Refused> {
+        let Some(value) = headers.get(AUTHORIZATION) else {
+            return Ok(match tls.and_then(|t| t.subject.as_deref()) {
+                Some(s) => Caller::Principal(Identity::named(s)),
+                None => Caller::Anonymous,
+            });
+        };
+        if let Some(secs) = self.limit.blocked(ip) {
+            return Err(Refused::Blocked(secs));
+        }
+        let r = self.check_credentials(value).await;
+        if let Err(reason) = &r {
+            self.limit.fail(ip);
+            tracing::info!(source = %ip, reason = *reason, "authentication failed");
+        }
+        r.map_err(Refused::Bad)
+    }
+
+    async fn check_credentials(&self, value: &HeaderValue) -> Result<Caller, &'static str> {
+        if value.len() > 2 * jwt::MAX_TOKEN_LEN {
+            return Err("Authorization header too long");
+        }
+        let v = value
+            .to_str()
+            .map_err(|_| "Authorization header not text")?;
+        let (scheme, rest) = v
+            .trim()
+            .split_once(' ')
+            .ok_or("malformed Authorization header")?;
+        let rest = rest.trim();
+        if scheme.eq_ignore_ascii_case("basic") {
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(rest)
+                .map_err(|_| "malformed Basic credentials")?;
+            let text = String::from_utf8(raw).map_err(|_| "malformed Basic credentials")?;
+            let (user, password) = text.split_once(':').ok_or("malformed Basic credentials")?;
+            if let Some(users) = &self.users {
+                if users.has(user) {
+                    return if users.verify(user, password).await {
+                        Ok(Caller::Principal(Identity::named(user)))
+                    } else {
+                        Err("wrong password")
+                    };
+                }
+            }
+            if password.matches('.').count() == 2 && self.jwks.is_some() {
+                return self.verify_sa(password).await.map(Caller::Principal);
+            }
+            if let Some(users) = &self.users {
+                // Costs one bcrypt, like a known user.
+                let _ = users.verify(user, password).await;
+            }
+            Err("unknown user")
+        } else if scheme.eq_ignore_ascii_case("bearer") {
+            match jwt::peek_header(rest) {
+                Some((_, Some(kid))) if kid == jwt::REGISTRY_KID => {
+                    let c = self
+                        .verify_registry_token(rest)
+                        .await
+                        .map_err(|e| token_reason(&e))?;
+                    let id = if c.sub.is_empty() {
+                        Identity::anonymous()
+                    } else {
+                        Identity::named(&c.sub)
+                    };
+                    Ok(Caller::Token(id, c.access))
+                }
+                Some(_) => self.verify_sa(rest).await.map(Caller::Principal),
+                None => Err("malformed bearer token"),
+            }
+        } else {
+            Err("unsupported Authorization scheme")
+        }
+    }
+}
+
+fn token_reason(e: &TokenError) -> &'static str {
+    match e {
+        TokenError::Malformed => "malformed token",
+        TokenError::Algorithm => "token algorithm not accepted",
+        TokenError::UnknownKey => "token signed by an unknown key",
+        TokenError::Signature => "token signature invalid",
+        TokenError::Expired => "token expired",
+        TokenError::NotYetValid => "token not yet valid",
+        TokenError::Issuer => "token issuer not accepted",
+        TokenError::Audience => "token audience not accepted",
+        TokenError::Subject => "token subject not accepted",
+    }
+}
