@@ -133,10 +133,8 @@ fn main() -> ExitCode {
         Command::NodeSetup(args) => registry::node_setup::run(args),
         Command::GarbageCollect(args) => garbage_collect(&args),
         Command::Serve(mut args) => {
-            if let Some(p) =
-                registry::distribution::default_config(&args, &|k| std::env::var(k).ok())
-            {
-                args.config_file = Some(p);
+            if args.is_bare(&|k| std::env::var(k).ok()) {
+                args.config_file = registry::distribution::default_config();
             }
             serve(&args)
         }

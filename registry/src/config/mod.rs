@@ -164,7 +164,9 @@ fn read_file_config(
     raw_env: &dyn Fn(&str) -> Option<String>,
 ) -> anyhow::Result<FileConfig> {
     Ok(match crate::distribution::file_config(path, raw_env)? {
-        Some(f) => f,
+        Some(table) => toml::Value::Table(table)
+            .try_into()
+            .context("translating the Distribution configuration")?,
         None => match path {
             Some(p) => {
                 let text = std::fs::read_to_string(p)

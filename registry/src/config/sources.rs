@@ -212,6 +212,20 @@ pub struct ServeArgs {
     pub tls_reload_interval: Option<u64>,
 }
 
+impl ServeArgs {
+    /// Whether this is a bare `registry serve`: no config file and no storage or listen address
+    /// from flags or the project's variables (then Distribution's default config paths are read).
+    pub fn is_bare(&self, env: &dyn Fn(&str) -> Option<String>) -> bool {
+        self.config.is_none()
+            && self.config_file.is_none()
+            && self.storage.is_none()
+            && self.listen.is_none()
+            && env("REGISTRY_CONFIG").is_none()
+            && env("REGISTRY_STORAGE").is_none()
+            && env("REGISTRY_LISTEN").is_none()
+    }
+}
+
 pub(super) fn env_parse<T: FromStr>(
     env: &dyn Fn(&str) -> Option<String>,
     key: &str,

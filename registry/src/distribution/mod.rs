@@ -34,7 +34,6 @@ use anyhow::{bail, Context};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::config::FileConfig;
 pub use env::{env_name, project_env};
 use env::{overlay_env, ENV_PATHS};
 use translate::translate;
@@ -92,23 +91,10 @@ fn looks_like_distribution(text: &str) -> bool {
         .is_some_and(|l| l.starts_with("version:"))
 }
 
-/// The config file a bare `registry serve` reads, as Distribution's image does: with no config
-/// file and no storage or listen address named by flags or the project's variables, the first
-/// of [`DEFAULT_PATHS`] that exists.
-pub fn default_config(
-    args: &crate::config::ServeArgs,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Option<PathBuf> {
-    let bare = args.config.is_none()
-        && args.config_file.is_none()
-        && args.storage.is_none()
-        && args.listen.is_none()
-        && env("REGISTRY_CONFIG").is_none()
-        && env("REGISTRY_STORAGE").is_none()
-        && env("REGISTRY_LISTEN").is_none();
-    if !bare {
-        return None;
-    }
+/// The config file a bare `registry serve` reads, as Distribution's image does (a serve with no
+/// config file and no storage or listen address named by flags or the project's variables, as
+/// `ServeArgs::is_bare` decides): the first of [`DEFAULT_PATHS`] that exists.
+pub fn default_config() -> Option<PathBuf> {
     DEFAULT_PATHS
         .iter()
         .map(PathBuf::from)
@@ -117,11 +103,12 @@ pub fn default_config(
 
 /// Reads the configuration as Distribution would, when there is one: `path` in Distribution's
 /// YAML format, or, with no file, Distribution's `REGISTRY_*` variables alone. `None` when the
-/// configuration is the project's own.
+/// configuration is the project's own. The answer is the project's config-file settings, as the
+/// TOML table a project config file would hold.
 pub(crate) fn file_config(
     path: Option<&Path>,
     env: &dyn Fn(&str) -> Option<String>,
-) -> anyhow::Result<Option<FileConfig>> {
+) -> anyhow::Result<Option<toml::Table>> {
     let (source, text) = match path {
         Some(p) => {
             let text = std::fs::read_to_string(p)
@@ -160,10 +147,7 @@ pub(crate) fn file_config(
         "distribution".into(),
         toml::Value::try_from(&extras).context("extras")?,
     );
-    let file: FileConfig = toml::Value::Table(table)
-        .try_into()
-        .context("translating the Distribution configuration")?;
-    Ok(Some(file))
+    Ok(Some(table))
 }
 
 impl serde::Serialize for Extras {
