@@ -248,6 +248,15 @@ impl TestRegistry {
         &self.client
     }
 
+    /// `GET <path>` (which starts with `/`) with the default headers.
+    pub async fn get(&self, path: &str) -> Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
     /// The storage folder the server was given (unused with `CONFORMANCE_STORAGE=s3`).
     pub fn storage_path(&self) -> &Path {
         self.storage.path()

@@ -118,11 +118,8 @@ async fn sparse_manifests_are_refused_by_default_naming_what_is_missing() {
     refused_naming(resp, &missing_child).await;
     // Nothing was stored under either tag.
     let tags: Value = reg
-        .client()
-        .get(reg.url("/v2/conformance/repo1/tags/list"))
-        .send()
+        .get("/v2/conformance/repo1/tags/list")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -180,36 +177,20 @@ async fn the_official_sparse_data_set_passes_with_the_setting_on() {
     serves(&reg, repo, "sparse-index", OCI_INDEX, &index).await;
     serves(&reg, repo, &index_digest, OCI_INDEX, &index).await;
     let tags: Value = reg
-        .client()
-        .get(reg.url(&format!("/v2/{repo}/tags/list")))
-        .send()
+        .get(&format!("/v2/{repo}/tags/list"))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
     assert_eq!(tags["tags"], json!(["sparse-image", "sparse-index"]));
     // What was never pushed is still unknown; the child that was pushed is served.
-    let resp = reg
-        .client()
-        .get(reg.url(&format!("/v2/{repo}/blobs/{missing_layer}")))
-        .send()
-        .await
-        .unwrap();
+    let resp = reg.get(&format!("/v2/{repo}/blobs/{missing_layer}")).await;
     expect_error(resp, 404, &["BLOB_UNKNOWN"]).await;
     let resp = reg
-        .client()
-        .get(reg.url(&format!("/v2/{repo}/manifests/{missing_child}")))
-        .send()
-        .await
-        .unwrap();
+        .get(&format!("/v2/{repo}/manifests/{missing_child}"))
+        .await;
     expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
-    let resp = reg
-        .client()
-        .get(reg.url(&format!("/v2/{repo}/manifests/{child}")))
-        .send()
-        .await
-        .unwrap();
+    let resp = reg.get(&format!("/v2/{repo}/manifests/{child}")).await;
     assert_eq!(resp.status(), 200);
     // Deletion works as for any manifest.
     for d in [&index_digest, &image_digest] {
@@ -220,12 +201,7 @@ async fn the_official_sparse_data_set_passes_with_the_setting_on() {
             .await
             .unwrap();
         assert_eq!(resp.status(), 202, "DELETE {d}");
-        let resp = reg
-            .client()
-            .get(reg.url(&format!("/v2/{repo}/manifests/{d}")))
-            .send()
-            .await
-            .unwrap();
+        let resp = reg.get(&format!("/v2/{repo}/manifests/{d}")).await;
         expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
     }
 }
@@ -366,12 +342,7 @@ async fn referrers_are_paginated_with_link_and_a_bounded_page() {
     assert_eq!(sigs, want);
 
     // A bad page size is refused.
-    let resp = reg
-        .client()
-        .get(reg.url(&format!("{base}?n=x")))
-        .send()
-        .await
-        .unwrap();
+    let resp = reg.get(&format!("{base}?n=x")).await;
     expect_error(resp, 400, &[]).await;
 }
 
