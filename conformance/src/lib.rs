@@ -24,12 +24,12 @@
 //!   a panic.
 //! - [`raw`]: the one hand-written HTTP/1.1 client ([`raw_request`], [`raw_send`],
 //!   [`raw::exchange`], [`raw::read_response`], [`raw::blocking_request`]).
-//! - [`process`]: the processes the test programs start (`registry serve`, `moto_server`,
-//!   `s3s-fs`), their ports, and how they are stopped.
+//! - [`process`]: watched child processes (`registry serve` and the servers the tests need),
+//!   their ports, and how they are stopped.
 //! - [`program`]: what the test programs in `src/bin` share: the command line, the PASS/FAIL
 //!   tally, the run (work folder, summary line, exit code).
-//! - [`s3`]: the S3 side (credentials, storage options, the shared moto server, buckets and
-//!   listings).
+//! - [`s3`]: the S3 side (credentials, storage options, starting moto and s3s-fs, the shared moto
+//!   server, buckets and listings).
 
 pub use reqwest;
 pub use serde_json;

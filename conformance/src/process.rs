@@ -28,8 +28,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::s3;
-
 /// First port of the range the watched servers use.
 pub const PORT_FIRST: u16 = 20000;
 /// Number of ports in the range.
@@ -72,7 +70,7 @@ fn send_signal(pid: u32, signal: &str) -> Result<(), String> {
 }
 
 /// Whether `program` is a file in one of the `PATH` folders.
-fn on_path(program: &str) -> bool {
+pub fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
 }
@@ -376,7 +374,9 @@ impl RegistryProcess {
                 Ok(()) => {
                     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
                     let deadline = Instant::now() + Duration::from_secs(20);
-                    while !s3::http(addr, "GET", "/v2/", b"").is_ok_and(|(c, _)| c == 200) {
+                    while !crate::raw::blocking_request(addr, "GET", "/v2/", b"")
+                        .is_ok_and(|a| a.status == 200)
+                    {
                         if Instant::now() > deadline {
                             return Err(format!(
                                 "registry on {addr} does not answer GET /v2/ with 200"
@@ -400,83 +400,6 @@ impl RegistryProcess {
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
-}
-
-/// A running S3-compatible server, watched.
-pub struct S3Server {
-    pub addr: SocketAddr,
-    pub process: Watched,
-}
-
-impl S3Server {
-    /// `http://127.0.0.1:<port>`.
-    pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// The registry's storage options for this server (`storage_options` in the config).
-    pub fn options(&self) -> BTreeMap<String, String> {
-        s3::options(self.addr)
-    }
-}
-
-/// Starts `moto_server` on a free port of the range (a few attempts, as another process may
-/// take the port between the check and moto's bind); logs go to `log`.
-pub fn start_moto(log: &Path) -> Result<S3Server, String> {
-    if !on_path("moto_server") {
-        return Err("moto_server is not on PATH (scripts/install-test-deps.sh installs it)".into());
-    }
-    let mut last = String::new();
-    for _ in 0..5 {
-        let port = free_port()?;
-        let args = ["-H", "127.0.0.1", "-p", &port.to_string()].map(str::to_owned);
-        let process = spawn_watched("moto_server", &args, &[], log)?;
-        match wait_listening(&process, port, Duration::from_secs(60)) {
-            Ok(()) => {
-                return Ok(S3Server {
-                    addr: ([127, 0, 0, 1], port).into(),
-                    process,
-                })
-            }
-            Err(e) => last = e,
-        }
-    }
-    Err(format!("moto_server did not start: {last}"))
-}
-
-/// Starts `s3s-fs` (a disk-backed S3 server; keeps its data across restarts) serving the folder
-/// `root` on `127.0.0.1:port` with [`s3::ACCESS_KEY`]/[`s3::SECRET_KEY`]; logs go to `log`. A
-/// bucket is a folder of `root`.
-pub fn start_s3s_fs(root: &Path, port: u16, log: &Path) -> Result<S3Server, String> {
-    let args = [
-        "--host".to_owned(),
-        "127.0.0.1".to_owned(),
-        "--port".to_owned(),
-        port.to_string(),
-        "--access-key".to_owned(),
-        s3::ACCESS_KEY.to_owned(),
-        "--secret-key".to_owned(),
-        s3::SECRET_KEY.to_owned(),
-        root.to_str().ok_or("non-UTF-8 s3s-fs root")?.to_owned(),
-    ];
-    let program = if on_path("s3s-fs") {
-        "s3s-fs".to_owned()
-    } else {
-        let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-        let p = format!("{home}/.cargo/bin/s3s-fs");
-        if !Path::new(&p).is_file() {
-            return Err(
-                "s3s-fs is not installed (scripts/install-test-deps.sh installs it)".into(),
-            );
-        }
-        p
-    };
-    let process = spawn_watched(&program, &args, &[], log)?;
-    wait_listening(&process, port, Duration::from_secs(30))?;
-    Ok(S3Server {
-        addr: ([127, 0, 0, 1], port).into(),
-        process,
-    })
 }
 
 /// `registry fsck --storage STORAGE` with the binary `bin`: `Ok` when it finds nothing damaged,

@@ -2,14 +2,16 @@
 //! `CONFORMANCE_STORAGE=s3`, and the S3 test programs `s3-replicas`, `s3-outage`, `s3-memory`):
 //! credentials, the registry's storage options, the moto server the spec suite shares, plain
 //! requests to an S3 server (buckets, listings), and the programs' PASS/FAIL
-//! [`Tally`](crate::s3::Tally). The server processes themselves are started by
-//! [`crate::process`].
+//! [`Tally`](crate::s3::Tally), and the S3 servers themselves (moto and s3s-fs), started as
+//! watched processes through [`crate::process`].
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::OnceLock;
+use std::time::Duration;
 
-use crate::process::{start_moto, S3Server};
+use crate::process::{free_port, on_path, spawn_watched, wait_listening, Watched};
 
 /// Access key and secret given to the S3 servers and the registry (moto takes any).
 pub const ACCESS_KEY: &str = "conformance";
@@ -103,4 +105,81 @@ pub fn xml_values(xml: &str, tag: &str) -> Vec<String> {
         .skip(1)
         .filter_map(|s| s.split_once(&close).map(|(v, _)| v.to_owned()))
         .collect()
+}
+
+/// A running S3-compatible server, watched.
+pub struct S3Server {
+    pub addr: SocketAddr,
+    pub process: Watched,
+}
+
+impl S3Server {
+    /// `http://127.0.0.1:<port>`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The registry's storage options for this server (`storage_options` in the config).
+    pub fn options(&self) -> BTreeMap<String, String> {
+        options(self.addr)
+    }
+}
+
+/// Starts `moto_server` on a free port of the range (a few attempts, as another process may
+/// take the port between the check and moto's bind); logs go to `log`.
+pub fn start_moto(log: &Path) -> Result<S3Server, String> {
+    if !on_path("moto_server") {
+        return Err("moto_server is not on PATH (scripts/install-test-deps.sh installs it)".into());
+    }
+    let mut last = String::new();
+    for _ in 0..5 {
+        let port = free_port()?;
+        let args = ["-H", "127.0.0.1", "-p", &port.to_string()].map(str::to_owned);
+        let process = spawn_watched("moto_server", &args, &[], log)?;
+        match wait_listening(&process, port, Duration::from_secs(60)) {
+            Ok(()) => {
+                return Ok(S3Server {
+                    addr: ([127, 0, 0, 1], port).into(),
+                    process,
+                })
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(format!("moto_server did not start: {last}"))
+}
+
+/// Starts `s3s-fs` (a disk-backed S3 server; keeps its data across restarts) serving the folder
+/// `root` on `127.0.0.1:port` with [`ACCESS_KEY`]/[`SECRET_KEY`]; logs go to `log`. A
+/// bucket is a folder of `root`.
+pub fn start_s3s_fs(root: &Path, port: u16, log: &Path) -> Result<S3Server, String> {
+    let args = [
+        "--host".to_owned(),
+        "127.0.0.1".to_owned(),
+        "--port".to_owned(),
+        port.to_string(),
+        "--access-key".to_owned(),
+        ACCESS_KEY.to_owned(),
+        "--secret-key".to_owned(),
+        SECRET_KEY.to_owned(),
+        root.to_str().ok_or("non-UTF-8 s3s-fs root")?.to_owned(),
+    ];
+    let program = if on_path("s3s-fs") {
+        "s3s-fs".to_owned()
+    } else {
+        let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+        let p = format!("{home}/.cargo/bin/s3s-fs");
+        if !Path::new(&p).is_file() {
+            return Err(
+                "s3s-fs is not installed (scripts/install-test-deps.sh installs it)".into(),
+            );
+        }
+        p
+    };
+    let process = spawn_watched(&program, &args, &[], log)?;
+    wait_listening(&process, port, Duration::from_secs(30))?;
+    Ok(S3Server {
+        addr: ([127, 0, 0, 1], port).into(),
+        process,
+    })
 }

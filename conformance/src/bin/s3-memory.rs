@@ -239,7 +239,7 @@ async fn checks(args: Args, work: PathBuf) -> Tally {
     std::fs::create_dir_all(root.join(BUCKET)).expect("bucket folder");
     let setup = (|| {
         let port = process::free_port()?;
-        let server = process::start_s3s_fs(&root, port, &work.join("s3s-fs.log"))?;
+        let server = conformance::s3::start_s3s_fs(&root, port, &work.join("s3s-fs.log"))?;
         let reg = RegistryProcess::start(
             &registry,
             &format!("s3://{BUCKET}/reg"),

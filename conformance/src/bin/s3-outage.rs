@@ -31,10 +31,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use conformance::answer::{expect_range, header, location_path, start_upload, Check};
-use conformance::process::{self, RegistryProcess, S3Server};
+use conformance::process::{self, RegistryProcess};
 use conformance::program::{self, Common, Tally};
 use conformance::reqwest::{Body, Client, Response, StatusCode};
 use conformance::s3;
+use conformance::s3::S3Server;
 use conformance::serde_json::Value;
 use conformance::{
     descriptor, random_bytes, sha256_digest, ManifestBuilder, OCI_CONFIG, OCI_LAYER, OCI_MANIFEST,
@@ -59,7 +60,9 @@ impl Store {
     fn start(&self) -> Result<(), String> {
         let mut s = self.server.lock().expect("store lock");
         if s.is_none() {
-            *s = Some(process::start_s3s_fs(&self.root, self.port, &self.log)?);
+            *s = Some(conformance::s3::start_s3s_fs(
+                &self.root, self.port, &self.log,
+            )?);
         }
         Ok(())
     }

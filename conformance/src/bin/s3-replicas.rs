@@ -681,7 +681,7 @@ fn main() {
 async fn checks(args: Args, work: PathBuf) -> Tally {
     let registry = args.common.registry;
     let mut tally = Tally::default();
-    let moto = match process::start_moto(&work.join("moto.log")) {
+    let moto = match conformance::s3::start_moto(&work.join("moto.log")) {
         Ok(m) => m,
         Err(e) => {
             tally.record("setup", Err(e));
