@@ -272,25 +272,7 @@ test_podman_and_buildah_prefix() {
 start_containerd() {
   local C="$WORK/ctrd"
   mkdir -p "$C/hosts/upa.test"
-  cat >"$C/config.toml" <<EOF
-version = 2
-root = "$C/root"
-state = "$C/state"
-[grpc]
-  address = "$C/containerd.sock"
-[ttrpc]
-  address = "$C/containerd.sock.ttrpc"
-[plugins."io.containerd.grpc.v1.cri"]
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "$C/cni/bin"
-    conf_dir = "$C/cni/conf"
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = "$C/hosts"
-EOF
+  containerd_config "$C"
   # The node's view: upa.test is served by the upstream, with this registry as its mirror.
   cat >"$C/hosts/upa.test/hosts.toml" <<EOF
 server = "http://$UPA"
