@@ -13,11 +13,11 @@ use http::{StatusCode, Uri};
 use storage::{Digest, RepoName};
 
 use super::credentials::source_ip;
-use super::respond::{denied, too_many};
+use super::respond::denied;
 use super::rules::Action;
 use super::state::Auth;
 use super::token::token;
-use super::types::{Caller, Refused, TlsClient};
+use super::types::Caller;
 use crate::endpoint::Endpoint;
 use crate::error::{ApiError, ErrorCode};
 
@@ -54,19 +54,11 @@ pub async fn layer(State(auth): State<Arc<Auth>>, req: Request, next: Next) -> R
     let ip = source_ip(&req);
     let (mut parts, body) = req.into_parts();
     let caller = match auth
-        .authenticate(&parts.headers, ip, parts.extensions.get::<TlsClient>())
+        .caller_or_refusal(&parts, ip, Some("invalid_token"))
         .await
     {
         Ok(c) => c,
-        Err(Refused::Blocked(secs)) => return too_many(secs),
-        Err(Refused::Bad(reason)) => {
-            return auth.unauthorized(
-                &parts,
-                None,
-                Some("invalid_token"),
-                &format!("authentication failed: {reason}"),
-            )
-        }
+        Err(refusal) => return refusal,
     };
     let rest = parts.uri.path().strip_prefix("/v2").unwrap_or("");
     let rest = rest.strip_prefix('/').unwrap_or(rest);

@@ -5,10 +5,33 @@ use axum::response::{IntoResponse, Response};
 use http::header::{HeaderValue, WWW_AUTHENTICATE};
 
 use super::state::Auth;
-use super::types::TlsClient;
+use super::types::{Caller, Refused, TlsClient};
 use crate::error::{ApiError, ErrorCode};
 
 impl Auth {
+    /// Who sent the request, or the answer that refuses it: 429 while its address is blocked,
+    /// 401 (with `error` in the challenge) when its credentials do not check out.
+    pub(super) async fn caller_or_refusal(
+        &self,
+        parts: &http::request::Parts,
+        ip: std::net::IpAddr,
+        error: Option<&str>,
+    ) -> Result<Caller, Response> {
+        match self
+            .authenticate(&parts.headers, ip, parts.extensions.get::<TlsClient>())
+            .await
+        {
+            Ok(c) => Ok(c),
+            Err(Refused::Blocked(secs)) => Err(too_many(secs)),
+            Err(Refused::Bad(reason)) => Err(self.unauthorized(
+                parts,
+                None,
+                error,
+                &format!("authentication failed: {reason}"),
+            )),
+        }
+    }
+
     fn realm(&self, parts: &http::request::Parts) -> String {
         if let Some(r) = &self.cfg.realm {
             return r.clone();

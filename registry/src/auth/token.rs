@@ -11,7 +11,7 @@ use super::jwt::{self, Access, RegistryClaims};
 use super::respond::too_many;
 use super::rules::Action;
 use super::state::Auth;
-use super::types::{now_secs, Refused, TlsClient};
+use super::types::now_secs;
 
 /// Parses `scope` parameters: `repository:<name>:<actions>` (also `repository(plugin):...`),
 /// several per parameter separated by spaces. Invalid names are skipped.
@@ -64,20 +64,9 @@ pub(super) async fn token(auth: &Auth, req: Request) -> Response {
         return too_many(secs);
     }
     let (parts, _body) = req.into_parts();
-    let caller = match auth
-        .authenticate(&parts.headers, ip, parts.extensions.get::<TlsClient>())
-        .await
-    {
+    let caller = match auth.caller_or_refusal(&parts, ip, None).await {
         Ok(c) => c,
-        Err(Refused::Blocked(secs)) => return too_many(secs),
-        Err(Refused::Bad(reason)) => {
-            return auth.unauthorized(
-                &parts,
-                None,
-                None,
-                &format!("authentication failed: {reason}"),
-            )
-        }
+        Err(refusal) => return refusal,
     };
     let id = caller.identity();
     let access: Vec<Access> = parse_scopes(parts.uri.query())
