@@ -70,6 +70,15 @@ pub trait Backend: Send + Sync + Debug + 'static {
     /// Metadata of `key`, or `NotFound`.
     async fn head(&self, key: &str) -> Result<ObjectMeta>;
 
+    /// Whether `key` exists: `head` with `NotFound` as `false`.
+    async fn exists(&self, key: &str) -> Result<bool> {
+        match self.head(key).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Reads `key`, whole or the given byte range (already checked against the size by the caller).
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<GetObject>;
 

@@ -43,14 +43,6 @@ impl Outbox {
         }
     }
 
-    async fn exists(&self, key: &str) -> Result<bool> {
-        match self.backend.head(key).await {
-            Ok(_) => Ok(true),
-            Err(e) if e.is_not_found() => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-
     /// Whether `rec`'s change is visible in storage now.
     async fn visible(&self, rec: &EventRecord) -> Result<bool> {
         let Ok(repo) = RepoName::from_str(&rec.repository) else {
@@ -61,31 +53,40 @@ impl Outbox {
         Ok(match (rec.action, rec.kind) {
             (Action::Push, Kind::Manifest) => {
                 let Some(d) = digest else { return Ok(false) };
-                if !self.exists(&layout::manifest_link(&repo, &d)).await? {
+                if !self
+                    .backend
+                    .exists(&layout::manifest_link(&repo, &d))
+                    .await?
+                {
                     false
                 } else {
                     let mut all = true;
                     for t in rec.tags.iter().filter_map(|t| Tag::from_str(t).ok()) {
-                        all &= self.exists(&layout::tag(&repo, &t)).await?;
+                        all &= self.backend.exists(&layout::tag(&repo, &t)).await?;
                     }
                     all
                 }
             }
             (Action::Push, Kind::Blob) => match digest {
-                Some(d) => self.exists(&layout::layer_link(&repo, &d)).await?,
+                Some(d) => self.backend.exists(&layout::layer_link(&repo, &d)).await?,
                 None => false,
             },
             (Action::Push, Kind::Tag) => false,
             (Action::Delete, Kind::Manifest) => match digest {
-                Some(d) => !self.exists(&layout::manifest_link(&repo, &d)).await?,
+                Some(d) => {
+                    !self
+                        .backend
+                        .exists(&layout::manifest_link(&repo, &d))
+                        .await?
+                }
                 None => false,
             },
             (Action::Delete, Kind::Blob) => match digest {
-                Some(d) => !self.exists(&layout::layer_link(&repo, &d)).await?,
+                Some(d) => !self.backend.exists(&layout::layer_link(&repo, &d)).await?,
                 None => false,
             },
             (Action::Delete, Kind::Tag) => match tag {
-                Some(t) => !self.exists(&layout::tag(&repo, &t)).await?,
+                Some(t) => !self.backend.exists(&layout::tag(&repo, &t)).await?,
                 None => false,
             },
         })

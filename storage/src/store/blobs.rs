@@ -13,8 +13,14 @@ use crate::types::{Digest, RepoName};
 impl Store {
     /// Size of a blob the repository may serve (a layer, config, or manifest it holds).
     pub async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
-        let linked = self.exists(&layout::layer_link(repo, digest)).await?
-            || self.exists(&layout::manifest_link(repo, digest)).await?;
+        let linked = self
+            .backend
+            .exists(&layout::layer_link(repo, digest))
+            .await?
+            || self
+                .backend
+                .exists(&layout::manifest_link(repo, digest))
+                .await?;
         if !linked {
             return Err(Error::BlobUnknown(digest.clone()));
         }
@@ -50,7 +56,7 @@ impl Store {
     /// Removes a blob from a repository (the bytes stay until garbage collection).
     pub async fn blob_delete(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
         let link = layout::layer_link(repo, digest);
-        if !self.exists(&link).await? {
+        if !self.backend.exists(&link).await? {
             return Err(Error::BlobUnknown(digest.clone()));
         }
         let event = crate::outbox::Change::BlobDelete { repo, digest };
@@ -76,7 +82,11 @@ impl Store {
         from: Option<&RepoName>,
     ) -> Result<bool> {
         let in_from = match from {
-            Some(from) => self.exists(&layout::layer_link(from, digest)).await?,
+            Some(from) => {
+                self.backend
+                    .exists(&layout::layer_link(from, digest))
+                    .await?
+            }
             None => false,
         };
         if !in_from && !self.opts.auto_mount {

@@ -204,7 +204,7 @@ impl Store {
         match reference {
             Reference::Tag(t) => {
                 let key = layout::tag(repo, t);
-                if !self.exists(&key).await? {
+                if !self.backend.exists(&key).await? {
                     return Err(Error::ManifestUnknown(t.to_string()));
                 }
                 let event = crate::outbox::Change::TagDelete { repo, tag: t };

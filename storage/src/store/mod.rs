@@ -181,14 +181,6 @@ impl Store {
         Ok(())
     }
 
-    async fn exists(&self, key: &str) -> Result<bool> {
-        match self.backend.head(key).await {
-            Ok(_) => Ok(true),
-            Err(e) if e.is_not_found() => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-
     async fn repo_exists(&self, repo: &RepoName) -> Result<bool> {
         // Only the repository's own `_` folders count: `a/b` existing says nothing about `a`.
         Ok(self
