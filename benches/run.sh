@@ -2,11 +2,13 @@
 # Side-by-side benchmark of our registry and CNCF Distribution 2.8 (docker-registry) on loopback.
 #
 #   benches/run.sh [--quick] [--no-build] [--only Scenario,...] [--out FILE] [--main] [--s3] [--tls]
+#                  [--auth]
 #
 # Sections: --main (ours vs Distribution, below), --s3 (push/pull through the S3 backend on
 # s3s-fs, one replica vs three replicas on one bucket with requests spread round robin), --tls
-# (push/pull over plain HTTP, HTTPS with HTTP/1.1 and HTTPS with HTTP/2). Without any section
-# flag all three run; with some, only those. --only applies to --main.
+# (push/pull over plain HTTP, HTTPS with HTTP/1.1 and HTTPS with HTTP/2), --auth (GET manifest
+# and HEAD blob with no auth, with a bearer token and with Basic credentials on every request).
+# Without any section flag all run; with some, only those. --only applies to --main.
 #
 # --no-build uses the binaries already built (the build can take minutes on a busy machine; the
 # time limits below are for the benchmark itself). The registry measured is the statically
@@ -26,7 +28,7 @@ QUICK=""
 ONLY=""
 BUILD=1
 OUT="$ROOT/target/bench-results.md"
-SEC_MAIN=0; SEC_S3=0; SEC_TLS=0
+SEC_MAIN=0; SEC_S3=0; SEC_TLS=0; SEC_AUTH=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK="--quick" ;;
@@ -36,13 +38,16 @@ while [ $# -gt 0 ]; do
     --main) SEC_MAIN=1 ;;
     --s3) SEC_S3=1 ;;
     --tls) SEC_TLS=1 ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    --auth) SEC_AUTH=1 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
   shift
 done
 
-if [ $SEC_MAIN$SEC_S3$SEC_TLS = 000 ]; then SEC_MAIN=1; SEC_S3=1; SEC_TLS=1; fi
+if [ $SEC_MAIN$SEC_S3$SEC_TLS$SEC_AUTH = 0000 ]; then
+  SEC_MAIN=1; SEC_S3=1; SEC_TLS=1; SEC_AUTH=1
+fi
 
 PORT_OURS=16101
 PORT_NOFSYNC=16102
@@ -56,13 +61,14 @@ SEED_REPOS=10000
 
 # The peers (Distribution, s3s-fs) come from the test command's installer, which installs what
 # is missing and is a quick no-op otherwise.
-if { [ $SEC_MAIN = 1 ] && ! command -v docker-registry >/dev/null; } ||
+NEED_DIST=$((SEC_MAIN + SEC_AUTH))
+if { [ $NEED_DIST -gt 0 ] && ! command -v docker-registry >/dev/null; } ||
   { [ $SEC_S3 = 1 ] && ! command -v s3s-fs >/dev/null; }; then
   echo "== installing what the benchmark needs (scripts/install-test-deps.sh)" >&2
   bash "$ROOT/scripts/install-test-deps.sh" >&2
   export PATH="$PATH:${CARGO_HOME:-$HOME/.cargo}/bin"
 fi
-[ $SEC_MAIN = 0 ] || command -v docker-registry >/dev/null || {
+[ $NEED_DIST = 0 ] || command -v docker-registry >/dev/null || {
   echo "docker-registry (CNCF Distribution) is still missing: apt-get install -y docker-registry" >&2
   exit 1
 }
@@ -70,6 +76,13 @@ fi
   echo "s3s-fs is still missing: cargo install s3s-fs" >&2
   exit 1
 }
+if [ $SEC_AUTH = 1 ] && ! command -v htpasswd >/dev/null; then
+  echo "== installing apache2-utils (htpasswd -B)" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q apache2-utils >&2 || {
+    echo "htpasswd is missing: apt-get install -y apache2-utils" >&2
+    exit 1
+  }
+fi
 
 T0=$(date +%s)
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/regbench.XXXXXX")"
@@ -119,7 +132,7 @@ cp "$ROOT/target/x86_64-unknown-linux-gnu/release/registry" "$ROOT/target/releas
 REGISTRY="$WORK/bin/registry"
 REGBENCH="$WORK/bin/regbench"
 
-dist_config() { # port storage-dir -> config file path
+dist_config() { # port storage-dir [extra YAML] -> config file path
   local cfg="$WORK/dist-$1.yml"
   cat > "$cfg" <<YML
 version: 0.1
@@ -136,6 +149,7 @@ storage:
     enabled: true
 http:
   addr: 127.0.0.1:$1
+${3:-}
 YML
   echo "$cfg"
 }
@@ -151,7 +165,7 @@ wait_ready() { # url pid name
 }
 
 DIST_VERSION=""
-[ $SEC_MAIN = 0 ] || DIST_VERSION="$(docker-registry --version 2>/dev/null | head -1)"
+[ $NEED_DIST = 0 ] || DIST_VERSION="$(docker-registry --version 2>/dev/null | head -1)"
 mkdir -p "$(dirname "$OUT")"
 {
   echo "## Results $(date -u '+%Y-%m-%d %H:%M UTC')${QUICK:+ (quick mode)}"
@@ -311,6 +325,83 @@ if [ $SEC_TLS = 1 ]; then
     --title "http=HTTP/1.1 (plain)" --title "https-h2=HTTPS, HTTP/2" \
     --title "https-h1=HTTPS, HTTP/1.1" \
     --out "$OUT" --json "${OUT%.md}-tls.json"
+  echo >> "$OUT"
+fi
+
+if [ $SEC_AUTH = 1 ]; then
+  phase "access control: no auth vs a bearer token vs Basic credentials on every request"
+  AUTH_ROUNDS=5
+  [ -n "$QUICK" ] && AUTH_ROUNDS=3
+  mkdir -p "$WORK/auth" "$WORK/auth-open" "$WORK/auth-bearer" "$WORK/auth-basic" \
+    "$WORK/auth-dist" "$WORK/auth-dist-htpasswd"
+  AUTH_PW="regbench-$RANDOM$RANDOM$RANDOM"
+  htpasswd -B -b -c "$WORK/auth/htpasswd" bench "$AUTH_PW" >/dev/null 2>&1
+  # The per-namespace setup of the README, with the benchmark's user granted bench/**: the rules
+  # before it are looked at and do not match, and anonymous requests are refused.
+  cat > "$WORK/auth/registry.toml" <<TOML
+[auth]
+htpasswd = "$WORK/auth/htpasswd"
+
+[[auth.rules]]
+repositories = ["builds/{namespace}/**"]
+identities = ["system:serviceaccount:*:*"]
+actions = ["pull", "push"]
+
+[[auth.rules]]
+repositories = ["private/**"]
+identities = ["alice"]
+actions = ["pull", "push", "delete"]
+
+[[auth.rules]]
+repositories = ["bench/**"]
+identities = ["bench"]
+actions = ["pull", "push"]
+TOML
+  start_ours auth-open --listen 127.0.0.1:22301 --storage "$WORK/auth-open"
+  PID_OPEN=$LAST_PID
+  start_ours auth-bearer --config "$WORK/auth/registry.toml" --listen 127.0.0.1:22302 \
+    --storage "$WORK/auth-bearer"
+  PID_BEARER=$LAST_PID
+  start_ours auth-basic --config "$WORK/auth/registry.toml" --listen 127.0.0.1:22303 \
+    --storage "$WORK/auth-basic"
+  PID_BASIC=$LAST_PID
+  env -u AWS_CA_BUNDLE docker-registry serve "$(dist_config 22304 "$WORK/auth-dist")" \
+    >"$WORK/auth-dist.log" 2>&1 &
+  PID_ADIST=$!; PIDS+=("$PID_ADIST")
+  env -u AWS_CA_BUNDLE docker-registry serve "$(dist_config 22305 "$WORK/auth-dist-htpasswd" \
+    "auth:
+  htpasswd:
+    realm: regbench
+    path: $WORK/auth/htpasswd")" >"$WORK/auth-dist-htpasswd.log" 2>&1 &
+  PID_ADIST_H=$!; PIDS+=("$PID_ADIST_H")
+  wait_ready "http://127.0.0.1:22301/readyz" "$PID_OPEN" auth-open
+  wait_ready "http://127.0.0.1:22302/readyz" "$PID_BEARER" auth-bearer
+  wait_ready "http://127.0.0.1:22303/readyz" "$PID_BASIC" auth-basic
+  wait_ready "http://127.0.0.1:22304/v2/" "$PID_ADIST" auth-dist
+  for _ in $(seq 1 100); do # 401 without credentials once it is up
+    [ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:22305/v2/)" = 401 ] && break
+    kill -0 "$PID_ADIST_H" 2>/dev/null || { echo "auth-dist-htpasswd exited" >&2; exit 1; }
+    sleep 0.1
+  done
+  sleep 1
+  {
+    echo "### Access control: cost per request (median of $AUTH_ROUNDS rounds, the servers' order alternating)"
+    echo
+    echo "- every column is its own server process on fresh storage; \"ours, bearer token\" and \"ours, Basic\" run with an [auth] section (htpasswd with a bcrypt entry, three rules, anonymous refused: checked before each scenario); the bearer token comes from GET /token with Basic credentials once per scenario, outside the timed part, and goes with every request; \"Basic\" sends the user and password with every request; Distribution's htpasswd column sends Basic credentials with every request"
+    echo
+  } >> "$OUT"
+  "$REGBENCH" run --quick --rounds $AUTH_ROUNDS --only GetManifest,HeadBlob \
+    --clk-tck "$(getconf CLK_TCK)" \
+    --server "open=127.0.0.1:22301,$PID_OPEN" \
+    --server "bearer=127.0.0.1:22302,$PID_BEARER,auth=bearer:bench:$AUTH_PW" \
+    --server "basic=127.0.0.1:22303,$PID_BASIC,auth=basic:bench:$AUTH_PW" \
+    --server "dist=127.0.0.1:22304,$PID_ADIST" \
+    --server "dist-htpasswd=127.0.0.1:22305,$PID_ADIST_H,auth=basic:bench:$AUTH_PW" \
+    --title "open=ours, no auth" --title "bearer=ours, bearer token" \
+    --title "basic=ours, Basic" --title "dist=Distribution 2.8.2, no auth" \
+    --title "dist-htpasswd=Distribution 2.8.2, htpasswd (Basic)" \
+    --ratio bearer/open --ratio basic/open --ratio dist-htpasswd/dist \
+    --out "$OUT" --json "${OUT%.md}-auth.json"
   echo >> "$OUT"
 fi
 

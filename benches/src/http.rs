@@ -83,6 +83,19 @@ pub(crate) struct Endpoint {
     pub(crate) addrs: Vec<SocketAddr>,
     /// TLS client settings (trusted CA, ALPN); `None` is plain HTTP/1.1.
     pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
+    /// `Authorization` header value sent with every request (Basic or Bearer), if any.
+    pub(crate) auth: Option<Arc<str>>,
+}
+
+impl Endpoint {
+    /// One plain-HTTP address, no credentials.
+    pub(crate) fn plain(addr: SocketAddr) -> Self {
+        Endpoint {
+            addrs: vec![addr],
+            tls: None,
+            auth: None,
+        }
+    }
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -90,6 +103,7 @@ impl std::fmt::Debug for Endpoint {
         f.debug_struct("Endpoint")
             .field("addrs", &self.addrs)
             .field("tls", &self.tls.as_ref().map(|c| c.alpn_protocols.clone()))
+            .field("auth", &self.auth.as_ref().map(|a| a.split(' ').next()))
             .finish()
     }
 }
@@ -276,6 +290,9 @@ impl Conn {
         } else {
             req.uri(target).header("host", addr.to_string())
         };
+        if let Some(auth) = &self.ep.auth {
+            req = req.header("authorization", auth.as_ref());
+        }
         for (k, v) in headers {
             req = req.header(*k, *v);
         }

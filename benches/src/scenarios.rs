@@ -25,6 +25,8 @@ pub(crate) struct Server {
     pub(crate) name: String,
     /// Where clients send requests (several addresses: replicas taken in turn).
     pub(crate) addr: Endpoint,
+    /// Credentials for every request, if the server has access control.
+    pub(crate) login: Option<crate::auth::Login>,
     /// The server's processes (one per replica).
     pub(crate) pids: Vec<u32>,
     /// Only the push scenarios run against it (the fsync-off variant).
@@ -195,6 +197,8 @@ pub(crate) struct Bench {
     pub(crate) clk_tck: f64,
     pub(crate) servers: Vec<Server>,
     pub(crate) results: Results,
+    /// Times each scenario runs; each figure is the median over the rounds.
+    pub(crate) rounds: usize,
     base: Vec<u8>,
     digests: HashMap<(u32, u32, usize), String>,
     fixture: Fixture,
@@ -329,6 +333,7 @@ impl Bench {
             clk_tck,
             servers,
             results: Results::default(),
+            rounds: 1,
             base,
             digests: HashMap::new(),
             fixture: Fixture::new(1),
@@ -385,10 +390,7 @@ impl Bench {
     /// seconds per GB.
     async fn loopback_ceiling(&self, content: Bytes, digest: &str, n: usize) -> Result<(f64, f64)> {
         let sender = crate::ceiling::start(content.clone()).await?;
-        let ep = Endpoint {
-            addrs: vec![sender.addr],
-            tls: None,
-        };
+        let ep = Endpoint::plain(sender.addr);
         let mut conn = Conn::connect(&ep).await?;
         let mut busy = Duration::ZERO;
         let mut bytes = 0u64;
@@ -455,44 +457,14 @@ impl Bench {
             if !only.is_empty() && !only.contains(sc) {
                 continue;
             }
-            // The servers compared swap places from one scenario to the next. The push floor
-            // goes first, in the machine's best state (so it is a lower bound), and the fsync-off
-            // variant last, so the two extra columns never come between the servers compared:
-            // on this VM a push costs more the more was written before it in the run.
-            let mut compared: Vec<Server> = self
-                .servers
-                .iter()
-                .filter(|s| !s.push_only && !s.blob_pushes_only)
-                .cloned()
-                .collect();
-            if i % 2 == 1 {
-                compared.reverse();
+            let mut rounds = Vec::with_capacity(self.rounds);
+            for round in 0..self.rounds {
+                let earlier = std::mem::take(&mut self.results);
+                let outcome = self.run_round(*sc, i + round, &mut overall).await;
+                rounds.push(std::mem::replace(&mut self.results, earlier));
+                outcome?;
             }
-            let first = self.servers.iter().filter(|s| s.blob_pushes_only).cloned();
-            let last = self.servers.iter().filter(|s| s.push_only).cloned();
-            let order: Vec<Server> = first.chain(compared).chain(last).collect();
-            for s in order {
-                if (s.push_only && !sc.is_push()) || (s.blob_pushes_only && !sc.is_blob_push()) {
-                    continue;
-                }
-                // Write back dirty pages left by the previous scenario (possibly another
-                // server's), so that no server pays for the one before it.
-                settle_disk().await;
-                let t = Instant::now();
-                let c0 = crate::http::CONNECTS.load(Ordering::Relaxed);
-                eprintln!("regbench: {sc:?} on {} ...", s.name);
-                self.scenario(*sc, &s)
-                    .await
-                    .with_context(|| format!("scenario {sc:?} against {}", s.name))?;
-                let peak = procfs::max_mib(&s.pids, "VmHWM")?;
-                let e = overall.entry(s.name.clone()).or_insert(0.0);
-                *e = e.max(peak);
-                eprintln!(
-                    "regbench:   done in {:.1} s, {} connections opened",
-                    t.elapsed().as_secs_f64(),
-                    crate::http::CONNECTS.load(Ordering::Relaxed) - c0
-                );
-            }
+            self.results.merge(Results::median_of(rounds));
         }
         for s in self.servers.clone() {
             if let Some(p) = overall.get(&s.name) {
@@ -505,6 +477,62 @@ impl Bench {
                     *p,
                 );
             }
+        }
+        Ok(())
+    }
+
+    /// One round of scenario `sc` against every server, in the order for position `pos`.
+    async fn run_round(
+        &mut self,
+        sc: Scenario,
+        pos: usize,
+        overall: &mut HashMap<String, f64>,
+    ) -> Result<()> {
+        // The servers compared swap places from one scenario (or round) to the next. The push
+        // floor goes first, in the machine's best state (so it is a lower bound), and the
+        // fsync-off variant last, so the two extra columns never come between the servers
+        // compared: on this VM a push costs more the more was written before it in the run.
+        let mut compared: Vec<Server> = self
+            .servers
+            .iter()
+            .filter(|s| !s.push_only && !s.blob_pushes_only)
+            .cloned()
+            .collect();
+        if pos % 2 == 1 {
+            compared.reverse();
+        }
+        let first = self.servers.iter().filter(|s| s.blob_pushes_only).cloned();
+        let last = self.servers.iter().filter(|s| s.push_only).cloned();
+        let order: Vec<Server> = first.chain(compared).chain(last).collect();
+        for mut s in order {
+            if (s.push_only && !sc.is_push()) || (s.blob_pushes_only && !sc.is_blob_push()) {
+                continue;
+            }
+            if let Some(login) = &s.login {
+                // Outside the timed part, as a client logs in once before it pulls.
+                let header = login
+                    .header(&s.addr)
+                    .await
+                    .with_context(|| format!("logging in to {} before {sc:?}", s.name))?;
+                s.addr.auth = Some(header.into());
+            }
+            // Write back dirty pages left by the previous scenario (possibly another
+            // server's), so that no server pays for the one before it.
+            settle_disk().await;
+            let t = Instant::now();
+            let c0 = crate::http::CONNECTS.load(Ordering::Relaxed);
+            eprintln!("regbench: {sc:?} on {} ...", s.name);
+            self.scenario(sc, &s)
+                .await
+                .with_context(|| format!("scenario {sc:?} against {}", s.name))?;
+            let peak = procfs::max_mib(&s.pids, "VmHWM")?;
+            let e = overall.entry(s.name.clone()).or_insert(0.0);
+            *e = e.max(peak);
+            eprintln!(
+                "regbench:   done in {:.1} s, {} connections opened",
+                t.elapsed().as_secs_f64(),
+                crate::http::CONNECTS.load(Ordering::Relaxed) - c0
+            );
         }
         Ok(())
     }
