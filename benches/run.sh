@@ -2,13 +2,15 @@
 # Side-by-side benchmark of our registry and CNCF Distribution 2.8 (docker-registry) on loopback.
 #
 #   benches/run.sh [--quick] [--no-build] [--only Scenario,...] [--out FILE] [--main] [--s3] [--tls]
-#                  [--auth]
+#                  [--auth] [--proxy]
 #
 # Sections: --main (ours vs Distribution, below), --s3 (push/pull through the S3 backend on
 # s3s-fs, one replica vs three replicas on one bucket with requests spread round robin), --tls
 # (push/pull over plain HTTP, HTTPS with HTTP/1.1 and HTTPS with HTTP/2), --auth (GET manifest
-# and HEAD blob with no auth, with a bearer token and with Basic credentials on every request).
-# Without any section flag all run; with some, only those. --only applies to --main.
+# and HEAD blob with no auth, with a bearer token and with Basic credentials on every request),
+# --proxy (an image pulled through the pull-through cache, cold and warm, beside direct and local
+# pulls, and through Distribution as a proxy). Without any section flag all run; with some, only
+# those. --only applies to --main.
 #
 # --no-build uses the binaries already built (the build can take minutes on a busy machine; the
 # time limits below are for the benchmark itself). The registry measured is the statically
@@ -28,7 +30,7 @@ QUICK=""
 ONLY=""
 BUILD=1
 OUT="$ROOT/target/bench-results.md"
-SEC_MAIN=0; SEC_S3=0; SEC_TLS=0; SEC_AUTH=0
+SEC_MAIN=0; SEC_S3=0; SEC_TLS=0; SEC_AUTH=0; SEC_PROXY=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK="--quick" ;;
@@ -39,14 +41,15 @@ while [ $# -gt 0 ]; do
     --s3) SEC_S3=1 ;;
     --tls) SEC_TLS=1 ;;
     --auth) SEC_AUTH=1 ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    --proxy) SEC_PROXY=1 ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
   shift
 done
 
-if [ $SEC_MAIN$SEC_S3$SEC_TLS$SEC_AUTH = 0000 ]; then
-  SEC_MAIN=1; SEC_S3=1; SEC_TLS=1; SEC_AUTH=1
+if [ $SEC_MAIN$SEC_S3$SEC_TLS$SEC_AUTH$SEC_PROXY = 00000 ]; then
+  SEC_MAIN=1; SEC_S3=1; SEC_TLS=1; SEC_AUTH=1; SEC_PROXY=1
 fi
 
 PORT_OURS=16101
@@ -61,7 +64,7 @@ SEED_REPOS=10000
 
 # The peers (Distribution, s3s-fs) come from the test command's installer, which installs what
 # is missing and is a quick no-op otherwise.
-NEED_DIST=$((SEC_MAIN + SEC_AUTH))
+NEED_DIST=$((SEC_MAIN + SEC_AUTH + SEC_PROXY))
 if { [ $NEED_DIST -gt 0 ] && ! command -v docker-registry >/dev/null; } ||
   { [ $SEC_S3 = 1 ] && ! command -v s3s-fs >/dev/null; }; then
   echo "== installing what the benchmark needs (scripts/install-test-deps.sh)" >&2
@@ -402,6 +405,31 @@ TOML
     --title "dist-htpasswd=Distribution 2.8.2, htpasswd (Basic)" \
     --ratio bearer/open --ratio basic/open --ratio dist-htpasswd/dist \
     --out "$OUT" --json "${OUT%.md}-auth.json"
+  echo >> "$OUT"
+fi
+
+if [ $SEC_PROXY = 1 ]; then
+  phase "pull-through cache: cold and warm pulls through ours and through Distribution"
+  PROXY_ITER=7
+  [ -n "$QUICK" ] && PROXY_ITER=3
+  mkdir -p "$WORK/upstream"
+  # The upstream: CNCF Distribution on its own storage, plain HTTP on loopback.
+  env -u AWS_CA_BUNDLE docker-registry serve "$(dist_config 22401 "$WORK/upstream")" \
+    >"$WORK/upstream.log" 2>&1 &
+  PID_UP=$!; PIDS+=("$PID_UP")
+  wait_ready "http://127.0.0.1:22401/v2/" "$PID_UP" upstream
+  {
+    echo "### Pull-through cache: an image in an upstream Distribution on 127.0.0.1, pulled through the cache (medians of $PROXY_ITER pulls)"
+    echo
+    echo "- a pull: GET manifest by tag, then config and layers 3 at a time, each compared byte for byte; cold: ours (or Distribution with proxy.remoteurl) started on fresh storage for each pull, the direct pull from the upstream alternating with it; warm: pulled again from the filled cache, alternating with a pull of the same image pushed into the same registry (ours) or a direct pull from the upstream (Distribution); serving process's CPU: ours (or the Distribution proxy) through the cache, the upstream for direct pulls"
+    echo
+  } >> "$OUT"
+  "$REGBENCH" pullthrough --registry "$REGISTRY" --distribution "$(command -v docker-registry)" \
+    --upstream 127.0.0.1:22401 --upstream-pid "$PID_UP" --work "$WORK" --port 22402 \
+    --iterations $PROXY_ITER --clk-tck "$(getconf CLK_TCK)" \
+    --title "cache=ours, through the cache" --title "reference=reference (direct; warm: local in ours)" \
+    --title "dist-cache=Distribution 2.8.2 as a proxy" --title "dist-direct=direct from the upstream" \
+    --out "$OUT" --json "${OUT%.md}-pullthrough.json"
   echo >> "$OUT"
 fi
 

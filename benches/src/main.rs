@@ -12,6 +12,7 @@ mod floor;
 mod http;
 mod oci;
 mod procfs;
+mod pullthrough;
 mod report;
 mod scenarios;
 mod startup;
@@ -126,6 +127,44 @@ enum Cmd {
         /// fsync each blob and its folder before the 201, as the registry does by default.
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         fsync: bool,
+    },
+    /// Pull an image through our pull-through cache (cold and warm) and, with --distribution,
+    /// through Distribution as a proxy, beside direct and local pulls (see pullthrough.rs).
+    Pullthrough {
+        /// Our registry binary.
+        #[arg(long)]
+        registry: std::path::PathBuf,
+        /// CNCF Distribution's binary (docker-registry), for the peer columns.
+        #[arg(long)]
+        distribution: Option<std::path::PathBuf>,
+        /// The upstream (a running CNCF Distribution, plain HTTP, on loopback) and its PID.
+        #[arg(long)]
+        upstream: SocketAddr,
+        #[arg(long)]
+        upstream_pid: u32,
+        /// Folder for the servers' storage and logs (each cold iteration gets a fresh one).
+        #[arg(long)]
+        work: std::path::PathBuf,
+        /// Port for ours; Distribution as a proxy listens on the next one (127.0.0.1).
+        #[arg(long)]
+        port: u16,
+        /// Cold pulls (each from a fresh server) and warm pulls of each kind.
+        #[arg(long, default_value_t = 5)]
+        iterations: usize,
+        /// Layer sizes in MiB.
+        #[arg(long, value_delimiter = ',', default_value = "24,16,8,4")]
+        layers_mib: Vec<usize>,
+        #[arg(long, default_value_t = 100.0)]
+        clk_tck: f64,
+        /// Column titles, NAME=TITLE.
+        #[arg(long = "title")]
+        titles: Vec<String>,
+        /// Append the Markdown table to this file.
+        #[arg(long)]
+        out: Option<String>,
+        /// Write all figures as JSON here.
+        #[arg(long)]
+        json: Option<String>,
     },
     /// Fill a storage folder with repositories through the storage crate.
     Seed {
@@ -353,6 +392,42 @@ async fn main() -> Result<()> {
             res.set("server", &row, "ms", true, &server, Cell::Na(why));
             res.save(&out)?;
             Ok(())
+        }
+        Cmd::Pullthrough {
+            registry,
+            distribution,
+            upstream,
+            upstream_pid,
+            work,
+            port,
+            iterations,
+            layers_mib,
+            clk_tck,
+            titles,
+            out,
+            json,
+        } => {
+            let opts = pullthrough::Opts {
+                registry,
+                distribution,
+                upstream,
+                upstream_pid,
+                work,
+                port,
+                iterations: iterations.clamp(1, 50),
+                layers_mib,
+                clk_tck,
+            };
+            let res = pullthrough::run(&opts).await?;
+            let mut names = vec!["cache", "reference"];
+            let mut ratios = vec![("cache".to_owned(), "reference".to_owned())];
+            if opts.distribution.is_some() {
+                names.extend(["dist-cache", "dist-direct"]);
+                ratios.push(("dist-cache".to_owned(), "dist-direct".to_owned()));
+            }
+            let columns = titled(&names, &titles);
+            let table = res.markdown(&columns, &ratios);
+            emit(&res, &table, out.as_deref(), json.as_deref())
         }
         Cmd::Floor { listen, dir, fsync } => floor::serve(listen, dir, fsync).await,
         Cmd::Seed { storage, repos } => {

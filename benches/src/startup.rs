@@ -19,7 +19,7 @@ use crate::http::Conn;
 use crate::oci::{self, sha256};
 
 /// Kills the child it holds when dropped, so a failing run leaves no server behind.
-struct Guard(Option<Child>);
+pub(crate) struct Guard(pub(crate) Option<Child>);
 
 impl Drop for Guard {
     fn drop(&mut self) {
