@@ -120,6 +120,11 @@ trap 'exit 130' INT TERM
 
 phase() { echo "== [$(( $(date +%s) - T0 )) s] $*" >&2; }
 
+# Appends a section's heading and its note to the results file.
+section() { # title note
+  printf '\n### %s\n\n- %s\n\n' "$1" "$2" >> "$OUT"
+}
+
 if [ $BUILD = 1 ]; then
   phase "building registry and regbench (release)"
   (cd "$ROOT" &&
@@ -280,12 +285,8 @@ if [ $SEC_S3 = 1 ]; then
     wait_ready "http://${THREE_ADDRS[$i]}/readyz" "${THREE_PIDS[$i]}" "s3-three-$i"
   done
   sleep 1
-  {
-    echo "### S3 backend (s3s-fs $(s3s-fs --version 2>/dev/null | awk '{print $2}') on 127.0.0.1, one bucket): one replica vs three replicas"
-    echo
-    echo "- three replicas: requests go to the three addresses in turn (round robin per request: the POST, each PATCH and the PUT of one upload land on different replicas); server CPU is the sum of the replicas, peak RSS the largest replica's, then each replica's"
-    echo
-  } >> "$OUT"
+  section "S3 backend (s3s-fs $(s3s-fs --version 2>/dev/null | awk '{print $2}') on 127.0.0.1, one bucket): one replica vs three replicas" \
+    "three replicas: requests go to the three addresses in turn (round robin per request: the POST, each PATCH and the PUT of one upload land on different replicas); server CPU is the sum of the replicas, peak RSS the largest replica's, then each replica's"
   join_by() { local IFS="$1"; shift; echo "$*"; }
   "$REGBENCH" run --quick --big-mib 64 --reps 3 --only PushMono,PushChunked,PullFirst,PullWarm \
     --clk-tck "$(getconf CLK_TCK)" \
@@ -293,7 +294,6 @@ if [ $SEC_S3 = 1 ]; then
     --server "s3-three=$(join_by + "${THREE_ADDRS[@]}"),$(join_by + "${THREE_PIDS[@]}")" \
     --title "s3-one=1 replica" --title "s3-three=3 replicas" \
     --out "$OUT" --json "${OUT%.md}-s3.json"
-  echo >> "$OUT"
 fi
 
 if [ $SEC_TLS = 1 ]; then
@@ -313,12 +313,8 @@ if [ $SEC_TLS = 1 ]; then
   wait_ready "http://127.0.0.1:22211/readyz" "$PID_H1" tls-h1
   wait_ready "http://127.0.0.1:22212/readyz" "$PID_H2" tls-h2
   sleep 1
-  {
-    echo "### HTTPS (rustls, ring) vs plain HTTP, same binary, filesystem storage (fsync on)"
-    echo
-    echo "- each column is its own server process on fresh storage; the HTTPS ones are measured on their --tls-listen port, the client (rustls, ring) trusts the CA from \`registry cert\` and offers only the ALPN named in the column (the harness fails if another is negotiated)"
-    echo
-  } >> "$OUT"
+  section "HTTPS (rustls, ring) vs plain HTTP, same binary, filesystem storage (fsync on)" \
+    "each column is its own server process on fresh storage; the HTTPS ones are measured on their --tls-listen port, the client (rustls, ring) trusts the CA from \`registry cert\` and offers only the ALPN named in the column (the harness fails if another is negotiated)"
   "$REGBENCH" run --quick --big-mib 256 --reps 3 \
     --only PushMono,PushChunked,PullFirst,PullWarm,GetManifest --clk-tck "$(getconf CLK_TCK)" \
     --ca-cert "$WORK/tls/ca.crt" \
@@ -328,13 +324,11 @@ if [ $SEC_TLS = 1 ]; then
     --title "http=HTTP/1.1 (plain)" --title "https-h2=HTTPS, HTTP/2" \
     --title "https-h1=HTTPS, HTTP/1.1" \
     --out "$OUT" --json "${OUT%.md}-tls.json"
-  echo >> "$OUT"
 fi
 
 if [ $SEC_AUTH = 1 ]; then
   phase "access control: no auth vs a bearer token vs Basic credentials on every request"
-  AUTH_ROUNDS=5
-  [ -n "$QUICK" ] && AUTH_ROUNDS=3
+  AUTH_ROUNDS=$([ -n "$QUICK" ] && echo 3 || echo 5)
   mkdir -p "$WORK/auth" "$WORK/auth-open" "$WORK/auth-bearer" "$WORK/auth-basic" \
     "$WORK/auth-dist" "$WORK/auth-dist-htpasswd"
   AUTH_PW="regbench-$RANDOM$RANDOM$RANDOM"
@@ -344,21 +338,11 @@ if [ $SEC_AUTH = 1 ]; then
   cat > "$WORK/auth/registry.toml" <<TOML
 [auth]
 htpasswd = "$WORK/auth/htpasswd"
-
-[[auth.rules]]
-repositories = ["builds/{namespace}/**"]
-identities = ["system:serviceaccount:*:*"]
-actions = ["pull", "push"]
-
-[[auth.rules]]
-repositories = ["private/**"]
-identities = ["alice"]
-actions = ["pull", "push", "delete"]
-
-[[auth.rules]]
-repositories = ["bench/**"]
-identities = ["bench"]
-actions = ["pull", "push"]
+rules = [
+  { repositories = ["builds/{namespace}/**"], identities = ["system:serviceaccount:*:*"], actions = ["pull", "push"] },
+  { repositories = ["private/**"], identities = ["alice"], actions = ["pull", "push", "delete"] },
+  { repositories = ["bench/**"], identities = ["bench"], actions = ["pull", "push"] },
+]
 TOML
   start_ours auth-open --listen 127.0.0.1:22301 --storage "$WORK/auth-open"
   PID_OPEN=$LAST_PID
@@ -387,12 +371,8 @@ TOML
     sleep 0.1
   done
   sleep 1
-  {
-    echo "### Access control: cost per request (median of $AUTH_ROUNDS rounds, the servers' order alternating)"
-    echo
-    echo "- every column is its own server process on fresh storage; \"ours, bearer token\" and \"ours, Basic\" run with an [auth] section (htpasswd with a bcrypt entry, three rules, anonymous refused: checked before each scenario); the bearer token comes from GET /token with Basic credentials once per scenario, outside the timed part, and goes with every request; \"Basic\" sends the user and password with every request; Distribution's htpasswd column sends Basic credentials with every request"
-    echo
-  } >> "$OUT"
+  section "Access control: cost per request (median of $AUTH_ROUNDS rounds, the servers' order alternating)" \
+    "every column is its own server process on fresh storage; \"ours, bearer token\" and \"ours, Basic\" run with an [auth] section (htpasswd with a bcrypt entry, three rules, anonymous refused: checked before each scenario); the bearer token comes from GET /token with Basic credentials once per scenario, outside the timed part, and goes with every request; \"Basic\" sends the user and password with every request; Distribution's htpasswd column sends Basic credentials with every request"
   "$REGBENCH" run --quick --rounds $AUTH_ROUNDS --only GetManifest,HeadBlob \
     --clk-tck "$(getconf CLK_TCK)" \
     --server "open=127.0.0.1:22301,$PID_OPEN" \
@@ -405,32 +385,25 @@ TOML
     --title "dist-htpasswd=Distribution 2.8.2, htpasswd (Basic)" \
     --ratio bearer/open --ratio basic/open --ratio dist-htpasswd/dist \
     --out "$OUT" --json "${OUT%.md}-auth.json"
-  echo >> "$OUT"
 fi
 
 if [ $SEC_PROXY = 1 ]; then
   phase "pull-through cache: cold and warm pulls through ours and through Distribution"
-  PROXY_ITER=7
-  [ -n "$QUICK" ] && PROXY_ITER=3
+  PROXY_ITER=$([ -n "$QUICK" ] && echo 3 || echo 7)
   mkdir -p "$WORK/upstream"
   # The upstream: CNCF Distribution on its own storage, plain HTTP on loopback.
   env -u AWS_CA_BUNDLE docker-registry serve "$(dist_config 22401 "$WORK/upstream")" \
     >"$WORK/upstream.log" 2>&1 &
   PID_UP=$!; PIDS+=("$PID_UP")
   wait_ready "http://127.0.0.1:22401/v2/" "$PID_UP" upstream
-  {
-    echo "### Pull-through cache: an image in an upstream Distribution on 127.0.0.1, pulled through the cache (medians of $PROXY_ITER pulls)"
-    echo
-    echo "- a pull: GET manifest by tag, then config and layers 3 at a time, each compared byte for byte; cold: ours (or Distribution with proxy.remoteurl) started on fresh storage for each pull, the direct pull from the upstream alternating with it; warm: pulled again from the filled cache, alternating with a pull of the same image pushed into the same registry (ours) or a direct pull from the upstream (Distribution); serving process's CPU: ours (or the Distribution proxy) through the cache, the upstream for direct pulls"
-    echo
-  } >> "$OUT"
+  section "Pull-through cache: an image in an upstream Distribution on 127.0.0.1, pulled through the cache (medians of $PROXY_ITER pulls)" \
+    "a pull: GET manifest by tag, then config and layers 3 at a time, each compared byte for byte; cold: ours (or Distribution with proxy.remoteurl) started on fresh storage for each pull, the direct pull from the upstream alternating with it; warm: pulled again from the filled cache, alternating with a pull of the same image pushed into the same registry (ours) or a direct pull from the upstream (Distribution); serving process's CPU: ours (or the Distribution proxy) through the cache, the upstream for direct pulls"
   "$REGBENCH" pullthrough --registry "$REGISTRY" --distribution "$(command -v docker-registry)" \
     --upstream 127.0.0.1:22401 --upstream-pid "$PID_UP" --work "$WORK" --port 22402 \
     --iterations $PROXY_ITER --clk-tck "$(getconf CLK_TCK)" \
     --title "cache=ours, through the cache" --title "reference=reference (direct; warm: local in ours)" \
     --title "dist-cache=Distribution 2.8.2 as a proxy" --title "dist-direct=direct from the upstream" \
     --out "$OUT" --json "${OUT%.md}-pullthrough.json"
-  echo >> "$OUT"
 fi
 
 phase "done; table in $OUT"

@@ -5,6 +5,20 @@
 //!   turn per request) and writes a Markdown table.
 //! - `regbench startup ...` measures start-to-ready time of a server command.
 //! - `regbench seed --storage DIR --repos N` fills a storage folder with N repositories.
+//! - `regbench pullthrough ...` pulls an image through the pull-through cache, cold and warm.
+//!
+//! # Layout
+//! - `scenarios/`: the scenarios and the run loop (`transfer`: large pushes and pulls;
+//!   `requests`: small requests under load and many small pushes; `mixed`: both at once);
+//! - `auth`: Basic credentials or a bearer token from `GET /token` for servers with access control;
+//! - `pullthrough`: the pull-through cache against direct and local pulls;
+//! - `http`: the hyper client (plain HTTP/1.1, TLS with HTTP/1.1 or HTTP/2, replicas in turn);
+//! - `oci`: registry operations as a client does them, each checking the answer;
+//! - `report`: the results table, medians of rounds, ratios;
+//! - `procfs`: a server's CPU time and memory from /proc;
+//! - `ceiling`: the loopback ceiling's minimal `sendfile` sender;
+//! - `floor`: the push floor, the least work a blob push needs;
+//! - `startup`: start-to-ready time and the seeding of storage.
 
 mod auth;
 mod ceiling;
@@ -131,31 +145,8 @@ enum Cmd {
     /// Pull an image through our pull-through cache (cold and warm) and, with --distribution,
     /// through Distribution as a proxy, beside direct and local pulls (see pullthrough.rs).
     Pullthrough {
-        /// Our registry binary.
-        #[arg(long)]
-        registry: std::path::PathBuf,
-        /// CNCF Distribution's binary (docker-registry), for the peer columns.
-        #[arg(long)]
-        distribution: Option<std::path::PathBuf>,
-        /// The upstream (a running CNCF Distribution, plain HTTP, on loopback) and its PID.
-        #[arg(long)]
-        upstream: SocketAddr,
-        #[arg(long)]
-        upstream_pid: u32,
-        /// Folder for the servers' storage and logs (each cold iteration gets a fresh one).
-        #[arg(long)]
-        work: std::path::PathBuf,
-        /// Port for ours; Distribution as a proxy listens on the next one (127.0.0.1).
-        #[arg(long)]
-        port: u16,
-        /// Cold pulls (each from a fresh server) and warm pulls of each kind.
-        #[arg(long, default_value_t = 5)]
-        iterations: usize,
-        /// Layer sizes in MiB.
-        #[arg(long, value_delimiter = ',', default_value = "24,16,8,4")]
-        layers_mib: Vec<usize>,
-        #[arg(long, default_value_t = 100.0)]
-        clk_tck: f64,
+        #[command(flatten)]
+        opts: pullthrough::Opts,
         /// Column titles, NAME=TITLE.
         #[arg(long = "title")]
         titles: Vec<String>,
@@ -278,6 +269,19 @@ fn emit(res: &Results, table: &str, out: Option<&str>, json: Option<&str>) -> Re
     Ok(())
 }
 
+/// Records `cell` for `server` in the start-up row `row` picks, in the result set `out`.
+fn startup_cell(
+    out: &str,
+    row: impl FnOnce(&Results) -> String,
+    server: &str,
+    cell: Cell,
+) -> Result<()> {
+    let mut res = load_or_new(out)?;
+    let row = row(&res);
+    res.set("server", &row, "ms", true, server, cell);
+    res.save(out)
+}
+
 fn startup_row(label: &str) -> String {
     format!("start-to-ready, {label}")
 }
@@ -363,17 +367,8 @@ async fn main() -> Result<()> {
             eprintln!(
                 "regbench: {server} {label}: start-to-ready {times:.1?} ms (median {median:.1})"
             );
-            let mut res = load_or_new(&out)?;
-            res.num(
-                "server",
-                &format!("{} (median of {})", startup_row(&label), times.len()),
-                "ms",
-                true,
-                &server,
-                median,
-            );
-            res.save(&out)?;
-            Ok(())
+            let row = format!("{} (median of {})", startup_row(&label), times.len());
+            startup_cell(&out, |_| row, &server, Cell::Num(median))
         }
         Cmd::Na {
             server,
@@ -381,43 +376,22 @@ async fn main() -> Result<()> {
             why,
             out,
         } => {
-            let mut res = load_or_new(&out)?;
             // The row title must match the one `startup` writes for the other server.
-            let row = res
-                .rows
-                .iter()
-                .find(|r| r.metric.starts_with(&startup_row(&label)))
-                .map(|r| r.metric.clone())
-                .unwrap_or_else(|| startup_row(&label));
-            res.set("server", &row, "ms", true, &server, Cell::Na(why));
-            res.save(&out)?;
-            Ok(())
+            let row = |res: &Results| {
+                res.rows
+                    .iter()
+                    .find(|r| r.metric.starts_with(&startup_row(&label)))
+                    .map(|r| r.metric.clone())
+                    .unwrap_or_else(|| startup_row(&label))
+            };
+            startup_cell(&out, row, &server, Cell::Na(why))
         }
         Cmd::Pullthrough {
-            registry,
-            distribution,
-            upstream,
-            upstream_pid,
-            work,
-            port,
-            iterations,
-            layers_mib,
-            clk_tck,
+            opts,
             titles,
             out,
             json,
         } => {
-            let opts = pullthrough::Opts {
-                registry,
-                distribution,
-                upstream,
-                upstream_pid,
-                work,
-                port,
-                iterations: iterations.clamp(1, 50),
-                layers_mib,
-                clk_tck,
-            };
             let res = pullthrough::run(&opts).await?;
             let mut names = vec!["cache", "reference"];
             let mut ratios = vec![("cache".to_owned(), "reference".to_owned())];

@@ -27,7 +27,7 @@ use tokio::task::JoinSet;
 use crate::http::{Conn, Endpoint};
 use crate::oci::{self, sha256};
 use crate::procfs::Probe;
-use crate::report::Results;
+use crate::report::{Cell, Results};
 use crate::startup::Guard;
 
 const MIB: usize = 1024 * 1024;
@@ -41,16 +41,33 @@ const REPO: &str = "bench/image";
 const PULL_CONCURRENCY: usize = 3;
 
 /// What `regbench pullthrough` is given.
+#[derive(clap::Args)]
 pub(crate) struct Opts {
+    /// Our registry binary.
+    #[arg(long)]
     pub(crate) registry: PathBuf,
+    /// CNCF Distribution's binary (docker-registry), for the peer columns.
+    #[arg(long)]
     pub(crate) distribution: Option<PathBuf>,
+    /// The upstream (a running CNCF Distribution, plain HTTP, on loopback) and its PID.
+    #[arg(long)]
     pub(crate) upstream: SocketAddr,
+    #[arg(long)]
     pub(crate) upstream_pid: u32,
+    /// Folder for the servers' storage and logs (each cold iteration gets a fresh one).
+    #[arg(long)]
     pub(crate) work: PathBuf,
-    /// Ours listens here, Distribution as a proxy on the next port.
+    /// Port for ours; Distribution as a proxy listens on the next one (127.0.0.1).
+    #[arg(long)]
     pub(crate) port: u16,
+    /// Cold pulls (each from a fresh server) and warm pulls of each kind (1 to 50).
+    #[arg(long, default_value_t = 5)]
     pub(crate) iterations: usize,
+    /// Layer sizes in MiB.
+    #[arg(long, value_delimiter = ',', default_value = "24,16,8,4")]
     pub(crate) layers_mib: Vec<usize>,
+    /// Clock ticks per second (getconf CLK_TCK).
+    #[arg(long, default_value_t = 100.0)]
     pub(crate) clk_tck: f64,
 }
 
@@ -201,25 +218,24 @@ impl Samples {
     }
 
     fn record(&self, res: &mut Results, row: &str, column: &str, bytes: u64) {
-        let secs = median(&self.secs);
-        res.num(row, "pull time (median)", "ms", true, column, secs * 1000.0);
-        res.num(
-            row,
-            "throughput (at the median time)",
-            "MB/s",
-            false,
-            column,
-            bytes as f64 / MB / secs,
-        );
-        let cpu = median(&self.cpu);
-        res.num(
-            row,
-            "serving process's CPU (median)",
-            "CPU s/GB",
-            true,
-            column,
-            cpu / (bytes as f64 / GB),
-        );
+        let (secs, cpu) = (median(&self.secs), median(&self.cpu));
+        for (metric, unit, lower, v) in [
+            ("pull time (median)", "ms", true, secs * 1000.0),
+            (
+                "throughput (at the median time)",
+                "MB/s",
+                false,
+                bytes as f64 / MB / secs,
+            ),
+            (
+                "serving process's CPU (median)",
+                "CPU s/GB",
+                true,
+                cpu / (bytes as f64 / GB),
+            ),
+        ] {
+            res.set(row, metric, unit, lower, column, Cell::Num(v));
+        }
     }
 }
 
@@ -229,25 +245,56 @@ fn median(v: &[f64]) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
+/// Our configuration: the upstream under the name [`UPSTREAM`], its tags fresh for an hour.
+const OURS_CONFIG: &str = r#"gc_interval = 0
+
+[proxy]
+spool_dir = "{dir}/spool"
+
+[[proxy.upstreams]]
+name = "{name}"
+url = "http://{upstream}"
+tag_freshness = 3600
+"#;
+
+/// Distribution as a proxy of the upstream, its stock blob descriptor cache, no access log.
+const DIST_CONFIG: &str = r#"version: 0.1
+log: {level: warn, accesslog: {disabled: true}}
+storage: {filesystem: {rootdirectory: "{dir}/data"}, cache: {blobdescriptor: inmemory}}
+http: {addr: "{addr}"}
+proxy: {remoteurl: "http://{upstream}"}
+"#;
+
+/// Creates `dir` and writes `template` to the file `name` in it, with `{dir}`, `{addr}`,
+/// `{upstream}` and `{name}` filled in; returns the file's path.
+fn config_file(
+    o: &Opts,
+    dir: &Path,
+    addr: SocketAddr,
+    name: &str,
+    template: &str,
+) -> Result<String> {
+    std::fs::create_dir_all(dir)?;
+    let text = template
+        .replace("{dir}", dir.to_str().context("folder path")?)
+        .replace("{addr}", &addr.to_string())
+        .replace("{upstream}", &o.upstream.to_string())
+        .replace("{name}", UPSTREAM);
+    let path = dir.join(name);
+    std::fs::write(&path, text)?;
+    path.to_str().map(str::to_owned).context("config path")
+}
+
 /// Starts our registry on fresh storage in `dir`, with the upstream configured.
 async fn start_ours(o: &Opts, dir: &Path) -> Result<Daemon> {
-    std::fs::create_dir_all(dir)?;
-    let cfg = dir.join("registry.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "gc_interval = 0\n\n[proxy]\nspool_dir = \"{}\"\n\n[[proxy.upstreams]]\nname = \"{UPSTREAM}\"\nurl = \"http://{}\"\ntag_freshness = 3600\n",
-            dir.join("spool").display(),
-            o.upstream
-        ),
-    )?;
     let addr = SocketAddr::from(([127, 0, 0, 1], o.port));
+    let cfg = config_file(o, dir, addr, "registry.toml", OURS_CONFIG)?;
     let (listen, storage) = (addr.to_string(), dir.join("data").display().to_string());
     let cmd = [
         o.registry.to_str().context("registry path")?,
         "serve",
         "--config",
-        cfg.to_str().context("config path")?,
+        &cfg,
         "--listen",
         &listen,
         "--storage",
@@ -260,22 +307,9 @@ async fn start_ours(o: &Opts, dir: &Path) -> Result<Daemon> {
 
 /// Starts Distribution as a proxy of the upstream on fresh storage in `dir`.
 async fn start_dist_proxy(o: &Opts, bin: &Path, dir: &Path) -> Result<Daemon> {
-    std::fs::create_dir_all(dir)?;
-    let cfg = dir.join("config.yml");
     let addr = SocketAddr::from(([127, 0, 0, 1], o.port + 1));
-    std::fs::write(
-        &cfg,
-        format!(
-            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  cache:\n    blobdescriptor: inmemory\nhttp:\n  addr: {addr}\nproxy:\n  remoteurl: http://{}\n",
-            dir.join("data").display(),
-            o.upstream
-        ),
-    )?;
-    let cmd = [
-        bin.to_str().context("distribution path")?,
-        "serve",
-        cfg.to_str().context("config path")?,
-    ];
+    let cfg = config_file(o, dir, addr, "config.yml", DIST_CONFIG)?;
+    let cmd = [bin.to_str().context("distribution path")?, "serve", &cfg];
     Daemon::start(&cmd, &o.work.join("pullthrough-dist.log"), addr, "/v2/").await
 }
 
@@ -287,7 +321,7 @@ pub(crate) async fn run(o: &Opts) -> Result<Results> {
         .await
         .context("pushing the image to the upstream")?;
     let proxied = format!("{UPSTREAM}/{REPO}");
-    let n = o.iterations.max(1);
+    let n = o.iterations.clamp(1, 50);
     let (mut cold, mut direct) = (Samples::default(), Samples::default());
     let (mut warm, mut local) = (Samples::default(), Samples::default());
 

@@ -62,26 +62,6 @@ impl Results {
         self.rows[i].values.insert(server.to_owned(), cell);
     }
 
-    /// Records a number.
-    pub(crate) fn num(
-        &mut self,
-        scenario: &str,
-        metric: &str,
-        unit: &str,
-        lower_is_better: bool,
-        server: &str,
-        v: f64,
-    ) {
-        self.set(
-            scenario,
-            metric,
-            unit,
-            lower_is_better,
-            server,
-            Cell::Num(v),
-        );
-    }
-
     /// Appends the rows of another result set (e.g. start-up timings measured separately).
     pub(crate) fn merge(&mut self, other: Results) {
         for r in other.rows {
@@ -115,25 +95,17 @@ impl Results {
         let mut samples: Vec<((String, String, String), Vec<f64>)> = Vec::new();
         let mut out = Results::default();
         for set in sets {
-            for r in set.rows {
-                for (server, cell) in r.values {
+            for r in &set.rows {
+                for (server, cell) in &r.values {
+                    let Cell::Num(v) = cell else { continue };
                     let key = (r.scenario.clone(), r.metric.clone(), server.clone());
-                    if let Cell::Num(v) = cell {
-                        match samples.iter_mut().find(|(k, _)| *k == key) {
-                            Some((_, vs)) => vs.push(v),
-                            None => samples.push((key, vec![v])),
-                        }
+                    match samples.iter_mut().find(|(k, _)| *k == key) {
+                        Some((_, vs)) => vs.push(*v),
+                        None => samples.push((key, vec![*v])),
                     }
-                    out.set(
-                        &r.scenario,
-                        &r.metric,
-                        &r.unit,
-                        r.lower_is_better,
-                        &server,
-                        cell,
-                    );
                 }
             }
+            out.merge(set);
         }
         for ((scenario, metric, server), mut vs) in samples {
             vs.sort_by(f64::total_cmp);
