@@ -20,8 +20,9 @@
 # also with 10,000 repositories in storage), starts ours (fsync on), ours (fsync off) and
 # Distribution, each on fresh storage in a temp folder, runs every scenario against each (see
 # BENCHMARKS.md), and writes the table to target/bench-results.md (and .json).
-# Full run: under 10 minutes on 2 cores; --quick: under 2 minutes.
-# Traffic goes to 127.0.0.1 only, on ports 16100-16199 (--main) and 22100-22299 (--s3, --tls).
+# Full run: about 10 minutes on 2 cores (--auth and --proxy add about 3); --quick with every
+# section: about 5 minutes. Traffic goes to 127.0.0.1 only, on ports 16100-16199 (--main),
+# 22100-22299 (--s3, --tls), 22301-22305 (--auth) and 22401-22403 (--proxy).
 # Every server started here is stopped on exit.
 set -euo pipefail
 
@@ -42,7 +43,7 @@ while [ $# -gt 0 ]; do
     --tls) SEC_TLS=1 ;;
     --auth) SEC_AUTH=1 ;;
     --proxy) SEC_PROXY=1 ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
   shift
