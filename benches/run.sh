@@ -2,11 +2,15 @@
 # Side-by-side benchmark of our registry and CNCF Distribution 2.8 (docker-registry) on loopback.
 #
 #   benches/run.sh [--quick] [--no-build] [--only Scenario,...] [--out FILE] [--main] [--s3] [--tls]
+#                  [--auth] [--proxy]
 #
 # Sections: --main (ours vs Distribution, below), --s3 (push/pull through the S3 backend on
 # s3s-fs, one replica vs three replicas on one bucket with requests spread round robin), --tls
-# (push/pull over plain HTTP, HTTPS with HTTP/1.1 and HTTPS with HTTP/2). Without any section
-# flag all three run; with some, only those. --only applies to --main.
+# (push/pull over plain HTTP, HTTPS with HTTP/1.1 and HTTPS with HTTP/2), --auth (GET manifest
+# and HEAD blob with no auth, with a bearer token and with Basic credentials on every request),
+# --proxy (an image pulled through the pull-through cache, cold and warm, beside direct and local
+# pulls, and through Distribution as a proxy). Without any section flag all run; with some, only
+# those. --only applies to --main.
 #
 # --no-build uses the binaries already built (the build can take minutes on a busy machine; the
 # time limits below are for the benchmark itself). The registry measured is the statically
@@ -16,8 +20,9 @@
 # also with 10,000 repositories in storage), starts ours (fsync on), ours (fsync off) and
 # Distribution, each on fresh storage in a temp folder, runs every scenario against each (see
 # BENCHMARKS.md), and writes the table to target/bench-results.md (and .json).
-# Full run: under 10 minutes on 2 cores; --quick: under 2 minutes.
-# Traffic goes to 127.0.0.1 only, on ports 16100-16199 (--main) and 22100-22299 (--s3, --tls).
+# Full run: about 10 minutes on 2 cores (--auth and --proxy add about 3); --quick with every
+# section: about 5 minutes. Traffic goes to 127.0.0.1 only, on ports 16100-16199 (--main),
+# 22100-22299 (--s3, --tls), 22301-22305 (--auth) and 22401-22403 (--proxy).
 # Every server started here is stopped on exit.
 set -euo pipefail
 
@@ -26,7 +31,7 @@ QUICK=""
 ONLY=""
 BUILD=1
 OUT="$ROOT/target/bench-results.md"
-SEC_MAIN=0; SEC_S3=0; SEC_TLS=0
+SEC_MAIN=0; SEC_S3=0; SEC_TLS=0; SEC_AUTH=0; SEC_PROXY=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK="--quick" ;;
@@ -36,13 +41,17 @@ while [ $# -gt 0 ]; do
     --main) SEC_MAIN=1 ;;
     --s3) SEC_S3=1 ;;
     --tls) SEC_TLS=1 ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    --auth) SEC_AUTH=1 ;;
+    --proxy) SEC_PROXY=1 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
   shift
 done
 
-if [ $SEC_MAIN$SEC_S3$SEC_TLS = 000 ]; then SEC_MAIN=1; SEC_S3=1; SEC_TLS=1; fi
+if [ $SEC_MAIN$SEC_S3$SEC_TLS$SEC_AUTH$SEC_PROXY = 00000 ]; then
+  SEC_MAIN=1; SEC_S3=1; SEC_TLS=1; SEC_AUTH=1; SEC_PROXY=1
+fi
 
 PORT_OURS=16101
 PORT_NOFSYNC=16102
@@ -56,13 +65,14 @@ SEED_REPOS=10000
 
 # The peers (Distribution, s3s-fs) come from the test command's installer, which installs what
 # is missing and is a quick no-op otherwise.
-if { [ $SEC_MAIN = 1 ] && ! command -v docker-registry >/dev/null; } ||
+NEED_DIST=$((SEC_MAIN + SEC_AUTH + SEC_PROXY))
+if { [ $NEED_DIST -gt 0 ] && ! command -v docker-registry >/dev/null; } ||
   { [ $SEC_S3 = 1 ] && ! command -v s3s-fs >/dev/null; }; then
   echo "== installing what the benchmark needs (scripts/install-test-deps.sh)" >&2
   bash "$ROOT/scripts/install-test-deps.sh" >&2
   export PATH="$PATH:${CARGO_HOME:-$HOME/.cargo}/bin"
 fi
-[ $SEC_MAIN = 0 ] || command -v docker-registry >/dev/null || {
+[ $NEED_DIST = 0 ] || command -v docker-registry >/dev/null || {
   echo "docker-registry (CNCF Distribution) is still missing: apt-get install -y docker-registry" >&2
   exit 1
 }
@@ -70,6 +80,13 @@ fi
   echo "s3s-fs is still missing: cargo install s3s-fs" >&2
   exit 1
 }
+if [ $SEC_AUTH = 1 ] && ! command -v htpasswd >/dev/null; then
+  echo "== installing apache2-utils (htpasswd -B)" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q apache2-utils >&2 || {
+    echo "htpasswd is missing: apt-get install -y apache2-utils" >&2
+    exit 1
+  }
+fi
 
 T0=$(date +%s)
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/regbench.XXXXXX")"
@@ -104,6 +121,11 @@ trap 'exit 130' INT TERM
 
 phase() { echo "== [$(( $(date +%s) - T0 )) s] $*" >&2; }
 
+# Appends a section's heading and its note to the results file.
+section() { # title note
+  printf '\n### %s\n\n- %s\n\n' "$1" "$2" >> "$OUT"
+}
+
 if [ $BUILD = 1 ]; then
   phase "building registry and regbench (release)"
   (cd "$ROOT" &&
@@ -119,7 +141,7 @@ cp "$ROOT/target/x86_64-unknown-linux-gnu/release/registry" "$ROOT/target/releas
 REGISTRY="$WORK/bin/registry"
 REGBENCH="$WORK/bin/regbench"
 
-dist_config() { # port storage-dir -> config file path
+dist_config() { # port storage-dir [extra YAML] -> config file path
   local cfg="$WORK/dist-$1.yml"
   cat > "$cfg" <<YML
 version: 0.1
@@ -136,6 +158,7 @@ storage:
     enabled: true
 http:
   addr: 127.0.0.1:$1
+${3:-}
 YML
   echo "$cfg"
 }
@@ -151,7 +174,7 @@ wait_ready() { # url pid name
 }
 
 DIST_VERSION=""
-[ $SEC_MAIN = 0 ] || DIST_VERSION="$(docker-registry --version 2>/dev/null | head -1)"
+[ $NEED_DIST = 0 ] || DIST_VERSION="$(docker-registry --version 2>/dev/null | head -1)"
 mkdir -p "$(dirname "$OUT")"
 {
   echo "## Results $(date -u '+%Y-%m-%d %H:%M UTC')${QUICK:+ (quick mode)}"
@@ -263,12 +286,8 @@ if [ $SEC_S3 = 1 ]; then
     wait_ready "http://${THREE_ADDRS[$i]}/readyz" "${THREE_PIDS[$i]}" "s3-three-$i"
   done
   sleep 1
-  {
-    echo "### S3 backend (s3s-fs $(s3s-fs --version 2>/dev/null | awk '{print $2}') on 127.0.0.1, one bucket): one replica vs three replicas"
-    echo
-    echo "- three replicas: requests go to the three addresses in turn (round robin per request: the POST, each PATCH and the PUT of one upload land on different replicas); server CPU is the sum of the replicas, peak RSS the largest replica's, then each replica's"
-    echo
-  } >> "$OUT"
+  section "S3 backend (s3s-fs $(s3s-fs --version 2>/dev/null | awk '{print $2}') on 127.0.0.1, one bucket): one replica vs three replicas" \
+    "three replicas: requests go to the three addresses in turn (round robin per request: the POST, each PATCH and the PUT of one upload land on different replicas); server CPU is the sum of the replicas, peak RSS the largest replica's, then each replica's"
   join_by() { local IFS="$1"; shift; echo "$*"; }
   "$REGBENCH" run --quick --big-mib 64 --reps 3 --only PushMono,PushChunked,PullFirst,PullWarm \
     --clk-tck "$(getconf CLK_TCK)" \
@@ -276,7 +295,6 @@ if [ $SEC_S3 = 1 ]; then
     --server "s3-three=$(join_by + "${THREE_ADDRS[@]}"),$(join_by + "${THREE_PIDS[@]}")" \
     --title "s3-one=1 replica" --title "s3-three=3 replicas" \
     --out "$OUT" --json "${OUT%.md}-s3.json"
-  echo >> "$OUT"
 fi
 
 if [ $SEC_TLS = 1 ]; then
@@ -296,12 +314,8 @@ if [ $SEC_TLS = 1 ]; then
   wait_ready "http://127.0.0.1:22211/readyz" "$PID_H1" tls-h1
   wait_ready "http://127.0.0.1:22212/readyz" "$PID_H2" tls-h2
   sleep 1
-  {
-    echo "### HTTPS (rustls, ring) vs plain HTTP, same binary, filesystem storage (fsync on)"
-    echo
-    echo "- each column is its own server process on fresh storage; the HTTPS ones are measured on their --tls-listen port, the client (rustls, ring) trusts the CA from \`registry cert\` and offers only the ALPN named in the column (the harness fails if another is negotiated)"
-    echo
-  } >> "$OUT"
+  section "HTTPS (rustls, ring) vs plain HTTP, same binary, filesystem storage (fsync on)" \
+    "each column is its own server process on fresh storage; the HTTPS ones are measured on their --tls-listen port, the client (rustls, ring) trusts the CA from \`registry cert\` and offers only the ALPN named in the column (the harness fails if another is negotiated)"
   "$REGBENCH" run --quick --big-mib 256 --reps 3 \
     --only PushMono,PushChunked,PullFirst,PullWarm,GetManifest --clk-tck "$(getconf CLK_TCK)" \
     --ca-cert "$WORK/tls/ca.crt" \
@@ -311,7 +325,86 @@ if [ $SEC_TLS = 1 ]; then
     --title "http=HTTP/1.1 (plain)" --title "https-h2=HTTPS, HTTP/2" \
     --title "https-h1=HTTPS, HTTP/1.1" \
     --out "$OUT" --json "${OUT%.md}-tls.json"
-  echo >> "$OUT"
+fi
+
+if [ $SEC_AUTH = 1 ]; then
+  phase "access control: no auth vs a bearer token vs Basic credentials on every request"
+  AUTH_ROUNDS=$([ -n "$QUICK" ] && echo 3 || echo 5)
+  mkdir -p "$WORK/auth" "$WORK/auth-open" "$WORK/auth-bearer" "$WORK/auth-basic" \
+    "$WORK/auth-dist" "$WORK/auth-dist-htpasswd"
+  AUTH_PW="regbench-$RANDOM$RANDOM$RANDOM"
+  htpasswd -B -b -c "$WORK/auth/htpasswd" bench "$AUTH_PW" >/dev/null 2>&1
+  # The per-namespace setup of the README, with the benchmark's user granted bench/**: the rules
+  # before it are looked at and do not match, and anonymous requests are refused.
+  cat > "$WORK/auth/registry.toml" <<TOML
+[auth]
+htpasswd = "$WORK/auth/htpasswd"
+rules = [
+  { repositories = ["builds/{namespace}/**"], identities = ["system:serviceaccount:*:*"], actions = ["pull", "push"] },
+  { repositories = ["private/**"], identities = ["alice"], actions = ["pull", "push", "delete"] },
+  { repositories = ["bench/**"], identities = ["bench"], actions = ["pull", "push"] },
+]
+TOML
+  start_ours auth-open --listen 127.0.0.1:22301 --storage "$WORK/auth-open"
+  PID_OPEN=$LAST_PID
+  start_ours auth-bearer --config "$WORK/auth/registry.toml" --listen 127.0.0.1:22302 \
+    --storage "$WORK/auth-bearer"
+  PID_BEARER=$LAST_PID
+  start_ours auth-basic --config "$WORK/auth/registry.toml" --listen 127.0.0.1:22303 \
+    --storage "$WORK/auth-basic"
+  PID_BASIC=$LAST_PID
+  env -u AWS_CA_BUNDLE docker-registry serve "$(dist_config 22304 "$WORK/auth-dist")" \
+    >"$WORK/auth-dist.log" 2>&1 &
+  PID_ADIST=$!; PIDS+=("$PID_ADIST")
+  env -u AWS_CA_BUNDLE docker-registry serve "$(dist_config 22305 "$WORK/auth-dist-htpasswd" \
+    "auth:
+  htpasswd:
+    realm: regbench
+    path: $WORK/auth/htpasswd")" >"$WORK/auth-dist-htpasswd.log" 2>&1 &
+  PID_ADIST_H=$!; PIDS+=("$PID_ADIST_H")
+  wait_ready "http://127.0.0.1:22301/readyz" "$PID_OPEN" auth-open
+  wait_ready "http://127.0.0.1:22302/readyz" "$PID_BEARER" auth-bearer
+  wait_ready "http://127.0.0.1:22303/readyz" "$PID_BASIC" auth-basic
+  wait_ready "http://127.0.0.1:22304/v2/" "$PID_ADIST" auth-dist
+  for _ in $(seq 1 100); do # 401 without credentials once it is up
+    [ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:22305/v2/)" = 401 ] && break
+    kill -0 "$PID_ADIST_H" 2>/dev/null || { echo "auth-dist-htpasswd exited" >&2; exit 1; }
+    sleep 0.1
+  done
+  sleep 1
+  section "Access control: cost per request (median of $AUTH_ROUNDS rounds, the servers' order alternating)" \
+    "every column is its own server process on fresh storage; \"ours, bearer token\" and \"ours, Basic\" run with an [auth] section (htpasswd with a bcrypt entry, three rules, anonymous refused: checked before each scenario); the bearer token comes from GET /token with Basic credentials once per scenario, outside the timed part, and goes with every request; \"Basic\" sends the user and password with every request; Distribution's htpasswd column sends Basic credentials with every request"
+  "$REGBENCH" run --quick --rounds $AUTH_ROUNDS --only GetManifest,HeadBlob \
+    --clk-tck "$(getconf CLK_TCK)" \
+    --server "open=127.0.0.1:22301,$PID_OPEN" \
+    --server "bearer=127.0.0.1:22302,$PID_BEARER,auth=bearer:bench:$AUTH_PW" \
+    --server "basic=127.0.0.1:22303,$PID_BASIC,auth=basic:bench:$AUTH_PW" \
+    --server "dist=127.0.0.1:22304,$PID_ADIST" \
+    --server "dist-htpasswd=127.0.0.1:22305,$PID_ADIST_H,auth=basic:bench:$AUTH_PW" \
+    --title "open=ours, no auth" --title "bearer=ours, bearer token" \
+    --title "basic=ours, Basic" --title "dist=Distribution 2.8.2, no auth" \
+    --title "dist-htpasswd=Distribution 2.8.2, htpasswd (Basic)" \
+    --ratio bearer/open --ratio basic/open --ratio dist-htpasswd/dist \
+    --out "$OUT" --json "${OUT%.md}-auth.json"
+fi
+
+if [ $SEC_PROXY = 1 ]; then
+  phase "pull-through cache: cold and warm pulls through ours and through Distribution"
+  PROXY_ITER=$([ -n "$QUICK" ] && echo 3 || echo 7)
+  mkdir -p "$WORK/upstream"
+  # The upstream: CNCF Distribution on its own storage, plain HTTP on loopback.
+  env -u AWS_CA_BUNDLE docker-registry serve "$(dist_config 22401 "$WORK/upstream")" \
+    >"$WORK/upstream.log" 2>&1 &
+  PID_UP=$!; PIDS+=("$PID_UP")
+  wait_ready "http://127.0.0.1:22401/v2/" "$PID_UP" upstream
+  section "Pull-through cache: an image in an upstream Distribution on 127.0.0.1, pulled through the cache (medians of $PROXY_ITER pulls)" \
+    "a pull: GET manifest by tag, then config and layers 3 at a time, each compared byte for byte; cold: ours (or Distribution with proxy.remoteurl) started on fresh storage for each pull, the direct pull from the upstream alternating with it; warm: pulled again from the filled cache, alternating with a pull of the same image pushed into the same registry (ours) or a direct pull from the upstream (Distribution); serving process's CPU: ours (or the Distribution proxy) through the cache, the upstream for direct pulls"
+  "$REGBENCH" pullthrough --registry "$REGISTRY" --distribution "$(command -v docker-registry)" \
+    --upstream 127.0.0.1:22401 --upstream-pid "$PID_UP" --work "$WORK" --port 22402 \
+    --iterations $PROXY_ITER --clk-tck "$(getconf CLK_TCK)" \
+    --title "cache=ours, through the cache" --title "reference=reference (direct; warm: local in ours)" \
+    --title "dist-cache=Distribution 2.8.2 as a proxy" --title "dist-direct=direct from the upstream" \
+    --out "$OUT" --json "${OUT%.md}-pullthrough.json"
 fi
 
 phase "done; table in $OUT"

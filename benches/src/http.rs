@@ -20,9 +20,18 @@ pub(crate) static CONNECTS: std::sync::atomic::AtomicU64 = std::sync::atomic::At
 /// Longest any single request may take before the run fails.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// A request: method, target (path and query, or an absolute URL whose path is used), extra
+/// headers and body.
+struct Req<'a> {
+    method: Method,
+    target: &'a str,
+    headers: &'a [(&'a str, &'a str)],
+    body: Bytes,
+}
+
 /// What happens to a response body as it arrives.
 #[derive(Clone, Copy)]
-pub(crate) enum Sink<'a> {
+enum Sink<'a> {
     /// Kept in [`Resp::chunks`].
     Keep,
     /// Compared chunk by chunk with these bytes and dropped: large downloads are checked
@@ -83,6 +92,19 @@ pub(crate) struct Endpoint {
     pub(crate) addrs: Vec<SocketAddr>,
     /// TLS client settings (trusted CA, ALPN); `None` is plain HTTP/1.1.
     pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
+    /// `Authorization` header value sent with every request (Basic or Bearer), if any.
+    pub(crate) auth: Option<Arc<str>>,
+}
+
+impl Endpoint {
+    /// One plain-HTTP address, no credentials.
+    pub(crate) fn plain(addr: SocketAddr) -> Self {
+        Endpoint {
+            addrs: vec![addr],
+            tls: None,
+            auth: None,
+        }
+    }
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -90,6 +112,7 @@ impl std::fmt::Debug for Endpoint {
         f.debug_struct("Endpoint")
             .field("addrs", &self.addrs)
             .field("tls", &self.tls.as_ref().map(|c| c.alpn_protocols.clone()))
+            .field("auth", &self.auth.as_ref().map(|a| a.split(' ').next()))
             .finish()
     }
 }
@@ -226,38 +249,46 @@ impl Conn {
         headers: &[(&str, &str)],
         body: Bytes,
     ) -> Result<Resp> {
-        self.send_to(method, target, headers, body, Sink::Keep)
+        let req = Req {
+            method,
+            target,
+            headers,
+            body,
+        };
+        self.timed(req, Sink::Keep).await
+    }
+
+    /// GET of `target`, its body compared with `want` chunk by chunk as it arrives and dropped
+    /// (a successful answer's; an error's is kept for the message).
+    pub(crate) async fn get_compared(&mut self, target: &str, want: &[u8]) -> Result<Resp> {
+        let req = Req {
+            method: Method::GET,
+            target,
+            headers: &[],
+            body: Bytes::new(),
+        };
+        self.timed(req, Sink::Compare(want)).await
+    }
+
+    /// [`Conn::exchange`] bounded by [`REQUEST_TIMEOUT`], errors naming the request.
+    async fn timed(&mut self, req: Req<'_>, sink: Sink<'_>) -> Result<Resp> {
+        let target = path_of(req.target);
+        let what = format!("{} {target}", req.method);
+        tokio::time::timeout(REQUEST_TIMEOUT, self.exchange(Req { target, ..req }, sink))
             .await
+            .map_err(|_| anyhow!("{what}: no answer within {REQUEST_TIMEOUT:?}"))?
+            .with_context(|| what.clone())
     }
 
-    /// [`Conn::send`], with the response body going to `sink`.
-    pub(crate) async fn send_to(
-        &mut self,
-        method: Method,
-        target: &str,
-        headers: &[(&str, &str)],
-        body: Bytes,
-        sink: Sink<'_>,
-    ) -> Result<Resp> {
-        let target = path_of(target);
-        let what = format!("{method} {target}");
-        tokio::time::timeout(
-            REQUEST_TIMEOUT,
-            self.send_inner(method, target, headers, body, sink),
-        )
-        .await
-        .map_err(|_| anyhow!("{what}: no answer within {REQUEST_TIMEOUT:?}"))?
-        .with_context(|| what.clone())
-    }
-
-    async fn send_inner(
-        &mut self,
-        method: Method,
-        target: &str,
-        headers: &[(&str, &str)],
-        body: Bytes,
-        sink: Sink<'_>,
-    ) -> Result<Resp> {
+    /// One request and its whole response, on the next address's connection (re-opened if the
+    /// server closed it).
+    async fn exchange(&mut self, req: Req<'_>, sink: Sink<'_>) -> Result<Resp> {
+        let Req {
+            method,
+            target,
+            headers,
+            body,
+        } = req;
         let i = self.next % self.senders.len();
         self.next = self.next.wrapping_add(1);
         let usable = match self.senders[i].as_mut() {
@@ -276,6 +307,9 @@ impl Conn {
         } else {
             req.uri(target).header("host", addr.to_string())
         };
+        if let Some(auth) = &self.ep.auth {
+            req = req.header("authorization", auth.as_ref());
+        }
         for (k, v) in headers {
             req = req.header(*k, *v);
         }

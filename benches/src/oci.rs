@@ -7,7 +7,7 @@ use http::Method;
 use storage::hash::digest_of;
 use storage::Algorithm;
 
-use crate::http::{with_query, Conn, Resp, Sink};
+use crate::http::{with_query, Conn, Resp};
 
 pub(crate) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub(crate) const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
@@ -184,7 +184,7 @@ pub(crate) async fn push_chunked(
 
 /// GET of a blob; returns the response after checking status and size (the caller hashes).
 pub(crate) async fn get_blob(conn: &mut Conn, repo: &str, digest: &str, size: u64) -> Result<Resp> {
-    get_blob_to(conn, repo, digest, size, Sink::Keep).await
+    get_blob_to(conn, repo, digest, size, None).await
 }
 
 /// GET of a blob whose bytes are known: each chunk is compared with `want` as it arrives and
@@ -195,27 +195,24 @@ pub(crate) async fn get_blob_checked(
     digest: &str,
     want: &[u8],
 ) -> Result<Resp> {
-    get_blob_to(conn, repo, digest, want.len() as u64, Sink::Compare(want)).await
+    get_blob_to(conn, repo, digest, want.len() as u64, Some(want)).await
 }
 
+/// GET of a blob, its body kept or (with `want`) compared as it arrives; checks status and size.
 async fn get_blob_to(
     conn: &mut Conn,
     repo: &str,
     digest: &str,
     size: u64,
-    sink: Sink<'_>,
+    want: Option<&[u8]>,
 ) -> Result<Resp> {
     let what = format!("GET blob {digest}");
-    let r = conn
-        .send_to(
-            Method::GET,
-            &format!("/v2/{repo}/blobs/{digest}"),
-            &[],
-            Bytes::new(),
-            sink,
-        )
-        .await?
-        .expect(200, &what)?;
+    let target = format!("/v2/{repo}/blobs/{digest}");
+    let r = match want {
+        Some(want) => conn.get_compared(&target, want).await?,
+        None => conn.send(Method::GET, &target, &[], Bytes::new()).await?,
+    }
+    .expect(200, &what)?;
     ensure!(r.len == size, "{what}: {} bytes, expected {size}", r.len);
     Ok(r)
 }
@@ -277,6 +274,22 @@ pub(crate) async fn put_manifest(
     check_digest_header(&r, &digest, &what)
 }
 
+/// GET or HEAD of a manifest (accepting an OCI image manifest); fails unless the answer is 200.
+async fn manifest_request(
+    conn: &mut Conn,
+    method: Method,
+    repo: &str,
+    reference: &str,
+) -> Result<(Resp, String)> {
+    let what = format!("{method} manifest {repo}:{reference}");
+    let target = format!("/v2/{repo}/manifests/{reference}");
+    let r = conn
+        .send(method, &target, &[("accept", OCI_MANIFEST)], Bytes::new())
+        .await?
+        .expect(200, &what)?;
+    Ok((r, what))
+}
+
 /// GET of a manifest, checking that the bytes are exactly `want`.
 pub(crate) async fn get_manifest(
     conn: &mut Conn,
@@ -284,16 +297,7 @@ pub(crate) async fn get_manifest(
     reference: &str,
     want: &Bytes,
 ) -> Result<()> {
-    let what = format!("GET manifest {repo}:{reference}");
-    let r = conn
-        .send(
-            Method::GET,
-            &format!("/v2/{repo}/manifests/{reference}"),
-            &[("accept", OCI_MANIFEST)],
-            Bytes::new(),
-        )
-        .await?
-        .expect(200, &what)?;
+    let (r, what) = manifest_request(conn, Method::GET, repo, reference).await?;
     ensure!(
         r.body() == *want,
         "{what}: body differs from what was pushed"
@@ -309,16 +313,7 @@ pub(crate) async fn head_manifest(
     digest: &str,
     size: usize,
 ) -> Result<()> {
-    let what = format!("HEAD manifest {repo}:{reference}");
-    let r = conn
-        .send(
-            Method::HEAD,
-            &format!("/v2/{repo}/manifests/{reference}"),
-            &[("accept", OCI_MANIFEST)],
-            Bytes::new(),
-        )
-        .await?
-        .expect(200, &what)?;
+    let (r, what) = manifest_request(conn, Method::HEAD, repo, reference).await?;
     let len = r
         .header("content-length")
         .and_then(|v| v.parse::<usize>().ok());

@@ -62,26 +62,6 @@ impl Results {
         self.rows[i].values.insert(server.to_owned(), cell);
     }
 
-    /// Records a number.
-    pub(crate) fn num(
-        &mut self,
-        scenario: &str,
-        metric: &str,
-        unit: &str,
-        lower_is_better: bool,
-        server: &str,
-        v: f64,
-    ) {
-        self.set(
-            scenario,
-            metric,
-            unit,
-            lower_is_better,
-            server,
-            Cell::Num(v),
-        );
-    }
-
     /// Appends the rows of another result set (e.g. start-up timings measured separately).
     pub(crate) fn merge(&mut self, other: Results) {
         for r in other.rows {
@@ -109,22 +89,78 @@ impl Results {
         Ok(())
     }
 
-    /// A Markdown table with `columns` (server names) in order; the ratio column divides the
-    /// first by the second.
-    pub(crate) fn markdown(&self, columns: &[(String, String)]) -> String {
-        let mut out = String::new();
-        let (a, b) = (&columns[0], &columns[1]);
-        out.push_str("| scenario | metric | unit | better |");
-        for (_, title) in columns.iter().take(2) {
-            out.push_str(&format!(" {title} |"));
+    /// For each (row, server), the median of the numbers the result sets hold (the result of
+    /// several rounds of the same scenarios); a text cell is taken from the last set.
+    pub(crate) fn median_of(sets: Vec<Results>) -> Results {
+        let mut samples: Vec<((String, String, String), Vec<f64>)> = Vec::new();
+        let mut out = Results::default();
+        for set in sets {
+            for r in &set.rows {
+                for (server, cell) in &r.values {
+                    let Cell::Num(v) = cell else { continue };
+                    let key = (r.scenario.clone(), r.metric.clone(), server.clone());
+                    match samples.iter_mut().find(|(k, _)| *k == key) {
+                        Some((_, vs)) => vs.push(*v),
+                        None => samples.push((key, vec![*v])),
+                    }
+                }
+            }
+            out.merge(set);
         }
-        out.push_str(&format!(" ratio {}/{} |", a.1, b.1));
-        for (_, title) in columns.iter().skip(2) {
-            out.push_str(&format!(" {title} |"));
+        for ((scenario, metric, server), mut vs) in samples {
+            vs.sort_by(f64::total_cmp);
+            let n = vs.len();
+            let m = if n % 2 == 1 {
+                vs[n / 2]
+            } else {
+                (vs[n / 2 - 1] + vs[n / 2]) / 2.0
+            };
+            let r = out
+                .rows
+                .iter_mut()
+                .find(|r| r.scenario == scenario && r.metric == metric)
+                .expect("row written above");
+            r.values.insert(server, Cell::Num(m));
+        }
+        out
+    }
+
+    /// A Markdown table with `columns` (server names and titles) in order. Without `ratios`, the
+    /// ratio column divides the first server by the second and stands between the second and
+    /// the others; with `ratios` (pairs of server names), every column comes first, then one
+    /// ratio column per pair.
+    pub(crate) fn markdown(
+        &self,
+        columns: &[(String, String)],
+        ratios: &[(String, String)],
+    ) -> String {
+        let title = |name: &str| {
+            columns
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or(name, |(_, t)| t.as_str())
+                .to_owned()
+        };
+        let legacy = [(columns[0].0.clone(), columns[1].0.clone())];
+        let (ratios, before) = if ratios.is_empty() {
+            (&legacy[..], 2)
+        } else {
+            (ratios, columns.len())
+        };
+        let mut out = String::new();
+        out.push_str("| scenario | metric | unit | better |");
+        for (_, t) in columns.iter().take(before) {
+            out.push_str(&format!(" {t} |"));
+        }
+        for (a, b) in ratios {
+            out.push_str(&format!(" ratio {}/{} |", title(a), title(b)));
+        }
+        for (_, t) in columns.iter().skip(before) {
+            out.push_str(&format!(" {t} |"));
         }
         out.push('\n');
         out.push_str("|---|---|---|---|");
-        for _ in 0..=columns.len() {
+        for _ in 0..columns.len() + ratios.len() {
             out.push_str("---:|");
         }
         out.push('\n');
@@ -140,15 +176,19 @@ impl Results {
                 Some(Cell::Text(t)) => t.clone(),
                 None => "–".to_owned(),
             };
-            out.push_str(&format!(" {} | {} |", cell(&a.0), cell(&b.0)));
-            let ratio = match (r.values.get(&a.0), r.values.get(&b.0)) {
-                (Some(Cell::Num(x)), Some(Cell::Num(y))) if *y != 0.0 => {
-                    format!("{:.2}", x / y)
-                }
-                _ => "–".to_owned(),
-            };
-            out.push_str(&format!(" {ratio} |"));
-            for (name, _) in columns.iter().skip(2) {
+            for (name, _) in columns.iter().take(before) {
+                out.push_str(&format!(" {} |", cell(name)));
+            }
+            for (a, b) in ratios {
+                let ratio = match (r.values.get(a), r.values.get(b)) {
+                    (Some(Cell::Num(x)), Some(Cell::Num(y))) if *y != 0.0 => {
+                        format!("{:.2}", x / y)
+                    }
+                    _ => "–".to_owned(),
+                };
+                out.push_str(&format!(" {ratio} |"));
+            }
+            for (name, _) in columns.iter().skip(before) {
                 out.push_str(&format!(" {} |", cell(name)));
             }
             out.push('\n');

@@ -19,7 +19,7 @@ use crate::http::Conn;
 use crate::oci::{self, sha256};
 
 /// Kills the child it holds when dropped, so a failing run leaves no server behind.
-struct Guard(Option<Child>);
+pub(crate) struct Guard(pub(crate) Option<Child>);
 
 impl Drop for Guard {
     fn drop(&mut self) {
@@ -56,10 +56,7 @@ pub(crate) async fn time_to_ready(
         if let Some(status) = guard.0.as_mut().expect("child").try_wait()? {
             bail!("{cmd:?} exited with {status} before it was ready");
         }
-        let ep = crate::http::Endpoint {
-            addrs: vec![addr],
-            tls: None,
-        };
+        let ep = crate::http::Endpoint::plain(addr);
         if let Ok(mut c) = Conn::connect(&ep).await {
             if let Ok(r) = c.send(Method::GET, path, &[], Bytes::new()).await {
                 if r.status.as_u16() == 200 {
