@@ -28,7 +28,7 @@ pub struct Upstream {
     pub prefix: String,
     base: String,
     http: Client,
-    creds: Option<(String, String)>,
+    creds: Option<Credentials>,
     tokens: TokenCache,
     /// The upstream asked for Basic auth once: send credentials up front from then on.
     basic: AtomicBool,
@@ -36,10 +36,17 @@ pub struct Upstream {
     pub(crate) fills: tokio::sync::Semaphore,
 }
 
-fn read_secret(path: &std::path::Path, what: &str) -> std::io::Result<String> {
-    std::fs::read_to_string(path)
-        .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
-        .map_err(|e| std::io::Error::new(e.kind(), format!("{what} {}: {e}", path.display())))
+/// A user name and password for the upstream; `Debug` shows the user name only.
+#[derive(Clone)]
+struct Credentials {
+    user: String,
+    pass: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials({:?}, <redacted>)", self.user)
+    }
 }
 
 impl Upstream {
@@ -53,19 +60,9 @@ impl Upstream {
                 config.name, config.url
             )));
         }
-        let creds = match (&config.username_file, &config.password_file) {
-            (Some(u), Some(p)) => Some((
-                read_secret(u, "username_file")?,
-                read_secret(p, "password_file")?,
-            )),
-            (None, None) => None,
-            _ => {
-                return Err(bad(format!(
-                    "upstream {}: username_file and password_file go together",
-                    config.name
-                )))
-            }
-        };
+        let creds = config
+            .credentials()?
+            .map(|(user, pass)| Credentials { user, pass });
         let mut b = Client::builder()
             .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
             .connect_timeout(config.first_byte())
@@ -132,7 +129,7 @@ impl Upstream {
             return req.bearer_auth(t);
         }
         match &self.creds {
-            Some((u, p)) if self.basic.load(Ordering::Relaxed) => req.basic_auth(u, Some(p)),
+            Some(c) if self.basic.load(Ordering::Relaxed) => req.basic_auth(&c.user, Some(&c.pass)),
             _ => req,
         }
     }
@@ -144,8 +141,8 @@ impl Upstream {
             q.push(("service", s));
         }
         let mut req = self.http.get(realm).query(&q);
-        if let Some((u, p)) = &self.creds {
-            req = req.basic_auth(u, Some(p));
+        if let Some(c) = &self.creds {
+            req = req.basic_auth(&c.user, Some(&c.pass));
         }
         let resp = self.timed(req.send()).await?;
         let status = resp.status();

@@ -15,6 +15,7 @@
 //!
 //! # Layout
 //! - [`config`]: the upstreams as configured.
+//! - `route`: which upstream, if any, a request's name and `?ns=` go to.
 //! - [`client`]: the upstream client (token flow, Basic auth, redirects, time limits).
 //! - [`auth`]: `WWW-Authenticate` parsing and the token cache.
 //! - [`fill`]: single-flight blob fills through a spool file.
@@ -27,6 +28,7 @@ pub mod config;
 pub mod error;
 pub mod fill;
 pub mod metrics;
+mod route;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -44,6 +46,7 @@ use storage::{manifest as media, ByteStream, Digest, Reference, RepoName, Store}
 pub use client::Upstream;
 pub use config::{ProxyConfig, UpstreamConfig};
 pub use error::{ProxyError, Result};
+pub use route::Route;
 
 /// Largest manifest accepted from an upstream.
 const MAX_MANIFEST: usize = 4 * 1024 * 1024;
@@ -53,18 +56,6 @@ const PULLED_RESOLUTION: Duration = Duration::from_secs(60);
 
 /// Manifest types asked for when the client sent no `Accept`.
 const DEFAULT_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
-
-/// A request's repository resolved to an upstream.
-#[derive(Debug, Clone)]
-pub struct Route {
-    /// The upstream.
-    pub upstream: Arc<Upstream>,
-    /// The repository's name at the upstream (`library/alpine`).
-    pub remote: String,
-    /// The cache repository in storage (`docker.io/library/alpine`), from which the server
-    /// serves what the proxy filled.
-    pub local: RepoName,
-}
 
 /// Where the bytes of a requested blob come from.
 pub enum BlobSource {
@@ -83,6 +74,8 @@ pub enum BlobSource {
 #[derive(Debug)]
 pub struct Proxy {
     upstreams: Vec<Arc<Upstream>>,
+    /// The upstream of every name without `?ns=` or an upstream prefix, if one is configured.
+    catch_all: Option<Arc<Upstream>>,
     registry: Arc<Store>,
     spool: PathBuf,
     fills: Arc<fill::Fills>,
@@ -96,6 +89,7 @@ impl Proxy {
     /// A cache over `registry` for the configured upstreams. Empties the spool folder.
     pub fn new(cfg: &ProxyConfig, registry: Arc<Store>) -> std::io::Result<Self> {
         let base = cfg.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
+        cfg.check()?;
         let spool = spool_folder(&base)?;
         let mut upstreams = Vec::new();
         for u in &cfg.upstreams {
@@ -121,6 +115,7 @@ impl Proxy {
             upstreams.push(Arc::new(up));
         }
         Ok(Proxy {
+            catch_all: upstreams.iter().find(|u| u.config.catch_all).cloned(),
             upstreams,
             registry,
             spool,
@@ -133,45 +128,6 @@ impl Proxy {
     /// The configured upstreams.
     pub fn upstreams(&self) -> &[Arc<Upstream>] {
         &self.upstreams
-    }
-
-    /// The upstream a request names, if any: `ns` (containerd's mirror form), else the first
-    /// component of `name` (the prefix form). `None` for the build registry's own repositories.
-    pub fn route(&self, name: &RepoName, ns: Option<&str>) -> Option<Route> {
-        let (upstream, rest) = match ns {
-            Some(ns) => {
-                let up = self
-                    .upstreams
-                    .iter()
-                    .find(|u| u.config.name.eq_ignore_ascii_case(ns))?;
-                // A client may also send the prefix form to a mirror.
-                let rest = name
-                    .as_str()
-                    .strip_prefix(&format!("{}/", up.prefix))
-                    .unwrap_or(name.as_str());
-                (up, rest)
-            }
-            None => {
-                let (first, rest) = name.as_str().split_once('/')?;
-                let up = self.upstreams.iter().find(|u| u.prefix == first)?;
-                (up, rest)
-            }
-        };
-        let library = upstream
-            .config
-            .library_prefix
-            .unwrap_or(upstream.config.name == "docker.io");
-        let remote = if library && !rest.contains('/') {
-            format!("library/{rest}")
-        } else {
-            rest.to_owned()
-        };
-        let local = format!("{}/{remote}", upstream.prefix).parse().ok()?;
-        Some(Route {
-            upstream: upstream.clone(),
-            remote,
-            local,
-        })
     }
 
     fn manifest_lock(&self, key: String) -> Arc<tokio::sync::Mutex<()>> {

@@ -206,6 +206,57 @@ async fn routes_by_ns_and_by_prefix_only_for_configured_upstreams() {
 }
 
 #[tokio::test]
+async fn a_catch_all_upstream_serves_every_other_name_and_is_filled_from() {
+    let e = env(300).await;
+    let port = e.up.port.load(SeqCst);
+    let mut all = UpstreamConfig::new("docker.io", format!("http://127.0.0.1:{port}"));
+    all.catch_all = true;
+    all.first_byte_timeout = 1;
+    let other = UpstreamConfig::new("quay.io", "http://127.0.0.1:1");
+    let mut cfg = ProxyConfig {
+        upstreams: vec![all, other],
+        spool_dir: Some(e._dir.path().join("s3")),
+        max_cache_bytes: None,
+    };
+    let p = Proxy::new(&cfg, e.registry.clone()).unwrap();
+    assert_eq!(p.catch_all().unwrap().name(), "docker.io");
+    let r = p.route(&name("library/alpine"), None).unwrap();
+    assert_eq!(
+        (r.upstream.name(), r.remote.as_str(), r.local.as_str()),
+        ("docker.io", "library/alpine", "library/alpine")
+    );
+    let r = p.route(&name("alpine"), None).unwrap();
+    assert_eq!(
+        (r.remote.as_str(), r.local.as_str()),
+        ("library/alpine", "alpine")
+    );
+    // The prefix and ns forms still name their upstream, the catch-all one included.
+    let r = p.route(&name("quay.io/a/b"), None).unwrap();
+    assert_eq!(
+        (r.upstream.name(), r.local.as_str()),
+        ("quay.io", "quay.io/a/b")
+    );
+    let r = p.route(&name("library/alpine"), Some("docker.io")).unwrap();
+    assert_eq!(r.local.as_str(), "docker.io/library/alpine");
+    assert!(p.route(&name("library/alpine"), Some("ghcr.io")).is_none());
+
+    // A blob of a catch-all name is filled from the catch-all upstream.
+    let d = add_blob(&e.up, vec![5u8; 100_000]);
+    let r = p.route(&name("a/b"), None).unwrap();
+    let got = match p.blob(&r, &d, true).await.unwrap() {
+        BlobSource::Filling { stream, .. } => stream.try_collect::<Vec<Bytes>>().await.unwrap(),
+        BlobSource::Stored => panic!("nothing was stored yet"),
+    };
+    assert_eq!(got.concat(), vec![5u8; 100_000]);
+
+    cfg.upstreams[1].catch_all = true;
+    let err = Proxy::new(&cfg, e.registry.clone())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("only one upstream may set catch_all"), "{err}");
+}
+
+#[tokio::test]
 async fn sixteen_clients_one_upstream_get_right_bytes() {
     let e = env(300).await;
     let data: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();

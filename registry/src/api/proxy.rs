@@ -35,31 +35,41 @@ pub(super) async fn route(cx: &Ctx<'_>, ep: Endpoint) -> Result<Routed, ApiError
     let Some(name) = ep_name(&ep) else {
         return Ok(Routed::Local(ep));
     };
-    let Some(route) = px.route(name, param(q, "ns")) else {
-        return Ok(Routed::Local(ep));
+    let ns = param(q, "ns");
+    let Some(route) = px.route(name, ns) else {
+        return match (ns, px.catch_all()) {
+            // The registry mirrors one upstream and holds nothing else: an unknown `ns` would
+            // be answered with that upstream's content under the same name.
+            (Some(ns), Some(all)) => Err(ApiError::new(
+                ErrorCode::NameUnknown,
+                format!(
+                    "no upstream is configured for ns={ns}; this registry mirrors {}",
+                    all.name()
+                ),
+            )),
+            _ => Ok(Routed::Local(ep)),
+        };
     };
     let accept = accept_list(&parts.headers);
     let accept = accept.as_deref();
     let local = route.local.clone();
     Ok(match ep {
-        Endpoint::GetManifest { reference, .. } => {
+        Endpoint::GetManifest { ref reference, .. }
+        | Endpoint::HeadManifest { ref reference, .. } => {
             let d = px
-                .manifest(&route, &reference, accept)
+                .manifest(&route, reference, accept)
                 .await
                 .map_err(api_error)?;
-            Routed::Local(Endpoint::GetManifest {
-                name: local,
-                reference: Reference::Digest(d),
-            })
-        }
-        Endpoint::HeadManifest { reference, .. } => {
-            let d = px
-                .manifest(&route, &reference, accept)
-                .await
-                .map_err(api_error)?;
-            Routed::Local(Endpoint::HeadManifest {
-                name: local,
-                reference: Reference::Digest(d),
+            let reference = Reference::Digest(d);
+            Routed::Local(match ep {
+                Endpoint::GetManifest { .. } => Endpoint::GetManifest {
+                    name: local,
+                    reference,
+                },
+                _ => Endpoint::HeadManifest {
+                    name: local,
+                    reference,
+                },
             })
         }
         Endpoint::HeadBlob { digest, .. } => {
