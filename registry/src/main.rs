@@ -151,7 +151,7 @@ fn gc(args: &GcArgs) -> ExitCode {
         let opts = cfg.gc_options(args.dry_run);
         let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
         let report = rt
-            .block_on(reg.collect_garbage(&opts))
+            .block_on(registry::maintenance::collect_by_hand(&reg, &cfg, &opts))
             .map_err(|e| registry::error::error_chain(&e))?;
         registry::maintenance::print_gc_report(&report, args.dry_run);
         Ok(true)
@@ -222,7 +222,7 @@ fn garbage_collect(args: &GarbageCollectArgs) -> ExitCode {
         }
         let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
         let report = rt
-            .block_on(reg.collect_garbage(&opts))
+            .block_on(registry::maintenance::collect_by_hand(&reg, &cfg, &opts))
             .map_err(|e| registry::error::error_chain(&e))?;
         registry::maintenance::print_gc_report(&report, args.dry_run);
         Ok(true)
