@@ -61,13 +61,24 @@ const DEFAULT_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, applicati
 pub enum BlobSource {
     /// Stored: serve it from storage under [`Route::local`].
     Stored,
-    /// Being filled: the blob's size and its bytes as they arrive.
+    /// Being filled: the blob's size, and its bytes as they arrive.
     Filling {
         /// The blob's size.
         size: u64,
-        /// The bytes.
-        stream: ByteStream,
+        /// The fill, to read any range of.
+        fill: Spooled,
     },
+}
+
+/// A fill in progress, read through its spool file.
+pub struct Spooled(Arc<fill::Fill>);
+
+impl Spooled {
+    /// The bytes `range` of the blob as the fill writes them: nothing waits for the whole fill,
+    /// memory stays at one read buffer, and the blob's last byte follows the digest check.
+    pub fn stream(self, range: std::ops::Range<u64>, size: u64) -> ByteStream {
+        fill::stream(self.0, range, size)
+    }
 }
 
 /// The pull-through cache.
@@ -474,10 +485,10 @@ impl Proxy {
     }
 
     /// The bytes of a blob: [`BlobSource::Stored`] when storage has it under `route.local` (also
-    /// after waiting for a fill to finish when `whole` is false, for range requests), else the
-    /// bytes of the fill in progress as they arrive. Waits for the upstream's headers at most the
+    /// after waiting for a fill to finish when the upstream sent no size), else the fill in
+    /// progress, to be read as it arrives. Waits for the upstream's headers at most the
     /// first-byte time.
-    pub async fn blob(&self, route: &Route, digest: &Digest, whole: bool) -> Result<BlobSource> {
+    pub async fn blob(&self, route: &Route, digest: &Digest) -> Result<BlobSource> {
         let up = &route.upstream;
         if self.registry.blob_size(&route.local, digest).await.is_ok() {
             up.metrics.hits.fetch_add(1, Relaxed);
@@ -518,9 +529,9 @@ impl Proxy {
         up.metrics.misses.fetch_add(1, Relaxed);
         self.touch(route, digest).await;
         match state.size {
-            Some(size) if whole => Ok(BlobSource::Filling {
+            Some(size) => Ok(BlobSource::Filling {
                 size,
-                stream: fill::stream(f, size),
+                fill: Spooled(f),
             }),
             _ => {
                 fill::wait_done(&f).await?;

@@ -243,8 +243,12 @@ async fn a_catch_all_upstream_serves_every_other_name_and_is_filled_from() {
     // A blob of a catch-all name is filled from the catch-all upstream.
     let d = add_blob(&e.up, vec![5u8; 100_000]);
     let r = p.route(&name("a/b"), None).unwrap();
-    let got = match p.blob(&r, &d, true).await.unwrap() {
-        BlobSource::Filling { stream, .. } => stream.try_collect::<Vec<Bytes>>().await.unwrap(),
+    let got = match p.blob(&r, &d).await.unwrap() {
+        BlobSource::Filling { size, fill } => fill
+            .stream(0..size, size)
+            .try_collect::<Vec<Bytes>>()
+            .await
+            .unwrap(),
         BlobSource::Stored => panic!("nothing was stored yet"),
     };
     assert_eq!(got.concat(), vec![5u8; 100_000]);
@@ -266,9 +270,9 @@ async fn sixteen_clients_one_upstream_get_right_bytes() {
         .route(&name("a/b"), Some("upstream.test:5000"))
         .unwrap();
     let pulls = (0..16).map(|_| async {
-        match e.proxy.blob(&route, &d, true).await.unwrap() {
-            BlobSource::Filling { size, stream } => {
-                let got: Vec<Bytes> = stream.try_collect().await.unwrap();
+        match e.proxy.blob(&route, &d).await.unwrap() {
+            BlobSource::Filling { size, fill } => {
+                let got: Vec<Bytes> = fill.stream(0..size, size).try_collect().await.unwrap();
                 assert_eq!(size, data.len() as u64);
                 got.concat()
             }
@@ -292,10 +296,36 @@ async fn sixteen_clients_one_upstream_get_right_bytes() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(matches!(
-        e.proxy.blob(&route, &d, true).await.unwrap(),
+        e.proxy.blob(&route, &d).await.unwrap(),
         BlobSource::Stored
     ));
     assert_eq!(e.up.blob_gets.load(SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_range_is_served_from_the_fill_without_waiting_for_all_of_it() {
+    let e = env(300).await;
+    // 8 MiB in 64 KiB pieces 2 ms apart: the fill takes about 0.25 s.
+    let data: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 253) as u8).collect();
+    let d = add_blob(&e.up, data.clone());
+    let route = e
+        .proxy
+        .route(&name("a/b"), Some("upstream.test:5000"))
+        .unwrap();
+    let read = |range: std::ops::Range<u64>| async {
+        let BlobSource::Filling { size, fill } = e.proxy.blob(&route, &d).await.unwrap() else {
+            panic!("expected the fill in progress")
+        };
+        let got: Vec<Bytes> = fill.stream(range, size).try_collect().await.unwrap();
+        got.concat()
+    };
+    let head = read(1000..70_000).await;
+    assert_eq!(head, data[1000..70_000]);
+    let filling = e.registry.blob_size(&route.local, &d).await.is_err();
+    assert!(filling, "the first range came before the fill was stored");
+    let tail = read(8 * 1024 * 1024 - 10..8 * 1024 * 1024).await;
+    assert_eq!(tail, data[data.len() - 10..]);
+    assert_eq!(e.up.blob_gets.load(SeqCst), 1, "one fill for both ranges");
 }
 
 #[tokio::test]
@@ -307,9 +337,10 @@ async fn corrupt_upstream_bytes_are_never_stored_and_the_next_pull_retries() {
         .proxy
         .route(&name("a/b"), Some("upstream.test:5000"))
         .unwrap();
-    match e.proxy.blob(&route, &d, true).await {
-        Ok(BlobSource::Filling { stream, .. }) => {
-            let r: std::result::Result<Vec<Bytes>, _> = stream.try_collect().await;
+    match e.proxy.blob(&route, &d).await {
+        Ok(BlobSource::Filling { size, fill }) => {
+            let r: std::result::Result<Vec<Bytes>, _> =
+                fill.stream(0..size, size).try_collect().await;
             let err = r.unwrap_err().to_string();
             assert!(err.contains("digest"), "{err}");
         }
@@ -323,10 +354,10 @@ async fn corrupt_upstream_bytes_are_never_stored_and_the_next_pull_retries() {
         "nothing stored"
     );
     e.up.corrupt.store(false, SeqCst);
-    let BlobSource::Filling { stream, .. } = e.proxy.blob(&route, &d, true).await.unwrap() else {
+    let BlobSource::Filling { size, fill } = e.proxy.blob(&route, &d).await.unwrap() else {
         panic!("expected a new fill")
     };
-    let got: Vec<Bytes> = stream.try_collect().await.unwrap();
+    let got: Vec<Bytes> = fill.stream(0..size, size).try_collect().await.unwrap();
     assert_eq!(got.concat(), vec![7u8; 300_000]);
     assert_eq!(e.up.blob_gets.load(SeqCst), 2);
 }
@@ -341,12 +372,7 @@ async fn a_hanging_upstream_is_answered_within_the_first_byte_time() {
         .route(&name("a/b"), Some("upstream.test:5000"))
         .unwrap();
     let t = Instant::now();
-    let err = e
-        .proxy
-        .blob(&route, &d, true)
-        .await
-        .err()
-        .expect("an error");
+    let err = e.proxy.blob(&route, &d).await.err().expect("an error");
     assert!(matches!(err, ProxyError::Timeout { .. }), "{err}");
     let tag: Reference = "latest".parse().unwrap();
     let err = e.proxy.manifest(&route, &tag, None).await.unwrap_err();

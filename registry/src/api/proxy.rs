@@ -6,14 +6,12 @@
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
-use http::header::{
-    HeaderMap, HeaderValue, ACCEPT, ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_TYPE, ETAG, RANGE,
-};
+use http::header::{HeaderMap, ACCEPT};
 use http::StatusCode;
 use proxy::{BlobSource, ProxyError};
 use storage::Reference;
 
-use super::{param, Ctx, CONTENT_DIGEST};
+use super::{blobs, param, Ctx};
 use crate::endpoint::Endpoint;
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics::METRICS;
@@ -75,7 +73,8 @@ pub(super) async fn route(cx: &Ctx<'_>, ep: Endpoint) -> Result<Routed, ApiError
         Endpoint::HeadBlob { digest, .. } => {
             match px.blob_size(&route, &digest).await.map_err(api_error)? {
                 Some(size) if st.registry.blob_size(&local, &digest).await.is_err() => {
-                    Routed::Done(blob_response(&digest, size, Body::empty()))
+                    let (status, headers, _) = blobs::blob_headers(&digest, None, size);
+                    Routed::Done((status, headers, Body::empty()).into_response())
                 }
                 _ => Routed::Local(Endpoint::HeadBlob {
                     name: local,
@@ -84,16 +83,19 @@ pub(super) async fn route(cx: &Ctx<'_>, ep: Endpoint) -> Result<Routed, ApiError
             }
         }
         Endpoint::GetBlob { digest, .. } => {
-            let whole = !parts.headers.contains_key(RANGE);
-            match px.blob(&route, &digest, whole).await.map_err(api_error)? {
+            match px.blob(&route, &digest).await.map_err(api_error)? {
                 BlobSource::Stored => Routed::Local(Endpoint::GetBlob {
                     name: local,
                     digest,
                 }),
-                BlobSource::Filling { size, stream } => {
+                BlobSource::Filling { size, fill } => {
+                    // A range is read from the fill as it arrives, like the whole blob.
+                    let range = blobs::requested_range(&parts.headers, size)?;
+                    let (status, headers, _) = blobs::blob_headers(&digest, range.as_ref(), size);
+                    let stream = fill.stream(range.unwrap_or(0..size), size);
                     let body =
                         Body::from_stream(stream.inspect_ok(|b| METRICS.sent(b.len() as u64)));
-                    Routed::Done(blob_response(&digest, size, body))
+                    Routed::Done((status, headers, body).into_response())
                 }
             }
         }
@@ -147,26 +149,6 @@ fn ep_name(ep: &Endpoint) -> Option<&storage::RepoName> {
         | Endpoint::DeleteUpload { name, .. }
         | Endpoint::Referrers { name, .. } => name,
     })
-}
-
-fn blob_response(digest: &storage::Digest, size: u64, body: Body) -> Response {
-    let mut h = HeaderMap::new();
-    h.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    h.insert(CONTENT_LENGTH, HeaderValue::from(size));
-    h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    let d = digest.to_string();
-    h.insert(
-        CONTENT_DIGEST,
-        HeaderValue::from_str(&d).expect("digest is ASCII"),
-    );
-    h.insert(
-        ETAG,
-        HeaderValue::from_str(&format!("\"{d}\"")).expect("digest is ASCII"),
-    );
-    (StatusCode::OK, h, body).into_response()
 }
 
 /// The wire error for a cache failure. Upstream trouble is a 5xx (502, or 504 for a timeout), so
