@@ -98,11 +98,54 @@ impl Upstream {
         &self.config.name
     }
 
-    fn unavailable(&self, msg: impl Into<String>) -> ProxyError {
+    pub(crate) fn unavailable(&self, msg: impl Into<String>) -> ProxyError {
         ProxyError::Unavailable {
             upstream: self.config.name.clone(),
             msg: msg.into(),
         }
+    }
+
+    /// The upstream sent something unusable.
+    pub(crate) fn invalid(&self, msg: impl Into<String>) -> ProxyError {
+        ProxyError::Invalid {
+            upstream: self.config.name.clone(),
+            msg: msg.into(),
+        }
+    }
+
+    /// Refuses an answer other than 200 to `request` (`blob GET`): 404 means the upstream does
+    /// not have `what` (a blob when `blob`), anything else is invalid.
+    pub(crate) fn expect_ok(
+        &self,
+        status: StatusCode,
+        request: &str,
+        what: impl FnOnce() -> String,
+        blob: bool,
+    ) -> Result<()> {
+        match status {
+            StatusCode::OK => Ok(()),
+            StatusCode::NOT_FOUND => Err(ProxyError::NotFound {
+                upstream: self.config.name.clone(),
+                what: what(),
+                blob,
+            }),
+            s => Err(self.invalid(format!("{request} answered {s}"))),
+        }
+    }
+
+    /// Sends `HEAD /v2/<repo>/<path>` and returns the answer's headers when it is 200 (see
+    /// [`Upstream::expect_ok`] for the rest).
+    pub(crate) async fn head(
+        &self,
+        repo: &str,
+        path: &str,
+        headers: &[(header::HeaderName, HeaderValue)],
+        blob: bool,
+    ) -> Result<http::HeaderMap> {
+        let resp = self.send(Method::HEAD, repo, path, headers).await?;
+        let request = if blob { "blob HEAD" } else { "manifest HEAD" };
+        self.expect_ok(resp.status(), request, || format!("{repo}/{path}"), blob)?;
+        Ok(resp.headers().clone())
     }
 
     /// Awaits `fut` for at most the first-byte time.
@@ -231,12 +274,8 @@ impl Upstream {
 
 /// An error and its sources on one line (reqwest's own message omits the cause).
 fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
+    std::iter::successors(Some(e), |e| e.source())
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
 }

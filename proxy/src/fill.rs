@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use http::{header, Method, StatusCode};
+use http::{header, Method};
 use storage::hash::Hasher;
 use storage::{ByteStream, Digest, RepoName, Store};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
@@ -182,21 +182,8 @@ async fn run(
 /// `Docker-Content-Digest` other than the one asked for.
 fn check_response(job: &FillJob, resp: &reqwest::Response) -> Result<()> {
     let up = &job.upstream;
-    let invalid = |msg: String| ProxyError::Invalid {
-        upstream: up.name().to_owned(),
-        msg,
-    };
-    match resp.status() {
-        StatusCode::OK => {}
-        StatusCode::NOT_FOUND => {
-            return Err(ProxyError::NotFound {
-                upstream: up.name().to_owned(),
-                what: format!("{}@{}", job.remote, job.digest),
-                blob: true,
-            })
-        }
-        s => return Err(invalid(format!("blob GET answered {s}"))),
-    }
+    let what = || format!("{}@{}", job.remote, job.digest);
+    up.expect_ok(resp.status(), "blob GET", what, true)?;
     if let Some(d) = resp
         .headers()
         .get("docker-content-digest")
@@ -224,10 +211,6 @@ async fn spool(
     hasher: &mut Hasher,
 ) -> Result<u64> {
     let up = &job.upstream;
-    let invalid = |msg: String| ProxyError::Invalid {
-        upstream: up.name().to_owned(),
-        msg,
-    };
     let io_err = |e: io::Error| ProxyError::from(storage::Error::backend("proxy spool file", e));
     let mut body = resp.bytes_stream();
     let mut written = 0u64;
@@ -235,23 +218,15 @@ async fn spool(
     loop {
         let chunk = match tokio::time::timeout(stall, body.next()).await {
             Err(_) => {
-                return Err(ProxyError::Unavailable {
-                    upstream: up.name().to_owned(),
-                    msg: format!("blob body stalled for {} s", stall.as_secs()),
-                })
+                return Err(up.unavailable(format!("blob body stalled for {} s", stall.as_secs())))
             }
             Ok(None) => break,
-            Ok(Some(Err(e))) => {
-                return Err(ProxyError::Unavailable {
-                    upstream: up.name().to_owned(),
-                    msg: format!("blob body: {e}"),
-                })
-            }
+            Ok(Some(Err(e))) => return Err(up.unavailable(format!("blob body: {e}"))),
             Ok(Some(Ok(c))) => c,
         };
         written += chunk.len() as u64;
         if size.is_some_and(|s| written > s) {
-            return Err(invalid("blob body longer than its Content-Length".into()));
+            return Err(up.invalid("blob body longer than its Content-Length"));
         }
         hasher.update(&chunk);
         file.write_all(&chunk).await.map_err(io_err)?;
@@ -261,9 +236,7 @@ async fn spool(
         tx.send_modify(|s| s.written = written);
     }
     if let Some(s) = size.filter(|s| *s != written) {
-        return Err(invalid(format!(
-            "blob body ended after {written} of {s} bytes"
-        )));
+        return Err(up.invalid(format!("blob body ended after {written} of {s} bytes")));
     }
     Ok(written)
 }
@@ -392,4 +365,26 @@ pub(crate) fn stream(fill: Arc<Fill>, range: std::ops::Range<u64>, size: u64) ->
         Some((item, r))
     })
     .boxed()
+}
+
+/// A spool folder of this process's own under `base`, after removing those of processes that
+/// are gone (a killed registry leaves its partial fills there; they were never visible).
+pub(crate) fn spool_folder(base: &std::path::Path) -> std::io::Result<PathBuf> {
+    const PREFIX: &str = "registry-proxy-fills-";
+    std::fs::create_dir_all(base)?;
+    for entry in std::fs::read_dir(base)?.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(PREFIX)) else {
+            continue;
+        };
+        let alive = pid.parse::<u32>().is_ok_and(|p| {
+            p == std::process::id() || std::path::Path::new(&format!("/proc/{p}")).exists()
+        });
+        if !alive || pid.parse::<u32>() == Ok(std::process::id()) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    let own = base.join(format!("{PREFIX}{}", std::process::id()));
+    std::fs::create_dir_all(&own)?;
+    Ok(own)
 }

@@ -57,13 +57,17 @@ pub struct TagRecord {
 }
 
 impl TagRecord {
+    /// A record of the upstream naming `digest` now.
+    pub fn checked_now(digest: &Digest) -> TagRecord {
+        TagRecord {
+            digest: digest.to_string(),
+            checked: now_secs(),
+        }
+    }
+
     /// Time since the upstream was last asked.
     pub fn age(&self) -> Duration {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        Duration::from_secs(now.saturating_sub(self.checked))
+        Duration::from_secs(now_secs().saturating_sub(self.checked))
     }
 }
 
