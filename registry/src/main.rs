@@ -149,12 +149,7 @@ fn gc(args: &GcArgs) -> ExitCode {
     };
     maintenance(&cfg, |reg| {
         let opts = cfg.gc_options(args.dry_run);
-        let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
-        let report = rt
-            .block_on(registry::maintenance::collect_by_hand(&reg, &cfg, &opts))
-            .map_err(|e| registry::error::error_chain(&e))?;
-        registry::maintenance::print_gc_report(&report, args.dry_run);
-        Ok(true)
+        registry::maintenance::collect_by_hand(&reg, &cfg, &opts)
     })
 }
 
@@ -220,12 +215,7 @@ fn garbage_collect(args: &GarbageCollectArgs) -> ExitCode {
             };
             opts.retention.insert(0, everything);
         }
-        let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
-        let report = rt
-            .block_on(registry::maintenance::collect_by_hand(&reg, &cfg, &opts))
-            .map_err(|e| registry::error::error_chain(&e))?;
-        registry::maintenance::print_gc_report(&report, args.dry_run);
-        Ok(true)
+        registry::maintenance::collect_by_hand(&reg, &cfg, &opts)
     })
 }
 

@@ -90,16 +90,18 @@ pub fn print_gc_report(r: &GcReport, dry_run: bool) {
     );
 }
 
-/// One collection run by hand (`registry gc`, `registry garbage-collect`): the pull-through
-/// cache's eviction first, as the scheduled collection does, then the collection. Prints what
-/// was (or, in a dry run, would be) evicted.
-pub async fn collect_by_hand(
+/// One collection run by hand (`registry gc`, `registry garbage-collect`) on a runtime of its
+/// own: the pull-through cache's eviction first, as the scheduled collection does, then the
+/// collection; prints what was (or, in a dry run, would be) evicted and removed.
+pub fn collect_by_hand(
     reg: &Store,
     config: &Config,
     opts: &storage::gc::GcOptions,
-) -> storage::Result<GcReport> {
-    if let Some(limit) = config.proxy.as_ref().and_then(|p| p.max_cache_bytes) {
-        if let Some(r) = evict_cache(reg, limit, opts.dry_run).await {
+) -> Result<bool, String> {
+    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    let limit = config.proxy.as_ref().and_then(|p| p.max_cache_bytes);
+    if let Some(limit) = limit {
+        if let Some(r) = rt.block_on(evict_cache(reg, limit, opts.dry_run)) {
             let verb = if opts.dry_run {
                 "would evict"
             } else {
@@ -114,7 +116,11 @@ pub async fn collect_by_hand(
             );
         }
     }
-    reg.collect_garbage(opts).await
+    let report = rt
+        .block_on(reg.collect_garbage(opts))
+        .map_err(|e| crate::error::error_chain(&e))?;
+    print_gc_report(&report, opts.dry_run);
+    Ok(true)
 }
 
 /// Keeps the pull-through cache under its size limit before a collection: the least recently
