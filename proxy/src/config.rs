@@ -52,6 +52,10 @@ pub struct UpstreamConfig {
     pub name: String,
     /// Base URL of the upstream's API (`https://registry-1.docker.io`).
     pub url: String,
+    /// This upstream serves every name that has no `?ns=` and no upstream prefix; at most one
+    /// upstream may set it.
+    #[serde(default)]
+    pub catch_all: bool,
     /// File holding the user name for the upstream (a mounted Secret); anonymous when neither
     /// it nor `username` is set.
     pub username_file: Option<PathBuf>,
@@ -61,10 +65,6 @@ pub struct UpstreamConfig {
     pub username: Option<String>,
     /// The password or token, inline (instead of `password_file`); never logged.
     pub password: Option<String>,
-    /// This upstream serves every name that has no `?ns=` and no upstream prefix; at most one
-    /// upstream may set it.
-    #[serde(default)]
-    pub catch_all: bool,
     /// PEM CA certificates trusted for this upstream, beside the system's roots.
     pub ca_file: Option<PathBuf>,
     /// Seconds to wait for the upstream's response headers before answering the client with an

@@ -151,6 +151,14 @@ fn add_blob(up: &Up, data: Vec<u8>) -> Digest {
     d
 }
 
+/// A test environment with `data` as a blob in the upstream, and the route of `a/b`.
+async fn env_with_blob(data: Vec<u8>) -> (Env, Digest, Route) {
+    let e = env(300).await;
+    let d = add_blob(&e.up, data);
+    let route = e.route();
+    (e, d, route)
+}
+
 /// An 8 MiB blob of a pattern that repeats every `period` bytes, in the upstream.
 fn big_blob(up: &Up, period: u32) -> (Vec<u8>, Digest) {
     let data: Vec<u8> = (0..8 * 1024 * 1024u32)
@@ -361,10 +369,8 @@ async fn a_range_is_served_from_the_fill_without_waiting_for_all_of_it() {
 
 #[tokio::test]
 async fn corrupt_upstream_bytes_are_never_stored_and_the_next_pull_retries() {
-    let e = env(300).await;
-    let d = add_blob(&e.up, vec![7u8; 300_000]);
+    let (e, d, route) = env_with_blob(vec![7u8; 300_000]).await;
     e.up.corrupt.store(true, SeqCst);
-    let route = e.route();
     match e.proxy.blob(&route, &d).await {
         Ok(BlobSource::Filling { size, fill }) => {
             let r: std::result::Result<Vec<Bytes>, _> =
@@ -389,10 +395,8 @@ async fn corrupt_upstream_bytes_are_never_stored_and_the_next_pull_retries() {
 
 #[tokio::test]
 async fn a_hanging_upstream_is_answered_within_the_first_byte_time() {
-    let e = env(300).await;
-    let d = add_blob(&e.up, vec![1u8; 10]);
+    let (e, d, route) = env_with_blob(vec![1u8; 10]).await;
     e.up.hang.store(true, SeqCst);
-    let route = e.route();
     let t = Instant::now();
     let err = e.proxy.blob(&route, &d).await.err().expect("an error");
     assert!(matches!(err, ProxyError::Timeout { .. }), "{err}");
