@@ -601,6 +601,20 @@ EOF
   echo "$OUT" | grep -q " 0 problems" || fail "fsck: $OUT"
 }
 
+# A ranged GET of a blob nobody has pulled yet through this registry: 206 with the range's bytes
+# from the fill it starts, then the whole blob from the cache.
+test_ranged_get_during_fill() {
+  local url="http://$REG/v2/upa.test/library/replicated/blobs/$REP_BIG" want="$WORK/rep2/blobs/sha256/${REP_BIG#sha256:}"
+  [ -f "$want" ] || fail "no reference copy of the big layer (the replicas case makes it)" || return 1
+  [ ! -e "$(stored_blob "$REP_BIG")" ] || fail "the big layer is cached already" || return 1
+  local code
+  code=$(curl -sS --noproxy '*' --max-time 60 -r 1000-66535 -D "$WORK/range.h" -o "$WORK/range.b" -w '%{http_code}' "$url" 2>>"$TLOG")
+  expect_eq "status" "$code" 206 || return 1
+  expect_eq "Content-Range" "$(tr -d '\r' <"$WORK/range.h" | awk -F': ' 'tolower($1) == "content-range" { print $2 }')" "bytes 1000-66535/$REP_BIG_SIZE" || return 1
+  expect_eq "range bytes" "$(sha256sum <"$WORK/range.b" | cut -d' ' -f1)" "$(tail -c +1001 "$want" | head -c 65536 | sha256sum | cut -d' ' -f1)" || return 1
+  expect_eq "whole blob" "sha256:$(curl -sS --noproxy '*' --max-time 60 "$url" 2>>"$TLOG" | sha256sum | cut -d' ' -f1)" "$REP_BIG"
+}
+
 t skopeo_prefix_token_upstream test_skopeo_prefix_token_upstream
 t skopeo_prefix_basic_tls_upstream test_skopeo_prefix_basic_tls_upstream
 t podman_and_buildah_prefix test_podman_and_buildah_prefix
@@ -612,6 +626,7 @@ t sixteen_concurrent_pulls_one_upstream_get test_sixteen_concurrent_pulls_one_up
 t killed_mid_fill_leaves_nothing_partial test_killed_mid_fill_leaves_nothing_partial
 t hanging_upstream_answers_in_time test_hanging_upstream_answers_in_time
 t replicas_on_s3_killed_mid_fill test_replicas_on_s3_killed_mid_fill
+t ranged_get_during_fill test_ranged_get_during_fill
 t eviction_least_recently_pulled_cached_only test_eviction_least_recently_pulled_cached_only
 t garbage_collect_by_hand_evicts test_garbage_collect_by_hand_evicts
 t tag_update_seen_after_freshness_only test_tag_update_seen_after_freshness_only
