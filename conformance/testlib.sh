@@ -146,3 +146,62 @@ start_private_containerd() {
   done
   fail "private containerd did not start: $(tail -n 2 "$WORK/logs/containerd.log" | tr '\n' ' ')"
 }
+
+# start_moto BUCKET: moto_server (log $WORK/logs/moto.log) on a free port of 20000-20999 with
+# BUCKET made; sets MOTO_PID and MOTO_HOST. Checks that the listening socket is moto's own (not
+# another server's). The caller stops MOTO_PID on exit.
+start_moto() {
+  command -v moto_server >/dev/null || fail "moto_server missing (scripts/install-test-deps.sh)" || return 1
+  local mp attempt
+  for attempt in 1 2 3; do
+    mp=""
+    for _ in $(seq 60); do
+      local p=$((20000 + RANDOM % 1000))
+      if port_free "$p"; then mp=$p; break; fi
+    done
+    [ -n "$mp" ] || fail "no free port in 20000-20999" || return 1
+    env -u AWS_CA_BUNDLE -u REQUESTS_CA_BUNDLE moto_server -H 127.0.0.1 -p "$mp" \
+      >>"$WORK/logs/moto.log" 2>&1 </dev/null &
+    MOTO_PID=$!
+    for _ in $(seq 300); do
+      kill -0 "$MOTO_PID" 2>/dev/null || break
+      if ss -Hltnp "sport = :$mp" 2>/dev/null | grep -q "pid=$MOTO_PID,"; then
+        MOTO_HOST="127.0.0.1:$mp"
+        [ "$(curl -s --noproxy '*' --max-time 10 -o /dev/null -w '%{http_code}' -X PUT "http://$MOTO_HOST/$1")" = 200 ] \
+          || fail "moto on $MOTO_HOST did not create the bucket $1" || return 1
+        echo "# moto_server (pid $MOTO_PID) on $MOTO_HOST, attempt $attempt" >&2
+        return 0
+      fi
+      sleep 0.1
+    done
+    kill "$MOTO_PID" 2>/dev/null
+    wait "$MOTO_PID" 2>/dev/null
+    MOTO_PID=""
+  done
+  fail "moto_server did not listen within 30 s (see moto.log)"
+}
+
+# suite_setup NAME [REGISTRY_BINARY]: the start of the suite in conformance/NAME, after sourcing
+# this file: sets HERE (its folder), REG_BIN (the argument, else the release build) and PY;
+# clears proxy settings and CA bundles so that every request stays on loopback; stops with a
+# FAIL unless run as root.
+suite_setup() {
+  HERE="$ROOT/conformance/$1"
+  REG_BIN=${2:-$ROOT/target/x86_64-unknown-linux-gnu/release/registry}
+  PY=${PYTHON:-python3}
+  unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy AWS_CA_BUNDLE REQUESTS_CA_BUNDLE
+  export NO_PROXY="127.0.0.1,localhost" no_proxy="127.0.0.1,localhost"
+  [ "$(id -u)" = 0 ] || { echo "FAIL setup: must run as root"; echo "0 passed, 1 failed"; exit 1; }
+}
+
+# free_port [FROM] [COUNT]: prints a port of FROM..FROM+COUNT-1 (default 21000 and 2000) on
+# which nothing listens on 127.0.0.1; fails after 100 tries.
+free_port() {
+  local from=${1:-21000} count=${2:-2000} tries=100 p
+  while [ "$tries" -gt 0 ]; do
+    p=$((from + RANDOM % count))
+    port_free "$p" && { echo "$p"; return 0; }
+    tries=$((tries - 1))
+  done
+  return 1
+}

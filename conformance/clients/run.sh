@@ -131,39 +131,6 @@ done
 REG_HOST="127.0.0.1:$PORT"
 REG_LOG="$WORK/logs/registry.log"
 
-# start_moto: moto_server on a free port of 20000-20999 with the bucket `clients`; sets MOTO_PID
-# and MOTO_HOST. Checks that the listening socket is moto's own (not another server's).
-start_moto() {
-  command -v moto_server >/dev/null || fail "moto_server missing (scripts/install-test-deps.sh)" || return 1
-  local mp attempt
-  for attempt in 1 2 3; do
-    mp=""
-    for _ in $(seq 60); do
-      local p=$((20000 + RANDOM % 1000))
-      if port_free "$p"; then mp=$p; break; fi
-    done
-    [ -n "$mp" ] || fail "no free port in 20000-20999" || return 1
-    env -u AWS_CA_BUNDLE -u REQUESTS_CA_BUNDLE moto_server -H 127.0.0.1 -p "$mp" \
-      >>"$WORK/logs/moto.log" 2>&1 </dev/null &
-    MOTO_PID=$!
-    for _ in $(seq 300); do
-      kill -0 "$MOTO_PID" 2>/dev/null || break
-      if ss -Hltnp "sport = :$mp" 2>/dev/null | grep -q "pid=$MOTO_PID,"; then
-        MOTO_HOST="127.0.0.1:$mp"
-        [ "$(curl -s --noproxy '*' --max-time 10 -o /dev/null -w '%{http_code}' -X PUT "http://$MOTO_HOST/clients")" = 200 ] \
-          || fail "moto on $MOTO_HOST did not create the bucket" || return 1
-        echo "# moto_server (pid $MOTO_PID) on $MOTO_HOST, attempt $attempt" >&2
-        return 0
-      fi
-      sleep 0.1
-    done
-    kill "$MOTO_PID" 2>/dev/null
-    wait "$MOTO_PID" 2>/dev/null
-    MOTO_PID=""
-  done
-  fail "moto_server did not listen within 30 s (see moto.log)"
-}
-
 if [ "$REG_BIN" = distribution ] || [ "$(basename "$REG_BIN")" = docker-registry ]; then
   [ "$REG_BIN" = distribution ] && REG_BIN=$(command -v docker-registry)
   IMPL=distribution
@@ -191,7 +158,7 @@ else
   fi
   STORAGE_ARGS=(--storage "$WORK/registry-data")
   if [ "${CLIENTS_STORAGE:-fs}" = s3 ]; then
-    start_moto || { echo "FAIL setup: $REASON"; FAILED=1; finish; }
+    start_moto clients || { echo "FAIL setup: $REASON"; FAILED=1; finish; }
     STORAGE_ARGS=(--storage s3://clients/reg --storage-option "endpoint=http://$MOTO_HOST"
       --storage-option allow_http=true --storage-option region=us-east-1)
     export AWS_ACCESS_KEY_ID=clients AWS_SECRET_ACCESS_KEY=clients-secret

@@ -8,7 +8,9 @@
   helpers.py image DIR SEED [BIGMIB]   an OCI layout in DIR: tag `1` is an index of linux/amd64 and
                                        linux/arm64 images with small gzip'd tar layers whose content
                                        depends on SEED; with BIGMIB, tag `big` is one image with a
-                                       layer of BIGMIB MiB of random bytes
+                                       layer of BIGMIB MiB of random bytes; with a fifth
+                                       argument `in-index`, that layer is the amd64 image's
+                                       second layer instead
   helpers.py hang PORT                 accepts connections on 127.0.0.1:PORT and never answers
   helpers.py htpasswd USER PASS        prints a bcrypt htpasswd line
 """
@@ -146,26 +148,34 @@ def small_layer(content):
     return gzip.compress(tar, mtime=0), "sha256:" + hashlib.sha256(tar).hexdigest()
 
 
-def image(d, seed, big_mib):
+def big_layer(lay, d, big_mib):
+    """An uncompressed tar layer of BIGMIB MiB of random bytes: its digest is its diff id."""
+    path = os.path.join(d, "big.tmp")
+    with open(path, "wb") as f:
+        info = tarfile.TarInfo("big")
+        info.size = big_mib << 20
+        with tarfile.open(fileobj=f, mode="w") as t:
+            t.addfile(info, io.BytesIO(os.urandom(info.size)))
+    return lay.blob_file(path, "application/vnd.oci.image.layer.v1.tar")
+
+
+def image(d, seed, big_mib, big_in_index=False):
     lay = Layout(d)
+    big = big_layer(lay, d, big_mib) if big_mib else None
     children = []
     for arch in ("amd64", "arm64"):
         gz, diff = small_layer(f"#!/bin/sh\necho {arch} {seed}\n".encode())
-        ld = lay.blob(gz, "application/vnd.oci.image.layer.v1.tar+gzip")
-        children.append(lay.image([ld], arch, [diff]))
+        layers = [lay.blob(gz, "application/vnd.oci.image.layer.v1.tar+gzip")]
+        diffs = [diff]
+        if big_in_index and arch == "amd64":
+            layers.append(big)
+            diffs.append(big["digest"])
+        children.append(lay.image(layers, arch, diffs))
     idx = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
            "manifests": children}
     lay.tag(lay.blob(json.dumps(idx).encode(), "application/vnd.oci.image.index.v1+json"), "1")
-    if big_mib:
-        # An uncompressed tar layer of random bytes: its digest is its diff id.
-        path = os.path.join(d, "big.tmp")
-        with open(path, "wb") as f:
-            info = tarfile.TarInfo("big")
-            info.size = big_mib << 20
-            with tarfile.open(fileobj=f, mode="w") as t:
-                t.addfile(info, io.BytesIO(os.urandom(info.size)))
-        ld = lay.blob_file(path, "application/vnd.oci.image.layer.v1.tar")
-        img = lay.image([ld], "amd64", [ld["digest"]])
+    if big and not big_in_index:
+        img = lay.image([big], "amd64", [big["digest"]])
         img.pop("platform")
         lay.tag(img, "big")
     lay.save()
@@ -187,7 +197,8 @@ def main():
     if cmd == "token-server":
         token_server(sys.argv[2], int(sys.argv[3]))
     elif cmd == "image":
-        image(sys.argv[2], sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else 0)
+        image(sys.argv[2], sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else 0,
+              len(sys.argv) > 5 and sys.argv[5] == "in-index")
     elif cmd == "hang":
         hang(int(sys.argv[2]))
     elif cmd == "htpasswd":

@@ -3,35 +3,28 @@
 # (one with token authentication from a token service started here, one with Basic auth over
 # TLS), a hanging upstream, and this registry configured with all three as upstreams. Real
 # clients (skopeo, podman, buildah by the path prefix; containerd's CRI PullImage through
-# hosts.toml, which adds ?ns=) pull through the cache; a second registry checks eviction under a
-# small cache limit.
+# hosts.toml, which adds ?ns=) pull through the cache. Further registries check a catch-all
+# upstream (Distribution's proxy mode) with inline credentials, access rules on proxied names,
+# two replicas on one S3 bucket (moto) with one SIGKILLed mid-fill, and eviction under a small
+# cache limit by the scheduled collection and by `registry garbage-collect` run by hand.
 #
 #   conformance/proxy/run.sh [REGISTRY_BINARY]
 #
 # REGISTRY_BINARY defaults to target/x86_64-unknown-linux-gnu/release/registry. PROXY_BIG_MIB sets the size of the big
-# layers (default 64; the suite needs about 10 times that in free space under /tmp). Prints `PASS name` / `FAIL name: reason`
+# layers (default 64; the suite needs about 16 times that in free space under /tmp). Prints `PASS name` / `FAIL name: reason`
 # per test and `N passed, N failed`; exits non-zero on any failure. PROXY_LOG_DIR=DIR keeps the
-# logs. Needs root, docker-registry, skopeo, podman, buildah, containerd, python3 with
-# cryptography and grpcio-tools (scripts/install-test-deps.sh installs them; missing Debian
+# logs. Needs root, docker-registry, skopeo, podman, buildah, containerd, moto_server, python3
+# with cryptography and grpcio-tools (scripts/install-test-deps.sh installs them; missing Debian
 # packages are installed here).
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck source=SCRIPTDIR/../../conformance/testlib.sh
 . "$ROOT/conformance/testlib.sh"
-HERE="$ROOT/conformance/proxy"
-REG_BIN=${1:-$ROOT/target/x86_64-unknown-linux-gnu/release/registry}
-PY=${PYTHON:-python3}
+suite_setup proxy "${1:-}"
 CMD_TIMEOUT=${PROXY_CMD_TIMEOUT:-120}
 FRESH=6 # seconds a cached tag stays fresh
 BIG_MIB=${PROXY_BIG_MIB:-64} # size of the big layers (the issue asks for 64 MiB)
-
-unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy AWS_CA_BUNDLE REQUESTS_CA_BUNDLE
-export NO_PROXY="127.0.0.1,localhost" no_proxy="127.0.0.1,localhost"
-
-if [ "$(id -u)" != 0 ]; then
-  echo "FAIL setup: must run as root"; echo "0 passed, 1 failed"; exit 1
-fi
 need=()
 for c in docker-registry:docker-registry skopeo:skopeo podman:podman buildah:buildah containerd:containerd jq:jq openssl:openssl; do
   command -v "${c%%:*}" >/dev/null || need+=("${c#*:}")
@@ -45,47 +38,26 @@ fi
 WORK=$(mktemp -d /tmp/registry-proxy.XXXXXX)
 mkdir -p "$WORK/logs"
 PIDS=()
-REG_PID="" REG2_PID="" UPA_PID="" CTRD_PID=""
+REG_PID="" UPA_PID="" CTRD_PID="" MOTO_PID=""
 PASSED=0 FAILED=0 REASON=""
 TLOG="$WORK/logs/setup.log"
-
-stop_pid() {
-  local p=$1
-  [ -n "$p" ] || return 0
-  kill "$p" 2>/dev/null || return 0
-  for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || return 0; sleep 0.1; done
-  kill -9 "$p" 2>/dev/null
-  wait "$p" 2>/dev/null
-  return 0
-}
 
 cleanup() {
   local rc=$?
   set +e
   stop_pid "$CTRD_PID"
   stop_pid "$REG_PID"
-  stop_pid "$REG2_PID"
   stop_pid "$UPA_PID"
+  stop_pid "$MOTO_PID"
   for p in "${PIDS[@]}"; do stop_pid "$p"; done
   for s in podman buildah; do
     [ -d "$WORK/$s" ] && timeout 30 buildah --root "$WORK/$s/root" --runroot "$WORK/$s/run" rm -a >/dev/null 2>&1
   done
-  umount_under "$WORK"
-  if [ -n "${PROXY_LOG_DIR:-}" ]; then mkdir -p "$PROXY_LOG_DIR" && cp -r "$WORK/logs/." "$PROXY_LOG_DIR/"; fi
-  rm -rf "$WORK" 2>/dev/null || { sleep 1; rm -rf "$WORK"; }
+  finish_work "${PROXY_LOG_DIR:-}"
   exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-free_port() {
-  local p
-  for _ in $(seq 100); do
-    p=$((21000 + RANDOM % 2000))
-    if port_free "$p"; then echo "$p"; return 0; fi
-  done
-  return 1
-}
 
 # wait_http URL: waits up to 20 s for any HTTP answer
 wait_http() {
@@ -177,6 +149,7 @@ PIDS+=($!)
 "$PY" "$HERE/helpers.py" image "$WORK/img1" 1 "$BIG_MIB" >>"$TLOG" 2>&1 || setup_fail "building image 1"
 "$PY" "$HERE/helpers.py" image "$WORK/img2" 2 "$BIG_MIB" >>"$TLOG" 2>&1 || setup_fail "building image 2"
 "$PY" "$HERE/helpers.py" image "$WORK/img3" 3 >>"$TLOG" 2>&1 || setup_fail "building image 3"
+"$PY" "$HERE/helpers.py" image "$WORK/img4" 4 "$BIG_MIB" in-index >>"$TLOG" 2>&1 || setup_fail "building image 4"
 push() { # push LAYOUT:TAG DEST [creds]
   timeout 300 skopeo copy --all --dest-tls-verify=false ${3:+--dest-creds "$3"} "oci:$1" "docker://$2" >>"$TLOG" 2>&1
 }
@@ -184,6 +157,7 @@ push "$WORK/img1:1" "$UPA/library/multi:1" x:y || setup_fail "push to upstream A
 push "$WORK/img1:big" "$UPA/library/big:1" x:y || setup_fail "push big to upstream A"
 push "$WORK/img2:big" "$UPA/library/big:2" x:y || setup_fail "push big 2 to upstream A"
 push "$WORK/img3:1" "$UPA/library/moving:1" x:y || setup_fail "push moving to upstream A"
+push "$WORK/img4:1" "$UPA/library/replicated:1" x:y || setup_fail "push replicated to upstream A"
 push "$WORK/img1:1" "$UPB/team/multi:1" puller:s3cret || setup_fail "push to upstream B"
 idx_of() { jq -r '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"] == "'"$2"'") | .digest' "$1/index.json"; }
 IDX1=$(idx_of "$WORK/img1" 1)
@@ -193,7 +167,13 @@ IDX3=$(idx_of "$WORK/img3" 1)
 big_layer() { timeout 60 skopeo inspect --raw --tls-verify=false --creds x:y "docker://$UPA/library/big:$1" | jq -r '.layers[0].digest'; }
 BIG1=$(big_layer 1)
 BIG2=$(big_layer 2)
-case "$BIG1$BIG2" in sha256:*sha256:*) ;; *) setup_fail "no big layer digests ($BIG1, $BIG2)" ;; esac
+# The multi-arch image whose amd64 image has a big layer (its largest), as upstream A holds it.
+REP_RAW=$(timeout 60 skopeo inspect --raw --tls-verify=false --creds x:y "docker://$UPA/library/replicated:1" 2>>"$TLOG")
+REP_IDX="sha256:$(printf '%s' "$REP_RAW" | sha256sum | cut -d' ' -f1)"
+REP_AMD=$(printf '%s' "$REP_RAW" | jq -r '.manifests[] | select(.platform.architecture == "amd64") | .digest')
+read -r REP_BIG REP_BIG_SIZE < <(timeout 60 skopeo inspect --raw --tls-verify=false --creds x:y \
+  "docker://$UPA/library/replicated@$REP_AMD" | jq -r '.layers | max_by(.size) | "\(.digest) \(.size)"')
+case "$BIG1$BIG2$REP_BIG" in sha256:*sha256:*sha256:*) ;; *) setup_fail "no big layer digests ($BIG1, $BIG2, $REP_BIG)" ;; esac
 
 # ---------------------------------------------------------------- this registry
 PORT=$(free_port) || setup_fail "no free port"
@@ -388,49 +368,251 @@ test_upstream_stopped_pulls_still_work() {
     || fail "stale serves not counted: $(echo "$OUT" | grep proxy_stale)"
 }
 
-# A second registry with a cache limit of half the big layer and a collection every 2 s: the big image
-# pulled first is evicted, the small image pulled after it stays, and so does an image pushed
-# into the registry's own repository.
-test_eviction_least_recently_pulled_cached_only() {
-  local p2 reg2
-  p2=$(free_port) || fail "no free port" || return 1
-  reg2="127.0.0.1:$p2"
-  cat >"$WORK/registry2.toml" <<EOF
-listen = "$reg2"
-storage = "$WORK/data2"
-gc_interval = 2
+# serve_extra NAME ADDR: starts another registry on $WORK/NAME.toml (log logs/NAME.log), adds it
+# to PIDS, waits until it answers on ADDR.
+serve_extra() {
+  "$REG_BIN" serve --config "$WORK/$1.toml" >>"$WORK/logs/$1.log" 2>&1 &
+  PIDS+=($!)
+  wait_http "http://$2/v2/"
+}
+
+# http_code METHOD URL [CURL_ARGS...]: the status of one request; the body goes to $WORK/body
+http_code() {
+  local m=$1 u=$2
+  shift 2
+  curl -sS --noproxy '*' --max-time 30 -o "$WORK/body" -w '%{http_code}' -X "$m" -H "Accept: $ACCEPT_ALL" "$@" "$u" 2>>"$TLOG"
+}
+
+# Distribution's proxy mode: a registry whose catch-all upstream serves every plain name, with
+# a second upstream reached by its prefix with inline credentials (Basic over TLS).
+test_catch_all_upstream_mirrors_plain_names() {
+  local p rc
+  p=$(free_port) || fail "no free port" || return 1
+  rc="127.0.0.1:$p"
+  cat >"$WORK/catchall.toml" <<EOF
+listen = "$rc"
+storage = "$WORK/data-catchall"
+gc_interval = 0
+
+[proxy]
+spool_dir = "$WORK/spool-catchall"
+
+[[proxy.upstreams]]
+name = "upa.test"
+url = "http://$UPA"
+catch_all = true
+
+[[proxy.upstreams]]
+name = "upb.test"
+url = "https://$UPB"
+username = "puller"
+password = "s3cret"
+ca_file = "$WORK/tls/ca.pem"
+EOF
+  serve_extra catchall "$rc" || fail "catch-all registry did not start" || return 1
+  run skopeo copy --all --src-tls-verify=false "docker://$rc/library/multi:1" "oci:$WORK/out-all:1" || return 1
+  expect_eq "index through the catch-all upstream" "$(idx_of "$WORK/out-all" 1)" "$IDX1" || return 1
+  run skopeo copy --all --src-tls-verify=false "docker://$rc/upb.test/team/multi:1" "oci:$WORK/out-all-b:1" || return 1
+  expect_eq "index with inline credentials" "$(idx_of "$WORK/out-all-b" 1)" "$IDX1" || return 1
+  if run skopeo copy --all --dest-tls-verify=false "oci:$WORK/img3:1" "docker://$rc/builds/own:1"; then
+    fail "a push into the catch-all mirror succeeded" || return 1
+  fi
+  expect_eq "push status" "$(http_code POST "http://$rc/v2/builds/own/blobs/uploads/")" 403 || return 1
+  expect_eq "push code" "$(jq -r '.errors[0].code' "$WORK/body")" DENIED || return 1
+  expect_eq "unknown ns" "$(http_code GET "http://$rc/v2/library/multi/manifests/1?ns=nowhere.test")" 404 || return 1
+  expect_eq "unknown ns code" "$(jq -r '.errors[0].code' "$WORK/body")" NAME_UNKNOWN || return 1
+  ! grep -q s3cret "$WORK/logs/catchall.log" || fail "the inline password is in the log"
+}
+
+# Access rules see a proxied name as <upstream>/<name> however it is reached: ?ns= and the
+# prefix form are refused alike for a name no rule grants, a rule on the registry's own
+# library/** grants no proxied name, an allowed proxied name pulls.
+test_access_rules_apply_to_proxied_names() {
+  local p ra form
+  p=$(free_port) || fail "no free port" || return 1
+  ra="127.0.0.1:$p"
+  "$PY" "$HERE/helpers.py" htpasswd alice wonderland >"$WORK/reg-htpasswd"
+  cat >"$WORK/authed.toml" <<EOF
+listen = "$ra"
+storage = "$WORK/data-authed"
+gc_interval = 0
+
+[proxy]
+spool_dir = "$WORK/spool-authed"
+
+[[proxy.upstreams]]
+name = "upa.test"
+url = "http://$UPA"
+
+[auth]
+htpasswd = "$WORK/reg-htpasswd"
+
+[[auth.rules]]
+repositories = ["upa.test/library/multi"]
+identities = ["everyone"]
+actions = ["pull"]
+
+[[auth.rules]]
+repositories = ["library/**"]
+identities = ["everyone"]
+actions = ["pull"]
+EOF
+  serve_extra authed "$ra" || fail "registry with [auth] did not start" || return 1
+  for form in "library/big/manifests/1?ns=upa.test" "upa.test/library/big/manifests/1"; do
+    expect_eq "anonymous $form" "$(http_code GET "http://$ra/v2/$form")" 401 || return 1
+    expect_eq "alice $form" "$(http_code GET "http://$ra/v2/$form" -u alice:wonderland)" 403 || return 1
+  done
+  # library/** of the registry itself is open: not refused (just not there).
+  expect_eq "own library/big" "$(http_code GET "http://$ra/v2/library/big/manifests/1")" 404 || return 1
+  expect_eq "allowed by ns" "$(http_code GET "http://$ra/v2/library/multi/manifests/1?ns=upa.test")" 200 || return 1
+  run skopeo copy --all --src-tls-verify=false "docker://$ra/upa.test/library/multi:1" "oci:$WORK/out-authed:1" || return 1
+  expect_eq "allowed by prefix" "$(idx_of "$WORK/out-authed" 1)" "$IDX1"
+}
+
+# eviction_setup NAME GC_INTERVAL: a registry NAME with a cache limit of half the big layer, gc
+# grace 1 s and a collection every GC_INTERVAL s (0: none); pushes an image into its own
+# repository builds/own, pulls the big image through the cache, waits until its big layer is
+# stored, then (1 s later) pulls the small one. Sets EV_REG, EV_DATA and EV_BIG (the big
+# layer's file).
+eviction_setup() {
+  local p
+  p=$(free_port) || fail "no free port" || return 1
+  EV_REG="127.0.0.1:$p" EV_DATA="$WORK/data-$1"
+  cat >"$WORK/$1.toml" <<EOF
+listen = "$EV_REG"
+storage = "$EV_DATA"
+gc_interval = $2
 gc_grace = 1
 
 [proxy]
-spool_dir = "$WORK/spool2"
+spool_dir = "$WORK/spool-$1"
 max_cache_bytes = $((BIG_MIB << 19))
 
 [[proxy.upstreams]]
 name = "upa.test"
 url = "http://$UPA"
 EOF
-  "$REG_BIN" serve --config "$WORK/registry2.toml" >>"$WORK/logs/registry2.log" 2>&1 &
-  REG2_PID=$!
-  wait_http "http://$reg2/v2/" || fail "second registry did not start" || return 1
-  run skopeo copy --all --dest-tls-verify=false "oci:$WORK/img3:1" "docker://$reg2/builds/own:1" || return 1
-  run skopeo copy --src-tls-verify=false "docker://$reg2/upa.test/library/big:1" "oci:$WORK/ev-big:1" || return 1
+  serve_extra "$1" "$EV_REG" || fail "registry $1 did not start" || return 1
+  run skopeo copy --all --dest-tls-verify=false "oci:$WORK/img3:1" "docker://$EV_REG/builds/own:1" || return 1
+  run skopeo copy --src-tls-verify=false "docker://$EV_REG/upa.test/library/big:1" "oci:$WORK/$1-big:1" || return 1
+  EV_BIG="$EV_DATA/blobs/sha256/${BIG1:7:2}/${BIG1#sha256:}"
+  # The fill stores the blob after the client has its bytes: wait for it (a scheduled
+  # collection removes it no sooner than gc_grace after that).
+  for _ in $(seq 300); do [ -e "$EV_BIG" ] && break; sleep 0.1; done
+  [ -e "$EV_BIG" ] || fail "the big layer was never stored" || return 1
   sleep 1
-  run skopeo copy --all --src-tls-verify=false "docker://$reg2/upa.test/library/multi:1" "oci:$WORK/ev-multi:1" || return 1
-  local big="$WORK/data2/blobs/sha256/${BIG1:7:2}/${BIG1#sha256:}"
-  # The fill stores the blob after the client has its bytes: wait for it, then for its eviction.
-  for _ in $(seq 300); do [ -e "$big" ] && break; sleep 0.1; done
-  [ -e "$big" ] || fail "the big layer was never stored" || return 1
-  for _ in $(seq 300); do [ -e "$big" ] || break; sleep 0.1; done
-  [ ! -e "$big" ] || fail "the least recently pulled big layer was not evicted" || return 1
-  grep -q "least recently pulled content evicted" "$WORK/logs/registry2.log" || fail "no eviction logged" || return 1
+  run skopeo copy --all --src-tls-verify=false "docker://$EV_REG/upa.test/library/multi:1" "oci:$WORK/$1-multi:1"
+}
+
+# eviction_kept: the registry's own image and the recently pulled cached image are still there.
+eviction_kept() {
   local own_layer
   own_layer=$(jq -r '.manifests[0].digest' "$WORK/img3/blobs/sha256/${IDX3#sha256:}")
   own_layer=$(jq -r '.layers[0].digest' "$WORK/img3/blobs/sha256/${own_layer#sha256:}")
-  [ -e "$WORK/data2/blobs/sha256/${own_layer:7:2}/${own_layer#sha256:}" ] || fail "a blob of the own repository was removed" || return 1
-  run skopeo copy --all --src-tls-verify=false "docker://$reg2/builds/own:1" "oci:$WORK/ev-own:1" || return 1
-  expect_eq "own image" "$(idx_of "$WORK/ev-own" 1)" "$IDX3" || return 1
-  [ -e "$WORK/data2/repositories/upa.test/library/multi/_tags/1" ] || fail "the recently pulled image was evicted" || return 1
-  stop_pid "$REG2_PID"; REG2_PID=""
+  [ -e "$EV_DATA/blobs/sha256/${own_layer:7:2}/${own_layer#sha256:}" ] || fail "a blob of the own repository was removed" || return 1
+  [ -e "$EV_DATA/repositories/upa.test/library/multi/_tags/1" ] || fail "the recently pulled image was evicted" || return 1
+  run skopeo copy --all --src-tls-verify=false "docker://$EV_REG/builds/own:1" "oci:$WORK/ev-own-$RANDOM:1" || return 1
+}
+
+# The scheduled collection (every 2 s) evicts the big image pulled first; the small image pulled
+# after it and the image pushed into the registry's own repository stay.
+test_eviction_least_recently_pulled_cached_only() {
+  eviction_setup evict 2 || return 1
+  for _ in $(seq 300); do [ -e "$EV_BIG" ] || break; sleep 0.1; done
+  [ ! -e "$EV_BIG" ] || fail "the least recently pulled big layer was not evicted" || return 1
+  grep -q "least recently pulled content evicted" "$WORK/logs/evict.log" || fail "no eviction logged" || return 1
+  eviction_kept
+}
+
+# `registry garbage-collect CONFIG` run by hand (no scheduled collection) evicts the same way;
+# its dry run only lists.
+test_garbage_collect_by_hand_evicts() {
+  eviction_setup evict-by-hand 0 || return 1
+  sleep 2 # past gc_grace
+  run "$REG_BIN" garbage-collect --dry-run "$WORK/evict-by-hand.toml" || return 1
+  echo "$OUT" | grep -q "would evict cached upa.test/library/big@" || fail "the dry run lists no eviction: $OUT" || return 1
+  [ -e "$EV_BIG" ] || fail "the dry run removed the big layer" || return 1
+  run "$REG_BIN" garbage-collect "$WORK/evict-by-hand.toml" || return 1
+  echo "$OUT" | grep -q "^evicted cached upa.test/library/big@" || fail "no eviction reported: $OUT" || return 1
+  [ ! -e "$EV_BIG" ] || fail "the least recently pulled big layer was not removed" || return 1
+  eviction_kept
+}
+
+# Two replicas over one S3 bucket (moto) pull the same uncached multi-arch image through the
+# cache at once; replica 1 is SIGKILLed while it fills the image's big layer. Replica 2 serves
+# the right bytes; after replica 1 restarts, both serve the whole image and fsck finds nothing
+# partial or damaged in the bucket.
+test_replicas_on_s3_killed_mid_fill() {
+  start_moto proxy || return 1
+  export AWS_ACCESS_KEY_ID=proxy AWS_SECRET_ACCESS_KEY=proxy-secret
+  local i p addrs=() pids=()
+  for i in 1 2; do
+    p=$(free_port) || fail "no free port" || return 1
+    addrs+=("127.0.0.1:$p")
+    cat >"$WORK/replica$i.toml" <<EOF
+listen = "127.0.0.1:$p"
+storage = "s3://proxy/reg"
+gc_interval = 0
+
+[storage_options]
+endpoint = "http://$MOTO_HOST"
+allow_http = "true"
+region = "us-east-1"
+
+[proxy]
+spool_dir = "$WORK/spool-replica$i"
+
+[[proxy.upstreams]]
+name = "upa.test"
+url = "http://$UPA"
+EOF
+    serve_extra "replica$i" "${addrs[-1]}" || fail "replica $i did not start" || return 1
+  done
+  local r1_pid=${PIDS[-2]}
+  # Replica 1's fill of the big layer: a spool file that has grown but is not complete.
+  (timeout 120 skopeo copy --all --src-tls-verify=false "docker://${addrs[0]}/upa.test/library/replicated:1" \
+    "oci:$WORK/rep1:1" >>"$TLOG" 2>&1) &
+  pids+=($!)
+  (timeout 120 skopeo copy --all --src-tls-verify=false "docker://${addrs[1]}/upa.test/library/replicated:1" \
+    "oci:$WORK/rep2:1" >>"$TLOG" 2>&1; echo $? >"$WORK/rep2.rc") &
+  pids+=($!)
+  local size caught=""
+  for _ in $(seq 1200); do
+    size=$(find "$WORK/spool-replica1" -name 'fill-*' -size +1M -printf '%s\n' 2>/dev/null | sort -n | tail -n 1)
+    if [ -n "$size" ] && [ "$size" -lt "$REP_BIG_SIZE" ]; then caught=$size; break; fi
+    sleep 0.02
+  done
+  kill -9 "$r1_pid" 2>/dev/null
+  wait "$r1_pid" 2>/dev/null
+  echo "replica 1 killed with $caught of $REP_BIG_SIZE bytes spooled" >>"$TLOG"
+  for p in "${pids[@]}"; do wait "$p"; done
+  [ -n "$caught" ] || fail "replica 1's fill of the big layer was not caught in progress" || return 1
+  expect_eq "replica 2's pull" "$(cat "$WORK/rep2.rc")" 0 || return 1
+  expect_eq "replica 2's index" "$(idx_of "$WORK/rep2" 1)" "$REP_IDX" || return 1
+  expect_eq "replica 2's big layer" "$(sha256sum "$WORK/rep2/blobs/sha256/${REP_BIG#sha256:}" | cut -d' ' -f1)" "${REP_BIG#sha256:}" || return 1
+  # Restart replica 1 on the same bucket: it serves the whole image too.
+  serve_extra replica1 "${addrs[0]}" || fail "replica 1 did not restart" || return 1
+  run skopeo copy --all --src-tls-verify=false "docker://${addrs[0]}/upa.test/library/replicated:1" "oci:$WORK/rep1b:1" || return 1
+  expect_eq "replica 1's index after restart" "$(idx_of "$WORK/rep1b" 1)" "$REP_IDX" || return 1
+  for a in "${addrs[@]}"; do
+    expect_eq "big layer from $a" "sha256:$(curl -sS --noproxy '*' --max-time 60 "http://$a/v2/upa.test/library/replicated/blobs/$REP_BIG" 2>>"$TLOG" | sha256sum | cut -d' ' -f1)" "$REP_BIG" || return 1
+  done
+  run "$REG_BIN" fsck --config "$WORK/replica1.toml" || return 1
+  echo "$OUT" | grep -q " 0 problems" || fail "fsck: $OUT"
+}
+
+# A ranged GET of a blob nobody has pulled yet through this registry: 206 with the range's bytes
+# from the fill it starts, then the whole blob from the cache.
+test_ranged_get_during_fill() {
+  local url="http://$REG/v2/upa.test/library/replicated/blobs/$REP_BIG" want="$WORK/rep2/blobs/sha256/${REP_BIG#sha256:}"
+  [ -f "$want" ] || fail "no reference copy of the big layer (the replicas case makes it)" || return 1
+  [ ! -e "$(stored_blob "$REP_BIG")" ] || fail "the big layer is cached already" || return 1
+  local code
+  code=$(curl -sS --noproxy '*' --max-time 60 -r 1000-66535 -D "$WORK/range.h" -o "$WORK/range.b" -w '%{http_code}' "$url" 2>>"$TLOG")
+  expect_eq "status" "$code" 206 || return 1
+  expect_eq "Content-Range" "$(tr -d '\r' <"$WORK/range.h" | awk -F': ' 'tolower($1) == "content-range" { print $2 }')" "bytes 1000-66535/$REP_BIG_SIZE" || return 1
+  expect_eq "range bytes" "$(sha256sum <"$WORK/range.b" | cut -d' ' -f1)" "$(tail -c +1001 "$want" | head -c 65536 | sha256sum | cut -d' ' -f1)" || return 1
+  expect_eq "whole blob" "sha256:$(curl -sS --noproxy '*' --max-time 60 "$url" 2>>"$TLOG" | sha256sum | cut -d' ' -f1)" "$REP_BIG"
 }
 
 t skopeo_prefix_token_upstream test_skopeo_prefix_token_upstream
@@ -438,10 +620,15 @@ t skopeo_prefix_basic_tls_upstream test_skopeo_prefix_basic_tls_upstream
 t podman_and_buildah_prefix test_podman_and_buildah_prefix
 t containerd_cri_mirror_ns test_containerd_cri_mirror_ns
 t push_into_proxied_name_denied test_push_into_proxied_name_denied
+t catch_all_upstream_mirrors_plain_names test_catch_all_upstream_mirrors_plain_names
+t access_rules_apply_to_proxied_names test_access_rules_apply_to_proxied_names
 t sixteen_concurrent_pulls_one_upstream_get test_sixteen_concurrent_pulls_one_upstream_get
 t killed_mid_fill_leaves_nothing_partial test_killed_mid_fill_leaves_nothing_partial
 t hanging_upstream_answers_in_time test_hanging_upstream_answers_in_time
+t replicas_on_s3_killed_mid_fill test_replicas_on_s3_killed_mid_fill
+t ranged_get_during_fill test_ranged_get_during_fill
 t eviction_least_recently_pulled_cached_only test_eviction_least_recently_pulled_cached_only
+t garbage_collect_by_hand_evicts test_garbage_collect_by_hand_evicts
 t tag_update_seen_after_freshness_only test_tag_update_seen_after_freshness_only
 t digest_mismatch_is_an_error_and_not_cached test_digest_mismatch_is_an_error_and_not_cached
 t upstream_stopped_pulls_still_work test_upstream_stopped_pulls_still_work

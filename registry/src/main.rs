@@ -148,22 +148,9 @@ fn gc(args: &GcArgs) -> ExitCode {
         Err(code) => return code,
     };
     maintenance(&cfg, |reg| {
-        collect(reg, &cfg.gc_options(args.dry_run), args.dry_run)
+        let opts = cfg.gc_options(args.dry_run);
+        registry::maintenance::collect_by_hand(&reg, &cfg, &opts)
     })
-}
-
-/// One collection by hand, its report printed: `registry gc` and `registry garbage-collect`.
-fn collect(
-    reg: storage::Store,
-    opts: &storage::gc::GcOptions,
-    dry_run: bool,
-) -> Result<bool, String> {
-    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
-    let report = rt
-        .block_on(reg.collect_garbage(opts))
-        .map_err(|e| registry::error::error_chain(&e))?;
-    registry::maintenance::print_gc_report(&report, dry_run);
-    Ok(true)
 }
 
 /// `registry fsck`: checks the storage and prints what is damaged.
@@ -228,7 +215,7 @@ fn garbage_collect(args: &GarbageCollectArgs) -> ExitCode {
             };
             opts.retention.insert(0, everything);
         }
-        collect(reg, &opts, args.dry_run)
+        registry::maintenance::collect_by_hand(&reg, &cfg, &opts)
     })
 }
 
