@@ -10,6 +10,8 @@
 # 401 and a push outside builds/<namespace>/ is denied; a second build after pruning the build
 # cache imports the registry cache (its steps show CACHED); a node's containerd 2.1.9, set up by
 # setup-node.sh, pulls the pushed image anonymously by the service name through CRI and runs it.
+# Then the Docker client (28.5.2, matching the daemon): anonymous pull, push without login refused
+# with an authentication error, `docker login` and push, anonymous pull of what was pushed.
 # dockerd and its containerd run in private mount namespaces (hosts file naming the service,
 # tmpfs /run and /opt), with private sockets, data-root, exec-root; bridge none, iptables off.
 # The registry listens on 127.0.0.3:80 for this part (the port the in-cluster name uses).
@@ -232,9 +234,36 @@ test_buildkit_node_pulls_and_runs() {
   stop_pid "$pid"
 }
 
+# The Docker client 28.5.2 (the daemon's own version) against the same registry.
+test_docker_client() {
+  local cfg="$WORK/bk/docker-client" ref="$SVC/team/docker:1" d1 d2
+  docker_config "$cfg"
+  local D=(env DOCKER_CONFIG="$cfg" "${DOCKER[@]}")
+  run "${D[@]}" pull "$SVC/nodes/hello:v1" || { REASON="anonymous docker pull: $REASON"; return 1; }
+  run "${D[@]}" tag "$SVC/nodes/hello:v1" "$ref" || return 1
+  if run "${D[@]}" push "$ref"; then fail "docker push without login succeeded"; return 1; fi
+  grep -qiE 'unauthorized|authentication required|no basic auth credentials' <<<"$ERR$OUT" ||
+    fail "docker push without login failed, but not with an authentication error: $(tail -n 1 <<<"$ERR$OUT")" || return 1
+  expect_eq "the tag pushed without login" "$(manifest_status team/docker 1)" 404 || return 1
+  if run "${D[@]}" login -u ci -p "wrong-$CI_PW" "$SVC"; then fail "docker login with a wrong password succeeded"; return 1; fi
+  printf '%s' "$CI_PW" >"$WORK/bk/ci-password"
+  run sh -c 'exec "$@" <"$0"' "$WORK/bk/ci-password" "${D[@]}" login -u ci --password-stdin "$SVC" || return 1
+  grep -q "Login Succeeded" <<<"$OUT$ERR" || fail "no 'Login Succeeded': $OUT" || return 1
+  run "${D[@]}" push "$ref" || { REASON="docker push after login: $REASON"; return 1; }
+  d1=$(sed -n 's/.*digest: \(sha256:[0-9a-f]*\).*/\1/p' <<<"$OUT" | tail -n 1)
+  [ -n "$d1" ] || fail "docker push printed no digest: $(tail -n 1 <<<"$OUT")" || return 1
+  expect_eq "anonymous GET of the pushed tag" "$(manifest_status team/docker 1)" 200 || return 1
+  run "${D[@]}" logout "$SVC" || return 1
+  run "${D[@]}" rmi "$ref" || return 1
+  run "${D[@]}" pull "$ref" || { REASON="anonymous docker pull of the pushed tag: $REASON"; return 1; }
+  d2=$(sed -n 's/^Digest: \(sha256:[0-9a-f]*\).*/\1/p' <<<"$OUT")
+  expect_eq "digest pulled anonymously" "$d2" "$d1"
+}
+
 t buildkit-kontrakt-job-writes-config-json-from-sa-token test_buildkit_job_config
 t buildkit-kontrakt-push-as-serviceaccount-provenance-cache test_buildkit_push
 t buildkit-kontrakt-push-without-config-gets-401 test_buildkit_push_without_credentials
 t buildkit-kontrakt-push-outside-namespace-denied test_buildkit_push_outside_namespace
 t buildkit-kontrakt-cache-from-shows-cached test_buildkit_cache_from
 t buildkit-kontrakt-node-pulls-anonymously-and-runs test_buildkit_node_pulls_and_runs
+t docker-client-login-push-anonymous-pull test_docker_client
