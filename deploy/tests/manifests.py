@@ -354,6 +354,7 @@ def check_node_containerd(docs):
     _, _, _, env = node_setup_daemonset(docs, "registry-node-setup")
     need(env.get("TARGETS") == "containerd", "TARGETS is not containerd")
     need(env.get("REGISTRY_SCHEME") == "http" and env.get("REGISTRY_PORT") == "80", "not http on port 80")
+    need(env.get("UPSTREAMS", None) == "", "UPSTREAMS is not there, or not off by default")
 
 
 def check_node_containerd_cleanup(docs):

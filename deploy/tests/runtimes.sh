@@ -417,6 +417,75 @@ test_k3s_without_config_path_fake_root() {
   grep -q "restart k3s once" <<<"$SETUP_OUT" || fail "no k3s restart advice" || return 1
 }
 
+# ---------------------------------------------------------------- upstreams through the cache
+# An upstream CNCF Distribution (private root, 127.0.0.6:80) known to the node as
+# upstream.registry.test through its hosts file; the registry proxies it ([proxy]); the node setup
+# with UPSTREAMS writes the upstream's hosts.toml; a CRI pull of upstream.registry.test/... goes
+# through the registry (its proxy metrics count a fill; containerd itself sends the upstream
+# nothing), and with the registry stopped the same containerd's pull falls back to the upstream
+# directly (the upstream's log shows containerd's own requests).
+UP_NAME=upstream.registry.test
+UP_ADDR=127.0.0.6
+test_upstream_through_cache() {
+  local node="$WORK/node-upstream" up="$WORK/upstream" ref="$UP_NAME/library/hello:v1" f code up_pid reg_pid
+  mkdir -p "$up/data"
+  printf 'version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s:80\n' \
+    "$up/data" "$UP_ADDR" >"$up/config.yml"
+  # REGISTRY_AUTH_FILE (buildah's) would be read as Distribution's auth.file setting
+  env -u AWS_CA_BUNDLE -u REGISTRY_AUTH_FILE docker-registry serve "$up/config.yml" >"$WORK/logs/upstream.log" 2>&1 &
+  up_pid=$!
+  PIDS+=("$up_pid")
+  for _ in $(seq 100); do
+    code=$(curl -s --max-time 2 -o /dev/null -w '%{http_code}' "http://$UP_ADDR/v2/") && [ "$code" = 200 ] && break
+    sleep 0.1
+  done
+  expect_eq "upstream Distribution answering" "$code" 200 || return 1
+  run "${BUILDAH[@]}" push -q --tls-verify=false localhost/nodes/hello:v1 "docker://$UP_ADDR/library/hello:v1" || return 1
+  cat >"$up/registry.toml" <<EOF
+[proxy]
+spool_dir = "$up/spool"
+[[proxy.upstreams]]
+name = "$UP_NAME"
+url = "http://$UP_ADDR"
+EOF
+  stop_pid "$REG_PID_main"
+  REG_CONFIG="$up/registry.toml" start_registry main "127.0.0.1:$PORT" || return 1
+  reg_pid=$REG_PID_main
+  make_node "$node"
+  printf '%s %s\n' "$UP_ADDR" "$UP_NAME" >>"$node/etc/hosts"
+  node_config 2.1 one "$node"
+  start_ctrd "$node" 2.1 || return 1
+  local pid=$CTRD_PID
+  setup "$node" UPSTREAMS="$UP_NAME=http://$UP_NAME"
+  expect_eq "setup exit" "$SETUP_RC" 0 || { REASON="$REASON: $(tail -n 2 <<<"$SETUP_OUT" | tr '\n' ' ')"; return 1; }
+  f="$node/etc/containerd/certs.d/$UP_NAME/hosts.toml"
+  [ -f "$f" ] || fail "no hosts.toml for $UP_NAME" || return 1
+  grep -qx "server = \"http://$UP_NAME\"" "$f" && grep -qxF "[host.\"http://127.0.0.1:$PORT\"]" "$f" &&
+    grep -qxF '  capabilities = ["pull", "resolve"]' "$f" || fail "upstream hosts.toml: $(cat "$f")" || return 1
+  cri_pull "$node" "$ref" || return 1
+  run curl -s --max-time 5 "http://127.0.0.1:$PORT/metrics" || return 1
+  grep -qE "^registry_proxy_fills_total\{upstream=\"$UP_NAME\"\} [1-9]" <<<"$OUT" ||
+    fail "the pull did not go through the registry's cache: $(grep "registry_proxy_fills_total" <<<"$OUT" | tr '\n' ' ')" || return 1
+  expect_eq "containerd's own requests to the upstream while the registry serves" \
+    "$(grep -c '/v2/library/hello/.*"containerd/' "$WORK/logs/upstream.log")" 0 || return 1
+  # the registry goes away; the same containerd pulls again, from the upstream itself
+  stop_pid "$reg_pid"
+  cri_pull "$node" "$ref" || { REASON="no fallback to the upstream with the registry down: $REASON"; return 1; }
+  grep -q 'manifests/v1 HTTP/1.1" 200 .*"containerd/' "$WORK/logs/upstream.log" ||
+    fail "the upstream saw no manifest request from containerd after the registry stopped" || return 1
+  # UPSTREAMS emptied: the file goes at the next reconcile; removal takes the rest
+  start_registry main "127.0.0.1:$PORT" || return 1
+  setup "$node"
+  expect_eq "setup exit without UPSTREAMS" "$SETUP_RC" 0 || return 1
+  [ ! -e "$f" ] && [ ! -d "$(dirname "$f")" ] || fail "the upstream's hosts.toml stayed after it left UPSTREAMS" || return 1
+  setup "$node" UPSTREAMS="$UP_NAME=http://$UP_NAME"
+  run env -i PATH="$PATH" HOST_ROOT="$node" READY_FILE="$node/ready" sh "$SETUP" remove || return 1
+  [ ! -e "$f" ] && [ ! -d "$(dirname "$f")" ] || fail "remove left the upstream's hosts.toml" || return 1
+  stop_pid "$pid"
+  stop_pid "$up_pid"
+}
+t upstream-hosts-toml-through-cache-and-fallback test_upstream_through_cache
+
 t crio-fake-root-dropin-and-sighup test_crio_fake_root
 t microk8s-fake-root-detected test_microk8s_fake_root
 t k3s-without-config-path-fake-root test_k3s_without_config_path_fake_root
