@@ -211,12 +211,67 @@ def check_registry_deployment(docs):
     return dep, spec, c, cfg, storage
 
 
+RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
+                      "persistentVolumeClaim", "projected", "secret"}
+
+
+def pod_specs(docs, namespace):
+    """(what, pod spec) of every workload in namespace."""
+    out = []
+    for d in docs:
+        if d["metadata"].get("namespace") != namespace:
+            continue
+        what = f"{d['kind']}/{d['metadata']['name']}"
+        spec = d.get("spec", {})
+        if d["kind"] == "CronJob":
+            out.append((what, spec["jobTemplate"]["spec"]["template"]["spec"]))
+        elif d["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job", "ReplicaSet"):
+            out.append((what, spec["template"]["spec"]))
+        elif d["kind"] == "Pod":
+            out.append((what, spec))
+    return out
+
+
+def check_restricted(spec, what):
+    """The Pod Security Standard `restricted` (the checks admission makes), for one pod spec."""
+    for k in ("hostNetwork", "hostPID", "hostIPC"):
+        need(not spec.get(k), f"{what}: {k}")
+    for v in spec.get("volumes", []):
+        kinds = set(v) - {"name"}
+        need(kinds <= RESTRICTED_VOLUMES, f"{what}: volume {v['name']} is {sorted(kinds)}")
+    psc = spec.get("securityContext", {})
+    need(psc.get("seccompProfile", {}).get("type", "RuntimeDefault") in ("RuntimeDefault", "Localhost"),
+         f"{what}: pod seccomp profile")
+    need(psc.get("runAsUser", 1) != 0, f"{what}: pod runs as uid 0")
+    for c in spec.get("initContainers", []) + spec.get("containers", []):
+        cw = f"{what} container {c['name']}"
+        csc = c.get("securityContext", {})
+        need(not csc.get("privileged"), f"{cw}: privileged")
+        need(csc.get("allowPrivilegeEscalation") is False, f"{cw}: allowPrivilegeEscalation is not false")
+        caps = csc.get("capabilities", {})
+        need("ALL" in caps.get("drop", []), f"{cw}: capabilities not dropped")
+        need(set(caps.get("add", [])) <= {"NET_BIND_SERVICE"}, f"{cw}: adds {caps.get('add')}")
+        need(csc.get("runAsNonRoot", psc.get("runAsNonRoot")) is True, f"{cw}: runAsNonRoot is not true")
+        need(csc.get("runAsUser", psc.get("runAsUser", 1)) != 0, f"{cw}: runs as uid 0")
+        sp = csc.get("seccompProfile", psc.get("seccompProfile", {})).get("type")
+        need(sp in ("RuntimeDefault", "Localhost"), f"{cw}: seccomp profile {sp}, not RuntimeDefault")
+        need(not [p for p in c.get("ports", []) if p.get("hostPort")], f"{cw}: hostPort")
+
+
+def check_registry_namespace_restricted(docs):
+    """Every pod this base puts in namespace registry passes `restricted`."""
+    specs = pod_specs(docs, "registry")
+    for what, spec in specs:
+        check_restricted(spec, what)
+    return specs
+
+
 def check_pod_security(docs):
     labels = one(docs, "Namespace", "registry")["metadata"].get("labels", {})
-    # the node DaemonSets (hostPath, root) share this namespace: enforce privileged, report the rest
-    need(labels.get("pod-security.kubernetes.io/enforce") == "privileged", "Pod Security enforce label")
-    for mode in ("warn", "audit"):
+    # the registry's pods only: the node DaemonSets have their own namespace (registry-nodes)
+    for mode in ("enforce", "warn", "audit"):
         need(labels.get(f"pod-security.kubernetes.io/{mode}") == "restricted", f"Pod Security {mode} label")
+    need(check_registry_namespace_restricted(docs), "no pod in namespace registry")
 
 
 def check_generic_scratch(docs):
@@ -242,6 +297,7 @@ def check_generic(docs):
 
 
 def check_generic_tls(docs):
+    check_pod_security(docs)
     dep, spec, c, cfg, storage = check_registry_deployment(docs)
     env = env_of(c)
     for k in ("REGISTRY_TLS_CERT", "REGISTRY_TLS_KEY", "REGISTRY_TLS_LISTEN"):
@@ -280,6 +336,7 @@ def check_generic_tls(docs):
 
 
 def check_s3(docs):
+    check_pod_security(docs)
     dep, spec, c, cfg, storage = check_registry_deployment(docs)
     need(dep["spec"]["replicas"] >= 2, "fewer than 2 replicas")
     need(storage.startswith("s3://") and storage.count("/") >= 3, f"storage {storage} is not s3://bucket/prefix")
@@ -313,15 +370,26 @@ def check_s3(docs):
     check_resources(g, "registry-gc")
 
 
+NODES_NAMESPACE = "registry-nodes"
+
+
 def node_setup_daemonset(docs, name, mode="run"):
-    ds = one(docs, "DaemonSet", name, "registry")
+    ds = one(docs, "DaemonSet", name, NODES_NAMESPACE)
     spec = ds["spec"]["template"]["spec"]
+    # their own namespace, `privileged` (hostPath, root), apart from the registry's `restricted` one
+    labels = one(docs, "Namespace", NODES_NAMESPACE)["metadata"].get("labels", {})
+    need(labels.get("pod-security.kubernetes.io/enforce") == "privileged", f"{NODES_NAMESPACE}: enforce is not privileged")
+    need(not [d for d in docs if d["kind"] == "Namespace" and d["metadata"]["name"] == "registry"],
+         "a node base owns namespace registry (deleting it would delete the registry)")
+    need(not [w for w, _ in pod_specs(docs, NODES_NAMESPACE) if not w.startswith("DaemonSet/")],
+         f"pods other than the node DaemonSets in {NODES_NAMESPACE}")
+    check_registry_namespace_restricted(docs)
     need({"operator": "Exists"} in spec.get("tolerations", []), "does not tolerate every taint")
     c = container(spec, "setup")
     cmd = c["command"] + c.get("args", [])
     script_path = next(a for a in cmd if a.endswith("setup-node.sh"))
     m = mount_for(c, script_path)
-    cm = one(docs, "ConfigMap", volume(spec, m["name"])["configMap"]["name"], "registry")
+    cm = one(docs, "ConfigMap", volume(spec, m["name"])["configMap"]["name"], NODES_NAMESPACE)
     with open(os.path.join(DEPLOY, "node-containerd", "setup-node.sh")) as f:
         need(cm["data"]["setup-node.sh"] == f.read(),
              "the ConfigMap's setup-node.sh differs from deploy/node-containerd/setup-node.sh")
@@ -346,6 +414,9 @@ def node_setup_daemonset(docs, name, mode="run"):
     need(host.get("hostPath", {}).get("path") == "/", "HOST_ROOT is not the node's /")
     need(env.get("REGISTRY_NAME") == SERVICE_NAME, "REGISTRY_NAME")
     need(not spec.get("hostNetwork"), "hostNetwork: the pod would not see cluster DNS")
+    # the Service is in another namespace: no BUILDS_SERVICE_HOST here, the address comes from DNS
+    need(env.get("ADDRESS_LOOKUP") == "dns", f"ADDRESS_LOOKUP {env.get('ADDRESS_LOOKUP')!r}, not dns")
+    need(spec.get("dnsPolicy", "ClusterFirst") == "ClusterFirst", "dnsPolicy is not ClusterFirst: no cluster DNS")
     check_resources(c, "setup container")
     return ds, spec, c, env
 
@@ -371,9 +442,33 @@ def check_node_hosts_cleanup(docs):
 def check_node_containerd_tls(docs):
     _, spec, c, env = node_setup_daemonset(docs, "registry-node-setup")
     need(env.get("REGISTRY_SCHEME") == "https" and env.get("REGISTRY_PORT") == "443", "not https on 443")
+    # the CA: Secret registry/builds-tls, published as a ConfigMap in the DaemonSet's namespace by
+    # a CronJob in namespace registry
     v = volume(spec, mount_for(c, env["CA_FILE"])["name"])
-    need(v.get("secret", {}).get("secretName") == "builds-tls", "CA_FILE is not from Secret builds-tls")
-    need(any(i["key"] == "ca.crt" for i in v["secret"].get("items", [])), "ca.crt not projected")
+    cm_name = v.get("configMap", {}).get("name")
+    need(cm_name, "CA_FILE is not from a ConfigMap")
+    need([i["path"] for i in v["configMap"].get("items", []) if i["key"] == "ca.crt"] == [os.path.basename(env["CA_FILE"])],
+         "ca.crt not projected as CA_FILE")
+    cj = one(docs, "CronJob", "builds-ca-publish", "registry")
+    pspec = cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    p = container(pspec, "publish")
+    penv = env_of(p)
+    need(penv.get("TARGET_NAMESPACE") == NODES_NAMESPACE and penv.get("CONFIGMAP_NAME") == cm_name,
+         "the CronJob publishes elsewhere than the DaemonSet reads")
+    src = volume(pspec, mount_for(p, penv["CA_FILE"])["name"]).get("secret", {})
+    need(src.get("secretName") == "builds-tls" and [i["key"] for i in src.get("items", [])] == ["ca.crt"],
+         "the CronJob does not read only ca.crt of Secret builds-tls")
+    script = p["command"][-1]
+    sm = mount_for(p, script)
+    scm = one(docs, "ConfigMap", volume(pspec, sm["name"])["configMap"]["name"], "registry")
+    with open(os.path.join(DEPLOY, "node-containerd-tls", "publish-ca.sh")) as f:
+        need(scm["data"].get(os.path.basename(script)) == f.read(), "the CronJob's publish-ca.sh differs from the file")
+    role = one(docs, "Role", "builds-ca-publish", NODES_NAMESPACE)
+    for rule in role["rules"]:
+        need(rule["resources"] == ["configmaps"], f"rule beyond configmaps: {rule}")
+        if set(rule["verbs"]) - {"create"}:
+            need(rule.get("resourceNames") == [cm_name], f"{rule['verbs']} not limited to {cm_name}")
+    need(not [d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding")], "cluster-wide RBAC")
 
 
 def check_node_hosts(docs):

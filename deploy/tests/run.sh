@@ -173,7 +173,7 @@ done
 
 test_shellcheck() {
   run shellcheck -x "$DEPLOY/node-containerd/setup-node.sh" "$DEPLOY/generic-tls/create-secret.sh" \
-    "$DEPLOY/image/build.sh" "$DEPLOY/kontrakt/docker-config.sh" "$HERE/run.sh" "$HERE/runtimes.sh" "$HERE/fetch-runtimes.sh" || { REASON="shellcheck: $(head -c 400 <<<"$OUT")"; return 1; }
+    "$DEPLOY/image/build.sh" "$DEPLOY/kontrakt/docker-config.sh" "$DEPLOY/node-containerd-tls/publish-ca.sh" "$HERE/run.sh" "$HERE/runtimes.sh" "$HERE/fetch-runtimes.sh" || { REASON="shellcheck: $(head -c 400 <<<"$OUT")"; return 1; }
 }
 t shellcheck-scripts test_shellcheck
 
