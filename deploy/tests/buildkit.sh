@@ -52,28 +52,18 @@ bk_auth() {
 log_format = "json"
 [auth]
 htpasswd = "$WORK/bk/htpasswd"
+# in order: ServiceAccounts push into their namespace's builds/ folder; the node setup's probe
+# image (deploy/README.md, Node setup, with access control); ci pushes team/; everyone pulls
+rules = [
+  { repositories = ["builds/{namespace}/**"], identities = ["system:serviceaccount:*:*"], actions = ["pull", "push"] },
+  { repositories = ["registry-node-setup/**"], identities = ["anonymous"], actions = ["pull", "push"] },
+  { repositories = ["team/**"], identities = ["ci"], actions = ["pull", "push"] },
+  { repositories = ["**"], identities = ["everyone"], actions = ["pull"] },
+]
 [auth.serviceaccount]
 jwks_file = "$WORK/bk/keys/jwks.json"
 issuer = "https://kubernetes.default.svc.cluster.local"
 audience = "$(jq -r .audience <<<"$BK_JOB")"
-
-[[auth.rules]]
-repositories = ["builds/{namespace}/**"]
-identities = ["system:serviceaccount:*:*"]
-actions = ["pull", "push"]
-# the node setup's probe image (deploy/README.md, Node setup, with access control)
-[[auth.rules]]
-repositories = ["registry-node-setup/**"]
-identities = ["anonymous"]
-actions = ["pull", "push"]
-[[auth.rules]]
-repositories = ["team/**"]
-identities = ["ci"]
-actions = ["pull", "push"]
-[[auth.rules]]
-repositories = ["**"]
-identities = ["everyone"]
-actions = ["pull"]
 TOML
 }
 

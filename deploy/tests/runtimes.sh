@@ -35,25 +35,8 @@ unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy AWS_CA_B
 export NO_PROXY="127.0.0.1,127.0.0.2,localhost,$SVC" no_proxy="127.0.0.1,127.0.0.2,localhost,$SVC"
 export DEBIAN_FRONTEND=noninteractive
 
-PASSED=0
-FAILED=0
-if [ "$(id -u)" != 0 ]; then
-  echo "FAIL setup: must run as root (containerd, mount namespaces)"
-  FAILED=1
-  finish
-fi
-WORK=$(mktemp -d /tmp/registry-runtimes.XXXXXX)
-mkdir -p "$WORK/logs"
-TLOG="$WORK/logs/setup.log"
+begin_root_suite runtimes "containerd, mount namespaces"
 PIDS=()
-REASON=""
-
-stop_pid() { # PID: TERM, wait up to 10 s, KILL
-  local p=$1
-  kill "$p" 2>/dev/null || return 0
-  for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || return 0; sleep 0.1; done
-  kill -9 "$p" 2>/dev/null
-}
 
 cleanup() {
   local rc=$? p
@@ -61,10 +44,7 @@ cleanup() {
   for p in "${PIDS[@]}"; do stop_pid "$p"; done
   # shims a daemon left (their parent is gone): only those whose socket lies in this run's folder
   for p in $(pgrep -f "containerd-shim-runc-v2 .*-address $WORK/" 2>/dev/null); do stop_pid "$p"; done
-  if [ -n "${RUNTIMES_LOG_DIR:-}" ]; then
-    mkdir -p "$RUNTIMES_LOG_DIR" && cp -r "$WORK/logs/." "$RUNTIMES_LOG_DIR/"
-  fi
-  rm -rf "$WORK" 2>/dev/null || { sleep 1; rm -rf "$WORK"; }
+  finish_work "${RUNTIMES_LOG_DIR:-}"
   exit "$rc"
 }
 trap cleanup EXIT
