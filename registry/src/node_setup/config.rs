@@ -140,16 +140,18 @@ mod tests {
         std::fs::write(f, s).unwrap();
     }
 
+    const MAIN: &str = "/etc/containerd/config.toml";
+
+    /// Writes the main config and reads it (with its imports) back.
+    fn main_config(root: &Path, text: &str) -> ContainerdConfig {
+        write(root, MAIN, text);
+        ContainerdConfig::read(root, MAIN).unwrap().unwrap()
+    }
+
     #[test]
     fn imports_multiline_globs_and_last_wins() {
         let d = tempfile::tempdir().unwrap();
         let r = d.path();
-        write(
-            r,
-            "/etc/containerd/config.toml",
-            "version = 3\nimports = [\n  '/etc/containerd/conf.d/*.toml',\n  \"extra.toml\",\n]\n\
-             [plugins.'io.containerd.cri.v1.images'.registry]\n  config_path = '/a'\n",
-        );
         write(
             r,
             "/etc/containerd/conf.d/10-x.toml",
@@ -165,9 +167,11 @@ mod tests {
             "/etc/containerd/extra.toml",
             "[plugins.'io.containerd.cri.v1.images']\nuse_local_image_pull = true\n",
         );
-        let c = ContainerdConfig::read(r, "/etc/containerd/config.toml")
-            .unwrap()
-            .unwrap();
+        let c = main_config(
+            r,
+            "version = 3\nimports = [\n  '/etc/containerd/conf.d/*.toml',\n  \"extra.toml\",\n]\n\
+             [plugins.'io.containerd.cri.v1.images'.registry]\n  config_path = '/a'\n",
+        );
         assert_eq!(c.version, 3);
         assert_eq!(
             c.config_path,
@@ -184,18 +188,11 @@ mod tests {
     fn version_2_key_and_missing_file() {
         let d = tempfile::tempdir().unwrap();
         let r = d.path();
-        assert_eq!(
-            ContainerdConfig::read(r, "/etc/containerd/config.toml"),
-            Ok(None)
-        );
-        write(
+        assert_eq!(ContainerdConfig::read(r, MAIN), Ok(None));
+        let c = main_config(
             r,
-            "/etc/containerd/config.toml",
             "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".registry]\nconfig_path = \"\"\n",
         );
-        let c = ContainerdConfig::read(r, "/etc/containerd/config.toml")
-            .unwrap()
-            .unwrap();
         assert_eq!(c.version, 2);
         assert_eq!(c.config_path.map(|x| x.0), Some(String::new()));
         write(r, "/etc/containerd/config.toml", "version = [");

@@ -8,11 +8,14 @@
 //!   exact one-time change a human must make (exit 2), or why it cannot tell (exit 3).
 //! - `probe`: pushes a tiny probe image to the registry's address, then has the runtime pull it
 //!   by the service name through CRI `PullImage` (the kubelet's path). Exit 0 only when that works.
+//! - `upstreams`: checks the `UPSTREAMS` list (`host=url` pairs) and prints one `HOST URL` line
+//!   per upstream, for the upstream `hosts.toml` files (exit 2 with the reason when it is wrong).
 //! - `install`: copies this binary to a path (an init container puts it into the setup pod).
 
 pub mod config;
 pub mod cri;
 pub mod probe;
+pub mod upstreams;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -180,6 +183,9 @@ pub enum NodeSetupCommand {
         #[arg(long, default_value_t = 60)]
         timeout: u64,
     },
+    /// Check a list of upstreams (`host=url,host=url`) and print `HOST URL` per upstream (exit 2
+    /// with the reason when the list is wrong).
+    Upstreams { list: String },
     /// Copy this binary to DEST (for an init container).
     Install { dest: PathBuf },
 }
@@ -208,6 +214,18 @@ pub fn run(args: NodeSetupArgs) -> ExitCode {
     };
     match args.command {
         NodeSetupCommand::Install { dest } => install(&dest),
+        NodeSetupCommand::Upstreams { list } => match upstreams::parse(&list) {
+            Ok(list) => {
+                for u in list {
+                    println!("{} {}", u.host, u.url);
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                println!("UPSTREAMS: {e}");
+                ExitCode::from(2)
+            }
+        },
         NodeSetupCommand::Plan {
             socket,
             host_root,

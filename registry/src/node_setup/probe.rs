@@ -117,6 +117,26 @@ async fn request(
     Ok(http::Response::from_parts(parts, b))
 }
 
+/// PUT `body` to `path`; anything but 201 Created is an error naming `what`.
+async fn put_created(
+    t: &Target<'_>,
+    host: &str,
+    path: &str,
+    ctype: &str,
+    body: Vec<u8>,
+    what: &str,
+) -> Result<(), String> {
+    let r = request(t, host, "PUT", path, Some(ctype), body).await?;
+    if r.status() != http::StatusCode::CREATED {
+        return Err(format!(
+            "{what}: HTTP {}: {}",
+            r.status(),
+            String::from_utf8_lossy(r.body())
+        ));
+    }
+    Ok(())
+}
+
 async fn push_blob(addr: &Target<'_>, host: &str, blob: Vec<u8>) -> Result<(), String> {
     let d = digest(&blob);
     let head = request(
@@ -157,19 +177,15 @@ async fn push_blob(addr: &Target<'_>, host: &str, blob: Vec<u8>) -> Result<(), S
         None => loc,
     };
     let sep = if loc.contains('?') { '&' } else { '?' };
-    let put = request(
+    put_created(
         addr,
         host,
-        "PUT",
         &format!("{loc}{sep}digest={d}"),
-        Some("application/octet-stream"),
+        "application/octet-stream",
         blob,
+        &format!("uploading {d}"),
     )
-    .await?;
-    if put.status() != http::StatusCode::CREATED {
-        return Err(format!("uploading {d}: HTTP {}", put.status()));
-    }
-    Ok(())
+    .await
 }
 
 /// Pushes the probe image to `addr` as `<name>/registry-node-setup/probe:1`.
@@ -177,23 +193,15 @@ pub async fn push(addr: &Target<'_>, name: &str) -> Result<(), String> {
     let (layer, config, manifest) = image();
     push_blob(addr, name, layer).await?;
     push_blob(addr, name, config).await?;
-    let r = request(
+    put_created(
         addr,
         name,
-        "PUT",
         &format!("/v2/{PROBE_REPO}/manifests/{PROBE_TAG}"),
-        Some("application/vnd.oci.image.manifest.v1+json"),
+        "application/vnd.oci.image.manifest.v1+json",
         manifest,
+        "pushing the manifest",
     )
-    .await?;
-    if r.status() != http::StatusCode::CREATED {
-        return Err(format!(
-            "pushing the manifest: HTTP {}: {}",
-            r.status(),
-            String::from_utf8_lossy(r.body())
-        ));
-    }
-    Ok(())
+    .await
 }
 
 #[cfg(test)]
