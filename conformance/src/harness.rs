@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, CONTENT_LENGTH, CONTENT_TYPE};
-use reqwest::{Client, Response, StatusCode, Url};
+use reqwest::{Body, Client, Method, Response, StatusCode, Url};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
@@ -248,13 +248,69 @@ impl TestRegistry {
         &self.client
     }
 
-    /// `GET <path>` (which starts with `/`) with the default headers.
-    pub async fn get(&self, path: &str) -> Response {
-        self.client
-            .get(self.url(path))
-            .send()
+    /// A path (which starts with `/`) joined to the base URL; an absolute URL (an upload's
+    /// `Location`) as it is.
+    fn target(&self, target: &str) -> String {
+        if target.starts_with('/') {
+            self.url(target)
+        } else {
+            target.to_owned()
+        }
+    }
+
+    /// Sends `method` to `target` (a path starting with `/`, or an absolute URL) with the
+    /// default headers, then `headers`, and `body` (no body at all when it is empty); panics when the request
+    /// cannot be sent, whatever the status.
+    pub async fn send(
+        &self,
+        method: Method,
+        target: impl AsRef<str>,
+        headers: &[(&str, &str)],
+        body: impl Into<Body>,
+    ) -> Response {
+        let url = self.target(target.as_ref());
+        let mut req = self.client.request(method.clone(), &url);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let body = body.into();
+        if body.as_bytes() != Some(&[]) {
+            req = req.body(body);
+        }
+        req.send()
             .await
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+            .unwrap_or_else(|e| panic!("{method} {url}: {e}"))
+    }
+
+    /// `GET <target>` (a path starting with `/`, or an absolute URL) with the default headers.
+    pub async fn get(&self, target: impl AsRef<str>) -> Response {
+        self.send(Method::GET, target, &[], Vec::new()).await
+    }
+
+    /// `GET <target>` with `headers` added.
+    pub async fn get_with(&self, target: impl AsRef<str>, headers: &[(&str, &str)]) -> Response {
+        self.send(Method::GET, target, headers, Vec::new()).await
+    }
+
+    /// `HEAD <target>` with the default headers.
+    pub async fn head(&self, target: impl AsRef<str>) -> Response {
+        self.send(Method::HEAD, target, &[], Vec::new()).await
+    }
+
+    /// `HEAD <target>` with `headers` added.
+    pub async fn head_with(&self, target: impl AsRef<str>, headers: &[(&str, &str)]) -> Response {
+        self.send(Method::HEAD, target, headers, Vec::new()).await
+    }
+
+    /// `DELETE <target>` with the default headers.
+    pub async fn delete(&self, target: impl AsRef<str>) -> Response {
+        self.send(Method::DELETE, target, &[], Vec::new()).await
+    }
+
+    /// The status of `method <target>` with no body, as a number.
+    pub async fn status(&self, method: Method, target: impl AsRef<str>) -> u16 {
+        let resp = self.send(method, target, &[], Vec::new()).await;
+        resp.status().as_u16()
     }
 
     /// The storage folder the server was given (unused with `CONFORMANCE_STORAGE=s3`).

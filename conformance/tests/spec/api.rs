@@ -1,21 +1,22 @@
 //! `/v2/` (determining support), health endpoints, unknown query parameters and `ns`.
 
 use conformance::{header, TestRegistry};
+use reqwest::Method;
 
 #[tokio::test]
 async fn v2_root_answers_200_with_api_version_header() {
     let reg = TestRegistry::start().await;
-    let resp = reg.client().get(reg.url("/v2/")).send().await.unwrap();
+    let resp = reg.get("/v2/").await;
     assert_eq!(resp.status(), 200);
     assert_eq!(
         header(resp.headers(), "docker-distribution-api-version"),
         Some("registry/2.0")
     );
     // Without the trailing slash too: clients probe both.
-    let resp = reg.client().get(reg.url("/v2")).send().await.unwrap();
+    let resp = reg.get("/v2").await;
     assert_eq!(resp.status(), 200, "GET /v2 (no trailing slash)");
     // HEAD /v2/ answers the same status with no body.
-    let resp = reg.client().head(reg.url("/v2/")).send().await.unwrap();
+    let resp = reg.head("/v2/").await;
     assert_eq!(resp.status(), 200);
     assert!(resp.bytes().await.unwrap().is_empty());
 }
@@ -24,7 +25,7 @@ async fn v2_root_answers_200_with_api_version_header() {
 async fn health_endpoints_answer_200() {
     let reg = TestRegistry::start().await;
     for path in ["/livez", "/readyz"] {
-        let resp = reg.client().get(reg.url(path)).send().await.unwrap();
+        let resp = reg.get(path).await;
         assert_eq!(resp.status(), 200, "GET {path}");
     }
 }
@@ -36,11 +37,8 @@ async fn unknown_query_parameters_are_accepted_and_ns_is_echoed() {
 
     for reference in ["v1", img.digest.as_str()] {
         let resp = reg
-            .client()
-            .get(reg.url(&format!("/v2/ns/app/manifests/{reference}?ns=example.com")))
-            .send()
-            .await
-            .unwrap();
+            .get(&format!("/v2/ns/app/manifests/{reference}?ns=example.com"))
+            .await;
         assert_eq!(
             resp.status(),
             200,
@@ -54,11 +52,8 @@ async fn unknown_query_parameters_are_accepted_and_ns_is_echoed() {
         assert_eq!(resp.bytes().await.unwrap(), img.manifest);
 
         let resp = reg
-            .client()
-            .head(reg.url(&format!("/v2/ns/app/manifests/{reference}?ns=example.com")))
-            .send()
-            .await
-            .unwrap();
+            .head(&format!("/v2/ns/app/manifests/{reference}?ns=example.com"))
+            .await;
         assert_eq!(
             resp.status(),
             200,
@@ -68,25 +63,17 @@ async fn unknown_query_parameters_are_accepted_and_ns_is_echoed() {
 
     // Blob pulls with ns (containerd adds it to every request of a mirror).
     let resp = reg
-        .client()
-        .get(reg.url(&format!(
+        .get(&format!(
             "/v2/ns/app/blobs/{}?ns=example.com",
             img.config_digest
-        )))
-        .send()
-        .await
-        .unwrap();
+        ))
+        .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(header(resp.headers(), "oci-namespace"), Some("example.com"));
     assert_eq!(resp.bytes().await.unwrap(), img.config);
 
     // An unrelated unknown parameter changes nothing, and no OCI-Namespace without ns.
-    let resp = reg
-        .client()
-        .get(reg.url("/v2/ns/app/manifests/v1?foo=bar&x"))
-        .send()
-        .await
-        .unwrap();
+    let resp = reg.get("/v2/ns/app/manifests/v1?foo=bar&x").await;
     assert_eq!(resp.status(), 200);
     assert!(header(resp.headers(), "oci-namespace").is_none());
     assert_eq!(resp.bytes().await.unwrap(), img.manifest);
@@ -95,21 +82,14 @@ async fn unknown_query_parameters_are_accepted_and_ns_is_echoed() {
     let data = conformance::random_bytes(100);
     let digest = conformance::sha256_digest(&data);
     let resp = reg
-        .client()
-        .post(reg.url(&format!(
-            "/v2/ns/app/blobs/uploads/?ns=example.com&digest={digest}"
-        )))
-        .header("content-type", "application/octet-stream")
-        .body(data.clone())
-        .send()
-        .await
-        .unwrap();
+        .send(
+            Method::POST,
+            &format!("/v2/ns/app/blobs/uploads/?ns=example.com&digest={digest}"),
+            &[("content-type", "application/octet-stream")],
+            data.clone(),
+        )
+        .await;
     assert_eq!(resp.status(), 201, "single POST upload with ns");
-    let resp = reg
-        .client()
-        .get(reg.url("/v2/ns/app/tags/list?ns=example.com"))
-        .send()
-        .await
-        .unwrap();
+    let resp = reg.get("/v2/ns/app/tags/list?ns=example.com").await;
     assert_eq!(resp.status(), 200);
 }

@@ -5,7 +5,7 @@ use reqwest::Url;
 use serde_json::Value;
 
 async fn catalog(reg: &TestRegistry, url: &str) -> (Vec<String>, Option<String>) {
-    let resp = reg.client().get(url).send().await.unwrap();
+    let resp = reg.get(url).await;
     assert_eq!(resp.status(), 200, "GET {url}");
     let link = next_link(resp.headers());
     let v: Value = resp.json().await.unwrap();

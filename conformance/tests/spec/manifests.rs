@@ -6,6 +6,7 @@ use conformance::{
     DOCKER_CONFIG, DOCKER_LAYER, DOCKER_LIST, DOCKER_MANIFEST, EMPTY_JSON_DIGEST, OCI_CONFIG,
     OCI_EMPTY, OCI_INDEX, OCI_LAYER, OCI_MANIFEST,
 };
+use reqwest::Method;
 use serde_json::json;
 
 /// Pushes a config and one layer to `repo`; returns (config descriptor, layer descriptor).
@@ -34,15 +35,14 @@ async fn assert_manifest(
     let url = reg.url(&format!("/v2/{repo}/manifests/{reference}"));
     let digest = sha256_digest(body);
     let resp = reg
-        .client()
-        .get(&url)
-        .header(
-            "accept",
-            format!("{OCI_MANIFEST}, {OCI_INDEX}, {DOCKER_MANIFEST}, {DOCKER_LIST}"),
+        .get_with(
+            &url,
+            &[(
+                "accept",
+                &format!("{OCI_MANIFEST}, {OCI_INDEX}, {DOCKER_MANIFEST}, {DOCKER_LIST}"),
+            )],
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(resp.status(), 200, "GET {repo}:{reference}");
     let h = resp.headers().clone();
     assert_eq!(
@@ -62,15 +62,14 @@ async fn assert_manifest(
     );
 
     let resp = reg
-        .client()
-        .head(&url)
-        .header(
-            "accept",
-            format!("{OCI_MANIFEST}, {OCI_INDEX}, {DOCKER_MANIFEST}, {DOCKER_LIST}"),
+        .head_with(
+            &url,
+            &[(
+                "accept",
+                &format!("{OCI_MANIFEST}, {OCI_INDEX}, {DOCKER_MANIFEST}, {DOCKER_LIST}"),
+            )],
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(resp.status(), 200, "HEAD {repo}:{reference}");
     let hh = resp.headers().clone();
     assert_eq!(
@@ -88,11 +87,8 @@ async fn assert_manifest(
 }
 
 async fn get_status(reg: &TestRegistry, repo: &str, reference: &str) -> u16 {
-    reg.client()
-        .get(reg.url(&format!("/v2/{repo}/manifests/{reference}")))
-        .send()
+    reg.get(&format!("/v2/{repo}/manifests/{reference}"))
         .await
-        .unwrap()
         .status()
         .as_u16()
 }
@@ -116,7 +112,7 @@ async fn push_by_tag_and_pull_exact_bytes() {
         Some(digest.as_str())
     );
     let loc = location(&resp);
-    let got = reg.client().get(&loc).send().await.unwrap();
+    let got = reg.get(&loc).await;
     assert_eq!(got.status(), 200, "GET the 201's Location {loc}");
     assert_eq!(got.bytes().await.unwrap(), body);
 
@@ -139,15 +135,10 @@ async fn push_by_digest() {
         Some(digest.as_str())
     );
     let loc = location(&resp);
-    assert_eq!(reg.client().get(&loc).send().await.unwrap().status(), 200);
+    assert_eq!(reg.get(&loc).await.status(), 200);
     assert_manifest(&reg, "man/bydigest", &digest, OCI_MANIFEST, &body).await;
     // Not tagged: the tag list is empty (or the repository has no tags yet).
-    let resp = reg
-        .client()
-        .get(reg.url("/v2/man/bydigest/tags/list"))
-        .send()
-        .await
-        .unwrap();
+    let resp = reg.get("/v2/man/bydigest/tags/list").await;
     if resp.status() == 200 {
         let v: serde_json::Value = resp.json().await.unwrap();
         let tags = v["tags"].as_array().cloned().unwrap_or_default();
@@ -319,12 +310,7 @@ async fn push_by_sha512_digest() {
         Some(d512.as_str()),
         "Docker-Content-Digest MUST equal the digest the client pushed by"
     );
-    let resp = reg
-        .client()
-        .get(reg.url(&format!("/v2/man/sha512/manifests/{d512}")))
-        .send()
-        .await
-        .unwrap();
+    let resp = reg.get(&format!("/v2/man/sha512/manifests/{d512}")).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.bytes().await.unwrap(), body);
     // A wrong sha512 digest is refused.
@@ -549,16 +535,13 @@ async fn multi_tag_push_by_digest() {
         .collect();
     let query: Vec<String> = want.iter().map(|t| format!("tag={t}")).collect();
     let resp = reg
-        .client()
-        .put(reg.url(&format!(
-            "/v2/man/tags/manifests/{digest}?{}",
-            query.join("&")
-        )))
-        .header("content-type", OCI_MANIFEST)
-        .body(body.clone())
-        .send()
-        .await
-        .unwrap();
+        .send(
+            Method::PUT,
+            &format!("/v2/man/tags/manifests/{digest}?{}", query.join("&")),
+            &[("content-type", OCI_MANIFEST)],
+            body.clone(),
+        )
+        .await;
     assert_eq!(resp.status(), 201);
     let mut tags = header_values(resp.headers(), "oci-tag");
     tags.sort();
@@ -568,11 +551,8 @@ async fn multi_tag_push_by_digest() {
         assert_manifest(&reg, "man/tags", t, OCI_MANIFEST, &body).await;
     }
     let v: serde_json::Value = reg
-        .client()
-        .get(reg.url("/v2/man/tags/tags/list"))
-        .send()
+        .get("/v2/man/tags/tags/list")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -607,38 +587,19 @@ async fn delete_by_digest_removes_manifest_and_its_tags() {
     let keep = reg.push_image("man/del", Some("keep"), 1).await;
 
     let resp = reg
-        .client()
-        .delete(reg.url(&format!("/v2/man/del/manifests/{}", img.digest)))
-        .send()
-        .await
-        .unwrap();
+        .delete(&format!("/v2/man/del/manifests/{}", img.digest))
+        .await;
     assert_eq!(resp.status(), 202);
     for reference in [img.digest.as_str(), "one", "two"] {
-        let resp = reg
-            .client()
-            .get(reg.url(&format!("/v2/man/del/manifests/{reference}")))
-            .send()
-            .await
-            .unwrap();
+        let resp = reg.get(&format!("/v2/man/del/manifests/{reference}")).await;
         expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
         let resp = reg
-            .client()
-            .head(reg.url(&format!("/v2/man/del/manifests/{reference}")))
-            .send()
-            .await
-            .unwrap();
+            .head(&format!("/v2/man/del/manifests/{reference}"))
+            .await;
         assert_eq!(resp.status(), 404, "HEAD {reference} after delete");
     }
     // Tags of the deleted manifest are gone from the list; others stay.
-    let v: serde_json::Value = reg
-        .client()
-        .get(reg.url("/v2/man/del/tags/list"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: serde_json::Value = reg.get("/v2/man/del/tags/list").await.json().await.unwrap();
     assert_eq!(
         v["tags"],
         json!(["keep"]),
@@ -647,11 +608,8 @@ async fn delete_by_digest_removes_manifest_and_its_tags() {
     assert_manifest(&reg, "man/del", "keep", OCI_MANIFEST, &keep.manifest).await;
     // Deleting again: 404 MANIFEST_UNKNOWN.
     let resp = reg
-        .client()
-        .delete(reg.url(&format!("/v2/man/del/manifests/{}", img.digest)))
-        .send()
-        .await
-        .unwrap();
+        .delete(&format!("/v2/man/del/manifests/{}", img.digest))
+        .await;
     expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
 }
 
@@ -661,39 +619,21 @@ async fn delete_by_tag_removes_only_that_tag() {
     let img = reg.push_image("man/untag", Some("a"), 1).await;
     reg.push_manifest("man/untag", "b", OCI_MANIFEST, &img.manifest)
         .await;
-    let resp = reg
-        .client()
-        .delete(reg.url("/v2/man/untag/manifests/a"))
-        .send()
-        .await
-        .unwrap();
+    let resp = reg.delete("/v2/man/untag/manifests/a").await;
     assert_eq!(resp.status(), 202, "DELETE by tag");
-    let resp = reg
-        .client()
-        .get(reg.url("/v2/man/untag/manifests/a"))
-        .send()
-        .await
-        .unwrap();
+    let resp = reg.get("/v2/man/untag/manifests/a").await;
     expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
     assert_manifest(&reg, "man/untag", "b", OCI_MANIFEST, &img.manifest).await;
     assert_manifest(&reg, "man/untag", &img.digest, OCI_MANIFEST, &img.manifest).await;
     let v: serde_json::Value = reg
-        .client()
-        .get(reg.url("/v2/man/untag/tags/list"))
-        .send()
+        .get("/v2/man/untag/tags/list")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
     assert_eq!(v["tags"], json!(["b"]));
     // Deleting an unknown tag: 404.
-    let resp = reg
-        .client()
-        .delete(reg.url("/v2/man/untag/manifests/a"))
-        .send()
-        .await
-        .unwrap();
+    let resp = reg.delete("/v2/man/untag/manifests/a").await;
     expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
 }
 
@@ -703,30 +643,22 @@ async fn unknown_manifest_is_404_manifest_unknown() {
     reg.push_image("man/unknown", Some("present"), 1).await;
     for reference in ["absent".to_owned(), sha256_digest(b"no such manifest")] {
         let url = reg.url(&format!("/v2/man/unknown/manifests/{reference}"));
-        let resp = reg.client().get(&url).send().await.unwrap();
+        let resp = reg.get(&url).await;
         expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
-        let resp = reg.client().head(&url).send().await.unwrap();
+        let resp = reg.head(&url).await;
         assert_eq!(resp.status(), 404);
         assert!(resp.bytes().await.unwrap().is_empty());
-        let resp = reg.client().delete(&url).send().await.unwrap();
+        let resp = reg.delete(&url).await;
         expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
     }
     // A repository that does not exist.
-    let resp = reg
-        .client()
-        .get(reg.url("/v2/no/such/repo/manifests/latest"))
-        .send()
-        .await
-        .unwrap();
+    let resp = reg.get("/v2/no/such/repo/manifests/latest").await;
     expect_error(resp, 404, &["MANIFEST_UNKNOWN", "NAME_UNKNOWN"]).await;
     // A manifest from another repository is not served here.
     let other = reg.push_image("man/elsewhere", Some("x"), 1).await;
     let resp = reg
-        .client()
-        .get(reg.url(&format!("/v2/man/unknown/manifests/{}", other.digest)))
-        .send()
-        .await
-        .unwrap();
+        .get(&format!("/v2/man/unknown/manifests/{}", other.digest))
+        .await;
     expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
 }
 
@@ -819,11 +751,8 @@ async fn concurrent_pushes_of_different_tags() {
         assert_eq!(t.await.unwrap(), 201);
     }
     let v: serde_json::Value = reg
-        .client()
-        .get(reg.url("/v2/man/many/tags/list"))
-        .send()
+        .get("/v2/man/many/tags/list")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -846,12 +775,7 @@ async fn bad_tags_are_rejected() {
             &["MANIFEST_INVALID", "NAME_INVALID", "DIGEST_INVALID"],
         )
         .await;
-        let resp = reg
-            .client()
-            .get(reg.url(&format!("/v2/man/badtag/manifests/{bad}")))
-            .send()
-            .await
-            .unwrap();
+        let resp = reg.get(&format!("/v2/man/badtag/manifests/{bad}")).await;
         let st = resp.status().as_u16();
         assert!(st == 400 || st == 404, "GET bad tag {bad}: {st}");
         expect_client_error(resp).await;
@@ -870,11 +794,8 @@ async fn manifest_survives_restart() {
     reg.restart().await;
     assert_manifest(&reg, "man/persist", "v1", OCI_MANIFEST, &img.manifest).await;
     let resp = reg
-        .client()
-        .get(reg.url(&format!("/v2/man/persist/blobs/{}", img.config_digest)))
-        .send()
-        .await
-        .unwrap();
+        .get(&format!("/v2/man/persist/blobs/{}", img.config_digest))
+        .await;
     assert_eq!(resp.bytes().await.unwrap(), img.config);
 }
 
@@ -892,12 +813,7 @@ async fn manifest_content_type_parameters_are_ignored() {
         )
         .await;
     assert_eq!(resp.status(), 201, "Content-Type with a parameter");
-    let resp = reg
-        .client()
-        .get(reg.url("/v2/man/params/manifests/t"))
-        .send()
-        .await
-        .unwrap();
+    let resp = reg.get("/v2/man/params/manifests/t").await;
     let ct = header(resp.headers(), "content-type")
         .unwrap_or("")
         .to_owned();

@@ -4,6 +4,7 @@
 use conformance::{
     expect_error, header, location, random_bytes, sha256_digest, with_query, TestRegistry,
 };
+use reqwest::Method;
 
 async fn mount(
     reg: &TestRegistry,
@@ -15,21 +16,13 @@ async fn mount(
     if let Some(from) = from {
         url = with_query(&url, "from", from);
     }
-    reg.client()
-        .post(url)
-        .header("content-length", "0")
-        .body(Vec::new())
-        .send()
+    reg.send(Method::POST, url, &[("content-length", "0")], Vec::new())
         .await
-        .unwrap()
 }
 
 async fn blob_status(reg: &TestRegistry, repo: &str, digest: &str) -> u16 {
-    reg.client()
-        .get(reg.url(&format!("/v2/{repo}/blobs/{digest}")))
-        .send()
+    reg.get(&format!("/v2/{repo}/blobs/{digest}"))
         .await
-        .unwrap()
         .status()
         .as_u16()
 }
@@ -52,16 +45,11 @@ async fn mount_from_repository_that_has_the_blob() {
         Some(digest.as_str())
     );
     let loc = location(&resp);
-    let got = reg.client().get(&loc).send().await.unwrap();
+    let got = reg.get(&loc).await;
     assert_eq!(got.status(), 200, "GET mount Location {loc}");
     assert_eq!(got.bytes().await.unwrap(), data);
 
-    let got = reg
-        .client()
-        .get(reg.url(&format!("/v2/dst/repo/blobs/{digest}")))
-        .send()
-        .await
-        .unwrap();
+    let got = reg.get(&format!("/v2/dst/repo/blobs/{digest}")).await;
     assert_eq!(got.status(), 200);
     assert_eq!(
         header(got.headers(), "docker-content-digest"),
@@ -94,13 +82,13 @@ async fn mount_of_unknown_blob_starts_an_upload() {
 
     // The session works like any other.
     let resp = reg
-        .client()
-        .put(with_query(&loc, "digest", &digest))
-        .header("content-type", "application/octet-stream")
-        .body(data.clone())
-        .send()
-        .await
-        .unwrap();
+        .send(
+            Method::PUT,
+            with_query(&loc, "digest", &digest),
+            &[("content-type", "application/octet-stream")],
+            data.clone(),
+        )
+        .await;
     assert_eq!(resp.status(), 201);
     assert_eq!(blob_status(&reg, "dst/fallback", &digest).await, 200);
     // From a repository that does not exist at all: also 202.
@@ -126,7 +114,7 @@ async fn automatic_mount_without_from() {
         Some(digest.as_str())
     );
     let loc = location(&resp);
-    let got = reg.client().get(&loc).send().await.unwrap();
+    let got = reg.get(&loc).await;
     assert_eq!(got.bytes().await.unwrap(), data);
     assert_eq!(blob_status(&reg, "auto/dst", &digest).await, 200);
 }

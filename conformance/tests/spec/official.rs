@@ -28,16 +28,16 @@ async fn a_reference_that_names_nothing_is_manifest_unknown_on_get_and_head() {
     for repo in ["off/invalid", "off/never-pushed"] {
         for bad in unnameable() {
             let url = reg.url(&format!("/v2/{repo}/manifests/{bad}"));
-            let resp = reg.client().get(&url).send().await.unwrap();
+            let resp = reg.get(&url).await;
             expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
-            let resp = reg.client().head(&url).send().await.unwrap();
+            let resp = reg.head(&url).await;
             assert_eq!(resp.status(), 404, "HEAD {url}");
             assert!(resp.bytes().await.unwrap().is_empty(), "HEAD {url} body");
         }
         // A malformed digest is said to be one, as on every other endpoint.
         for bad in ["sha256:xyz", "sha256:"] {
             let url = reg.url(&format!("/v2/{repo}/manifests/{bad}"));
-            let resp = reg.client().get(&url).send().await.unwrap();
+            let resp = reg.get(&url).await;
             expect_error(resp, 400, &["DIGEST_INVALID"]).await;
         }
     }
@@ -194,12 +194,7 @@ async fn the_official_sparse_data_set_passes_with_the_setting_on() {
     assert_eq!(resp.status(), 200);
     // Deletion works as for any manifest.
     for d in [&index_digest, &image_digest] {
-        let resp = reg
-            .client()
-            .delete(reg.url(&format!("/v2/{repo}/manifests/{d}")))
-            .send()
-            .await
-            .unwrap();
+        let resp = reg.delete(&format!("/v2/{repo}/manifests/{d}")).await;
         assert_eq!(resp.status(), 202, "DELETE {d}");
         let resp = reg.get(&format!("/v2/{repo}/manifests/{d}")).await;
         expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
@@ -273,7 +268,7 @@ async fn referrer_pages(reg: &TestRegistry, first: String) -> Vec<(Vec<String>, 
     let mut next = Some(first);
     while let Some(url) = next.take() {
         assert!(pages.len() < 50, "referrers pagination does not end");
-        let resp = reg.client().get(reg.resolve(&url)).send().await.unwrap();
+        let resp = reg.get(reg.resolve(&url)).await;
         assert_eq!(resp.status(), 200, "GET {url}");
         assert_eq!(header(resp.headers(), "content-type"), Some(OCI_INDEX));
         let filtered = header(resp.headers(), "oci-filters-applied") == Some("artifactType");
@@ -402,20 +397,8 @@ async fn head_answers_with_the_headers_of_get_for_every_manifest_type() {
         for reference in [tag, digest] {
             let url = reg.url(&format!("/v2/{repo}/manifests/{reference}"));
             for accept in accept_lists(media_type) {
-                let get = reg
-                    .client()
-                    .get(&url)
-                    .header("accept", &accept)
-                    .send()
-                    .await
-                    .unwrap();
-                let head = reg
-                    .client()
-                    .head(&url)
-                    .header("accept", &accept)
-                    .send()
-                    .await
-                    .unwrap();
+                let get = reg.get_with(&url, &[("accept", &accept)]).await;
+                let head = reg.head_with(&url, &[("accept", &accept)]).await;
                 assert_eq!(get.status(), 200, "GET {url} Accept {accept}");
                 assert_eq!(head.status(), 200, "HEAD {url} Accept {accept}");
                 for name in [

@@ -24,7 +24,7 @@ async fn referrers(
         // Percent-encode `+` as a form-encoding client does (`+` alone would mean a space).
         url = format!("{url}?artifactType={}", at.replace('+', "%2B"));
     }
-    let resp = reg.client().get(&url).send().await.unwrap();
+    let resp = reg.get(&url).await;
     assert_eq!(resp.status(), 200, "GET {url}");
     let ct = header(resp.headers(), "content-type").map(str::to_owned);
     assert_eq!(ct.as_deref(), Some(OCI_INDEX), "referrers Content-Type");
@@ -100,14 +100,11 @@ async fn referrers_empty_when_nothing_refers() {
 async fn referrers_of_unknown_repository() {
     let reg = TestRegistry::start().await;
     let resp = reg
-        .client()
-        .get(reg.url(&format!(
+        .get(&format!(
             "/v2/ref/nowhere/referrers/{}",
             sha256_digest(b"x")
-        )))
-        .send()
-        .await
-        .unwrap();
+        ))
+        .await;
     let st = resp.status().as_u16();
     if st == 200 {
         let v: Value = resp.json().await.unwrap();
@@ -256,12 +253,7 @@ async fn deleted_referrer_disappears() {
     let (_, b) = push_referrer(&reg, "ref/del", &subject, Some(SIG), &[]).await;
     let (list, _) = referrers(&reg, "ref/del", &img.digest, None).await;
     assert_eq!(list.len(), 2);
-    let resp = reg
-        .client()
-        .delete(reg.url(&format!("/v2/ref/del/manifests/{a}")))
-        .send()
-        .await
-        .unwrap();
+    let resp = reg.delete(&format!("/v2/ref/del/manifests/{a}")).await;
     assert_eq!(resp.status(), 202);
     let (list, _) = referrers(&reg, "ref/del", &img.digest, None).await;
     assert_eq!(list.len(), 1, "{list:?}");
@@ -315,12 +307,7 @@ async fn referrers_with_malformed_digest_is_400() {
     let reg = TestRegistry::start().await;
     reg.push_image("ref/bad", Some("v1"), 1).await;
     for bad in ["sha256:nothex", "notadigest", "sha256:abc", "latest"] {
-        let resp = reg
-            .client()
-            .get(reg.url(&format!("/v2/ref/bad/referrers/{bad}")))
-            .send()
-            .await
-            .unwrap();
+        let resp = reg.get(&format!("/v2/ref/bad/referrers/{bad}")).await;
         let st = expect_client_error(resp).await;
         assert_eq!(st, 400, "referrers of {bad:?}");
     }

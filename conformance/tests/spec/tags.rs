@@ -14,7 +14,7 @@ pub(crate) fn sorted_either_way(tags: &[String]) -> bool {
 }
 
 async fn list(reg: &TestRegistry, url: &str) -> (Vec<String>, Option<String>, Value) {
-    let resp = reg.client().get(url).send().await.unwrap();
+    let resp = reg.get(url).await;
     assert_eq!(resp.status(), 200, "GET {url}");
     let link = next_link(resp.headers());
     let v: Value = resp.json().await.unwrap();
@@ -154,12 +154,7 @@ async fn tags_pagination_with_n_last_and_link() {
 async fn tags_n_zero_is_empty_without_link() {
     let reg = TestRegistry::start().await;
     tagged_repo(&reg, "tags/zero").await;
-    let resp = reg
-        .client()
-        .get(reg.url("/v2/tags/zero/tags/list?n=0"))
-        .send()
-        .await
-        .unwrap();
+    let resp = reg.get("/v2/tags/zero/tags/list?n=0").await;
     assert_eq!(resp.status(), 200);
     assert!(
         next_link(resp.headers()).is_none(),
@@ -173,20 +168,10 @@ async fn tags_n_zero_is_empty_without_link() {
 async fn tags_of_unknown_repository_is_name_unknown() {
     let reg = TestRegistry::start().await;
     reg.push_image("tags/exists", Some("t"), 1).await;
-    let resp = reg
-        .client()
-        .get(reg.url("/v2/tags/missing/tags/list"))
-        .send()
-        .await
-        .unwrap();
+    let resp = reg.get("/v2/tags/missing/tags/list").await;
     expect_error(resp, 404, &["NAME_UNKNOWN"]).await;
     // A prefix of an existing repository is not itself a repository.
-    let resp = reg
-        .client()
-        .get(reg.url("/v2/tags/tags/list"))
-        .send()
-        .await
-        .unwrap();
+    let resp = reg.get("/v2/tags/tags/list").await;
     expect_error(resp, 404, &["NAME_UNKNOWN"]).await;
 }
 
@@ -204,11 +189,6 @@ async fn tags_in_deep_repository_names() {
     let (tags, _, v) = list(&reg, &reg.url(&format!("/v2/{tricky}/tags/list"))).await;
     assert_eq!(v["name"], tricky);
     assert_eq!(tags, vec!["t1".to_owned()]);
-    let resp = reg
-        .client()
-        .get(reg.url(&format!("/v2/{tricky}/manifests/t1")))
-        .send()
-        .await
-        .unwrap();
+    let resp = reg.get(&format!("/v2/{tricky}/manifests/t1")).await;
     assert_eq!(resp.status(), 200);
 }

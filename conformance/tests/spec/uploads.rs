@@ -5,6 +5,7 @@ use conformance::{
     expect_client_error, expect_error, header, location, random_bytes, sha256_digest,
     sha512_digest, with_query, TestRegistry,
 };
+use reqwest::Method;
 use reqwest::Response;
 
 /// An inclusive byte range `(first, last)` for a `Content-Range` header.
@@ -88,25 +89,17 @@ async fn expect_created_blob(reg: &TestRegistry, resp: Response, repo: &str, dat
         assert!(dcd.starts_with("sha"), "Docker-Content-Digest {dcd}");
     }
     let blob_loc = location(&resp);
-    let got = reg.client().get(&blob_loc).send().await.unwrap();
+    let got = reg.get(&blob_loc).await;
     assert_eq!(got.status(), 200, "GET the 201's Location {blob_loc}");
     assert_eq!(got.bytes().await.unwrap(), data, "bytes at Location");
-    let by_digest = reg
-        .client()
-        .get(reg.url(&format!("/v2/{repo}/blobs/{digest}")))
-        .send()
-        .await
-        .unwrap();
+    let by_digest = reg.get(&format!("/v2/{repo}/blobs/{digest}")).await;
     assert_eq!(by_digest.status(), 200);
     assert_eq!(by_digest.bytes().await.unwrap(), data);
 }
 
 async fn head_status(reg: &TestRegistry, repo: &str, digest: &str) -> u16 {
-    reg.client()
-        .head(reg.url(&format!("/v2/{repo}/blobs/{digest}")))
-        .send()
+    reg.head(&format!("/v2/{repo}/blobs/{digest}"))
         .await
-        .unwrap()
         .status()
         .as_u16()
 }
@@ -116,13 +109,13 @@ async fn post_then_put_monolithic() {
     let reg = TestRegistry::start().await;
     let data = random_bytes(300_000);
     let resp = reg
-        .client()
-        .post(reg.url("/v2/push/mono/blobs/uploads/"))
-        .header("content-length", "0")
-        .body(Vec::new())
-        .send()
-        .await
-        .unwrap();
+        .send(
+            Method::POST,
+            "/v2/push/mono/blobs/uploads/",
+            &[("content-length", "0")],
+            Vec::new(),
+        )
+        .await;
     assert_eq!(resp.status(), 202);
     let raw = header(resp.headers(), "location")
         .expect("Location")
@@ -139,13 +132,13 @@ async fn post_with_digest_single_request() {
     let data = random_bytes(50_000);
     let digest = sha256_digest(&data);
     let resp = reg
-        .client()
-        .post(reg.url(&format!("/v2/push/single/blobs/uploads/?digest={digest}")))
-        .header("content-type", "application/octet-stream")
-        .body(data.clone())
-        .send()
-        .await
-        .unwrap();
+        .send(
+            Method::POST,
+            &format!("/v2/push/single/blobs/uploads/?digest={digest}"),
+            &[("content-type", "application/octet-stream")],
+            data.clone(),
+        )
+        .await;
     expect_created_blob(&reg, resp, "push/single", &data).await;
 }
 
@@ -155,13 +148,13 @@ async fn post_with_wrong_digest_is_rejected_and_not_stored() {
     let data = random_bytes(1000);
     let wrong = sha256_digest(b"other");
     let resp = reg
-        .client()
-        .post(reg.url(&format!("/v2/push/single/blobs/uploads/?digest={wrong}")))
-        .header("content-type", "application/octet-stream")
-        .body(data.clone())
-        .send()
-        .await
-        .unwrap();
+        .send(
+            Method::POST,
+            &format!("/v2/push/single/blobs/uploads/?digest={wrong}"),
+            &[("content-type", "application/octet-stream")],
+            data.clone(),
+        )
+        .await;
     expect_error(resp, 400, &["DIGEST_INVALID"]).await;
     assert_eq!(head_status(&reg, "push/single", &wrong).await, 404);
     assert_eq!(
@@ -241,7 +234,7 @@ async fn out_of_order_and_stale_chunks_get_416_with_current_range() {
     assert_eq!(resp.status(), 416, "overlapping chunk");
 
     // The status endpoint reports where to go on.
-    let resp = reg.client().get(&loc).send().await.unwrap();
+    let resp = reg.get(&loc).await;
     assert_eq!(resp.status(), 204);
     assert_eq!(header(resp.headers(), "range"), Some("0-99"));
     let loc = location(&resp);
@@ -270,14 +263,16 @@ async fn malformed_or_inconsistent_content_range_is_a_client_error() {
     let loc = reg.start_upload("push/badrange").await;
     for bad in ["garbage", "0-", "-99", "99-0"] {
         let resp = reg
-            .client()
-            .patch(&loc)
-            .header("content-type", "application/octet-stream")
-            .header("content-range", bad)
-            .body(data.clone())
-            .send()
-            .await
-            .unwrap();
+            .send(
+                Method::PATCH,
+                &loc,
+                &[
+                    ("content-type", "application/octet-stream"),
+                    ("content-range", bad),
+                ],
+                data.clone(),
+            )
+            .await;
         let st = resp.status().as_u16();
         assert!(
             st == 400 || st == 416,
@@ -292,7 +287,7 @@ async fn malformed_or_inconsistent_content_range_is_a_client_error() {
         "Content-Range 0-199 with a 100-byte body: want 400 or 416, got {st}"
     );
     // Nothing was appended by any of these.
-    let resp = reg.client().get(&loc).send().await.unwrap();
+    let resp = reg.get(&loc).await;
     assert_eq!(resp.status(), 204);
     let range = header(resp.headers(), "range").map(str::to_owned);
     assert!(
@@ -351,13 +346,13 @@ async fn streamed_patch_with_chunked_transfer_encoding_32mib() {
         (0..TOTAL / PIECE).map(move |i| Ok::<Vec<u8>, std::io::Error>(p2(i))),
     );
     let resp = reg
-        .client()
-        .patch(&loc)
-        .header("content-type", "application/octet-stream")
-        .body(reqwest::Body::wrap_stream(stream))
-        .send()
-        .await
-        .unwrap();
+        .send(
+            Method::PATCH,
+            &loc,
+            &[("content-type", "application/octet-stream")],
+            reqwest::Body::wrap_stream(stream),
+        )
+        .await;
     assert_eq!(resp.status(), 202, "streamed PATCH");
     assert_eq!(
         header(resp.headers(), "range"),
@@ -368,14 +363,14 @@ async fn streamed_patch_with_chunked_transfer_encoding_32mib() {
     assert_eq!(resp.status(), 201, "close streamed upload");
 
     let url = reg.url(&format!("/v2/push/big/blobs/{digest}"));
-    let resp = reg.client().head(&url).send().await.unwrap();
+    let resp = reg.head(&url).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(
         header(resp.headers(), "content-length"),
         Some(TOTAL.to_string().as_str())
     );
     // Read it back as a stream and hash it.
-    let mut resp = reg.client().get(&url).send().await.unwrap();
+    let mut resp = reg.get(&url).await;
     assert_eq!(resp.status(), 200);
     let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
     let mut n = 0usize;
@@ -433,13 +428,13 @@ async fn put_with_malformed_or_missing_digest_is_400() {
     // No digest parameter at all.
     let loc = reg.start_upload("push/baddigest").await;
     let resp = reg
-        .client()
-        .put(&loc)
-        .header("content-type", "application/octet-stream")
-        .body(data.clone())
-        .send()
-        .await
-        .unwrap();
+        .send(
+            Method::PUT,
+            &loc,
+            &[("content-type", "application/octet-stream")],
+            data.clone(),
+        )
+        .await;
     expect_error(resp, 400, &["DIGEST_INVALID", "BLOB_UPLOAD_INVALID"]).await;
 }
 
@@ -448,12 +443,12 @@ async fn upload_status_reports_range_and_location() {
     let reg = TestRegistry::start().await;
     let data = random_bytes(4096);
     let loc = reg.start_upload("push/status").await;
-    let resp = reg.client().get(&loc).send().await.unwrap();
+    let resp = reg.get(&loc).await;
     assert_eq!(resp.status(), 204, "status of a fresh upload");
     assert!(header(resp.headers(), "location").is_some());
 
     let loc = patch_ok(&reg, &loc, Some((0, 4095)), &data, 4095).await;
-    let resp = reg.client().get(&loc).send().await.unwrap();
+    let resp = reg.get(&loc).await;
     assert_eq!(resp.status(), 204);
     assert_eq!(header(resp.headers(), "range"), Some("0-4095"));
     let status_loc = location(&resp);
@@ -466,7 +461,7 @@ async fn upload_status_reports_range_and_location() {
     let resp = put_close(&reg, &loc, &sha256_digest(&all), None).await;
     expect_created_blob(&reg, resp, "push/status", &all).await;
     // A closed upload is gone.
-    let resp = reg.client().get(&loc).send().await.unwrap();
+    let resp = reg.get(&loc).await;
     expect_error(resp, 404, &["BLOB_UPLOAD_UNKNOWN"]).await;
 }
 
@@ -477,21 +472,17 @@ async fn cancel_upload_then_404() {
     let loc = reg.start_upload("push/cancel").await;
     let loc = patch_ok(&reg, &loc, Some((0, 999)), &data, 999).await;
     let resp = reg
-        .client()
-        .delete(&loc)
-        .header("content-length", "0")
-        .send()
-        .await
-        .unwrap();
+        .send(Method::DELETE, &loc, &[("content-length", "0")], Vec::new())
+        .await;
     assert_eq!(resp.status(), 204, "DELETE upload");
 
-    let resp = reg.client().get(&loc).send().await.unwrap();
+    let resp = reg.get(&loc).await;
     expect_error(resp, 404, &["BLOB_UPLOAD_UNKNOWN"]).await;
     let resp = patch(&reg, &loc, Some((1000, 1009)), &data[..10]).await;
     expect_error(resp, 404, &["BLOB_UPLOAD_UNKNOWN"]).await;
     let resp = put_close(&reg, &loc, &sha256_digest(&data), None).await;
     expect_error(resp, 404, &["BLOB_UPLOAD_UNKNOWN"]).await;
-    let resp = reg.client().delete(&loc).send().await.unwrap();
+    let resp = reg.delete(&loc).await;
     expect_error(resp, 404, &["BLOB_UPLOAD_UNKNOWN"]).await;
     assert_eq!(
         head_status(&reg, "push/cancel", &sha256_digest(&data)).await,
@@ -506,13 +497,13 @@ async fn unknown_upload_id_is_404_blob_upload_unknown() {
         .await;
     let url = reg.url("/v2/push/unknown/blobs/uploads/6f1c8a2e-9d3b-4c57-8e0a-2b7d5f4c9a11");
     let digest = sha256_digest(b"x");
-    let resp = reg.client().get(&url).send().await.unwrap();
+    let resp = reg.get(&url).await;
     expect_error(resp, 404, &["BLOB_UPLOAD_UNKNOWN"]).await;
     let resp = patch(&reg, &url, Some((0, 0)), b"x").await;
     expect_error(resp, 404, &["BLOB_UPLOAD_UNKNOWN"]).await;
     let resp = put_close(&reg, &url, &digest, Some((b"x", None))).await;
     expect_error(resp, 404, &["BLOB_UPLOAD_UNKNOWN"]).await;
-    let resp = reg.client().delete(&url).send().await.unwrap();
+    let resp = reg.delete(&url).await;
     expect_error(resp, 404, &["BLOB_UPLOAD_UNKNOWN"]).await;
     assert_eq!(head_status(&reg, "push/unknown", &digest).await, 404);
 }
@@ -528,7 +519,7 @@ async fn upload_session_belongs_to_its_repository() {
         other, loc,
         "upload location has the repository in its path: {loc}"
     );
-    let resp = reg.client().get(&other).send().await.unwrap();
+    let resp = reg.get(&other).await;
     expect_error(resp, 404, &["BLOB_UPLOAD_UNKNOWN"]).await;
     let resp = put_close(&reg, &other, &sha256_digest(&data), Some((&data, None))).await;
     expect_error(resp, 404, &["BLOB_UPLOAD_UNKNOWN"]).await;
@@ -547,13 +538,13 @@ async fn sha512_with_digest_algorithm_parameter() {
     let data = random_bytes(40_000);
     let digest = sha512_digest(&data);
     let resp = reg
-        .client()
-        .post(reg.url("/v2/push/sha512/blobs/uploads/?digest-algorithm=sha512"))
-        .header("content-length", "0")
-        .body(Vec::new())
-        .send()
-        .await
-        .unwrap();
+        .send(
+            Method::POST,
+            "/v2/push/sha512/blobs/uploads/?digest-algorithm=sha512",
+            &[("content-length", "0")],
+            Vec::new(),
+        )
+        .await;
     assert_eq!(resp.status(), 202);
     let loc = location(&resp);
     let loc = patch_ok(&reg, &loc, Some((0, 19_999)), &data[..20_000], 19_999).await;
@@ -563,17 +554,17 @@ async fn sha512_with_digest_algorithm_parameter() {
     let blob_loc = location(&resp);
 
     let url = reg.url(&format!("/v2/push/sha512/blobs/{digest}"));
-    let resp = reg.client().head(&url).send().await.unwrap();
+    let resp = reg.head(&url).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(
         header(resp.headers(), "docker-content-digest"),
         Some(digest.as_str())
     );
     assert_eq!(header(resp.headers(), "content-length"), Some("40000"));
-    let resp = reg.client().get(&url).send().await.unwrap();
+    let resp = reg.get(&url).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.bytes().await.unwrap(), data);
-    let resp = reg.client().get(&blob_loc).send().await.unwrap();
+    let resp = reg.get(&blob_loc).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.bytes().await.unwrap(), data);
 
@@ -603,12 +594,7 @@ async fn sha512_digest_closes_a_plain_session() {
     let loc = patch_ok(&reg, &loc, None, &data, data.len() - 1).await;
     let resp = put_close(&reg, &loc, &digest, None).await;
     assert_eq!(resp.status(), 201, "plain session closed with sha512");
-    let resp = reg
-        .client()
-        .get(reg.url(&format!("/v2/push/sha512/blobs/{digest}")))
-        .send()
-        .await
-        .unwrap();
+    let resp = reg.get(&format!("/v2/push/sha512/blobs/{digest}")).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(
         header(resp.headers(), "docker-content-digest"),
@@ -620,12 +606,7 @@ async fn sha512_digest_closes_a_plain_session() {
     let data2 = random_bytes(777);
     let d2 = sha512_digest(&data2);
     reg.push_blob_as("push/sha512", &data2, &d2).await;
-    let resp = reg
-        .client()
-        .get(reg.url(&format!("/v2/push/sha512/blobs/{d2}")))
-        .send()
-        .await
-        .unwrap();
+    let resp = reg.get(&format!("/v2/push/sha512/blobs/{d2}")).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.bytes().await.unwrap(), data2);
 
@@ -633,20 +614,15 @@ async fn sha512_digest_closes_a_plain_session() {
     let data3 = random_bytes(999);
     let d3 = sha512_digest(&data3);
     let resp = reg
-        .client()
-        .post(reg.url(&format!("/v2/push/sha512/blobs/uploads/?digest={d3}")))
-        .header("content-type", "application/octet-stream")
-        .body(data3.clone())
-        .send()
-        .await
-        .unwrap();
+        .send(
+            Method::POST,
+            &format!("/v2/push/sha512/blobs/uploads/?digest={d3}"),
+            &[("content-type", "application/octet-stream")],
+            data3.clone(),
+        )
+        .await;
     assert_eq!(resp.status(), 201, "single POST with sha512");
-    let resp = reg
-        .client()
-        .get(reg.url(&format!("/v2/push/sha512/blobs/{d3}")))
-        .send()
-        .await
-        .unwrap();
+    let resp = reg.get(&format!("/v2/push/sha512/blobs/{d3}")).await;
     assert_eq!(resp.bytes().await.unwrap(), data3);
 
     // A wrong sha512 digest is refused.
@@ -666,7 +642,7 @@ async fn upload_resumes_after_server_restart() {
 
     reg.restart().await;
 
-    let resp = reg.client().get(&loc).send().await.unwrap();
+    let resp = reg.get(&loc).await;
     assert_eq!(resp.status(), 204, "upload status after restart");
     assert_eq!(header(resp.headers(), "range"), Some("0-299999"));
     let loc = location(&resp);
@@ -688,11 +664,8 @@ async fn upload_resumes_after_server_restart() {
     // Committed content survives a restart as well.
     reg.restart().await;
     let resp = reg
-        .client()
-        .get(reg.url(&format!("/v2/push/resume/blobs/{}", sha256_digest(&data))))
-        .send()
-        .await
-        .unwrap();
+        .get(&format!("/v2/push/resume/blobs/{}", sha256_digest(&data)))
+        .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.bytes().await.unwrap(), data);
 }
@@ -702,13 +675,13 @@ async fn sha512_upload_resumes_after_restart() {
     let mut reg = TestRegistry::start().await;
     let data = random_bytes(100_000);
     let resp = reg
-        .client()
-        .post(reg.url("/v2/push/resume512/blobs/uploads/?digest-algorithm=sha512"))
-        .header("content-length", "0")
-        .body(Vec::new())
-        .send()
-        .await
-        .unwrap();
+        .send(
+            Method::POST,
+            "/v2/push/resume512/blobs/uploads/?digest-algorithm=sha512",
+            &[("content-length", "0")],
+            Vec::new(),
+        )
+        .await;
     assert_eq!(resp.status(), 202);
     let loc = location(&resp);
     let loc = patch_ok(&reg, &loc, Some((0, 49_999)), &data[..50_000], 49_999).await;
@@ -717,12 +690,7 @@ async fn sha512_upload_resumes_after_restart() {
     let digest = sha512_digest(&data);
     let resp = put_close(&reg, &loc, &digest, None).await;
     assert_eq!(resp.status(), 201);
-    let resp = reg
-        .client()
-        .get(reg.url(&format!("/v2/push/resume512/blobs/{digest}")))
-        .send()
-        .await
-        .unwrap();
+    let resp = reg.get(&format!("/v2/push/resume512/blobs/{digest}")).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.bytes().await.unwrap(), data);
 }
@@ -776,12 +744,7 @@ async fn concurrent_pushes_of_the_same_blob_all_succeed() {
     for t in tasks {
         assert_eq!(t.await.unwrap(), 201, "one of 8 concurrent pushes failed");
     }
-    let resp = reg
-        .client()
-        .get(reg.url(&format!("/v2/push/race/blobs/{digest}")))
-        .send()
-        .await
-        .unwrap();
+    let resp = reg.get(&format!("/v2/push/race/blobs/{digest}")).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(sha256_digest(&resp.bytes().await.unwrap()), digest);
 }
@@ -793,12 +756,7 @@ async fn pushing_an_existing_blob_again_succeeds() {
     let d1 = reg.push_blob("push/again", &data).await;
     let d2 = reg.push_blob("push/again", &data).await;
     assert_eq!(d1, d2);
-    let resp = reg
-        .client()
-        .get(reg.url(&format!("/v2/push/again/blobs/{d1}")))
-        .send()
-        .await
-        .unwrap();
+    let resp = reg.get(&format!("/v2/push/again/blobs/{d1}")).await;
     assert_eq!(resp.bytes().await.unwrap(), data);
 }
 
@@ -807,21 +765,22 @@ async fn upload_errors_are_client_errors() {
     let reg = TestRegistry::start().await;
     // Single POST whose digest is only an algorithm, and an unsupported digest algorithm.
     let resp = reg
-        .client()
-        .post(reg.url("/v2/push/errs/blobs/uploads/?digest=sha256:"))
-        .body(b"abc".to_vec())
-        .send()
-        .await
-        .unwrap();
+        .send(
+            Method::POST,
+            "/v2/push/errs/blobs/uploads/?digest=sha256:",
+            &[],
+            b"abc".to_vec(),
+        )
+        .await;
     expect_client_error(resp).await;
     let resp = reg
-        .client()
-        .post(reg.url("/v2/push/errs/blobs/uploads/?digest-algorithm=md5"))
-        .header("content-length", "0")
-        .body(Vec::new())
-        .send()
-        .await
-        .unwrap();
+        .send(
+            Method::POST,
+            "/v2/push/errs/blobs/uploads/?digest-algorithm=md5",
+            &[("content-length", "0")],
+            Vec::new(),
+        )
+        .await;
     expect_client_error(resp).await;
 }
 
@@ -864,7 +823,7 @@ async fn concurrent_patches_to_one_upload_append_once() {
         accepted, 1,
         "exactly one of 8 identical first chunks may be appended"
     );
-    let resp = reg.client().get(&loc).send().await.unwrap();
+    let resp = reg.get(&loc).await;
     assert_eq!(resp.status(), 204);
     assert_eq!(
         header(resp.headers(), "range"),

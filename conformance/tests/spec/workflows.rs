@@ -6,6 +6,7 @@ use conformance::{
     random_bytes, sha256_digest, with_query, IndexBuilder, ManifestBuilder, TestRegistry,
     OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST,
 };
+use reqwest::Method;
 use serde_json::{json, Value};
 
 async fn status_of(reg: &TestRegistry, method: reqwest::Method, path: &str) -> u16 {
@@ -59,19 +60,9 @@ async fn pull_workflow() {
         .await,
         200
     );
-    let resp = reg
-        .client()
-        .get(reg.url(&format!("/v2/{repo}/blobs/{missing}")))
-        .send()
-        .await
-        .unwrap();
+    let resp = reg.get(&format!("/v2/{repo}/blobs/{missing}")).await;
     expect_error(resp, 404, &["BLOB_UNKNOWN"]).await;
-    let resp = reg
-        .client()
-        .get(reg.url(&format!("/v2/{repo}/blobs/{layer_d}")))
-        .send()
-        .await
-        .unwrap();
+    let resp = reg.get(&format!("/v2/{repo}/blobs/{layer_d}")).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.bytes().await.unwrap(), layer);
 
@@ -86,12 +77,7 @@ async fn pull_workflow() {
         404
     );
     for reference in ["tagtest0", md.as_str()] {
-        let resp = reg
-            .client()
-            .head(reg.url(&format!("/v2/{repo}/manifests/{reference}")))
-            .send()
-            .await
-            .unwrap();
+        let resp = reg.head(&format!("/v2/{repo}/manifests/{reference}")).await;
         assert_eq!(resp.status(), 200);
         assert_eq!(
             header(resp.headers(), "docker-content-digest"),
@@ -102,39 +88,27 @@ async fn pull_workflow() {
             Some(manifest.len().to_string().as_str())
         );
         let resp = reg
-            .client()
-            .get(reg.url(&format!("/v2/{repo}/manifests/{reference}")))
-            .header("accept", OCI_MANIFEST)
-            .send()
-            .await
-            .unwrap();
+            .get_with(
+                &format!("/v2/{repo}/manifests/{reference}"),
+                &[("accept", OCI_MANIFEST)],
+            )
+            .await;
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.bytes().await.unwrap(), manifest);
     }
     let resp = reg
-        .client()
-        .get(reg.url(&format!("/v2/{repo}/manifests/{idx_d}")))
-        .header("accept", OCI_INDEX)
-        .send()
-        .await
-        .unwrap();
+        .get_with(
+            &format!("/v2/{repo}/manifests/{idx_d}"),
+            &[("accept", OCI_INDEX)],
+        )
+        .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(header(resp.headers(), "content-type"), Some(OCI_INDEX));
     assert_eq!(resp.bytes().await.unwrap(), index);
-    let resp = reg
-        .client()
-        .get(reg.url(&format!("/v2/{repo}/manifests/nonexistent")))
-        .send()
-        .await
-        .unwrap();
+    let resp = reg.get(&format!("/v2/{repo}/manifests/nonexistent")).await;
     expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
     // Nonexistent repository.
-    let resp = reg
-        .client()
-        .get(reg.url("/v2/conformance/nope/manifests/tagtest0"))
-        .send()
-        .await
-        .unwrap();
+    let resp = reg.get("/v2/conformance/nope/manifests/tagtest0").await;
     assert_eq!(resp.status(), 404);
 }
 
@@ -142,26 +116,29 @@ async fn pull_workflow() {
 async fn push_workflow() {
     let reg = TestRegistry::start().await;
     let repo = "conformance/push";
-    let c = reg.client();
 
     // Streamed: POST, PATCH (no Content-Range), PUT.
     let streamed = random_bytes(65_536);
     let loc = reg.start_upload(repo).await;
-    let resp = c
-        .patch(&loc)
-        .header("content-type", "application/octet-stream")
-        .body(streamed.clone())
-        .send()
-        .await
-        .unwrap();
+    let resp = reg
+        .send(
+            Method::PATCH,
+            &loc,
+            &[("content-type", "application/octet-stream")],
+            streamed.clone(),
+        )
+        .await;
     assert_eq!(resp.status(), 202);
     assert_eq!(header(resp.headers(), "range"), Some("0-65535"));
     let loc = location(&resp);
-    let resp = c
-        .put(with_query(&loc, "digest", &sha256_digest(&streamed)))
-        .send()
-        .await
-        .unwrap();
+    let resp = reg
+        .send(
+            Method::PUT,
+            with_query(&loc, "digest", &sha256_digest(&streamed)),
+            &[],
+            Vec::new(),
+        )
+        .await;
     assert_eq!(resp.status(), 201);
     assert!(header(resp.headers(), "location").is_some());
 
@@ -169,102 +146,113 @@ async fn push_workflow() {
     let mono = random_bytes(4000);
     reg.push_blob(repo, &mono).await;
     let single = random_bytes(4001);
-    let resp = c
-        .post(reg.url(&format!(
-            "/v2/{repo}/blobs/uploads/?digest={}",
-            sha256_digest(&single)
-        )))
-        .header("content-type", "application/octet-stream")
-        .body(single.clone())
-        .send()
-        .await
-        .unwrap();
+    let resp = reg
+        .send(
+            Method::POST,
+            &format!(
+                "/v2/{repo}/blobs/uploads/?digest={}",
+                sha256_digest(&single)
+            ),
+            &[("content-type", "application/octet-stream")],
+            single.clone(),
+        )
+        .await;
     assert_eq!(resp.status(), 201);
     assert!(header(resp.headers(), "location").is_some());
     let loc = reg.start_upload(repo).await;
-    let resp = c
-        .put(with_query(&loc, "digest", "sha256:totallywrong"))
-        .body(mono.clone())
-        .send()
-        .await
-        .unwrap();
+    let resp = reg
+        .send(
+            Method::PUT,
+            with_query(&loc, "digest", "sha256:totallywrong"),
+            &[],
+            mono.clone(),
+        )
+        .await;
     assert_eq!(resp.status(), 400);
 
     // Chunked: out-of-order first chunk is 416; in order works; status is 204.
     let chunked = random_bytes(30_000);
     let loc = reg.start_upload(repo).await;
-    let resp = c
-        .patch(&loc)
-        .header("content-range", "10000-19999")
-        .body(chunked[10_000..20_000].to_vec())
-        .send()
-        .await
-        .unwrap();
+    let resp = reg
+        .send(
+            Method::PATCH,
+            &loc,
+            &[("content-range", "10000-19999")],
+            chunked[10_000..20_000].to_vec(),
+        )
+        .await;
     assert_eq!(resp.status(), 416);
-    let resp = c
-        .patch(&loc)
-        .header("content-range", "0-9999")
-        .body(chunked[..10_000].to_vec())
-        .send()
-        .await
-        .unwrap();
+    let resp = reg
+        .send(
+            Method::PATCH,
+            &loc,
+            &[("content-range", "0-9999")],
+            chunked[..10_000].to_vec(),
+        )
+        .await;
     assert_eq!(resp.status(), 202);
     assert_eq!(header(resp.headers(), "range"), Some("0-9999"));
     let loc = location(&resp);
-    let resp = c.get(&loc).send().await.unwrap();
+    let resp = reg.get(&loc).await;
     assert_eq!(resp.status(), 204);
     assert_eq!(header(resp.headers(), "range"), Some("0-9999"));
     let loc = location(&resp);
-    let resp = c
-        .patch(&loc)
-        .header("content-range", "10000-19999")
-        .body(chunked[10_000..20_000].to_vec())
-        .send()
-        .await
-        .unwrap();
+    let resp = reg
+        .send(
+            Method::PATCH,
+            &loc,
+            &[("content-range", "10000-19999")],
+            chunked[10_000..20_000].to_vec(),
+        )
+        .await;
     assert_eq!(resp.status(), 202);
     let loc = location(&resp);
-    let resp = c
-        .put(with_query(&loc, "digest", &sha256_digest(&chunked)))
-        .header("content-range", "20000-29999")
-        .body(chunked[20_000..].to_vec())
-        .send()
-        .await
-        .unwrap();
+    let resp = reg
+        .send(
+            Method::PUT,
+            with_query(&loc, "digest", &sha256_digest(&chunked)),
+            &[("content-range", "20000-29999")],
+            chunked[20_000..].to_vec(),
+        )
+        .await;
     assert_eq!(resp.status(), 201);
 
     // Cross-repository mount.
     let other = "conformance/push-other";
     let md = sha256_digest(&mono);
-    let resp = c
-        .post(reg.url(&format!(
-            "/v2/{other}/blobs/uploads/?mount={md}&from={repo}"
-        )))
-        .body(Vec::new())
-        .send()
-        .await
-        .unwrap();
+    let resp = reg
+        .send(
+            Method::POST,
+            &format!("/v2/{other}/blobs/uploads/?mount={md}&from={repo}"),
+            &[],
+            Vec::new(),
+        )
+        .await;
     assert_eq!(resp.status(), 201);
     assert_eq!(
         header(resp.headers(), "docker-content-digest"),
         Some(md.as_str())
     );
-    let resp = c
-        .post(reg.url(&format!(
-            "/v2/{other}/blobs/uploads/?mount={}&from={repo}",
-            sha256_digest(b"nope")
-        )))
-        .body(Vec::new())
-        .send()
-        .await
-        .unwrap();
+    let resp = reg
+        .send(
+            Method::POST,
+            &format!(
+                "/v2/{other}/blobs/uploads/?mount={}&from={repo}",
+                sha256_digest(b"nope")
+            ),
+            &[],
+            Vec::new(),
+        )
+        .await;
     assert_eq!(resp.status(), 202);
-    let resp = c
-        .post(reg.url(&format!("/v2/{other}-auto/blobs/uploads/?mount={md}")))
-        .body(Vec::new())
-        .send()
-        .await
-        .unwrap();
+    let resp = reg
+        .send(
+            Method::POST,
+            &format!("/v2/{other}-auto/blobs/uploads/?mount={md}"),
+            &[],
+            Vec::new(),
+        )
+        .await;
     assert_eq!(resp.status(), 201);
 
     // Manifest upload.
@@ -296,25 +284,21 @@ async fn push_workflow() {
     let resp = reg.put_manifest(repo, "bare", OCI_MANIFEST, &bare).await;
     assert_eq!(resp.status(), 201);
     // Multi-tag push by digest.
-    let resp = c
-        .put(reg.url(&format!(
-            "/v2/{repo}/manifests/{}?tag=t1&tag=t2",
-            sha256_digest(&m)
-        )))
-        .header("content-type", OCI_MANIFEST)
-        .body(m.clone())
-        .send()
-        .await
-        .unwrap();
+    let resp = reg
+        .send(
+            Method::PUT,
+            &format!("/v2/{repo}/manifests/{}?tag=t1&tag=t2", sha256_digest(&m)),
+            &[("content-type", OCI_MANIFEST)],
+            m.clone(),
+        )
+        .await;
     assert_eq!(resp.status(), 201);
     let mut t = header_values(resp.headers(), "oci-tag");
     t.sort();
     assert_eq!(t, vec!["t1", "t2"]);
-    let resp = c
-        .get(reg.url(&format!("/v2/{repo}/manifests/{}", sha256_digest(&m))))
-        .send()
-        .await
-        .unwrap();
+    let resp = reg
+        .get(&format!("/v2/{repo}/manifests/{}", sha256_digest(&m)))
+        .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.bytes().await.unwrap(), m);
 }
@@ -329,32 +313,19 @@ async fn content_discovery_workflow() {
         reg.push_manifest(repo, t, OCI_MANIFEST, &img.manifest)
             .await;
     }
-    let resp = reg
-        .client()
-        .get(reg.url(&format!("/v2/{repo}/tags/list")))
-        .send()
-        .await
-        .unwrap();
+    let resp = reg.get(&format!("/v2/{repo}/tags/list")).await;
     assert_eq!(resp.status(), 200);
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["tags"], json!(tags));
 
-    let resp = reg
-        .client()
-        .get(reg.url(&format!("/v2/{repo}/tags/list?n=2")))
-        .send()
-        .await
-        .unwrap();
+    let resp = reg.get(&format!("/v2/{repo}/tags/list?n=2")).await;
     assert_eq!(resp.status(), 200);
     assert!(next_link(resp.headers()).is_some());
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["tags"], json!(["test0", "test1"]));
     let resp = reg
-        .client()
-        .get(reg.url(&format!("/v2/{repo}/tags/list?n=2&last=test1")))
-        .send()
-        .await
-        .unwrap();
+        .get(&format!("/v2/{repo}/tags/list?n=2&last=test1"))
+        .await;
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["tags"], json!(["test2", "test3"]));
 
@@ -380,11 +351,8 @@ async fn content_discovery_workflow() {
         refs.push(d);
     }
     let resp = reg
-        .client()
-        .get(reg.url(&format!("/v2/{repo}/referrers/{}", img.digest)))
-        .send()
-        .await
-        .unwrap();
+        .get(&format!("/v2/{repo}/referrers/{}", img.digest))
+        .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(header(resp.headers(), "content-type"), Some(OCI_INDEX));
     let v: Value = resp.json().await.unwrap();
@@ -398,14 +366,11 @@ async fn content_discovery_workflow() {
     refs.sort();
     assert_eq!(got, refs);
     let resp = reg
-        .client()
-        .get(reg.url(&format!(
+        .get(&format!(
             "/v2/{repo}/referrers/{}?artifactType=application/vnd.oci.conformance.a",
             img.digest
-        )))
-        .send()
-        .await
-        .unwrap();
+        ))
+        .await;
     assert_eq!(
         header(resp.headers(), "oci-filters-applied"),
         Some("artifactType")
@@ -425,14 +390,9 @@ async fn content_management_workflow() {
     let img = reg.push_image(repo, Some("tagtest0"), 1).await;
     reg.push_manifest(repo, "tagtest1", OCI_MANIFEST, &img.manifest)
         .await;
-    let c = reg.client();
 
     // Delete a tag; the other tag and the digest still resolve.
-    let resp = c
-        .delete(reg.url(&format!("/v2/{repo}/manifests/tagtest0")))
-        .send()
-        .await
-        .unwrap();
+    let resp = reg.delete(&format!("/v2/{repo}/manifests/tagtest0")).await;
     assert_eq!(resp.status(), 202);
     assert_eq!(
         status_of(
@@ -452,53 +412,35 @@ async fn content_management_workflow() {
         .await,
         200
     );
-    let v: Value = c
-        .get(reg.url(&format!("/v2/{repo}/tags/list")))
-        .send()
+    let v: Value = reg
+        .get(&format!("/v2/{repo}/tags/list"))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
     assert_eq!(v["tags"], json!(["tagtest1"]));
 
     // Delete the manifest by digest: digest and remaining tag are gone.
-    let resp = c
-        .delete(reg.url(&format!("/v2/{repo}/manifests/{}", img.digest)))
-        .send()
-        .await
-        .unwrap();
+    let resp = reg
+        .delete(&format!("/v2/{repo}/manifests/{}", img.digest))
+        .await;
     assert_eq!(resp.status(), 202);
     for r in [img.digest.as_str(), "tagtest1"] {
-        let resp = c
-            .get(reg.url(&format!("/v2/{repo}/manifests/{r}")))
-            .send()
-            .await
-            .unwrap();
+        let resp = reg.get(&format!("/v2/{repo}/manifests/{r}")).await;
         expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
     }
 
     // Delete the blobs.
     let layer_d = sha256_digest(&img.layers[0]);
     for d in [img.config_digest.as_str(), layer_d.as_str()] {
-        let resp = c
-            .delete(reg.url(&format!("/v2/{repo}/blobs/{d}")))
-            .send()
-            .await
-            .unwrap();
+        let resp = reg.delete(&format!("/v2/{repo}/blobs/{d}")).await;
         assert_eq!(resp.status(), 202);
-        let resp = c
-            .get(reg.url(&format!("/v2/{repo}/blobs/{d}")))
-            .send()
-            .await
-            .unwrap();
+        let resp = reg.get(&format!("/v2/{repo}/blobs/{d}")).await;
         expect_error(resp, 404, &["BLOB_UNKNOWN"]).await;
     }
     // Deleting from a repository that does not exist: 404.
-    let resp = c
-        .delete(reg.url(&format!("/v2/conformance/none/manifests/{}", img.digest)))
-        .send()
-        .await
-        .unwrap();
+    let resp = reg
+        .delete(&format!("/v2/conformance/none/manifests/{}", img.digest))
+        .await;
     assert_eq!(resp.status(), 404);
 }
