@@ -1,12 +1,14 @@
 //! [`TestRegistry`]: a real registry server on a loopback socket with its own storage, started,
 //! stopped and restarted by the tests, and the push helpers the tests share.
 
+use std::future::{Future, IntoFuture};
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, CONTENT_LENGTH, CONTENT_TYPE};
-use reqwest::{Body, Client, Method, Response, StatusCode, Url};
+use reqwest::{Body, Client, Method, RequestBuilder, Response, StatusCode, Url};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
@@ -258,59 +260,49 @@ impl TestRegistry {
         }
     }
 
-    /// Sends `method` to `target` (a path starting with `/`, or an absolute URL) with the
-    /// default headers, then `headers`, and `body` (no body at all when it is empty); panics when the request
-    /// cannot be sent, whatever the status.
-    pub async fn send(
-        &self,
-        method: Method,
-        target: impl AsRef<str>,
-        headers: &[(&str, &str)],
-        body: impl Into<Body>,
-    ) -> Response {
+    /// `method <target>` (a path starting with `/`, or an absolute URL such as an upload's
+    /// `Location`) with the default headers; add headers and a body, then `.await` it.
+    pub fn request(&self, method: Method, target: impl AsRef<str>) -> Call {
         let url = self.target(target.as_ref());
-        let mut req = self.client.request(method.clone(), &url);
-        for (name, value) in headers {
-            req = req.header(*name, *value);
+        Call {
+            what: format!("{method} {url}"),
+            req: self.client.request(method, url),
         }
-        let body = body.into();
-        if body.as_bytes() != Some(&[]) {
-            req = req.body(body);
-        }
-        req.send()
-            .await
-            .unwrap_or_else(|e| panic!("{method} {url}: {e}"))
     }
 
-    /// `GET <target>` (a path starting with `/`, or an absolute URL) with the default headers.
-    pub async fn get(&self, target: impl AsRef<str>) -> Response {
-        self.send(Method::GET, target, &[], Vec::new()).await
+    /// `GET <target>`: see [`TestRegistry::request`].
+    pub fn get(&self, target: impl AsRef<str>) -> Call {
+        self.request(Method::GET, target)
     }
 
-    /// `GET <target>` with `headers` added.
-    pub async fn get_with(&self, target: impl AsRef<str>, headers: &[(&str, &str)]) -> Response {
-        self.send(Method::GET, target, headers, Vec::new()).await
+    /// `HEAD <target>`: see [`TestRegistry::request`].
+    pub fn head(&self, target: impl AsRef<str>) -> Call {
+        self.request(Method::HEAD, target)
     }
 
-    /// `HEAD <target>` with the default headers.
-    pub async fn head(&self, target: impl AsRef<str>) -> Response {
-        self.send(Method::HEAD, target, &[], Vec::new()).await
+    /// `DELETE <target>`: see [`TestRegistry::request`].
+    pub fn delete(&self, target: impl AsRef<str>) -> Call {
+        self.request(Method::DELETE, target)
     }
 
-    /// `HEAD <target>` with `headers` added.
-    pub async fn head_with(&self, target: impl AsRef<str>, headers: &[(&str, &str)]) -> Response {
-        self.send(Method::HEAD, target, headers, Vec::new()).await
+    /// `POST <target>`: see [`TestRegistry::request`].
+    pub fn post(&self, target: impl AsRef<str>) -> Call {
+        self.request(Method::POST, target)
     }
 
-    /// `DELETE <target>` with the default headers.
-    pub async fn delete(&self, target: impl AsRef<str>) -> Response {
-        self.send(Method::DELETE, target, &[], Vec::new()).await
+    /// `PUT <target>`: see [`TestRegistry::request`].
+    pub fn put(&self, target: impl AsRef<str>) -> Call {
+        self.request(Method::PUT, target)
+    }
+
+    /// `PATCH <target>`: see [`TestRegistry::request`].
+    pub fn patch(&self, target: impl AsRef<str>) -> Call {
+        self.request(Method::PATCH, target)
     }
 
     /// The status of `method <target>` with no body, as a number.
     pub async fn status(&self, method: Method, target: impl AsRef<str>) -> u16 {
-        let resp = self.send(method, target, &[], Vec::new()).await;
-        resp.status().as_u16()
+        self.request(method, target).await.status().as_u16()
     }
 
     /// The storage folder the server was given (unused with `CONFORMANCE_STORAGE=s3`).
@@ -454,6 +446,43 @@ impl TestRegistry {
             manifest,
             digest,
         }
+    }
+}
+
+/// A request to a [`TestRegistry`] being put together; `.await` sends it and gives the
+/// response, whatever its status (it panics only when the request cannot be sent).
+pub struct Call {
+    what: String,
+    req: RequestBuilder,
+}
+
+impl Call {
+    /// Adds a header.
+    pub fn header(mut self, name: &str, value: impl AsRef<str>) -> Self {
+        self.req = self.req.header(name, value.as_ref());
+        self
+    }
+
+    /// Sets the body.
+    pub fn body(mut self, body: impl Into<Body>) -> Self {
+        self.req = self.req.body(body);
+        self
+    }
+
+    /// Sets the body with `Content-Type: application/octet-stream`.
+    pub fn octets(self, body: impl Into<Body>) -> Self {
+        self.header("content-type", "application/octet-stream")
+            .body(body)
+    }
+}
+
+impl IntoFuture for Call {
+    type Output = Response;
+    type IntoFuture = Pin<Box<dyn Future<Output = Response> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        let Call { what, req } = self;
+        Box::pin(async move { req.send().await.unwrap_or_else(|e| panic!("{what}: {e}")) })
     }
 }
 

@@ -1,7 +1,6 @@
 //! `/v2/` (determining support), health endpoints, unknown query parameters and `ns`.
 
 use conformance::{header, TestRegistry};
-use reqwest::Method;
 
 #[tokio::test]
 async fn v2_root_answers_200_with_api_version_header() {
@@ -37,7 +36,7 @@ async fn unknown_query_parameters_are_accepted_and_ns_is_echoed() {
 
     for reference in ["v1", img.digest.as_str()] {
         let resp = reg
-            .get(&format!("/v2/ns/app/manifests/{reference}?ns=example.com"))
+            .get(format!("/v2/ns/app/manifests/{reference}?ns=example.com"))
             .await;
         assert_eq!(
             resp.status(),
@@ -52,7 +51,7 @@ async fn unknown_query_parameters_are_accepted_and_ns_is_echoed() {
         assert_eq!(resp.bytes().await.unwrap(), img.manifest);
 
         let resp = reg
-            .head(&format!("/v2/ns/app/manifests/{reference}?ns=example.com"))
+            .head(format!("/v2/ns/app/manifests/{reference}?ns=example.com"))
             .await;
         assert_eq!(
             resp.status(),
@@ -63,7 +62,7 @@ async fn unknown_query_parameters_are_accepted_and_ns_is_echoed() {
 
     // Blob pulls with ns (containerd adds it to every request of a mirror).
     let resp = reg
-        .get(&format!(
+        .get(format!(
             "/v2/ns/app/blobs/{}?ns=example.com",
             img.config_digest
         ))
@@ -82,12 +81,10 @@ async fn unknown_query_parameters_are_accepted_and_ns_is_echoed() {
     let data = conformance::random_bytes(100);
     let digest = conformance::sha256_digest(&data);
     let resp = reg
-        .send(
-            Method::POST,
-            &format!("/v2/ns/app/blobs/uploads/?ns=example.com&digest={digest}"),
-            &[("content-type", "application/octet-stream")],
-            data.clone(),
-        )
+        .post(format!(
+            "/v2/ns/app/blobs/uploads/?ns=example.com&digest={digest}"
+        ))
+        .octets(data.clone())
         .await;
     assert_eq!(resp.status(), 201, "single POST upload with ns");
     let resp = reg.get("/v2/ns/app/tags/list?ns=example.com").await;

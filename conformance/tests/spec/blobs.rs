@@ -55,7 +55,7 @@ async fn blob_range_requests() {
         ("bytes=-20000".into(), 0, len - 1),
     ];
     for (range, first, last) in cases {
-        let resp = reg.get_with(&url, &[("range", &range)]).await;
+        let resp = reg.get(&url).header("range", &range).await;
         assert_eq!(resp.status(), 206, "Range {range}");
         let h = resp.headers().clone();
         assert_eq!(
@@ -77,7 +77,7 @@ async fn blob_range_requests() {
         format!("bytes={len}-"),
         format!("bytes={}-{}", len + 10, len + 20),
     ] {
-        let resp = reg.get_with(&url, &[("range", &range)]).await;
+        let resp = reg.get(&url).header("range", &range).await;
         assert_eq!(resp.status(), 416, "Range {range}");
         if let Some(cr) = header(resp.headers(), "content-range") {
             assert_eq!(
@@ -106,7 +106,7 @@ async fn unknown_blob_is_404_blob_unknown() {
     assert_eq!(resp.status(), 404);
     assert!(resp.bytes().await.unwrap().is_empty());
     // Unknown repository too.
-    let resp = reg.get(&format!("/v2/no/such/repo/blobs/{missing}")).await;
+    let resp = reg.get(format!("/v2/no/such/repo/blobs/{missing}")).await;
     expect_error(resp, 404, &["BLOB_UNKNOWN", "NAME_UNKNOWN"]).await;
 }
 
@@ -115,13 +115,13 @@ async fn blob_is_served_only_by_repositories_that_hold_it() {
     let reg = TestRegistry::start().await;
     let data = random_bytes(3000);
     let digest = reg.push_blob("team/a", &data).await;
-    let resp = reg.get(&format!("/v2/team/a/blobs/{digest}")).await;
+    let resp = reg.get(format!("/v2/team/a/blobs/{digest}")).await;
     assert_eq!(resp.status(), 200);
     // team/b exists (has content) but never received or mounted this blob.
     reg.push_blob("team/b", b"other content").await;
-    let resp = reg.get(&format!("/v2/team/b/blobs/{digest}")).await;
+    let resp = reg.get(format!("/v2/team/b/blobs/{digest}")).await;
     expect_error(resp, 404, &["BLOB_UNKNOWN"]).await;
-    let resp = reg.head(&format!("/v2/team/b/blobs/{digest}")).await;
+    let resp = reg.head(format!("/v2/team/b/blobs/{digest}")).await;
     assert_eq!(resp.status(), 404);
 }
 
@@ -179,9 +179,9 @@ async fn blob_delete_in_one_repository_leaves_others() {
     let data = random_bytes(4000);
     let digest = reg.push_blob("share/one", &data).await;
     reg.push_blob("share/two", &data).await;
-    let resp = reg.delete(&format!("/v2/share/one/blobs/{digest}")).await;
+    let resp = reg.delete(format!("/v2/share/one/blobs/{digest}")).await;
     assert_eq!(resp.status(), 202);
-    let resp = reg.get(&format!("/v2/share/two/blobs/{digest}")).await;
+    let resp = reg.get(format!("/v2/share/two/blobs/{digest}")).await;
     assert_eq!(resp.status(), 200, "blob still linked in share/two");
     assert_eq!(resp.bytes().await.unwrap(), data);
 }

@@ -2,7 +2,6 @@
 //! consistent ("a reader sees a blob, tag or manifest whole, or not at all"), and an interrupted
 //! upload must be resumable from the offset the server reports.
 
-use reqwest::Method;
 use std::time::Duration;
 
 use conformance::{
@@ -157,15 +156,9 @@ async fn resume_and_finish(reg: &TestRegistry, loc: &str, repo: &str, data: &[u8
             "server claims {offset} bytes but only {sent} were sent"
         );
         let resp = reg
-            .send(
-                Method::PATCH,
-                &loc,
-                &[
-                    ("content-type", "application/octet-stream"),
-                    ("content-range", &format!("{offset}-{}", data.len() - 1)),
-                ],
-                data[offset..].to_vec(),
-            )
+            .patch(&loc)
+            .header("content-range", format!("{offset}-{}", data.len() - 1))
+            .octets(data[offset..].to_vec())
             .await;
         if resp.status() == 416 && offset != *candidates.last().unwrap() {
             continue;
@@ -173,20 +166,13 @@ async fn resume_and_finish(reg: &TestRegistry, loc: &str, repo: &str, data: &[u8
         assert_eq!(resp.status(), 202, "PATCH the rest from {offset}");
         let loc = location(&resp);
         let digest = sha256_digest(data);
-        let resp = reg
-            .send(
-                Method::PUT,
-                with_query(&loc, "digest", &digest),
-                &[],
-                Vec::new(),
-            )
-            .await;
+        let resp = reg.put(with_query(&loc, "digest", &digest)).await;
         assert_eq!(
             resp.status(),
             201,
             "closing the resumed upload (a wrong digest here means the kept prefix was corrupt)"
         );
-        let got = reg.get(&format!("/v2/{repo}/blobs/{digest}")).await;
+        let got = reg.get(format!("/v2/{repo}/blobs/{digest}")).await;
         assert_eq!(got.bytes().await.unwrap(), data);
         return;
     }

@@ -5,7 +5,6 @@ use conformance::{
     error_codes, expect_client_error, expect_error, raw_request, sha256_digest, TestRegistry,
     OCI_MANIFEST,
 };
-use reqwest::Method;
 
 const BAD_NAMES: &[&str] = &[
     "Upper/case",
@@ -79,7 +78,7 @@ async fn valid_but_unusual_names_work() {
         "x1/y2/z3/w4/v5",
     ] {
         let img = reg.push_image(name, Some("t"), 1).await;
-        let resp = reg.get(&format!("/v2/{name}/manifests/t")).await;
+        let resp = reg.get(format!("/v2/{name}/manifests/t")).await;
         assert_eq!(resp.status(), 200, "name {name:?}");
         assert_eq!(resp.bytes().await.unwrap(), img.manifest);
     }
@@ -117,7 +116,7 @@ async fn malformed_digest_on_blob_endpoints() {
                 _ => panic!("{method} blob {bad:?}: want 400 or 404, got {st}"),
             }
         }
-        let resp = reg.head(&format!("/v2/err/digest/blobs/{bad}")).await;
+        let resp = reg.head(format!("/v2/err/digest/blobs/{bad}")).await;
         let st = resp.status().as_u16();
         assert!(st == 400 || st == 404, "HEAD blob {bad:?}: {st}");
     }
@@ -128,7 +127,7 @@ async fn malformed_digest_as_manifest_reference() {
     let reg = TestRegistry::start().await;
     reg.push_image("err/mref", Some("t"), 1).await;
     for bad in ["sha256:xyz", "sha256:", "sha256:ABCDEF"] {
-        let resp = reg.get(&format!("/v2/err/mref/manifests/{bad}")).await;
+        let resp = reg.get(format!("/v2/err/mref/manifests/{bad}")).await;
         let st = expect_client_error(resp).await;
         assert!(st == 400 || st == 404, "GET manifest {bad:?}: {st}");
         let resp = reg.put_manifest("err/mref", bad, OCI_MANIFEST, b"{}").await;
@@ -167,44 +166,33 @@ async fn client_mistakes_never_get_5xx() {
         "n=",
         "n=1&n=2",
     ] {
-        let resp = reg.get(&format!("/v2/err/misc/tags/list?{q}")).await;
+        let resp = reg.get(format!("/v2/err/misc/tags/list?{q}")).await;
         not_a_server_error(resp, &format!("tags/list?{q}")).await;
-        let resp = reg.get(&format!("/v2/_catalog?{q}")).await;
+        let resp = reg.get(format!("/v2/_catalog?{q}")).await;
         not_a_server_error(resp, &format!("_catalog?{q}")).await;
     }
 
     // Empty and non-JSON manifests, odd content types.
-    let resp = reg
-        .send(Method::PUT, "/v2/err/misc/manifests/x", &[], Vec::new())
-        .await;
+    let resp = reg.put("/v2/err/misc/manifests/x").await;
     let st = not_a_server_error(resp, "PUT empty manifest without Content-Type").await;
     assert_eq!(st, 400);
     let resp = reg
-        .send(
-            Method::PUT,
-            "/v2/err/misc/manifests/x",
-            &[("content-type", "application/x-unknown")],
-            b"{\"schemaVersion\":2}".to_vec(),
-        )
+        .put("/v2/err/misc/manifests/x")
+        .header("content-type", "application/x-unknown")
+        .body(b"{\"schemaVersion\":2}".to_vec())
         .await;
     not_a_server_error(resp, "PUT manifest of unknown type").await;
     let resp = reg
-        .send(
-            Method::PUT,
-            "/v2/err/misc/manifests/x",
-            &[("content-type", OCI_MANIFEST)],
-            vec![0xff, 0xfe, 0x00, 0x01],
-        )
+        .put("/v2/err/misc/manifests/x")
+        .header("content-type", OCI_MANIFEST)
+        .body(vec![0xff, 0xfe, 0x00, 0x01])
         .await;
     assert_eq!(not_a_server_error(resp, "PUT binary manifest").await, 400);
     let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
     let resp = reg
-        .send(
-            Method::PUT,
-            "/v2/err/misc/manifests/x",
-            &[("content-type", OCI_MANIFEST)],
-            deep.into_bytes(),
-        )
+        .put("/v2/err/misc/manifests/x")
+        .header("content-type", OCI_MANIFEST)
+        .body(deep.into_bytes())
         .await;
     assert_eq!(
         not_a_server_error(resp, "PUT deeply nested JSON").await,
@@ -215,12 +203,9 @@ async fn client_mistakes_never_get_5xx() {
         "config": "not a descriptor", "layers": {"not": "a list"}
     });
     let resp = reg
-        .send(
-            Method::PUT,
-            "/v2/err/misc/manifests/x",
-            &[("content-type", OCI_MANIFEST)],
-            serde_json::to_vec(&wrong_types).unwrap(),
-        )
+        .put("/v2/err/misc/manifests/x")
+        .header("content-type", OCI_MANIFEST)
+        .body(serde_json::to_vec(&wrong_types).unwrap())
         .await;
     assert_eq!(
         not_a_server_error(resp, "PUT manifest with wrong field types").await,
@@ -233,12 +218,9 @@ async fn client_mistakes_never_get_5xx() {
         "layers": []
     });
     let resp = reg
-        .send(
-            Method::PUT,
-            "/v2/err/misc/manifests/x",
-            &[("content-type", OCI_MANIFEST)],
-            serde_json::to_vec(&negative).unwrap(),
-        )
+        .put("/v2/err/misc/manifests/x")
+        .header("content-type", OCI_MANIFEST)
+        .body(serde_json::to_vec(&negative).unwrap())
         .await;
     assert_eq!(
         not_a_server_error(resp, "PUT manifest with a negative size").await,
@@ -269,7 +251,7 @@ async fn client_mistakes_never_get_5xx() {
         (reqwest::Method::GET, "/v2/err/misc/referrers/".into()),
     ];
     for (m, p) in cases {
-        let resp = reg.send(m.clone(), &p, &[], Vec::new()).await;
+        let resp = reg.request(m.clone(), &p).await;
         let st = not_a_server_error(resp, &format!("{m} {p}")).await;
         assert!(st >= 400, "{m} {p}: got {st}");
     }

@@ -6,7 +6,6 @@ use conformance::{
     DOCKER_CONFIG, DOCKER_LAYER, DOCKER_LIST, DOCKER_MANIFEST, EMPTY_JSON_DIGEST, OCI_CONFIG,
     OCI_EMPTY, OCI_INDEX, OCI_LAYER, OCI_MANIFEST,
 };
-use reqwest::Method;
 use serde_json::json;
 
 /// Pushes a config and one layer to `repo`; returns (config descriptor, layer descriptor).
@@ -35,12 +34,10 @@ async fn assert_manifest(
     let url = reg.url(&format!("/v2/{repo}/manifests/{reference}"));
     let digest = sha256_digest(body);
     let resp = reg
-        .get_with(
-            &url,
-            &[(
-                "accept",
-                &format!("{OCI_MANIFEST}, {OCI_INDEX}, {DOCKER_MANIFEST}, {DOCKER_LIST}"),
-            )],
+        .get(&url)
+        .header(
+            "accept",
+            format!("{OCI_MANIFEST}, {OCI_INDEX}, {DOCKER_MANIFEST}, {DOCKER_LIST}"),
         )
         .await;
     assert_eq!(resp.status(), 200, "GET {repo}:{reference}");
@@ -62,12 +59,10 @@ async fn assert_manifest(
     );
 
     let resp = reg
-        .head_with(
-            &url,
-            &[(
-                "accept",
-                &format!("{OCI_MANIFEST}, {OCI_INDEX}, {DOCKER_MANIFEST}, {DOCKER_LIST}"),
-            )],
+        .head(&url)
+        .header(
+            "accept",
+            format!("{OCI_MANIFEST}, {OCI_INDEX}, {DOCKER_MANIFEST}, {DOCKER_LIST}"),
         )
         .await;
     assert_eq!(resp.status(), 200, "HEAD {repo}:{reference}");
@@ -87,7 +82,7 @@ async fn assert_manifest(
 }
 
 async fn get_status(reg: &TestRegistry, repo: &str, reference: &str) -> u16 {
-    reg.get(&format!("/v2/{repo}/manifests/{reference}"))
+    reg.get(format!("/v2/{repo}/manifests/{reference}"))
         .await
         .status()
         .as_u16()
@@ -310,7 +305,7 @@ async fn push_by_sha512_digest() {
         Some(d512.as_str()),
         "Docker-Content-Digest MUST equal the digest the client pushed by"
     );
-    let resp = reg.get(&format!("/v2/man/sha512/manifests/{d512}")).await;
+    let resp = reg.get(format!("/v2/man/sha512/manifests/{d512}")).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.bytes().await.unwrap(), body);
     // A wrong sha512 digest is refused.
@@ -535,12 +530,12 @@ async fn multi_tag_push_by_digest() {
         .collect();
     let query: Vec<String> = want.iter().map(|t| format!("tag={t}")).collect();
     let resp = reg
-        .send(
-            Method::PUT,
-            &format!("/v2/man/tags/manifests/{digest}?{}", query.join("&")),
-            &[("content-type", OCI_MANIFEST)],
-            body.clone(),
-        )
+        .put(format!(
+            "/v2/man/tags/manifests/{digest}?{}",
+            query.join("&")
+        ))
+        .header("content-type", OCI_MANIFEST)
+        .body(body.clone())
         .await;
     assert_eq!(resp.status(), 201);
     let mut tags = header_values(resp.headers(), "oci-tag");
@@ -587,15 +582,13 @@ async fn delete_by_digest_removes_manifest_and_its_tags() {
     let keep = reg.push_image("man/del", Some("keep"), 1).await;
 
     let resp = reg
-        .delete(&format!("/v2/man/del/manifests/{}", img.digest))
+        .delete(format!("/v2/man/del/manifests/{}", img.digest))
         .await;
     assert_eq!(resp.status(), 202);
     for reference in [img.digest.as_str(), "one", "two"] {
-        let resp = reg.get(&format!("/v2/man/del/manifests/{reference}")).await;
+        let resp = reg.get(format!("/v2/man/del/manifests/{reference}")).await;
         expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
-        let resp = reg
-            .head(&format!("/v2/man/del/manifests/{reference}"))
-            .await;
+        let resp = reg.head(format!("/v2/man/del/manifests/{reference}")).await;
         assert_eq!(resp.status(), 404, "HEAD {reference} after delete");
     }
     // Tags of the deleted manifest are gone from the list; others stay.
@@ -608,7 +601,7 @@ async fn delete_by_digest_removes_manifest_and_its_tags() {
     assert_manifest(&reg, "man/del", "keep", OCI_MANIFEST, &keep.manifest).await;
     // Deleting again: 404 MANIFEST_UNKNOWN.
     let resp = reg
-        .delete(&format!("/v2/man/del/manifests/{}", img.digest))
+        .delete(format!("/v2/man/del/manifests/{}", img.digest))
         .await;
     expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
 }
@@ -657,7 +650,7 @@ async fn unknown_manifest_is_404_manifest_unknown() {
     // A manifest from another repository is not served here.
     let other = reg.push_image("man/elsewhere", Some("x"), 1).await;
     let resp = reg
-        .get(&format!("/v2/man/unknown/manifests/{}", other.digest))
+        .get(format!("/v2/man/unknown/manifests/{}", other.digest))
         .await;
     expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
 }
@@ -775,7 +768,7 @@ async fn bad_tags_are_rejected() {
             &["MANIFEST_INVALID", "NAME_INVALID", "DIGEST_INVALID"],
         )
         .await;
-        let resp = reg.get(&format!("/v2/man/badtag/manifests/{bad}")).await;
+        let resp = reg.get(format!("/v2/man/badtag/manifests/{bad}")).await;
         let st = resp.status().as_u16();
         assert!(st == 400 || st == 404, "GET bad tag {bad}: {st}");
         expect_client_error(resp).await;
@@ -794,7 +787,7 @@ async fn manifest_survives_restart() {
     reg.restart().await;
     assert_manifest(&reg, "man/persist", "v1", OCI_MANIFEST, &img.manifest).await;
     let resp = reg
-        .get(&format!("/v2/man/persist/blobs/{}", img.config_digest))
+        .get(format!("/v2/man/persist/blobs/{}", img.config_digest))
         .await;
     assert_eq!(resp.bytes().await.unwrap(), img.config);
 }

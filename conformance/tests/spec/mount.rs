@@ -4,7 +4,6 @@
 use conformance::{
     expect_error, header, location, random_bytes, sha256_digest, with_query, TestRegistry,
 };
-use reqwest::Method;
 
 async fn mount(
     reg: &TestRegistry,
@@ -16,12 +15,11 @@ async fn mount(
     if let Some(from) = from {
         url = with_query(&url, "from", from);
     }
-    reg.send(Method::POST, url, &[("content-length", "0")], Vec::new())
-        .await
+    reg.post(url).header("content-length", "0").await
 }
 
 async fn blob_status(reg: &TestRegistry, repo: &str, digest: &str) -> u16 {
-    reg.get(&format!("/v2/{repo}/blobs/{digest}"))
+    reg.get(format!("/v2/{repo}/blobs/{digest}"))
         .await
         .status()
         .as_u16()
@@ -49,7 +47,7 @@ async fn mount_from_repository_that_has_the_blob() {
     assert_eq!(got.status(), 200, "GET mount Location {loc}");
     assert_eq!(got.bytes().await.unwrap(), data);
 
-    let got = reg.get(&format!("/v2/dst/repo/blobs/{digest}")).await;
+    let got = reg.get(format!("/v2/dst/repo/blobs/{digest}")).await;
     assert_eq!(got.status(), 200);
     assert_eq!(
         header(got.headers(), "docker-content-digest"),
@@ -82,12 +80,8 @@ async fn mount_of_unknown_blob_starts_an_upload() {
 
     // The session works like any other.
     let resp = reg
-        .send(
-            Method::PUT,
-            with_query(&loc, "digest", &digest),
-            &[("content-type", "application/octet-stream")],
-            data.clone(),
-        )
+        .put(with_query(&loc, "digest", &digest))
+        .octets(data.clone())
         .await;
     assert_eq!(resp.status(), 201);
     assert_eq!(blob_status(&reg, "dst/fallback", &digest).await, 200);

@@ -177,26 +177,26 @@ async fn the_official_sparse_data_set_passes_with_the_setting_on() {
     serves(&reg, repo, "sparse-index", OCI_INDEX, &index).await;
     serves(&reg, repo, &index_digest, OCI_INDEX, &index).await;
     let tags: Value = reg
-        .get(&format!("/v2/{repo}/tags/list"))
+        .get(format!("/v2/{repo}/tags/list"))
         .await
         .json()
         .await
         .unwrap();
     assert_eq!(tags["tags"], json!(["sparse-image", "sparse-index"]));
     // What was never pushed is still unknown; the child that was pushed is served.
-    let resp = reg.get(&format!("/v2/{repo}/blobs/{missing_layer}")).await;
+    let resp = reg.get(format!("/v2/{repo}/blobs/{missing_layer}")).await;
     expect_error(resp, 404, &["BLOB_UNKNOWN"]).await;
     let resp = reg
-        .get(&format!("/v2/{repo}/manifests/{missing_child}"))
+        .get(format!("/v2/{repo}/manifests/{missing_child}"))
         .await;
     expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
-    let resp = reg.get(&format!("/v2/{repo}/manifests/{child}")).await;
+    let resp = reg.get(format!("/v2/{repo}/manifests/{child}")).await;
     assert_eq!(resp.status(), 200);
     // Deletion works as for any manifest.
     for d in [&index_digest, &image_digest] {
-        let resp = reg.delete(&format!("/v2/{repo}/manifests/{d}")).await;
+        let resp = reg.delete(format!("/v2/{repo}/manifests/{d}")).await;
         assert_eq!(resp.status(), 202, "DELETE {d}");
-        let resp = reg.get(&format!("/v2/{repo}/manifests/{d}")).await;
+        let resp = reg.get(format!("/v2/{repo}/manifests/{d}")).await;
         expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
     }
 }
@@ -337,7 +337,7 @@ async fn referrers_are_paginated_with_link_and_a_bounded_page() {
     assert_eq!(sigs, want);
 
     // A bad page size is refused.
-    let resp = reg.get(&format!("{base}?n=x")).await;
+    let resp = reg.get(format!("{base}?n=x")).await;
     expect_error(resp, 400, &[]).await;
 }
 
@@ -397,8 +397,8 @@ async fn head_answers_with_the_headers_of_get_for_every_manifest_type() {
         for reference in [tag, digest] {
             let url = reg.url(&format!("/v2/{repo}/manifests/{reference}"));
             for accept in accept_lists(media_type) {
-                let get = reg.get_with(&url, &[("accept", &accept)]).await;
-                let head = reg.head_with(&url, &[("accept", &accept)]).await;
+                let get = reg.get(&url).header("accept", &accept).await;
+                let head = reg.head(&url).header("accept", &accept).await;
                 assert_eq!(get.status(), 200, "GET {url} Accept {accept}");
                 assert_eq!(head.status(), 200, "HEAD {url} Accept {accept}");
                 for name in [

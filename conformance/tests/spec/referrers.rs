@@ -100,10 +100,7 @@ async fn referrers_empty_when_nothing_refers() {
 async fn referrers_of_unknown_repository() {
     let reg = TestRegistry::start().await;
     let resp = reg
-        .get(&format!(
-            "/v2/ref/nowhere/referrers/{}",
-            sha256_digest(b"x")
-        ))
+        .get(format!("/v2/ref/nowhere/referrers/{}", sha256_digest(b"x")))
         .await;
     let st = resp.status().as_u16();
     if st == 200 {
@@ -253,7 +250,7 @@ async fn deleted_referrer_disappears() {
     let (_, b) = push_referrer(&reg, "ref/del", &subject, Some(SIG), &[]).await;
     let (list, _) = referrers(&reg, "ref/del", &img.digest, None).await;
     assert_eq!(list.len(), 2);
-    let resp = reg.delete(&format!("/v2/ref/del/manifests/{a}")).await;
+    let resp = reg.delete(format!("/v2/ref/del/manifests/{a}")).await;
     assert_eq!(resp.status(), 202);
     let (list, _) = referrers(&reg, "ref/del", &img.digest, None).await;
     assert_eq!(list.len(), 1, "{list:?}");
@@ -307,7 +304,7 @@ async fn referrers_with_malformed_digest_is_400() {
     let reg = TestRegistry::start().await;
     reg.push_image("ref/bad", Some("v1"), 1).await;
     for bad in ["sha256:nothex", "notadigest", "sha256:abc", "latest"] {
-        let resp = reg.get(&format!("/v2/ref/bad/referrers/{bad}")).await;
+        let resp = reg.get(format!("/v2/ref/bad/referrers/{bad}")).await;
         let st = expect_client_error(resp).await;
         assert_eq!(st, 400, "referrers of {bad:?}");
     }

@@ -189,6 +189,6 @@ async fn tags_in_deep_repository_names() {
     let (tags, _, v) = list(&reg, &reg.url(&format!("/v2/{tricky}/tags/list"))).await;
     assert_eq!(v["name"], tricky);
     assert_eq!(tags, vec!["t1".to_owned()]);
-    let resp = reg.get(&format!("/v2/{tricky}/manifests/t1")).await;
+    let resp = reg.get(format!("/v2/{tricky}/manifests/t1")).await;
     assert_eq!(resp.status(), 200);
 }

@@ -5,7 +5,6 @@ use conformance::{
     expect_client_error, expect_error, header, location, random_bytes, sha256_digest,
     sha512_digest, with_query, TestRegistry,
 };
-use reqwest::Method;
 use reqwest::Response;
 
 /// An inclusive byte range `(first, last)` for a `Content-Range` header.
@@ -92,13 +91,13 @@ async fn expect_created_blob(reg: &TestRegistry, resp: Response, repo: &str, dat
     let got = reg.get(&blob_loc).await;
     assert_eq!(got.status(), 200, "GET the 201's Location {blob_loc}");
     assert_eq!(got.bytes().await.unwrap(), data, "bytes at Location");
-    let by_digest = reg.get(&format!("/v2/{repo}/blobs/{digest}")).await;
+    let by_digest = reg.get(format!("/v2/{repo}/blobs/{digest}")).await;
     assert_eq!(by_digest.status(), 200);
     assert_eq!(by_digest.bytes().await.unwrap(), data);
 }
 
 async fn head_status(reg: &TestRegistry, repo: &str, digest: &str) -> u16 {
-    reg.head(&format!("/v2/{repo}/blobs/{digest}"))
+    reg.head(format!("/v2/{repo}/blobs/{digest}"))
         .await
         .status()
         .as_u16()
@@ -109,12 +108,8 @@ async fn post_then_put_monolithic() {
     let reg = TestRegistry::start().await;
     let data = random_bytes(300_000);
     let resp = reg
-        .send(
-            Method::POST,
-            "/v2/push/mono/blobs/uploads/",
-            &[("content-length", "0")],
-            Vec::new(),
-        )
+        .post("/v2/push/mono/blobs/uploads/")
+        .header("content-length", "0")
         .await;
     assert_eq!(resp.status(), 202);
     let raw = header(resp.headers(), "location")
@@ -132,12 +127,8 @@ async fn post_with_digest_single_request() {
     let data = random_bytes(50_000);
     let digest = sha256_digest(&data);
     let resp = reg
-        .send(
-            Method::POST,
-            &format!("/v2/push/single/blobs/uploads/?digest={digest}"),
-            &[("content-type", "application/octet-stream")],
-            data.clone(),
-        )
+        .post(format!("/v2/push/single/blobs/uploads/?digest={digest}"))
+        .octets(data.clone())
         .await;
     expect_created_blob(&reg, resp, "push/single", &data).await;
 }
@@ -148,12 +139,8 @@ async fn post_with_wrong_digest_is_rejected_and_not_stored() {
     let data = random_bytes(1000);
     let wrong = sha256_digest(b"other");
     let resp = reg
-        .send(
-            Method::POST,
-            &format!("/v2/push/single/blobs/uploads/?digest={wrong}"),
-            &[("content-type", "application/octet-stream")],
-            data.clone(),
-        )
+        .post(format!("/v2/push/single/blobs/uploads/?digest={wrong}"))
+        .octets(data.clone())
         .await;
     expect_error(resp, 400, &["DIGEST_INVALID"]).await;
     assert_eq!(head_status(&reg, "push/single", &wrong).await, 404);
@@ -263,15 +250,9 @@ async fn malformed_or_inconsistent_content_range_is_a_client_error() {
     let loc = reg.start_upload("push/badrange").await;
     for bad in ["garbage", "0-", "-99", "99-0"] {
         let resp = reg
-            .send(
-                Method::PATCH,
-                &loc,
-                &[
-                    ("content-type", "application/octet-stream"),
-                    ("content-range", bad),
-                ],
-                data.clone(),
-            )
+            .patch(&loc)
+            .header("content-range", bad)
+            .octets(data.clone())
             .await;
         let st = resp.status().as_u16();
         assert!(
@@ -346,12 +327,8 @@ async fn streamed_patch_with_chunked_transfer_encoding_32mib() {
         (0..TOTAL / PIECE).map(move |i| Ok::<Vec<u8>, std::io::Error>(p2(i))),
     );
     let resp = reg
-        .send(
-            Method::PATCH,
-            &loc,
-            &[("content-type", "application/octet-stream")],
-            reqwest::Body::wrap_stream(stream),
-        )
+        .patch(&loc)
+        .octets(reqwest::Body::wrap_stream(stream))
         .await;
     assert_eq!(resp.status(), 202, "streamed PATCH");
     assert_eq!(
@@ -427,14 +404,7 @@ async fn put_with_malformed_or_missing_digest_is_400() {
     }
     // No digest parameter at all.
     let loc = reg.start_upload("push/baddigest").await;
-    let resp = reg
-        .send(
-            Method::PUT,
-            &loc,
-            &[("content-type", "application/octet-stream")],
-            data.clone(),
-        )
-        .await;
+    let resp = reg.put(&loc).octets(data.clone()).await;
     expect_error(resp, 400, &["DIGEST_INVALID", "BLOB_UPLOAD_INVALID"]).await;
 }
 
@@ -471,9 +441,7 @@ async fn cancel_upload_then_404() {
     let data = random_bytes(1000);
     let loc = reg.start_upload("push/cancel").await;
     let loc = patch_ok(&reg, &loc, Some((0, 999)), &data, 999).await;
-    let resp = reg
-        .send(Method::DELETE, &loc, &[("content-length", "0")], Vec::new())
-        .await;
+    let resp = reg.delete(&loc).header("content-length", "0").await;
     assert_eq!(resp.status(), 204, "DELETE upload");
 
     let resp = reg.get(&loc).await;
@@ -538,12 +506,8 @@ async fn sha512_with_digest_algorithm_parameter() {
     let data = random_bytes(40_000);
     let digest = sha512_digest(&data);
     let resp = reg
-        .send(
-            Method::POST,
-            "/v2/push/sha512/blobs/uploads/?digest-algorithm=sha512",
-            &[("content-length", "0")],
-            Vec::new(),
-        )
+        .post("/v2/push/sha512/blobs/uploads/?digest-algorithm=sha512")
+        .header("content-length", "0")
         .await;
     assert_eq!(resp.status(), 202);
     let loc = location(&resp);
@@ -594,7 +558,7 @@ async fn sha512_digest_closes_a_plain_session() {
     let loc = patch_ok(&reg, &loc, None, &data, data.len() - 1).await;
     let resp = put_close(&reg, &loc, &digest, None).await;
     assert_eq!(resp.status(), 201, "plain session closed with sha512");
-    let resp = reg.get(&format!("/v2/push/sha512/blobs/{digest}")).await;
+    let resp = reg.get(format!("/v2/push/sha512/blobs/{digest}")).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(
         header(resp.headers(), "docker-content-digest"),
@@ -606,7 +570,7 @@ async fn sha512_digest_closes_a_plain_session() {
     let data2 = random_bytes(777);
     let d2 = sha512_digest(&data2);
     reg.push_blob_as("push/sha512", &data2, &d2).await;
-    let resp = reg.get(&format!("/v2/push/sha512/blobs/{d2}")).await;
+    let resp = reg.get(format!("/v2/push/sha512/blobs/{d2}")).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.bytes().await.unwrap(), data2);
 
@@ -614,15 +578,11 @@ async fn sha512_digest_closes_a_plain_session() {
     let data3 = random_bytes(999);
     let d3 = sha512_digest(&data3);
     let resp = reg
-        .send(
-            Method::POST,
-            &format!("/v2/push/sha512/blobs/uploads/?digest={d3}"),
-            &[("content-type", "application/octet-stream")],
-            data3.clone(),
-        )
+        .post(format!("/v2/push/sha512/blobs/uploads/?digest={d3}"))
+        .octets(data3.clone())
         .await;
     assert_eq!(resp.status(), 201, "single POST with sha512");
-    let resp = reg.get(&format!("/v2/push/sha512/blobs/{d3}")).await;
+    let resp = reg.get(format!("/v2/push/sha512/blobs/{d3}")).await;
     assert_eq!(resp.bytes().await.unwrap(), data3);
 
     // A wrong sha512 digest is refused.
@@ -664,7 +624,7 @@ async fn upload_resumes_after_server_restart() {
     // Committed content survives a restart as well.
     reg.restart().await;
     let resp = reg
-        .get(&format!("/v2/push/resume/blobs/{}", sha256_digest(&data)))
+        .get(format!("/v2/push/resume/blobs/{}", sha256_digest(&data)))
         .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.bytes().await.unwrap(), data);
@@ -675,12 +635,8 @@ async fn sha512_upload_resumes_after_restart() {
     let mut reg = TestRegistry::start().await;
     let data = random_bytes(100_000);
     let resp = reg
-        .send(
-            Method::POST,
-            "/v2/push/resume512/blobs/uploads/?digest-algorithm=sha512",
-            &[("content-length", "0")],
-            Vec::new(),
-        )
+        .post("/v2/push/resume512/blobs/uploads/?digest-algorithm=sha512")
+        .header("content-length", "0")
         .await;
     assert_eq!(resp.status(), 202);
     let loc = location(&resp);
@@ -690,7 +646,7 @@ async fn sha512_upload_resumes_after_restart() {
     let digest = sha512_digest(&data);
     let resp = put_close(&reg, &loc, &digest, None).await;
     assert_eq!(resp.status(), 201);
-    let resp = reg.get(&format!("/v2/push/resume512/blobs/{digest}")).await;
+    let resp = reg.get(format!("/v2/push/resume512/blobs/{digest}")).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.bytes().await.unwrap(), data);
 }
@@ -744,7 +700,7 @@ async fn concurrent_pushes_of_the_same_blob_all_succeed() {
     for t in tasks {
         assert_eq!(t.await.unwrap(), 201, "one of 8 concurrent pushes failed");
     }
-    let resp = reg.get(&format!("/v2/push/race/blobs/{digest}")).await;
+    let resp = reg.get(format!("/v2/push/race/blobs/{digest}")).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(sha256_digest(&resp.bytes().await.unwrap()), digest);
 }
@@ -756,7 +712,7 @@ async fn pushing_an_existing_blob_again_succeeds() {
     let d1 = reg.push_blob("push/again", &data).await;
     let d2 = reg.push_blob("push/again", &data).await;
     assert_eq!(d1, d2);
-    let resp = reg.get(&format!("/v2/push/again/blobs/{d1}")).await;
+    let resp = reg.get(format!("/v2/push/again/blobs/{d1}")).await;
     assert_eq!(resp.bytes().await.unwrap(), data);
 }
 
@@ -765,21 +721,13 @@ async fn upload_errors_are_client_errors() {
     let reg = TestRegistry::start().await;
     // Single POST whose digest is only an algorithm, and an unsupported digest algorithm.
     let resp = reg
-        .send(
-            Method::POST,
-            "/v2/push/errs/blobs/uploads/?digest=sha256:",
-            &[],
-            b"abc".to_vec(),
-        )
+        .post("/v2/push/errs/blobs/uploads/?digest=sha256:")
+        .body(b"abc".to_vec())
         .await;
     expect_client_error(resp).await;
     let resp = reg
-        .send(
-            Method::POST,
-            "/v2/push/errs/blobs/uploads/?digest-algorithm=md5",
-            &[("content-length", "0")],
-            Vec::new(),
-        )
+        .post("/v2/push/errs/blobs/uploads/?digest-algorithm=md5")
+        .header("content-length", "0")
         .await;
     expect_client_error(resp).await;
 }

@@ -6,7 +6,6 @@ use conformance::{
     random_bytes, sha256_digest, with_query, IndexBuilder, ManifestBuilder, TestRegistry,
     OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST,
 };
-use reqwest::Method;
 use serde_json::{json, Value};
 
 async fn status_of(reg: &TestRegistry, method: reqwest::Method, path: &str) -> u16 {
@@ -60,9 +59,9 @@ async fn pull_workflow() {
         .await,
         200
     );
-    let resp = reg.get(&format!("/v2/{repo}/blobs/{missing}")).await;
+    let resp = reg.get(format!("/v2/{repo}/blobs/{missing}")).await;
     expect_error(resp, 404, &["BLOB_UNKNOWN"]).await;
-    let resp = reg.get(&format!("/v2/{repo}/blobs/{layer_d}")).await;
+    let resp = reg.get(format!("/v2/{repo}/blobs/{layer_d}")).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.bytes().await.unwrap(), layer);
 
@@ -77,7 +76,7 @@ async fn pull_workflow() {
         404
     );
     for reference in ["tagtest0", md.as_str()] {
-        let resp = reg.head(&format!("/v2/{repo}/manifests/{reference}")).await;
+        let resp = reg.head(format!("/v2/{repo}/manifests/{reference}")).await;
         assert_eq!(resp.status(), 200);
         assert_eq!(
             header(resp.headers(), "docker-content-digest"),
@@ -88,24 +87,20 @@ async fn pull_workflow() {
             Some(manifest.len().to_string().as_str())
         );
         let resp = reg
-            .get_with(
-                &format!("/v2/{repo}/manifests/{reference}"),
-                &[("accept", OCI_MANIFEST)],
-            )
+            .get(format!("/v2/{repo}/manifests/{reference}"))
+            .header("accept", OCI_MANIFEST)
             .await;
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.bytes().await.unwrap(), manifest);
     }
     let resp = reg
-        .get_with(
-            &format!("/v2/{repo}/manifests/{idx_d}"),
-            &[("accept", OCI_INDEX)],
-        )
+        .get(format!("/v2/{repo}/manifests/{idx_d}"))
+        .header("accept", OCI_INDEX)
         .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(header(resp.headers(), "content-type"), Some(OCI_INDEX));
     assert_eq!(resp.bytes().await.unwrap(), index);
-    let resp = reg.get(&format!("/v2/{repo}/manifests/nonexistent")).await;
+    let resp = reg.get(format!("/v2/{repo}/manifests/nonexistent")).await;
     expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
     // Nonexistent repository.
     let resp = reg.get("/v2/conformance/nope/manifests/tagtest0").await;
@@ -120,24 +115,12 @@ async fn push_workflow() {
     // Streamed: POST, PATCH (no Content-Range), PUT.
     let streamed = random_bytes(65_536);
     let loc = reg.start_upload(repo).await;
-    let resp = reg
-        .send(
-            Method::PATCH,
-            &loc,
-            &[("content-type", "application/octet-stream")],
-            streamed.clone(),
-        )
-        .await;
+    let resp = reg.patch(&loc).octets(streamed.clone()).await;
     assert_eq!(resp.status(), 202);
     assert_eq!(header(resp.headers(), "range"), Some("0-65535"));
     let loc = location(&resp);
     let resp = reg
-        .send(
-            Method::PUT,
-            with_query(&loc, "digest", &sha256_digest(&streamed)),
-            &[],
-            Vec::new(),
-        )
+        .put(with_query(&loc, "digest", &sha256_digest(&streamed)))
         .await;
     assert_eq!(resp.status(), 201);
     assert!(header(resp.headers(), "location").is_some());
@@ -147,26 +130,18 @@ async fn push_workflow() {
     reg.push_blob(repo, &mono).await;
     let single = random_bytes(4001);
     let resp = reg
-        .send(
-            Method::POST,
-            &format!(
-                "/v2/{repo}/blobs/uploads/?digest={}",
-                sha256_digest(&single)
-            ),
-            &[("content-type", "application/octet-stream")],
-            single.clone(),
-        )
+        .post(format!(
+            "/v2/{repo}/blobs/uploads/?digest={}",
+            sha256_digest(&single)
+        ))
+        .octets(single.clone())
         .await;
     assert_eq!(resp.status(), 201);
     assert!(header(resp.headers(), "location").is_some());
     let loc = reg.start_upload(repo).await;
     let resp = reg
-        .send(
-            Method::PUT,
-            with_query(&loc, "digest", "sha256:totallywrong"),
-            &[],
-            mono.clone(),
-        )
+        .put(with_query(&loc, "digest", "sha256:totallywrong"))
+        .body(mono.clone())
         .await;
     assert_eq!(resp.status(), 400);
 
@@ -174,21 +149,15 @@ async fn push_workflow() {
     let chunked = random_bytes(30_000);
     let loc = reg.start_upload(repo).await;
     let resp = reg
-        .send(
-            Method::PATCH,
-            &loc,
-            &[("content-range", "10000-19999")],
-            chunked[10_000..20_000].to_vec(),
-        )
+        .patch(&loc)
+        .header("content-range", "10000-19999")
+        .body(chunked[10_000..20_000].to_vec())
         .await;
     assert_eq!(resp.status(), 416);
     let resp = reg
-        .send(
-            Method::PATCH,
-            &loc,
-            &[("content-range", "0-9999")],
-            chunked[..10_000].to_vec(),
-        )
+        .patch(&loc)
+        .header("content-range", "0-9999")
+        .body(chunked[..10_000].to_vec())
         .await;
     assert_eq!(resp.status(), 202);
     assert_eq!(header(resp.headers(), "range"), Some("0-9999"));
@@ -198,22 +167,16 @@ async fn push_workflow() {
     assert_eq!(header(resp.headers(), "range"), Some("0-9999"));
     let loc = location(&resp);
     let resp = reg
-        .send(
-            Method::PATCH,
-            &loc,
-            &[("content-range", "10000-19999")],
-            chunked[10_000..20_000].to_vec(),
-        )
+        .patch(&loc)
+        .header("content-range", "10000-19999")
+        .body(chunked[10_000..20_000].to_vec())
         .await;
     assert_eq!(resp.status(), 202);
     let loc = location(&resp);
     let resp = reg
-        .send(
-            Method::PUT,
-            with_query(&loc, "digest", &sha256_digest(&chunked)),
-            &[("content-range", "20000-29999")],
-            chunked[20_000..].to_vec(),
-        )
+        .put(with_query(&loc, "digest", &sha256_digest(&chunked)))
+        .header("content-range", "20000-29999")
+        .body(chunked[20_000..].to_vec())
         .await;
     assert_eq!(resp.status(), 201);
 
@@ -221,12 +184,7 @@ async fn push_workflow() {
     let other = "conformance/push-other";
     let md = sha256_digest(&mono);
     let resp = reg
-        .send(
-            Method::POST,
-            &format!("/v2/{other}/blobs/uploads/?mount={md}&from={repo}"),
-            &[],
-            Vec::new(),
-        )
+        .post(format!("/v2/{other}/blobs/uploads/?mount={md}&from={repo}"))
         .await;
     assert_eq!(resp.status(), 201);
     assert_eq!(
@@ -234,24 +192,14 @@ async fn push_workflow() {
         Some(md.as_str())
     );
     let resp = reg
-        .send(
-            Method::POST,
-            &format!(
-                "/v2/{other}/blobs/uploads/?mount={}&from={repo}",
-                sha256_digest(b"nope")
-            ),
-            &[],
-            Vec::new(),
-        )
+        .post(format!(
+            "/v2/{other}/blobs/uploads/?mount={}&from={repo}",
+            sha256_digest(b"nope")
+        ))
         .await;
     assert_eq!(resp.status(), 202);
     let resp = reg
-        .send(
-            Method::POST,
-            &format!("/v2/{other}-auto/blobs/uploads/?mount={md}"),
-            &[],
-            Vec::new(),
-        )
+        .post(format!("/v2/{other}-auto/blobs/uploads/?mount={md}"))
         .await;
     assert_eq!(resp.status(), 201);
 
@@ -285,19 +233,19 @@ async fn push_workflow() {
     assert_eq!(resp.status(), 201);
     // Multi-tag push by digest.
     let resp = reg
-        .send(
-            Method::PUT,
-            &format!("/v2/{repo}/manifests/{}?tag=t1&tag=t2", sha256_digest(&m)),
-            &[("content-type", OCI_MANIFEST)],
-            m.clone(),
-        )
+        .put(format!(
+            "/v2/{repo}/manifests/{}?tag=t1&tag=t2",
+            sha256_digest(&m)
+        ))
+        .header("content-type", OCI_MANIFEST)
+        .body(m.clone())
         .await;
     assert_eq!(resp.status(), 201);
     let mut t = header_values(resp.headers(), "oci-tag");
     t.sort();
     assert_eq!(t, vec!["t1", "t2"]);
     let resp = reg
-        .get(&format!("/v2/{repo}/manifests/{}", sha256_digest(&m)))
+        .get(format!("/v2/{repo}/manifests/{}", sha256_digest(&m)))
         .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.bytes().await.unwrap(), m);
@@ -313,18 +261,18 @@ async fn content_discovery_workflow() {
         reg.push_manifest(repo, t, OCI_MANIFEST, &img.manifest)
             .await;
     }
-    let resp = reg.get(&format!("/v2/{repo}/tags/list")).await;
+    let resp = reg.get(format!("/v2/{repo}/tags/list")).await;
     assert_eq!(resp.status(), 200);
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["tags"], json!(tags));
 
-    let resp = reg.get(&format!("/v2/{repo}/tags/list?n=2")).await;
+    let resp = reg.get(format!("/v2/{repo}/tags/list?n=2")).await;
     assert_eq!(resp.status(), 200);
     assert!(next_link(resp.headers()).is_some());
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["tags"], json!(["test0", "test1"]));
     let resp = reg
-        .get(&format!("/v2/{repo}/tags/list?n=2&last=test1"))
+        .get(format!("/v2/{repo}/tags/list?n=2&last=test1"))
         .await;
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["tags"], json!(["test2", "test3"]));
@@ -351,7 +299,7 @@ async fn content_discovery_workflow() {
         refs.push(d);
     }
     let resp = reg
-        .get(&format!("/v2/{repo}/referrers/{}", img.digest))
+        .get(format!("/v2/{repo}/referrers/{}", img.digest))
         .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(header(resp.headers(), "content-type"), Some(OCI_INDEX));
@@ -366,7 +314,7 @@ async fn content_discovery_workflow() {
     refs.sort();
     assert_eq!(got, refs);
     let resp = reg
-        .get(&format!(
+        .get(format!(
             "/v2/{repo}/referrers/{}?artifactType=application/vnd.oci.conformance.a",
             img.digest
         ))
@@ -392,7 +340,7 @@ async fn content_management_workflow() {
         .await;
 
     // Delete a tag; the other tag and the digest still resolve.
-    let resp = reg.delete(&format!("/v2/{repo}/manifests/tagtest0")).await;
+    let resp = reg.delete(format!("/v2/{repo}/manifests/tagtest0")).await;
     assert_eq!(resp.status(), 202);
     assert_eq!(
         status_of(
@@ -413,7 +361,7 @@ async fn content_management_workflow() {
         200
     );
     let v: Value = reg
-        .get(&format!("/v2/{repo}/tags/list"))
+        .get(format!("/v2/{repo}/tags/list"))
         .await
         .json()
         .await
@@ -422,25 +370,25 @@ async fn content_management_workflow() {
 
     // Delete the manifest by digest: digest and remaining tag are gone.
     let resp = reg
-        .delete(&format!("/v2/{repo}/manifests/{}", img.digest))
+        .delete(format!("/v2/{repo}/manifests/{}", img.digest))
         .await;
     assert_eq!(resp.status(), 202);
     for r in [img.digest.as_str(), "tagtest1"] {
-        let resp = reg.get(&format!("/v2/{repo}/manifests/{r}")).await;
+        let resp = reg.get(format!("/v2/{repo}/manifests/{r}")).await;
         expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
     }
 
     // Delete the blobs.
     let layer_d = sha256_digest(&img.layers[0]);
     for d in [img.config_digest.as_str(), layer_d.as_str()] {
-        let resp = reg.delete(&format!("/v2/{repo}/blobs/{d}")).await;
+        let resp = reg.delete(format!("/v2/{repo}/blobs/{d}")).await;
         assert_eq!(resp.status(), 202);
-        let resp = reg.get(&format!("/v2/{repo}/blobs/{d}")).await;
+        let resp = reg.get(format!("/v2/{repo}/blobs/{d}")).await;
         expect_error(resp, 404, &["BLOB_UNKNOWN"]).await;
     }
     // Deleting from a repository that does not exist: 404.
     let resp = reg
-        .delete(&format!("/v2/conformance/none/manifests/{}", img.digest))
+        .delete(format!("/v2/conformance/none/manifests/{}", img.digest))
         .await;
     assert_eq!(resp.status(), 404);
 }
