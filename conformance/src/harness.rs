@@ -336,18 +336,18 @@ impl TestRegistry {
     /// `POST /v2/<repo>/blobs/uploads/` with an empty body; asserts 202 and returns the upload
     /// location, resolved to an absolute URL.
     pub async fn start_upload(&self, repo: &str) -> String {
-        let resp = self
-            .client
-            .post(self.url(&format!("/v2/{repo}/blobs/uploads/")))
-            .header(CONTENT_LENGTH, "0")
-            .body(Vec::new())
-            .send()
+        self.start_upload_at(&format!("/v2/{repo}/blobs/uploads/"))
             .await
-            .expect("POST upload");
+    }
+
+    /// `POST <path>` (an uploads path, with a query of its own) with an empty body; asserts 202
+    /// and returns the upload location, resolved to an absolute URL.
+    pub async fn start_upload_at(&self, path: &str) -> String {
+        let resp = self.post(path).header(CONTENT_LENGTH.as_str(), "0").await;
         let status = resp.status();
         if status != StatusCode::ACCEPTED {
             panic!(
-                "POST /v2/{repo}/blobs/uploads/: want 202, got {status}: {}",
+                "POST {path}: want 202, got {status}: {}",
                 resp.text().await.unwrap_or_default()
             );
         }

@@ -2,13 +2,16 @@
 //! cancel, digest checks, sha512, resume after a restart, concurrency.
 
 use conformance::{
-    expect_client_error, expect_error, header, location, random_bytes, sha256_digest,
+    expect_body, expect_client_error, expect_error, header, location, random_bytes, sha256_digest,
     sha512_digest, with_query, TestRegistry,
 };
 use reqwest::Response;
 
 /// An inclusive byte range `(first, last)` for a `Content-Range` header.
 type Span = (usize, usize);
+
+/// What a closing PUT carries: nothing, or bytes with an optional `Content-Range`.
+type Tail<'a> = Option<(&'a [u8], Option<Span>)>;
 
 async fn patch(
     reg: &TestRegistry,
@@ -53,12 +56,7 @@ async fn patch_ok(
     location(&resp)
 }
 
-async fn put_close(
-    reg: &TestRegistry,
-    loc: &str,
-    digest: &str,
-    body: Option<(&[u8], Option<Span>)>,
-) -> Response {
+async fn put_close(reg: &TestRegistry, loc: &str, digest: &str, body: Tail<'_>) -> Response {
     let mut req = reg.client().put(with_query(loc, "digest", digest));
     match body {
         Some((data, range)) => {
@@ -97,10 +95,53 @@ async fn expect_created_blob(reg: &TestRegistry, resp: Response, repo: &str, dat
 }
 
 async fn head_status(reg: &TestRegistry, repo: &str, digest: &str) -> u16 {
-    reg.head(format!("/v2/{repo}/blobs/{digest}"))
-        .await
-        .status()
-        .as_u16()
+    let resp = reg.head(format!("/v2/{repo}/blobs/{digest}")).await;
+    resp.status().as_u16()
+}
+
+/// Asserts that none of `digests` is served in `repo` (HEAD 404).
+async fn expect_not_stored(reg: &TestRegistry, repo: &str, digests: &[&str]) {
+    for digest in digests {
+        assert_eq!(head_status(reg, repo, digest).await, 404, "{repo}@{digest}");
+    }
+}
+
+/// Asserts `GET`, `PATCH` (`range`, `chunk`), the closing `PUT` (`digest`, `body`) and `DELETE`
+/// of the upload at `url` all answer 404 `BLOB_UPLOAD_UNKNOWN`.
+async fn expect_upload_unknown(
+    reg: &TestRegistry,
+    url: &str,
+    (range, chunk): (Span, &[u8]),
+    (digest, body): (&str, Tail<'_>),
+) {
+    let answers = [
+        reg.get(url).await,
+        patch(reg, url, Some(range), chunk).await,
+        put_close(reg, url, digest, body).await,
+        reg.delete(url).await,
+    ];
+    for resp in answers {
+        expect_error(resp, 404, &["BLOB_UPLOAD_UNKNOWN"]).await;
+    }
+}
+
+/// Pushes `len` random bytes to `repo`: PATCHes ending at `ends` (with a `Content-Range`
+/// when `ranged`), then the closing PUT, carrying the rest after the last end when `tail` is
+/// set (with a `Content-Range` when it is `Some(true)`). Asserts each PATCH's 202 and `Range`,
+/// and the 201 with a blob that serves the bytes.
+async fn push_in_steps(repo: &str, len: usize, ends: &[usize], ranged: bool, tail: Option<bool>) {
+    let reg = TestRegistry::start().await;
+    let data = random_bytes(len);
+    let mut loc = reg.start_upload(repo).await;
+    let mut from = 0;
+    for &to in ends {
+        let range = ranged.then_some((from, to - 1));
+        loc = patch_ok(&reg, &loc, range, &data[from..to], to - 1).await;
+        from = to;
+    }
+    let last = tail.map(|ranged| (&data[from..], ranged.then_some((from, len - 1))));
+    let resp = put_close(&reg, &loc, &sha256_digest(&data), last).await;
+    expect_created_blob(&reg, resp, repo, &data).await;
 }
 
 #[tokio::test]
@@ -143,60 +184,28 @@ async fn post_with_wrong_digest_is_rejected_and_not_stored() {
         .octets(data.clone())
         .await;
     expect_error(resp, 400, &["DIGEST_INVALID"]).await;
-    assert_eq!(head_status(&reg, "push/single", &wrong).await, 404);
-    assert_eq!(
-        head_status(&reg, "push/single", &sha256_digest(&data)).await,
-        404
-    );
+    expect_not_stored(&reg, "push/single", &[&wrong, &sha256_digest(&data)]).await;
 }
 
-#[tokio::test]
-async fn chunked_upload_in_order() {
-    let reg = TestRegistry::start().await;
-    let data = random_bytes(250_000);
-    let mut loc = reg.start_upload("push/chunked").await;
-    let bounds = [
-        (0usize, 100_000usize),
-        (100_000, 200_000),
-        (200_000, 250_000),
-    ];
-    for (a, b) in bounds {
-        loc = patch_ok(&reg, &loc, Some((a, b - 1)), &data[a..b], b - 1).await;
-    }
-    let resp = put_close(&reg, &loc, &sha256_digest(&data), None).await;
-    expect_created_blob(&reg, resp, "push/chunked", &data).await;
+/// One test per row: push `len` random bytes to `repo` by PATCHes ending at `ends` (each with a
+/// `Content-Range` when `ranged`), then a PUT that carries the bytes after the last end when
+/// `tail` is set (with a `Content-Range` when it is `Some(true)`).
+macro_rules! push_in_steps_tests {
+    ($($name:ident: $repo:literal, $len:expr, $ends:expr, $ranged:expr, $tail:expr;)*) => {$(
+        #[tokio::test]
+        async fn $name() {
+            push_in_steps($repo, $len, &$ends, $ranged, $tail).await;
+        }
+    )*};
 }
 
-#[tokio::test]
-async fn chunked_upload_with_final_chunk_in_put() {
-    let reg = TestRegistry::start().await;
-    let data = random_bytes(150_000);
-    let loc = reg.start_upload("push/chunked").await;
-    let loc = patch_ok(&reg, &loc, Some((0, 99_999)), &data[..100_000], 99_999).await;
-    let resp = put_close(
-        &reg,
-        &loc,
-        &sha256_digest(&data),
-        Some((&data[100_000..], Some((100_000, 149_999)))),
-    )
-    .await;
-    expect_created_blob(&reg, resp, "push/chunked", &data).await;
-}
-
-#[tokio::test]
-async fn final_chunk_in_put_without_content_range() {
-    let reg = TestRegistry::start().await;
-    let data = random_bytes(20_000);
-    let loc = reg.start_upload("push/chunked").await;
-    let loc = patch_ok(&reg, &loc, Some((0, 9_999)), &data[..10_000], 9_999).await;
-    let resp = put_close(
-        &reg,
-        &loc,
-        &sha256_digest(&data),
-        Some((&data[10_000..], None)),
-    )
-    .await;
-    expect_created_blob(&reg, resp, "push/chunked", &data).await;
+push_in_steps_tests! {
+    chunked_upload_in_order: "push/chunked", 250_000, [100_000, 200_000, 250_000], true, None;
+    chunked_upload_with_final_chunk_in_put: "push/chunked", 150_000, [100_000], true, Some(true);
+    final_chunk_in_put_without_content_range: "push/chunked", 20_000, [10_000], true, Some(false);
+    streamed_patch_without_content_range: "push/stream", 1_500_000, [1_500_000], false, None;
+    several_patches_without_content_range_append:
+        "push/stream", 30_000, [10_000, 25_000, 30_000], false, None;
 }
 
 #[tokio::test]
@@ -282,28 +291,6 @@ async fn malformed_or_inconsistent_content_range_is_a_client_error() {
 }
 
 #[tokio::test]
-async fn streamed_patch_without_content_range() {
-    let reg = TestRegistry::start().await;
-    let data = random_bytes(1_500_000);
-    let loc = reg.start_upload("push/stream").await;
-    let loc = patch_ok(&reg, &loc, None, &data, data.len() - 1).await;
-    let resp = put_close(&reg, &loc, &sha256_digest(&data), None).await;
-    expect_created_blob(&reg, resp, "push/stream", &data).await;
-}
-
-#[tokio::test]
-async fn several_patches_without_content_range_append() {
-    let reg = TestRegistry::start().await;
-    let data = random_bytes(30_000);
-    let loc = reg.start_upload("push/stream").await;
-    let loc = patch_ok(&reg, &loc, None, &data[..10_000], 9_999).await;
-    let loc = patch_ok(&reg, &loc, None, &data[10_000..25_000], 24_999).await;
-    let loc = patch_ok(&reg, &loc, None, &data[25_000..], 29_999).await;
-    let resp = put_close(&reg, &loc, &sha256_digest(&data), None).await;
-    expect_created_blob(&reg, resp, "push/stream", &data).await;
-}
-
-#[tokio::test]
 async fn streamed_patch_with_chunked_transfer_encoding_32mib() {
     let reg = TestRegistry::start().await;
     const TOTAL: usize = 32 * 1024 * 1024;
@@ -371,21 +358,13 @@ async fn put_with_digest_mismatch_is_400_and_blob_not_stored() {
     let loc = reg.start_upload("push/mismatch").await;
     let resp = put_close(&reg, &loc, &wrong, Some((&data, None))).await;
     expect_error(resp, 400, &["DIGEST_INVALID"]).await;
-    assert_eq!(head_status(&reg, "push/mismatch", &wrong).await, 404);
-    assert_eq!(
-        head_status(&reg, "push/mismatch", &sha256_digest(&data)).await,
-        404
-    );
+    expect_not_stored(&reg, "push/mismatch", &[&wrong, &sha256_digest(&data)]).await;
     // After PATCH, closing PUT with no body.
     let loc = reg.start_upload("push/mismatch").await;
     let loc = patch_ok(&reg, &loc, Some((0, 9_999)), &data, 9_999).await;
     let resp = put_close(&reg, &loc, &wrong, None).await;
     expect_error(resp, 400, &["DIGEST_INVALID"]).await;
-    assert_eq!(head_status(&reg, "push/mismatch", &wrong).await, 404);
-    assert_eq!(
-        head_status(&reg, "push/mismatch", &sha256_digest(&data)).await,
-        404
-    );
+    expect_not_stored(&reg, "push/mismatch", &[&wrong, &sha256_digest(&data)]).await;
 }
 
 #[tokio::test]
@@ -444,18 +423,9 @@ async fn cancel_upload_then_404() {
     let resp = reg.delete(&loc).header("content-length", "0").await;
     assert_eq!(resp.status(), 204, "DELETE upload");
 
-    let resp = reg.get(&loc).await;
-    expect_error(resp, 404, &["BLOB_UPLOAD_UNKNOWN"]).await;
-    let resp = patch(&reg, &loc, Some((1000, 1009)), &data[..10]).await;
-    expect_error(resp, 404, &["BLOB_UPLOAD_UNKNOWN"]).await;
-    let resp = put_close(&reg, &loc, &sha256_digest(&data), None).await;
-    expect_error(resp, 404, &["BLOB_UPLOAD_UNKNOWN"]).await;
-    let resp = reg.delete(&loc).await;
-    expect_error(resp, 404, &["BLOB_UPLOAD_UNKNOWN"]).await;
-    assert_eq!(
-        head_status(&reg, "push/cancel", &sha256_digest(&data)).await,
-        404
-    );
+    let digest = sha256_digest(&data);
+    expect_upload_unknown(&reg, &loc, ((1000, 1009), &data[..10]), (&digest, None)).await;
+    expect_not_stored(&reg, "push/cancel", &[&digest]).await;
 }
 
 #[tokio::test]
@@ -465,15 +435,8 @@ async fn unknown_upload_id_is_404_blob_upload_unknown() {
         .await;
     let url = reg.url("/v2/push/unknown/blobs/uploads/6f1c8a2e-9d3b-4c57-8e0a-2b7d5f4c9a11");
     let digest = sha256_digest(b"x");
-    let resp = reg.get(&url).await;
-    expect_error(resp, 404, &["BLOB_UPLOAD_UNKNOWN"]).await;
-    let resp = patch(&reg, &url, Some((0, 0)), b"x").await;
-    expect_error(resp, 404, &["BLOB_UPLOAD_UNKNOWN"]).await;
-    let resp = put_close(&reg, &url, &digest, Some((b"x", None))).await;
-    expect_error(resp, 404, &["BLOB_UPLOAD_UNKNOWN"]).await;
-    let resp = reg.delete(&url).await;
-    expect_error(resp, 404, &["BLOB_UPLOAD_UNKNOWN"]).await;
-    assert_eq!(head_status(&reg, "push/unknown", &digest).await, 404);
+    expect_upload_unknown(&reg, &url, ((0, 0), b"x"), (&digest, Some((b"x", None)))).await;
+    expect_not_stored(&reg, "push/unknown", &[&digest]).await;
 }
 
 #[tokio::test]
@@ -491,10 +454,7 @@ async fn upload_session_belongs_to_its_repository() {
     expect_error(resp, 404, &["BLOB_UPLOAD_UNKNOWN"]).await;
     let resp = put_close(&reg, &other, &sha256_digest(&data), Some((&data, None))).await;
     expect_error(resp, 404, &["BLOB_UPLOAD_UNKNOWN"]).await;
-    assert_eq!(
-        head_status(&reg, "owner/two", &sha256_digest(&data)).await,
-        404
-    );
+    expect_not_stored(&reg, "owner/two", &[&sha256_digest(&data)]).await;
     // The real session is intact.
     let resp = put_close(&reg, &loc, &sha256_digest(&data), Some((&data, None))).await;
     expect_created_blob(&reg, resp, "owner/one", &data).await;
@@ -505,12 +465,9 @@ async fn sha512_with_digest_algorithm_parameter() {
     let reg = TestRegistry::start().await;
     let data = random_bytes(40_000);
     let digest = sha512_digest(&data);
-    let resp = reg
-        .post("/v2/push/sha512/blobs/uploads/?digest-algorithm=sha512")
-        .header("content-length", "0")
+    let loc = reg
+        .start_upload_at("/v2/push/sha512/blobs/uploads/?digest-algorithm=sha512")
         .await;
-    assert_eq!(resp.status(), 202);
-    let loc = location(&resp);
     let loc = patch_ok(&reg, &loc, Some((0, 19_999)), &data[..20_000], 19_999).await;
     let loc = patch_ok(&reg, &loc, Some((20_000, 39_999)), &data[20_000..], 39_999).await;
     let resp = put_close(&reg, &loc, &digest, None).await;
@@ -525,12 +482,8 @@ async fn sha512_with_digest_algorithm_parameter() {
         Some(digest.as_str())
     );
     assert_eq!(header(resp.headers(), "content-length"), Some("40000"));
-    let resp = reg.get(&url).await;
-    assert_eq!(resp.status(), 200);
-    assert_eq!(resp.bytes().await.unwrap(), data);
-    let resp = reg.get(&blob_loc).await;
-    assert_eq!(resp.status(), 200);
-    assert_eq!(resp.bytes().await.unwrap(), data);
+    expect_body(reg.get(&url).await, 200, &data).await;
+    expect_body(reg.get(&blob_loc).await, 200, &data).await;
 
     // A manifest may reference the blob by its sha512 digest.
     let cfg = br#"{"architecture":"amd64","os":"linux"}"#;
@@ -570,9 +523,12 @@ async fn sha512_digest_closes_a_plain_session() {
     let data2 = random_bytes(777);
     let d2 = sha512_digest(&data2);
     reg.push_blob_as("push/sha512", &data2, &d2).await;
-    let resp = reg.get(format!("/v2/push/sha512/blobs/{d2}")).await;
-    assert_eq!(resp.status(), 200);
-    assert_eq!(resp.bytes().await.unwrap(), data2);
+    expect_body(
+        reg.get(format!("/v2/push/sha512/blobs/{d2}")).await,
+        200,
+        &data2,
+    )
+    .await;
 
     // Single POST with a sha512 digest.
     let data3 = random_bytes(999);
@@ -590,7 +546,7 @@ async fn sha512_digest_closes_a_plain_session() {
     let wrong = sha512_digest(b"wrong");
     let resp = put_close(&reg, &loc, &wrong, Some((&data3, None))).await;
     expect_error(resp, 400, &["DIGEST_INVALID"]).await;
-    assert_eq!(head_status(&reg, "push/sha512", &wrong).await, 404);
+    expect_not_stored(&reg, "push/sha512", &[&wrong]).await;
 }
 
 #[tokio::test]
@@ -623,32 +579,34 @@ async fn upload_resumes_after_server_restart() {
 
     // Committed content survives a restart as well.
     reg.restart().await;
-    let resp = reg
-        .get(format!("/v2/push/resume/blobs/{}", sha256_digest(&data)))
-        .await;
-    assert_eq!(resp.status(), 200);
-    assert_eq!(resp.bytes().await.unwrap(), data);
+    expect_body(
+        reg.get(format!("/v2/push/resume/blobs/{}", sha256_digest(&data)))
+            .await,
+        200,
+        &data,
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn sha512_upload_resumes_after_restart() {
     let mut reg = TestRegistry::start().await;
     let data = random_bytes(100_000);
-    let resp = reg
-        .post("/v2/push/resume512/blobs/uploads/?digest-algorithm=sha512")
-        .header("content-length", "0")
+    let loc = reg
+        .start_upload_at("/v2/push/resume512/blobs/uploads/?digest-algorithm=sha512")
         .await;
-    assert_eq!(resp.status(), 202);
-    let loc = location(&resp);
     let loc = patch_ok(&reg, &loc, Some((0, 49_999)), &data[..50_000], 49_999).await;
     reg.restart().await;
     let loc = patch_ok(&reg, &loc, Some((50_000, 99_999)), &data[50_000..], 99_999).await;
     let digest = sha512_digest(&data);
     let resp = put_close(&reg, &loc, &digest, None).await;
     assert_eq!(resp.status(), 201);
-    let resp = reg.get(format!("/v2/push/resume512/blobs/{digest}")).await;
-    assert_eq!(resp.status(), 200);
-    assert_eq!(resp.bytes().await.unwrap(), data);
+    expect_body(
+        reg.get(format!("/v2/push/resume512/blobs/{digest}")).await,
+        200,
+        &data,
+    )
+    .await;
 }
 
 #[tokio::test]
