@@ -12,7 +12,7 @@ use reqwest::{Body, Client, Method, RequestBuilder, Response, StatusCode, Url};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use crate::check::{location, with_query};
+use crate::check::{location, next_link, with_query};
 use crate::oci::{descriptor, sha256_digest, ManifestBuilder, OCI_CONFIG, OCI_LAYER, OCI_MANIFEST};
 use crate::random::{random_bytes, random_u64};
 use crate::s3;
@@ -65,6 +65,17 @@ fn new_client() -> Client {
         .connect_timeout(Duration::from_secs(10))
         .build()
         .expect("build reqwest client")
+}
+
+/// `TestRegistry::get(target)` and its kind for each method: [`TestRegistry::request`] with
+/// that method.
+macro_rules! shortcuts {
+    ($($name:ident: $method:ident,)*) => {$(
+        #[doc = concat!("`", stringify!($method), " <target>`: see [`TestRegistry::request`].")]
+        pub fn $name(&self, target: impl AsRef<str>) -> Call {
+            self.request(Method::$method, target)
+        }
+    )*};
 }
 
 impl TestRegistry {
@@ -267,42 +278,29 @@ impl TestRegistry {
         Call {
             what: format!("{method} {url}"),
             req: self.client.request(method, url),
+            want: None,
         }
     }
 
-    /// `GET <target>`: see [`TestRegistry::request`].
-    pub fn get(&self, target: impl AsRef<str>) -> Call {
-        self.request(Method::GET, target)
+    shortcuts! {
+        get: GET, head: HEAD, delete: DELETE, post: POST, put: PUT, patch: PATCH,
     }
 
-    /// `HEAD <target>`: see [`TestRegistry::request`].
-    pub fn head(&self, target: impl AsRef<str>) -> Call {
-        self.request(Method::HEAD, target)
-    }
-
-    /// `DELETE <target>`: see [`TestRegistry::request`].
-    pub fn delete(&self, target: impl AsRef<str>) -> Call {
-        self.request(Method::DELETE, target)
-    }
-
-    /// `POST <target>`: see [`TestRegistry::request`].
-    pub fn post(&self, target: impl AsRef<str>) -> Call {
-        self.request(Method::POST, target)
-    }
-
-    /// `PUT <target>`: see [`TestRegistry::request`].
-    pub fn put(&self, target: impl AsRef<str>) -> Call {
-        self.request(Method::PUT, target)
-    }
-
-    /// `PATCH <target>`: see [`TestRegistry::request`].
-    pub fn patch(&self, target: impl AsRef<str>) -> Call {
-        self.request(Method::PATCH, target)
-    }
-
-    /// The status of `method <target>` with no body, as a number.
-    pub async fn status(&self, method: Method, target: impl AsRef<str>) -> u16 {
-        self.request(method, target).await.status().as_u16()
+    /// `GET <target>` of one page of a paginated list (tags, catalog): asserts 200 and that
+    /// `key` holds a list of strings; returns them, the next page's `Link`, and the whole body.
+    pub async fn list_page(&self, target: &str, key: &str) -> (Vec<String>, Option<String>, Value) {
+        let resp = self.get(target).await;
+        assert_eq!(resp.status(), 200, "GET {target}");
+        let link = next_link(resp.headers());
+        let v: Value = resp.json().await.expect("list JSON");
+        let names = match &v[key] {
+            Value::Array(a) => a
+                .iter()
+                .map(|r| r.as_str().expect("list entry is a string").to_owned())
+                .collect(),
+            other => panic!("GET {target}: {key:?} is not a list: {other}"),
+        };
+        (names, link, v)
     }
 
     /// The storage folder the server was given (unused with `CONFORMANCE_STORAGE=s3`).
@@ -382,20 +380,10 @@ impl TestRegistry {
     }
 
     /// `PUT /v2/<repo>/manifests/<reference>` with the given Content-Type and exact bytes.
-    pub async fn put_manifest(
-        &self,
-        repo: &str,
-        reference: &str,
-        media_type: &str,
-        body: &[u8],
-    ) -> Response {
-        self.client
-            .put(self.url(&format!("/v2/{repo}/manifests/{reference}")))
-            .header(CONTENT_TYPE, media_type)
+    pub fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, body: &[u8]) -> Call {
+        self.put(format!("/v2/{repo}/manifests/{reference}"))
+            .header(CONTENT_TYPE.as_str(), media_type)
             .body(body.to_vec())
-            .send()
-            .await
-            .expect("PUT manifest")
     }
 
     /// Like [`TestRegistry::put_manifest`] but asserts 201 and returns the manifest's sha256 digest.
@@ -454,6 +442,8 @@ impl TestRegistry {
 pub struct Call {
     what: String,
     req: RequestBuilder,
+    /// The status the answer must have, when set.
+    want: Option<u16>,
 }
 
 impl Call {
@@ -469,6 +459,21 @@ impl Call {
         self
     }
 
+    /// Asserts the answer has `status` (the panic message has the body).
+    pub fn expect(mut self, status: u16) -> Self {
+        self.want = Some(status);
+        self
+    }
+
+    /// Sends the request and parses the answer's body as JSON.
+    pub async fn json(self) -> Value {
+        let what = self.what.clone();
+        let resp = self.await;
+        resp.json()
+            .await
+            .unwrap_or_else(|e| panic!("{what}: JSON body: {e}"))
+    }
+
     /// Sets the body with `Content-Type: application/octet-stream`.
     pub fn octets(self, body: impl Into<Body>) -> Self {
         self.header("content-type", "application/octet-stream")
@@ -481,8 +486,18 @@ impl IntoFuture for Call {
     type IntoFuture = Pin<Box<dyn Future<Output = Response> + Send>>;
 
     fn into_future(self) -> Self::IntoFuture {
-        let Call { what, req } = self;
-        Box::pin(async move { req.send().await.unwrap_or_else(|e| panic!("{what}: {e}")) })
+        let Call { what, req, want } = self;
+        Box::pin(async move {
+            let resp = req.send().await.unwrap_or_else(|e| panic!("{what}: {e}"));
+            match want {
+                Some(want) if resp.status().as_u16() != want => {
+                    let got = resp.status();
+                    let body = resp.text().await.unwrap_or_default();
+                    panic!("{what}: want status {want}, got {got}: {body}");
+                }
+                _ => resp,
+            }
+        })
     }
 }
 

@@ -5,8 +5,7 @@ use conformance::{header, TestRegistry};
 #[tokio::test]
 async fn v2_root_answers_200_with_api_version_header() {
     let reg = TestRegistry::start().await;
-    let resp = reg.get("/v2/").await;
-    assert_eq!(resp.status(), 200);
+    let resp = reg.get("/v2/").expect(200).await;
     assert_eq!(
         header(resp.headers(), "docker-distribution-api-version"),
         Some("registry/2.0")
@@ -15,8 +14,7 @@ async fn v2_root_answers_200_with_api_version_header() {
     let resp = reg.get("/v2").await;
     assert_eq!(resp.status(), 200, "GET /v2 (no trailing slash)");
     // HEAD /v2/ answers the same status with no body.
-    let resp = reg.head("/v2/").await;
-    assert_eq!(resp.status(), 200);
+    let resp = reg.head("/v2/").expect(200).await;
     assert!(resp.bytes().await.unwrap().is_empty());
 }
 
@@ -66,14 +64,16 @@ async fn unknown_query_parameters_are_accepted_and_ns_is_echoed() {
             "/v2/ns/app/blobs/{}?ns=example.com",
             img.config_digest
         ))
+        .expect(200)
         .await;
-    assert_eq!(resp.status(), 200);
     assert_eq!(header(resp.headers(), "oci-namespace"), Some("example.com"));
     assert_eq!(resp.bytes().await.unwrap(), img.config);
 
     // An unrelated unknown parameter changes nothing, and no OCI-Namespace without ns.
-    let resp = reg.get("/v2/ns/app/manifests/v1?foo=bar&x").await;
-    assert_eq!(resp.status(), 200);
+    let resp = reg
+        .get("/v2/ns/app/manifests/v1?foo=bar&x")
+        .expect(200)
+        .await;
     assert!(header(resp.headers(), "oci-namespace").is_none());
     assert_eq!(resp.bytes().await.unwrap(), img.manifest);
 
@@ -87,6 +87,7 @@ async fn unknown_query_parameters_are_accepted_and_ns_is_echoed() {
         .octets(data.clone())
         .await;
     assert_eq!(resp.status(), 201, "single POST upload with ns");
-    let resp = reg.get("/v2/ns/app/tags/list?ns=example.com").await;
-    assert_eq!(resp.status(), 200);
+    reg.get("/v2/ns/app/tags/list?ns=example.com")
+        .expect(200)
+        .await;
 }

@@ -9,8 +9,7 @@ async fn blob_get_and_head_return_bytes_and_headers() {
     let digest = reg.push_blob("pull/blob", &data).await;
     let url = reg.url(&format!("/v2/pull/blob/blobs/{digest}"));
 
-    let resp = reg.get(&url).await;
-    assert_eq!(resp.status(), 200);
+    let resp = reg.get(&url).expect(200).await;
     let h = resp.headers().clone();
     assert_eq!(header(&h, "docker-content-digest"), Some(digest.as_str()));
     assert_eq!(header(&h, "content-length"), Some("70000"));
@@ -22,8 +21,7 @@ async fn blob_get_and_head_return_bytes_and_headers() {
     assert_eq!(body.len(), data.len());
     assert_eq!(sha256_digest(&body), digest, "GET returned other bytes");
 
-    let resp = reg.head(&url).await;
-    assert_eq!(resp.status(), 200);
+    let resp = reg.head(&url).expect(200).await;
     let hh = resp.headers().clone();
     assert_eq!(header(&hh, "docker-content-digest"), Some(digest.as_str()));
     assert_eq!(header(&hh, "content-length"), Some("70000"));
@@ -89,8 +87,7 @@ async fn blob_range_requests() {
     }
 
     // A full GET after ranges still returns everything.
-    let resp = reg.get(&url).await;
-    assert_eq!(resp.status(), 200);
+    let resp = reg.get(&url).expect(200).await;
     assert_eq!(resp.bytes().await.unwrap(), data);
 }
 
@@ -102,8 +99,7 @@ async fn unknown_blob_is_404_blob_unknown() {
     let url = reg.url(&format!("/v2/pull/unknown/blobs/{missing}"));
     let resp = reg.get(&url).await;
     expect_error(resp, 404, &["BLOB_UNKNOWN"]).await;
-    let resp = reg.head(&url).await;
-    assert_eq!(resp.status(), 404);
+    let resp = reg.head(&url).expect(404).await;
     assert!(resp.bytes().await.unwrap().is_empty());
     // Unknown repository too.
     let resp = reg.get(format!("/v2/no/such/repo/blobs/{missing}")).await;
@@ -115,14 +111,16 @@ async fn blob_is_served_only_by_repositories_that_hold_it() {
     let reg = TestRegistry::start().await;
     let data = random_bytes(3000);
     let digest = reg.push_blob("team/a", &data).await;
-    let resp = reg.get(format!("/v2/team/a/blobs/{digest}")).await;
-    assert_eq!(resp.status(), 200);
+    reg.get(format!("/v2/team/a/blobs/{digest}"))
+        .expect(200)
+        .await;
     // team/b exists (has content) but never received or mounted this blob.
     reg.push_blob("team/b", b"other content").await;
     let resp = reg.get(format!("/v2/team/b/blobs/{digest}")).await;
     expect_error(resp, 404, &["BLOB_UNKNOWN"]).await;
-    let resp = reg.head(format!("/v2/team/b/blobs/{digest}")).await;
-    assert_eq!(resp.status(), 404);
+    reg.head(format!("/v2/team/b/blobs/{digest}"))
+        .expect(404)
+        .await;
 }
 
 #[tokio::test]
@@ -137,8 +135,7 @@ async fn blob_delete_then_404() {
 
     let resp = reg.get(&url).await;
     expect_error(resp, 404, &["BLOB_UNKNOWN"]).await;
-    let resp = reg.head(&url).await;
-    assert_eq!(resp.status(), 404);
+    reg.head(&url).expect(404).await;
 
     let resp = reg.delete(&url).await;
     expect_error(resp, 404, &["BLOB_UNKNOWN"]).await;
@@ -168,8 +165,7 @@ async fn blob_delete_then_404() {
     // The same content can be pushed again afterwards.
     let again = reg.push_blob("manage/blob", &data).await;
     assert_eq!(again, digest);
-    let resp = reg.get(&url).await;
-    assert_eq!(resp.status(), 200);
+    let resp = reg.get(&url).expect(200).await;
     assert_eq!(resp.bytes().await.unwrap(), data);
 }
 
@@ -179,8 +175,9 @@ async fn blob_delete_in_one_repository_leaves_others() {
     let data = random_bytes(4000);
     let digest = reg.push_blob("share/one", &data).await;
     reg.push_blob("share/two", &data).await;
-    let resp = reg.delete(format!("/v2/share/one/blobs/{digest}")).await;
-    assert_eq!(resp.status(), 202);
+    reg.delete(format!("/v2/share/one/blobs/{digest}"))
+        .expect(202)
+        .await;
     let resp = reg.get(format!("/v2/share/two/blobs/{digest}")).await;
     assert_eq!(resp.status(), 200, "blob still linked in share/two");
     assert_eq!(resp.bytes().await.unwrap(), data);
@@ -195,11 +192,9 @@ async fn empty_blob_round_trip() {
         "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
     );
     let url = reg.url(&format!("/v2/pull/empty/blobs/{digest}"));
-    let resp = reg.get(&url).await;
-    assert_eq!(resp.status(), 200);
+    let resp = reg.get(&url).expect(200).await;
     assert_eq!(header(resp.headers(), "content-length"), Some("0"));
     assert!(resp.bytes().await.unwrap().is_empty());
-    let resp = reg.head(&url).await;
-    assert_eq!(resp.status(), 200);
+    let resp = reg.head(&url).expect(200).await;
     assert_eq!(header(resp.headers(), "content-length"), Some("0"));
 }

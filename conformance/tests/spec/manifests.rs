@@ -100,8 +100,8 @@ async fn push_by_tag_and_pull_exact_bytes() {
     let digest = sha256_digest(&body);
     let resp = reg
         .put_manifest("man/exact", "v1.0", OCI_MANIFEST, &body)
+        .expect(201)
         .await;
-    assert_eq!(resp.status(), 201);
     assert_eq!(
         header(resp.headers(), "docker-content-digest"),
         Some(digest.as_str())
@@ -123,8 +123,8 @@ async fn push_by_digest() {
     let digest = sha256_digest(&body);
     let resp = reg
         .put_manifest("man/bydigest", &digest, OCI_MANIFEST, &body)
+        .expect(201)
         .await;
-    assert_eq!(resp.status(), 201);
     assert_eq!(
         header(resp.headers(), "docker-content-digest"),
         Some(digest.as_str())
@@ -305,8 +305,10 @@ async fn push_by_sha512_digest() {
         Some(d512.as_str()),
         "Docker-Content-Digest MUST equal the digest the client pushed by"
     );
-    let resp = reg.get(format!("/v2/man/sha512/manifests/{d512}")).await;
-    assert_eq!(resp.status(), 200);
+    let resp = reg
+        .get(format!("/v2/man/sha512/manifests/{d512}"))
+        .expect(200)
+        .await;
     assert_eq!(resp.bytes().await.unwrap(), body);
     // A wrong sha512 digest is refused.
     let wrong = conformance::sha512_digest(b"wrong");
@@ -536,8 +538,8 @@ async fn multi_tag_push_by_digest() {
         ))
         .header("content-type", OCI_MANIFEST)
         .body(body.clone())
+        .expect(201)
         .await;
-    assert_eq!(resp.status(), 201);
     let mut tags = header_values(resp.headers(), "oci-tag");
     tags.sort();
     want.sort();
@@ -545,12 +547,7 @@ async fn multi_tag_push_by_digest() {
     for t in &want {
         assert_manifest(&reg, "man/tags", t, OCI_MANIFEST, &body).await;
     }
-    let v: serde_json::Value = reg
-        .get("/v2/man/tags/tags/list")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let v: serde_json::Value = reg.get("/v2/man/tags/tags/list").json().await;
     let mut listed: Vec<String> = serde_json::from_value(v["tags"].clone()).unwrap();
     listed.sort();
     assert_eq!(listed, want);
@@ -581,10 +578,9 @@ async fn delete_by_digest_removes_manifest_and_its_tags() {
         .await;
     let keep = reg.push_image("man/del", Some("keep"), 1).await;
 
-    let resp = reg
-        .delete(format!("/v2/man/del/manifests/{}", img.digest))
+    reg.delete(format!("/v2/man/del/manifests/{}", img.digest))
+        .expect(202)
         .await;
-    assert_eq!(resp.status(), 202);
     for reference in [img.digest.as_str(), "one", "two"] {
         let resp = reg.get(format!("/v2/man/del/manifests/{reference}")).await;
         expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
@@ -592,7 +588,7 @@ async fn delete_by_digest_removes_manifest_and_its_tags() {
         assert_eq!(resp.status(), 404, "HEAD {reference} after delete");
     }
     // Tags of the deleted manifest are gone from the list; others stay.
-    let v: serde_json::Value = reg.get("/v2/man/del/tags/list").await.json().await.unwrap();
+    let v: serde_json::Value = reg.get("/v2/man/del/tags/list").json().await;
     assert_eq!(
         v["tags"],
         json!(["keep"]),
@@ -618,12 +614,7 @@ async fn delete_by_tag_removes_only_that_tag() {
     expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
     assert_manifest(&reg, "man/untag", "b", OCI_MANIFEST, &img.manifest).await;
     assert_manifest(&reg, "man/untag", &img.digest, OCI_MANIFEST, &img.manifest).await;
-    let v: serde_json::Value = reg
-        .get("/v2/man/untag/tags/list")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let v: serde_json::Value = reg.get("/v2/man/untag/tags/list").json().await;
     assert_eq!(v["tags"], json!(["b"]));
     // Deleting an unknown tag: 404.
     let resp = reg.delete("/v2/man/untag/manifests/a").await;
@@ -638,8 +629,7 @@ async fn unknown_manifest_is_404_manifest_unknown() {
         let url = reg.url(&format!("/v2/man/unknown/manifests/{reference}"));
         let resp = reg.get(&url).await;
         expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
-        let resp = reg.head(&url).await;
-        assert_eq!(resp.status(), 404);
+        let resp = reg.head(&url).expect(404).await;
         assert!(resp.bytes().await.unwrap().is_empty());
         let resp = reg.delete(&url).await;
         expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
@@ -670,14 +660,12 @@ async fn retagging_moves_the_tag() {
 async fn pushing_the_same_manifest_again_is_idempotent() {
     let reg = TestRegistry::start().await;
     let img = reg.push_image("man/again", Some("t"), 1).await;
-    let resp = reg
-        .put_manifest("man/again", "t", OCI_MANIFEST, &img.manifest)
+    reg.put_manifest("man/again", "t", OCI_MANIFEST, &img.manifest)
+        .expect(201)
         .await;
-    assert_eq!(resp.status(), 201);
-    let resp = reg
-        .put_manifest("man/again", &img.digest, OCI_MANIFEST, &img.manifest)
+    reg.put_manifest("man/again", &img.digest, OCI_MANIFEST, &img.manifest)
+        .expect(201)
         .await;
-    assert_eq!(resp.status(), 201);
     assert_manifest(&reg, "man/again", "t", OCI_MANIFEST, &img.manifest).await;
 }
 
@@ -743,12 +731,7 @@ async fn concurrent_pushes_of_different_tags() {
     for t in tasks {
         assert_eq!(t.await.unwrap(), 201);
     }
-    let v: serde_json::Value = reg
-        .get("/v2/man/many/tags/list")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let v: serde_json::Value = reg.get("/v2/man/many/tags/list").json().await;
     let want: Vec<String> = (0..8).map(|i| format!("t{i}")).collect();
     assert_eq!(v["tags"], json!(want));
 }

@@ -151,8 +151,8 @@ async fn post_then_put_monolithic() {
     let resp = reg
         .post("/v2/push/mono/blobs/uploads/")
         .header("content-length", "0")
+        .expect(202)
         .await;
-    assert_eq!(resp.status(), 202);
     let raw = header(resp.headers(), "location")
         .expect("Location")
         .to_owned();
@@ -230,8 +230,7 @@ async fn out_of_order_and_stale_chunks_get_416_with_current_range() {
     assert_eq!(resp.status(), 416, "overlapping chunk");
 
     // The status endpoint reports where to go on.
-    let resp = reg.get(&loc).await;
-    assert_eq!(resp.status(), 204);
+    let resp = reg.get(&loc).expect(204).await;
     assert_eq!(header(resp.headers(), "range"), Some("0-99"));
     let loc = location(&resp);
 
@@ -277,8 +276,7 @@ async fn malformed_or_inconsistent_content_range_is_a_client_error() {
         "Content-Range 0-199 with a 100-byte body: want 400 or 416, got {st}"
     );
     // Nothing was appended by any of these.
-    let resp = reg.get(&loc).await;
-    assert_eq!(resp.status(), 204);
+    let resp = reg.get(&loc).expect(204).await;
     let range = header(resp.headers(), "range").map(str::to_owned);
     assert!(
         range.is_none() || range.as_deref() == Some("0-0") || range.as_deref() == Some("0--1"),
@@ -327,15 +325,13 @@ async fn streamed_patch_with_chunked_transfer_encoding_32mib() {
     assert_eq!(resp.status(), 201, "close streamed upload");
 
     let url = reg.url(&format!("/v2/push/big/blobs/{digest}"));
-    let resp = reg.head(&url).await;
-    assert_eq!(resp.status(), 200);
+    let resp = reg.head(&url).expect(200).await;
     assert_eq!(
         header(resp.headers(), "content-length"),
         Some(TOTAL.to_string().as_str())
     );
     // Read it back as a stream and hash it.
-    let mut resp = reg.get(&url).await;
-    assert_eq!(resp.status(), 200);
+    let mut resp = reg.get(&url).expect(200).await;
     let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
     let mut n = 0usize;
     while let Some(chunk) = resp.chunk().await.unwrap() {
@@ -397,8 +393,7 @@ async fn upload_status_reports_range_and_location() {
     assert!(header(resp.headers(), "location").is_some());
 
     let loc = patch_ok(&reg, &loc, Some((0, 4095)), &data, 4095).await;
-    let resp = reg.get(&loc).await;
-    assert_eq!(resp.status(), 204);
+    let resp = reg.get(&loc).expect(204).await;
     assert_eq!(header(resp.headers(), "range"), Some("0-4095"));
     let status_loc = location(&resp);
     assert!(resp.bytes().await.unwrap().is_empty(), "204 has no body");
@@ -475,8 +470,7 @@ async fn sha512_with_digest_algorithm_parameter() {
     let blob_loc = location(&resp);
 
     let url = reg.url(&format!("/v2/push/sha512/blobs/{digest}"));
-    let resp = reg.head(&url).await;
-    assert_eq!(resp.status(), 200);
+    let resp = reg.head(&url).expect(200).await;
     assert_eq!(
         header(resp.headers(), "docker-content-digest"),
         Some(digest.as_str())
@@ -511,8 +505,10 @@ async fn sha512_digest_closes_a_plain_session() {
     let loc = patch_ok(&reg, &loc, None, &data, data.len() - 1).await;
     let resp = put_close(&reg, &loc, &digest, None).await;
     assert_eq!(resp.status(), 201, "plain session closed with sha512");
-    let resp = reg.get(format!("/v2/push/sha512/blobs/{digest}")).await;
-    assert_eq!(resp.status(), 200);
+    let resp = reg
+        .get(format!("/v2/push/sha512/blobs/{digest}"))
+        .expect(200)
+        .await;
     assert_eq!(
         header(resp.headers(), "docker-content-digest"),
         Some(digest.as_str())
@@ -658,8 +654,10 @@ async fn concurrent_pushes_of_the_same_blob_all_succeed() {
     for t in tasks {
         assert_eq!(t.await.unwrap(), 201, "one of 8 concurrent pushes failed");
     }
-    let resp = reg.get(format!("/v2/push/race/blobs/{digest}")).await;
-    assert_eq!(resp.status(), 200);
+    let resp = reg
+        .get(format!("/v2/push/race/blobs/{digest}"))
+        .expect(200)
+        .await;
     assert_eq!(sha256_digest(&resp.bytes().await.unwrap()), digest);
 }
 
@@ -729,8 +727,7 @@ async fn concurrent_patches_to_one_upload_append_once() {
         accepted, 1,
         "exactly one of 8 identical first chunks may be appended"
     );
-    let resp = reg.get(&loc).await;
-    assert_eq!(resp.status(), 204);
+    let resp = reg.get(&loc).expect(204).await;
     assert_eq!(
         header(resp.headers(), "range"),
         Some(format!("0-{}", data.len() - 1).as_str())

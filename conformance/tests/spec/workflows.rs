@@ -8,16 +8,6 @@ use conformance::{
 };
 use serde_json::{json, Value};
 
-async fn status_of(reg: &TestRegistry, method: reqwest::Method, path: &str) -> u16 {
-    reg.client()
-        .request(method, reg.url(path))
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
 #[tokio::test]
 async fn pull_workflow() {
     let reg = TestRegistry::start().await;
@@ -41,43 +31,32 @@ async fn pull_workflow() {
 
     // Blobs.
     let missing = sha256_digest(b"missing blob");
-    assert_eq!(
-        status_of(
-            &reg,
-            reqwest::Method::HEAD,
-            &format!("/v2/{repo}/blobs/{missing}")
-        )
-        .await,
-        404
-    );
-    assert_eq!(
-        status_of(
-            &reg,
-            reqwest::Method::HEAD,
-            &format!("/v2/{repo}/blobs/{layer_d}")
-        )
-        .await,
-        200
-    );
+    reg.request(reqwest::Method::HEAD, format!("/v2/{repo}/blobs/{missing}"))
+        .expect(404)
+        .await;
+    reg.request(reqwest::Method::HEAD, format!("/v2/{repo}/blobs/{layer_d}"))
+        .expect(200)
+        .await;
     let resp = reg.get(format!("/v2/{repo}/blobs/{missing}")).await;
     expect_error(resp, 404, &["BLOB_UNKNOWN"]).await;
-    let resp = reg.get(format!("/v2/{repo}/blobs/{layer_d}")).await;
-    assert_eq!(resp.status(), 200);
+    let resp = reg
+        .get(format!("/v2/{repo}/blobs/{layer_d}"))
+        .expect(200)
+        .await;
     assert_eq!(resp.bytes().await.unwrap(), layer);
 
     // Manifests.
-    assert_eq!(
-        status_of(
-            &reg,
-            reqwest::Method::HEAD,
-            &format!("/v2/{repo}/manifests/nonexistent")
-        )
-        .await,
-        404
-    );
+    reg.request(
+        reqwest::Method::HEAD,
+        format!("/v2/{repo}/manifests/nonexistent"),
+    )
+    .expect(404)
+    .await;
     for reference in ["tagtest0", md.as_str()] {
-        let resp = reg.head(format!("/v2/{repo}/manifests/{reference}")).await;
-        assert_eq!(resp.status(), 200);
+        let resp = reg
+            .head(format!("/v2/{repo}/manifests/{reference}"))
+            .expect(200)
+            .await;
         assert_eq!(
             header(resp.headers(), "docker-content-digest"),
             Some(md.as_str())
@@ -89,22 +68,23 @@ async fn pull_workflow() {
         let resp = reg
             .get(format!("/v2/{repo}/manifests/{reference}"))
             .header("accept", OCI_MANIFEST)
+            .expect(200)
             .await;
-        assert_eq!(resp.status(), 200);
         assert_eq!(resp.bytes().await.unwrap(), manifest);
     }
     let resp = reg
         .get(format!("/v2/{repo}/manifests/{idx_d}"))
         .header("accept", OCI_INDEX)
+        .expect(200)
         .await;
-    assert_eq!(resp.status(), 200);
     assert_eq!(header(resp.headers(), "content-type"), Some(OCI_INDEX));
     assert_eq!(resp.bytes().await.unwrap(), index);
     let resp = reg.get(format!("/v2/{repo}/manifests/nonexistent")).await;
     expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
     // Nonexistent repository.
-    let resp = reg.get("/v2/conformance/nope/manifests/tagtest0").await;
-    assert_eq!(resp.status(), 404);
+    reg.get("/v2/conformance/nope/manifests/tagtest0")
+        .expect(404)
+        .await;
 }
 
 #[tokio::test]
@@ -115,14 +95,13 @@ async fn push_workflow() {
     // Streamed: POST, PATCH (no Content-Range), PUT.
     let streamed = random_bytes(65_536);
     let loc = reg.start_upload(repo).await;
-    let resp = reg.patch(&loc).octets(streamed.clone()).await;
-    assert_eq!(resp.status(), 202);
+    let resp = reg.patch(&loc).octets(streamed.clone()).expect(202).await;
     assert_eq!(header(resp.headers(), "range"), Some("0-65535"));
     let loc = location(&resp);
     let resp = reg
         .put(with_query(&loc, "digest", &sha256_digest(&streamed)))
+        .expect(201)
         .await;
-    assert_eq!(resp.status(), 201);
     assert!(header(resp.headers(), "location").is_some());
 
     // Monolithic: POST+PUT, then single POST; an invalid digest is refused.
@@ -135,92 +114,85 @@ async fn push_workflow() {
             sha256_digest(&single)
         ))
         .octets(single.clone())
+        .expect(201)
         .await;
-    assert_eq!(resp.status(), 201);
     assert!(header(resp.headers(), "location").is_some());
     let loc = reg.start_upload(repo).await;
-    let resp = reg
-        .put(with_query(&loc, "digest", "sha256:totallywrong"))
+    reg.put(with_query(&loc, "digest", "sha256:totallywrong"))
         .body(mono.clone())
+        .expect(400)
         .await;
-    assert_eq!(resp.status(), 400);
 
     // Chunked: out-of-order first chunk is 416; in order works; status is 204.
     let chunked = random_bytes(30_000);
     let loc = reg.start_upload(repo).await;
-    let resp = reg
-        .patch(&loc)
+    reg.patch(&loc)
         .header("content-range", "10000-19999")
         .body(chunked[10_000..20_000].to_vec())
+        .expect(416)
         .await;
-    assert_eq!(resp.status(), 416);
     let resp = reg
         .patch(&loc)
         .header("content-range", "0-9999")
         .body(chunked[..10_000].to_vec())
+        .expect(202)
         .await;
-    assert_eq!(resp.status(), 202);
     assert_eq!(header(resp.headers(), "range"), Some("0-9999"));
     let loc = location(&resp);
-    let resp = reg.get(&loc).await;
-    assert_eq!(resp.status(), 204);
+    let resp = reg.get(&loc).expect(204).await;
     assert_eq!(header(resp.headers(), "range"), Some("0-9999"));
     let loc = location(&resp);
     let resp = reg
         .patch(&loc)
         .header("content-range", "10000-19999")
         .body(chunked[10_000..20_000].to_vec())
+        .expect(202)
         .await;
-    assert_eq!(resp.status(), 202);
     let loc = location(&resp);
-    let resp = reg
-        .put(with_query(&loc, "digest", &sha256_digest(&chunked)))
+    reg.put(with_query(&loc, "digest", &sha256_digest(&chunked)))
         .header("content-range", "20000-29999")
         .body(chunked[20_000..].to_vec())
+        .expect(201)
         .await;
-    assert_eq!(resp.status(), 201);
 
     // Cross-repository mount.
     let other = "conformance/push-other";
     let md = sha256_digest(&mono);
     let resp = reg
         .post(format!("/v2/{other}/blobs/uploads/?mount={md}&from={repo}"))
+        .expect(201)
         .await;
-    assert_eq!(resp.status(), 201);
     assert_eq!(
         header(resp.headers(), "docker-content-digest"),
         Some(md.as_str())
     );
-    let resp = reg
-        .post(format!(
-            "/v2/{other}/blobs/uploads/?mount={}&from={repo}",
-            sha256_digest(b"nope")
-        ))
+    reg.post(format!(
+        "/v2/{other}/blobs/uploads/?mount={}&from={repo}",
+        sha256_digest(b"nope")
+    ))
+    .expect(202)
+    .await;
+    reg.post(format!("/v2/{other}-auto/blobs/uploads/?mount={md}"))
+        .expect(201)
         .await;
-    assert_eq!(resp.status(), 202);
-    let resp = reg
-        .post(format!("/v2/{other}-auto/blobs/uploads/?mount={md}"))
-        .await;
-    assert_eq!(resp.status(), 201);
 
     // Manifest upload.
-    assert_eq!(
-        status_of(
-            &reg,
-            reqwest::Method::GET,
-            &format!("/v2/{repo}/manifests/tagtest0")
-        )
-        .await,
-        404
-    );
+    reg.request(
+        reqwest::Method::GET,
+        format!("/v2/{repo}/manifests/tagtest0"),
+    )
+    .expect(404)
+    .await;
     let cfg = br#"{"architecture":"amd64","os":"linux"}"#;
     reg.push_blob(repo, cfg).await;
     let m = ManifestBuilder::new(descriptor(OCI_CONFIG, cfg))
         .layer(descriptor(OCI_LAYER, &streamed))
         .layer(descriptor(OCI_LAYER, &chunked))
         .build();
-    let resp = reg.put_manifest(repo, "tagtest0", OCI_MANIFEST, &m).await;
-    assert_eq!(resp.status(), 201);
+    let resp = reg
+        .put_manifest(repo, "tagtest0", OCI_MANIFEST, &m)
+        .expect(201)
+        .await;
     assert_eq!(
         header(resp.headers(), "docker-content-digest"),
         Some(sha256_digest(&m).as_str())
@@ -229,8 +201,9 @@ async fn push_workflow() {
     // A manifest with no layers (an artifact) is accepted.
     reg.push_blob(repo, b"{}").await;
     let bare = ManifestBuilder::artifact("application/vnd.oci.conformance").build();
-    let resp = reg.put_manifest(repo, "bare", OCI_MANIFEST, &bare).await;
-    assert_eq!(resp.status(), 201);
+    reg.put_manifest(repo, "bare", OCI_MANIFEST, &bare)
+        .expect(201)
+        .await;
     // Multi-tag push by digest.
     let resp = reg
         .put(format!(
@@ -239,15 +212,15 @@ async fn push_workflow() {
         ))
         .header("content-type", OCI_MANIFEST)
         .body(m.clone())
+        .expect(201)
         .await;
-    assert_eq!(resp.status(), 201);
     let mut t = header_values(resp.headers(), "oci-tag");
     t.sort();
     assert_eq!(t, vec!["t1", "t2"]);
     let resp = reg
         .get(format!("/v2/{repo}/manifests/{}", sha256_digest(&m)))
+        .expect(200)
         .await;
-    assert_eq!(resp.status(), 200);
     assert_eq!(resp.bytes().await.unwrap(), m);
 }
 
@@ -261,13 +234,14 @@ async fn content_discovery_workflow() {
         reg.push_manifest(repo, t, OCI_MANIFEST, &img.manifest)
             .await;
     }
-    let resp = reg.get(format!("/v2/{repo}/tags/list")).await;
-    assert_eq!(resp.status(), 200);
+    let resp = reg.get(format!("/v2/{repo}/tags/list")).expect(200).await;
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["tags"], json!(tags));
 
-    let resp = reg.get(format!("/v2/{repo}/tags/list?n=2")).await;
-    assert_eq!(resp.status(), 200);
+    let resp = reg
+        .get(format!("/v2/{repo}/tags/list?n=2"))
+        .expect(200)
+        .await;
     assert!(next_link(resp.headers()).is_some());
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["tags"], json!(["test0", "test1"]));
@@ -290,8 +264,10 @@ async fn content_discovery_workflow() {
             .annotation("org.opencontainers.conformance.test", "true")
             .build();
         let d = sha256_digest(&a);
-        let resp = reg.put_manifest(repo, &d, OCI_MANIFEST, &a).await;
-        assert_eq!(resp.status(), 201);
+        let resp = reg
+            .put_manifest(repo, &d, OCI_MANIFEST, &a)
+            .expect(201)
+            .await;
         assert_eq!(
             header(resp.headers(), "oci-subject"),
             Some(img.digest.as_str())
@@ -300,8 +276,8 @@ async fn content_discovery_workflow() {
     }
     let resp = reg
         .get(format!("/v2/{repo}/referrers/{}", img.digest))
+        .expect(200)
         .await;
-    assert_eq!(resp.status(), 200);
     assert_eq!(header(resp.headers(), "content-type"), Some(OCI_INDEX));
     let v: Value = resp.json().await.unwrap();
     let mut got: Vec<String> = v["manifests"]
@@ -340,39 +316,28 @@ async fn content_management_workflow() {
         .await;
 
     // Delete a tag; the other tag and the digest still resolve.
-    let resp = reg.delete(format!("/v2/{repo}/manifests/tagtest0")).await;
-    assert_eq!(resp.status(), 202);
-    assert_eq!(
-        status_of(
-            &reg,
-            reqwest::Method::GET,
-            &format!("/v2/{repo}/manifests/tagtest0")
-        )
-        .await,
-        404
-    );
-    assert_eq!(
-        status_of(
-            &reg,
-            reqwest::Method::GET,
-            &format!("/v2/{repo}/manifests/tagtest1")
-        )
-        .await,
-        200
-    );
-    let v: Value = reg
-        .get(format!("/v2/{repo}/tags/list"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    reg.delete(format!("/v2/{repo}/manifests/tagtest0"))
+        .expect(202)
+        .await;
+    reg.request(
+        reqwest::Method::GET,
+        format!("/v2/{repo}/manifests/tagtest0"),
+    )
+    .expect(404)
+    .await;
+    reg.request(
+        reqwest::Method::GET,
+        format!("/v2/{repo}/manifests/tagtest1"),
+    )
+    .expect(200)
+    .await;
+    let v: Value = reg.get(format!("/v2/{repo}/tags/list")).json().await;
     assert_eq!(v["tags"], json!(["tagtest1"]));
 
     // Delete the manifest by digest: digest and remaining tag are gone.
-    let resp = reg
-        .delete(format!("/v2/{repo}/manifests/{}", img.digest))
+    reg.delete(format!("/v2/{repo}/manifests/{}", img.digest))
+        .expect(202)
         .await;
-    assert_eq!(resp.status(), 202);
     for r in [img.digest.as_str(), "tagtest1"] {
         let resp = reg.get(format!("/v2/{repo}/manifests/{r}")).await;
         expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
@@ -381,14 +346,14 @@ async fn content_management_workflow() {
     // Delete the blobs.
     let layer_d = sha256_digest(&img.layers[0]);
     for d in [img.config_digest.as_str(), layer_d.as_str()] {
-        let resp = reg.delete(format!("/v2/{repo}/blobs/{d}")).await;
-        assert_eq!(resp.status(), 202);
+        reg.delete(format!("/v2/{repo}/blobs/{d}"))
+            .expect(202)
+            .await;
         let resp = reg.get(format!("/v2/{repo}/blobs/{d}")).await;
         expect_error(resp, 404, &["BLOB_UNKNOWN"]).await;
     }
     // Deleting from a repository that does not exist: 404.
-    let resp = reg
-        .delete(format!("/v2/conformance/none/manifests/{}", img.digest))
+    reg.delete(format!("/v2/conformance/none/manifests/{}", img.digest))
+        .expect(404)
         .await;
-    assert_eq!(resp.status(), 404);
 }
