@@ -12,7 +12,7 @@ use reqwest::{Body, Client, Method, RequestBuilder, Response, StatusCode, Url};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use crate::check::{location, next_link, with_query};
+use crate::check::{expect_error, location, next_link, with_query};
 use crate::oci::{descriptor, sha256_digest, ManifestBuilder, OCI_CONFIG, OCI_LAYER, OCI_MANIFEST};
 use crate::random::{random_bytes, random_u64};
 use crate::s3;
@@ -465,6 +465,12 @@ impl Call {
         self
     }
 
+    /// Sends the request and asserts the answer is `status` with a spec error body holding one of
+    /// `codes` (see [`expect_error`]); returns the body.
+    pub async fn error(self, status: u16, codes: &[&str]) -> Value {
+        expect_error(self.await, status, codes).await
+    }
+
     /// Sends the request and parses the answer's body as JSON.
     pub async fn json(self) -> Value {
         let what = self.what.clone();
@@ -499,6 +505,19 @@ impl IntoFuture for Call {
             }
         })
     }
+}
+
+/// Sends every call at once, each on a task of its own; their statuses, in order.
+pub async fn at_once(calls: Vec<Call>) -> Vec<u16> {
+    let tasks: Vec<_> = calls
+        .into_iter()
+        .map(|call| tokio::spawn(async move { call.await.status().as_u16() }))
+        .collect();
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.expect("request task"));
+    }
+    statuses
 }
 
 impl Drop for TestRegistry {

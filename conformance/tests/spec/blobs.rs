@@ -97,13 +97,13 @@ async fn unknown_blob_is_404_blob_unknown() {
     reg.push_blob("pull/unknown", b"something").await;
     let missing = sha256_digest(b"never pushed");
     let url = reg.url(&format!("/v2/pull/unknown/blobs/{missing}"));
-    let resp = reg.get(&url).await;
-    expect_error(resp, 404, &["BLOB_UNKNOWN"]).await;
+    reg.get(&url).error(404, &["BLOB_UNKNOWN"]).await;
     let resp = reg.head(&url).expect(404).await;
     assert!(resp.bytes().await.unwrap().is_empty());
     // Unknown repository too.
-    let resp = reg.get(format!("/v2/no/such/repo/blobs/{missing}")).await;
-    expect_error(resp, 404, &["BLOB_UNKNOWN", "NAME_UNKNOWN"]).await;
+    reg.get(format!("/v2/no/such/repo/blobs/{missing}"))
+        .error(404, &["BLOB_UNKNOWN", "NAME_UNKNOWN"])
+        .await;
 }
 
 #[tokio::test]
@@ -116,8 +116,9 @@ async fn blob_is_served_only_by_repositories_that_hold_it() {
         .await;
     // team/b exists (has content) but never received or mounted this blob.
     reg.push_blob("team/b", b"other content").await;
-    let resp = reg.get(format!("/v2/team/b/blobs/{digest}")).await;
-    expect_error(resp, 404, &["BLOB_UNKNOWN"]).await;
+    reg.get(format!("/v2/team/b/blobs/{digest}"))
+        .error(404, &["BLOB_UNKNOWN"])
+        .await;
     reg.head(format!("/v2/team/b/blobs/{digest}"))
         .expect(404)
         .await;
@@ -133,12 +134,10 @@ async fn blob_delete_then_404() {
     let resp = reg.delete(&url).await;
     assert_eq!(resp.status(), 202, "DELETE blob");
 
-    let resp = reg.get(&url).await;
-    expect_error(resp, 404, &["BLOB_UNKNOWN"]).await;
+    reg.get(&url).error(404, &["BLOB_UNKNOWN"]).await;
     reg.head(&url).expect(404).await;
 
-    let resp = reg.delete(&url).await;
-    expect_error(resp, 404, &["BLOB_UNKNOWN"]).await;
+    reg.delete(&url).error(404, &["BLOB_UNKNOWN"]).await;
 
     // A manifest naming the deleted blob is refused, or, if accepted, the blob is served again:
     // never an accepted manifest whose blob 404s.

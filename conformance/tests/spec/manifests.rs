@@ -1,11 +1,12 @@
 //! Pushing, pulling and deleting manifests and tags; validation; size limits; multi-tag push.
 
 use conformance::{
-    descriptor, empty_descriptor, expect_client_error, expect_error, header, header_values,
-    location, random_bytes, sha256_digest, IndexBuilder, ManifestBuilder, TestRegistry,
-    DOCKER_CONFIG, DOCKER_LAYER, DOCKER_LIST, DOCKER_MANIFEST, EMPTY_JSON_DIGEST, OCI_CONFIG,
-    OCI_EMPTY, OCI_INDEX, OCI_LAYER, OCI_MANIFEST,
+    at_once, descriptor, empty_descriptor, expect_client_error, expect_error, header,
+    header_values, location, random_bytes, sha256_digest, IndexBuilder, ManifestBuilder,
+    TestRegistry, DOCKER_CONFIG, DOCKER_LAYER, DOCKER_LIST, DOCKER_MANIFEST, EMPTY_JSON_DIGEST,
+    OCI_CONFIG, OCI_EMPTY, OCI_INDEX, OCI_LAYER, OCI_MANIFEST,
 };
+use reqwest::Method;
 use serde_json::json;
 
 /// Pushes a config and one layer to `repo`; returns (config descriptor, layer descriptor).
@@ -33,52 +34,31 @@ async fn assert_manifest(
 ) {
     let url = reg.url(&format!("/v2/{repo}/manifests/{reference}"));
     let digest = sha256_digest(body);
-    let resp = reg
-        .get(&url)
-        .header(
-            "accept",
-            format!("{OCI_MANIFEST}, {OCI_INDEX}, {DOCKER_MANIFEST}, {DOCKER_LIST}"),
-        )
-        .await;
-    assert_eq!(resp.status(), 200, "GET {repo}:{reference}");
-    let h = resp.headers().clone();
-    assert_eq!(
-        header(&h, "content-type"),
-        Some(media_type),
-        "GET {reference} Content-Type"
-    );
-    assert_eq!(header(&h, "docker-content-digest"), Some(digest.as_str()));
-    assert_eq!(
-        header(&h, "content-length"),
-        Some(body.len().to_string().as_str())
-    );
-    assert_eq!(
-        &resp.bytes().await.unwrap()[..],
-        body,
-        "GET {reference} must return the exact pushed bytes"
-    );
-
-    let resp = reg
-        .head(&url)
-        .header(
-            "accept",
-            format!("{OCI_MANIFEST}, {OCI_INDEX}, {DOCKER_MANIFEST}, {DOCKER_LIST}"),
-        )
-        .await;
-    assert_eq!(resp.status(), 200, "HEAD {repo}:{reference}");
-    let hh = resp.headers().clone();
-    assert_eq!(
-        header(&hh, "content-type"),
-        Some(media_type),
-        "HEAD Content-Type"
-    );
-    assert_eq!(header(&hh, "docker-content-digest"), Some(digest.as_str()));
-    assert_eq!(
-        header(&hh, "content-length"),
-        Some(body.len().to_string().as_str()),
-        "HEAD Content-Length"
-    );
-    assert!(resp.bytes().await.unwrap().is_empty(), "HEAD has no body");
+    let accept = format!("{OCI_MANIFEST}, {OCI_INDEX}, {DOCKER_MANIFEST}, {DOCKER_LIST}");
+    for method in [Method::GET, Method::HEAD] {
+        let what = format!("{method} {repo}:{reference}");
+        let resp = reg
+            .request(method.clone(), &url)
+            .header("accept", &accept)
+            .await;
+        assert_eq!(resp.status(), 200, "{what}");
+        let h = resp.headers().clone();
+        assert_eq!(
+            header(&h, "content-type"),
+            Some(media_type),
+            "{what} Content-Type"
+        );
+        assert_eq!(header(&h, "docker-content-digest"), Some(digest.as_str()));
+        let len = body.len().to_string();
+        assert_eq!(
+            header(&h, "content-length"),
+            Some(len.as_str()),
+            "{what} Content-Length"
+        );
+        // GET returns the exact pushed bytes, HEAD no body.
+        let want = if method == Method::GET { body } else { &[] };
+        assert_eq!(&resp.bytes().await.unwrap()[..], want, "{what} body");
+    }
 }
 
 async fn get_status(reg: &TestRegistry, repo: &str, reference: &str) -> u16 {
@@ -159,14 +139,12 @@ async fn content_type_media_type_mismatch_is_manifest_invalid() {
     let reg = TestRegistry::start().await;
     let (config, layer) = blobs(&reg, "man/mismatch").await;
     let body = ManifestBuilder::new(config).layer(layer).build();
-    let resp = reg
-        .put_manifest("man/mismatch", "t", OCI_INDEX, &body)
+    reg.put_manifest("man/mismatch", "t", OCI_INDEX, &body)
+        .error(400, &["MANIFEST_INVALID"])
         .await;
-    expect_error(resp, 400, &["MANIFEST_INVALID"]).await;
-    let resp = reg
-        .put_manifest("man/mismatch", "t", DOCKER_MANIFEST, &body)
+    reg.put_manifest("man/mismatch", "t", DOCKER_MANIFEST, &body)
+        .error(400, &["MANIFEST_INVALID"])
         .await;
-    expect_error(resp, 400, &["MANIFEST_INVALID"]).await;
     assert_eq!(get_status(&reg, "man/mismatch", "t").await, 404);
 }
 
@@ -180,8 +158,7 @@ async fn invalid_json_is_manifest_invalid() {
         b"\"a string\"",
         b"{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"config\":",
     ] {
-        let resp = reg.put_manifest("man/badjson", "t", OCI_MANIFEST, body).await;
-        expect_error(resp, 400, &["MANIFEST_INVALID"]).await;
+        reg.put_manifest("man/badjson", "t", OCI_MANIFEST, body).error(400, &["MANIFEST_INVALID"]).await;
     }
     // Structurally wrong: config is not a descriptor / digest is malformed.
     let bad_config = json!({
@@ -189,15 +166,14 @@ async fn invalid_json_is_manifest_invalid() {
         "config": {"mediaType": OCI_CONFIG, "digest": "sha256:nothex", "size": 2},
         "layers": []
     });
-    let resp = reg
-        .put_manifest(
-            "man/badjson",
-            "t",
-            OCI_MANIFEST,
-            &serde_json::to_vec(&bad_config).unwrap(),
-        )
-        .await;
-    expect_error(resp, 400, &["MANIFEST_INVALID", "DIGEST_INVALID"]).await;
+    reg.put_manifest(
+        "man/badjson",
+        "t",
+        OCI_MANIFEST,
+        &serde_json::to_vec(&bad_config).unwrap(),
+    )
+    .error(400, &["MANIFEST_INVALID", "DIGEST_INVALID"])
+    .await;
     assert_eq!(get_status(&reg, "man/badjson", "t").await, 404);
 }
 
@@ -212,18 +188,16 @@ async fn missing_blobs_are_manifest_blob_unknown() {
         .layer(layer.clone())
         .layer(absent_layer)
         .build();
-    let resp = reg
-        .put_manifest("man/missing", "t", OCI_MANIFEST, &body)
+    reg.put_manifest("man/missing", "t", OCI_MANIFEST, &body)
+        .error(400, &["MANIFEST_BLOB_UNKNOWN"])
         .await;
-    expect_error(resp, 400, &["MANIFEST_BLOB_UNKNOWN"]).await;
 
     let body = ManifestBuilder::new(absent_config)
         .layer(layer.clone())
         .build();
-    let resp = reg
-        .put_manifest("man/missing", "t", OCI_MANIFEST, &body)
+    reg.put_manifest("man/missing", "t", OCI_MANIFEST, &body)
+        .error(400, &["MANIFEST_BLOB_UNKNOWN"])
         .await;
-    expect_error(resp, 400, &["MANIFEST_BLOB_UNKNOWN"]).await;
 
     // A blob that exists only in another repository is unknown here.
     let elsewhere = random_bytes(100);
@@ -251,10 +225,9 @@ async fn index_with_missing_child_is_manifest_blob_unknown() {
         .manifest(img.descriptor())
         .manifest(absent)
         .build();
-    let resp = reg
-        .put_manifest("man/index", "multi", OCI_INDEX, &body)
+    reg.put_manifest("man/index", "multi", OCI_INDEX, &body)
+        .error(400, &["MANIFEST_BLOB_UNKNOWN"])
         .await;
-    expect_error(resp, 400, &["MANIFEST_BLOB_UNKNOWN"]).await;
     assert_eq!(get_status(&reg, "man/index", "multi").await, 404);
 }
 
@@ -312,10 +285,9 @@ async fn push_by_sha512_digest() {
     assert_eq!(resp.bytes().await.unwrap(), body);
     // A wrong sha512 digest is refused.
     let wrong = conformance::sha512_digest(b"wrong");
-    let resp = reg
-        .put_manifest("man/sha512", &wrong, OCI_MANIFEST, &body)
+    reg.put_manifest("man/sha512", &wrong, OCI_MANIFEST, &body)
+        .error(400, &["DIGEST_INVALID"])
         .await;
-    expect_error(resp, 400, &["DIGEST_INVALID"]).await;
 }
 
 #[tokio::test]
@@ -559,10 +531,9 @@ async fn put_by_wrong_digest_is_digest_invalid() {
     let (config, layer) = blobs(&reg, "man/wrong").await;
     let body = ManifestBuilder::new(config).layer(layer).build();
     let wrong = sha256_digest(b"not the manifest");
-    let resp = reg
-        .put_manifest("man/wrong", &wrong, OCI_MANIFEST, &body)
+    reg.put_manifest("man/wrong", &wrong, OCI_MANIFEST, &body)
+        .error(400, &["DIGEST_INVALID"])
         .await;
-    expect_error(resp, 400, &["DIGEST_INVALID"]).await;
     assert_eq!(get_status(&reg, "man/wrong", &wrong).await, 404);
     assert_eq!(
         get_status(&reg, "man/wrong", &sha256_digest(&body)).await,
@@ -582,8 +553,9 @@ async fn delete_by_digest_removes_manifest_and_its_tags() {
         .expect(202)
         .await;
     for reference in [img.digest.as_str(), "one", "two"] {
-        let resp = reg.get(format!("/v2/man/del/manifests/{reference}")).await;
-        expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
+        reg.get(format!("/v2/man/del/manifests/{reference}"))
+            .error(404, &["MANIFEST_UNKNOWN"])
+            .await;
         let resp = reg.head(format!("/v2/man/del/manifests/{reference}")).await;
         assert_eq!(resp.status(), 404, "HEAD {reference} after delete");
     }
@@ -596,10 +568,9 @@ async fn delete_by_digest_removes_manifest_and_its_tags() {
     );
     assert_manifest(&reg, "man/del", "keep", OCI_MANIFEST, &keep.manifest).await;
     // Deleting again: 404 MANIFEST_UNKNOWN.
-    let resp = reg
-        .delete(format!("/v2/man/del/manifests/{}", img.digest))
+    reg.delete(format!("/v2/man/del/manifests/{}", img.digest))
+        .error(404, &["MANIFEST_UNKNOWN"])
         .await;
-    expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
 }
 
 #[tokio::test]
@@ -610,15 +581,17 @@ async fn delete_by_tag_removes_only_that_tag() {
         .await;
     let resp = reg.delete("/v2/man/untag/manifests/a").await;
     assert_eq!(resp.status(), 202, "DELETE by tag");
-    let resp = reg.get("/v2/man/untag/manifests/a").await;
-    expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
+    reg.get("/v2/man/untag/manifests/a")
+        .error(404, &["MANIFEST_UNKNOWN"])
+        .await;
     assert_manifest(&reg, "man/untag", "b", OCI_MANIFEST, &img.manifest).await;
     assert_manifest(&reg, "man/untag", &img.digest, OCI_MANIFEST, &img.manifest).await;
     let v: serde_json::Value = reg.get("/v2/man/untag/tags/list").json().await;
     assert_eq!(v["tags"], json!(["b"]));
     // Deleting an unknown tag: 404.
-    let resp = reg.delete("/v2/man/untag/manifests/a").await;
-    expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
+    reg.delete("/v2/man/untag/manifests/a")
+        .error(404, &["MANIFEST_UNKNOWN"])
+        .await;
 }
 
 #[tokio::test]
@@ -627,22 +600,20 @@ async fn unknown_manifest_is_404_manifest_unknown() {
     reg.push_image("man/unknown", Some("present"), 1).await;
     for reference in ["absent".to_owned(), sha256_digest(b"no such manifest")] {
         let url = reg.url(&format!("/v2/man/unknown/manifests/{reference}"));
-        let resp = reg.get(&url).await;
-        expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
+        reg.get(&url).error(404, &["MANIFEST_UNKNOWN"]).await;
         let resp = reg.head(&url).expect(404).await;
         assert!(resp.bytes().await.unwrap().is_empty());
-        let resp = reg.delete(&url).await;
-        expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
+        reg.delete(&url).error(404, &["MANIFEST_UNKNOWN"]).await;
     }
     // A repository that does not exist.
-    let resp = reg.get("/v2/no/such/repo/manifests/latest").await;
-    expect_error(resp, 404, &["MANIFEST_UNKNOWN", "NAME_UNKNOWN"]).await;
+    reg.get("/v2/no/such/repo/manifests/latest")
+        .error(404, &["MANIFEST_UNKNOWN", "NAME_UNKNOWN"])
+        .await;
     // A manifest from another repository is not served here.
     let other = reg.push_image("man/elsewhere", Some("x"), 1).await;
-    let resp = reg
-        .get(format!("/v2/man/unknown/manifests/{}", other.digest))
+    reg.get(format!("/v2/man/unknown/manifests/{}", other.digest))
+        .error(404, &["MANIFEST_UNKNOWN"])
         .await;
-    expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
 }
 
 #[tokio::test]
@@ -675,34 +646,14 @@ async fn concurrent_pushes_of_the_same_manifest_all_succeed() {
     let (config, layer) = blobs(&reg, "man/race").await;
     let body = ManifestBuilder::new(config).layer(layer).build();
     let digest = sha256_digest(&body);
-    let mut tasks = Vec::new();
-    for i in 0..8 {
-        let client = reg.client().clone();
-        let base = reg.base_url().to_owned();
-        let body = body.clone();
-        let reference = if i % 2 == 0 {
-            "same".to_owned()
-        } else {
-            digest.clone()
-        };
-        tasks.push(tokio::spawn(async move {
-            client
-                .put(format!("{base}/v2/man/race/manifests/{reference}"))
-                .header("content-type", OCI_MANIFEST)
-                .body(body)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }));
-    }
-    for t in tasks {
-        assert_eq!(
-            t.await.unwrap(),
-            201,
-            "one of 8 concurrent manifest pushes failed"
-        );
+    let calls = (0..8)
+        .map(|i| {
+            let reference = if i % 2 == 0 { "same" } else { &digest };
+            reg.put_manifest("man/race", reference, OCI_MANIFEST, &body)
+        })
+        .collect();
+    for status in at_once(calls).await {
+        assert_eq!(status, 201, "one of 8 concurrent manifest pushes failed");
     }
     assert_manifest(&reg, "man/race", "same", OCI_MANIFEST, &body).await;
 }
@@ -711,25 +662,11 @@ async fn concurrent_pushes_of_the_same_manifest_all_succeed() {
 async fn concurrent_pushes_of_different_tags() {
     let reg = TestRegistry::start().await;
     let img = reg.push_image("man/many", None, 1).await;
-    let mut tasks = Vec::new();
-    for i in 0..8 {
-        let client = reg.client().clone();
-        let base = reg.base_url().to_owned();
-        let body = img.manifest.clone();
-        tasks.push(tokio::spawn(async move {
-            client
-                .put(format!("{base}/v2/man/many/manifests/t{i}"))
-                .header("content-type", OCI_MANIFEST)
-                .body(body)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }));
-    }
-    for t in tasks {
-        assert_eq!(t.await.unwrap(), 201);
+    let calls = (0..8)
+        .map(|i| reg.put_manifest("man/many", &format!("t{i}"), OCI_MANIFEST, &img.manifest))
+        .collect();
+    for status in at_once(calls).await {
+        assert_eq!(status, 201);
     }
     let v: serde_json::Value = reg.get("/v2/man/many/tags/list").json().await;
     let want: Vec<String> = (0..8).map(|i| format!("t{i}")).collect();
@@ -742,15 +679,9 @@ async fn bad_tags_are_rejected() {
     let img = reg.push_image("man/badtag", None, 1).await;
     let long = "a".repeat(129);
     for bad in [".hidden", "-dash", "has:colon", "a+b", long.as_str()] {
-        let resp = reg
-            .put_manifest("man/badtag", bad, OCI_MANIFEST, &img.manifest)
+        reg.put_manifest("man/badtag", bad, OCI_MANIFEST, &img.manifest)
+            .error(400, &["MANIFEST_INVALID", "NAME_INVALID", "DIGEST_INVALID"])
             .await;
-        expect_error(
-            resp,
-            400,
-            &["MANIFEST_INVALID", "NAME_INVALID", "DIGEST_INVALID"],
-        )
-        .await;
         let resp = reg.get(format!("/v2/man/badtag/manifests/{bad}")).await;
         let st = resp.status().as_u16();
         assert!(st == 400 || st == 404, "GET bad tag {bad}: {st}");

@@ -28,8 +28,7 @@ async fn a_reference_that_names_nothing_is_manifest_unknown_on_get_and_head() {
     for repo in ["off/invalid", "off/never-pushed"] {
         for bad in unnameable() {
             let url = reg.url(&format!("/v2/{repo}/manifests/{bad}"));
-            let resp = reg.get(&url).await;
-            expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
+            reg.get(&url).error(404, &["MANIFEST_UNKNOWN"]).await;
             let resp = reg.head(&url).await;
             assert_eq!(resp.status(), 404, "HEAD {url}");
             assert!(resp.bytes().await.unwrap().is_empty(), "HEAD {url} body");
@@ -37,8 +36,7 @@ async fn a_reference_that_names_nothing_is_manifest_unknown_on_get_and_head() {
         // A malformed digest is said to be one, as on every other endpoint.
         for bad in ["sha256:xyz", "sha256:"] {
             let url = reg.url(&format!("/v2/{repo}/manifests/{bad}"));
-            let resp = reg.get(&url).await;
-            expect_error(resp, 400, &["DIGEST_INVALID"]).await;
+            reg.get(&url).error(400, &["DIGEST_INVALID"]).await;
         }
     }
 }
@@ -48,15 +46,9 @@ async fn a_manifest_put_under_an_invalid_tag_stays_a_bad_request() {
     let reg = TestRegistry::start().await;
     let img = reg.push_image("off/badput", None, 1).await;
     for bad in [".INVALID_MANIFEST_NAME", "-dash", "a+b"] {
-        let resp = reg
-            .put_manifest("off/badput", bad, OCI_MANIFEST, &img.manifest)
+        reg.put_manifest("off/badput", bad, OCI_MANIFEST, &img.manifest)
+            .error(400, &["MANIFEST_INVALID", "TAG_INVALID", "NAME_INVALID"])
             .await;
-        expect_error(
-            resp,
-            400,
-            &["MANIFEST_INVALID", "TAG_INVALID", "NAME_INVALID"],
-        )
-        .await;
     }
 }
 
@@ -174,12 +166,12 @@ async fn the_official_sparse_data_set_passes_with_the_setting_on() {
     let tags: Value = reg.get(format!("/v2/{repo}/tags/list")).json().await;
     assert_eq!(tags["tags"], json!(["sparse-image", "sparse-index"]));
     // What was never pushed is still unknown; the child that was pushed is served.
-    let resp = reg.get(format!("/v2/{repo}/blobs/{missing_layer}")).await;
-    expect_error(resp, 404, &["BLOB_UNKNOWN"]).await;
-    let resp = reg
-        .get(format!("/v2/{repo}/manifests/{missing_child}"))
+    reg.get(format!("/v2/{repo}/blobs/{missing_layer}"))
+        .error(404, &["BLOB_UNKNOWN"])
         .await;
-    expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
+    reg.get(format!("/v2/{repo}/manifests/{missing_child}"))
+        .error(404, &["MANIFEST_UNKNOWN"])
+        .await;
     reg.get(format!("/v2/{repo}/manifests/{child}"))
         .expect(200)
         .await;
@@ -187,8 +179,9 @@ async fn the_official_sparse_data_set_passes_with_the_setting_on() {
     for d in [&index_digest, &image_digest] {
         let resp = reg.delete(format!("/v2/{repo}/manifests/{d}")).await;
         assert_eq!(resp.status(), 202, "DELETE {d}");
-        let resp = reg.get(format!("/v2/{repo}/manifests/{d}")).await;
-        expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
+        reg.get(format!("/v2/{repo}/manifests/{d}"))
+            .error(404, &["MANIFEST_UNKNOWN"])
+            .await;
     }
 }
 
@@ -328,8 +321,7 @@ async fn referrers_are_paginated_with_link_and_a_bounded_page() {
     assert_eq!(sigs, want);
 
     // A bad page size is refused.
-    let resp = reg.get(format!("{base}?n=x")).await;
-    expect_error(resp, 400, &[]).await;
+    reg.get(format!("{base}?n=x")).error(400, &[]).await;
 }
 
 /// The `Accept` lists clients send when they resolve a reference: containerd 1.6/1.7, containerd

@@ -1,6 +1,6 @@
 //! Listing tags: order, `n`, `last`, `Link` pagination, unknown repositories.
 
-use conformance::{expect_error, next_link, TestRegistry, OCI_MANIFEST};
+use conformance::{next_link, TestRegistry, OCI_MANIFEST};
 use reqwest::Url;
 use serde_json::Value;
 
@@ -156,11 +156,13 @@ async fn tags_n_zero_is_empty_without_link() {
 async fn tags_of_unknown_repository_is_name_unknown() {
     let reg = TestRegistry::start().await;
     reg.push_image("tags/exists", Some("t"), 1).await;
-    let resp = reg.get("/v2/tags/missing/tags/list").await;
-    expect_error(resp, 404, &["NAME_UNKNOWN"]).await;
+    reg.get("/v2/tags/missing/tags/list")
+        .error(404, &["NAME_UNKNOWN"])
+        .await;
     // A prefix of an existing repository is not itself a repository.
-    let resp = reg.get("/v2/tags/tags/list").await;
-    expect_error(resp, 404, &["NAME_UNKNOWN"]).await;
+    reg.get("/v2/tags/tags/list")
+        .error(404, &["NAME_UNKNOWN"])
+        .await;
 }
 
 #[tokio::test]

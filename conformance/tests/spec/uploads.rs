@@ -2,8 +2,8 @@
 //! cancel, digest checks, sha512, resume after a restart, concurrency.
 
 use conformance::{
-    expect_body, expect_client_error, expect_error, header, location, random_bytes, sha256_digest,
-    sha512_digest, with_query, TestRegistry,
+    at_once, expect_body, expect_client_error, expect_error, header, location, random_bytes,
+    sha256_digest, sha512_digest, with_query, TestRegistry,
 };
 use reqwest::Response;
 
@@ -179,11 +179,10 @@ async fn post_with_wrong_digest_is_rejected_and_not_stored() {
     let reg = TestRegistry::start().await;
     let data = random_bytes(1000);
     let wrong = sha256_digest(b"other");
-    let resp = reg
-        .post(format!("/v2/push/single/blobs/uploads/?digest={wrong}"))
+    reg.post(format!("/v2/push/single/blobs/uploads/?digest={wrong}"))
         .octets(data.clone())
+        .error(400, &["DIGEST_INVALID"])
         .await;
-    expect_error(resp, 400, &["DIGEST_INVALID"]).await;
     expect_not_stored(&reg, "push/single", &[&wrong, &sha256_digest(&data)]).await;
 }
 
@@ -379,8 +378,10 @@ async fn put_with_malformed_or_missing_digest_is_400() {
     }
     // No digest parameter at all.
     let loc = reg.start_upload("push/baddigest").await;
-    let resp = reg.put(&loc).octets(data.clone()).await;
-    expect_error(resp, 400, &["DIGEST_INVALID", "BLOB_UPLOAD_INVALID"]).await;
+    reg.put(&loc)
+        .octets(data.clone())
+        .error(400, &["DIGEST_INVALID", "BLOB_UPLOAD_INVALID"])
+        .await;
 }
 
 #[tokio::test]
@@ -405,8 +406,7 @@ async fn upload_status_reports_range_and_location() {
     let resp = put_close(&reg, &loc, &sha256_digest(&all), None).await;
     expect_created_blob(&reg, resp, "push/status", &all).await;
     // A closed upload is gone.
-    let resp = reg.get(&loc).await;
-    expect_error(resp, 404, &["BLOB_UPLOAD_UNKNOWN"]).await;
+    reg.get(&loc).error(404, &["BLOB_UPLOAD_UNKNOWN"]).await;
 }
 
 #[tokio::test]
@@ -445,8 +445,7 @@ async fn upload_session_belongs_to_its_repository() {
         other, loc,
         "upload location has the repository in its path: {loc}"
     );
-    let resp = reg.get(&other).await;
-    expect_error(resp, 404, &["BLOB_UPLOAD_UNKNOWN"]).await;
+    reg.get(&other).error(404, &["BLOB_UPLOAD_UNKNOWN"]).await;
     let resp = put_close(&reg, &other, &sha256_digest(&data), Some((&data, None))).await;
     expect_error(resp, 404, &["BLOB_UPLOAD_UNKNOWN"]).await;
     expect_not_stored(&reg, "owner/two", &[&sha256_digest(&data)]).await;
@@ -693,27 +692,17 @@ async fn concurrent_patches_to_one_upload_append_once() {
     let reg = TestRegistry::start().await;
     let data = random_bytes(256 * 1024);
     let loc = reg.start_upload("push/racing").await;
-    let mut tasks = Vec::new();
-    for _ in 0..8 {
-        let client = reg.client().clone();
-        let loc = loc.clone();
-        let data = data.clone();
-        tasks.push(tokio::spawn(async move {
-            client
-                .patch(&loc)
-                .header("content-type", "application/octet-stream")
-                .header("content-range", format!("0-{}", data.len() - 1))
-                .body(data)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }));
-    }
+    let range = format!("0-{}", data.len() - 1);
+    let calls = (0..8)
+        .map(|_| {
+            reg.patch(&loc)
+                .header("content-range", &range)
+                .octets(data.clone())
+        })
+        .collect();
+    let statuses = at_once(calls).await;
     let mut accepted = 0;
-    for t in tasks {
-        let st = t.await.unwrap();
+    for st in statuses {
         if st == 202 {
             accepted += 1;
         } else {

@@ -2,9 +2,9 @@
 //! Content Management), run end to end in their order against one server.
 
 use conformance::{
-    descriptor, empty_descriptor, expect_error, header, header_values, location, next_link,
-    random_bytes, sha256_digest, with_query, IndexBuilder, ManifestBuilder, TestRegistry,
-    OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST,
+    descriptor, empty_descriptor, header, header_values, location, next_link, random_bytes,
+    sha256_digest, with_query, IndexBuilder, ManifestBuilder, TestRegistry, OCI_CONFIG, OCI_INDEX,
+    OCI_LAYER, OCI_MANIFEST,
 };
 use serde_json::{json, Value};
 
@@ -37,8 +37,9 @@ async fn pull_workflow() {
     reg.request(reqwest::Method::HEAD, format!("/v2/{repo}/blobs/{layer_d}"))
         .expect(200)
         .await;
-    let resp = reg.get(format!("/v2/{repo}/blobs/{missing}")).await;
-    expect_error(resp, 404, &["BLOB_UNKNOWN"]).await;
+    reg.get(format!("/v2/{repo}/blobs/{missing}"))
+        .error(404, &["BLOB_UNKNOWN"])
+        .await;
     let resp = reg
         .get(format!("/v2/{repo}/blobs/{layer_d}"))
         .expect(200)
@@ -79,8 +80,9 @@ async fn pull_workflow() {
         .await;
     assert_eq!(header(resp.headers(), "content-type"), Some(OCI_INDEX));
     assert_eq!(resp.bytes().await.unwrap(), index);
-    let resp = reg.get(format!("/v2/{repo}/manifests/nonexistent")).await;
-    expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
+    reg.get(format!("/v2/{repo}/manifests/nonexistent"))
+        .error(404, &["MANIFEST_UNKNOWN"])
+        .await;
     // Nonexistent repository.
     reg.get("/v2/conformance/nope/manifests/tagtest0")
         .expect(404)
@@ -339,8 +341,9 @@ async fn content_management_workflow() {
         .expect(202)
         .await;
     for r in [img.digest.as_str(), "tagtest1"] {
-        let resp = reg.get(format!("/v2/{repo}/manifests/{r}")).await;
-        expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
+        reg.get(format!("/v2/{repo}/manifests/{r}"))
+            .error(404, &["MANIFEST_UNKNOWN"])
+            .await;
     }
 
     // Delete the blobs.
@@ -349,8 +352,9 @@ async fn content_management_workflow() {
         reg.delete(format!("/v2/{repo}/blobs/{d}"))
             .expect(202)
             .await;
-        let resp = reg.get(format!("/v2/{repo}/blobs/{d}")).await;
-        expect_error(resp, 404, &["BLOB_UNKNOWN"]).await;
+        reg.get(format!("/v2/{repo}/blobs/{d}"))
+            .error(404, &["BLOB_UNKNOWN"])
+            .await;
     }
     // Deleting from a repository that does not exist: 404.
     reg.delete(format!("/v2/conformance/none/manifests/{}", img.digest))
