@@ -24,6 +24,18 @@ async fn blobs(reg: &TestRegistry, repo: &str) -> (serde_json::Value, serde_json
     )
 }
 
+/// Pushes `body` as `repo:reference` (`media_type`; asserts 201), then [`assert_manifest`].
+async fn push_and_check(
+    reg: &TestRegistry,
+    repo: &str,
+    reference: &str,
+    media_type: &str,
+    body: &[u8],
+) {
+    reg.push_manifest(repo, reference, media_type, body).await;
+    assert_manifest(reg, repo, reference, media_type, body).await;
+}
+
 /// Asserts GET and HEAD of `/v2/<repo>/manifests/<reference>` serve `body` as `media_type`.
 async fn assert_manifest(
     reg: &TestRegistry,
@@ -129,9 +141,7 @@ async fn manifest_without_media_type_field_keeps_pushed_content_type() {
         .media_type(None)
         .layer(layer)
         .build();
-    reg.push_manifest("man/nomt", "t", OCI_MANIFEST, &body)
-        .await;
-    assert_manifest(&reg, "man/nomt", "t", OCI_MANIFEST, &body).await;
+    push_and_check(&reg, "man/nomt", "t", OCI_MANIFEST, &body).await;
 }
 
 #[tokio::test]
@@ -319,9 +329,7 @@ async fn nested_index() {
     let outer = IndexBuilder::new()
         .manifest(descriptor(OCI_INDEX, &inner))
         .build();
-    reg.push_manifest("man/nested", "outer", OCI_INDEX, &outer)
-        .await;
-    assert_manifest(&reg, "man/nested", "outer", OCI_INDEX, &outer).await;
+    push_and_check(&reg, "man/nested", "outer", OCI_INDEX, &outer).await;
 }
 
 #[tokio::test]
@@ -407,9 +415,7 @@ async fn docker_schema2_and_manifest_list_are_accepted() {
     d["platform"] = json!({"architecture": "amd64", "os": "linux"});
     let list = json!({"schemaVersion": 2, "mediaType": DOCKER_LIST, "manifests": [d]});
     let lbytes = serde_json::to_vec_pretty(&list).unwrap();
-    reg.push_manifest("man/docker", "latest", DOCKER_LIST, &lbytes)
-        .await;
-    assert_manifest(&reg, "man/docker", "latest", DOCKER_LIST, &lbytes).await;
+    push_and_check(&reg, "man/docker", "latest", DOCKER_LIST, &lbytes).await;
     assert_manifest(&reg, "man/docker", &mdigest, DOCKER_MANIFEST, &mbytes).await;
 }
 
@@ -429,15 +435,11 @@ async fn artifact_manifest_with_empty_config() {
         .build();
     let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(parsed["config"]["mediaType"], OCI_EMPTY);
-    reg.push_manifest("man/artifact", "thing", OCI_MANIFEST, &body)
-        .await;
-    assert_manifest(&reg, "man/artifact", "thing", OCI_MANIFEST, &body).await;
+    push_and_check(&reg, "man/artifact", "thing", OCI_MANIFEST, &body).await;
 
     // An artifact with no layers at all (the official suite pushes one).
     let bare = ManifestBuilder::artifact("application/vnd.example.bare").build();
-    reg.push_manifest("man/artifact", "bare", OCI_MANIFEST, &bare)
-        .await;
-    assert_manifest(&reg, "man/artifact", "bare", OCI_MANIFEST, &bare).await;
+    push_and_check(&reg, "man/artifact", "bare", OCI_MANIFEST, &bare).await;
 }
 
 /// A manifest of exactly `size` bytes (padded with an annotation) referencing existing blobs.
@@ -460,8 +462,7 @@ async fn manifest_size_limit_default_4mib() {
     let (config, _) = blobs(&reg, "man/big").await;
     // At least 4 MB is accepted ("SHOULD expect ... at least 4 megabytes").
     let ok = manifest_of_size(&config, 4_000_000);
-    reg.push_manifest("man/big", "ok", OCI_MANIFEST, &ok).await;
-    assert_manifest(&reg, "man/big", "ok", OCI_MANIFEST, &ok).await;
+    push_and_check(&reg, "man/big", "ok", OCI_MANIFEST, &ok).await;
     // Over 4 MiB is refused with 413.
     let too_big = manifest_of_size(&config, 4 * 1024 * 1024 + 1024);
     let resp = reg
@@ -689,9 +690,7 @@ async fn bad_tags_are_rejected() {
     }
     // 128 characters is the longest valid tag.
     let max = format!("_{}", "A".repeat(127));
-    reg.push_manifest("man/badtag", &max, OCI_MANIFEST, &img.manifest)
-        .await;
-    assert_manifest(&reg, "man/badtag", &max, OCI_MANIFEST, &img.manifest).await;
+    push_and_check(&reg, "man/badtag", &max, OCI_MANIFEST, &img.manifest).await;
 }
 
 #[tokio::test]
