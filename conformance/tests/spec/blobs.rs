@@ -116,12 +116,9 @@ async fn blob_is_served_only_by_repositories_that_hold_it() {
         .await;
     // team/b exists (has content) but never received or mounted this blob.
     reg.push_blob("team/b", b"other content").await;
-    reg.get(format!("/v2/team/b/blobs/{digest}"))
-        .error(404, &["BLOB_UNKNOWN"])
-        .await;
-    reg.head(format!("/v2/team/b/blobs/{digest}"))
-        .expect(404)
-        .await;
+    let path = format!("/v2/team/b/blobs/{digest}");
+    reg.get(&path).error(404, &["BLOB_UNKNOWN"]).await;
+    reg.head(&path).expect(404).await;
 }
 
 #[tokio::test]

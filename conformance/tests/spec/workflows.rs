@@ -179,12 +179,9 @@ async fn push_workflow() {
         .await;
 
     // Manifest upload.
-    reg.request(
-        reqwest::Method::GET,
-        format!("/v2/{repo}/manifests/tagtest0"),
-    )
-    .expect(404)
-    .await;
+    reg.get(format!("/v2/{repo}/manifests/tagtest0"))
+        .expect(404)
+        .await;
     let cfg = br#"{"architecture":"amd64","os":"linux"}"#;
     reg.push_blob(repo, cfg).await;
     let m = ManifestBuilder::new(descriptor(OCI_CONFIG, cfg))
@@ -321,18 +318,10 @@ async fn content_management_workflow() {
     reg.delete(format!("/v2/{repo}/manifests/tagtest0"))
         .expect(202)
         .await;
-    reg.request(
-        reqwest::Method::GET,
-        format!("/v2/{repo}/manifests/tagtest0"),
-    )
-    .expect(404)
-    .await;
-    reg.request(
-        reqwest::Method::GET,
-        format!("/v2/{repo}/manifests/tagtest1"),
-    )
-    .expect(200)
-    .await;
+    for (tag, status) in [("tagtest0", 404), ("tagtest1", 200)] {
+        let path = format!("/v2/{repo}/manifests/{tag}");
+        reg.get(path).expect(status).await;
+    }
     let v: Value = reg.get(format!("/v2/{repo}/tags/list")).json().await;
     assert_eq!(v["tags"], json!(["tagtest1"]));
 
