@@ -33,9 +33,8 @@ async fn unknown_query_parameters_are_accepted_and_ns_is_echoed() {
     let img = reg.push_image("ns/app", Some("v1"), 1).await;
 
     for reference in ["v1", img.digest.as_str()] {
-        let resp = reg
-            .get(format!("/v2/ns/app/manifests/{reference}?ns=example.com"))
-            .await;
+        let path = format!("/v2/ns/app/manifests/{reference}?ns=example.com");
+        let resp = reg.get(&path).await;
         assert_eq!(
             resp.status(),
             200,
@@ -47,10 +46,7 @@ async fn unknown_query_parameters_are_accepted_and_ns_is_echoed() {
             "OCI-Namespace must echo the ns parameter"
         );
         assert_eq!(resp.bytes().await.unwrap(), img.manifest);
-
-        let resp = reg
-            .head(format!("/v2/ns/app/manifests/{reference}?ns=example.com"))
-            .await;
+        let resp = reg.head(&path).await;
         assert_eq!(
             resp.status(),
             200,
