@@ -1,5 +1,5 @@
 # Helpers shared by the shell test suites (conformance/clients/run.sh, conformance/tls/run.sh,
-# conformance/metrics/check.sh, deploy/tests/run.sh, ...). Source it; the script sets WORK (its temporary folder), TLOG (the log of
+# deploy/tests/run.sh). Source it; the script sets WORK (its temporary folder), TLOG (the log of
 # the current test), CMD_TIMEOUT (seconds per external command) and the counters PASSED and FAILED.
 # shellcheck shell=bash
 # OUT, ERR, RUN_RC and REASON are set here for the sourcing script to read.
@@ -72,45 +72,6 @@ finish() {
   echo "$PASSED passed, $FAILED failed"
   [ "$FAILED" -eq 0 ]
   exit $?
-}
-
-# suite_defaults NAME TIMEOUT [REGISTRY_BINARY]: the settings of the suite conformance/NAME (ROOT
-# set by the caller): HERE (its folder), REG_BIN (REGISTRY_BINARY, or the release build
-# scripts/test.sh makes), PY ($PYTHON or python3) and CMD_TIMEOUT (seconds per external command:
-# $<NAME>_CMD_TIMEOUT, upper case, or TIMEOUT).
-suite_defaults() {
-  local timeout_var
-  timeout_var="$(echo "$1" | tr '[:lower:]' '[:upper:]')_CMD_TIMEOUT"
-  HERE="$ROOT/conformance/$1"
-  REG_BIN=${3:-$ROOT/target/x86_64-unknown-linux-gnu/release/registry}
-  PY=${PYTHON:-python3}
-  CMD_TIMEOUT=${!timeout_var:-$2}
-}
-
-# loopback_only [NAME...]: no proxy and no CA bundle setting may interfere with a suite that
-# talks to 127.0.0.1 only; NAME... (names the suite resolves to 127.0.0.1 itself) join 127.0.0.1
-# and localhost in NO_PROXY.
-loopback_only() {
-  unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy AWS_CA_BUNDLE REQUESTS_CA_BUNDLE
-  local list="127.0.0.1,localhost" name
-  for name in "$@"; do list="$list,$name"; done
-  export NO_PROXY="$list" no_proxy="$list"
-}
-
-# require_root WHY: unless running as root, prints `FAIL setup: must run as root (WHY)` and
-# `0 passed, 1 failed`, and exits 1.
-require_root() {
-  if [ "$(id -u)" != 0 ]; then
-    echo "FAIL setup: must run as root ($1)"
-    echo "0 passed, 1 failed"
-    exit 1
-  fi
-}
-
-# new_work NAME: makes the suite's temporary folder WORK=/tmp/NAME.XXXXXX with WORK/logs in it.
-new_work() {
-  WORK=$(mktemp -d "/tmp/$1.XXXXXX")
-  mkdir -p "$WORK/logs"
 }
 
 # port_free PORT: true when nothing listens on 127.0.0.1:PORT.
@@ -196,4 +157,34 @@ start_private_containerd() {
     sleep 0.1
   done
   fail "private containerd did not start: $(tail -n 2 "$WORK/logs/containerd.log" | tr '\n' ' ')"
+}
+
+# suite_setup NAME [REGISTRY_BINARY]: the start of the suite in conformance/NAME, after sourcing
+# this file: sets HERE (its folder), REG_BIN (the argument, else the release build) and PY;
+# clears proxy settings and CA bundles so that every request stays on loopback; stops with a
+# FAIL unless run as root.
+suite_setup() {
+  HERE="$ROOT/conformance/$1"
+  REG_BIN=${2:-$ROOT/target/x86_64-unknown-linux-gnu/release/registry}
+  PY=${PYTHON:-python3}
+  unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy AWS_CA_BUNDLE REQUESTS_CA_BUNDLE
+  export NO_PROXY="127.0.0.1,localhost" no_proxy="127.0.0.1,localhost"
+  [ "$(id -u)" = 0 ] || { echo "FAIL setup: must run as root"; echo "0 passed, 1 failed"; exit 1; }
+}
+
+# begin_root_suite NAME WHY: the start of a suite that needs root: without root, prints
+# `FAIL setup: must run as root (WHY)` and exits through finish; otherwise sets PASSED, FAILED,
+# REASON, WORK (a new /tmp/registry-NAME.XXXXXX holding logs/) and TLOG (its setup log).
+begin_root_suite() {
+  PASSED=0
+  FAILED=0
+  REASON=""
+  if [ "$(id -u)" != 0 ]; then
+    echo "FAIL setup: must run as root ($2)"
+    FAILED=1
+    finish
+  fi
+  WORK=$(mktemp -d "/tmp/registry-$1.XXXXXX")
+  mkdir -p "$WORK/logs"
+  TLOG="$WORK/logs/setup.log"
 }

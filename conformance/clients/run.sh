@@ -20,19 +20,14 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck source=SCRIPTDIR/../../conformance/testlib.sh
 . "$ROOT/conformance/testlib.sh"
-suite_defaults clients 120 "$@"
+suite_setup clients "$@"
+CMD_TIMEOUT=${CLIENTS_CMD_TIMEOUT:-120}
 SVC_NAME=builds.registry.svc.cluster.local
-
-loopback_only "$SVC_NAME"
-require_root "containerd, podman and buildah use real mounts"
-new_work registry-clients
+export NO_PROXY="127.0.0.1,localhost,$SVC_NAME" no_proxy="127.0.0.1,localhost,$SVC_NAME"
+begin_root_suite clients "containerd, podman and buildah use real mounts"
 REG_PID=""
 CTRD_PID=""
 MOTO_PID=""
-PASSED=0
-FAILED=0
-REASON=""
-TLOG="$WORK/logs/setup.log"
 
 # ---------------------------------------------------------------- cleanup
 cleanup() {

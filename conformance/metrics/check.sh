@@ -9,7 +9,7 @@ set -uo pipefail
 # shellcheck source=SCRIPTDIR/../testlib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../testlib.sh"
 BIN=${1:?registry binary}
-loopback_only
+unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY
 WORK=$(mktemp -d /tmp/registry-metrics.XXXXXX)
 PID=""
 PASSED=0

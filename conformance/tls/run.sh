@@ -21,22 +21,19 @@ REG_BIN=${1:-$ROOT/target/x86_64-unknown-linux-gnu/release/registry}
 CMD_TIMEOUT=${TLS_CMD_TIMEOUT:-120}
 SVC=builds.registry.svc.cluster.local
 
-loopback_only "$SVC"
-unset SSL_CERT_FILE SSL_CERT_DIR CURL_CA_BUNDLE
+unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy AWS_CA_BUNDLE REQUESTS_CA_BUNDLE \
+  SSL_CERT_FILE SSL_CERT_DIR CURL_CA_BUNDLE
 for v in $(env | awk -F= '/^REGISTRY_/ { print $1 }'); do unset "$v"; done
+export NO_PROXY="127.0.0.1,localhost,$SVC" no_proxy="127.0.0.1,localhost,$SVC"
 
 PASSED=0
 FAILED=0
-require_root "containerd, podman and buildah use real mounts"
 if ! [ -x "$REG_BIN" ]; then
   echo "FAIL setup: registry binary $REG_BIN not found (cargo build --release -p registry)"
   FAILED=1
   finish
 fi
-
-new_work registry-tls
-REASON=""
-TLOG="$WORK/logs/setup.log"
+begin_root_suite tls "containerd, podman and buildah use real mounts"
 PIDS=()      # registries and helpers started here
 CTRD_PID=""
 
