@@ -18,6 +18,17 @@ async fn mount(
     reg.post(url).header("content-length", "0").await
 }
 
+/// Asserts a mount answered 201 with `digest` in `Docker-Content-Digest` (`what` names the
+/// case); returns the blob's location.
+fn expect_mounted(resp: reqwest::Response, digest: &str, what: &str) -> String {
+    assert_eq!(resp.status(), 201, "{what}");
+    assert_eq!(
+        header(resp.headers(), "docker-content-digest"),
+        Some(digest)
+    );
+    location(&resp)
+}
+
 async fn blob_status(reg: &TestRegistry, repo: &str, digest: &str) -> u16 {
     reg.get(format!("/v2/{repo}/blobs/{digest}"))
         .await
@@ -33,16 +44,7 @@ async fn mount_from_repository_that_has_the_blob() {
     assert_eq!(blob_status(&reg, "dst/repo", &digest).await, 404);
 
     let resp = mount(&reg, "dst/repo", &digest, Some("src/repo")).await;
-    assert_eq!(
-        resp.status(),
-        201,
-        "mount from a repository holding the blob"
-    );
-    assert_eq!(
-        header(resp.headers(), "docker-content-digest"),
-        Some(digest.as_str())
-    );
-    let loc = location(&resp);
+    let loc = expect_mounted(resp, &digest, "mount from a repository holding the blob");
     let got = reg.get(&loc).await;
     assert_eq!(got.status(), 200, "GET mount Location {loc}");
     assert_eq!(got.bytes().await.unwrap(), data);
@@ -97,16 +99,11 @@ async fn automatic_mount_without_from() {
     let data = random_bytes(5000);
     let digest = reg.push_blob("auto/src", &data).await;
     let resp = mount(&reg, "auto/dst", &digest, None).await;
-    assert_eq!(
-        resp.status(),
-        201,
-        "mount without from (auto-mount is on by default)"
+    let loc = expect_mounted(
+        resp,
+        &digest,
+        "mount without from (auto-mount is on by default)",
     );
-    assert_eq!(
-        header(resp.headers(), "docker-content-digest"),
-        Some(digest.as_str())
-    );
-    let loc = location(&resp);
     let got = reg.get(&loc).await;
     assert_eq!(got.bytes().await.unwrap(), data);
     assert_eq!(blob_status(&reg, "auto/dst", &digest).await, 200);
