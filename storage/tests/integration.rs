@@ -508,8 +508,7 @@ async fn s3_upload_continues_on_another_replica() {
     let Some(addr) = moto_bucket("replica_probe", "replicas") else {
         return;
     };
-    let [one, two] = [(); 2].map(|()| s3_url_backend(addr, "s3://replicas/reg"));
-    let (data, n) = stage_first_part(&one, 77).await;
+    let (one, two, data, n) = two_replicas(|| s3_url_backend(addr, "s3://replicas/reg"), 77).await;
     // One whole part went into a multipart upload that S3 now holds open.
     let open = http(addr, "GET", "/replicas?uploads", b"").unwrap().1;
     assert_eq!(open.matches("<UploadId>").count(), 1, "{open:.800}");
@@ -544,6 +543,17 @@ async fn prefixes_do_not_mix(a: &ObjectBackend, b: &ObjectBackend) {
     assert_eq!(a.get_bytes("k/x").await.unwrap().as_ref(), b"a");
     assert_eq!(b.get_bytes("k/x").await.unwrap().as_ref(), b"b");
     assert_eq!(a.list("").await.unwrap().len(), 1);
+}
+
+/// Two backends (replicas) made by `make`, and the first part of the upload "rep" staged on the
+/// first (see [`stage_first_part`]).
+async fn two_replicas(
+    make: impl Fn() -> ObjectBackend,
+    seed: u8,
+) -> (ObjectBackend, ObjectBackend, Vec<u8>, u64) {
+    let (one, two) = (make(), make());
+    let (data, n) = stage_first_part(&one, seed).await;
+    (one, two, data, n)
 }
 
 /// The replica tests' upload "rep" of two parts and 300 bytes (pattern `seed`): the first part
@@ -640,8 +650,8 @@ async fn azure_upload_continues_on_another_replica() {
     let Some(addr) = azurite_container("replica_probe", "replicas") else {
         return;
     };
-    let [one, two] = [(); 2].map(|()| azurite_url_backend(addr, "az://replicas/reg"));
-    let (data, n) = stage_first_part(&one, 78).await;
+    let (one, two, data, n) =
+        two_replicas(|| azurite_url_backend(addr, "az://replicas/reg"), 78).await;
     // One whole part is an uncommitted block: the data blob does not exist yet.
     assert!(one
         .head("uploads/rep/data")

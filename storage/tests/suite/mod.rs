@@ -247,11 +247,7 @@ pub async fn list_dir_children(b: B) {
 }
 
 pub async fn touch_refreshes(b: B) {
-    b.put("t/blob", Bytes::from_static(b"content"))
-        .await
-        .unwrap();
-    let before = b.head("t/blob").await.unwrap().modified;
-    tokio::time::sleep(TICK).await;
+    let before = put_a_tick_ago(&b, "t/blob", b"content").await;
     b.touch("t/blob").await.unwrap();
     let after = b.head("t/blob").await.unwrap();
     assert!(
@@ -400,11 +396,7 @@ pub async fn stage_commit_publishes_len(b: B) {
 }
 
 pub async fn stage_commit_keeps_existing(b: B) {
-    b.put("blobs/same", Bytes::from_static(b"same bytes"))
-        .await
-        .unwrap();
-    let before = b.head("blobs/same").await.unwrap().modified;
-    tokio::time::sleep(TICK).await;
+    let before = put_a_tick_ago(&b, "blobs/same", b"same bytes").await;
     b.stage_append("e", 0, body(b"same bytes", 3))
         .await
         .unwrap();
@@ -455,6 +447,14 @@ pub async fn stage_list_ids(b: B) {
     b.stage_delete("id2").await.unwrap();
     let ids = staged_ids(&b).await;
     assert_eq!(ids, ["id1", "id3"]);
+}
+
+/// Stores `data` at `key`, then waits a [`TICK`]; returns the object's modification time.
+async fn put_a_tick_ago(b: &B, key: &str, data: &'static [u8]) -> SystemTime {
+    b.put(key, Bytes::from_static(data)).await.unwrap();
+    let modified = b.head(key).await.unwrap().modified;
+    tokio::time::sleep(TICK).await;
+    modified
 }
 
 /// The ids of the staged uploads, in the order `stage_list` gives them.
