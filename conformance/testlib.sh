@@ -55,6 +55,18 @@ t() {
   echo "# took $((SECONDS - start))s" >>"$TLOG"
 }
 
+# record NAME [REASON]: counts and prints one result of a suite that does not run its tests
+# through `t`: `PASS NAME`, or `FAIL NAME: REASON` when a REASON is given.
+record() {
+  if [ $# -lt 2 ]; then
+    echo "PASS $1"
+    PASSED=$((PASSED + 1))
+  else
+    echo "FAIL $1: $2"
+    FAILED=$((FAILED + 1))
+  fi
+}
+
 # finish: prints the closing `N passed, N failed` line and exits non-zero on any failure.
 finish() {
   echo "$PASSED passed, $FAILED failed"

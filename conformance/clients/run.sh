@@ -20,31 +20,14 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck source=SCRIPTDIR/../../conformance/testlib.sh
 . "$ROOT/conformance/testlib.sh"
-HERE="$ROOT/conformance/clients"
-REG_BIN=${1:-$ROOT/target/x86_64-unknown-linux-gnu/release/registry}
-PY=${PYTHON:-python3}
+suite_setup clients "$@"
 CMD_TIMEOUT=${CLIENTS_CMD_TIMEOUT:-120}
 SVC_NAME=builds.registry.svc.cluster.local
-
-# Loopback only; no proxy and no CA bundle settings may interfere.
-unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy AWS_CA_BUNDLE REQUESTS_CA_BUNDLE
 export NO_PROXY="127.0.0.1,localhost,$SVC_NAME" no_proxy="127.0.0.1,localhost,$SVC_NAME"
-
-if [ "$(id -u)" != 0 ]; then
-  echo "FAIL setup: must run as root (containerd, podman and buildah use real mounts)"
-  echo "0 passed, 1 failed"
-  exit 1
-fi
-
-WORK=$(mktemp -d /tmp/registry-clients.XXXXXX)
-mkdir -p "$WORK/logs"
+begin_root_suite clients "containerd, podman and buildah use real mounts"
 REG_PID=""
 CTRD_PID=""
 MOTO_PID=""
-PASSED=0
-FAILED=0
-REASON=""
-TLOG="$WORK/logs/setup.log"
 
 # ---------------------------------------------------------------- cleanup
 cleanup() {

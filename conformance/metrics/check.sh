@@ -6,19 +6,15 @@
 #
 # Prints PASS/FAIL lines and `N passed, N failed`; exits non-zero on failure.
 set -uo pipefail
+# shellcheck source=SCRIPTDIR/../testlib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../testlib.sh"
 BIN=${1:?registry binary}
 unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY
 WORK=$(mktemp -d /tmp/registry-metrics.XXXXXX)
 PID=""
-cleanup() {
-  [ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-passed=0
-failed=0
-ok() { echo "PASS $1"; passed=$((passed + 1)); }
-bad() { echo "FAIL $1: $2"; failed=$((failed + 1)); }
+PASSED=0
+FAILED=0
+trap 'stop_pid "$PID"; rm -rf "$WORK"' EXIT
 
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$BIN" serve --listen "127.0.0.1:$PORT" --storage "$WORK/data" --gc-interval 0 >"$WORK/log" 2>&1 &
@@ -33,19 +29,19 @@ curl -sf "$B/v2/m/blobs/$D" -o /dev/null
 curl -sf -I "$B/v2/m/blobs/$D" -o /dev/null
 curl -s "$B/v2/m/manifests/nope" -o /dev/null
 
-curl -sf "$B/metrics" >"$WORK/metrics" || bad fetch "GET /metrics failed"
+curl -sf "$B/metrics" >"$WORK/metrics" || record fetch "GET /metrics failed"
 if command -v promtool >/dev/null; then
   if out=$(promtool check metrics <"$WORK/metrics" 2>&1); then
-    ok promtool-check-metrics
+    record promtool-check-metrics
   else
-    bad promtool-check-metrics "$out"
+    record promtool-check-metrics "$out"
   fi
 else
-  bad promtool-check-metrics "promtool is not installed (scripts/install-test-deps.sh installs it)"
+  record promtool-check-metrics "promtool is not installed (scripts/install-test-deps.sh installs it)"
 fi
 expect() {
   local name=$1 pattern=$2
-  if grep -Eq "$pattern" "$WORK/metrics"; then ok "$name"; else bad "$name" "no line matches /$pattern/"; fi
+  if grep -Eq "$pattern" "$WORK/metrics"; then record "$name"; else record "$name" "no line matches /$pattern/"; fi
 }
 expect push-counted '^registry_http_requests_total\{endpoint="start_upload",status="201"\} 1$'
 expect pull-counted '^registry_http_requests_total\{endpoint="get_blob",status="200"\} 1$'
@@ -54,5 +50,4 @@ expect miss-counted '^registry_http_requests_total\{endpoint="get_manifest",stat
 expect bytes-received '^registry_received_bytes_total 100000$'
 expect bytes-sent '^registry_sent_bytes_total 100000$'
 expect latency-histogram '^registry_http_request_duration_seconds_count\{endpoint="get_blob"\} 1$'
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish

@@ -137,32 +137,40 @@ tags_of() { curl -s --max-time 10 "$base/v2/$1/tags/list" | jq -c '.tags | sort'
 no_tmp_files() { [ -z "$(find "$data" -path "$data/uploads" -prune -o -name '.tmp.*' -print)" ]; }
 fsck_clean() { "$BIN" fsck --storage "$data" --log-level warn >"$work/fsck.out" 2>&1 || { cat "$work/fsck.out"; return 1; }; }
 
+# new_image N ARCH CONFIG_BYTES LAYER_BYTES: a random image in $work: configN (JSON with a random
+# comment of about CONFIG_BYTES), layerN (LAYER_BYTES random bytes) and manifestN naming them.
+new_image() {
+  head -c "$3" /dev/urandom | base64 -w0 | jq -Rc --arg arch "$2" '{architecture: $arch, os: "linux", comment: .}' >"$work/config$1"
+  head -c "$4" /dev/urandom >"$work/layer$1"
+  manifest_for "$work/config$1" "$work/layer$1" >"$work/manifest$1"
+}
+
+# push_blobs REPO NAME...: pushes each $work/NAME as a blob; a line per push that did not get 201,
+# and false when there was one.
+push_blobs() {
+  local repo=$1 name st all=0
+  shift
+  for name in "$@"; do
+    st=$(push_blob "$repo" "$work/$name")
+    [ "$st" = 201 ] || { all=1; echo "  push $name: $(describe "$st")"; }
+  done
+  return $all
+}
+
 check "registry starts on a 24 MiB tmpfs" start_registry
 
 # ---- Baseline, with room to spare. ----
 repo=full/app
-head -c 300 /dev/urandom | base64 -w0 | jq -Rc '{architecture: "amd64", os: "linux", comment: .}' >"$work/config1"
-head -c 4096 /dev/urandom >"$work/layer1"
-manifest_for "$work/config1" "$work/layer1" >"$work/manifest1"
+new_image 1 amd64 300 4096
 ok=1
-for f in config1 layer1; do
-  st=$(push_blob "$repo" "$work/$f")
-  [ "$st" = 201 ] || { ok=""; echo "  push $f: $(describe "$st")"; }
-done
+push_blobs "$repo" config1 layer1 || ok=""
 st=$(http PUT "$base/v2/$repo/manifests/v1" -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' --data-binary "@$work/manifest1")
 [ "$st" = 201 ] || { ok=""; echo "  push manifest v1: $(describe "$st")"; }
 check "baseline image pushed (v1)" test -n "$ok"
 
 # For the manifest case: blobs of a second image, pushed while there is room.
-head -c 200 /dev/urandom | base64 -w0 | jq -Rc '{architecture: "arm64", os: "linux", comment: .}' >"$work/config2"
-head -c 8192 /dev/urandom >"$work/layer2"
-manifest_for "$work/config2" "$work/layer2" >"$work/manifest2"
-ok=1
-for f in config2 layer2; do
-  st=$(push_blob "$repo" "$work/$f")
-  [ "$st" = 201 ] || { ok=""; echo "  push $f: $(describe "$st")"; }
-done
-check "blobs of image v2 pushed before the disk fills" test -n "$ok"
+new_image 2 arm64 200 8192
+check "blobs of image v2 pushed before the disk fills" push_blobs "$repo" config2 layer2
 
 # For the chunked case: an upload holding its first 64 KiB.
 head -c $((2 * 1024 * 1024 + 65536)) /dev/urandom >"$work/chunked"

@@ -79,3 +79,151 @@ pub async fn start_upload(
     );
     location_path(&resp)
 }
+
+/// A registry as the programs talk to it: a client and the base URL. Every request fails with
+/// `Err(reason)` (the request and the error) instead of panicking.
+#[derive(Clone)]
+pub struct Remote {
+    pub client: reqwest::Client,
+    /// `http://127.0.0.1:<port>`, no trailing slash.
+    pub base: String,
+}
+
+impl Remote {
+    pub fn new(client: &reqwest::Client, base: &str) -> Self {
+        Remote {
+            client: client.clone(),
+            base: base.to_owned(),
+        }
+    }
+
+    /// The base URL joined with `path` (which starts with `/`).
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends `req`; `what` names it in the error.
+    pub async fn send(&self, what: &str, req: reqwest::RequestBuilder) -> Result<Response, String> {
+        req.send().await.map_err(|e| format!("{what}: {e}"))
+    }
+
+    /// `method path`, no body.
+    pub async fn call(&self, method: reqwest::Method, path: &str) -> Result<Response, String> {
+        let what = format!("{method} {path}");
+        let req = self.client.request(method, self.url(path));
+        self.send(&what, req).await
+    }
+
+    /// `POST /v2/<repo>/blobs/uploads/` with an empty body: 202 and the upload's path.
+    pub async fn start_upload(&self, repo: &str) -> Result<String, String> {
+        start_upload(&self.client, &self.base, repo).await
+    }
+
+    /// PATCH of `chunk` at `offset` of the upload at `loc`, with `Content-Range`.
+    pub async fn patch(&self, loc: &str, offset: usize, chunk: &[u8]) -> Result<Response, String> {
+        let range = format!("{}-{}", offset, offset + chunk.len() - 1);
+        let req = self
+            .client
+            .patch(self.url(loc))
+            .header("content-range", &range);
+        let req = req.header("content-type", "application/octet-stream");
+        self.send(&format!("PATCH {range}"), req.body(chunk.to_vec()))
+            .await
+    }
+
+    /// The closing `PUT <loc>?digest=<digest>` with an empty body.
+    pub async fn close(&self, loc: &str, digest: &str) -> Result<Response, String> {
+        let url = self.url(&crate::check::with_query(loc, "digest", digest));
+        let req = self.client.put(url).header("content-length", "0");
+        self.send("PUT ?digest", req).await
+    }
+
+    /// POST + PUT of a whole blob: 201; returns its digest.
+    pub async fn push_blob(&self, repo: &str, data: &[u8]) -> Result<String, String> {
+        let loc = self.start_upload(repo).await?;
+        let digest = crate::oci::sha256_digest(data);
+        let url = self.url(&crate::check::with_query(&loc, "digest", &digest));
+        let req = self.client.put(url).body(data.to_vec());
+        let req = req.header("content-type", "application/octet-stream");
+        let resp = self.send("PUT blob", req).await?;
+        ensure!(resp.status() == 201, "PUT blob: {}", resp.status());
+        Ok(digest)
+    }
+
+    /// HEAD of a blob: its status.
+    pub async fn blob_status(&self, repo: &str, digest: &str) -> Result<u16, String> {
+        let path = format!("/v2/{repo}/blobs/{digest}");
+        let resp = self.call(reqwest::Method::HEAD, &path).await?;
+        Ok(resp.status().as_u16())
+    }
+
+    /// Pushes a fresh small image's blobs (a config and one layer of `layer_len` random bytes)
+    /// and returns its manifest bytes (not pushed).
+    pub async fn new_manifest(&self, repo: &str, layer_len: usize) -> Result<Vec<u8>, String> {
+        let comment = crate::random::random_suffix();
+        let config = format!(
+            "{{\"architecture\":\"amd64\",\"os\":\"linux\",\"rootfs\":{{\"type\":\"layers\",\"diff_ids\":[]}},\"comment\":\"{comment}\"}}"
+        )
+        .into_bytes();
+        let layer = crate::random::random_bytes(layer_len);
+        self.push_blob(repo, &config).await?;
+        self.push_blob(repo, &layer).await?;
+        Ok(crate::oci::ManifestBuilder::new(crate::oci::descriptor(
+            crate::oci::OCI_CONFIG,
+            &config,
+        ))
+        .layer(crate::oci::descriptor(crate::oci::OCI_LAYER, &layer))
+        .build())
+    }
+
+    /// `PUT /v2/<repo>/manifests/<reference>` of an OCI image manifest, whatever the answer.
+    pub async fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        body: &[u8],
+    ) -> Result<Response, String> {
+        let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
+        let req = self
+            .client
+            .put(url)
+            .header("content-type", crate::oci::OCI_MANIFEST);
+        self.send("PUT manifest", req.body(body.to_vec())).await
+    }
+
+    /// GET a manifest by reference: (status, `Docker-Content-Digest`, body; empty when it
+    /// could not be read).
+    pub async fn get_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> Result<(u16, Option<String>, Vec<u8>), String> {
+        let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
+        let req = self
+            .client
+            .get(url)
+            .header("accept", crate::oci::OCI_MANIFEST);
+        let resp = self.send("GET manifest", req).await?;
+        let status = resp.status().as_u16();
+        let digest = header(&resp, "docker-content-digest");
+        let body = resp.bytes().await.unwrap_or_default().to_vec();
+        Ok((status, digest, body))
+    }
+
+    /// GET `path`: 200 and its JSON body (`what` names it in errors).
+    pub async fn get_json(&self, path: &str, what: &str) -> Result<serde_json::Value, String> {
+        let resp = self.call(reqwest::Method::GET, path).await?;
+        ensure!(resp.status() == 200, "{what}: {}", resp.status());
+        resp.json().await.map_err(|e| format!("{what} JSON: {e}"))
+    }
+}
+
+/// The programs' HTTP client: `timeout` per request, 10 s to connect, no proxy.
+pub fn client(timeout: std::time::Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .no_proxy()
+        .build()
+        .expect("build the HTTP client")
+}

@@ -147,6 +147,22 @@ pub async fn expect_error(resp: Response, status: u16, codes: &[&str]) -> Value 
     serde_json::from_slice(&body).expect("error body JSON")
 }
 
+/// Asserts the response has status `status` and exactly the body `want`.
+pub async fn expect_body(resp: Response, status: u16, want: &[u8]) {
+    let got = resp.status().as_u16();
+    let url = resp.url().to_string();
+    let body = resp.bytes().await.expect("read body");
+    assert_eq!(got, status, "{url}: want status {status}, got {got}");
+    assert!(
+        body == want,
+        "{url}: want {} bytes (sha256 {}), got {} bytes (sha256 {})",
+        want.len(),
+        crate::oci::sha256_digest(want),
+        body.len(),
+        crate::oci::sha256_digest(&body)
+    );
+}
+
 /// Asserts the response is a client error (4xx, never 5xx or success) and, unless it is the
 /// answer to a HEAD, that it carries a spec error body. Returns the status.
 pub async fn expect_client_error(resp: Response) -> u16 {

@@ -1,16 +1,18 @@
 //! [`TestRegistry`]: a real registry server on a loopback socket with its own storage, started,
 //! stopped and restarted by the tests, and the push helpers the tests share.
 
+use std::future::{Future, IntoFuture};
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, CONTENT_LENGTH, CONTENT_TYPE};
-use reqwest::{Client, Response, StatusCode, Url};
+use reqwest::{Body, Client, Method, RequestBuilder, Response, StatusCode, Url};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use crate::check::{location, with_query};
+use crate::check::{expect_error, location, next_link, with_query};
 use crate::oci::{descriptor, sha256_digest, ManifestBuilder, OCI_CONFIG, OCI_LAYER, OCI_MANIFEST};
 use crate::random::{random_bytes, random_u64};
 use crate::s3;
@@ -63,6 +65,17 @@ fn new_client() -> Client {
         .connect_timeout(Duration::from_secs(10))
         .build()
         .expect("build reqwest client")
+}
+
+/// `TestRegistry::get(target)` and its kind for each method: [`TestRegistry::request`] with
+/// that method.
+macro_rules! shortcuts {
+    ($($name:ident: $method:ident,)*) => {$(
+        #[doc = concat!("`", stringify!($method), " <target>`: see [`TestRegistry::request`].")]
+        pub fn $name(&self, target: impl AsRef<str>) -> Call {
+            self.request(Method::$method, target)
+        }
+    )*};
 }
 
 impl TestRegistry {
@@ -248,13 +261,46 @@ impl TestRegistry {
         &self.client
     }
 
-    /// `GET <path>` (which starts with `/`) with the default headers.
-    pub async fn get(&self, path: &str) -> Response {
-        self.client
-            .get(self.url(path))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    /// A path (which starts with `/`) joined to the base URL; an absolute URL (an upload's
+    /// `Location`) as it is.
+    fn target(&self, target: &str) -> String {
+        if target.starts_with('/') {
+            self.url(target)
+        } else {
+            target.to_owned()
+        }
+    }
+
+    /// `method <target>` (a path starting with `/`, or an absolute URL such as an upload's
+    /// `Location`) with the default headers; add headers and a body, then `.await` it.
+    pub fn request(&self, method: Method, target: impl AsRef<str>) -> Call {
+        let url = self.target(target.as_ref());
+        Call {
+            what: format!("{method} {url}"),
+            req: self.client.request(method, url),
+            want: None,
+        }
+    }
+
+    shortcuts! {
+        get: GET, head: HEAD, delete: DELETE, post: POST, put: PUT, patch: PATCH,
+    }
+
+    /// `GET <target>` of one page of a paginated list (tags, catalog): asserts 200 and that
+    /// `key` holds a list of strings; returns them, the next page's `Link`, and the whole body.
+    pub async fn list_page(&self, target: &str, key: &str) -> (Vec<String>, Option<String>, Value) {
+        let resp = self.get(target).await;
+        assert_eq!(resp.status(), 200, "GET {target}");
+        let link = next_link(resp.headers());
+        let v: Value = resp.json().await.expect("list JSON");
+        let names = match &v[key] {
+            Value::Array(a) => a
+                .iter()
+                .map(|r| r.as_str().expect("list entry is a string").to_owned())
+                .collect(),
+            other => panic!("GET {target}: {key:?} is not a list: {other}"),
+        };
+        (names, link, v)
     }
 
     /// The storage folder the server was given (unused with `CONFORMANCE_STORAGE=s3`).
@@ -288,18 +334,18 @@ impl TestRegistry {
     /// `POST /v2/<repo>/blobs/uploads/` with an empty body; asserts 202 and returns the upload
     /// location, resolved to an absolute URL.
     pub async fn start_upload(&self, repo: &str) -> String {
-        let resp = self
-            .client
-            .post(self.url(&format!("/v2/{repo}/blobs/uploads/")))
-            .header(CONTENT_LENGTH, "0")
-            .body(Vec::new())
-            .send()
+        self.start_upload_at(&format!("/v2/{repo}/blobs/uploads/"))
             .await
-            .expect("POST upload");
+    }
+
+    /// `POST <path>` (an uploads path, with a query of its own) with an empty body; asserts 202
+    /// and returns the upload location, resolved to an absolute URL.
+    pub async fn start_upload_at(&self, path: &str) -> String {
+        let resp = self.post(path).header(CONTENT_LENGTH.as_str(), "0").await;
         let status = resp.status();
         if status != StatusCode::ACCEPTED {
             panic!(
-                "POST /v2/{repo}/blobs/uploads/: want 202, got {status}: {}",
+                "POST {path}: want 202, got {status}: {}",
                 resp.text().await.unwrap_or_default()
             );
         }
@@ -334,20 +380,10 @@ impl TestRegistry {
     }
 
     /// `PUT /v2/<repo>/manifests/<reference>` with the given Content-Type and exact bytes.
-    pub async fn put_manifest(
-        &self,
-        repo: &str,
-        reference: &str,
-        media_type: &str,
-        body: &[u8],
-    ) -> Response {
-        self.client
-            .put(self.url(&format!("/v2/{repo}/manifests/{reference}")))
-            .header(CONTENT_TYPE, media_type)
+    pub fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, body: &[u8]) -> Call {
+        self.put(format!("/v2/{repo}/manifests/{reference}"))
+            .header(CONTENT_TYPE.as_str(), media_type)
             .body(body.to_vec())
-            .send()
-            .await
-            .expect("PUT manifest")
     }
 
     /// Like [`TestRegistry::put_manifest`] but asserts 201 and returns the manifest's sha256 digest.
@@ -399,6 +435,89 @@ impl TestRegistry {
             digest,
         }
     }
+}
+
+/// A request to a [`TestRegistry`] being put together; `.await` sends it and gives the
+/// response, whatever its status (it panics only when the request cannot be sent).
+pub struct Call {
+    what: String,
+    req: RequestBuilder,
+    /// The status the answer must have, when set.
+    want: Option<u16>,
+}
+
+impl Call {
+    /// Adds a header.
+    pub fn header(mut self, name: &str, value: impl AsRef<str>) -> Self {
+        self.req = self.req.header(name, value.as_ref());
+        self
+    }
+
+    /// Sets the body.
+    pub fn body(mut self, body: impl Into<Body>) -> Self {
+        self.req = self.req.body(body);
+        self
+    }
+
+    /// Asserts the answer has `status` (the panic message has the body).
+    pub fn expect(mut self, status: u16) -> Self {
+        self.want = Some(status);
+        self
+    }
+
+    /// Sends the request and asserts the answer is `status` with a spec error body holding one of
+    /// `codes` (see [`expect_error`]); returns the body.
+    pub async fn error(self, status: u16, codes: &[&str]) -> Value {
+        expect_error(self.await, status, codes).await
+    }
+
+    /// Sends the request and parses the answer's body as JSON.
+    pub async fn json(self) -> Value {
+        let what = self.what.clone();
+        let resp = self.await;
+        resp.json()
+            .await
+            .unwrap_or_else(|e| panic!("{what}: JSON body: {e}"))
+    }
+
+    /// Sets the body with `Content-Type: application/octet-stream`.
+    pub fn octets(self, body: impl Into<Body>) -> Self {
+        self.header("content-type", "application/octet-stream")
+            .body(body)
+    }
+}
+
+impl IntoFuture for Call {
+    type Output = Response;
+    type IntoFuture = Pin<Box<dyn Future<Output = Response> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        let Call { what, req, want } = self;
+        Box::pin(async move {
+            let resp = req.send().await.unwrap_or_else(|e| panic!("{what}: {e}"));
+            match want {
+                Some(want) if resp.status().as_u16() != want => {
+                    let got = resp.status();
+                    let body = resp.text().await.unwrap_or_default();
+                    panic!("{what}: want status {want}, got {got}: {body}");
+                }
+                _ => resp,
+            }
+        })
+    }
+}
+
+/// Sends every call at once, each on a task of its own; their statuses, in order.
+pub async fn at_once(calls: Vec<Call>) -> Vec<u16> {
+    let tasks: Vec<_> = calls
+        .into_iter()
+        .map(|call| tokio::spawn(async move { call.await.status().as_u16() }))
+        .collect();
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.expect("request task"));
+    }
+    statuses
 }
 
 impl Drop for TestRegistry {

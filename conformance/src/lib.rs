@@ -14,14 +14,15 @@
 //!
 //! # Layout
 //! - [`harness`]: [`TestRegistry`] (start, stop, restart on the same storage and port, URLs, a
-//!   client, push helpers `push_blob`, `put_manifest`, `push_manifest`, `push_image`), [`Image`].
+//!   client, requests as awaitable [`Call`]s, [`at_once`], push helpers `push_blob`,
+//!   `put_manifest`, `push_manifest`, `push_image`, `list_page`), [`Image`].
 //! - [`random`]: [`random_bytes`], [`random_suffix`], [`Rng`].
 //! - [`oci`]: media type constants, [`sha256_digest`], [`sha512_digest`], [`descriptor`],
 //!   [`ManifestBuilder`], [`IndexBuilder`], [`empty_descriptor`].
-//! - [`check`]: response checks [`expect_error`], [`expect_client_error`], [`error_codes`],
-//!   [`header`], [`header_values`], [`location`], [`next_link`], [`with_query`].
+//! - [`check`]: response checks [`expect_error`], [`expect_body`], [`expect_client_error`],
+//!   [`error_codes`], [`header`], [`header_values`], [`location`], [`next_link`], [`with_query`].
 //! - [`answer`]: checks for the test programs, which fail with `Err` ([`ensure!`]) rather than
-//!   a panic.
+//!   a panic, and their registry client [`answer::Remote`].
 //! - [`raw`]: the one hand-written HTTP/1.1 client ([`raw_request`], [`raw_send`],
 //!   [`raw::exchange`], [`raw::read_response`], [`raw::blocking_request`]).
 //! - [`process`]: watched child processes (`registry serve` and the servers the tests need),

@@ -68,31 +68,30 @@ pub fn create_bucket(addr: SocketAddr, bucket: &str) {
     assert_eq!(code, 200, "create bucket {bucket}: {out:.400}");
 }
 
+/// `GET /<bucket>?<query>` on moto: the `Key` values of the listing; panics unless it answers
+/// 200. `what` names the listing in the panic message.
+fn listed_keys(addr: SocketAddr, bucket: &str, query: &str, what: &str) -> Vec<String> {
+    let (code, out) = http(addr, "GET", &format!("/{bucket}?{query}"), b"")
+        .unwrap_or_else(|e| panic!("list {what} of {bucket}: {e}"));
+    assert_eq!(code, 200, "list {what} of {bucket}: {out:.400}");
+    xml_values(&out, "Key")
+}
+
 /// The keys of the multipart uploads in progress in `bucket` under `prefix`, from moto's
 /// `ListMultipartUploads` (`GET /<bucket>?uploads`).
 pub fn multipart_uploads(addr: SocketAddr, bucket: &str, prefix: &str) -> Vec<String> {
-    let (code, out) = http(
-        addr,
-        "GET",
-        &format!("/{bucket}?uploads&prefix={prefix}"),
-        b"",
-    )
-    .unwrap_or_else(|e| panic!("list multipart uploads of {bucket}: {e}"));
-    assert_eq!(code, 200, "list multipart uploads of {bucket}: {out:.400}");
-    xml_values(&out, "Key")
+    let query = format!("uploads&prefix={prefix}");
+    listed_keys(addr, bucket, &query, "multipart uploads")
 }
 
 /// The keys of the objects in `bucket` under `prefix` (`ListObjectsV2`, up to 1000).
 pub fn object_keys(addr: SocketAddr, bucket: &str, prefix: &str) -> Vec<String> {
-    let (code, out) = http(
+    listed_keys(
         addr,
-        "GET",
-        &format!("/{bucket}?list-type=2&prefix={prefix}"),
-        b"",
+        bucket,
+        &format!("list-type=2&prefix={prefix}"),
+        "objects",
     )
-    .unwrap_or_else(|e| panic!("list objects of {bucket}: {e}"));
-    assert_eq!(code, 200, "list objects of {bucket}: {out:.400}");
-    xml_values(&out, "Key")
 }
 
 pub use crate::program::Tally;

@@ -208,14 +208,11 @@ async fn setup(reg: &TestRegistry) -> Setup {
     // An upload holding 10 bytes, left open.
     let open = path_of(&reg.start_upload(REPO).await);
     let r = reg
-        .client()
-        .patch(reg.url(&open))
+        .patch(&open)
         .header("Content-Range", "0-9")
         .header("Content-Length", "10")
         .body(b"0123456789".to_vec())
-        .send()
-        .await
-        .expect("PATCH");
+        .await;
     assert_eq!(r.status(), 202, "setup PATCH");
     let open_id = upload_id(&open);
     // An upload completed once.
@@ -223,12 +220,9 @@ async fn setup(reg: &TestRegistry) -> Setup {
     let done_blob = b"completed once".to_vec();
     let done_digest = sha256_digest(&done_blob);
     let r = reg
-        .client()
-        .put(reg.url(&format!("{done}?digest={done_digest}")))
+        .put(format!("{done}?digest={done_digest}"))
         .body(done_blob.clone())
-        .send()
-        .await
-        .expect("PUT");
+        .await;
     assert_eq!(r.status(), 201, "setup PUT");
     // Fresh uploads for the cases that may consume one.
     let mut fresh = Vec::new();
@@ -515,11 +509,8 @@ async fn served_content_changes(reg: &TestRegistry, img: &Image) -> Vec<String> 
     let mut failures = Vec::new();
     // The content pushed in setup is still served whole.
     let body = reg
-        .client()
-        .get(reg.url(&format!("/v2/{REPO}/manifests/v1")))
-        .send()
+        .get(format!("/v2/{REPO}/manifests/v1"))
         .await
-        .expect("GET manifest")
         .bytes()
         .await
         .expect("body");
@@ -528,11 +519,8 @@ async fn served_content_changes(reg: &TestRegistry, img: &Image) -> Vec<String> 
     }
     for blob in img.layers.iter().chain([&img.config]) {
         let got = reg
-            .client()
-            .get(reg.url(&format!("/v2/{REPO}/blobs/{}", sha256_digest(blob))))
-            .send()
+            .get(format!("/v2/{REPO}/blobs/{}", sha256_digest(blob)))
             .await
-            .expect("GET blob")
             .bytes()
             .await
             .expect("body");
@@ -541,11 +529,8 @@ async fn served_content_changes(reg: &TestRegistry, img: &Image) -> Vec<String> 
         }
     }
     let tags: serde_json::Value = reg
-        .client()
-        .get(reg.url(&format!("/v2/{REPO}/tags/list")))
-        .send()
+        .get(format!("/v2/{REPO}/tags/list"))
         .await
-        .expect("GET tags")
         .json()
         .await
         .expect("tags JSON");

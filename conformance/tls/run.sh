@@ -28,21 +28,12 @@ export NO_PROXY="127.0.0.1,localhost,$SVC" no_proxy="127.0.0.1,localhost,$SVC"
 
 PASSED=0
 FAILED=0
-if [ "$(id -u)" != 0 ]; then
-  echo "FAIL setup: must run as root (containerd, podman and buildah use real mounts)"
-  FAILED=1
-  finish
-fi
 if ! [ -x "$REG_BIN" ]; then
   echo "FAIL setup: registry binary $REG_BIN not found (cargo build --release -p registry)"
   FAILED=1
   finish
 fi
-
-WORK=$(mktemp -d /tmp/registry-tls.XXXXXX)
-mkdir -p "$WORK/logs"
-REASON=""
-TLOG="$WORK/logs/setup.log"
+begin_root_suite tls "containerd, podman and buildah use real mounts"
 PIDS=()      # registries and helpers started here
 CTRD_PID=""
 
@@ -334,6 +325,18 @@ MAIN_HOST="$SVC:$MAIN_TLS"
 RESOLVE=(--resolve "$SVC:$MAIN_TLS:127.0.0.1")
 echo "# registry $REG_BIN: plain 127.0.0.1:$MAIN_PLAIN, HTTPS 127.0.0.1:$MAIN_TLS, work dir $WORK" >&2
 
+# push_plain REPO FILE DIGEST WHAT: over plain HTTP/1.1 on $PLAIN (left set in BASE, CURL_PROTO and
+# WANT_HV), POST an upload (202) and PUT FILE with ?digest=DIGEST (201; WHAT names it).
+push_plain() {
+  BASE="http://127.0.0.1:$PLAIN"
+  CURL_PROTO=()
+  WANT_HV=1.1
+  req POST "$BASE/v2/$1/blobs/uploads/"
+  want 202 "POST" || return 1
+  req PUT "$(with_digest "$(location)" "$3")" -H 'Content-Type: application/octet-stream' -T "$2"
+  want 201 "PUT $4"
+}
+
 test_https_http1() {
   BASE="https://$MAIN_HOST"
   CURL_PROTO=(--http1.1 --cacert "$CERTS/ca.crt" "${RESOLVE[@]}")
@@ -599,13 +602,7 @@ test_reload() {
   big="$WORK/big.bin"
   head -c $((200 * 1024 * 1024)) /dev/urandom >"$big"
   big_d=$(sha256_file "$big")
-  BASE="http://127.0.0.1:$PLAIN"
-  CURL_PROTO=()
-  WANT_HV=1.1
-  req POST "$BASE/v2/tls/big/blobs/uploads/"
-  want 202 "POST" || return 1
-  req PUT "$(with_digest "$(location)" "$big_d")" -H 'Content-Type: application/octet-stream' -T "$big"
-  want 201 "PUT 200 MiB" || return 1
+  push_plain tls/big "$big" "$big_d" "200 MiB" || return 1
   rm -f "$big"
   # two rate-limited downloads over HTTPS (HTTP/1.1 and HTTP/2), each about 10 s long
   local url="https://$SVC:$TLSP/v2/tls/big/blobs/$big_d"
@@ -697,13 +694,7 @@ test_graceful_shutdown() {
   local pid dl rc d
   start_registry shutdown --tls-cert "$CERTS/tls.crt" --tls-key "$CERTS/tls.key" --shutdown-timeout 30 || return 1
   pid=$REG_PID
-  BASE="http://127.0.0.1:$PLAIN"
-  CURL_PROTO=()
-  WANT_HV=1.1
-  req POST "$BASE/v2/tls/shutdown/blobs/uploads/"
-  want 202 "POST" || return 1
-  req PUT "$(with_digest "$(location)" "$LAYER_D")" -H 'Content-Type: application/octet-stream' -T "$WORK/layer.bin"
-  want 201 "PUT 24 MiB" || return 1
+  push_plain tls/shutdown "$WORK/layer.bin" "$LAYER_D" "24 MiB" || return 1
   # a 24 MiB download over HTTP/2 at 6 MB/s takes about 4 s; SIGTERM arrives after 1 s
   (timeout 60 curl -sS --http2 --limit-rate 6M --cacert "$CERTS/ca.crt" --resolve "$SVC:$TLSP:127.0.0.1" \
     -w '%{http_code}' -o "$WORK/shutdown.bin" "https://$SVC:$TLSP/v2/tls/shutdown/blobs/$LAYER_D" \

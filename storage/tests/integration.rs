@@ -467,20 +467,13 @@ on_every_backend!(
 /// bucket do not see each other.
 #[tokio::test]
 async fn s3_prefix_isolates() {
-    let Some(_) = s3_backend("prefix_probe") else {
+    let Some(addr) = moto_bucket("prefix_probe", "prefixes") else {
         return;
     };
-    let m = moto().unwrap();
-    let (code, _) = http(m.addr, "PUT", "/prefixes", b"").unwrap();
-    assert_eq!(code, 200);
-    let a = s3_url_backend(m.addr, "s3://prefixes/one");
-    let b = s3_url_backend(m.addr, "s3://prefixes/two/");
-    a.put("k/x", bytes::Bytes::from_static(b"a")).await.unwrap();
-    b.put("k/x", bytes::Bytes::from_static(b"b")).await.unwrap();
-    assert_eq!(a.get_bytes("k/x").await.unwrap().as_ref(), b"a");
-    assert_eq!(b.get_bytes("k/x").await.unwrap().as_ref(), b"b");
-    assert_eq!(a.list("").await.unwrap().len(), 1);
-    let raw = http(m.addr, "GET", "/prefixes?list-type=2", b"").unwrap().1;
+    let a = s3_url_backend(addr, "s3://prefixes/one");
+    let b = s3_url_backend(addr, "s3://prefixes/two/");
+    prefixes_do_not_mix(&a, &b).await;
+    let raw = http(addr, "GET", "/prefixes?list-type=2", b"").unwrap().1;
     assert!(raw.contains("<Key>one/k/x</Key>"), "{raw:.500}");
     assert!(raw.contains("<Key>two/k/x</Key>"), "{raw:.500}");
 }
@@ -512,56 +505,89 @@ async fn memory_streamed_publish() {
 /// continues and completes what the first one started, through the same S3 multipart upload.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_upload_continues_on_another_replica() {
-    let Some(_) = s3_backend("replica_probe") else {
+    let Some(addr) = moto_bucket("replica_probe", "replicas") else {
         return;
     };
-    let m = moto().unwrap();
-    let (code, _) = http(m.addr, "PUT", "/replicas", b"").unwrap();
-    assert_eq!(code, 200);
-    let one = s3_url_backend(m.addr, "s3://replicas/reg");
-    let two = s3_url_backend(m.addr, "s3://replicas/reg");
-    let part = one.min_chunk() as usize;
-    assert_eq!(part, 5 * 1024 * 1024);
-    let data = suite::pattern(2 * part + 300, 77);
-    let n = one
-        .stage_append("rep", 0, chunked_body(&data[..part + 100]))
-        .await
-        .unwrap();
+    let (one, two, data, n) = two_replicas(|| s3_url_backend(addr, "s3://replicas/reg"), 77).await;
     // One whole part went into a multipart upload that S3 now holds open.
-    let open = http(m.addr, "GET", "/replicas?uploads", b"").unwrap().1;
+    let open = http(addr, "GET", "/replicas?uploads", b"").unwrap().1;
     assert_eq!(open.matches("<UploadId>").count(), 1, "{open:.800}");
     assert!(
         open.contains("<Key>reg/uploads/rep/data</Key>"),
         "{open:.800}"
     );
-    let n = two
-        .stage_append("rep", n, chunked_body(&data[part + 100..]))
-        .await
-        .unwrap();
-    assert_eq!(n, data.len() as u64);
-    one.stage_commit("rep", n, "blobs/rep").await.unwrap();
-    assert_eq!(
-        two.get_bytes("blobs/rep").await.unwrap().as_ref(),
-        &data[..]
-    );
-    let open = http(m.addr, "GET", "/replicas?uploads", b"").unwrap().1;
+    let n = stage_the_rest(&two, &data, n).await;
+    commit_on_one_read_on_two(&one, &two, &data, n).await;
+    let open = http(addr, "GET", "/replicas?uploads", b"").unwrap().1;
     assert_eq!(open.matches("<UploadId>").count(), 0, "{open:.800}");
-    assert!(one
-        .list("")
-        .await
-        .unwrap()
-        .iter()
-        .all(|m| m.key == "blobs/rep"));
-    assert!(two.stage_list().await.unwrap().is_empty());
+    only_the_blob_is_left(&one, &two).await;
     // A cancelled upload aborts its multipart upload.
-    one.stage_append("gone", 0, chunked_body(&data[..part + 1]))
-        .await
-        .unwrap();
-    let open = http(m.addr, "GET", "/replicas?uploads", b"").unwrap().1;
+    one.stage_append(
+        "gone",
+        0,
+        chunked_body(&data[..one.min_chunk() as usize + 1]),
+    )
+    .await
+    .unwrap();
+    let open = http(addr, "GET", "/replicas?uploads", b"").unwrap().1;
     assert_eq!(open.matches("<UploadId>").count(), 1, "{open:.800}");
     two.stage_delete("gone").await.unwrap();
-    let open = http(m.addr, "GET", "/replicas?uploads", b"").unwrap().1;
+    let open = http(addr, "GET", "/replicas?uploads", b"").unwrap().1;
     assert_eq!(open.matches("<UploadId>").count(), 0, "{open:.800}");
+}
+
+/// Two backends on two prefixes of one bucket or container: each reads back only what it wrote.
+async fn prefixes_do_not_mix(a: &ObjectBackend, b: &ObjectBackend) {
+    a.put("k/x", bytes::Bytes::from_static(b"a")).await.unwrap();
+    b.put("k/x", bytes::Bytes::from_static(b"b")).await.unwrap();
+    assert_eq!(a.get_bytes("k/x").await.unwrap().as_ref(), b"a");
+    assert_eq!(b.get_bytes("k/x").await.unwrap().as_ref(), b"b");
+    assert_eq!(a.list("").await.unwrap().len(), 1);
+}
+
+/// Two backends (replicas) made by `make`, and the first part of the upload "rep" staged on the
+/// first (see [`stage_first_part`]).
+async fn two_replicas(
+    make: impl Fn() -> ObjectBackend,
+    seed: u8,
+) -> (ObjectBackend, ObjectBackend, Vec<u8>, u64) {
+    let (one, two) = (make(), make());
+    let (data, n) = stage_first_part(&one, seed).await;
+    (one, two, data, n)
+}
+
+/// The replica tests' upload "rep" of two parts and 300 bytes (pattern `seed`): the first part
+/// and 100 bytes staged on `one`. Asserts the part size is 5 MiB; returns the data and the
+/// staged length.
+async fn stage_first_part(one: &ObjectBackend, seed: u8) -> (Vec<u8>, u64) {
+    let part = one.min_chunk() as usize;
+    assert_eq!(part, 5 * 1024 * 1024);
+    let data = suite::pattern(2 * part + 300, seed);
+    let first = chunked_body(&data[..part + 100]);
+    let n = one.stage_append("rep", 0, first).await.unwrap();
+    (data, n)
+}
+
+/// Stages the rest of `data` from `n` on `two`; asserts the whole is staged.
+async fn stage_the_rest(two: &ObjectBackend, data: &[u8], n: u64) -> u64 {
+    let rest = chunked_body(&data[n as usize..]);
+    let n = two.stage_append("rep", n, rest).await.unwrap();
+    assert_eq!(n, data.len() as u64);
+    n
+}
+
+/// Commits "rep" on `one` as "blobs/rep"; `two` reads it back whole.
+async fn commit_on_one_read_on_two(one: &ObjectBackend, two: &ObjectBackend, data: &[u8], n: u64) {
+    one.stage_commit("rep", n, "blobs/rep").await.unwrap();
+    let got = two.get_bytes("blobs/rep").await.unwrap();
+    assert_eq!(got.as_ref(), data);
+}
+
+/// After the commit only "blobs/rep" is stored and no upload is staged.
+async fn only_the_blob_is_left(one: &ObjectBackend, two: &ObjectBackend) {
+    let keys = one.list("").await.unwrap();
+    assert!(keys.iter().all(|m| m.key == "blobs/rep"));
+    assert!(two.stage_list().await.unwrap().is_empty());
 }
 
 /// `d` as a request body arrives: in 64 KiB chunks.
@@ -586,6 +612,16 @@ fn azurite_container(probe: &str, name: &str) -> Option<SocketAddr> {
     Some(addr)
 }
 
+/// moto's address, with a new bucket `name`, for the cases that run on moto only; `None` when
+/// moto is missing and not required (`probe` names the case in the "not run" line).
+fn moto_bucket(probe: &str, name: &str) -> Option<SocketAddr> {
+    s3_backend(probe)?;
+    let addr = moto().unwrap().addr;
+    let (code, _) = http(addr, "PUT", &format!("/{name}"), b"").unwrap();
+    assert_eq!(code, 200);
+    Some(addr)
+}
+
 /// The prefix of an `az://container/prefix` URL is where the keys go, and two prefixes of one
 /// container do not see each other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -596,11 +632,7 @@ async fn azure_prefix_isolates() {
     let a = azurite_url_backend(addr, "az://prefixes/one");
     let b = azurite_url_backend(addr, "az://prefixes/two/");
     let whole = azurite_url_backend(addr, "az://prefixes");
-    a.put("k/x", bytes::Bytes::from_static(b"a")).await.unwrap();
-    b.put("k/x", bytes::Bytes::from_static(b"b")).await.unwrap();
-    assert_eq!(a.get_bytes("k/x").await.unwrap().as_ref(), b"a");
-    assert_eq!(b.get_bytes("k/x").await.unwrap().as_ref(), b"b");
-    assert_eq!(a.list("").await.unwrap().len(), 1);
+    prefixes_do_not_mix(&a, &b).await;
     let all: Vec<String> = whole
         .list("")
         .await
@@ -618,42 +650,21 @@ async fn azure_upload_continues_on_another_replica() {
     let Some(addr) = azurite_container("replica_probe", "replicas") else {
         return;
     };
-    let one = azurite_url_backend(addr, "az://replicas/reg");
-    let two = azurite_url_backend(addr, "az://replicas/reg");
-    let part = one.min_chunk() as usize;
-    assert_eq!(part, 5 * 1024 * 1024);
-    let data = suite::pattern(2 * part + 300, 78);
-    let n = one
-        .stage_append("rep", 0, chunked_body(&data[..part + 100]))
-        .await
-        .unwrap();
+    let (one, two, data, n) =
+        two_replicas(|| azurite_url_backend(addr, "az://replicas/reg"), 78).await;
     // One whole part is an uncommitted block: the data blob does not exist yet.
     assert!(one
         .head("uploads/rep/data")
         .await
         .unwrap_err()
         .is_not_found());
-    let n = two
-        .stage_append("rep", n, chunked_body(&data[part + 100..]))
-        .await
-        .unwrap();
-    assert_eq!(n, data.len() as u64);
+    let n = stage_the_rest(&two, &data, n).await;
     // Reading it back completes the blocks into the data blob, on either replica.
     let read: Vec<bytes::Bytes> =
         futures::TryStreamExt::try_collect(one.stage_read("rep", n).await.unwrap())
             .await
             .unwrap();
     assert_eq!(read.concat(), data);
-    one.stage_commit("rep", n, "blobs/rep").await.unwrap();
-    assert_eq!(
-        two.get_bytes("blobs/rep").await.unwrap().as_ref(),
-        &data[..]
-    );
-    assert!(one
-        .list("")
-        .await
-        .unwrap()
-        .iter()
-        .all(|m| m.key == "blobs/rep"));
-    assert!(two.stage_list().await.unwrap().is_empty());
+    commit_on_one_read_on_two(&one, &two, &data, n).await;
+    only_the_blob_is_left(&one, &two).await;
 }

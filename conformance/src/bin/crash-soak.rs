@@ -76,6 +76,35 @@ fn manifest_for(config: &str, layers: &[(String, usize)]) -> Vec<u8> {
     .expect("json")
 }
 
+/// Records the answer to the request that completes a blob push (`what`): acknowledged (201) in
+/// `blobs`; no answer (the kill) in `uncertain_blobs`, and false: the client stops. Any other
+/// status is a wrong answer (panic).
+fn record_push(
+    ledger: &Mutex<Ledger>,
+    what: &str,
+    repo: &str,
+    digest: &str,
+    data: Vec<u8>,
+    answer: reqwest::Result<reqwest::Response>,
+) -> bool {
+    let mut ledger = ledger.lock().unwrap();
+    match answer {
+        Ok(r) if r.status() == 201 => {
+            ledger
+                .blobs
+                .push((repo.to_owned(), digest.to_owned(), data.len()));
+            true
+        }
+        Ok(r) => panic!("{what} answered {}", r.status()),
+        Err(_) => {
+            ledger
+                .uncertain_blobs
+                .push((repo.to_owned(), digest.to_owned(), data));
+            false
+        }
+    }
+}
+
 /// One client: random operations until `stop`, recording what was acknowledged.
 async fn client_loop(
     base: String,
@@ -111,26 +140,12 @@ async fn client_loop(
                 .body(data.clone())
                 .send()
                 .await;
-            match r {
-                Ok(r) if r.status() == 201 => {
-                    ledger
-                        .lock()
-                        .unwrap()
-                        .blobs
-                        .push((repo.clone(), d.clone(), data.len()));
-                    if d != empty_d {
-                        my_blobs.push((d, data.len()));
-                    }
-                }
-                Ok(r) => panic!("monolithic push answered {}", r.status()),
-                Err(_) => {
-                    ledger
-                        .lock()
-                        .unwrap()
-                        .uncertain_blobs
-                        .push((repo.clone(), d, data));
-                    return;
-                }
+            let len = data.len();
+            if !record_push(&ledger, "monolithic push", &repo, &d, data, r) {
+                return;
+            }
+            if d != empty_d {
+                my_blobs.push((d, len));
             }
         } else if op < 6 {
             // Chunked push in three PATCHes.
@@ -169,25 +184,12 @@ async fn client_loop(
                     }
                 }
             }
-            match http.put(format!("{base}{loc}?digest={d}")).send().await {
-                Ok(r) if r.status() == 201 => {
-                    ledger
-                        .lock()
-                        .unwrap()
-                        .blobs
-                        .push((repo.clone(), d.clone(), data.len()));
-                    my_blobs.push((d, data.len()));
-                }
-                Ok(r) => panic!("closing PUT answered {}", r.status()),
-                Err(_) => {
-                    ledger
-                        .lock()
-                        .unwrap()
-                        .uncertain_blobs
-                        .push((repo.clone(), d, data));
-                    return;
-                }
+            let r = http.put(format!("{base}{loc}?digest={d}")).send().await;
+            let len = data.len();
+            if !record_push(&ledger, "closing PUT", &repo, &d, data, r) {
+                return;
             }
+            my_blobs.push((d, len));
         } else if op < 9 {
             // Manifest under a fresh tag.
             let k = 1 + rng.below(3) as usize;

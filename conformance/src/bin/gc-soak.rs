@@ -30,6 +30,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use conformance::answer::Remote;
+use conformance::ensure;
 use conformance::process::{self, RegistryChild};
 use conformance::program::{self, Common, Tally};
 use conformance::{
@@ -96,64 +98,18 @@ async fn upload(
     data: &[u8],
     chunked: bool,
 ) -> Result<(), String> {
-    let d = sha256_digest(data);
-    let r = http
-        .post(format!("{base}/v2/{repo}/blobs/uploads/"))
-        .header("content-length", "0")
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    if r.status() != 202 {
-        return Err(format!("POST upload answered {}", r.status()));
+    let api = Remote::new(http, base);
+    if !chunked || data.len() < 3 {
+        return api.push_blob(repo, data).await.map(|_| ());
     }
-    let loc = r
-        .headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .ok_or("no Location")?
-        .to_owned();
-    let url = if loc.starts_with('/') {
-        format!("{base}{loc}")
-    } else {
-        loc
-    };
-    let sep = if url.contains('?') { '&' } else { '?' };
-    if chunked && data.len() >= 3 {
-        let cut = [0, data.len() / 3, 2 * data.len() / 3, data.len()];
-        for w in cut.windows(2) {
-            let r = http
-                .patch(&url)
-                .header("content-range", format!("{}-{}", w[0], w[1] - 1))
-                .header("content-type", "application/octet-stream")
-                .body(data[w[0]..w[1]].to_vec())
-                .send()
-                .await
-                .map_err(|e| e.to_string())?;
-            if r.status() != 202 {
-                return Err(format!("PATCH answered {}", r.status()));
-            }
-        }
-        let r = http
-            .put(format!("{url}{sep}digest={d}"))
-            .header("content-length", "0")
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        if r.status() != 201 {
-            return Err(format!("closing PUT answered {}", r.status()));
-        }
-    } else {
-        let r = http
-            .put(format!("{url}{sep}digest={d}"))
-            .header("content-type", "application/octet-stream")
-            .body(data.to_vec())
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        if r.status() != 201 {
-            return Err(format!("PUT upload answered {}", r.status()));
-        }
+    let loc = api.start_upload(repo).await?;
+    let cut = [0, data.len() / 3, 2 * data.len() / 3, data.len()];
+    for w in cut.windows(2) {
+        let r = api.patch(&loc, w[0], &data[w[0]..w[1]]).await?;
+        ensure!(r.status() == 202, "PATCH answered {}", r.status());
     }
+    let r = api.close(&loc, &sha256_digest(data)).await?;
+    ensure!(r.status() == 201, "closing PUT answered {}", r.status());
     Ok(())
 }
 

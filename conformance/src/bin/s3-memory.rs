@@ -15,11 +15,11 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use conformance::answer::{location_path, start_upload};
+use conformance::answer::{self, location_path, Remote};
+use conformance::ensure;
 use conformance::process::{self, RegistryProcess, Watched};
 use conformance::program::{self, Common, Tally};
-use conformance::reqwest::{Body, Client, StatusCode};
-use conformance::{ensure, with_query};
+use conformance::reqwest::{Body, StatusCode};
 use futures::StreamExt;
 use sha2::{Digest as _, Sha256};
 
@@ -71,23 +71,13 @@ fn digest_of(seed: u64, len: u64) -> String {
 }
 
 struct Ctx {
-    client: Client,
+    api: Remote,
     reg: RegistryProcess,
 }
 
 impl Ctx {
-    async fn post(&self, repo: &str) -> Result<String, String> {
-        start_upload(&self.client, &self.reg.base, repo).await
-    }
-
     async fn put(&self, loc: &str, digest: &str) -> Result<(), String> {
-        let resp = self
-            .client
-            .put(self.reg.url(&with_query(loc, "digest", digest)))
-            .header("content-length", "0")
-            .send()
-            .await
-            .map_err(|e| format!("PUT: {e}"))?;
+        let resp = self.api.close(loc, digest).await?;
         let status = resp.status();
         ensure!(
             status == StatusCode::CREATED,
@@ -99,15 +89,16 @@ impl Ctx {
 
     /// One PATCH streaming the whole blob, without Content-Length or Content-Range.
     async fn push_streamed(&self, repo: &str, seed: u64, len: u64) -> Result<String, String> {
-        let loc = self.post(repo).await?;
+        let loc = self.api.start_upload(repo).await?;
         let pieces = len.div_ceil(PIECE as u64);
         let body = futures::stream::iter(0..pieces).map(move |i| {
             let start = i * PIECE as u64;
             Ok::<_, std::io::Error>(bytes_at(seed, start, (start + PIECE as u64).min(len)))
         });
         let resp = self
+            .api
             .client
-            .patch(self.reg.url(&loc))
+            .patch(self.api.url(&loc))
             .header("content-type", "application/octet-stream")
             .body(Body::wrap_stream(body))
             .send()
@@ -139,13 +130,14 @@ impl Ctx {
         len: u64,
         chunk: u64,
     ) -> Result<String, String> {
-        let mut loc = self.post(repo).await?;
+        let mut loc = self.api.start_upload(repo).await?;
         let mut off = 0;
         while off < len {
             let end = (off + chunk).min(len);
             let resp = self
+                .api
                 .client
-                .patch(self.reg.url(&loc))
+                .patch(self.api.url(&loc))
                 .header("content-type", "application/octet-stream")
                 .header("content-range", format!("{off}-{}", end - 1))
                 .body(bytes_at(seed, off, end))
@@ -169,8 +161,9 @@ impl Ctx {
     /// GETs the blob and checks its length and digest (streamed, never held whole).
     async fn pull(&self, repo: &str, digest: &str, len: u64) -> Result<(), String> {
         let resp = self
+            .api
             .client
-            .get(self.reg.url(&format!("/v2/{repo}/blobs/{digest}")))
+            .get(self.api.url(&format!("/v2/{repo}/blobs/{digest}")))
             .send()
             .await
             .map_err(|e| format!("GET blob: {e}"))?;
@@ -265,12 +258,7 @@ async fn checks(args: Args, work: PathBuf) -> Tally {
         work.display()
     );
     let ctx = Ctx {
-        client: Client::builder()
-            .timeout(Duration::from_secs(600))
-            .connect_timeout(Duration::from_secs(10))
-            .no_proxy()
-            .build()
-            .expect("client"),
+        api: Remote::new(&answer::client(Duration::from_secs(600)), &reg.base),
         reg,
     };
     let seed = std::process::id() as u64 ^ 0x5EED;

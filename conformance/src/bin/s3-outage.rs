@@ -30,17 +30,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use conformance::answer::{expect_range, header, location_path, start_upload, Check};
+use conformance::answer::{self, expect_range, header, location_path, Check, Remote};
+use conformance::ensure;
 use conformance::process::{self, RegistryProcess};
 use conformance::program::{self, Common, Tally};
-use conformance::reqwest::{Body, Client, Response, StatusCode};
+use conformance::reqwest::{Body, Method, Response, StatusCode};
 use conformance::s3;
 use conformance::s3::S3Server;
 use conformance::serde_json::Value;
-use conformance::{
-    descriptor, random_bytes, sha256_digest, ManifestBuilder, OCI_CONFIG, OCI_LAYER, OCI_MANIFEST,
-};
-use conformance::{ensure, with_query};
+use conformance::{random_bytes, sha256_digest, OCI_MANIFEST};
 use futures::StreamExt;
 
 const BUCKET: &str = "outage";
@@ -152,84 +150,19 @@ fn range_end(resp: &Response) -> Result<usize, String> {
 }
 
 struct Ctx {
-    client: Client,
+    api: Remote,
     reg: RegistryProcess,
     store: Arc<Store>,
 }
 
 impl Ctx {
-    async fn post(&self, repo: &str) -> Result<String, String> {
-        start_upload(&self.client, &self.reg.base, repo).await
-    }
-
-    async fn patch(&self, loc: &str, offset: usize, chunk: &[u8]) -> Result<Response, String> {
-        self.client
-            .patch(self.reg.url(loc))
-            .header("content-type", "application/octet-stream")
-            .header(
-                "content-range",
-                format!("{}-{}", offset, offset + chunk.len() - 1),
-            )
-            .body(chunk.to_vec())
-            .send()
-            .await
-            .map_err(|e| format!("PATCH {offset}: {e}"))
-    }
-
-    async fn status(&self, loc: &str) -> Result<Response, String> {
-        self.client
-            .get(self.reg.url(loc))
-            .send()
-            .await
-            .map_err(|e| format!("GET upload status: {e}"))
-    }
-
-    async fn put(&self, loc: &str, digest: &str) -> Result<Response, String> {
-        self.client
-            .put(self.reg.url(&with_query(loc, "digest", digest)))
-            .header("content-length", "0")
-            .send()
-            .await
-            .map_err(|e| format!("PUT: {e}"))
-    }
-
-    async fn push_blob(&self, repo: &str, data: &[u8]) -> Result<String, String> {
-        let loc = self.post(repo).await?;
-        let digest = sha256_digest(data);
-        let resp = self
-            .client
-            .put(self.reg.url(&with_query(&loc, "digest", &digest)))
-            .body(data.to_vec())
-            .send()
-            .await
-            .map_err(|e| format!("PUT blob: {e}"))?;
-        ensure!(
-            resp.status() == StatusCode::CREATED,
-            "PUT blob: {}",
-            resp.status()
-        );
-        Ok(digest)
-    }
-
-    async fn blob_status(&self, repo: &str, digest: &str) -> Result<u16, String> {
-        let resp = self
-            .client
-            .head(self.reg.url(&format!("/v2/{repo}/blobs/{digest}")))
-            .send()
-            .await
-            .map_err(|e| format!("HEAD blob: {e}"))?;
-        Ok(resp.status().as_u16())
-    }
-
     /// GET the blob: 200, and the bytes are `data`.
     async fn expect_blob(&self, repo: &str, data: &[u8]) -> Result<(), String> {
         let digest = sha256_digest(data);
         let resp = self
-            .client
-            .get(self.reg.url(&format!("/v2/{repo}/blobs/{digest}")))
-            .send()
-            .await
-            .map_err(|e| format!("GET blob: {e}"))?;
+            .api
+            .call(Method::GET, &format!("/v2/{repo}/blobs/{digest}"))
+            .await?;
         ensure!(
             resp.status() == StatusCode::OK,
             "GET blob {digest}: {}",
@@ -243,44 +176,6 @@ impl Ctx {
             sha256_digest(&body)
         );
         Ok(())
-    }
-
-    /// A small image's blobs pushed, and its manifest bytes (not pushed).
-    async fn new_manifest(&self, repo: &str) -> Result<Vec<u8>, String> {
-        let config = format!(
-            "{{\"architecture\":\"amd64\",\"os\":\"linux\",\"rootfs\":{{\"type\":\"layers\",\"diff_ids\":[]}},\"comment\":\"{}\"}}",
-            conformance::random_suffix()
-        )
-        .into_bytes();
-        let layer = random_bytes(1500);
-        self.push_blob(repo, &config).await?;
-        self.push_blob(repo, &layer).await?;
-        Ok(ManifestBuilder::new(descriptor(OCI_CONFIG, &config))
-            .layer(descriptor(OCI_LAYER, &layer))
-            .build())
-    }
-
-    async fn put_manifest(&self, repo: &str, tag: &str, body: &[u8]) -> Result<Response, String> {
-        self.client
-            .put(self.reg.url(&format!("/v2/{repo}/manifests/{tag}")))
-            .header("content-type", OCI_MANIFEST)
-            .body(body.to_vec())
-            .send()
-            .await
-            .map_err(|e| format!("PUT manifest: {e}"))
-    }
-
-    /// GET a manifest: (status, body).
-    async fn get_manifest(&self, repo: &str, tag: &str) -> Result<(u16, Vec<u8>), String> {
-        let resp = self
-            .client
-            .get(self.reg.url(&format!("/v2/{repo}/manifests/{tag}")))
-            .header("accept", OCI_MANIFEST)
-            .send()
-            .await
-            .map_err(|e| format!("GET manifest: {e}"))?;
-        let status = resp.status().as_u16();
-        Ok((status, resp.bytes().await.unwrap_or_default().to_vec()))
     }
 }
 
@@ -312,32 +207,40 @@ async fn chunks_across_an_outage(ctx: &Ctx) -> Check {
     let sizes = [6 * MIB, 6 * MIB + 7, 3 * MIB + 1];
     let data = random_bytes(sizes.iter().sum());
     let (a, b) = (sizes[0], sizes[0] + sizes[1]);
-    let loc = ctx.post(repo).await?;
-    let resp = ctx.patch(&loc, 0, &data[..a]).await?;
+    let loc = ctx.api.start_upload(repo).await?;
+    let resp = ctx.api.patch(&loc, 0, &data[..a]).await?;
     expect_range("PATCH before the outage", &resp, 202, a)?;
     let loc = location_path(&resp)?;
 
     ctx.store.stop();
-    let (resp, took) = timed("PATCH during the outage", ctx.patch(&loc, a, &data[a..b])).await?;
+    let (resp, took) = timed(
+        "PATCH during the outage",
+        ctx.api.patch(&loc, a, &data[a..b]),
+    )
+    .await?;
     let code = expect_unavailable("PATCH during the outage", resp, false).await?;
-    let (resp, _) = timed("upload status during the outage", ctx.status(&loc)).await?;
+    let (resp, _) = timed(
+        "upload status during the outage",
+        ctx.api.call(Method::GET, &loc),
+    )
+    .await?;
     expect_unavailable("upload status during the outage", resp, false).await?;
     ctx.store.start()?;
 
-    let resp = ctx.status(&loc).await?;
+    let resp = ctx.api.call(Method::GET, &loc).await?;
     expect_range("upload status after the restart", &resp, 204, a)?;
-    let resp = ctx.patch(&loc, a, &data[a..b]).await?;
+    let resp = ctx.api.patch(&loc, a, &data[a..b]).await?;
     expect_range("the refused chunk sent again", &resp, 202, b)?;
     let loc = location_path(&resp)?;
-    let resp = ctx.patch(&loc, b, &data[b..]).await?;
+    let resp = ctx.api.patch(&loc, b, &data[b..]).await?;
     expect_range("PATCH after the outage", &resp, 202, data.len())?;
     let loc = location_path(&resp)?;
     let digest = sha256_digest(&data);
     ensure!(
-        ctx.blob_status(repo, &digest).await? == 404,
+        ctx.api.blob_status(repo, &digest).await? == 404,
         "the unfinished blob is served before its PUT"
     );
-    let resp = ctx.put(&loc, &digest).await?;
+    let resp = ctx.api.close(&loc, &digest).await?;
     ensure!(
         resp.status() == StatusCode::CREATED,
         "PUT after the outage: {}",
@@ -354,7 +257,7 @@ async fn store_dies_mid_body(ctx: &Ctx) -> Check {
     let repo = "outage/midbody";
     let data = Arc::new(random_bytes(24 * MIB + 333));
     let digest = sha256_digest(&data);
-    let loc = ctx.post(repo).await?;
+    let loc = ctx.api.start_upload(repo).await?;
     // The body: 1 MiB pieces; after 9 MiB the S3 server is killed, then the rest follows.
     let piece = MIB;
     let n = data.len().div_ceil(piece);
@@ -377,8 +280,9 @@ async fn store_dies_mid_body(ctx: &Ctx) -> Check {
     });
     let t = Instant::now();
     let sent = ctx
+        .api
         .client
-        .patch(ctx.reg.url(&loc))
+        .patch(ctx.api.url(&loc))
         .header("content-type", "application/octet-stream")
         .body(Body::wrap_stream(body))
         .send()
@@ -403,7 +307,7 @@ async fn store_dies_mid_body(ctx: &Ctx) -> Check {
     );
     ctx.store.start()?;
 
-    let resp = ctx.status(&loc).await?;
+    let resp = ctx.api.call(Method::GET, &loc).await?;
     ensure!(
         resp.status() == StatusCode::NO_CONTENT,
         "upload status after the restart: {}",
@@ -412,10 +316,10 @@ async fn store_dies_mid_body(ctx: &Ctx) -> Check {
     let mut offset = range_end(&resp)?;
     // "0-0" also means "empty": try 0 when offset 1 is refused.
     let loc = location_path(&resp)?;
-    let mut resp = ctx.patch(&loc, offset, &data[offset..]).await?;
+    let mut resp = ctx.api.patch(&loc, offset, &data[offset..]).await?;
     if resp.status() == StatusCode::RANGE_NOT_SATISFIABLE && offset == 1 {
         offset = 0;
-        resp = ctx.patch(&loc, 0, &data).await?;
+        resp = ctx.api.patch(&loc, 0, &data).await?;
     }
     ensure!(
         offset <= data.len(),
@@ -423,7 +327,7 @@ async fn store_dies_mid_body(ctx: &Ctx) -> Check {
     );
     expect_range("resumed PATCH", &resp, 202, data.len())?;
     let loc = location_path(&resp)?;
-    let resp = ctx.put(&loc, &digest).await?;
+    let resp = ctx.api.close(&loc, &digest).await?;
     ensure!(
         resp.status() == StatusCode::CREATED,
         "PUT after resuming: {}",
@@ -438,9 +342,9 @@ async fn store_dies_mid_body(ctx: &Ctx) -> Check {
 
 async fn every_request_503_while_down(ctx: &Ctx, defaults: &RegistryProcess) -> Check {
     let repo = "outage/down";
-    let manifest = ctx.new_manifest(repo).await?;
-    let kept = ctx.new_manifest(repo).await?;
-    let resp = ctx.put_manifest(repo, "kept", &kept).await?;
+    let manifest = ctx.api.new_manifest(repo, 1500).await?;
+    let kept = ctx.api.new_manifest(repo, 1500).await?;
+    let resp = ctx.api.put_manifest(repo, "kept", &kept).await?;
     ensure!(
         resp.status() == StatusCode::CREATED,
         "PUT manifest before the outage: {}",
@@ -449,11 +353,11 @@ async fn every_request_503_while_down(ctx: &Ctx, defaults: &RegistryProcess) -> 
     let blob = sha256_digest(&random_bytes(10));
 
     ctx.store.stop();
-    let c = &ctx.client;
-    let url = |p: &str| ctx.reg.url(p);
+    let c = &ctx.api.client;
+    let url = |p: &str| ctx.api.url(p);
     let t = Instant::now();
     let (put_m, get_m, head_b, post_u, tags, ready, live, dflt) = tokio::join!(
-        timed("PUT manifest", ctx.put_manifest(repo, "new", &manifest)),
+        timed("PUT manifest", ctx.api.put_manifest(repo, "new", &manifest)),
         timed("GET manifest", async {
             c.get(url(&format!("/v2/{repo}/manifests/kept")))
                 .header("accept", OCI_MANIFEST)
@@ -528,24 +432,24 @@ async fn every_request_503_while_down(ctx: &Ctx, defaults: &RegistryProcess) -> 
     expect_unavailable("GET manifest (default timeouts)", dresp, false).await?;
     ctx.store.start()?;
 
-    let (status, _) = ctx.get_manifest(repo, "new").await?;
+    let (status, _, _) = ctx.api.get_manifest(repo, "new").await?;
     ensure!(
         status == 404,
         "the manifest refused during the outage is served afterwards ({status})"
     );
-    let resp = ctx.put_manifest(repo, "new", &manifest).await?;
+    let resp = ctx.api.put_manifest(repo, "new", &manifest).await?;
     ensure!(
         resp.status() == StatusCode::CREATED,
         "PUT manifest retried after the outage: {}",
         resp.status()
     );
-    let (status, body) = ctx.get_manifest(repo, "new").await?;
+    let (status, _, body) = ctx.api.get_manifest(repo, "new").await?;
     ensure!(
         status == 200 && body == manifest,
         "the retried manifest: {status}, exact bytes: {}",
         body == manifest
     );
-    let (status, body) = ctx.get_manifest(repo, "kept").await?;
+    let (status, _, body) = ctx.api.get_manifest(repo, "kept").await?;
     ensure!(
         status == 200 && body == kept,
         "the manifest pushed before the outage: {status}"
@@ -560,7 +464,7 @@ async fn every_request_503_while_down(ctx: &Ctx, defaults: &RegistryProcess) -> 
 async fn short_outage_is_retried_inside(ctx: &Ctx) -> Check {
     let repo = "outage/short";
     let data = random_bytes(6 * MIB + 5);
-    let loc = ctx.post(repo).await?;
+    let loc = ctx.api.start_upload(repo).await?;
     ctx.store.stop();
     let store = ctx.store.clone();
     let restart = tokio::spawn(async move {
@@ -570,7 +474,7 @@ async fn short_outage_is_retried_inside(ctx: &Ctx) -> Check {
             .map_err(|e| e.to_string())?
     });
     let t = Instant::now();
-    let resp = ctx.patch(&loc, 0, &data).await;
+    let resp = ctx.api.patch(&loc, 0, &data).await;
     let took = t.elapsed();
     restart.await.map_err(|e| e.to_string())??;
     let resp = resp?;
@@ -581,7 +485,7 @@ async fn short_outage_is_retried_inside(ctx: &Ctx) -> Check {
         data.len(),
     )?;
     let loc = location_path(&resp)?;
-    let resp = ctx.put(&loc, &sha256_digest(&data)).await?;
+    let resp = ctx.api.close(&loc, &sha256_digest(&data)).await?;
     ensure!(
         resp.status() == StatusCode::CREATED,
         "PUT: {}",
@@ -595,22 +499,26 @@ async fn frozen_store(ctx: &Ctx) -> Check {
     let repo = "outage/frozen";
     let data = random_bytes(12 * MIB + 9);
     let a = 6 * MIB;
-    let loc = ctx.post(repo).await?;
-    let resp = ctx.patch(&loc, 0, &data[..a]).await?;
+    let loc = ctx.api.start_upload(repo).await?;
+    let resp = ctx.api.patch(&loc, 0, &data[..a]).await?;
     expect_range("PATCH before the freeze", &resp, 202, a)?;
     let loc = location_path(&resp)?;
-    let manifest = ctx.new_manifest(repo).await?;
+    let manifest = ctx.api.new_manifest(repo, 1500).await?;
 
     ctx.store.signal("STOP");
     let (patch, put_m, get_m) = tokio::join!(
-        timed("PATCH to a frozen store", ctx.patch(&loc, a, &data[a..])),
+        timed(
+            "PATCH to a frozen store",
+            ctx.api.patch(&loc, a, &data[a..])
+        ),
         timed(
             "PUT manifest to a frozen store",
-            ctx.put_manifest(repo, "frozen", &manifest)
+            ctx.api.put_manifest(repo, "frozen", &manifest)
         ),
         timed("GET manifest from a frozen store", async {
-            ctx.client
-                .get(ctx.reg.url(&format!("/v2/{repo}/manifests/frozen")))
+            ctx.api
+                .client
+                .get(ctx.api.url(&format!("/v2/{repo}/manifests/frozen")))
                 .send()
                 .await
                 .map_err(|e| e.to_string())
@@ -626,13 +534,13 @@ async fn frozen_store(ctx: &Ctx) -> Check {
     // The store resumes and may now carry out requests the registry gave up on: whatever
     // shows up must be whole.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let (status, body) = ctx.get_manifest(repo, "frozen").await?;
+    let (status, _, body) = ctx.api.get_manifest(repo, "frozen").await?;
     ensure!(
         status == 404 || (status == 200 && body == manifest),
         "the manifest refused while frozen: {status}, {} bytes",
         body.len()
     );
-    let resp = ctx.status(&loc).await?;
+    let resp = ctx.api.call(Method::GET, &loc).await?;
     ensure!(
         resp.status() == StatusCode::NO_CONTENT,
         "upload status after the freeze: {}",
@@ -646,26 +554,26 @@ async fn frozen_store(ctx: &Ctx) -> Check {
     );
     let loc = location_path(&resp)?;
     let loc = if offset < data.len() {
-        let resp = ctx.patch(&loc, offset, &data[offset..]).await?;
+        let resp = ctx.api.patch(&loc, offset, &data[offset..]).await?;
         expect_range("the refused chunk sent again", &resp, 202, data.len())?;
         location_path(&resp)?
     } else {
         loc
     };
-    let resp = ctx.put(&loc, &sha256_digest(&data)).await?;
+    let resp = ctx.api.close(&loc, &sha256_digest(&data)).await?;
     ensure!(
         resp.status() == StatusCode::CREATED,
         "PUT after the freeze: {}",
         resp.status()
     );
     ctx.expect_blob(repo, &data).await?;
-    let resp = ctx.put_manifest(repo, "frozen", &manifest).await?;
+    let resp = ctx.api.put_manifest(repo, "frozen", &manifest).await?;
     ensure!(
         resp.status() == StatusCode::CREATED,
         "PUT manifest after the freeze: {}",
         resp.status()
     );
-    let (status, body) = ctx.get_manifest(repo, "frozen").await?;
+    let (status, _, body) = ctx.api.get_manifest(repo, "frozen").await?;
     ensure!(
         status == 200 && body == manifest,
         "manifest after the freeze: {status}"
@@ -743,12 +651,7 @@ async fn checks(args: Args, work: PathBuf) -> Tally {
         work.display()
     );
     let ctx = Ctx {
-        client: Client::builder()
-            .timeout(Duration::from_secs(300))
-            .connect_timeout(Duration::from_secs(10))
-            .no_proxy()
-            .build()
-            .expect("client"),
+        api: Remote::new(&answer::client(Duration::from_secs(300)), &reg.base),
         reg,
         store,
     };

@@ -23,15 +23,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use conformance::answer::{body_text, expect_range, header, location_path, Check};
+use conformance::answer::{self, body_text, expect_range, header, location_path, Check, Remote};
 use conformance::process::{self, RegistryProcess};
 use conformance::program::{self, Common, Tally};
 use conformance::reqwest::{Client, Method, Response, StatusCode};
 use conformance::s3;
 use conformance::serde_json::Value;
-use conformance::{
-    descriptor, random_bytes, sha256_digest, ManifestBuilder, OCI_CONFIG, OCI_LAYER, OCI_MANIFEST,
-};
+use conformance::{descriptor, random_bytes, sha256_digest, ManifestBuilder, OCI_MANIFEST};
 use conformance::{ensure, with_query};
 
 const BUCKET: &str = "replicas";
@@ -46,13 +44,14 @@ struct Ctx {
 }
 
 impl Ctx {
+    /// The registry API of `replica`.
+    fn api(&self, replica: usize) -> Remote {
+        Remote::new(&self.client, &self.replicas[replica].base)
+    }
+
     /// `method path` on `replica`, no body.
     async fn send(&self, method: Method, replica: usize, path: &str) -> Result<Response, String> {
-        self.client
-            .request(method, self.url(replica, path))
-            .send()
-            .await
-            .map_err(|e| e.to_string())
+        self.api(replica).call(method, path).await
     }
 
     fn url(&self, replica: usize, path: &str) -> String {
@@ -61,51 +60,13 @@ impl Ctx {
 
     /// POST + PUT of a whole blob on one replica.
     async fn push_blob(&self, replica: usize, repo: &str, data: &[u8]) -> Result<String, String> {
-        let digest = sha256_digest(data);
-        let resp = self
-            .client
-            .post(self.url(replica, &format!("/v2/{repo}/blobs/uploads/")))
-            .header("content-length", "0")
-            .send()
-            .await
-            .map_err(|e| format!("POST upload: {e}"))?;
-        ensure!(
-            resp.status() == StatusCode::ACCEPTED,
-            "POST upload on replica {}: {}",
-            replica + 1,
-            resp.status()
-        );
-        let loc = location_path(&resp)?;
-        let resp = self
-            .client
-            .put(self.url(replica, &with_query(&loc, "digest", &digest)))
-            .header("content-type", "application/octet-stream")
-            .body(data.to_vec())
-            .send()
-            .await
-            .map_err(|e| format!("PUT upload: {e}"))?;
-        ensure!(
-            resp.status() == StatusCode::CREATED,
-            "PUT blob on replica {}: {}",
-            replica + 1,
-            resp.status()
-        );
-        Ok(digest)
+        let pushed = self.api(replica).push_blob(repo, data).await;
+        pushed.map_err(|e| format!("on replica {}: {e}", replica + 1))
     }
 
     /// Pushes a fresh small image's blobs (on `blob_replica`) and returns its manifest bytes.
     async fn new_manifest(&self, blob_replica: usize, repo: &str) -> Result<Vec<u8>, String> {
-        let config = format!(
-            "{{\"architecture\":\"amd64\",\"os\":\"linux\",\"rootfs\":{{\"type\":\"layers\",\"diff_ids\":[]}},\"comment\":\"{}\"}}",
-            conformance::random_suffix()
-        )
-        .into_bytes();
-        let layer = random_bytes(2000);
-        self.push_blob(blob_replica, repo, &config).await?;
-        self.push_blob(blob_replica, repo, &layer).await?;
-        Ok(ManifestBuilder::new(descriptor(OCI_CONFIG, &config))
-            .layer(descriptor(OCI_LAYER, &layer))
-            .build())
+        self.api(blob_replica).new_manifest(repo, 2000).await
     }
 
     async fn put_manifest(
@@ -116,13 +77,9 @@ impl Ctx {
         body: &[u8],
     ) -> Result<(), String> {
         let resp = self
-            .client
-            .put(self.url(replica, &format!("/v2/{repo}/manifests/{reference}")))
-            .header("content-type", OCI_MANIFEST)
-            .body(body.to_vec())
-            .send()
-            .await
-            .map_err(|e| format!("PUT manifest: {e}"))?;
+            .api(replica)
+            .put_manifest(repo, reference, body)
+            .await?;
         let status = resp.status();
         ensure!(
             status == StatusCode::CREATED,
@@ -140,21 +97,44 @@ impl Ctx {
         repo: &str,
         reference: &str,
     ) -> Result<(u16, Option<String>, Vec<u8>), String> {
-        let resp = self
-            .client
-            .get(self.url(replica, &format!("/v2/{repo}/manifests/{reference}")))
-            .header("accept", OCI_MANIFEST)
-            .send()
-            .await
-            .map_err(|e| format!("GET manifest: {e}"))?;
-        let status = resp.status().as_u16();
-        let digest = header(&resp, "docker-content-digest");
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| format!("read manifest: {e}"))?
-            .to_vec();
-        Ok((status, digest, body))
+        self.api(replica).get_manifest(repo, reference).await
+    }
+
+    /// Pushes a fresh small image on `replica` as `repo:reference`; returns its manifest.
+    async fn push_new_manifest(
+        &self,
+        replica: usize,
+        repo: &str,
+        reference: &str,
+    ) -> Result<Vec<u8>, String> {
+        let manifest = self.new_manifest(replica, repo).await?;
+        self.put_manifest(replica, repo, reference, &manifest)
+            .await?;
+        Ok(manifest)
+    }
+
+    /// DELETE of `repo:reference` on `replica`: 202.
+    async fn delete_manifest(&self, replica: usize, repo: &str, reference: &str) -> Check {
+        let path = format!("/v2/{repo}/manifests/{reference}");
+        let resp = self.send(Method::DELETE, replica, &path).await?;
+        let status = resp.status();
+        ensure!(
+            status == StatusCode::ACCEPTED,
+            "DELETE {repo}:{reference} on replica {}: {status}",
+            replica + 1
+        );
+        Ok(String::new())
+    }
+
+    /// `replica` answers 404 for the deleted `repo:reference`.
+    async fn expect_gone(&self, replica: usize, repo: &str, reference: &str) -> Check {
+        let (status, _, _) = self.get_manifest(replica, repo, reference).await?;
+        ensure!(
+            status == 404,
+            "GET deleted {repo}:{reference} on replica {}: {status}, want 404",
+            replica + 1
+        );
+        Ok(String::new())
     }
 
     /// Asserts that `replica` serves `repo:reference` as exactly `manifest`.
@@ -187,19 +167,8 @@ impl Ctx {
 
     /// GET `path` on `replica`: 200 and its JSON body (`what` names it in errors).
     async fn get_json(&self, replica: usize, path: &str, what: &str) -> Result<Value, String> {
-        let resp = self
-            .client
-            .get(self.url(replica, path))
-            .send()
-            .await
-            .map_err(|e| format!("GET {what}: {e}"))?;
-        ensure!(
-            resp.status() == StatusCode::OK,
-            "{what} on replica {}: {}",
-            replica + 1,
-            resp.status()
-        );
-        resp.json().await.map_err(|e| format!("{what} JSON: {e}"))
+        let what = format!("{what} on replica {}", replica + 1);
+        self.api(replica).get_json(path, &what).await
     }
 
     async fn tags(&self, replica: usize, repo: &str) -> Result<Vec<String>, String> {
@@ -240,17 +209,8 @@ impl Ctx {
         offset: usize,
         chunk: &[u8],
     ) -> Result<Response, String> {
-        self.client
-            .patch(self.url(replica, loc))
-            .header("content-type", "application/octet-stream")
-            .header(
-                "content-range",
-                format!("{}-{}", offset, offset + chunk.len() - 1),
-            )
-            .body(chunk.to_vec())
-            .send()
-            .await
-            .map_err(|e| format!("PATCH on replica {}: {e}", replica + 1))
+        let sent = self.api(replica).patch(loc, offset, chunk).await;
+        sent.map_err(|e| format!("on replica {}: {e}", replica + 1))
     }
 }
 
@@ -380,8 +340,7 @@ async fn manifest_visible_at_once(ctx: &Ctx) -> Check {
     for i in 0..rounds {
         let writer = i % 3;
         let tag = format!("v{i}");
-        let manifest = ctx.new_manifest(writer, repo).await?;
-        ctx.put_manifest(writer, repo, &tag, &manifest).await?;
+        let manifest = ctx.push_new_manifest(writer, repo, &tag).await?;
         for r in (0..3).filter(|r| *r != writer) {
             ctx.expect_manifest(r, repo, &tag, &manifest).await?;
             let tags = ctx.tags(r, repo).await?;
@@ -399,16 +358,14 @@ async fn manifest_visible_at_once(ctx: &Ctx) -> Check {
 
 async fn tag_moved_is_seen_moved(ctx: &Ctx) -> Check {
     let repo = "replicas/moving";
-    let first = ctx.new_manifest(0, repo).await?;
-    ctx.put_manifest(0, repo, "latest", &first).await?;
+    let first = ctx.push_new_manifest(0, repo, "latest").await?;
     let mut current = first;
     let moves = 4;
     for _ in 0..moves {
         for r in 1..3 {
             ctx.expect_manifest(r, repo, "latest", &current).await?;
         }
-        let next = ctx.new_manifest(0, repo).await?;
-        ctx.put_manifest(0, repo, "latest", &next).await?;
+        let next = ctx.push_new_manifest(0, repo, "latest").await?;
         for r in 1..3 {
             ctx.expect_manifest(r, repo, "latest", &next)
                 .await
@@ -423,28 +380,15 @@ async fn tag_moved_is_seen_moved(ctx: &Ctx) -> Check {
 
 async fn deletions_are_seen(ctx: &Ctx) -> Check {
     let repo = "replicas/deleting";
-    let manifest = ctx.new_manifest(0, repo).await?;
-    ctx.put_manifest(0, repo, "doomed", &manifest).await?;
+    let manifest = ctx.push_new_manifest(0, repo, "doomed").await?;
     ctx.put_manifest(0, repo, "keeper", &ctx.new_manifest(0, repo).await?)
         .await?;
     for r in 0..3 {
         ctx.expect_manifest(r, repo, "doomed", &manifest).await?;
     }
-    let resp = ctx
-        .send(Method::DELETE, 1, &format!("/v2/{repo}/manifests/doomed"))
-        .await?;
-    ensure!(
-        resp.status() == StatusCode::ACCEPTED,
-        "DELETE tag on replica 2: {}",
-        resp.status()
-    );
+    ctx.delete_manifest(1, repo, "doomed").await?;
     for r in [0, 2] {
-        let (status, _, _) = ctx.get_manifest(r, repo, "doomed").await?;
-        ensure!(
-            status == 404,
-            "GET deleted tag on replica {}: {status}, want 404",
-            r + 1
-        );
+        ctx.expect_gone(r, repo, "doomed").await?;
         let tags = ctx.tags(r, repo).await?;
         ensure!(
             tags == ["keeper"],
@@ -455,29 +399,16 @@ async fn deletions_are_seen(ctx: &Ctx) -> Check {
     // The manifest itself (by digest) is still there; delete it on replica 3.
     let digest = sha256_digest(&manifest);
     ctx.expect_manifest(0, repo, &digest, &manifest).await?;
-    let resp = ctx
-        .send(Method::DELETE, 2, &format!("/v2/{repo}/manifests/{digest}"))
-        .await?;
-    ensure!(
-        resp.status() == StatusCode::ACCEPTED,
-        "DELETE manifest by digest on replica 3: {}",
-        resp.status()
-    );
+    ctx.delete_manifest(2, repo, &digest).await?;
     for r in [0, 1] {
-        let (status, _, _) = ctx.get_manifest(r, repo, &digest).await?;
-        ensure!(
-            status == 404,
-            "GET deleted manifest on replica {}: {status}, want 404",
-            r + 1
-        );
+        ctx.expect_gone(r, repo, &digest).await?;
     }
     Ok(String::new())
 }
 
 async fn referrers_across_replicas(ctx: &Ctx) -> Check {
     let repo = "replicas/referrers";
-    let subject = ctx.new_manifest(0, repo).await?;
-    ctx.put_manifest(0, repo, "app", &subject).await?;
+    let subject = ctx.push_new_manifest(0, repo, "app").await?;
     let subject_digest = sha256_digest(&subject);
     let before = ctx.referrers(2, repo, &subject_digest).await?;
     ensure!(
@@ -717,12 +648,7 @@ async fn checks(args: Args, work: PathBuf) -> Tally {
         work.display()
     );
     let ctx = Ctx {
-        client: Client::builder()
-            .timeout(Duration::from_secs(120))
-            .connect_timeout(Duration::from_secs(10))
-            .no_proxy()
-            .build()
-            .expect("client"),
+        client: answer::client(Duration::from_secs(120)),
         replicas,
         moto: moto.addr,
         registry,

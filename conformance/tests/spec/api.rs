@@ -5,18 +5,16 @@ use conformance::{header, TestRegistry};
 #[tokio::test]
 async fn v2_root_answers_200_with_api_version_header() {
     let reg = TestRegistry::start().await;
-    let resp = reg.client().get(reg.url("/v2/")).send().await.unwrap();
-    assert_eq!(resp.status(), 200);
+    let resp = reg.get("/v2/").expect(200).await;
     assert_eq!(
         header(resp.headers(), "docker-distribution-api-version"),
         Some("registry/2.0")
     );
     // Without the trailing slash too: clients probe both.
-    let resp = reg.client().get(reg.url("/v2")).send().await.unwrap();
+    let resp = reg.get("/v2").await;
     assert_eq!(resp.status(), 200, "GET /v2 (no trailing slash)");
     // HEAD /v2/ answers the same status with no body.
-    let resp = reg.client().head(reg.url("/v2/")).send().await.unwrap();
-    assert_eq!(resp.status(), 200);
+    let resp = reg.head("/v2/").expect(200).await;
     assert!(resp.bytes().await.unwrap().is_empty());
 }
 
@@ -24,7 +22,7 @@ async fn v2_root_answers_200_with_api_version_header() {
 async fn health_endpoints_answer_200() {
     let reg = TestRegistry::start().await;
     for path in ["/livez", "/readyz"] {
-        let resp = reg.client().get(reg.url(path)).send().await.unwrap();
+        let resp = reg.get(path).await;
         assert_eq!(resp.status(), 200, "GET {path}");
     }
 }
@@ -35,12 +33,8 @@ async fn unknown_query_parameters_are_accepted_and_ns_is_echoed() {
     let img = reg.push_image("ns/app", Some("v1"), 1).await;
 
     for reference in ["v1", img.digest.as_str()] {
-        let resp = reg
-            .client()
-            .get(reg.url(&format!("/v2/ns/app/manifests/{reference}?ns=example.com")))
-            .send()
-            .await
-            .unwrap();
+        let path = format!("/v2/ns/app/manifests/{reference}?ns=example.com");
+        let resp = reg.get(&path).await;
         assert_eq!(
             resp.status(),
             200,
@@ -52,13 +46,7 @@ async fn unknown_query_parameters_are_accepted_and_ns_is_echoed() {
             "OCI-Namespace must echo the ns parameter"
         );
         assert_eq!(resp.bytes().await.unwrap(), img.manifest);
-
-        let resp = reg
-            .client()
-            .head(reg.url(&format!("/v2/ns/app/manifests/{reference}?ns=example.com")))
-            .send()
-            .await
-            .unwrap();
+        let resp = reg.head(&path).await;
         assert_eq!(
             resp.status(),
             200,
@@ -68,26 +56,20 @@ async fn unknown_query_parameters_are_accepted_and_ns_is_echoed() {
 
     // Blob pulls with ns (containerd adds it to every request of a mirror).
     let resp = reg
-        .client()
-        .get(reg.url(&format!(
+        .get(format!(
             "/v2/ns/app/blobs/{}?ns=example.com",
             img.config_digest
-        )))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+        ))
+        .expect(200)
+        .await;
     assert_eq!(header(resp.headers(), "oci-namespace"), Some("example.com"));
     assert_eq!(resp.bytes().await.unwrap(), img.config);
 
     // An unrelated unknown parameter changes nothing, and no OCI-Namespace without ns.
     let resp = reg
-        .client()
-        .get(reg.url("/v2/ns/app/manifests/v1?foo=bar&x"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+        .get("/v2/ns/app/manifests/v1?foo=bar&x")
+        .expect(200)
+        .await;
     assert!(header(resp.headers(), "oci-namespace").is_none());
     assert_eq!(resp.bytes().await.unwrap(), img.manifest);
 
@@ -95,21 +77,13 @@ async fn unknown_query_parameters_are_accepted_and_ns_is_echoed() {
     let data = conformance::random_bytes(100);
     let digest = conformance::sha256_digest(&data);
     let resp = reg
-        .client()
-        .post(reg.url(&format!(
+        .post(format!(
             "/v2/ns/app/blobs/uploads/?ns=example.com&digest={digest}"
-        )))
-        .header("content-type", "application/octet-stream")
-        .body(data.clone())
-        .send()
-        .await
-        .unwrap();
+        ))
+        .octets(data.clone())
+        .await;
     assert_eq!(resp.status(), 201, "single POST upload with ns");
-    let resp = reg
-        .client()
-        .get(reg.url("/v2/ns/app/tags/list?ns=example.com"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    reg.get("/v2/ns/app/tags/list?ns=example.com")
+        .expect(200)
+        .await;
 }

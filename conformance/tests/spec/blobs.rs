@@ -9,8 +9,7 @@ async fn blob_get_and_head_return_bytes_and_headers() {
     let digest = reg.push_blob("pull/blob", &data).await;
     let url = reg.url(&format!("/v2/pull/blob/blobs/{digest}"));
 
-    let resp = reg.client().get(&url).send().await.unwrap();
-    assert_eq!(resp.status(), 200);
+    let resp = reg.get(&url).expect(200).await;
     let h = resp.headers().clone();
     assert_eq!(header(&h, "docker-content-digest"), Some(digest.as_str()));
     assert_eq!(header(&h, "content-length"), Some("70000"));
@@ -22,8 +21,7 @@ async fn blob_get_and_head_return_bytes_and_headers() {
     assert_eq!(body.len(), data.len());
     assert_eq!(sha256_digest(&body), digest, "GET returned other bytes");
 
-    let resp = reg.client().head(&url).send().await.unwrap();
-    assert_eq!(resp.status(), 200);
+    let resp = reg.head(&url).expect(200).await;
     let hh = resp.headers().clone();
     assert_eq!(header(&hh, "docker-content-digest"), Some(digest.as_str()));
     assert_eq!(header(&hh, "content-length"), Some("70000"));
@@ -55,13 +53,7 @@ async fn blob_range_requests() {
         ("bytes=-20000".into(), 0, len - 1),
     ];
     for (range, first, last) in cases {
-        let resp = reg
-            .client()
-            .get(&url)
-            .header("range", &range)
-            .send()
-            .await
-            .unwrap();
+        let resp = reg.get(&url).header("range", &range).await;
         assert_eq!(resp.status(), 206, "Range {range}");
         let h = resp.headers().clone();
         assert_eq!(
@@ -83,13 +75,7 @@ async fn blob_range_requests() {
         format!("bytes={len}-"),
         format!("bytes={}-{}", len + 10, len + 20),
     ] {
-        let resp = reg
-            .client()
-            .get(&url)
-            .header("range", &range)
-            .send()
-            .await
-            .unwrap();
+        let resp = reg.get(&url).header("range", &range).await;
         assert_eq!(resp.status(), 416, "Range {range}");
         if let Some(cr) = header(resp.headers(), "content-range") {
             assert_eq!(
@@ -101,8 +87,7 @@ async fn blob_range_requests() {
     }
 
     // A full GET after ranges still returns everything.
-    let resp = reg.client().get(&url).send().await.unwrap();
-    assert_eq!(resp.status(), 200);
+    let resp = reg.get(&url).expect(200).await;
     assert_eq!(resp.bytes().await.unwrap(), data);
 }
 
@@ -112,19 +97,13 @@ async fn unknown_blob_is_404_blob_unknown() {
     reg.push_blob("pull/unknown", b"something").await;
     let missing = sha256_digest(b"never pushed");
     let url = reg.url(&format!("/v2/pull/unknown/blobs/{missing}"));
-    let resp = reg.client().get(&url).send().await.unwrap();
-    expect_error(resp, 404, &["BLOB_UNKNOWN"]).await;
-    let resp = reg.client().head(&url).send().await.unwrap();
-    assert_eq!(resp.status(), 404);
+    reg.get(&url).error(404, &["BLOB_UNKNOWN"]).await;
+    let resp = reg.head(&url).expect(404).await;
     assert!(resp.bytes().await.unwrap().is_empty());
     // Unknown repository too.
-    let resp = reg
-        .client()
-        .get(reg.url(&format!("/v2/no/such/repo/blobs/{missing}")))
-        .send()
-        .await
-        .unwrap();
-    expect_error(resp, 404, &["BLOB_UNKNOWN", "NAME_UNKNOWN"]).await;
+    reg.get(format!("/v2/no/such/repo/blobs/{missing}"))
+        .error(404, &["BLOB_UNKNOWN", "NAME_UNKNOWN"])
+        .await;
 }
 
 #[tokio::test]
@@ -132,29 +111,14 @@ async fn blob_is_served_only_by_repositories_that_hold_it() {
     let reg = TestRegistry::start().await;
     let data = random_bytes(3000);
     let digest = reg.push_blob("team/a", &data).await;
-    let resp = reg
-        .client()
-        .get(reg.url(&format!("/v2/team/a/blobs/{digest}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    reg.get(format!("/v2/team/a/blobs/{digest}"))
+        .expect(200)
+        .await;
     // team/b exists (has content) but never received or mounted this blob.
     reg.push_blob("team/b", b"other content").await;
-    let resp = reg
-        .client()
-        .get(reg.url(&format!("/v2/team/b/blobs/{digest}")))
-        .send()
-        .await
-        .unwrap();
-    expect_error(resp, 404, &["BLOB_UNKNOWN"]).await;
-    let resp = reg
-        .client()
-        .head(reg.url(&format!("/v2/team/b/blobs/{digest}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 404);
+    let path = format!("/v2/team/b/blobs/{digest}");
+    reg.get(&path).error(404, &["BLOB_UNKNOWN"]).await;
+    reg.head(&path).expect(404).await;
 }
 
 #[tokio::test]
@@ -164,16 +128,13 @@ async fn blob_delete_then_404() {
     let digest = reg.push_blob("manage/blob", &data).await;
     let url = reg.url(&format!("/v2/manage/blob/blobs/{digest}"));
 
-    let resp = reg.client().delete(&url).send().await.unwrap();
+    let resp = reg.delete(&url).await;
     assert_eq!(resp.status(), 202, "DELETE blob");
 
-    let resp = reg.client().get(&url).send().await.unwrap();
-    expect_error(resp, 404, &["BLOB_UNKNOWN"]).await;
-    let resp = reg.client().head(&url).send().await.unwrap();
-    assert_eq!(resp.status(), 404);
+    reg.get(&url).error(404, &["BLOB_UNKNOWN"]).await;
+    reg.head(&url).expect(404).await;
 
-    let resp = reg.client().delete(&url).send().await.unwrap();
-    expect_error(resp, 404, &["BLOB_UNKNOWN"]).await;
+    reg.delete(&url).error(404, &["BLOB_UNKNOWN"]).await;
 
     // A manifest naming the deleted blob is refused, or, if accepted, the blob is served again:
     // never an accepted manifest whose blob 404s.
@@ -187,7 +148,7 @@ async fn blob_delete_then_404() {
         .put_manifest("manage/blob", "after-delete", conformance::OCI_MANIFEST, &m)
         .await;
     if resp.status() == 201 {
-        let resp = reg.client().get(&url).send().await.unwrap();
+        let resp = reg.get(&url).await;
         assert_eq!(
             resp.status(),
             200,
@@ -200,8 +161,7 @@ async fn blob_delete_then_404() {
     // The same content can be pushed again afterwards.
     let again = reg.push_blob("manage/blob", &data).await;
     assert_eq!(again, digest);
-    let resp = reg.client().get(&url).send().await.unwrap();
-    assert_eq!(resp.status(), 200);
+    let resp = reg.get(&url).expect(200).await;
     assert_eq!(resp.bytes().await.unwrap(), data);
 }
 
@@ -211,19 +171,10 @@ async fn blob_delete_in_one_repository_leaves_others() {
     let data = random_bytes(4000);
     let digest = reg.push_blob("share/one", &data).await;
     reg.push_blob("share/two", &data).await;
-    let resp = reg
-        .client()
-        .delete(reg.url(&format!("/v2/share/one/blobs/{digest}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
-    let resp = reg
-        .client()
-        .get(reg.url(&format!("/v2/share/two/blobs/{digest}")))
-        .send()
-        .await
-        .unwrap();
+    reg.delete(format!("/v2/share/one/blobs/{digest}"))
+        .expect(202)
+        .await;
+    let resp = reg.get(format!("/v2/share/two/blobs/{digest}")).await;
     assert_eq!(resp.status(), 200, "blob still linked in share/two");
     assert_eq!(resp.bytes().await.unwrap(), data);
 }
@@ -237,11 +188,9 @@ async fn empty_blob_round_trip() {
         "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
     );
     let url = reg.url(&format!("/v2/pull/empty/blobs/{digest}"));
-    let resp = reg.client().get(&url).send().await.unwrap();
-    assert_eq!(resp.status(), 200);
+    let resp = reg.get(&url).expect(200).await;
     assert_eq!(header(resp.headers(), "content-length"), Some("0"));
     assert!(resp.bytes().await.unwrap().is_empty());
-    let resp = reg.client().head(&url).send().await.unwrap();
-    assert_eq!(resp.status(), 200);
+    let resp = reg.head(&url).expect(200).await;
     assert_eq!(header(resp.headers(), "content-length"), Some("0"));
 }

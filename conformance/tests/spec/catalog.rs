@@ -1,21 +1,10 @@
 //! `/v2/_catalog`: every repository, sorted, with `n`/`last`/`Link` pagination.
 
-use conformance::{next_link, TestRegistry};
+use conformance::TestRegistry;
 use reqwest::Url;
-use serde_json::Value;
 
 async fn catalog(reg: &TestRegistry, url: &str) -> (Vec<String>, Option<String>) {
-    let resp = reg.client().get(url).send().await.unwrap();
-    assert_eq!(resp.status(), 200, "GET {url}");
-    let link = next_link(resp.headers());
-    let v: Value = resp.json().await.unwrap();
-    let repos = match &v["repositories"] {
-        Value::Array(a) => a
-            .iter()
-            .map(|r| r.as_str().expect("repository is a string").to_owned())
-            .collect(),
-        other => panic!("GET {url}: \"repositories\" is not a list: {other}"),
-    };
+    let (repos, link, _) = reg.list_page(url, "repositories").await;
     (repos, link)
 }
 

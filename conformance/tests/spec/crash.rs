@@ -10,13 +10,7 @@ use conformance::{
 };
 
 async fn head_status(reg: &TestRegistry, path: &str) -> u16 {
-    reg.client()
-        .head(reg.url(path))
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    reg.head(path).await.status().as_u16()
 }
 
 /// The path and query of an absolute URL.
@@ -140,7 +134,7 @@ async fn truncated_patch_leaves_a_resumable_upload() {
 /// Reads the upload's offset, checks it is at most `sent`, sends the rest and closes the upload;
 /// the committed blob must be exactly `data` (so the kept prefix was consistent).
 async fn resume_and_finish(reg: &TestRegistry, loc: &str, repo: &str, data: &[u8], sent: usize) {
-    let resp = reg.client().get(loc).send().await.unwrap();
+    let resp = reg.get(loc).await;
     assert_eq!(resp.status(), 204, "upload status after the interruption");
     let range = header(resp.headers(), "range").map(str::to_owned);
     let loc = location(&resp);
@@ -162,37 +156,23 @@ async fn resume_and_finish(reg: &TestRegistry, loc: &str, repo: &str, data: &[u8
             "server claims {offset} bytes but only {sent} were sent"
         );
         let resp = reg
-            .client()
             .patch(&loc)
-            .header("content-type", "application/octet-stream")
             .header("content-range", format!("{offset}-{}", data.len() - 1))
-            .body(data[offset..].to_vec())
-            .send()
-            .await
-            .unwrap();
+            .octets(data[offset..].to_vec())
+            .await;
         if resp.status() == 416 && offset != *candidates.last().unwrap() {
             continue;
         }
         assert_eq!(resp.status(), 202, "PATCH the rest from {offset}");
         let loc = location(&resp);
         let digest = sha256_digest(data);
-        let resp = reg
-            .client()
-            .put(with_query(&loc, "digest", &digest))
-            .send()
-            .await
-            .unwrap();
+        let resp = reg.put(with_query(&loc, "digest", &digest)).await;
         assert_eq!(
             resp.status(),
             201,
             "closing the resumed upload (a wrong digest here means the kept prefix was corrupt)"
         );
-        let got = reg
-            .client()
-            .get(reg.url(&format!("/v2/{repo}/blobs/{digest}")))
-            .send()
-            .await
-            .unwrap();
+        let got = reg.get(format!("/v2/{repo}/blobs/{digest}")).await;
         assert_eq!(got.bytes().await.unwrap(), data);
         return;
     }

@@ -78,12 +78,7 @@ async fn valid_but_unusual_names_work() {
         "x1/y2/z3/w4/v5",
     ] {
         let img = reg.push_image(name, Some("t"), 1).await;
-        let resp = reg
-            .client()
-            .get(reg.url(&format!("/v2/{name}/manifests/t")))
-            .send()
-            .await
-            .unwrap();
+        let resp = reg.get(format!("/v2/{name}/manifests/t")).await;
         assert_eq!(resp.status(), 200, "name {name:?}");
         assert_eq!(resp.bytes().await.unwrap(), img.manifest);
     }
@@ -121,12 +116,7 @@ async fn malformed_digest_on_blob_endpoints() {
                 _ => panic!("{method} blob {bad:?}: want 400 or 404, got {st}"),
             }
         }
-        let resp = reg
-            .client()
-            .head(reg.url(&format!("/v2/err/digest/blobs/{bad}")))
-            .send()
-            .await
-            .unwrap();
+        let resp = reg.head(format!("/v2/err/digest/blobs/{bad}")).await;
         let st = resp.status().as_u16();
         assert!(st == 400 || st == 404, "HEAD blob {bad:?}: {st}");
     }
@@ -137,12 +127,7 @@ async fn malformed_digest_as_manifest_reference() {
     let reg = TestRegistry::start().await;
     reg.push_image("err/mref", Some("t"), 1).await;
     for bad in ["sha256:xyz", "sha256:", "sha256:ABCDEF"] {
-        let resp = reg
-            .client()
-            .get(reg.url(&format!("/v2/err/mref/manifests/{bad}")))
-            .send()
-            .await
-            .unwrap();
+        let resp = reg.get(format!("/v2/err/mref/manifests/{bad}")).await;
         let st = expect_client_error(resp).await;
         assert!(st == 400 || st == 404, "GET manifest {bad:?}: {st}");
         let resp = reg.put_manifest("err/mref", bad, OCI_MANIFEST, b"{}").await;
@@ -172,8 +157,6 @@ async fn not_a_server_error(resp: reqwest::Response, what: &str) -> u16 {
 async fn client_mistakes_never_get_5xx() {
     let reg = TestRegistry::start().await;
     let img = reg.push_image("err/misc", Some("t"), 1).await;
-    let c = reg.client();
-    let u = |p: &str| reg.url(p);
 
     for q in [
         "n=abc",
@@ -183,85 +166,57 @@ async fn client_mistakes_never_get_5xx() {
         "n=",
         "n=1&n=2",
     ] {
-        let resp = c
-            .get(u(&format!("/v2/err/misc/tags/list?{q}")))
-            .send()
-            .await
-            .unwrap();
+        let resp = reg.get(format!("/v2/err/misc/tags/list?{q}")).await;
         not_a_server_error(resp, &format!("tags/list?{q}")).await;
-        let resp = c.get(u(&format!("/v2/_catalog?{q}"))).send().await.unwrap();
+        let resp = reg.get(format!("/v2/_catalog?{q}")).await;
         not_a_server_error(resp, &format!("_catalog?{q}")).await;
     }
 
     // Empty and non-JSON manifests, odd content types.
-    let resp = c
-        .put(u("/v2/err/misc/manifests/x"))
-        .body(Vec::new())
-        .send()
-        .await
-        .unwrap();
+    let resp = reg.put("/v2/err/misc/manifests/x").await;
     let st = not_a_server_error(resp, "PUT empty manifest without Content-Type").await;
     assert_eq!(st, 400);
-    let resp = c
-        .put(u("/v2/err/misc/manifests/x"))
+    let resp = reg
+        .put("/v2/err/misc/manifests/x")
         .header("content-type", "application/x-unknown")
         .body(b"{\"schemaVersion\":2}".to_vec())
-        .send()
-        .await
-        .unwrap();
+        .await;
     not_a_server_error(resp, "PUT manifest of unknown type").await;
-    let resp = c
-        .put(u("/v2/err/misc/manifests/x"))
+    let resp = reg
+        .put("/v2/err/misc/manifests/x")
         .header("content-type", OCI_MANIFEST)
         .body(vec![0xff, 0xfe, 0x00, 0x01])
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(not_a_server_error(resp, "PUT binary manifest").await, 400);
     let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
-    let resp = c
-        .put(u("/v2/err/misc/manifests/x"))
-        .header("content-type", OCI_MANIFEST)
-        .body(deep.into_bytes())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        not_a_server_error(resp, "PUT deeply nested JSON").await,
-        400
-    );
     let wrong_types = serde_json::json!({
         "schemaVersion": "two", "mediaType": OCI_MANIFEST,
         "config": "not a descriptor", "layers": {"not": "a list"}
     });
-    let resp = c
-        .put(u("/v2/err/misc/manifests/x"))
-        .header("content-type", OCI_MANIFEST)
-        .body(serde_json::to_vec(&wrong_types).unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        not_a_server_error(resp, "PUT manifest with wrong field types").await,
-        400
-    );
     let negative = serde_json::json!({
         "schemaVersion": 2, "mediaType": OCI_MANIFEST,
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
                    "digest": img.config_digest, "size": -5},
         "layers": []
     });
-    let resp = c
-        .put(u("/v2/err/misc/manifests/x"))
-        .header("content-type", OCI_MANIFEST)
-        .body(serde_json::to_vec(&negative).unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        not_a_server_error(resp, "PUT manifest with a negative size").await,
-        400
-    );
+    for (what, body) in [
+        ("PUT deeply nested JSON", deep.into_bytes()),
+        (
+            "PUT manifest with wrong field types",
+            serde_json::to_vec(&wrong_types).unwrap(),
+        ),
+        (
+            "PUT manifest with a negative size",
+            serde_json::to_vec(&negative).unwrap(),
+        ),
+    ] {
+        let resp = reg
+            .put("/v2/err/misc/manifests/x")
+            .header("content-type", OCI_MANIFEST)
+            .body(body)
+            .await;
+        assert_eq!(not_a_server_error(resp, what).await, 400);
+    }
 
     // Wrong methods and unknown paths.
     let cases: Vec<(reqwest::Method, String)> = vec![
@@ -287,31 +242,20 @@ async fn client_mistakes_never_get_5xx() {
         (reqwest::Method::GET, "/v2/err/misc/referrers/".into()),
     ];
     for (m, p) in cases {
-        let resp = c.request(m.clone(), u(&p)).send().await.unwrap();
+        let resp = reg.request(m.clone(), &p).await;
         let st = not_a_server_error(resp, &format!("{m} {p}")).await;
         assert!(st >= 400, "{m} {p}: got {st}");
     }
 
     // Nothing of the above changed the repository.
-    let resp = c.get(u("/v2/err/misc/manifests/t")).send().await.unwrap();
-    assert_eq!(resp.status(), 200);
-    let resp = c.get(u("/v2/err/misc/manifests/x")).send().await.unwrap();
-    assert_eq!(resp.status(), 404);
+    reg.get("/v2/err/misc/manifests/t").expect(200).await;
+    reg.get("/v2/err/misc/manifests/x").expect(404).await;
 }
 
 #[tokio::test]
 async fn error_bodies_have_the_spec_shape() {
     let reg = TestRegistry::start().await;
-    let body = expect_error(
-        reg.client()
-            .get(reg.url("/v2/err/shape/manifests/latest"))
-            .send()
-            .await
-            .unwrap(),
-        404,
-        &[],
-    )
-    .await;
+    let body = expect_error(reg.get("/v2/err/shape/manifests/latest").await, 404, &[]).await;
     let e = &body["errors"][0];
     assert!(e["code"]
         .as_str()

@@ -1,11 +1,12 @@
 //! Pushing, pulling and deleting manifests and tags; validation; size limits; multi-tag push.
 
 use conformance::{
-    descriptor, empty_descriptor, expect_client_error, expect_error, header, header_values,
-    location, random_bytes, sha256_digest, IndexBuilder, ManifestBuilder, TestRegistry,
-    DOCKER_CONFIG, DOCKER_LAYER, DOCKER_LIST, DOCKER_MANIFEST, EMPTY_JSON_DIGEST, OCI_CONFIG,
-    OCI_EMPTY, OCI_INDEX, OCI_LAYER, OCI_MANIFEST,
+    at_once, descriptor, empty_descriptor, expect_client_error, expect_error, header,
+    header_values, location, random_bytes, sha256_digest, IndexBuilder, ManifestBuilder,
+    TestRegistry, DOCKER_CONFIG, DOCKER_LAYER, DOCKER_LIST, DOCKER_MANIFEST, EMPTY_JSON_DIGEST,
+    OCI_CONFIG, OCI_EMPTY, OCI_INDEX, OCI_LAYER, OCI_MANIFEST,
 };
+use reqwest::Method;
 use serde_json::json;
 
 /// Pushes a config and one layer to `repo`; returns (config descriptor, layer descriptor).
@@ -23,6 +24,18 @@ async fn blobs(reg: &TestRegistry, repo: &str) -> (serde_json::Value, serde_json
     )
 }
 
+/// Pushes `body` as `repo:reference` (`media_type`; asserts 201), then [`assert_manifest`].
+async fn push_and_check(
+    reg: &TestRegistry,
+    repo: &str,
+    reference: &str,
+    media_type: &str,
+    body: &[u8],
+) {
+    reg.push_manifest(repo, reference, media_type, body).await;
+    assert_manifest(reg, repo, reference, media_type, body).await;
+}
+
 /// Asserts GET and HEAD of `/v2/<repo>/manifests/<reference>` serve `body` as `media_type`.
 async fn assert_manifest(
     reg: &TestRegistry,
@@ -33,66 +46,36 @@ async fn assert_manifest(
 ) {
     let url = reg.url(&format!("/v2/{repo}/manifests/{reference}"));
     let digest = sha256_digest(body);
-    let resp = reg
-        .client()
-        .get(&url)
-        .header(
-            "accept",
-            format!("{OCI_MANIFEST}, {OCI_INDEX}, {DOCKER_MANIFEST}, {DOCKER_LIST}"),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200, "GET {repo}:{reference}");
-    let h = resp.headers().clone();
-    assert_eq!(
-        header(&h, "content-type"),
-        Some(media_type),
-        "GET {reference} Content-Type"
-    );
-    assert_eq!(header(&h, "docker-content-digest"), Some(digest.as_str()));
-    assert_eq!(
-        header(&h, "content-length"),
-        Some(body.len().to_string().as_str())
-    );
-    assert_eq!(
-        &resp.bytes().await.unwrap()[..],
-        body,
-        "GET {reference} must return the exact pushed bytes"
-    );
-
-    let resp = reg
-        .client()
-        .head(&url)
-        .header(
-            "accept",
-            format!("{OCI_MANIFEST}, {OCI_INDEX}, {DOCKER_MANIFEST}, {DOCKER_LIST}"),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200, "HEAD {repo}:{reference}");
-    let hh = resp.headers().clone();
-    assert_eq!(
-        header(&hh, "content-type"),
-        Some(media_type),
-        "HEAD Content-Type"
-    );
-    assert_eq!(header(&hh, "docker-content-digest"), Some(digest.as_str()));
-    assert_eq!(
-        header(&hh, "content-length"),
-        Some(body.len().to_string().as_str()),
-        "HEAD Content-Length"
-    );
-    assert!(resp.bytes().await.unwrap().is_empty(), "HEAD has no body");
+    let accept = format!("{OCI_MANIFEST}, {OCI_INDEX}, {DOCKER_MANIFEST}, {DOCKER_LIST}");
+    for method in [Method::GET, Method::HEAD] {
+        let what = format!("{method} {repo}:{reference}");
+        let resp = reg
+            .request(method.clone(), &url)
+            .header("accept", &accept)
+            .await;
+        assert_eq!(resp.status(), 200, "{what}");
+        let h = resp.headers().clone();
+        assert_eq!(
+            header(&h, "content-type"),
+            Some(media_type),
+            "{what} Content-Type"
+        );
+        assert_eq!(header(&h, "docker-content-digest"), Some(digest.as_str()));
+        let len = body.len().to_string();
+        assert_eq!(
+            header(&h, "content-length"),
+            Some(len.as_str()),
+            "{what} Content-Length"
+        );
+        // GET returns the exact pushed bytes, HEAD no body.
+        let want = if method == Method::GET { body } else { &[] };
+        assert_eq!(&resp.bytes().await.unwrap()[..], want, "{what} body");
+    }
 }
 
 async fn get_status(reg: &TestRegistry, repo: &str, reference: &str) -> u16 {
-    reg.client()
-        .get(reg.url(&format!("/v2/{repo}/manifests/{reference}")))
-        .send()
+    reg.get(format!("/v2/{repo}/manifests/{reference}"))
         .await
-        .unwrap()
         .status()
         .as_u16()
 }
@@ -109,14 +92,14 @@ async fn push_by_tag_and_pull_exact_bytes() {
     let digest = sha256_digest(&body);
     let resp = reg
         .put_manifest("man/exact", "v1.0", OCI_MANIFEST, &body)
+        .expect(201)
         .await;
-    assert_eq!(resp.status(), 201);
     assert_eq!(
         header(resp.headers(), "docker-content-digest"),
         Some(digest.as_str())
     );
     let loc = location(&resp);
-    let got = reg.client().get(&loc).send().await.unwrap();
+    let got = reg.get(&loc).await;
     assert_eq!(got.status(), 200, "GET the 201's Location {loc}");
     assert_eq!(got.bytes().await.unwrap(), body);
 
@@ -132,22 +115,17 @@ async fn push_by_digest() {
     let digest = sha256_digest(&body);
     let resp = reg
         .put_manifest("man/bydigest", &digest, OCI_MANIFEST, &body)
+        .expect(201)
         .await;
-    assert_eq!(resp.status(), 201);
     assert_eq!(
         header(resp.headers(), "docker-content-digest"),
         Some(digest.as_str())
     );
     let loc = location(&resp);
-    assert_eq!(reg.client().get(&loc).send().await.unwrap().status(), 200);
+    assert_eq!(reg.get(&loc).await.status(), 200);
     assert_manifest(&reg, "man/bydigest", &digest, OCI_MANIFEST, &body).await;
     // Not tagged: the tag list is empty (or the repository has no tags yet).
-    let resp = reg
-        .client()
-        .get(reg.url("/v2/man/bydigest/tags/list"))
-        .send()
-        .await
-        .unwrap();
+    let resp = reg.get("/v2/man/bydigest/tags/list").await;
     if resp.status() == 200 {
         let v: serde_json::Value = resp.json().await.unwrap();
         let tags = v["tags"].as_array().cloned().unwrap_or_default();
@@ -163,9 +141,7 @@ async fn manifest_without_media_type_field_keeps_pushed_content_type() {
         .media_type(None)
         .layer(layer)
         .build();
-    reg.push_manifest("man/nomt", "t", OCI_MANIFEST, &body)
-        .await;
-    assert_manifest(&reg, "man/nomt", "t", OCI_MANIFEST, &body).await;
+    push_and_check(&reg, "man/nomt", "t", OCI_MANIFEST, &body).await;
 }
 
 #[tokio::test]
@@ -173,14 +149,12 @@ async fn content_type_media_type_mismatch_is_manifest_invalid() {
     let reg = TestRegistry::start().await;
     let (config, layer) = blobs(&reg, "man/mismatch").await;
     let body = ManifestBuilder::new(config).layer(layer).build();
-    let resp = reg
-        .put_manifest("man/mismatch", "t", OCI_INDEX, &body)
+    reg.put_manifest("man/mismatch", "t", OCI_INDEX, &body)
+        .error(400, &["MANIFEST_INVALID"])
         .await;
-    expect_error(resp, 400, &["MANIFEST_INVALID"]).await;
-    let resp = reg
-        .put_manifest("man/mismatch", "t", DOCKER_MANIFEST, &body)
+    reg.put_manifest("man/mismatch", "t", DOCKER_MANIFEST, &body)
+        .error(400, &["MANIFEST_INVALID"])
         .await;
-    expect_error(resp, 400, &["MANIFEST_INVALID"]).await;
     assert_eq!(get_status(&reg, "man/mismatch", "t").await, 404);
 }
 
@@ -194,8 +168,7 @@ async fn invalid_json_is_manifest_invalid() {
         b"\"a string\"",
         b"{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"config\":",
     ] {
-        let resp = reg.put_manifest("man/badjson", "t", OCI_MANIFEST, body).await;
-        expect_error(resp, 400, &["MANIFEST_INVALID"]).await;
+        reg.put_manifest("man/badjson", "t", OCI_MANIFEST, body).error(400, &["MANIFEST_INVALID"]).await;
     }
     // Structurally wrong: config is not a descriptor / digest is malformed.
     let bad_config = json!({
@@ -203,15 +176,14 @@ async fn invalid_json_is_manifest_invalid() {
         "config": {"mediaType": OCI_CONFIG, "digest": "sha256:nothex", "size": 2},
         "layers": []
     });
-    let resp = reg
-        .put_manifest(
-            "man/badjson",
-            "t",
-            OCI_MANIFEST,
-            &serde_json::to_vec(&bad_config).unwrap(),
-        )
-        .await;
-    expect_error(resp, 400, &["MANIFEST_INVALID", "DIGEST_INVALID"]).await;
+    reg.put_manifest(
+        "man/badjson",
+        "t",
+        OCI_MANIFEST,
+        &serde_json::to_vec(&bad_config).unwrap(),
+    )
+    .error(400, &["MANIFEST_INVALID", "DIGEST_INVALID"])
+    .await;
     assert_eq!(get_status(&reg, "man/badjson", "t").await, 404);
 }
 
@@ -226,18 +198,16 @@ async fn missing_blobs_are_manifest_blob_unknown() {
         .layer(layer.clone())
         .layer(absent_layer)
         .build();
-    let resp = reg
-        .put_manifest("man/missing", "t", OCI_MANIFEST, &body)
+    reg.put_manifest("man/missing", "t", OCI_MANIFEST, &body)
+        .error(400, &["MANIFEST_BLOB_UNKNOWN"])
         .await;
-    expect_error(resp, 400, &["MANIFEST_BLOB_UNKNOWN"]).await;
 
     let body = ManifestBuilder::new(absent_config)
         .layer(layer.clone())
         .build();
-    let resp = reg
-        .put_manifest("man/missing", "t", OCI_MANIFEST, &body)
+    reg.put_manifest("man/missing", "t", OCI_MANIFEST, &body)
+        .error(400, &["MANIFEST_BLOB_UNKNOWN"])
         .await;
-    expect_error(resp, 400, &["MANIFEST_BLOB_UNKNOWN"]).await;
 
     // A blob that exists only in another repository is unknown here.
     let elsewhere = random_bytes(100);
@@ -265,10 +235,9 @@ async fn index_with_missing_child_is_manifest_blob_unknown() {
         .manifest(img.descriptor())
         .manifest(absent)
         .build();
-    let resp = reg
-        .put_manifest("man/index", "multi", OCI_INDEX, &body)
+    reg.put_manifest("man/index", "multi", OCI_INDEX, &body)
+        .error(400, &["MANIFEST_BLOB_UNKNOWN"])
         .await;
-    expect_error(resp, 400, &["MANIFEST_BLOB_UNKNOWN"]).await;
     assert_eq!(get_status(&reg, "man/index", "multi").await, 404);
 }
 
@@ -320,19 +289,15 @@ async fn push_by_sha512_digest() {
         "Docker-Content-Digest MUST equal the digest the client pushed by"
     );
     let resp = reg
-        .client()
-        .get(reg.url(&format!("/v2/man/sha512/manifests/{d512}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+        .get(format!("/v2/man/sha512/manifests/{d512}"))
+        .expect(200)
+        .await;
     assert_eq!(resp.bytes().await.unwrap(), body);
     // A wrong sha512 digest is refused.
     let wrong = conformance::sha512_digest(b"wrong");
-    let resp = reg
-        .put_manifest("man/sha512", &wrong, OCI_MANIFEST, &body)
+    reg.put_manifest("man/sha512", &wrong, OCI_MANIFEST, &body)
+        .error(400, &["DIGEST_INVALID"])
         .await;
-    expect_error(resp, 400, &["DIGEST_INVALID"]).await;
 }
 
 #[tokio::test]
@@ -364,9 +329,7 @@ async fn nested_index() {
     let outer = IndexBuilder::new()
         .manifest(descriptor(OCI_INDEX, &inner))
         .build();
-    reg.push_manifest("man/nested", "outer", OCI_INDEX, &outer)
-        .await;
-    assert_manifest(&reg, "man/nested", "outer", OCI_INDEX, &outer).await;
+    push_and_check(&reg, "man/nested", "outer", OCI_INDEX, &outer).await;
 }
 
 #[tokio::test]
@@ -452,9 +415,7 @@ async fn docker_schema2_and_manifest_list_are_accepted() {
     d["platform"] = json!({"architecture": "amd64", "os": "linux"});
     let list = json!({"schemaVersion": 2, "mediaType": DOCKER_LIST, "manifests": [d]});
     let lbytes = serde_json::to_vec_pretty(&list).unwrap();
-    reg.push_manifest("man/docker", "latest", DOCKER_LIST, &lbytes)
-        .await;
-    assert_manifest(&reg, "man/docker", "latest", DOCKER_LIST, &lbytes).await;
+    push_and_check(&reg, "man/docker", "latest", DOCKER_LIST, &lbytes).await;
     assert_manifest(&reg, "man/docker", &mdigest, DOCKER_MANIFEST, &mbytes).await;
 }
 
@@ -474,15 +435,11 @@ async fn artifact_manifest_with_empty_config() {
         .build();
     let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(parsed["config"]["mediaType"], OCI_EMPTY);
-    reg.push_manifest("man/artifact", "thing", OCI_MANIFEST, &body)
-        .await;
-    assert_manifest(&reg, "man/artifact", "thing", OCI_MANIFEST, &body).await;
+    push_and_check(&reg, "man/artifact", "thing", OCI_MANIFEST, &body).await;
 
     // An artifact with no layers at all (the official suite pushes one).
     let bare = ManifestBuilder::artifact("application/vnd.example.bare").build();
-    reg.push_manifest("man/artifact", "bare", OCI_MANIFEST, &bare)
-        .await;
-    assert_manifest(&reg, "man/artifact", "bare", OCI_MANIFEST, &bare).await;
+    push_and_check(&reg, "man/artifact", "bare", OCI_MANIFEST, &bare).await;
 }
 
 /// A manifest of exactly `size` bytes (padded with an annotation) referencing existing blobs.
@@ -505,8 +462,7 @@ async fn manifest_size_limit_default_4mib() {
     let (config, _) = blobs(&reg, "man/big").await;
     // At least 4 MB is accepted ("SHOULD expect ... at least 4 megabytes").
     let ok = manifest_of_size(&config, 4_000_000);
-    reg.push_manifest("man/big", "ok", OCI_MANIFEST, &ok).await;
-    assert_manifest(&reg, "man/big", "ok", OCI_MANIFEST, &ok).await;
+    push_and_check(&reg, "man/big", "ok", OCI_MANIFEST, &ok).await;
     // Over 4 MiB is refused with 413.
     let too_big = manifest_of_size(&config, 4 * 1024 * 1024 + 1024);
     let resp = reg
@@ -549,17 +505,14 @@ async fn multi_tag_push_by_digest() {
         .collect();
     let query: Vec<String> = want.iter().map(|t| format!("tag={t}")).collect();
     let resp = reg
-        .client()
-        .put(reg.url(&format!(
+        .put(format!(
             "/v2/man/tags/manifests/{digest}?{}",
             query.join("&")
-        )))
+        ))
         .header("content-type", OCI_MANIFEST)
         .body(body.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
+        .expect(201)
+        .await;
     let mut tags = header_values(resp.headers(), "oci-tag");
     tags.sort();
     want.sort();
@@ -567,15 +520,7 @@ async fn multi_tag_push_by_digest() {
     for t in &want {
         assert_manifest(&reg, "man/tags", t, OCI_MANIFEST, &body).await;
     }
-    let v: serde_json::Value = reg
-        .client()
-        .get(reg.url("/v2/man/tags/tags/list"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: serde_json::Value = reg.get("/v2/man/tags/tags/list").json().await;
     let mut listed: Vec<String> = serde_json::from_value(v["tags"].clone()).unwrap();
     listed.sort();
     assert_eq!(listed, want);
@@ -587,10 +532,9 @@ async fn put_by_wrong_digest_is_digest_invalid() {
     let (config, layer) = blobs(&reg, "man/wrong").await;
     let body = ManifestBuilder::new(config).layer(layer).build();
     let wrong = sha256_digest(b"not the manifest");
-    let resp = reg
-        .put_manifest("man/wrong", &wrong, OCI_MANIFEST, &body)
+    reg.put_manifest("man/wrong", &wrong, OCI_MANIFEST, &body)
+        .error(400, &["DIGEST_INVALID"])
         .await;
-    expect_error(resp, 400, &["DIGEST_INVALID"]).await;
     assert_eq!(get_status(&reg, "man/wrong", &wrong).await, 404);
     assert_eq!(
         get_status(&reg, "man/wrong", &sha256_digest(&body)).await,
@@ -606,39 +550,18 @@ async fn delete_by_digest_removes_manifest_and_its_tags() {
         .await;
     let keep = reg.push_image("man/del", Some("keep"), 1).await;
 
-    let resp = reg
-        .client()
-        .delete(reg.url(&format!("/v2/man/del/manifests/{}", img.digest)))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
+    reg.delete(format!("/v2/man/del/manifests/{}", img.digest))
+        .expect(202)
+        .await;
     for reference in [img.digest.as_str(), "one", "two"] {
-        let resp = reg
-            .client()
-            .get(reg.url(&format!("/v2/man/del/manifests/{reference}")))
-            .send()
-            .await
-            .unwrap();
-        expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
-        let resp = reg
-            .client()
-            .head(reg.url(&format!("/v2/man/del/manifests/{reference}")))
-            .send()
-            .await
-            .unwrap();
+        reg.get(format!("/v2/man/del/manifests/{reference}"))
+            .error(404, &["MANIFEST_UNKNOWN"])
+            .await;
+        let resp = reg.head(format!("/v2/man/del/manifests/{reference}")).await;
         assert_eq!(resp.status(), 404, "HEAD {reference} after delete");
     }
     // Tags of the deleted manifest are gone from the list; others stay.
-    let v: serde_json::Value = reg
-        .client()
-        .get(reg.url("/v2/man/del/tags/list"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: serde_json::Value = reg.get("/v2/man/del/tags/list").json().await;
     assert_eq!(
         v["tags"],
         json!(["keep"]),
@@ -646,13 +569,9 @@ async fn delete_by_digest_removes_manifest_and_its_tags() {
     );
     assert_manifest(&reg, "man/del", "keep", OCI_MANIFEST, &keep.manifest).await;
     // Deleting again: 404 MANIFEST_UNKNOWN.
-    let resp = reg
-        .client()
-        .delete(reg.url(&format!("/v2/man/del/manifests/{}", img.digest)))
-        .send()
-        .await
-        .unwrap();
-    expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
+    reg.delete(format!("/v2/man/del/manifests/{}", img.digest))
+        .error(404, &["MANIFEST_UNKNOWN"])
+        .await;
 }
 
 #[tokio::test]
@@ -661,40 +580,19 @@ async fn delete_by_tag_removes_only_that_tag() {
     let img = reg.push_image("man/untag", Some("a"), 1).await;
     reg.push_manifest("man/untag", "b", OCI_MANIFEST, &img.manifest)
         .await;
-    let resp = reg
-        .client()
-        .delete(reg.url("/v2/man/untag/manifests/a"))
-        .send()
-        .await
-        .unwrap();
+    let resp = reg.delete("/v2/man/untag/manifests/a").await;
     assert_eq!(resp.status(), 202, "DELETE by tag");
-    let resp = reg
-        .client()
-        .get(reg.url("/v2/man/untag/manifests/a"))
-        .send()
-        .await
-        .unwrap();
-    expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
+    reg.get("/v2/man/untag/manifests/a")
+        .error(404, &["MANIFEST_UNKNOWN"])
+        .await;
     assert_manifest(&reg, "man/untag", "b", OCI_MANIFEST, &img.manifest).await;
     assert_manifest(&reg, "man/untag", &img.digest, OCI_MANIFEST, &img.manifest).await;
-    let v: serde_json::Value = reg
-        .client()
-        .get(reg.url("/v2/man/untag/tags/list"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: serde_json::Value = reg.get("/v2/man/untag/tags/list").json().await;
     assert_eq!(v["tags"], json!(["b"]));
     // Deleting an unknown tag: 404.
-    let resp = reg
-        .client()
-        .delete(reg.url("/v2/man/untag/manifests/a"))
-        .send()
-        .await
-        .unwrap();
-    expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
+    reg.delete("/v2/man/untag/manifests/a")
+        .error(404, &["MANIFEST_UNKNOWN"])
+        .await;
 }
 
 #[tokio::test]
@@ -703,31 +601,20 @@ async fn unknown_manifest_is_404_manifest_unknown() {
     reg.push_image("man/unknown", Some("present"), 1).await;
     for reference in ["absent".to_owned(), sha256_digest(b"no such manifest")] {
         let url = reg.url(&format!("/v2/man/unknown/manifests/{reference}"));
-        let resp = reg.client().get(&url).send().await.unwrap();
-        expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
-        let resp = reg.client().head(&url).send().await.unwrap();
-        assert_eq!(resp.status(), 404);
+        reg.get(&url).error(404, &["MANIFEST_UNKNOWN"]).await;
+        let resp = reg.head(&url).expect(404).await;
         assert!(resp.bytes().await.unwrap().is_empty());
-        let resp = reg.client().delete(&url).send().await.unwrap();
-        expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
+        reg.delete(&url).error(404, &["MANIFEST_UNKNOWN"]).await;
     }
     // A repository that does not exist.
-    let resp = reg
-        .client()
-        .get(reg.url("/v2/no/such/repo/manifests/latest"))
-        .send()
-        .await
-        .unwrap();
-    expect_error(resp, 404, &["MANIFEST_UNKNOWN", "NAME_UNKNOWN"]).await;
+    reg.get("/v2/no/such/repo/manifests/latest")
+        .error(404, &["MANIFEST_UNKNOWN", "NAME_UNKNOWN"])
+        .await;
     // A manifest from another repository is not served here.
     let other = reg.push_image("man/elsewhere", Some("x"), 1).await;
-    let resp = reg
-        .client()
-        .get(reg.url(&format!("/v2/man/unknown/manifests/{}", other.digest)))
-        .send()
-        .await
-        .unwrap();
-    expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
+    reg.get(format!("/v2/man/unknown/manifests/{}", other.digest))
+        .error(404, &["MANIFEST_UNKNOWN"])
+        .await;
 }
 
 #[tokio::test]
@@ -745,14 +632,12 @@ async fn retagging_moves_the_tag() {
 async fn pushing_the_same_manifest_again_is_idempotent() {
     let reg = TestRegistry::start().await;
     let img = reg.push_image("man/again", Some("t"), 1).await;
-    let resp = reg
-        .put_manifest("man/again", "t", OCI_MANIFEST, &img.manifest)
+    reg.put_manifest("man/again", "t", OCI_MANIFEST, &img.manifest)
+        .expect(201)
         .await;
-    assert_eq!(resp.status(), 201);
-    let resp = reg
-        .put_manifest("man/again", &img.digest, OCI_MANIFEST, &img.manifest)
+    reg.put_manifest("man/again", &img.digest, OCI_MANIFEST, &img.manifest)
+        .expect(201)
         .await;
-    assert_eq!(resp.status(), 201);
     assert_manifest(&reg, "man/again", "t", OCI_MANIFEST, &img.manifest).await;
 }
 
@@ -762,34 +647,14 @@ async fn concurrent_pushes_of_the_same_manifest_all_succeed() {
     let (config, layer) = blobs(&reg, "man/race").await;
     let body = ManifestBuilder::new(config).layer(layer).build();
     let digest = sha256_digest(&body);
-    let mut tasks = Vec::new();
-    for i in 0..8 {
-        let client = reg.client().clone();
-        let base = reg.base_url().to_owned();
-        let body = body.clone();
-        let reference = if i % 2 == 0 {
-            "same".to_owned()
-        } else {
-            digest.clone()
-        };
-        tasks.push(tokio::spawn(async move {
-            client
-                .put(format!("{base}/v2/man/race/manifests/{reference}"))
-                .header("content-type", OCI_MANIFEST)
-                .body(body)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }));
-    }
-    for t in tasks {
-        assert_eq!(
-            t.await.unwrap(),
-            201,
-            "one of 8 concurrent manifest pushes failed"
-        );
+    let calls = (0..8)
+        .map(|i| {
+            let reference = if i % 2 == 0 { "same" } else { &digest };
+            reg.put_manifest("man/race", reference, OCI_MANIFEST, &body)
+        })
+        .collect();
+    for status in at_once(calls).await {
+        assert_eq!(status, 201, "one of 8 concurrent manifest pushes failed");
     }
     assert_manifest(&reg, "man/race", "same", OCI_MANIFEST, &body).await;
 }
@@ -798,35 +663,13 @@ async fn concurrent_pushes_of_the_same_manifest_all_succeed() {
 async fn concurrent_pushes_of_different_tags() {
     let reg = TestRegistry::start().await;
     let img = reg.push_image("man/many", None, 1).await;
-    let mut tasks = Vec::new();
-    for i in 0..8 {
-        let client = reg.client().clone();
-        let base = reg.base_url().to_owned();
-        let body = img.manifest.clone();
-        tasks.push(tokio::spawn(async move {
-            client
-                .put(format!("{base}/v2/man/many/manifests/t{i}"))
-                .header("content-type", OCI_MANIFEST)
-                .body(body)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }));
+    let calls = (0..8)
+        .map(|i| reg.put_manifest("man/many", &format!("t{i}"), OCI_MANIFEST, &img.manifest))
+        .collect();
+    for status in at_once(calls).await {
+        assert_eq!(status, 201);
     }
-    for t in tasks {
-        assert_eq!(t.await.unwrap(), 201);
-    }
-    let v: serde_json::Value = reg
-        .client()
-        .get(reg.url("/v2/man/many/tags/list"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: serde_json::Value = reg.get("/v2/man/many/tags/list").json().await;
     let want: Vec<String> = (0..8).map(|i| format!("t{i}")).collect();
     assert_eq!(v["tags"], json!(want));
 }
@@ -837,30 +680,17 @@ async fn bad_tags_are_rejected() {
     let img = reg.push_image("man/badtag", None, 1).await;
     let long = "a".repeat(129);
     for bad in [".hidden", "-dash", "has:colon", "a+b", long.as_str()] {
-        let resp = reg
-            .put_manifest("man/badtag", bad, OCI_MANIFEST, &img.manifest)
+        reg.put_manifest("man/badtag", bad, OCI_MANIFEST, &img.manifest)
+            .error(400, &["MANIFEST_INVALID", "NAME_INVALID", "DIGEST_INVALID"])
             .await;
-        expect_error(
-            resp,
-            400,
-            &["MANIFEST_INVALID", "NAME_INVALID", "DIGEST_INVALID"],
-        )
-        .await;
-        let resp = reg
-            .client()
-            .get(reg.url(&format!("/v2/man/badtag/manifests/{bad}")))
-            .send()
-            .await
-            .unwrap();
+        let resp = reg.get(format!("/v2/man/badtag/manifests/{bad}")).await;
         let st = resp.status().as_u16();
         assert!(st == 400 || st == 404, "GET bad tag {bad}: {st}");
         expect_client_error(resp).await;
     }
     // 128 characters is the longest valid tag.
     let max = format!("_{}", "A".repeat(127));
-    reg.push_manifest("man/badtag", &max, OCI_MANIFEST, &img.manifest)
-        .await;
-    assert_manifest(&reg, "man/badtag", &max, OCI_MANIFEST, &img.manifest).await;
+    push_and_check(&reg, "man/badtag", &max, OCI_MANIFEST, &img.manifest).await;
 }
 
 #[tokio::test]
@@ -870,11 +700,8 @@ async fn manifest_survives_restart() {
     reg.restart().await;
     assert_manifest(&reg, "man/persist", "v1", OCI_MANIFEST, &img.manifest).await;
     let resp = reg
-        .client()
-        .get(reg.url(&format!("/v2/man/persist/blobs/{}", img.config_digest)))
-        .send()
-        .await
-        .unwrap();
+        .get(format!("/v2/man/persist/blobs/{}", img.config_digest))
+        .await;
     assert_eq!(resp.bytes().await.unwrap(), img.config);
 }
 
@@ -892,12 +719,7 @@ async fn manifest_content_type_parameters_are_ignored() {
         )
         .await;
     assert_eq!(resp.status(), 201, "Content-Type with a parameter");
-    let resp = reg
-        .client()
-        .get(reg.url("/v2/man/params/manifests/t"))
-        .send()
-        .await
-        .unwrap();
+    let resp = reg.get("/v2/man/params/manifests/t").await;
     let ct = header(resp.headers(), "content-type")
         .unwrap_or("")
         .to_owned();

@@ -15,21 +15,23 @@ async fn mount(
     if let Some(from) = from {
         url = with_query(&url, "from", from);
     }
-    reg.client()
-        .post(url)
-        .header("content-length", "0")
-        .body(Vec::new())
-        .send()
-        .await
-        .unwrap()
+    reg.post(url).header("content-length", "0").await
+}
+
+/// Asserts a mount answered 201 with `digest` in `Docker-Content-Digest` (`what` names the
+/// case); returns the blob's location.
+fn expect_mounted(resp: reqwest::Response, digest: &str, what: &str) -> String {
+    assert_eq!(resp.status(), 201, "{what}");
+    assert_eq!(
+        header(resp.headers(), "docker-content-digest"),
+        Some(digest)
+    );
+    location(&resp)
 }
 
 async fn blob_status(reg: &TestRegistry, repo: &str, digest: &str) -> u16 {
-    reg.client()
-        .get(reg.url(&format!("/v2/{repo}/blobs/{digest}")))
-        .send()
+    reg.get(format!("/v2/{repo}/blobs/{digest}"))
         .await
-        .unwrap()
         .status()
         .as_u16()
 }
@@ -42,26 +44,12 @@ async fn mount_from_repository_that_has_the_blob() {
     assert_eq!(blob_status(&reg, "dst/repo", &digest).await, 404);
 
     let resp = mount(&reg, "dst/repo", &digest, Some("src/repo")).await;
-    assert_eq!(
-        resp.status(),
-        201,
-        "mount from a repository holding the blob"
-    );
-    assert_eq!(
-        header(resp.headers(), "docker-content-digest"),
-        Some(digest.as_str())
-    );
-    let loc = location(&resp);
-    let got = reg.client().get(&loc).send().await.unwrap();
+    let loc = expect_mounted(resp, &digest, "mount from a repository holding the blob");
+    let got = reg.get(&loc).await;
     assert_eq!(got.status(), 200, "GET mount Location {loc}");
     assert_eq!(got.bytes().await.unwrap(), data);
 
-    let got = reg
-        .client()
-        .get(reg.url(&format!("/v2/dst/repo/blobs/{digest}")))
-        .send()
-        .await
-        .unwrap();
+    let got = reg.get(format!("/v2/dst/repo/blobs/{digest}")).await;
     assert_eq!(got.status(), 200);
     assert_eq!(
         header(got.headers(), "docker-content-digest"),
@@ -93,15 +81,10 @@ async fn mount_of_unknown_blob_starts_an_upload() {
     assert_eq!(blob_status(&reg, "dst/fallback", &digest).await, 404);
 
     // The session works like any other.
-    let resp = reg
-        .client()
-        .put(with_query(&loc, "digest", &digest))
-        .header("content-type", "application/octet-stream")
-        .body(data.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
+    reg.put(with_query(&loc, "digest", &digest))
+        .octets(data.clone())
+        .expect(201)
+        .await;
     assert_eq!(blob_status(&reg, "dst/fallback", &digest).await, 200);
     // From a repository that does not exist at all: also 202.
     let other = sha256_digest(b"absent everywhere");
@@ -116,17 +99,12 @@ async fn automatic_mount_without_from() {
     let data = random_bytes(5000);
     let digest = reg.push_blob("auto/src", &data).await;
     let resp = mount(&reg, "auto/dst", &digest, None).await;
-    assert_eq!(
-        resp.status(),
-        201,
-        "mount without from (auto-mount is on by default)"
+    let loc = expect_mounted(
+        resp,
+        &digest,
+        "mount without from (auto-mount is on by default)",
     );
-    assert_eq!(
-        header(resp.headers(), "docker-content-digest"),
-        Some(digest.as_str())
-    );
-    let loc = location(&resp);
-    let got = reg.client().get(&loc).send().await.unwrap();
+    let got = reg.get(&loc).await;
     assert_eq!(got.bytes().await.unwrap(), data);
     assert_eq!(blob_status(&reg, "auto/dst", &digest).await, 200);
 }

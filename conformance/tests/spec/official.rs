@@ -28,17 +28,15 @@ async fn a_reference_that_names_nothing_is_manifest_unknown_on_get_and_head() {
     for repo in ["off/invalid", "off/never-pushed"] {
         for bad in unnameable() {
             let url = reg.url(&format!("/v2/{repo}/manifests/{bad}"));
-            let resp = reg.client().get(&url).send().await.unwrap();
-            expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
-            let resp = reg.client().head(&url).send().await.unwrap();
+            reg.get(&url).error(404, &["MANIFEST_UNKNOWN"]).await;
+            let resp = reg.head(&url).await;
             assert_eq!(resp.status(), 404, "HEAD {url}");
             assert!(resp.bytes().await.unwrap().is_empty(), "HEAD {url} body");
         }
         // A malformed digest is said to be one, as on every other endpoint.
         for bad in ["sha256:xyz", "sha256:"] {
             let url = reg.url(&format!("/v2/{repo}/manifests/{bad}"));
-            let resp = reg.client().get(&url).send().await.unwrap();
-            expect_error(resp, 400, &["DIGEST_INVALID"]).await;
+            reg.get(&url).error(400, &["DIGEST_INVALID"]).await;
         }
     }
 }
@@ -48,15 +46,9 @@ async fn a_manifest_put_under_an_invalid_tag_stays_a_bad_request() {
     let reg = TestRegistry::start().await;
     let img = reg.push_image("off/badput", None, 1).await;
     for bad in [".INVALID_MANIFEST_NAME", "-dash", "a+b"] {
-        let resp = reg
-            .put_manifest("off/badput", bad, OCI_MANIFEST, &img.manifest)
+        reg.put_manifest("off/badput", bad, OCI_MANIFEST, &img.manifest)
+            .error(400, &["MANIFEST_INVALID", "TAG_INVALID", "NAME_INVALID"])
             .await;
-        expect_error(
-            resp,
-            400,
-            &["MANIFEST_INVALID", "TAG_INVALID", "NAME_INVALID"],
-        )
-        .await;
     }
 }
 
@@ -117,12 +109,7 @@ async fn sparse_manifests_are_refused_by_default_naming_what_is_missing() {
         .await;
     refused_naming(resp, &missing_child).await;
     // Nothing was stored under either tag.
-    let tags: Value = reg
-        .get("/v2/conformance/repo1/tags/list")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let tags: Value = reg.get("/v2/conformance/repo1/tags/list").json().await;
     assert_eq!(tags["tags"], json!([]), "{tags}");
 }
 
@@ -176,33 +163,25 @@ async fn the_official_sparse_data_set_passes_with_the_setting_on() {
     serves(&reg, repo, &image_digest, OCI_MANIFEST, &image).await;
     serves(&reg, repo, "sparse-index", OCI_INDEX, &index).await;
     serves(&reg, repo, &index_digest, OCI_INDEX, &index).await;
-    let tags: Value = reg
-        .get(&format!("/v2/{repo}/tags/list"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let tags: Value = reg.get(format!("/v2/{repo}/tags/list")).json().await;
     assert_eq!(tags["tags"], json!(["sparse-image", "sparse-index"]));
     // What was never pushed is still unknown; the child that was pushed is served.
-    let resp = reg.get(&format!("/v2/{repo}/blobs/{missing_layer}")).await;
-    expect_error(resp, 404, &["BLOB_UNKNOWN"]).await;
-    let resp = reg
-        .get(&format!("/v2/{repo}/manifests/{missing_child}"))
+    reg.get(format!("/v2/{repo}/blobs/{missing_layer}"))
+        .error(404, &["BLOB_UNKNOWN"])
         .await;
-    expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
-    let resp = reg.get(&format!("/v2/{repo}/manifests/{child}")).await;
-    assert_eq!(resp.status(), 200);
+    reg.get(format!("/v2/{repo}/manifests/{missing_child}"))
+        .error(404, &["MANIFEST_UNKNOWN"])
+        .await;
+    reg.get(format!("/v2/{repo}/manifests/{child}"))
+        .expect(200)
+        .await;
     // Deletion works as for any manifest.
     for d in [&index_digest, &image_digest] {
-        let resp = reg
-            .client()
-            .delete(reg.url(&format!("/v2/{repo}/manifests/{d}")))
-            .send()
-            .await
-            .unwrap();
+        let resp = reg.delete(format!("/v2/{repo}/manifests/{d}")).await;
         assert_eq!(resp.status(), 202, "DELETE {d}");
-        let resp = reg.get(&format!("/v2/{repo}/manifests/{d}")).await;
-        expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
+        reg.get(format!("/v2/{repo}/manifests/{d}"))
+            .error(404, &["MANIFEST_UNKNOWN"])
+            .await;
     }
 }
 
@@ -273,7 +252,7 @@ async fn referrer_pages(reg: &TestRegistry, first: String) -> Vec<(Vec<String>, 
     let mut next = Some(first);
     while let Some(url) = next.take() {
         assert!(pages.len() < 50, "referrers pagination does not end");
-        let resp = reg.client().get(reg.resolve(&url)).send().await.unwrap();
+        let resp = reg.get(reg.resolve(&url)).await;
         assert_eq!(resp.status(), 200, "GET {url}");
         assert_eq!(header(resp.headers(), "content-type"), Some(OCI_INDEX));
         let filtered = header(resp.headers(), "oci-filters-applied") == Some("artifactType");
@@ -342,8 +321,7 @@ async fn referrers_are_paginated_with_link_and_a_bounded_page() {
     assert_eq!(sigs, want);
 
     // A bad page size is refused.
-    let resp = reg.get(&format!("{base}?n=x")).await;
-    expect_error(resp, 400, &[]).await;
+    reg.get(format!("{base}?n=x")).error(400, &[]).await;
 }
 
 /// The `Accept` lists clients send when they resolve a reference: containerd 1.6/1.7, containerd
@@ -402,20 +380,8 @@ async fn head_answers_with_the_headers_of_get_for_every_manifest_type() {
         for reference in [tag, digest] {
             let url = reg.url(&format!("/v2/{repo}/manifests/{reference}"));
             for accept in accept_lists(media_type) {
-                let get = reg
-                    .client()
-                    .get(&url)
-                    .header("accept", &accept)
-                    .send()
-                    .await
-                    .unwrap();
-                let head = reg
-                    .client()
-                    .head(&url)
-                    .header("accept", &accept)
-                    .send()
-                    .await
-                    .unwrap();
+                let get = reg.get(&url).header("accept", &accept).await;
+                let head = reg.head(&url).header("accept", &accept).await;
                 assert_eq!(get.status(), 200, "GET {url} Accept {accept}");
                 assert_eq!(head.status(), 200, "HEAD {url} Accept {accept}");
                 for name in [

@@ -24,7 +24,7 @@ async fn referrers(
         // Percent-encode `+` as a form-encoding client does (`+` alone would mean a space).
         url = format!("{url}?artifactType={}", at.replace('+', "%2B"));
     }
-    let resp = reg.client().get(&url).send().await.unwrap();
+    let resp = reg.get(&url).await;
     assert_eq!(resp.status(), 200, "GET {url}");
     let ct = header(resp.headers(), "content-type").map(str::to_owned);
     assert_eq!(ct.as_deref(), Some(OCI_INDEX), "referrers Content-Type");
@@ -100,14 +100,8 @@ async fn referrers_empty_when_nothing_refers() {
 async fn referrers_of_unknown_repository() {
     let reg = TestRegistry::start().await;
     let resp = reg
-        .client()
-        .get(reg.url(&format!(
-            "/v2/ref/nowhere/referrers/{}",
-            sha256_digest(b"x")
-        )))
-        .send()
-        .await
-        .unwrap();
+        .get(format!("/v2/ref/nowhere/referrers/{}", sha256_digest(b"x")))
+        .await;
     let st = resp.status().as_u16();
     if st == 200 {
         let v: Value = resp.json().await.unwrap();
@@ -152,8 +146,10 @@ async fn referrers_list_descriptors_with_artifact_type_and_annotations() {
         .annotation("org.example.kind", "bundle")
         .build();
     let idx_d = sha256_digest(&idx);
-    let resp = reg.put_manifest("ref/list", &idx_d, OCI_INDEX, &idx).await;
-    assert_eq!(resp.status(), 201);
+    let resp = reg
+        .put_manifest("ref/list", &idx_d, OCI_INDEX, &idx)
+        .expect(201)
+        .await;
     assert_eq!(
         header(resp.headers(), "oci-subject"),
         Some(img.digest.as_str())
@@ -256,13 +252,9 @@ async fn deleted_referrer_disappears() {
     let (_, b) = push_referrer(&reg, "ref/del", &subject, Some(SIG), &[]).await;
     let (list, _) = referrers(&reg, "ref/del", &img.digest, None).await;
     assert_eq!(list.len(), 2);
-    let resp = reg
-        .client()
-        .delete(reg.url(&format!("/v2/ref/del/manifests/{a}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
+    reg.delete(format!("/v2/ref/del/manifests/{a}"))
+        .expect(202)
+        .await;
     let (list, _) = referrers(&reg, "ref/del", &img.digest, None).await;
     assert_eq!(list.len(), 1, "{list:?}");
     assert_eq!(list[0]["digest"], b);
@@ -315,12 +307,7 @@ async fn referrers_with_malformed_digest_is_400() {
     let reg = TestRegistry::start().await;
     reg.push_image("ref/bad", Some("v1"), 1).await;
     for bad in ["sha256:nothex", "notadigest", "sha256:abc", "latest"] {
-        let resp = reg
-            .client()
-            .get(reg.url(&format!("/v2/ref/bad/referrers/{bad}")))
-            .send()
-            .await
-            .unwrap();
+        let resp = reg.get(format!("/v2/ref/bad/referrers/{bad}")).await;
         let st = expect_client_error(resp).await;
         assert_eq!(st, 400, "referrers of {bad:?}");
     }
@@ -339,8 +326,8 @@ async fn referrer_with_empty_layers_and_subject() {
     // Pushed by tag this time: the subject is processed the same way.
     let resp = reg
         .put_manifest("ref/att", "attestation", OCI_MANIFEST, &body)
+        .expect(201)
         .await;
-    assert_eq!(resp.status(), 201);
     assert_eq!(
         header(resp.headers(), "oci-subject"),
         Some(img.digest.as_str())

@@ -1,6 +1,6 @@
 //! Listing tags: order, `n`, `last`, `Link` pagination, unknown repositories.
 
-use conformance::{expect_error, next_link, TestRegistry, OCI_MANIFEST};
+use conformance::{next_link, TestRegistry, OCI_MANIFEST};
 use reqwest::Url;
 use serde_json::Value;
 
@@ -14,18 +14,7 @@ pub(crate) fn sorted_either_way(tags: &[String]) -> bool {
 }
 
 async fn list(reg: &TestRegistry, url: &str) -> (Vec<String>, Option<String>, Value) {
-    let resp = reg.client().get(url).send().await.unwrap();
-    assert_eq!(resp.status(), 200, "GET {url}");
-    let link = next_link(resp.headers());
-    let v: Value = resp.json().await.unwrap();
-    let tags = match &v["tags"] {
-        Value::Array(a) => a
-            .iter()
-            .map(|t| t.as_str().expect("tag is a string").to_owned())
-            .collect(),
-        other => panic!("GET {url}: \"tags\" is not a list: {other}"),
-    };
-    (tags, link, v)
+    reg.list_page(url, "tags").await
 }
 
 const TAGS: &[&str] = &[
@@ -154,13 +143,7 @@ async fn tags_pagination_with_n_last_and_link() {
 async fn tags_n_zero_is_empty_without_link() {
     let reg = TestRegistry::start().await;
     tagged_repo(&reg, "tags/zero").await;
-    let resp = reg
-        .client()
-        .get(reg.url("/v2/tags/zero/tags/list?n=0"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    let resp = reg.get("/v2/tags/zero/tags/list?n=0").expect(200).await;
     assert!(
         next_link(resp.headers()).is_none(),
         "n=0 must not have a Link"
@@ -173,21 +156,13 @@ async fn tags_n_zero_is_empty_without_link() {
 async fn tags_of_unknown_repository_is_name_unknown() {
     let reg = TestRegistry::start().await;
     reg.push_image("tags/exists", Some("t"), 1).await;
-    let resp = reg
-        .client()
-        .get(reg.url("/v2/tags/missing/tags/list"))
-        .send()
-        .await
-        .unwrap();
-    expect_error(resp, 404, &["NAME_UNKNOWN"]).await;
+    reg.get("/v2/tags/missing/tags/list")
+        .error(404, &["NAME_UNKNOWN"])
+        .await;
     // A prefix of an existing repository is not itself a repository.
-    let resp = reg
-        .client()
-        .get(reg.url("/v2/tags/tags/list"))
-        .send()
-        .await
-        .unwrap();
-    expect_error(resp, 404, &["NAME_UNKNOWN"]).await;
+    reg.get("/v2/tags/tags/list")
+        .error(404, &["NAME_UNKNOWN"])
+        .await;
 }
 
 #[tokio::test]
@@ -204,11 +179,7 @@ async fn tags_in_deep_repository_names() {
     let (tags, _, v) = list(&reg, &reg.url(&format!("/v2/{tricky}/tags/list"))).await;
     assert_eq!(v["name"], tricky);
     assert_eq!(tags, vec!["t1".to_owned()]);
-    let resp = reg
-        .client()
-        .get(reg.url(&format!("/v2/{tricky}/manifests/t1")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    reg.get(format!("/v2/{tricky}/manifests/t1"))
+        .expect(200)
+        .await;
 }

@@ -2,13 +2,16 @@
 //! cancel, digest checks, sha512, resume after a restart, concurrency.
 
 use conformance::{
-    expect_client_error, expect_error, header, location, random_bytes, sha256_digest,
-    sha512_digest, with_query, TestRegistry,
+    at_once, expect_body, expect_client_error, expect_error, header, location, random_bytes,
+    sha256_digest, sha512_digest, with_query, TestRegistry,
 };
 use reqwest::Response;
 
 /// An inclusive byte range `(first, last)` for a `Content-Range` header.
 type Span = (usize, usize);
+
+/// What a closing PUT carries: nothing, or bytes with an optional `Content-Range`.
+type Tail<'a> = Option<(&'a [u8], Option<Span>)>;
 
 async fn patch(
     reg: &TestRegistry,
@@ -53,12 +56,7 @@ async fn patch_ok(
     location(&resp)
 }
 
-async fn put_close(
-    reg: &TestRegistry,
-    loc: &str,
-    digest: &str,
-    body: Option<(&[u8], Option<Span>)>,
-) -> Response {
+async fn put_close(reg: &TestRegistry, loc: &str, digest: &str, body: Tail<'_>) -> Response {
     let mut req = reg.client().put(with_query(loc, "digest", digest));
     match body {
         Some((data, range)) => {
@@ -88,27 +86,62 @@ async fn expect_created_blob(reg: &TestRegistry, resp: Response, repo: &str, dat
         assert!(dcd.starts_with("sha"), "Docker-Content-Digest {dcd}");
     }
     let blob_loc = location(&resp);
-    let got = reg.client().get(&blob_loc).send().await.unwrap();
+    let got = reg.get(&blob_loc).await;
     assert_eq!(got.status(), 200, "GET the 201's Location {blob_loc}");
     assert_eq!(got.bytes().await.unwrap(), data, "bytes at Location");
-    let by_digest = reg
-        .client()
-        .get(reg.url(&format!("/v2/{repo}/blobs/{digest}")))
-        .send()
-        .await
-        .unwrap();
+    let by_digest = reg.get(format!("/v2/{repo}/blobs/{digest}")).await;
     assert_eq!(by_digest.status(), 200);
     assert_eq!(by_digest.bytes().await.unwrap(), data);
 }
 
 async fn head_status(reg: &TestRegistry, repo: &str, digest: &str) -> u16 {
-    reg.client()
-        .head(reg.url(&format!("/v2/{repo}/blobs/{digest}")))
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    let resp = reg.head(format!("/v2/{repo}/blobs/{digest}")).await;
+    resp.status().as_u16()
+}
+
+/// Asserts that none of `digests` is served in `repo` (HEAD 404).
+async fn expect_not_stored(reg: &TestRegistry, repo: &str, digests: &[&str]) {
+    for digest in digests {
+        assert_eq!(head_status(reg, repo, digest).await, 404, "{repo}@{digest}");
+    }
+}
+
+/// Asserts `GET`, `PATCH` (`range`, `chunk`), the closing `PUT` (`digest`, `body`) and `DELETE`
+/// of the upload at `url` all answer 404 `BLOB_UPLOAD_UNKNOWN`.
+async fn expect_upload_unknown(
+    reg: &TestRegistry,
+    url: &str,
+    (range, chunk): (Span, &[u8]),
+    (digest, body): (&str, Tail<'_>),
+) {
+    let answers = [
+        reg.get(url).await,
+        patch(reg, url, Some(range), chunk).await,
+        put_close(reg, url, digest, body).await,
+        reg.delete(url).await,
+    ];
+    for resp in answers {
+        expect_error(resp, 404, &["BLOB_UPLOAD_UNKNOWN"]).await;
+    }
+}
+
+/// Pushes `len` random bytes to `repo`: PATCHes ending at `ends` (with a `Content-Range`
+/// when `ranged`), then the closing PUT, carrying the rest after the last end when `tail` is
+/// set (with a `Content-Range` when it is `Some(true)`). Asserts each PATCH's 202 and `Range`,
+/// and the 201 with a blob that serves the bytes.
+async fn push_in_steps(repo: &str, len: usize, ends: &[usize], ranged: bool, tail: Option<bool>) {
+    let reg = TestRegistry::start().await;
+    let data = random_bytes(len);
+    let mut loc = reg.start_upload(repo).await;
+    let mut from = 0;
+    for &to in ends {
+        let range = ranged.then_some((from, to - 1));
+        loc = patch_ok(&reg, &loc, range, &data[from..to], to - 1).await;
+        from = to;
+    }
+    let last = tail.map(|ranged| (&data[from..], ranged.then_some((from, len - 1))));
+    let resp = put_close(&reg, &loc, &sha256_digest(&data), last).await;
+    expect_created_blob(&reg, resp, repo, &data).await;
 }
 
 #[tokio::test]
@@ -116,14 +149,10 @@ async fn post_then_put_monolithic() {
     let reg = TestRegistry::start().await;
     let data = random_bytes(300_000);
     let resp = reg
-        .client()
-        .post(reg.url("/v2/push/mono/blobs/uploads/"))
+        .post("/v2/push/mono/blobs/uploads/")
         .header("content-length", "0")
-        .body(Vec::new())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
+        .expect(202)
+        .await;
     let raw = header(resp.headers(), "location")
         .expect("Location")
         .to_owned();
@@ -139,13 +168,9 @@ async fn post_with_digest_single_request() {
     let data = random_bytes(50_000);
     let digest = sha256_digest(&data);
     let resp = reg
-        .client()
-        .post(reg.url(&format!("/v2/push/single/blobs/uploads/?digest={digest}")))
-        .header("content-type", "application/octet-stream")
-        .body(data.clone())
-        .send()
-        .await
-        .unwrap();
+        .post(format!("/v2/push/single/blobs/uploads/?digest={digest}"))
+        .octets(data.clone())
+        .await;
     expect_created_blob(&reg, resp, "push/single", &data).await;
 }
 
@@ -154,69 +179,32 @@ async fn post_with_wrong_digest_is_rejected_and_not_stored() {
     let reg = TestRegistry::start().await;
     let data = random_bytes(1000);
     let wrong = sha256_digest(b"other");
-    let resp = reg
-        .client()
-        .post(reg.url(&format!("/v2/push/single/blobs/uploads/?digest={wrong}")))
-        .header("content-type", "application/octet-stream")
-        .body(data.clone())
-        .send()
-        .await
-        .unwrap();
-    expect_error(resp, 400, &["DIGEST_INVALID"]).await;
-    assert_eq!(head_status(&reg, "push/single", &wrong).await, 404);
-    assert_eq!(
-        head_status(&reg, "push/single", &sha256_digest(&data)).await,
-        404
-    );
+    reg.post(format!("/v2/push/single/blobs/uploads/?digest={wrong}"))
+        .octets(data.clone())
+        .error(400, &["DIGEST_INVALID"])
+        .await;
+    expect_not_stored(&reg, "push/single", &[&wrong, &sha256_digest(&data)]).await;
 }
 
-#[tokio::test]
-async fn chunked_upload_in_order() {
-    let reg = TestRegistry::start().await;
-    let data = random_bytes(250_000);
-    let mut loc = reg.start_upload("push/chunked").await;
-    let bounds = [
-        (0usize, 100_000usize),
-        (100_000, 200_000),
-        (200_000, 250_000),
-    ];
-    for (a, b) in bounds {
-        loc = patch_ok(&reg, &loc, Some((a, b - 1)), &data[a..b], b - 1).await;
-    }
-    let resp = put_close(&reg, &loc, &sha256_digest(&data), None).await;
-    expect_created_blob(&reg, resp, "push/chunked", &data).await;
+/// One test per row: push `len` random bytes to `repo` by PATCHes ending at `ends` (each with a
+/// `Content-Range` when `ranged`), then a PUT that carries the bytes after the last end when
+/// `tail` is set (with a `Content-Range` when it is `Some(true)`).
+macro_rules! push_in_steps_tests {
+    ($($name:ident: $repo:literal, $len:expr, $ends:expr, $ranged:expr, $tail:expr;)*) => {$(
+        #[tokio::test]
+        async fn $name() {
+            push_in_steps($repo, $len, &$ends, $ranged, $tail).await;
+        }
+    )*};
 }
 
-#[tokio::test]
-async fn chunked_upload_with_final_chunk_in_put() {
-    let reg = TestRegistry::start().await;
-    let data = random_bytes(150_000);
-    let loc = reg.start_upload("push/chunked").await;
-    let loc = patch_ok(&reg, &loc, Some((0, 99_999)), &data[..100_000], 99_999).await;
-    let resp = put_close(
-        &reg,
-        &loc,
-        &sha256_digest(&data),
-        Some((&data[100_000..], Some((100_000, 149_999)))),
-    )
-    .await;
-    expect_created_blob(&reg, resp, "push/chunked", &data).await;
-}
-
-#[tokio::test]
-async fn final_chunk_in_put_without_content_range() {
-    let reg = TestRegistry::start().await;
-    let data = random_bytes(20_000);
-    let loc = reg.start_upload("push/chunked").await;
-    let loc = patch_ok(&reg, &loc, Some((0, 9_999)), &data[..10_000], 9_999).await;
-    let resp = put_close(
-        &reg,
-        &loc,
-        &sha256_digest(&data),
-        Some((&data[10_000..], None)),
-    )
-    .await;
-    expect_created_blob(&reg, resp, "push/chunked", &data).await;
+push_in_steps_tests! {
+    chunked_upload_in_order: "push/chunked", 250_000, [100_000, 200_000, 250_000], true, None;
+    chunked_upload_with_final_chunk_in_put: "push/chunked", 150_000, [100_000], true, Some(true);
+    final_chunk_in_put_without_content_range: "push/chunked", 20_000, [10_000], true, Some(false);
+    streamed_patch_without_content_range: "push/stream", 1_500_000, [1_500_000], false, None;
+    several_patches_without_content_range_append:
+        "push/stream", 30_000, [10_000, 25_000, 30_000], false, None;
 }
 
 #[tokio::test]
@@ -241,8 +229,7 @@ async fn out_of_order_and_stale_chunks_get_416_with_current_range() {
     assert_eq!(resp.status(), 416, "overlapping chunk");
 
     // The status endpoint reports where to go on.
-    let resp = reg.client().get(&loc).send().await.unwrap();
-    assert_eq!(resp.status(), 204);
+    let resp = reg.get(&loc).expect(204).await;
     assert_eq!(header(resp.headers(), "range"), Some("0-99"));
     let loc = location(&resp);
 
@@ -270,14 +257,10 @@ async fn malformed_or_inconsistent_content_range_is_a_client_error() {
     let loc = reg.start_upload("push/badrange").await;
     for bad in ["garbage", "0-", "-99", "99-0"] {
         let resp = reg
-            .client()
             .patch(&loc)
-            .header("content-type", "application/octet-stream")
             .header("content-range", bad)
-            .body(data.clone())
-            .send()
-            .await
-            .unwrap();
+            .octets(data.clone())
+            .await;
         let st = resp.status().as_u16();
         assert!(
             st == 400 || st == 416,
@@ -292,8 +275,7 @@ async fn malformed_or_inconsistent_content_range_is_a_client_error() {
         "Content-Range 0-199 with a 100-byte body: want 400 or 416, got {st}"
     );
     // Nothing was appended by any of these.
-    let resp = reg.client().get(&loc).send().await.unwrap();
-    assert_eq!(resp.status(), 204);
+    let resp = reg.get(&loc).expect(204).await;
     let range = header(resp.headers(), "range").map(str::to_owned);
     assert!(
         range.is_none() || range.as_deref() == Some("0-0") || range.as_deref() == Some("0--1"),
@@ -303,28 +285,6 @@ async fn malformed_or_inconsistent_content_range_is_a_client_error() {
     let loc = patch_ok(&reg, &loc, Some((0, 99)), &data, 99).await;
     let resp = put_close(&reg, &loc, &sha256_digest(&data), None).await;
     expect_created_blob(&reg, resp, "push/badrange", &data).await;
-}
-
-#[tokio::test]
-async fn streamed_patch_without_content_range() {
-    let reg = TestRegistry::start().await;
-    let data = random_bytes(1_500_000);
-    let loc = reg.start_upload("push/stream").await;
-    let loc = patch_ok(&reg, &loc, None, &data, data.len() - 1).await;
-    let resp = put_close(&reg, &loc, &sha256_digest(&data), None).await;
-    expect_created_blob(&reg, resp, "push/stream", &data).await;
-}
-
-#[tokio::test]
-async fn several_patches_without_content_range_append() {
-    let reg = TestRegistry::start().await;
-    let data = random_bytes(30_000);
-    let loc = reg.start_upload("push/stream").await;
-    let loc = patch_ok(&reg, &loc, None, &data[..10_000], 9_999).await;
-    let loc = patch_ok(&reg, &loc, None, &data[10_000..25_000], 24_999).await;
-    let loc = patch_ok(&reg, &loc, None, &data[25_000..], 29_999).await;
-    let resp = put_close(&reg, &loc, &sha256_digest(&data), None).await;
-    expect_created_blob(&reg, resp, "push/stream", &data).await;
 }
 
 #[tokio::test]
@@ -351,13 +311,9 @@ async fn streamed_patch_with_chunked_transfer_encoding_32mib() {
         (0..TOTAL / PIECE).map(move |i| Ok::<Vec<u8>, std::io::Error>(p2(i))),
     );
     let resp = reg
-        .client()
         .patch(&loc)
-        .header("content-type", "application/octet-stream")
-        .body(reqwest::Body::wrap_stream(stream))
-        .send()
-        .await
-        .unwrap();
+        .octets(reqwest::Body::wrap_stream(stream))
+        .await;
     assert_eq!(resp.status(), 202, "streamed PATCH");
     assert_eq!(
         header(resp.headers(), "range"),
@@ -368,15 +324,13 @@ async fn streamed_patch_with_chunked_transfer_encoding_32mib() {
     assert_eq!(resp.status(), 201, "close streamed upload");
 
     let url = reg.url(&format!("/v2/push/big/blobs/{digest}"));
-    let resp = reg.client().head(&url).send().await.unwrap();
-    assert_eq!(resp.status(), 200);
+    let resp = reg.head(&url).expect(200).await;
     assert_eq!(
         header(resp.headers(), "content-length"),
         Some(TOTAL.to_string().as_str())
     );
     // Read it back as a stream and hash it.
-    let mut resp = reg.client().get(&url).send().await.unwrap();
-    assert_eq!(resp.status(), 200);
+    let mut resp = reg.get(&url).expect(200).await;
     let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
     let mut n = 0usize;
     while let Some(chunk) = resp.chunk().await.unwrap() {
@@ -399,21 +353,13 @@ async fn put_with_digest_mismatch_is_400_and_blob_not_stored() {
     let loc = reg.start_upload("push/mismatch").await;
     let resp = put_close(&reg, &loc, &wrong, Some((&data, None))).await;
     expect_error(resp, 400, &["DIGEST_INVALID"]).await;
-    assert_eq!(head_status(&reg, "push/mismatch", &wrong).await, 404);
-    assert_eq!(
-        head_status(&reg, "push/mismatch", &sha256_digest(&data)).await,
-        404
-    );
+    expect_not_stored(&reg, "push/mismatch", &[&wrong, &sha256_digest(&data)]).await;
     // After PATCH, closing PUT with no body.
     let loc = reg.start_upload("push/mismatch").await;
     let loc = patch_ok(&reg, &loc, Some((0, 9_999)), &data, 9_999).await;
     let resp = put_close(&reg, &loc, &wrong, None).await;
     expect_error(resp, 400, &["DIGEST_INVALID"]).await;
-    assert_eq!(head_status(&reg, "push/mismatch", &wrong).await, 404);
-    assert_eq!(
-        head_status(&reg, "push/mismatch", &sha256_digest(&data)).await,
-        404
-    );
+    expect_not_stored(&reg, "push/mismatch", &[&wrong, &sha256_digest(&data)]).await;
 }
 
 #[tokio::test]
@@ -432,15 +378,10 @@ async fn put_with_malformed_or_missing_digest_is_400() {
     }
     // No digest parameter at all.
     let loc = reg.start_upload("push/baddigest").await;
-    let resp = reg
-        .client()
-        .put(&loc)
-        .header("content-type", "application/octet-stream")
-        .body(data.clone())
-        .send()
-        .await
-        .unwrap();
-    expect_error(resp, 400, &["DIGEST_INVALID", "BLOB_UPLOAD_INVALID"]).await;
+    reg.put(&loc)
+        .octets(data.clone())
+        .error(400, &["DIGEST_INVALID", "BLOB_UPLOAD_INVALID"])
+        .await;
 }
 
 #[tokio::test]
@@ -448,13 +389,12 @@ async fn upload_status_reports_range_and_location() {
     let reg = TestRegistry::start().await;
     let data = random_bytes(4096);
     let loc = reg.start_upload("push/status").await;
-    let resp = reg.client().get(&loc).send().await.unwrap();
+    let resp = reg.get(&loc).await;
     assert_eq!(resp.status(), 204, "status of a fresh upload");
     assert!(header(resp.headers(), "location").is_some());
 
     let loc = patch_ok(&reg, &loc, Some((0, 4095)), &data, 4095).await;
-    let resp = reg.client().get(&loc).send().await.unwrap();
-    assert_eq!(resp.status(), 204);
+    let resp = reg.get(&loc).expect(204).await;
     assert_eq!(header(resp.headers(), "range"), Some("0-4095"));
     let status_loc = location(&resp);
     assert!(resp.bytes().await.unwrap().is_empty(), "204 has no body");
@@ -466,8 +406,7 @@ async fn upload_status_reports_range_and_location() {
     let resp = put_close(&reg, &loc, &sha256_digest(&all), None).await;
     expect_created_blob(&reg, resp, "push/status", &all).await;
     // A closed upload is gone.
-    let resp = reg.client().get(&loc).send().await.unwrap();
-    expect_error(resp, 404, &["BLOB_UPLOAD_UNKNOWN"]).await;
+    reg.get(&loc).error(404, &["BLOB_UPLOAD_UNKNOWN"]).await;
 }
 
 #[tokio::test]
@@ -476,27 +415,12 @@ async fn cancel_upload_then_404() {
     let data = random_bytes(1000);
     let loc = reg.start_upload("push/cancel").await;
     let loc = patch_ok(&reg, &loc, Some((0, 999)), &data, 999).await;
-    let resp = reg
-        .client()
-        .delete(&loc)
-        .header("content-length", "0")
-        .send()
-        .await
-        .unwrap();
+    let resp = reg.delete(&loc).header("content-length", "0").await;
     assert_eq!(resp.status(), 204, "DELETE upload");
 
-    let resp = reg.client().get(&loc).send().await.unwrap();
-    expect_error(resp, 404, &["BLOB_UPLOAD_UNKNOWN"]).await;
-    let resp = patch(&reg, &loc, Some((1000, 1009)), &data[..10]).await;
-    expect_error(resp, 404, &["BLOB_UPLOAD_UNKNOWN"]).await;
-    let resp = put_close(&reg, &loc, &sha256_digest(&data), None).await;
-    expect_error(resp, 404, &["BLOB_UPLOAD_UNKNOWN"]).await;
-    let resp = reg.client().delete(&loc).send().await.unwrap();
-    expect_error(resp, 404, &["BLOB_UPLOAD_UNKNOWN"]).await;
-    assert_eq!(
-        head_status(&reg, "push/cancel", &sha256_digest(&data)).await,
-        404
-    );
+    let digest = sha256_digest(&data);
+    expect_upload_unknown(&reg, &loc, ((1000, 1009), &data[..10]), (&digest, None)).await;
+    expect_not_stored(&reg, "push/cancel", &[&digest]).await;
 }
 
 #[tokio::test]
@@ -506,15 +430,8 @@ async fn unknown_upload_id_is_404_blob_upload_unknown() {
         .await;
     let url = reg.url("/v2/push/unknown/blobs/uploads/6f1c8a2e-9d3b-4c57-8e0a-2b7d5f4c9a11");
     let digest = sha256_digest(b"x");
-    let resp = reg.client().get(&url).send().await.unwrap();
-    expect_error(resp, 404, &["BLOB_UPLOAD_UNKNOWN"]).await;
-    let resp = patch(&reg, &url, Some((0, 0)), b"x").await;
-    expect_error(resp, 404, &["BLOB_UPLOAD_UNKNOWN"]).await;
-    let resp = put_close(&reg, &url, &digest, Some((b"x", None))).await;
-    expect_error(resp, 404, &["BLOB_UPLOAD_UNKNOWN"]).await;
-    let resp = reg.client().delete(&url).send().await.unwrap();
-    expect_error(resp, 404, &["BLOB_UPLOAD_UNKNOWN"]).await;
-    assert_eq!(head_status(&reg, "push/unknown", &digest).await, 404);
+    expect_upload_unknown(&reg, &url, ((0, 0), b"x"), (&digest, Some((b"x", None)))).await;
+    expect_not_stored(&reg, "push/unknown", &[&digest]).await;
 }
 
 #[tokio::test]
@@ -528,14 +445,10 @@ async fn upload_session_belongs_to_its_repository() {
         other, loc,
         "upload location has the repository in its path: {loc}"
     );
-    let resp = reg.client().get(&other).send().await.unwrap();
-    expect_error(resp, 404, &["BLOB_UPLOAD_UNKNOWN"]).await;
+    reg.get(&other).error(404, &["BLOB_UPLOAD_UNKNOWN"]).await;
     let resp = put_close(&reg, &other, &sha256_digest(&data), Some((&data, None))).await;
     expect_error(resp, 404, &["BLOB_UPLOAD_UNKNOWN"]).await;
-    assert_eq!(
-        head_status(&reg, "owner/two", &sha256_digest(&data)).await,
-        404
-    );
+    expect_not_stored(&reg, "owner/two", &[&sha256_digest(&data)]).await;
     // The real session is intact.
     let resp = put_close(&reg, &loc, &sha256_digest(&data), Some((&data, None))).await;
     expect_created_blob(&reg, resp, "owner/one", &data).await;
@@ -546,16 +459,9 @@ async fn sha512_with_digest_algorithm_parameter() {
     let reg = TestRegistry::start().await;
     let data = random_bytes(40_000);
     let digest = sha512_digest(&data);
-    let resp = reg
-        .client()
-        .post(reg.url("/v2/push/sha512/blobs/uploads/?digest-algorithm=sha512"))
-        .header("content-length", "0")
-        .body(Vec::new())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
-    let loc = location(&resp);
+    let loc = reg
+        .start_upload_at("/v2/push/sha512/blobs/uploads/?digest-algorithm=sha512")
+        .await;
     let loc = patch_ok(&reg, &loc, Some((0, 19_999)), &data[..20_000], 19_999).await;
     let loc = patch_ok(&reg, &loc, Some((20_000, 39_999)), &data[20_000..], 39_999).await;
     let resp = put_close(&reg, &loc, &digest, None).await;
@@ -563,19 +469,14 @@ async fn sha512_with_digest_algorithm_parameter() {
     let blob_loc = location(&resp);
 
     let url = reg.url(&format!("/v2/push/sha512/blobs/{digest}"));
-    let resp = reg.client().head(&url).send().await.unwrap();
-    assert_eq!(resp.status(), 200);
+    let resp = reg.head(&url).expect(200).await;
     assert_eq!(
         header(resp.headers(), "docker-content-digest"),
         Some(digest.as_str())
     );
     assert_eq!(header(resp.headers(), "content-length"), Some("40000"));
-    let resp = reg.client().get(&url).send().await.unwrap();
-    assert_eq!(resp.status(), 200);
-    assert_eq!(resp.bytes().await.unwrap(), data);
-    let resp = reg.client().get(&blob_loc).send().await.unwrap();
-    assert_eq!(resp.status(), 200);
-    assert_eq!(resp.bytes().await.unwrap(), data);
+    expect_body(reg.get(&url).await, 200, &data).await;
+    expect_body(reg.get(&blob_loc).await, 200, &data).await;
 
     // A manifest may reference the blob by its sha512 digest.
     let cfg = br#"{"architecture":"amd64","os":"linux"}"#;
@@ -604,12 +505,9 @@ async fn sha512_digest_closes_a_plain_session() {
     let resp = put_close(&reg, &loc, &digest, None).await;
     assert_eq!(resp.status(), 201, "plain session closed with sha512");
     let resp = reg
-        .client()
-        .get(reg.url(&format!("/v2/push/sha512/blobs/{digest}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+        .get(format!("/v2/push/sha512/blobs/{digest}"))
+        .expect(200)
+        .await;
     assert_eq!(
         header(resp.headers(), "docker-content-digest"),
         Some(digest.as_str())
@@ -620,33 +518,22 @@ async fn sha512_digest_closes_a_plain_session() {
     let data2 = random_bytes(777);
     let d2 = sha512_digest(&data2);
     reg.push_blob_as("push/sha512", &data2, &d2).await;
-    let resp = reg
-        .client()
-        .get(reg.url(&format!("/v2/push/sha512/blobs/{d2}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    assert_eq!(resp.bytes().await.unwrap(), data2);
+    expect_body(
+        reg.get(format!("/v2/push/sha512/blobs/{d2}")).await,
+        200,
+        &data2,
+    )
+    .await;
 
     // Single POST with a sha512 digest.
     let data3 = random_bytes(999);
     let d3 = sha512_digest(&data3);
     let resp = reg
-        .client()
-        .post(reg.url(&format!("/v2/push/sha512/blobs/uploads/?digest={d3}")))
-        .header("content-type", "application/octet-stream")
-        .body(data3.clone())
-        .send()
-        .await
-        .unwrap();
+        .post(format!("/v2/push/sha512/blobs/uploads/?digest={d3}"))
+        .octets(data3.clone())
+        .await;
     assert_eq!(resp.status(), 201, "single POST with sha512");
-    let resp = reg
-        .client()
-        .get(reg.url(&format!("/v2/push/sha512/blobs/{d3}")))
-        .send()
-        .await
-        .unwrap();
+    let resp = reg.get(format!("/v2/push/sha512/blobs/{d3}")).await;
     assert_eq!(resp.bytes().await.unwrap(), data3);
 
     // A wrong sha512 digest is refused.
@@ -654,7 +541,7 @@ async fn sha512_digest_closes_a_plain_session() {
     let wrong = sha512_digest(b"wrong");
     let resp = put_close(&reg, &loc, &wrong, Some((&data3, None))).await;
     expect_error(resp, 400, &["DIGEST_INVALID"]).await;
-    assert_eq!(head_status(&reg, "push/sha512", &wrong).await, 404);
+    expect_not_stored(&reg, "push/sha512", &[&wrong]).await;
 }
 
 #[tokio::test]
@@ -666,7 +553,7 @@ async fn upload_resumes_after_server_restart() {
 
     reg.restart().await;
 
-    let resp = reg.client().get(&loc).send().await.unwrap();
+    let resp = reg.get(&loc).await;
     assert_eq!(resp.status(), 204, "upload status after restart");
     assert_eq!(header(resp.headers(), "range"), Some("0-299999"));
     let loc = location(&resp);
@@ -687,44 +574,34 @@ async fn upload_resumes_after_server_restart() {
 
     // Committed content survives a restart as well.
     reg.restart().await;
-    let resp = reg
-        .client()
-        .get(reg.url(&format!("/v2/push/resume/blobs/{}", sha256_digest(&data))))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    assert_eq!(resp.bytes().await.unwrap(), data);
+    expect_body(
+        reg.get(format!("/v2/push/resume/blobs/{}", sha256_digest(&data)))
+            .await,
+        200,
+        &data,
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn sha512_upload_resumes_after_restart() {
     let mut reg = TestRegistry::start().await;
     let data = random_bytes(100_000);
-    let resp = reg
-        .client()
-        .post(reg.url("/v2/push/resume512/blobs/uploads/?digest-algorithm=sha512"))
-        .header("content-length", "0")
-        .body(Vec::new())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
-    let loc = location(&resp);
+    let loc = reg
+        .start_upload_at("/v2/push/resume512/blobs/uploads/?digest-algorithm=sha512")
+        .await;
     let loc = patch_ok(&reg, &loc, Some((0, 49_999)), &data[..50_000], 49_999).await;
     reg.restart().await;
     let loc = patch_ok(&reg, &loc, Some((50_000, 99_999)), &data[50_000..], 99_999).await;
     let digest = sha512_digest(&data);
     let resp = put_close(&reg, &loc, &digest, None).await;
     assert_eq!(resp.status(), 201);
-    let resp = reg
-        .client()
-        .get(reg.url(&format!("/v2/push/resume512/blobs/{digest}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    assert_eq!(resp.bytes().await.unwrap(), data);
+    expect_body(
+        reg.get(format!("/v2/push/resume512/blobs/{digest}")).await,
+        200,
+        &data,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -777,12 +654,9 @@ async fn concurrent_pushes_of_the_same_blob_all_succeed() {
         assert_eq!(t.await.unwrap(), 201, "one of 8 concurrent pushes failed");
     }
     let resp = reg
-        .client()
-        .get(reg.url(&format!("/v2/push/race/blobs/{digest}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+        .get(format!("/v2/push/race/blobs/{digest}"))
+        .expect(200)
+        .await;
     assert_eq!(sha256_digest(&resp.bytes().await.unwrap()), digest);
 }
 
@@ -793,12 +667,7 @@ async fn pushing_an_existing_blob_again_succeeds() {
     let d1 = reg.push_blob("push/again", &data).await;
     let d2 = reg.push_blob("push/again", &data).await;
     assert_eq!(d1, d2);
-    let resp = reg
-        .client()
-        .get(reg.url(&format!("/v2/push/again/blobs/{d1}")))
-        .send()
-        .await
-        .unwrap();
+    let resp = reg.get(format!("/v2/push/again/blobs/{d1}")).await;
     assert_eq!(resp.bytes().await.unwrap(), data);
 }
 
@@ -807,21 +676,14 @@ async fn upload_errors_are_client_errors() {
     let reg = TestRegistry::start().await;
     // Single POST whose digest is only an algorithm, and an unsupported digest algorithm.
     let resp = reg
-        .client()
-        .post(reg.url("/v2/push/errs/blobs/uploads/?digest=sha256:"))
+        .post("/v2/push/errs/blobs/uploads/?digest=sha256:")
         .body(b"abc".to_vec())
-        .send()
-        .await
-        .unwrap();
+        .await;
     expect_client_error(resp).await;
     let resp = reg
-        .client()
-        .post(reg.url("/v2/push/errs/blobs/uploads/?digest-algorithm=md5"))
+        .post("/v2/push/errs/blobs/uploads/?digest-algorithm=md5")
         .header("content-length", "0")
-        .body(Vec::new())
-        .send()
-        .await
-        .unwrap();
+        .await;
     expect_client_error(resp).await;
 }
 
@@ -830,27 +692,17 @@ async fn concurrent_patches_to_one_upload_append_once() {
     let reg = TestRegistry::start().await;
     let data = random_bytes(256 * 1024);
     let loc = reg.start_upload("push/racing").await;
-    let mut tasks = Vec::new();
-    for _ in 0..8 {
-        let client = reg.client().clone();
-        let loc = loc.clone();
-        let data = data.clone();
-        tasks.push(tokio::spawn(async move {
-            client
-                .patch(&loc)
-                .header("content-type", "application/octet-stream")
-                .header("content-range", format!("0-{}", data.len() - 1))
-                .body(data)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }));
-    }
+    let range = format!("0-{}", data.len() - 1);
+    let calls = (0..8)
+        .map(|_| {
+            reg.patch(&loc)
+                .header("content-range", &range)
+                .octets(data.clone())
+        })
+        .collect();
+    let statuses = at_once(calls).await;
     let mut accepted = 0;
-    for t in tasks {
-        let st = t.await.unwrap();
+    for st in statuses {
         if st == 202 {
             accepted += 1;
         } else {
@@ -864,8 +716,7 @@ async fn concurrent_patches_to_one_upload_append_once() {
         accepted, 1,
         "exactly one of 8 identical first chunks may be appended"
     );
-    let resp = reg.client().get(&loc).send().await.unwrap();
-    assert_eq!(resp.status(), 204);
+    let resp = reg.get(&loc).expect(204).await;
     assert_eq!(
         header(resp.headers(), "range"),
         Some(format!("0-{}", data.len() - 1).as_str())

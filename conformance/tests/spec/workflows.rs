@@ -2,21 +2,11 @@
 //! Content Management), run end to end in their order against one server.
 
 use conformance::{
-    descriptor, empty_descriptor, expect_error, header, header_values, location, next_link,
-    random_bytes, sha256_digest, with_query, IndexBuilder, ManifestBuilder, TestRegistry,
-    OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST,
+    descriptor, empty_descriptor, header, header_values, location, next_link, random_bytes,
+    sha256_digest, with_query, IndexBuilder, ManifestBuilder, TestRegistry, OCI_CONFIG, OCI_INDEX,
+    OCI_LAYER, OCI_MANIFEST,
 };
 use serde_json::{json, Value};
-
-async fn status_of(reg: &TestRegistry, method: reqwest::Method, path: &str) -> u16 {
-    reg.client()
-        .request(method, reg.url(path))
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
 
 #[tokio::test]
 async fn pull_workflow() {
@@ -41,58 +31,33 @@ async fn pull_workflow() {
 
     // Blobs.
     let missing = sha256_digest(b"missing blob");
-    assert_eq!(
-        status_of(
-            &reg,
-            reqwest::Method::HEAD,
-            &format!("/v2/{repo}/blobs/{missing}")
-        )
-        .await,
-        404
-    );
-    assert_eq!(
-        status_of(
-            &reg,
-            reqwest::Method::HEAD,
-            &format!("/v2/{repo}/blobs/{layer_d}")
-        )
-        .await,
-        200
-    );
+    reg.request(reqwest::Method::HEAD, format!("/v2/{repo}/blobs/{missing}"))
+        .expect(404)
+        .await;
+    reg.request(reqwest::Method::HEAD, format!("/v2/{repo}/blobs/{layer_d}"))
+        .expect(200)
+        .await;
+    reg.get(format!("/v2/{repo}/blobs/{missing}"))
+        .error(404, &["BLOB_UNKNOWN"])
+        .await;
     let resp = reg
-        .client()
-        .get(reg.url(&format!("/v2/{repo}/blobs/{missing}")))
-        .send()
-        .await
-        .unwrap();
-    expect_error(resp, 404, &["BLOB_UNKNOWN"]).await;
-    let resp = reg
-        .client()
-        .get(reg.url(&format!("/v2/{repo}/blobs/{layer_d}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+        .get(format!("/v2/{repo}/blobs/{layer_d}"))
+        .expect(200)
+        .await;
     assert_eq!(resp.bytes().await.unwrap(), layer);
 
     // Manifests.
-    assert_eq!(
-        status_of(
-            &reg,
-            reqwest::Method::HEAD,
-            &format!("/v2/{repo}/manifests/nonexistent")
-        )
-        .await,
-        404
-    );
+    reg.request(
+        reqwest::Method::HEAD,
+        format!("/v2/{repo}/manifests/nonexistent"),
+    )
+    .expect(404)
+    .await;
     for reference in ["tagtest0", md.as_str()] {
         let resp = reg
-            .client()
-            .head(reg.url(&format!("/v2/{repo}/manifests/{reference}")))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
+            .head(format!("/v2/{repo}/manifests/{reference}"))
+            .expect(200)
+            .await;
         assert_eq!(
             header(resp.headers(), "docker-content-digest"),
             Some(md.as_str())
@@ -102,189 +67,131 @@ async fn pull_workflow() {
             Some(manifest.len().to_string().as_str())
         );
         let resp = reg
-            .client()
-            .get(reg.url(&format!("/v2/{repo}/manifests/{reference}")))
+            .get(format!("/v2/{repo}/manifests/{reference}"))
             .header("accept", OCI_MANIFEST)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
+            .expect(200)
+            .await;
         assert_eq!(resp.bytes().await.unwrap(), manifest);
     }
     let resp = reg
-        .client()
-        .get(reg.url(&format!("/v2/{repo}/manifests/{idx_d}")))
+        .get(format!("/v2/{repo}/manifests/{idx_d}"))
         .header("accept", OCI_INDEX)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+        .expect(200)
+        .await;
     assert_eq!(header(resp.headers(), "content-type"), Some(OCI_INDEX));
     assert_eq!(resp.bytes().await.unwrap(), index);
-    let resp = reg
-        .client()
-        .get(reg.url(&format!("/v2/{repo}/manifests/nonexistent")))
-        .send()
-        .await
-        .unwrap();
-    expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
+    reg.get(format!("/v2/{repo}/manifests/nonexistent"))
+        .error(404, &["MANIFEST_UNKNOWN"])
+        .await;
     // Nonexistent repository.
-    let resp = reg
-        .client()
-        .get(reg.url("/v2/conformance/nope/manifests/tagtest0"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 404);
+    reg.get("/v2/conformance/nope/manifests/tagtest0")
+        .expect(404)
+        .await;
 }
 
 #[tokio::test]
 async fn push_workflow() {
     let reg = TestRegistry::start().await;
     let repo = "conformance/push";
-    let c = reg.client();
 
     // Streamed: POST, PATCH (no Content-Range), PUT.
     let streamed = random_bytes(65_536);
     let loc = reg.start_upload(repo).await;
-    let resp = c
-        .patch(&loc)
-        .header("content-type", "application/octet-stream")
-        .body(streamed.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
+    let resp = reg.patch(&loc).octets(streamed.clone()).expect(202).await;
     assert_eq!(header(resp.headers(), "range"), Some("0-65535"));
     let loc = location(&resp);
-    let resp = c
+    let resp = reg
         .put(with_query(&loc, "digest", &sha256_digest(&streamed)))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
+        .expect(201)
+        .await;
     assert!(header(resp.headers(), "location").is_some());
 
     // Monolithic: POST+PUT, then single POST; an invalid digest is refused.
     let mono = random_bytes(4000);
     reg.push_blob(repo, &mono).await;
     let single = random_bytes(4001);
-    let resp = c
-        .post(reg.url(&format!(
+    let resp = reg
+        .post(format!(
             "/v2/{repo}/blobs/uploads/?digest={}",
             sha256_digest(&single)
-        )))
-        .header("content-type", "application/octet-stream")
-        .body(single.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
+        ))
+        .octets(single.clone())
+        .expect(201)
+        .await;
     assert!(header(resp.headers(), "location").is_some());
     let loc = reg.start_upload(repo).await;
-    let resp = c
-        .put(with_query(&loc, "digest", "sha256:totallywrong"))
+    reg.put(with_query(&loc, "digest", "sha256:totallywrong"))
         .body(mono.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 400);
+        .expect(400)
+        .await;
 
     // Chunked: out-of-order first chunk is 416; in order works; status is 204.
     let chunked = random_bytes(30_000);
     let loc = reg.start_upload(repo).await;
-    let resp = c
-        .patch(&loc)
+    reg.patch(&loc)
         .header("content-range", "10000-19999")
         .body(chunked[10_000..20_000].to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 416);
-    let resp = c
+        .expect(416)
+        .await;
+    let resp = reg
         .patch(&loc)
         .header("content-range", "0-9999")
         .body(chunked[..10_000].to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
+        .expect(202)
+        .await;
     assert_eq!(header(resp.headers(), "range"), Some("0-9999"));
     let loc = location(&resp);
-    let resp = c.get(&loc).send().await.unwrap();
-    assert_eq!(resp.status(), 204);
+    let resp = reg.get(&loc).expect(204).await;
     assert_eq!(header(resp.headers(), "range"), Some("0-9999"));
     let loc = location(&resp);
-    let resp = c
+    let resp = reg
         .patch(&loc)
         .header("content-range", "10000-19999")
         .body(chunked[10_000..20_000].to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
+        .expect(202)
+        .await;
     let loc = location(&resp);
-    let resp = c
-        .put(with_query(&loc, "digest", &sha256_digest(&chunked)))
+    reg.put(with_query(&loc, "digest", &sha256_digest(&chunked)))
         .header("content-range", "20000-29999")
         .body(chunked[20_000..].to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
+        .expect(201)
+        .await;
 
     // Cross-repository mount.
     let other = "conformance/push-other";
     let md = sha256_digest(&mono);
-    let resp = c
-        .post(reg.url(&format!(
-            "/v2/{other}/blobs/uploads/?mount={md}&from={repo}"
-        )))
-        .body(Vec::new())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
+    let resp = reg
+        .post(format!("/v2/{other}/blobs/uploads/?mount={md}&from={repo}"))
+        .expect(201)
+        .await;
     assert_eq!(
         header(resp.headers(), "docker-content-digest"),
         Some(md.as_str())
     );
-    let resp = c
-        .post(reg.url(&format!(
-            "/v2/{other}/blobs/uploads/?mount={}&from={repo}",
-            sha256_digest(b"nope")
-        )))
-        .body(Vec::new())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
-    let resp = c
-        .post(reg.url(&format!("/v2/{other}-auto/blobs/uploads/?mount={md}")))
-        .body(Vec::new())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
+    reg.post(format!(
+        "/v2/{other}/blobs/uploads/?mount={}&from={repo}",
+        sha256_digest(b"nope")
+    ))
+    .expect(202)
+    .await;
+    reg.post(format!("/v2/{other}-auto/blobs/uploads/?mount={md}"))
+        .expect(201)
+        .await;
 
     // Manifest upload.
-    assert_eq!(
-        status_of(
-            &reg,
-            reqwest::Method::GET,
-            &format!("/v2/{repo}/manifests/tagtest0")
-        )
-        .await,
-        404
-    );
+    reg.get(format!("/v2/{repo}/manifests/tagtest0"))
+        .expect(404)
+        .await;
     let cfg = br#"{"architecture":"amd64","os":"linux"}"#;
     reg.push_blob(repo, cfg).await;
     let m = ManifestBuilder::new(descriptor(OCI_CONFIG, cfg))
         .layer(descriptor(OCI_LAYER, &streamed))
         .layer(descriptor(OCI_LAYER, &chunked))
         .build();
-    let resp = reg.put_manifest(repo, "tagtest0", OCI_MANIFEST, &m).await;
-    assert_eq!(resp.status(), 201);
+    let resp = reg
+        .put_manifest(repo, "tagtest0", OCI_MANIFEST, &m)
+        .expect(201)
+        .await;
     assert_eq!(
         header(resp.headers(), "docker-content-digest"),
         Some(sha256_digest(&m).as_str())
@@ -293,29 +200,26 @@ async fn push_workflow() {
     // A manifest with no layers (an artifact) is accepted.
     reg.push_blob(repo, b"{}").await;
     let bare = ManifestBuilder::artifact("application/vnd.oci.conformance").build();
-    let resp = reg.put_manifest(repo, "bare", OCI_MANIFEST, &bare).await;
-    assert_eq!(resp.status(), 201);
+    reg.put_manifest(repo, "bare", OCI_MANIFEST, &bare)
+        .expect(201)
+        .await;
     // Multi-tag push by digest.
-    let resp = c
-        .put(reg.url(&format!(
+    let resp = reg
+        .put(format!(
             "/v2/{repo}/manifests/{}?tag=t1&tag=t2",
             sha256_digest(&m)
-        )))
+        ))
         .header("content-type", OCI_MANIFEST)
         .body(m.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
+        .expect(201)
+        .await;
     let mut t = header_values(resp.headers(), "oci-tag");
     t.sort();
     assert_eq!(t, vec!["t1", "t2"]);
-    let resp = c
-        .get(reg.url(&format!("/v2/{repo}/manifests/{}", sha256_digest(&m))))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    let resp = reg
+        .get(format!("/v2/{repo}/manifests/{}", sha256_digest(&m)))
+        .expect(200)
+        .await;
     assert_eq!(resp.bytes().await.unwrap(), m);
 }
 
@@ -329,32 +233,20 @@ async fn content_discovery_workflow() {
         reg.push_manifest(repo, t, OCI_MANIFEST, &img.manifest)
             .await;
     }
-    let resp = reg
-        .client()
-        .get(reg.url(&format!("/v2/{repo}/tags/list")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    let resp = reg.get(format!("/v2/{repo}/tags/list")).expect(200).await;
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["tags"], json!(tags));
 
     let resp = reg
-        .client()
-        .get(reg.url(&format!("/v2/{repo}/tags/list?n=2")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+        .get(format!("/v2/{repo}/tags/list?n=2"))
+        .expect(200)
+        .await;
     assert!(next_link(resp.headers()).is_some());
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["tags"], json!(["test0", "test1"]));
     let resp = reg
-        .client()
-        .get(reg.url(&format!("/v2/{repo}/tags/list?n=2&last=test1")))
-        .send()
-        .await
-        .unwrap();
+        .get(format!("/v2/{repo}/tags/list?n=2&last=test1"))
+        .await;
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["tags"], json!(["test2", "test3"]));
 
@@ -371,8 +263,10 @@ async fn content_discovery_workflow() {
             .annotation("org.opencontainers.conformance.test", "true")
             .build();
         let d = sha256_digest(&a);
-        let resp = reg.put_manifest(repo, &d, OCI_MANIFEST, &a).await;
-        assert_eq!(resp.status(), 201);
+        let resp = reg
+            .put_manifest(repo, &d, OCI_MANIFEST, &a)
+            .expect(201)
+            .await;
         assert_eq!(
             header(resp.headers(), "oci-subject"),
             Some(img.digest.as_str())
@@ -380,12 +274,9 @@ async fn content_discovery_workflow() {
         refs.push(d);
     }
     let resp = reg
-        .client()
-        .get(reg.url(&format!("/v2/{repo}/referrers/{}", img.digest)))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+        .get(format!("/v2/{repo}/referrers/{}", img.digest))
+        .expect(200)
+        .await;
     assert_eq!(header(resp.headers(), "content-type"), Some(OCI_INDEX));
     let v: Value = resp.json().await.unwrap();
     let mut got: Vec<String> = v["manifests"]
@@ -398,14 +289,11 @@ async fn content_discovery_workflow() {
     refs.sort();
     assert_eq!(got, refs);
     let resp = reg
-        .client()
-        .get(reg.url(&format!(
+        .get(format!(
             "/v2/{repo}/referrers/{}?artifactType=application/vnd.oci.conformance.a",
             img.digest
-        )))
-        .send()
-        .await
-        .unwrap();
+        ))
+        .await;
     assert_eq!(
         header(resp.headers(), "oci-filters-applied"),
         Some("artifactType")
@@ -425,80 +313,40 @@ async fn content_management_workflow() {
     let img = reg.push_image(repo, Some("tagtest0"), 1).await;
     reg.push_manifest(repo, "tagtest1", OCI_MANIFEST, &img.manifest)
         .await;
-    let c = reg.client();
 
     // Delete a tag; the other tag and the digest still resolve.
-    let resp = c
-        .delete(reg.url(&format!("/v2/{repo}/manifests/tagtest0")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
-    assert_eq!(
-        status_of(
-            &reg,
-            reqwest::Method::GET,
-            &format!("/v2/{repo}/manifests/tagtest0")
-        )
-        .await,
-        404
-    );
-    assert_eq!(
-        status_of(
-            &reg,
-            reqwest::Method::GET,
-            &format!("/v2/{repo}/manifests/tagtest1")
-        )
-        .await,
-        200
-    );
-    let v: Value = c
-        .get(reg.url(&format!("/v2/{repo}/tags/list")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    reg.delete(format!("/v2/{repo}/manifests/tagtest0"))
+        .expect(202)
+        .await;
+    for (tag, status) in [("tagtest0", 404), ("tagtest1", 200)] {
+        let path = format!("/v2/{repo}/manifests/{tag}");
+        reg.get(path).expect(status).await;
+    }
+    let v: Value = reg.get(format!("/v2/{repo}/tags/list")).json().await;
     assert_eq!(v["tags"], json!(["tagtest1"]));
 
     // Delete the manifest by digest: digest and remaining tag are gone.
-    let resp = c
-        .delete(reg.url(&format!("/v2/{repo}/manifests/{}", img.digest)))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
+    reg.delete(format!("/v2/{repo}/manifests/{}", img.digest))
+        .expect(202)
+        .await;
     for r in [img.digest.as_str(), "tagtest1"] {
-        let resp = c
-            .get(reg.url(&format!("/v2/{repo}/manifests/{r}")))
-            .send()
-            .await
-            .unwrap();
-        expect_error(resp, 404, &["MANIFEST_UNKNOWN"]).await;
+        reg.get(format!("/v2/{repo}/manifests/{r}"))
+            .error(404, &["MANIFEST_UNKNOWN"])
+            .await;
     }
 
     // Delete the blobs.
     let layer_d = sha256_digest(&img.layers[0]);
     for d in [img.config_digest.as_str(), layer_d.as_str()] {
-        let resp = c
-            .delete(reg.url(&format!("/v2/{repo}/blobs/{d}")))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 202);
-        let resp = c
-            .get(reg.url(&format!("/v2/{repo}/blobs/{d}")))
-            .send()
-            .await
-            .unwrap();
-        expect_error(resp, 404, &["BLOB_UNKNOWN"]).await;
+        reg.delete(format!("/v2/{repo}/blobs/{d}"))
+            .expect(202)
+            .await;
+        reg.get(format!("/v2/{repo}/blobs/{d}"))
+            .error(404, &["BLOB_UNKNOWN"])
+            .await;
     }
     // Deleting from a repository that does not exist: 404.
-    let resp = c
-        .delete(reg.url(&format!("/v2/conformance/none/manifests/{}", img.digest)))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 404);
+    reg.delete(format!("/v2/conformance/none/manifests/{}", img.digest))
+        .expect(404)
+        .await;
 }

@@ -14,6 +14,24 @@ use storage::{
     Algorithm, Backend, ByteStream, Digest, Error, Options, Reference, RepoName, Store, Tag,
 };
 
+/// Pushes `body` as an OCI image manifest (that Content-Type) under `reference`, no extra tags.
+async fn put_oci_manifest(
+    reg: &Store,
+    repo: &RepoName,
+    reference: Reference,
+    body: &[u8],
+) -> storage::PushedManifest {
+    let content_type = Some("application/vnd.oci.image.manifest.v1+json");
+    let pushed = reg.manifest_put(
+        repo,
+        &reference,
+        content_type,
+        Bytes::copy_from_slice(body),
+        &[],
+    );
+    pushed.await.unwrap()
+}
+
 /// A backend under test.
 pub type B = Arc<dyn Backend>;
 
@@ -229,11 +247,7 @@ pub async fn list_dir_children(b: B) {
 }
 
 pub async fn touch_refreshes(b: B) {
-    b.put("t/blob", Bytes::from_static(b"content"))
-        .await
-        .unwrap();
-    let before = b.head("t/blob").await.unwrap().modified;
-    tokio::time::sleep(TICK).await;
+    let before = put_a_tick_ago(&b, "t/blob", b"content").await;
     b.touch("t/blob").await.unwrap();
     let after = b.head("t/blob").await.unwrap();
     assert!(
@@ -382,11 +396,7 @@ pub async fn stage_commit_publishes_len(b: B) {
 }
 
 pub async fn stage_commit_keeps_existing(b: B) {
-    b.put("blobs/same", Bytes::from_static(b"same bytes"))
-        .await
-        .unwrap();
-    let before = b.head("blobs/same").await.unwrap().modified;
-    tokio::time::sleep(TICK).await;
+    let before = put_a_tick_ago(&b, "blobs/same", b"same bytes").await;
     b.stage_append("e", 0, body(b"same bytes", 3))
         .await
         .unwrap();
@@ -414,13 +424,7 @@ pub async fn stage_delete_is_idempotent(b: B) {
     ));
     assert!(b.stage_read("x", 1).await.is_err());
     b.stage_delete("x").await.unwrap();
-    let ids: Vec<String> = b
-        .stage_list()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(i, _)| i)
-        .collect();
+    let ids = staged_ids(&b).await;
     assert_eq!(ids, ["y"]);
     assert_eq!(staged(&b, "y", 4).await, b"keep");
     // The id can be used again from scratch.
@@ -441,14 +445,22 @@ pub async fn stage_list_ids(b: B) {
     assert_eq!(ids, ["id1", "id2", "id3"]);
     assert!(l.iter().all(|(_, t)| recent(*t)));
     b.stage_delete("id2").await.unwrap();
-    let ids: Vec<String> = b
-        .stage_list()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(i, _)| i)
-        .collect();
+    let ids = staged_ids(&b).await;
     assert_eq!(ids, ["id1", "id3"]);
+}
+
+/// Stores `data` at `key`, then waits a [`TICK`]; returns the object's modification time.
+async fn put_a_tick_ago(b: &B, key: &str, data: &'static [u8]) -> SystemTime {
+    b.put(key, Bytes::from_static(data)).await.unwrap();
+    let modified = b.head(key).await.unwrap().modified;
+    tokio::time::sleep(TICK).await;
+    modified
+}
+
+/// The ids of the staged uploads, in the order `stage_list` gives them.
+async fn staged_ids(b: &B) -> Vec<String> {
+    let listed = b.stage_list().await.unwrap();
+    listed.into_iter().map(|(id, _)| id).collect()
 }
 
 fn repo(s: &str) -> RepoName {
@@ -582,16 +594,7 @@ pub async fn registry_manifests_and_referrers(b: B) {
     }
     let image = manifest(&ds[0], config.len(), &ds[1], layer.len());
     let tag: Tag = "v1".parse().unwrap();
-    let pushed = reg
-        .manifest_put(
-            &r,
-            &Reference::Tag(tag.clone()),
-            Some("application/vnd.oci.image.manifest.v1+json"),
-            Bytes::from(image.clone()),
-            &[],
-        )
-        .await
-        .unwrap();
+    let pushed = put_oci_manifest(&reg, &r, Reference::Tag(tag.clone()), &image).await;
     assert_eq!(pushed.digest, digest_of(Algorithm::Sha256, &image));
     let (info, bytes) = reg
         .manifest_get(&r, &Reference::Tag(tag.clone()))
@@ -614,16 +617,7 @@ pub async fn registry_manifests_and_referrers(b: B) {
     }))
     .unwrap();
     let ad = digest_of(Algorithm::Sha256, &artifact);
-    let ap = reg
-        .manifest_put(
-            &r,
-            &Reference::Digest(ad.clone()),
-            Some("application/vnd.oci.image.manifest.v1+json"),
-            Bytes::from(artifact.clone()),
-            &[],
-        )
-        .await
-        .unwrap();
+    let ap = put_oci_manifest(&reg, &r, Reference::Digest(ad.clone()), &artifact).await;
     assert_eq!(ap.subject.as_ref(), Some(&pushed.digest));
     let page = reg
         .referrers(&r, &pushed.digest, None, 10, None)
