@@ -308,6 +308,26 @@ def skopeo(*args):
     assert r.returncode == 0, f"skopeo {' '.join(args)}: {r.stderr[-500:]}"
 
 
+def htpasswd_file(name, user, password):
+    """An htpasswd file with one bcrypt entry, written by `htpasswd -B` (apache2-utils, installed
+    when missing)."""
+    if not shutil.which("htpasswd"):
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        if subprocess.run(["apt-get", "install", "-y", "-q", "apache2-utils"], capture_output=True, env=env).returncode != 0:
+            subprocess.run(["apt-get", "update", "-qq"], capture_output=True, env=env)
+            subprocess.run(["apt-get", "install", "-y", "-q", "apache2-utils"], capture_output=True, env=env)
+    path = os.path.join(WORK, name)
+    r = subprocess.run(["htpasswd", "-B", "-b", "-c", path, user, password], capture_output=True, text=True)
+    assert r.returncode == 0, f"htpasswd: {r.stderr}"
+    return path
+
+
+def access_lines(logname, repo):
+    """The access-log lines of the registry log `logname` for requests on `repo`."""
+    text = open(os.path.join(WORK, f"{logname}.log"), errors="replace").read()
+    return [l for l in text.splitlines() if "registry::access" in l and f'repository="{repo}"' in l]
+
+
 # ------------------------------------------------------------------ cases
 def main():
     if not shutil.which("skopeo"):
@@ -487,6 +507,45 @@ timeout = "60s"
         r.stop()
 
     case("hanging receiver: pushes stay fast, outbox limit enforced and counted", hanging_receiver_does_not_slow_pushes_and_limit_is_counted)
+
+    # ---- access control: the caller is the events' actor and the access log's identity
+    rcv3 = Receiver()
+    rcv3.up()
+
+    def authenticated_push_names_the_actor():
+        p = free_port()
+        password = f"pw-{os.getpid()}-{time.time_ns()}"
+        users = htpasswd_file("actor.htpasswd", "alice", password)
+        toml = write("actor.toml", f"""listen = "127.0.0.1:{p}"
+storage = "{os.path.join(WORK, 'actor')}"
+[auth]
+htpasswd = "{users}"
+[[events.endpoints]]
+name = "receiver"
+url = "{rcv3.url()}"
+""")
+        r = Registry(["serve", "--config", toml], "actor").start(p)
+        layout = os.path.join(WORK, "actor-layout")
+        make_multiarch_layout(layout)
+        skopeo("copy", "--all", "--dest-tls-verify=false", "--dest-creds", f"alice:{password}",
+               f"oci:{layout}:v1", f"docker://127.0.0.1:{p}/team/actor:v1")
+        skopeo("copy", "--all", "--src-tls-verify=false", f"docker://127.0.0.1:{p}/team/actor:v1", f"oci:{os.path.join(WORK, 'actor-pulled')}:v1")
+        wait_for(lambda: len(manifest_events(rcv3, "team/actor")) >= 3, 30, "the push's manifest events")
+        evs = [e for e in rcv3.unique() if e["target"]["repository"] == "team/actor"]
+        blobs = [e for e in evs if e["target"].get("mediaType") == "application/octet-stream"]
+        assert blobs, "no blob push events"
+        names = {e["actor"].get("name") for e in evs}
+        assert names == {"alice"}, f"actor names {names} in {len(evs)} events, want only alice"
+        lines = access_lines("actor", "team/actor")
+        puts = [l for l in lines if "method=PUT" in l and 'endpoint="put_manifest"' in l]
+        gets = [l for l in lines if "method=GET" in l and 'endpoint="get_manifest"' in l and "status=200" in l]
+        assert puts and all('identity="alice"' in l for l in puts), f"manifest PUT lines: {puts}"
+        assert gets and all('identity="anonymous"' in l for l in gets), f"anonymous GET lines: {gets}"
+        text = open(os.path.join(WORK, "actor.log"), errors="replace").read()
+        assert password not in text, "the password appears in the log"
+        r.stop()
+
+    case("[auth] + events: a push with credentials has the user as every event's actor and the access log's identity", authenticated_push_names_the_actor)
     log(f"{RESULTS['pass']} passed, {RESULTS['fail']} failed")
     return 1 if RESULTS["fail"] else 0
 

@@ -63,7 +63,7 @@ async fn fixture(rules: &str, max_failures: u32) -> Fixture {
         proxy: None,
     });
     Fixture {
-        app: wrap(crate::server::router(state), auth),
+        app: crate::server::app(state, Some(auth)),
         _dir: dir,
         jwt_key: kp,
     }
@@ -523,4 +523,94 @@ fn client_certificate_subject_is_the_identity() {
     let id = Identity::named(c.subject.as_deref().unwrap());
     assert!(rules.allows(&id, "team-a/app", Action::Push));
     assert!(!rules.allows(&id, "team-b/app", Action::Push));
+}
+
+/// Log lines written while the guard lives, for checking what the access log says.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn start(&self) -> tracing::subscriber::DefaultGuard {
+        let w = self.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || w.clone())
+            .finish();
+        tracing::subscriber::set_default(sub)
+    }
+
+    /// The access-log lines written so far.
+    fn access_lines(&self) -> Vec<String> {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .filter(|l| l.contains("registry::access"))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn the_caller_identity_reaches_the_answer_and_the_access_log() {
+    let f = fixture(PER_NAMESPACE, 10).await;
+    let logs = Captured::default();
+    let _guard = logs.start();
+    let token = es256(&f.jwt_key, "k1", &sa_claims("team-a", now_secs() + 600));
+    let sa = basic("serviceaccount", &token);
+    let wrong = basic("alice", "not-her-password");
+    const SA: &str = "system:serviceaccount:team-a:builder";
+    // A refusal of a known caller names it; refused credentials name nobody.
+    let cases = [
+        (
+            "POST",
+            "/v2/builds/team-a/app/blobs/uploads/",
+            Some(&sa),
+            202,
+            Some(SA),
+        ),
+        (
+            "GET",
+            "/v2/public/x/tags/list",
+            None,
+            404,
+            Some("anonymous"),
+        ),
+        (
+            "DELETE",
+            "/v2/builds/team-a/app/manifests/v1",
+            Some(&sa),
+            403,
+            Some(SA),
+        ),
+        ("GET", "/v2/public/x/tags/list", Some(&wrong), 401, None),
+    ];
+    for (method, uri, auth, status, want) in cases {
+        let r = f.call(method, uri, auth.map(String::as_str), b"").await;
+        assert_eq!(r.status().as_u16(), status, "{method} {uri}");
+        let id = r.extensions().get::<Identity>().map(Identity::display);
+        assert_eq!(id, want, "{method} {uri}");
+    }
+    let lines = logs.access_lines();
+    assert_eq!(lines.len(), cases.len(), "{lines:#?}");
+    for (line, (_, _, _, status, want)) in lines.iter().zip(&cases) {
+        assert!(line.contains(&format!("status={status}")), "{line}");
+        match want {
+            Some(who) => assert!(line.contains(&format!("identity=\"{who}\"")), "{line}"),
+            None => assert!(!line.contains("identity="), "{line}"),
+        }
+    }
+    let all = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    for secret in [&token, &sa[6..], "not-her-password", &wrong[6..]] {
+        assert!(!all.contains(secret), "a secret is in the log");
+    }
 }
