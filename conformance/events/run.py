@@ -225,11 +225,11 @@ def manifest_events(rcv, repo=None):
             and (repo is None or e["target"]["repository"] == repo)]
 
 
-def dist_yaml(port, dbg, root, rcv, extra_storage=""):
+def dist_yaml(port, dbg, root, rcv, extra_storage="", formatter="text"):
     return f"""version: 0.1
 log:
   level: info
-  formatter: text
+  formatter: {formatter}
   fields:
     service: registry
     environment: test
@@ -322,6 +322,24 @@ def htpasswd_file(name, user, password):
     return path
 
 
+LOG_FIELDS = {"service": "registry", "environment": "test"}
+
+
+def check_log_fields(logname, fmt):
+    """Every line of the registry log `logname` carries dist_yaml's log.fields; returns the
+    lines."""
+    lines = [l for l in open(os.path.join(WORK, f"{logname}.log"), errors="replace").read().splitlines() if l.strip()]
+    assert lines, f"{logname}.log is empty"
+    for l in lines:
+        if fmt == "json":
+            v = json.loads(l)
+            got = {k: v.get(k) for k in LOG_FIELDS}
+            assert got == LOG_FIELDS, f"log.fields missing from a JSON line: {l[:300]}"
+        else:
+            assert l.endswith(" environment=test service=registry"), f"log.fields missing from a line: {l[:300]}"
+    return lines
+
+
 def access_lines(logname, repo):
     """The access-log lines of the registry log `logname` for requests on `repo`."""
     text = open(os.path.join(WORK, f"{logname}.log"), errors="replace").read()
@@ -348,8 +366,12 @@ def main():
         assert st == 200 and h.get("X-Content-Type-Options") == "nosniff", f"/v2/ {st} {h}"
         st, _, b = http_get(dbg, "/debug/health")
         assert st == 200, f"/debug/health {st} {b}"
-        logtext = open(os.path.join(WORK, "fs.log"), errors="replace").read()
-        assert "CNCF Distribution configuration" in logtext, "no start-up line naming the Distribution config"
+        st, _, _ = http_get(port, "/v2/team/none/tags/list")
+        assert st == 404, f"tags of an unknown repository: {st}"
+        lines = check_log_fields("fs", "text")
+        assert any("CNCF Distribution configuration" in l for l in lines), "no start-up line naming the Distribution config"
+        assert any("registry serving" in l for l in lines), "no start-up line 'registry serving'"
+        assert any("registry::access" in l and 'repository="team/none"' in l for l in lines), "no access-log line for the request"
 
     def multiarch_push_tag_move_delete_give_exact_events():
         layout = os.path.join(WORK, "layout")
@@ -408,7 +430,7 @@ def main():
         reg.start(port)
         wait_for(lambda: {e["target"]["digest"] for e in manifest_events(rcv, "kill/app")} >= set(pushed), 60, "events pending at SIGKILL")
 
-    case("distribution 2.8 config.yml (filesystem, headers, notifications, log fields, health) runs unchanged", distribution_config_runs_unchanged)
+    case("distribution 2.8 config.yml (filesystem, headers, notifications, log fields on every line, health) runs unchanged", distribution_config_runs_unchanged)
     case("multi-arch push (skopeo), pull, tag move and delete: exactly the expected events, Distribution format", multiarch_push_tag_move_delete_give_exact_events)
     def garbage_collect_and_refusals():
         r = subprocess.run([BIN, "garbage-collect", cfg, "--delete-untagged", "--dry-run"], capture_output=True, text=True, timeout=120)
@@ -452,7 +474,7 @@ def main():
         ports = [free_port(), free_port()]
         regs = []
         for i, p in enumerate(ports):
-            c = write(f"s3-{i}.yml", dist_yaml(p, free_port(), "", rcv2, s3))
+            c = write(f"s3-{i}.yml", dist_yaml(p, free_port(), "", rcv2, s3, formatter=["text", "json"][i]))
             regs.append(Registry(["serve", c], f"s3-{i}").start(p))
         state["s3regs"] = regs
         pushed = [push_image(ports[i % 2], "s3/app", f"t{i}", f"s3-{i}")[0] for i in range(10)]
@@ -462,8 +484,11 @@ def main():
         assert len(manifest_events(rcv2, "s3/app")) == 10, f"{len(manifest_events(rcv2, 's3/app'))} distinct events for 10 pushes"
         for r in regs:
             r.stop()
+        lines = [json.loads(l) for l in check_log_fields("s3-1", "json")]
+        assert any(v.get("target") == "registry::access" for v in lines), "no JSON access-log line"
+        assert any(v.get("fields", {}).get("message") == "registry serving" for v in lines), "no JSON start-up line"
 
-    case("S3 config.yml, two replicas on one bucket: each event delivered", s3_two_replicas_deliver_each_event)
+    case("S3 config.yml, two replicas on one bucket: each event delivered; log.fields on every JSON line", s3_two_replicas_deliver_each_event)
 
     # ---- hanging receiver and the outbox limit (project TOML)
     hang = Receiver()

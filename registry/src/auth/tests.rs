@@ -525,45 +525,10 @@ fn client_certificate_subject_is_the_identity() {
     assert!(!rules.allows(&id, "team-b/app", Action::Push));
 }
 
-/// Log lines written while the guard lives, for checking what the access log says.
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn start(&self) -> tracing::subscriber::DefaultGuard {
-        let w = self.clone();
-        let sub = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_max_level(tracing::Level::INFO)
-            .with_writer(move || w.clone())
-            .finish();
-        tracing::subscriber::set_default(sub)
-    }
-
-    /// The access-log lines written so far.
-    fn access_lines(&self) -> Vec<String> {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .lines()
-            .filter(|l| l.contains("registry::access"))
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
 #[tokio::test]
 async fn the_caller_identity_reaches_the_answer_and_the_access_log() {
     let f = fixture(PER_NAMESPACE, 10).await;
-    let logs = Captured::default();
+    let logs = crate::distribution::logging::Captured::default();
     let _guard = logs.start();
     let token = es256(&f.jwt_key, "k1", &sa_claims("team-a", now_secs() + 600));
     let sa = basic("serviceaccount", &token);
@@ -609,7 +574,7 @@ async fn the_caller_identity_reaches_the_answer_and_the_access_log() {
             None => assert!(!line.contains("identity="), "{line}"),
         }
     }
-    let all = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    let all = logs.text();
     for secret in [&token, &sa[6..], "not-her-password", &wrong[6..]] {
         assert!(!all.contains(secret), "a secret is in the log");
     }

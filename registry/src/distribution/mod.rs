@@ -11,6 +11,7 @@
 //!
 //! # Layout
 //! - [`runtime`]: what the Extras change while serving (headers, read-only, debug server).
+//! - [`logging`]: the log subscriber, with `log.fields` on every line.
 //! - `env`: the `REGISTRY_*` variables and laying them over the file.
 //! - `values`: typed values read from the tree by dotted path.
 //! - `translate`: the tree turned into the config table, with the `log` and `notifications`
@@ -21,6 +22,7 @@
 
 mod env;
 mod http_section;
+pub mod logging;
 pub mod runtime;
 mod storage_section;
 mod translate;
@@ -67,7 +69,7 @@ pub struct Extras {
     /// Deletes answer 405 UNSUPPORTED (Distribution's default unless `storage.delete.enabled`).
     #[serde(default)]
     pub delete_disabled: bool,
-    /// Fields Distribution adds to every log line (`log.fields`), logged at start.
+    /// Fields added to every log line (`log.fields`), text and JSON.
     #[serde(default)]
     pub log_fields: BTreeMap<String, String>,
     /// Keys accepted without effect, one warning at start.
