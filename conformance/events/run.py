@@ -8,6 +8,7 @@ written here, or TOML), a notification receiver (in this process), moto_server f
 skopeo for real pushes and pulls. Prints PASS/FAIL per case and exits non-zero on a failure.
 """
 
+import base64
 import hashlib
 import http.server
 import json
@@ -169,10 +170,12 @@ def http_get(port, path):
         return e.code, e.headers, e.read()
 
 
-def http_req(port, method, path, body=None, ctype=None):
+def http_req(port, method, path, body=None, ctype=None, headers=None):
     req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method=method)
     if ctype:
         req.add_header("Content-Type", ctype)
+    for k, v in (headers or {}).items():
+        req.add_header(k, v)
     try:
         with OPENER.open(req, timeout=60) as r:
             return r.status, r.headers, r.read()
@@ -435,9 +438,10 @@ def main():
     def garbage_collect_and_refusals():
         r = subprocess.run([BIN, "garbage-collect", cfg, "--delete-untagged", "--dry-run"], capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, f"garbage-collect exited {r.returncode}: {r.stderr[-400:]}"
-        bad = write("auth.yml", "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: /nonexistent\nauth:\n  htpasswd:\n    realm: r\n    path: /etc/htpasswd\n")
-        r = subprocess.run([BIN, "serve", bad], capture_output=True, text=True, timeout=30)
-        assert r.returncode != 0 and "auth.htpasswd" in r.stderr, f"auth not refused: {r.returncode} {r.stderr[-300:]}"
+        for scheme in ("token", "silly"):
+            bad = write("auth.yml", f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: /nonexistent\nauth:\n  {scheme}:\n    realm: r\n")
+            r = subprocess.run([BIN, "serve", bad], capture_output=True, text=True, timeout=30)
+            assert r.returncode != 0 and f"auth.{scheme}" in r.stderr, f"auth.{scheme} not refused: {r.returncode} {r.stderr[-300:]}"
         ro = write("ro.yml", dist_yaml(free_port(), free_port(), os.path.join(WORK, "fs"), rcv).replace("  delete:\n    enabled: true\n", "  maintenance:\n    readonly:\n      enabled: true\n"))
         rp = int(open(ro).read().split("addr: 127.0.0.1:")[1].split()[0])
         rr = Registry(["serve", ro], "readonly").start(rp)
@@ -445,7 +449,7 @@ def main():
         rr.stop()
         assert st == 405, f"read-only registry answered {st} to an upload"
 
-    case("registry garbage-collect CONFIG runs; auth refused; read-only honoured", garbage_collect_and_refusals)
+    case("registry garbage-collect CONFIG runs; auth.token and auth.silly refused; read-only honoured", garbage_collect_and_refusals)
     case("receiver down for a while, then up: every event arrives", receiver_down_then_up_loses_nothing)
     case("registry SIGKILLed with events pending, restarted: every event arrives", sigkill_with_events_pending_then_restart)
     reg.stop()
@@ -571,6 +575,51 @@ url = "{rcv3.url()}"
         r.stop()
 
     case("[auth] + events: a push with credentials has the user as every event's actor and the access log's identity", authenticated_push_names_the_actor)
+
+    # ---- Distribution's auth.htpasswd: a login for every request
+    rcv4 = Receiver()
+    rcv4.up()
+
+    def distribution_htpasswd_needs_a_login():
+        p = free_port()
+        password = f"bob-{os.getpid()}-{time.time_ns()}"
+        users = htpasswd_file("dist.htpasswd", "bob", password)
+        cfg_text = dist_yaml(p, free_port(), os.path.join(WORK, "htpasswd-fs"), rcv4)
+        cfg_text += f"auth:\n  htpasswd:\n    realm: basic-realm\n    path: {users}\n"
+        r = Registry(["serve", write("htpasswd.yml", cfg_text)], "htpasswd").start(p)
+        st, h, _ = http_get(p, "/v2/")
+        assert st == 401 and h.get("WWW-Authenticate"), f"anonymous /v2/: {st} {h.get('WWW-Authenticate')}"
+        layout = os.path.join(WORK, "htpasswd-layout")
+        make_multiarch_layout(layout)
+        dest = f"docker://127.0.0.1:{p}/team/locked:v1"
+        bad = subprocess.run(["skopeo", "copy", "--all", "--dest-tls-verify=false", f"oci:{layout}:v1", dest], capture_output=True, timeout=120)
+        assert bad.returncode != 0, "anonymous push succeeded"
+        bad = subprocess.run(["skopeo", "copy", "--all", "--dest-tls-verify=false", "--dest-creds", "bob:wrong",
+                              f"oci:{layout}:v1", dest], capture_output=True, timeout=120)
+        assert bad.returncode != 0, "push with a wrong password succeeded"
+        skopeo("copy", "--all", "--dest-tls-verify=false", "--dest-creds", f"bob:{password}", f"oci:{layout}:v1", dest)
+        st, _, _ = http_get(p, "/v2/team/locked/manifests/v1")
+        assert st == 401, f"anonymous manifest GET answered {st}"
+        out = os.path.join(WORK, "htpasswd-pulled")
+        bad = subprocess.run(["skopeo", "copy", "--src-tls-verify=false", dest, f"oci:{out}:v1"], capture_output=True, timeout=120)
+        assert bad.returncode != 0, "anonymous skopeo pull succeeded"
+        skopeo("copy", "--all", "--src-tls-verify=false", "--src-creds", f"bob:{password}", dest, f"oci:{out}:v1")
+        basic = {"Authorization": "Basic " + base64.b64encode(f"bob:{password}".encode()).decode(),
+                 "Accept": "application/vnd.oci.image.index.v1+json"}
+        st, h, _ = http_req(p, "HEAD", "/v2/team/locked/manifests/v1", headers=basic)
+        assert st == 200, f"HEAD with Basic credentials: {st}"
+        st, _, _ = http_req(p, "DELETE", f"/v2/team/locked/manifests/{h['Docker-Content-Digest']}", headers=basic)
+        assert st == 202, f"DELETE with Basic credentials (storage.delete.enabled): {st}"
+        wait_for(lambda: {e["action"] for e in manifest_events(rcv4, "team/locked")} == {"push", "delete"}, 30, "push and delete events")
+        names = {e["actor"].get("name") for e in manifest_events(rcv4, "team/locked")}
+        assert names == {"bob"}, f"actor names {names}"
+        lines = access_lines("htpasswd", "team/locked")
+        assert any('identity="bob"' in l and "method=PUT" in l for l in lines), "no access-log line names bob"
+        assert any("status=401" in l and "method=GET" in l for l in lines), "the refused anonymous GET is not in the access log"
+        assert password not in open(os.path.join(WORK, "htpasswd.log"), errors="replace").read(), "the password is in the log"
+        r.stop()
+
+    case("Distribution auth.htpasswd: anonymous pull and push 401, skopeo logs in to push and pull, delete, actor is the user", distribution_htpasswd_needs_a_login)
     log(f"{RESULTS['pass']} passed, {RESULTS['fail']} failed")
     return 1 if RESULTS["fail"] else 0
 

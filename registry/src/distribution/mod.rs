@@ -18,8 +18,10 @@
 //!   sections.
 //! - `http_section`: the `http` section.
 //! - `storage_section`: the `storage` section.
+//! - `auth_section`: the `auth` section (`auth.htpasswd` as `[auth]`).
 //! - `unsupported`: the keys without effect, for the start-up warning.
 
+mod auth_section;
 mod env;
 mod http_section;
 pub mod logging;

@@ -181,12 +181,23 @@ fn behaviour_changing_keys_are_honoured_or_refused() {
     .unwrap();
     assert!(ro.distribution.read_only);
     assert!(ro.distribution.delete_disabled);
-    let e = load(
-        "version: 0.1\nauth:\n  htpasswd:\n    realm: r\n    path: /p\nstorage:\n  filesystem: {rootdirectory: /x}\n",
-        &[],
-    )
-    .unwrap_err();
-    assert!(format!("{e:#}").contains("auth.htpasswd"), "{e:#}");
+    for (scheme, why) in [
+        (
+            "token:\n    realm: https://auth.example/token",
+            "auth.token",
+        ),
+        ("silly:\n    realm: r", "auth.silly"),
+        ("htpasswd:\n    realm: r", "auth.htpasswd without a path"),
+    ] {
+        let e = load(
+            &format!(
+                "version: 0.1\nauth:\n  {scheme}\nstorage:\n  filesystem: {{rootdirectory: /x}}\n"
+            ),
+            &[],
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains(why), "{e:#}");
+    }
     let e = load(
         "version: 0.1\nproxy:\n  remoteurl: https://registry-1.docker.io\n",
         &[],
@@ -220,4 +231,39 @@ fn tls_serves_https_on_the_distribution_address() {
     assert_eq!(c.tls_listen.to_string(), "0.0.0.0:5443");
     assert_eq!(c.listen.ip().to_string(), "127.0.0.1");
     assert_eq!(c.tls_client_ca.unwrap().to_str(), Some("/ca.pem"));
+}
+
+#[test]
+fn htpasswd_becomes_auth_with_a_login_for_everything() {
+    use crate::auth::{Action, Identity, Rules};
+    let yaml = "version: 0.1\nauth:\n  htpasswd:\n    realm: basic-realm\n    path: /auth/htpasswd\nstorage:\n  filesystem: {rootdirectory: /x}\n";
+    let from_env = [
+        ("REGISTRY_AUTH_HTPASSWD_PATH", "/auth/htpasswd"),
+        ("REGISTRY_AUTH_HTPASSWD_REALM", "basic-realm"),
+        ("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", "/x"),
+    ];
+    let configs = [
+        load(yaml, &[]).unwrap(),
+        Config::load(&ServeArgs::default(), &env_of(&from_env)).unwrap(),
+    ];
+    for c in configs {
+        let a = c.auth.expect("an [auth] section");
+        assert_eq!(a.htpasswd.unwrap().to_str(), Some("/auth/htpasswd"));
+        assert!(a.serviceaccount.is_none());
+        let rules = Rules(a.rules);
+        let (user, anon) = (Identity::named("alice"), Identity::anonymous());
+        for action in [Action::Pull, Action::Push, Action::Delete] {
+            assert!(rules.allows(&user, "any/repo", action), "{action:?}");
+            assert!(!rules.allows(&anon, "any/repo", action), "{action:?}");
+        }
+        assert!(
+            c.distribution
+                .notes
+                .iter()
+                .any(|n| n.contains("no anonymous pull")),
+            "{:?}",
+            c.distribution.notes
+        );
+        assert!(c.distribution.unsupported.is_empty());
+    }
 }

@@ -4,6 +4,7 @@
 use anyhow::{bail, Context};
 use serde_json::Value;
 
+use super::auth_section::auth;
 use super::http_section::http;
 use super::storage_section::storage;
 use super::unsupported;
@@ -24,6 +25,7 @@ pub(super) fn translate(tree: &Value) -> anyhow::Result<(toml::Table, Extras)> {
     log(tree, &mut t, &mut x)?;
     http(tree, &mut t, &mut x, &mut refused)?;
     storage(tree, &mut t, &mut x, &mut refused)?;
+    auth(tree, &mut t, &mut x, &mut refused)?;
     needs_other_parts(tree, &mut x, &mut refused);
     notifications(tree, &mut t)?;
 
@@ -74,13 +76,6 @@ fn log(tree: &Value, t: &mut toml::Table, x: &mut Extras) -> anyhow::Result<()> 
 
 /// Sections that need parts this build does not have: refused, or named as unsupported.
 fn needs_other_parts(tree: &Value, x: &mut Extras, refused: &mut Vec<String>) {
-    if let Some(auth) = get(tree, "auth").and_then(Value::as_object) {
-        for k in auth.keys() {
-            refused.push(format!(
-                "auth.{k} (access control is not available in this build; remove the auth section or put an authenticating proxy in front)"
-            ));
-        }
-    }
     if get(tree, "proxy").is_some_and(|p| p.get("remoteurl").is_some()) {
         refused
             .push("proxy.remoteurl (the pull-through cache is not available in this build)".into());
