@@ -19,12 +19,14 @@
 //! - `http_section`: the `http` section.
 //! - `storage_section`: the `storage` section.
 //! - `auth_section`: the `auth` section (`auth.htpasswd` as `[auth]`).
+//! - `proxy_section`: the `proxy` section (`proxy.remoteurl` as a catch-all upstream).
 //! - `unsupported`: the keys without effect, for the start-up warning.
 
 mod auth_section;
 mod env;
 mod http_section;
 pub mod logging;
+mod proxy_section;
 pub mod runtime;
 mod storage_section;
 mod translate;

@@ -199,7 +199,7 @@ fn behaviour_changing_keys_are_honoured_or_refused() {
         assert!(format!("{e:#}").contains(why), "{e:#}");
     }
     let e = load(
-        "version: 0.1\nproxy:\n  remoteurl: https://registry-1.docker.io\n",
+        "version: 0.1\nproxy:\n  remoteurl: registry-1.docker.io\n",
         &[],
     )
     .unwrap_err();

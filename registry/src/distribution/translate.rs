@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use super::auth_section::auth;
 use super::http_section::http;
+use super::proxy_section::proxy;
 use super::storage_section::storage;
 use super::unsupported;
 use super::values::{get, string};
@@ -26,6 +27,7 @@ pub(super) fn translate(tree: &Value) -> anyhow::Result<(toml::Table, Extras)> {
     http(tree, &mut t, &mut x, &mut refused)?;
     storage(tree, &mut t, &mut x, &mut refused)?;
     auth(tree, &mut t, &mut x, &mut refused)?;
+    proxy(tree, &mut t, &mut x, &mut refused)?;
     needs_other_parts(tree, &mut x, &mut refused);
     notifications(tree, &mut t)?;
 
@@ -76,10 +78,6 @@ fn log(tree: &Value, t: &mut toml::Table, x: &mut Extras) -> anyhow::Result<()> 
 
 /// Sections that need parts this build does not have: refused, or named as unsupported.
 fn needs_other_parts(tree: &Value, x: &mut Extras, refused: &mut Vec<String>) {
-    if get(tree, "proxy").is_some_and(|p| p.get("remoteurl").is_some()) {
-        refused
-            .push("proxy.remoteurl (the pull-through cache is not available in this build)".into());
-    }
     if get(tree, "middleware").is_some() {
         refused.push("middleware (storage and registry middleware are not supported)".into());
     }
