@@ -28,7 +28,7 @@ pub struct Upstream {
     pub prefix: String,
     base: String,
     http: Client,
-    creds: Option<(String, String)>,
+    creds: Option<Credentials>,
     tokens: TokenCache,
     /// The upstream asked for Basic auth once: send credentials up front from then on.
     basic: AtomicBool,
@@ -36,10 +36,17 @@ pub struct Upstream {
     pub(crate) fills: tokio::sync::Semaphore,
 }
 
-fn read_secret(path: &std::path::Path, what: &str) -> std::io::Result<String> {
-    std::fs::read_to_string(path)
-        .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
-        .map_err(|e| std::io::Error::new(e.kind(), format!("{what} {}: {e}", path.display())))
+/// A user name and password for the upstream; `Debug` shows the user name only.
+#[derive(Clone)]
+struct Credentials {
+    user: String,
+    pass: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials({:?}, <redacted>)", self.user)
+    }
 }
 
 impl Upstream {
@@ -53,19 +60,9 @@ impl Upstream {
                 config.name, config.url
             )));
         }
-        let creds = match (&config.username_file, &config.password_file) {
-            (Some(u), Some(p)) => Some((
-                read_secret(u, "username_file")?,
-                read_secret(p, "password_file")?,
-            )),
-            (None, None) => None,
-            _ => {
-                return Err(bad(format!(
-                    "upstream {}: username_file and password_file go together",
-                    config.name
-                )))
-            }
-        };
+        let creds = config
+            .credentials()?
+            .map(|(user, pass)| Credentials { user, pass });
         let mut b = Client::builder()
             .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
             .connect_timeout(config.first_byte())
@@ -101,11 +98,54 @@ impl Upstream {
         &self.config.name
     }
 
-    fn unavailable(&self, msg: impl Into<String>) -> ProxyError {
+    pub(crate) fn unavailable(&self, msg: impl Into<String>) -> ProxyError {
         ProxyError::Unavailable {
             upstream: self.config.name.clone(),
             msg: msg.into(),
         }
+    }
+
+    /// The upstream sent something unusable.
+    pub(crate) fn invalid(&self, msg: impl Into<String>) -> ProxyError {
+        ProxyError::Invalid {
+            upstream: self.config.name.clone(),
+            msg: msg.into(),
+        }
+    }
+
+    /// Refuses an answer other than 200 to `request` (`blob GET`): 404 means the upstream does
+    /// not have `what` (a blob when `blob`), anything else is invalid.
+    pub(crate) fn expect_ok(
+        &self,
+        status: StatusCode,
+        request: &str,
+        what: impl FnOnce() -> String,
+        blob: bool,
+    ) -> Result<()> {
+        match status {
+            StatusCode::OK => Ok(()),
+            StatusCode::NOT_FOUND => Err(ProxyError::NotFound {
+                upstream: self.config.name.clone(),
+                what: what(),
+                blob,
+            }),
+            s => Err(self.invalid(format!("{request} answered {s}"))),
+        }
+    }
+
+    /// Sends `HEAD /v2/<repo>/<path>` and returns the answer's headers when it is 200 (see
+    /// [`Upstream::expect_ok`] for the rest).
+    pub(crate) async fn head(
+        &self,
+        repo: &str,
+        path: &str,
+        headers: &[(header::HeaderName, HeaderValue)],
+        blob: bool,
+    ) -> Result<http::HeaderMap> {
+        let resp = self.send(Method::HEAD, repo, path, headers).await?;
+        let request = if blob { "blob HEAD" } else { "manifest HEAD" };
+        self.expect_ok(resp.status(), request, || format!("{repo}/{path}"), blob)?;
+        Ok(resp.headers().clone())
     }
 
     /// Awaits `fut` for at most the first-byte time.
@@ -132,7 +172,7 @@ impl Upstream {
             return req.bearer_auth(t);
         }
         match &self.creds {
-            Some((u, p)) if self.basic.load(Ordering::Relaxed) => req.basic_auth(u, Some(p)),
+            Some(c) if self.basic.load(Ordering::Relaxed) => req.basic_auth(&c.user, Some(&c.pass)),
             _ => req,
         }
     }
@@ -144,8 +184,8 @@ impl Upstream {
             q.push(("service", s));
         }
         let mut req = self.http.get(realm).query(&q);
-        if let Some((u, p)) = &self.creds {
-            req = req.basic_auth(u, Some(p));
+        if let Some(c) = &self.creds {
+            req = req.basic_auth(&c.user, Some(&c.pass));
         }
         let resp = self.timed(req.send()).await?;
         let status = resp.status();
@@ -234,12 +274,8 @@ impl Upstream {
 
 /// An error and its sources on one line (reqwest's own message omits the cause).
 fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
+    std::iter::successors(Some(e), |e| e.source())
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
 }

@@ -15,7 +15,13 @@
 //! [[proxy.upstreams]]
 //! name = "ghcr.io"
 //! url = "https://ghcr.io"
+//! username = "robot"                    # inline credentials: either these or the files
+//! password = "..."
 //! ```
+//!
+//! One upstream may set `catch_all = true`: it then serves every repository name that carries
+//! no `?ns=` and no upstream prefix (CNCF Distribution's `proxy.remoteurl` mode, where the whole
+//! registry mirrors one upstream and every push is refused).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -37,8 +43,8 @@ pub struct ProxyConfig {
     pub max_cache_bytes: Option<u64>,
 }
 
-/// One upstream registry.
-#[derive(Debug, Clone, Deserialize)]
+/// One upstream registry. Its `Debug` form leaves the password out.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// The registry host as clients name it: containerd's `?ns=` value and the first path
@@ -46,10 +52,19 @@ pub struct UpstreamConfig {
     pub name: String,
     /// Base URL of the upstream's API (`https://registry-1.docker.io`).
     pub url: String,
-    /// File holding the user name for the upstream (a mounted Secret); anonymous when unset.
+    /// File holding the user name for the upstream (a mounted Secret); anonymous when neither
+    /// it nor `username` is set.
     pub username_file: Option<PathBuf>,
     /// File holding the password or token for the upstream.
     pub password_file: Option<PathBuf>,
+    /// The user name, inline (instead of `username_file`).
+    pub username: Option<String>,
+    /// The password or token, inline (instead of `password_file`); never logged.
+    pub password: Option<String>,
+    /// This upstream serves every name that has no `?ns=` and no upstream prefix; at most one
+    /// upstream may set it.
+    #[serde(default)]
+    pub catch_all: bool,
     /// PEM CA certificates trusted for this upstream, beside the system's roots.
     pub ca_file: Option<PathBuf>,
     /// Seconds to wait for the upstream's response headers before answering the client with an
@@ -91,6 +106,9 @@ impl UpstreamConfig {
             url: url.into(),
             username_file: None,
             password_file: None,
+            username: None,
+            password: None,
+            catch_all: false,
             ca_file: None,
             first_byte_timeout: default_first_byte(),
             stall_timeout: default_stall(),
@@ -110,12 +128,99 @@ impl UpstreamConfig {
         Duration::from_secs(self.tag_freshness)
     }
 
+    /// The credentials to send upstream: each of the user name and the password inline or from
+    /// its file (not both), the two together or neither. Reads the files now.
+    pub fn credentials(&self) -> std::io::Result<Option<(String, String)>> {
+        let user = self.secret(&self.username, &self.username_file, "username")?;
+        let pass = self.secret(&self.password, &self.password_file, "password")?;
+        match (user, pass) {
+            (Some(u), Some(p)) => Ok(Some((u, p))),
+            (None, None) => Ok(None),
+            _ => Err(invalid(format!(
+                "upstream {}: a user name and a password go together",
+                self.name
+            ))),
+        }
+    }
+
+    /// One secret, inline or read from its file.
+    fn secret(
+        &self,
+        inline: &Option<String>,
+        file: &Option<PathBuf>,
+        what: &str,
+    ) -> std::io::Result<Option<String>> {
+        match (inline, file) {
+            (Some(_), Some(_)) => Err(invalid(format!(
+                "upstream {}: set {what} or {what}_file, not both",
+                self.name
+            ))),
+            (Some(v), None) => Ok(Some(v.clone())),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map(|s| Some(s.trim_end_matches(['\r', '\n']).to_owned()))
+                .map_err(|e| {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!(
+                            "upstream {}: {what}_file {}: {e}",
+                            self.name,
+                            path.display()
+                        ),
+                    )
+                }),
+            (None, None) => Ok(None),
+        }
+    }
+
     /// The repository-name component that stands for this upstream in the path prefix form and
     /// in storage: the host name with a port's `:` turned into `-` (`localhost:5000` ->
     /// `localhost-5000`), lower case.
     pub fn prefix(&self) -> String {
         self.name.to_ascii_lowercase().replace(':', "-")
     }
+}
+
+impl ProxyConfig {
+    /// Checks what no single upstream can: at most one `catch_all`.
+    pub fn check(&self) -> std::io::Result<()> {
+        let all: Vec<&str> = self
+            .upstreams
+            .iter()
+            .filter(|u| u.catch_all)
+            .map(|u| u.name.as_str())
+            .collect();
+        if all.len() > 1 {
+            return Err(invalid(format!(
+                "only one upstream may set catch_all; {} do",
+                all.join(", ")
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for UpstreamConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamConfig")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("username_file", &self.username_file)
+            .field("password_file", &self.password_file)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("catch_all", &self.catch_all)
+            .field("ca_file", &self.ca_file)
+            .field("first_byte_timeout", &self.first_byte_timeout)
+            .field("stall_timeout", &self.stall_timeout)
+            .field("tag_freshness", &self.tag_freshness)
+            .field("max_concurrent_fills", &self.max_concurrent_fills)
+            .field("library_prefix", &self.library_prefix)
+            .finish()
+    }
+}
+
+fn invalid(msg: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidInput, msg)
 }
 
 #[cfg(test)]
@@ -131,6 +236,45 @@ mod tests {
         assert_eq!(u.prefix(), "localhost-5000");
         assert_eq!(u.tag_freshness, 300);
         assert!(c.max_cache_bytes.is_none());
+    }
+
+    #[test]
+    fn credentials_inline_or_from_files_never_both_and_never_in_debug() {
+        let dir = tempfile::tempdir().unwrap();
+        let pass_file = dir.path().join("pass");
+        std::fs::write(&pass_file, "from-file\n").unwrap();
+        let mut u = UpstreamConfig::new("up.test", "http://127.0.0.1:1");
+        assert_eq!(u.credentials().unwrap(), None);
+        u.username = Some("robot".into());
+        assert!(u.credentials().is_err(), "a user name without a password");
+        u.password = Some("hunter2".into());
+        assert_eq!(
+            u.credentials().unwrap(),
+            Some(("robot".into(), "hunter2".into()))
+        );
+        assert!(!format!("{u:?}").contains("hunter2"), "{u:?}");
+        u.password_file = Some(pass_file.clone());
+        let e = u.credentials().unwrap_err().to_string();
+        assert!(e.contains("password or password_file"), "{e}");
+        u.password = None;
+        assert_eq!(
+            u.credentials().unwrap(),
+            Some(("robot".into(), "from-file".into()))
+        );
+    }
+
+    #[test]
+    fn at_most_one_catch_all() {
+        let c: ProxyConfig = toml_like(
+            r#"{"upstreams":[{"name":"a.test","url":"http://a","catch_all":true},{"name":"b.test","url":"http://b"}]}"#,
+        );
+        assert!(c.upstreams[0].catch_all && !c.upstreams[1].catch_all);
+        c.check().unwrap();
+        let c: ProxyConfig = toml_like(
+            r#"{"upstreams":[{"name":"a.test","url":"http://a","catch_all":true},{"name":"b.test","url":"http://b","catch_all":true}]}"#,
+        );
+        let e = c.check().unwrap_err().to_string();
+        assert!(e.contains("a.test, b.test"), "{e}");
     }
 
     fn toml_like(s: &str) -> ProxyConfig {

@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use http::{header, Method, StatusCode};
+use http::{header, Method};
 use storage::hash::Hasher;
 use storage::{ByteStream, Digest, RepoName, Store};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 use crate::client::Upstream;
@@ -182,21 +182,8 @@ async fn run(
 /// `Docker-Content-Digest` other than the one asked for.
 fn check_response(job: &FillJob, resp: &reqwest::Response) -> Result<()> {
     let up = &job.upstream;
-    let invalid = |msg: String| ProxyError::Invalid {
-        upstream: up.name().to_owned(),
-        msg,
-    };
-    match resp.status() {
-        StatusCode::OK => {}
-        StatusCode::NOT_FOUND => {
-            return Err(ProxyError::NotFound {
-                upstream: up.name().to_owned(),
-                what: format!("{}@{}", job.remote, job.digest),
-                blob: true,
-            })
-        }
-        s => return Err(invalid(format!("blob GET answered {s}"))),
-    }
+    let what = || format!("{}@{}", job.remote, job.digest);
+    up.expect_ok(resp.status(), "blob GET", what, true)?;
     if let Some(d) = resp
         .headers()
         .get("docker-content-digest")
@@ -224,10 +211,6 @@ async fn spool(
     hasher: &mut Hasher,
 ) -> Result<u64> {
     let up = &job.upstream;
-    let invalid = |msg: String| ProxyError::Invalid {
-        upstream: up.name().to_owned(),
-        msg,
-    };
     let io_err = |e: io::Error| ProxyError::from(storage::Error::backend("proxy spool file", e));
     let mut body = resp.bytes_stream();
     let mut written = 0u64;
@@ -235,23 +218,15 @@ async fn spool(
     loop {
         let chunk = match tokio::time::timeout(stall, body.next()).await {
             Err(_) => {
-                return Err(ProxyError::Unavailable {
-                    upstream: up.name().to_owned(),
-                    msg: format!("blob body stalled for {} s", stall.as_secs()),
-                })
+                return Err(up.unavailable(format!("blob body stalled for {} s", stall.as_secs())))
             }
             Ok(None) => break,
-            Ok(Some(Err(e))) => {
-                return Err(ProxyError::Unavailable {
-                    upstream: up.name().to_owned(),
-                    msg: format!("blob body: {e}"),
-                })
-            }
+            Ok(Some(Err(e))) => return Err(up.unavailable(format!("blob body: {e}"))),
             Ok(Some(Ok(c))) => c,
         };
         written += chunk.len() as u64;
         if size.is_some_and(|s| written > s) {
-            return Err(invalid("blob body longer than its Content-Length".into()));
+            return Err(up.invalid("blob body longer than its Content-Length"));
         }
         hasher.update(&chunk);
         file.write_all(&chunk).await.map_err(io_err)?;
@@ -261,9 +236,7 @@ async fn spool(
         tx.send_modify(|s| s.written = written);
     }
     if let Some(s) = size.filter(|s| *s != written) {
-        return Err(invalid(format!(
-            "blob body ended after {written} of {s} bytes"
-        )));
+        return Err(up.invalid(format!("blob body ended after {written} of {s} bytes")));
     }
     Ok(written)
 }
@@ -301,76 +274,117 @@ pub(crate) async fn wait_done(fill: &Fill) -> Result<()> {
     }
 }
 
-/// The bytes of a fill as they arrive, for one client. Ends with an error (the client sees a cut
-/// body) if the fill fails; the last byte follows only the digest check.
-pub(crate) fn stream(fill: Arc<Fill>, size: u64) -> ByteStream {
-    struct Reader {
-        fill: Arc<Fill>,
-        rx: watch::Receiver<FillState>,
-        file: Option<tokio::fs::File>,
-        offset: u64,
-        size: u64,
-        closed: bool,
-        done: bool,
-        buf: Vec<u8>,
+/// One client's reader of a fill's spool file.
+struct Reader {
+    fill: Arc<Fill>,
+    rx: watch::Receiver<FillState>,
+    file: Option<tokio::fs::File>,
+    /// Next byte to send, and the end of the requested range (exclusive).
+    offset: u64,
+    end: u64,
+    /// The blob's size: its last byte waits for the digest check.
+    size: u64,
+    closed: bool,
+    done: bool,
+    buf: Vec<u8>,
+}
+
+impl Reader {
+    /// Bytes readable now (the last byte of the blob only once verified), or the fill's error.
+    fn available(&mut self) -> std::result::Result<u64, ProxyError> {
+        let s = self.rx.borrow_and_update();
+        if let Some(e) = &s.failed {
+            return Err(e.clone());
+        }
+        Ok(if s.verified {
+            s.written
+        } else {
+            s.written.min(self.size.saturating_sub(1))
+        })
     }
+
+    /// Reads up to `avail` from the spool file, opened at the range's start on first use.
+    async fn read(&mut self, avail: u64) -> io::Result<Bytes> {
+        if self.file.is_none() {
+            let mut f = tokio::fs::File::open(&self.fill.path).await?;
+            f.seek(io::SeekFrom::Start(self.offset)).await?;
+            self.file = Some(f);
+        }
+        let n = ((avail.min(self.end) - self.offset) as usize).min(READ_CHUNK);
+        let file = self.file.as_mut().expect("opened");
+        file.read_exact(&mut self.buf[..n]).await?;
+        self.offset += n as u64;
+        Ok(Bytes::copy_from_slice(&self.buf[..n]))
+    }
+
+    /// The next chunk: `None` at the end of the range, an error when the fill failed.
+    async fn next(&mut self) -> Option<io::Result<Bytes>> {
+        loop {
+            if self.done || self.offset >= self.end {
+                return None;
+            }
+            let avail = match self.available() {
+                Ok(a) => a,
+                Err(e) => return Some(Err(io::Error::other(e.to_string()))),
+            };
+            if self.offset < avail {
+                return Some(self.read(avail).await);
+            }
+            if self.closed {
+                return Some(Err(io::Error::other(
+                    "the fill ended before the blob was complete",
+                )));
+            }
+            if self.rx.changed().await.is_err() {
+                self.closed = true;
+            }
+        }
+    }
+}
+
+/// The bytes `range` of a fill of a blob of `size` bytes as they arrive, for one client. Ends
+/// with an error (the client sees a cut body) if the fill fails; the blob's last byte follows
+/// only the digest check.
+pub(crate) fn stream(fill: Arc<Fill>, range: std::ops::Range<u64>, size: u64) -> ByteStream {
     let r = Reader {
         rx: fill.state.clone(),
         fill,
         file: None,
-        offset: 0,
+        offset: range.start,
+        end: range.end.min(size),
         size,
         closed: false,
         done: false,
         buf: vec![0; READ_CHUNK],
     };
     futures::stream::unfold(r, |mut r| async move {
-        let fail = |mut r: Reader, e: io::Error| {
+        let item = r.next().await?;
+        if item.is_err() {
             r.done = true;
-            Some((Err(e), r))
-        };
-        loop {
-            if r.done || r.offset >= r.size {
-                return None;
-            }
-            let (avail, failed) = {
-                let s = r.rx.borrow_and_update();
-                let avail = if s.verified {
-                    s.written
-                } else {
-                    s.written.min(r.size.saturating_sub(1))
-                };
-                (avail, s.failed.clone())
-            };
-            if let Some(e) = failed {
-                return fail(r, io::Error::other(e.to_string()));
-            }
-            if r.offset < avail {
-                if r.file.is_none() {
-                    match tokio::fs::File::open(&r.fill.path).await {
-                        Ok(f) => r.file = Some(f),
-                        Err(e) => return fail(r, e),
-                    }
-                }
-                let n = ((avail - r.offset) as usize).min(READ_CHUNK);
-                let file = r.file.as_mut().expect("opened");
-                if let Err(e) = file.read_exact(&mut r.buf[..n]).await {
-                    return fail(r, e);
-                }
-                r.offset += n as u64;
-                let chunk = Bytes::copy_from_slice(&r.buf[..n]);
-                return Some((Ok(chunk), r));
-            }
-            if r.closed {
-                return fail(
-                    r,
-                    io::Error::other("the fill ended before the blob was complete"),
-                );
-            }
-            if r.rx.changed().await.is_err() {
-                r.closed = true;
-            }
         }
+        Some((item, r))
     })
     .boxed()
+}
+
+/// A spool folder of this process's own under `base`, after removing those of processes that
+/// are gone (a killed registry leaves its partial fills there; they were never visible).
+pub(crate) fn spool_folder(base: &std::path::Path) -> std::io::Result<PathBuf> {
+    const PREFIX: &str = "registry-proxy-fills-";
+    std::fs::create_dir_all(base)?;
+    for entry in std::fs::read_dir(base)?.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(PREFIX)) else {
+            continue;
+        };
+        let alive = pid.parse::<u32>().is_ok_and(|p| {
+            p == std::process::id() || std::path::Path::new(&format!("/proc/{p}")).exists()
+        });
+        if !alive || pid.parse::<u32>() == Ok(std::process::id()) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    let own = base.join(format!("{PREFIX}{}", std::process::id()));
+    std::fs::create_dir_all(&own)?;
+    Ok(own)
 }

@@ -13,6 +13,15 @@ use futures::TryStreamExt;
 use storage::fs::FsBackend;
 use storage::Options;
 
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Method;
+use storage::hash::digest_of;
+use storage::{manifest as media, Digest, Reference, RepoName, Store};
+
 use super::*;
 
 #[derive(Default)]
@@ -142,6 +151,15 @@ fn add_blob(up: &Up, data: Vec<u8>) -> Digest {
     d
 }
 
+/// An 8 MiB blob of a pattern that repeats every `period` bytes, in the upstream.
+fn big_blob(up: &Up, period: u32) -> (Vec<u8>, Digest) {
+    let data: Vec<u8> = (0..8 * 1024 * 1024u32)
+        .map(|i| (i % period) as u8)
+        .collect();
+    let d = add_blob(up, data.clone());
+    (data, d)
+}
+
 fn add_image(up: &Up, tag: &str, layer: &Digest) -> Digest {
     let config = add_blob(up, b"{}".to_vec());
     let m = serde_json::json!({
@@ -156,6 +174,41 @@ fn add_image(up: &Up, tag: &str, layer: &Digest) -> Digest {
     ms.insert(tag.to_owned(), (media::OCI_MANIFEST.to_owned(), b.clone()));
     ms.insert(d.to_string(), (media::OCI_MANIFEST.to_owned(), b));
     d
+}
+
+/// The bytes `range` (all of them when `None`) of the fill of `d` in progress.
+async fn read_fill(
+    p: &Proxy,
+    route: &Route,
+    d: &Digest,
+    range: Option<std::ops::Range<u64>>,
+) -> Vec<u8> {
+    let BlobSource::Filling { size, fill } = p.blob(route, d).await.unwrap() else {
+        panic!("expected a fill in progress")
+    };
+    let got: Vec<Bytes> = fill
+        .stream(range.unwrap_or(0..size), size)
+        .try_collect()
+        .await
+        .unwrap();
+    got.concat()
+}
+
+fn ask<'a>(route: &'a Route, reference: &'a Reference) -> Ask<'a> {
+    Ask {
+        route,
+        reference,
+        accept: None,
+    }
+}
+
+impl Env {
+    /// The route of `a/b` asked for with `?ns=` of the test's upstream.
+    fn route(&self) -> Route {
+        self.proxy
+            .route(&name("a/b"), Some("upstream.test:5000"))
+            .unwrap()
+    }
 }
 
 fn name(s: &str) -> RepoName {
@@ -206,18 +259,61 @@ async fn routes_by_ns_and_by_prefix_only_for_configured_upstreams() {
 }
 
 #[tokio::test]
+async fn a_catch_all_upstream_serves_every_other_name_and_is_filled_from() {
+    let e = env(300).await;
+    let port = e.up.port.load(SeqCst);
+    let mut all = UpstreamConfig::new("docker.io", format!("http://127.0.0.1:{port}"));
+    all.catch_all = true;
+    all.first_byte_timeout = 1;
+    let other = UpstreamConfig::new("quay.io", "http://127.0.0.1:1");
+    let mut cfg = ProxyConfig {
+        upstreams: vec![all, other],
+        spool_dir: Some(e._dir.path().join("s3")),
+        max_cache_bytes: None,
+    };
+    let p = Proxy::new(&cfg, e.registry.clone()).unwrap();
+    assert_eq!(p.catch_all().unwrap().name(), "docker.io");
+    let r = p.route(&name("library/alpine"), None).unwrap();
+    assert_eq!(
+        (r.upstream.name(), r.remote.as_str(), r.local.as_str()),
+        ("docker.io", "library/alpine", "library/alpine")
+    );
+    let r = p.route(&name("alpine"), None).unwrap();
+    assert_eq!(
+        (r.remote.as_str(), r.local.as_str()),
+        ("library/alpine", "alpine")
+    );
+    // The prefix and ns forms still name their upstream, the catch-all one included.
+    let r = p.route(&name("quay.io/a/b"), None).unwrap();
+    assert_eq!(
+        (r.upstream.name(), r.local.as_str()),
+        ("quay.io", "quay.io/a/b")
+    );
+    let r = p.route(&name("library/alpine"), Some("docker.io")).unwrap();
+    assert_eq!(r.local.as_str(), "docker.io/library/alpine");
+    assert!(p.route(&name("library/alpine"), Some("ghcr.io")).is_none());
+
+    // A blob of a catch-all name is filled from the catch-all upstream.
+    let d = add_blob(&e.up, vec![5u8; 100_000]);
+    let r = p.route(&name("a/b"), None).unwrap();
+    assert_eq!(read_fill(&p, &r, &d, None).await, vec![5u8; 100_000]);
+
+    cfg.upstreams[1].catch_all = true;
+    let err = Proxy::new(&cfg, e.registry.clone())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("only one upstream may set catch_all"), "{err}");
+}
+
+#[tokio::test]
 async fn sixteen_clients_one_upstream_get_right_bytes() {
     let e = env(300).await;
-    let data: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
-    let d = add_blob(&e.up, data.clone());
-    let route = e
-        .proxy
-        .route(&name("a/b"), Some("upstream.test:5000"))
-        .unwrap();
+    let (data, d) = big_blob(&e.up, 251);
+    let route = e.route();
     let pulls = (0..16).map(|_| async {
-        match e.proxy.blob(&route, &d, true).await.unwrap() {
-            BlobSource::Filling { size, stream } => {
-                let got: Vec<Bytes> = stream.try_collect().await.unwrap();
+        match e.proxy.blob(&route, &d).await.unwrap() {
+            BlobSource::Filling { size, fill } => {
+                let got: Vec<Bytes> = fill.stream(0..size, size).try_collect().await.unwrap();
                 assert_eq!(size, data.len() as u64);
                 got.concat()
             }
@@ -241,10 +337,26 @@ async fn sixteen_clients_one_upstream_get_right_bytes() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(matches!(
-        e.proxy.blob(&route, &d, true).await.unwrap(),
+        e.proxy.blob(&route, &d).await.unwrap(),
         BlobSource::Stored
     ));
     assert_eq!(e.up.blob_gets.load(SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_range_is_served_from_the_fill_without_waiting_for_all_of_it() {
+    let e = env(300).await;
+    // 8 MiB in 64 KiB pieces 2 ms apart: the fill takes about 0.25 s.
+    let (data, d) = big_blob(&e.up, 253);
+    let route = e.route();
+    let head = read_fill(&e.proxy, &route, &d, Some(1000..70_000)).await;
+    assert_eq!(head, data[1000..70_000]);
+    let filling = e.registry.blob_size(&route.local, &d).await.is_err();
+    assert!(filling, "the first range came before the fill was stored");
+    let end = data.len() as u64;
+    let tail = read_fill(&e.proxy, &route, &d, Some(end - 10..end)).await;
+    assert_eq!(tail, data[data.len() - 10..]);
+    assert_eq!(e.up.blob_gets.load(SeqCst), 1, "one fill for both ranges");
 }
 
 #[tokio::test]
@@ -252,13 +364,11 @@ async fn corrupt_upstream_bytes_are_never_stored_and_the_next_pull_retries() {
     let e = env(300).await;
     let d = add_blob(&e.up, vec![7u8; 300_000]);
     e.up.corrupt.store(true, SeqCst);
-    let route = e
-        .proxy
-        .route(&name("a/b"), Some("upstream.test:5000"))
-        .unwrap();
-    match e.proxy.blob(&route, &d, true).await {
-        Ok(BlobSource::Filling { stream, .. }) => {
-            let r: std::result::Result<Vec<Bytes>, _> = stream.try_collect().await;
+    let route = e.route();
+    match e.proxy.blob(&route, &d).await {
+        Ok(BlobSource::Filling { size, fill }) => {
+            let r: std::result::Result<Vec<Bytes>, _> =
+                fill.stream(0..size, size).try_collect().await;
             let err = r.unwrap_err().to_string();
             assert!(err.contains("digest"), "{err}");
         }
@@ -272,11 +382,8 @@ async fn corrupt_upstream_bytes_are_never_stored_and_the_next_pull_retries() {
         "nothing stored"
     );
     e.up.corrupt.store(false, SeqCst);
-    let BlobSource::Filling { stream, .. } = e.proxy.blob(&route, &d, true).await.unwrap() else {
-        panic!("expected a new fill")
-    };
-    let got: Vec<Bytes> = stream.try_collect().await.unwrap();
-    assert_eq!(got.concat(), vec![7u8; 300_000]);
+    let got = read_fill(&e.proxy, &route, &d, None).await;
+    assert_eq!(got, vec![7u8; 300_000], "a new fill");
     assert_eq!(e.up.blob_gets.load(SeqCst), 2);
 }
 
@@ -285,20 +392,12 @@ async fn a_hanging_upstream_is_answered_within_the_first_byte_time() {
     let e = env(300).await;
     let d = add_blob(&e.up, vec![1u8; 10]);
     e.up.hang.store(true, SeqCst);
-    let route = e
-        .proxy
-        .route(&name("a/b"), Some("upstream.test:5000"))
-        .unwrap();
+    let route = e.route();
     let t = Instant::now();
-    let err = e
-        .proxy
-        .blob(&route, &d, true)
-        .await
-        .err()
-        .expect("an error");
+    let err = e.proxy.blob(&route, &d).await.err().expect("an error");
     assert!(matches!(err, ProxyError::Timeout { .. }), "{err}");
     let tag: Reference = "latest".parse().unwrap();
-    let err = e.proxy.manifest(&route, &tag, None).await.unwrap_err();
+    let err = e.proxy.manifest(ask(&route, &tag)).await.unwrap_err();
     assert!(matches!(err, ProxyError::Timeout { .. }), "{err}");
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 }
@@ -308,13 +407,10 @@ async fn tags_are_fresh_then_revalidated_and_served_stale_when_the_upstream_is_d
     let e = env(1).await;
     let layer = add_blob(&e.up, b"x".to_vec());
     let d1 = add_image(&e.up, "v1", &layer);
-    let route = e
-        .proxy
-        .route(&name("a/b"), Some("upstream.test:5000"))
-        .unwrap();
+    let route = e.route();
     let tag: Reference = "v1".parse().unwrap();
-    assert_eq!(e.proxy.manifest(&route, &tag, None).await.unwrap(), d1);
-    assert_eq!(e.proxy.manifest(&route, &tag, None).await.unwrap(), d1);
+    assert_eq!(e.proxy.manifest(ask(&route, &tag)).await.unwrap(), d1);
+    assert_eq!(e.proxy.manifest(ask(&route, &tag)).await.unwrap(), d1);
     assert_eq!(e.up.manifest_gets.load(SeqCst), 1);
     assert_eq!(
         e.up.manifest_heads.load(SeqCst),
@@ -324,9 +420,9 @@ async fn tags_are_fresh_then_revalidated_and_served_stale_when_the_upstream_is_d
     // The tag moves upstream: not seen while fresh, seen after.
     let other = add_blob(&e.up, b"y".to_vec());
     let d2 = add_image(&e.up, "v1", &other);
-    assert_eq!(e.proxy.manifest(&route, &tag, None).await.unwrap(), d1);
+    assert_eq!(e.proxy.manifest(ask(&route, &tag)).await.unwrap(), d1);
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    assert_eq!(e.proxy.manifest(&route, &tag, None).await.unwrap(), d2);
+    assert_eq!(e.proxy.manifest(ask(&route, &tag)).await.unwrap(), d2);
     assert_eq!(e.up.manifest_heads.load(SeqCst), 1);
     // By digest: stored, and served without the upstream.
     let (_, body) = e
@@ -338,21 +434,21 @@ async fn tags_are_fresh_then_revalidated_and_served_stale_when_the_upstream_is_d
     e.up.down.store(true, SeqCst);
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(
-        e.proxy.manifest(&route, &tag, None).await.unwrap(),
+        e.proxy.manifest(ask(&route, &tag)).await.unwrap(),
         d2,
         "stale"
     );
     assert_eq!(route.upstream.metrics.stale.load(Relaxed), 1);
     assert_eq!(
         e.proxy
-            .manifest(&route, &Reference::Digest(d1.clone()), None)
+            .manifest(ask(&route, &Reference::Digest(d1.clone())))
             .await
             .unwrap(),
         d1
     );
     let err = e
         .proxy
-        .manifest(&route, &"v9".parse().unwrap(), None)
+        .manifest(ask(&route, &"v9".parse().unwrap()))
         .await
         .unwrap_err();
     assert!(err.upstream_down(), "{err}");
@@ -377,13 +473,10 @@ async fn a_manifest_that_does_not_match_its_digest_is_refused() {
         .lock()
         .unwrap()
         .insert(d.to_string(), (bogus.0, Bytes::from(body)));
-    let route = e
-        .proxy
-        .route(&name("a/b"), Some("upstream.test:5000"))
-        .unwrap();
+    let route = e.route();
     let err = e
         .proxy
-        .manifest(&route, &Reference::Digest(d.clone()), None)
+        .manifest(ask(&route, &Reference::Digest(d.clone())))
         .await
         .unwrap_err();
     assert!(matches!(err, ProxyError::DigestMismatch { .. }), "{err}");

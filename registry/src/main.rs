@@ -146,12 +146,7 @@ fn gc(args: &GcArgs) -> ExitCode {
     };
     maintenance(&cfg, |reg| {
         let opts = cfg.gc_options(args.dry_run);
-        let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
-        let report = rt
-            .block_on(reg.collect_garbage(&opts))
-            .map_err(|e| registry::error::error_chain(&e))?;
-        registry::maintenance::print_gc_report(&report, args.dry_run);
-        Ok(true)
+        registry::maintenance::collect_by_hand(&reg, &cfg, &opts)
     })
 }
 
@@ -217,12 +212,7 @@ fn garbage_collect(args: &GarbageCollectArgs) -> ExitCode {
             };
             opts.retention.insert(0, everything);
         }
-        let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
-        let report = rt
-            .block_on(reg.collect_garbage(&opts))
-            .map_err(|e| registry::error::error_chain(&e))?;
-        registry::maintenance::print_gc_report(&report, args.dry_run);
-        Ok(true)
+        registry::maintenance::collect_by_hand(&reg, &cfg, &opts)
     })
 }
 

@@ -5,6 +5,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use storage::gc::GcReport;
+use storage::proxy_cache::EvictReport;
 use storage::Store;
 
 use crate::config::Config;
@@ -25,7 +26,7 @@ pub fn spawn_gc(registry: &Arc<Store>, config: &Config) {
             let Some(reg) = weak.upgrade() else { return };
             let started = std::time::Instant::now();
             if let Some(limit) = cache_limit {
-                evict_cache(&reg, limit).await;
+                evict_cache(&reg, limit, false).await;
             }
             let res = reg.collect_garbage(&opts).await;
             crate::metrics::METRICS.gc_run(
@@ -89,21 +90,61 @@ pub fn print_gc_report(r: &GcReport, dry_run: bool) {
     );
 }
 
+/// One collection run by hand (`registry gc`, `registry garbage-collect`) on a runtime of its
+/// own: the pull-through cache's eviction first, as the scheduled collection does, then the
+/// collection; prints what was (or, in a dry run, would be) evicted and removed.
+pub fn collect_by_hand(
+    reg: &Store,
+    config: &Config,
+    opts: &storage::gc::GcOptions,
+) -> Result<bool, String> {
+    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    let limit = config.proxy.as_ref().and_then(|p| p.max_cache_bytes);
+    if let Some(limit) = limit {
+        if let Some(r) = rt.block_on(evict_cache(reg, limit, opts.dry_run)) {
+            let verb = if opts.dry_run {
+                "would evict"
+            } else {
+                "evicted"
+            };
+            for e in &r.evicted {
+                println!("{verb} cached {e}");
+            }
+            println!(
+                "pull-through cache: {} bytes cached, limit {limit}; {verb} {} bytes",
+                r.cached_bytes, r.evicted_bytes
+            );
+        }
+    }
+    let report = rt
+        .block_on(reg.collect_garbage(opts))
+        .map_err(|e| crate::error::error_chain(&e))?;
+    print_gc_report(&report, opts.dry_run);
+    Ok(true)
+}
+
 /// Keeps the pull-through cache under its size limit before a collection: the least recently
 /// pulled cached content loses its links, and the collection then removes its blobs.
-async fn evict_cache(reg: &Store, limit: u64) {
-    match reg.cache_evict(limit, false).await {
-        Ok(r) if !r.evicted.is_empty() => tracing::info!(
-            cached_bytes = r.cached_bytes,
-            evicted_bytes = r.evicted_bytes,
-            evicted = r.evicted.len(),
-            limit,
-            "pull-through cache over its limit: least recently pulled content evicted"
-        ),
-        Ok(_) => {}
-        Err(e) => tracing::warn!(
-            error = %crate::error::error_chain(&e),
-            "pull-through cache eviction failed; retrying at the next collection"
-        ),
+async fn evict_cache(reg: &Store, limit: u64, dry_run: bool) -> Option<EvictReport> {
+    match reg.cache_evict(limit, dry_run).await {
+        Ok(r) => {
+            if !r.evicted.is_empty() && !dry_run {
+                tracing::info!(
+                    cached_bytes = r.cached_bytes,
+                    evicted_bytes = r.evicted_bytes,
+                    evicted = r.evicted.len(),
+                    limit,
+                    "pull-through cache over its limit: least recently pulled content evicted"
+                );
+            }
+            Some(r)
+        }
+        Err(e) => {
+            tracing::warn!(
+                error = %crate::error::error_chain(&e),
+                "pull-through cache eviction failed; retrying at the next collection"
+            );
+            None
+        }
     }
 }

@@ -151,6 +151,9 @@ async fn build_app(state: &Arc<AppState>) -> anyhow::Result<Router> {
     let auth = match &state.config.auth {
         Some(a) => {
             let auth = crate::auth::Auth::new(a.clone(), state.registry.clone()).await?;
+            if let Some(p) = &state.proxy {
+                auth.match_proxied_names(p.clone());
+            }
             tracing::info!("{}", auth.describe());
             Some(auth)
         }

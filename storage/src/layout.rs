@@ -12,6 +12,7 @@
 //! uploads/<id>/                                      staging folder of upload session <id> (below)
 //! _touched/<key>                                     object backend: modification-time sidecar of <key>
 //! outbox/...                                        event outbox: its own keys, see crate::outbox
+//! proxy/...                                         pull-through cache records, see crate::proxy_cache
 //! ```
 //!
 //! Repository name components start with `[a-z0-9]`, so they never collide with the `_`-prefixed
@@ -222,4 +223,24 @@ mod tests {
             h
         );
     }
+}
+
+/// Folder of the pull-through cache's records (see [`crate::proxy_cache`]).
+pub const PROXY: &str = "proxy/";
+/// Folder of the markers that make repositories caches of an upstream.
+pub const PROXY_REPOS: &str = "proxy/repos/";
+
+/// The marker that makes `name` a cache repository.
+pub fn proxy_repo_marker(name: &RepoName) -> String {
+    format!("{PROXY_REPOS}{name}")
+}
+
+/// A cached tag's upstream record.
+pub fn proxy_tag(name: &RepoName, tag: &Tag) -> String {
+    format!("{PROXY}tags/{name}/{tag}")
+}
+
+/// The last-pulled marker of an object in a cache repository.
+pub fn proxy_pulled(name: &RepoName, d: &Digest) -> String {
+    format!("{PROXY}pulled/{name}/{}-{}", d.algorithm(), d.hex())
 }

@@ -1,7 +1,8 @@
 //! What a pull-through cache keeps beside the content it caches: when each cached tag was last
 //! checked upstream, when each cached object was last pulled (for least-recently-pulled
 //! eviction), and which repositories are caches. The proxy itself lives in the `proxy` crate; this
-//! module holds only its keys and the writes that need the registry's internals.
+//! module holds only the writes that need the registry's internals; the keys are built in
+//! [`crate::layout`].
 //!
 //! ```text
 //! proxy/repos/<name>                     marker: <name> is a cache of an upstream repository
@@ -25,28 +26,6 @@ use crate::layout;
 use crate::store::Store;
 use crate::types::{Digest, RepoName, Tag};
 
-/// Prefix of every key this module writes.
-pub const PREFIX: &str = "proxy/";
-/// Prefix of the cache repository markers.
-pub const REPOS: &str = "proxy/repos/";
-/// Prefix of the last-pulled markers.
-pub const PULLED: &str = "proxy/pulled/";
-
-/// The marker that makes `name` a cache repository.
-pub fn repo_marker(name: &RepoName) -> String {
-    format!("{REPOS}{name}")
-}
-
-/// A cached tag's upstream record.
-pub fn tag_key(name: &RepoName, tag: &Tag) -> String {
-    format!("{PREFIX}tags/{name}/{tag}")
-}
-
-/// The last-pulled marker of an object in a cache repository.
-pub fn pulled_key(name: &RepoName, d: &Digest) -> String {
-    format!("{PULLED}{name}/{}-{}", d.algorithm(), d.hex())
-}
-
 /// What the cache knows of a tag upstream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TagRecord {
@@ -57,13 +36,17 @@ pub struct TagRecord {
 }
 
 impl TagRecord {
+    /// A record of the upstream naming `digest` now.
+    pub fn checked_now(digest: &Digest) -> TagRecord {
+        TagRecord {
+            digest: digest.to_string(),
+            checked: now_secs(),
+        }
+    }
+
     /// Time since the upstream was last asked.
     pub fn age(&self) -> Duration {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        Duration::from_secs(now.saturating_sub(self.checked))
+        Duration::from_secs(now_secs().saturating_sub(self.checked))
     }
 }
 
@@ -78,7 +61,7 @@ pub fn now_secs() -> u64 {
 impl Store {
     /// Marks `name` as a cache repository (idempotent).
     pub async fn cache_mark_repo(&self, name: &RepoName) -> Result<()> {
-        let key = repo_marker(name);
+        let key = layout::proxy_repo_marker(name);
         match self.backend().head(&key).await {
             Ok(_) => Ok(()),
             Err(e) if e.is_not_found() => self.backend().put(&key, Bytes::new()).await,
@@ -126,7 +109,11 @@ impl Store {
 
     /// The upstream record of a cached tag, if any.
     pub async fn cache_tag_record(&self, name: &RepoName, tag: &Tag) -> Result<Option<TagRecord>> {
-        match self.backend().get_bytes(&tag_key(name, tag)).await {
+        match self
+            .backend()
+            .get_bytes(&layout::proxy_tag(name, tag))
+            .await
+        {
             Ok(raw) => Ok(serde_json::from_slice(&raw).ok()),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
@@ -142,7 +129,7 @@ impl Store {
     ) -> Result<()> {
         let raw = serde_json::to_vec(rec).expect("record serialises");
         self.backend()
-            .put(&tag_key(name, tag), Bytes::from(raw))
+            .put(&layout::proxy_tag(name, tag), Bytes::from(raw))
             .await
     }
 
@@ -154,7 +141,7 @@ impl Store {
         digest: &Digest,
         resolution: Duration,
     ) -> Result<()> {
-        let key = pulled_key(name, digest);
+        let key = layout::proxy_pulled(name, digest);
         match self.backend().head(&key).await {
             Ok(m) if m.modified.elapsed().unwrap_or_default() < resolution => Ok(()),
             Ok(_) => self.backend().touch(&key).await,
@@ -228,10 +215,10 @@ impl Store {
     /// link's own time when no pull was recorded).
     async fn cache_held(&self) -> Result<Vec<Held>> {
         let mut held: Vec<Held> = Vec::new();
-        for m in self.backend().list(REPOS).await? {
+        for m in self.backend().list(layout::PROXY_REPOS).await? {
             let Some(repo) = m
                 .key
-                .strip_prefix(REPOS)
+                .strip_prefix(layout::PROXY_REPOS)
                 .and_then(|n| n.parse::<RepoName>().ok())
             else {
                 continue;
@@ -244,7 +231,11 @@ impl Store {
                     let Some(digest) = layout::link_digest(&dir, &link.key) else {
                         continue;
                     };
-                    let pulled = match self.backend().head(&pulled_key(&repo, &digest)).await {
+                    let pulled = match self
+                        .backend()
+                        .head(&layout::proxy_pulled(&repo, &digest))
+                        .await
+                    {
                         Ok(p) => p.modified,
                         Err(e) if e.is_not_found() => link.modified,
                         Err(e) => return Err(e),
@@ -294,7 +285,9 @@ impl Store {
                 .delete(&layout::layer_link(&h.repo, &h.digest))
                 .await?;
         }
-        self.backend().delete(&pulled_key(&h.repo, &h.digest)).await
+        self.backend()
+            .delete(&layout::proxy_pulled(&h.repo, &h.digest))
+            .await
     }
 }
 
@@ -307,13 +300,16 @@ mod tests {
     use crate::store::Options;
     use crate::types::Reference;
 
+    /// A registry on a fresh folder, and the folder (removed when dropped).
+    fn temp_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = FsBackend::new(dir.path(), false).unwrap();
+        (dir, Store::new(Arc::new(backend), Options::default()))
+    }
+
     #[tokio::test]
     async fn a_cached_index_needs_none_of_its_children() {
-        let dir = tempfile::tempdir().unwrap();
-        let reg = Store::new(
-            Arc::new(FsBackend::new(dir.path(), false).unwrap()),
-            Options::default(),
-        );
+        let (_dir, reg) = temp_store();
         let name: RepoName = "docker.io/library/alpine".parse().unwrap();
         let tag: Tag = "3.20".parse().unwrap();
         let body = Bytes::from_static(
@@ -349,7 +345,7 @@ mod tests {
             .unwrap();
         let m = reg
             .backend()
-            .head(&pulled_key(&name, &digest))
+            .head(&layout::proxy_pulled(&name, &digest))
             .await
             .unwrap();
         assert_eq!(m.size, 0);
@@ -357,11 +353,7 @@ mod tests {
 
     #[tokio::test]
     async fn eviction_takes_the_least_recently_pulled_cached_content_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let reg = Store::new(
-            Arc::new(FsBackend::new(dir.path(), false).unwrap()),
-            Options::default(),
-        );
+        let (_dir, reg) = temp_store();
         let blob = |n: u8| {
             let data = Bytes::from(vec![n; 1000]);
             (

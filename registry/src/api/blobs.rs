@@ -21,7 +21,7 @@ use crate::sendfile::ZeroCopy;
 
 /// The byte range the request asks for: `None` for the whole blob (no `Range`, or one this
 /// server ignores, such as several ranges), 416 when it selects no byte of the blob.
-fn requested_range(h: &HeaderMap, size: u64) -> Result<Option<Range<u64>>, ApiError> {
+pub(super) fn requested_range(h: &HeaderMap, size: u64) -> Result<Option<Range<u64>>, ApiError> {
     let Some(v) = h.get(RANGE).and_then(|v| v.to_str().ok()) else {
         return Ok(None);
     };
@@ -37,7 +37,7 @@ fn requested_range(h: &HeaderMap, size: u64) -> Result<Option<Range<u64>>, ApiEr
 }
 
 /// The status and headers of a blob answer, and the number of body bytes.
-fn blob_headers(
+pub(super) fn blob_headers(
     digest: &Digest,
     range: Option<&Range<u64>>,
     size: u64,

@@ -6,14 +6,12 @@
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
-use http::header::{
-    HeaderMap, HeaderValue, ACCEPT, ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_TYPE, ETAG, RANGE,
-};
+use http::header::{HeaderMap, ACCEPT};
 use http::StatusCode;
 use proxy::{BlobSource, ProxyError};
-use storage::Reference;
+use storage::{Digest, Reference};
 
-use super::{param, Ctx, CONTENT_DIGEST};
+use super::{blobs, param, Ctx};
 use crate::endpoint::Endpoint;
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics::METRICS;
@@ -32,67 +30,93 @@ pub(super) async fn route(cx: &Ctx<'_>, ep: Endpoint) -> Result<Routed, ApiError
     let Some(px) = &st.proxy else {
         return Ok(Routed::Local(ep));
     };
-    let Some(name) = ep_name(&ep) else {
+    let Some(name) = ep.target().0 else {
         return Ok(Routed::Local(ep));
     };
-    let Some(route) = px.route(name, param(q, "ns")) else {
-        return Ok(Routed::Local(ep));
+    let ns = param(q, "ns");
+    let Some(route) = px.route(name, ns) else {
+        return match (ns, px.catch_all()) {
+            // The registry mirrors one upstream and holds nothing else: an unknown `ns` would
+            // be answered with that upstream's content under the same name.
+            (Some(ns), Some(all)) => Err(ApiError::new(
+                ErrorCode::NameUnknown,
+                format!(
+                    "no upstream is configured for ns={ns}; this registry mirrors {}",
+                    all.name()
+                ),
+            )),
+            _ => Ok(Routed::Local(ep)),
+        };
     };
     let accept = accept_list(&parts.headers);
     let accept = accept.as_deref();
     let local = route.local.clone();
     Ok(match ep {
-        Endpoint::GetManifest { reference, .. } => {
-            let d = px
-                .manifest(&route, &reference, accept)
-                .await
-                .map_err(api_error)?;
-            Routed::Local(Endpoint::GetManifest {
-                name: local,
-                reference: Reference::Digest(d),
+        Endpoint::GetManifest { ref reference, .. }
+        | Endpoint::HeadManifest { ref reference, .. } => {
+            let ask = proxy::Ask {
+                route: &route,
+                reference,
+                accept,
+            };
+            let d = px.manifest(ask).await.map_err(api_error)?;
+            let reference = Reference::Digest(d);
+            Routed::Local(match ep {
+                Endpoint::GetManifest { .. } => Endpoint::GetManifest {
+                    name: local,
+                    reference,
+                },
+                _ => Endpoint::HeadManifest {
+                    name: local,
+                    reference,
+                },
             })
         }
-        Endpoint::HeadManifest { reference, .. } => {
-            let d = px
-                .manifest(&route, &reference, accept)
-                .await
-                .map_err(api_error)?;
-            Routed::Local(Endpoint::HeadManifest {
-                name: local,
-                reference: Reference::Digest(d),
-            })
-        }
-        Endpoint::HeadBlob { digest, .. } => {
-            match px.blob_size(&route, &digest).await.map_err(api_error)? {
-                Some(size) if st.registry.blob_size(&local, &digest).await.is_err() => {
-                    Routed::Done(blob_response(&digest, size, Body::empty()))
-                }
-                _ => Routed::Local(Endpoint::HeadBlob {
-                    name: local,
-                    digest,
-                }),
-            }
-        }
-        Endpoint::GetBlob { digest, .. } => {
-            let whole = !parts.headers.contains_key(RANGE);
-            match px.blob(&route, &digest, whole).await.map_err(api_error)? {
-                BlobSource::Stored => Routed::Local(Endpoint::GetBlob {
-                    name: local,
-                    digest,
-                }),
-                BlobSource::Filling { size, stream } => {
-                    let body =
-                        Body::from_stream(stream.inspect_ok(|b| METRICS.sent(b.len() as u64)));
-                    Routed::Done(blob_response(&digest, size, body))
-                }
-            }
-        }
+        Endpoint::HeadBlob { digest, .. } => head_blob(cx, &route, digest).await?,
+        Endpoint::GetBlob { digest, .. } => get_blob(cx, &route, digest).await?,
         Endpoint::ListTags { .. } => Routed::Local(Endpoint::ListTags { name: local }),
         Endpoint::Referrers { digest, .. } => Routed::Local(Endpoint::Referrers {
             name: local,
             digest,
         }),
         _ => return Err(read_only(&route)),
+    })
+}
+
+/// `HEAD` of a proxied blob: from storage when stored, else the upstream's size (no fill).
+async fn head_blob(cx: &Ctx<'_>, route: &proxy::Route, digest: Digest) -> Result<Routed, ApiError> {
+    let px = cx.st.proxy.as_ref().expect("routed by the proxy");
+    let local = route.local.clone();
+    Ok(
+        match px.blob_size(route, &digest).await.map_err(api_error)? {
+            Some(size) if cx.st.registry.blob_size(&local, &digest).await.is_err() => {
+                let (status, headers, _) = blobs::blob_headers(&digest, None, size);
+                Routed::Done((status, headers, Body::empty()).into_response())
+            }
+            _ => Routed::Local(Endpoint::HeadBlob {
+                name: local,
+                digest,
+            }),
+        },
+    )
+}
+
+/// `GET` of a proxied blob: from storage when stored, else (the range asked for, or all of it)
+/// from the fill in progress as it arrives.
+async fn get_blob(cx: &Ctx<'_>, route: &proxy::Route, digest: Digest) -> Result<Routed, ApiError> {
+    let px = cx.st.proxy.as_ref().expect("routed by the proxy");
+    Ok(match px.blob(route, &digest).await.map_err(api_error)? {
+        BlobSource::Stored => Routed::Local(Endpoint::GetBlob {
+            name: route.local.clone(),
+            digest,
+        }),
+        BlobSource::Filling { size, fill } => {
+            let range = blobs::requested_range(&cx.parts.headers, size)?;
+            let (status, headers, _) = blobs::blob_headers(&digest, range.as_ref(), size);
+            let stream = fill.stream(range.unwrap_or(0..size), size);
+            let body = Body::from_stream(stream.inspect_ok(|b| METRICS.sent(b.len() as u64)));
+            Routed::Done((status, headers, body).into_response())
+        }
     })
 }
 
@@ -117,46 +141,6 @@ fn read_only(route: &proxy::Route) -> ApiError {
             route.upstream.name()
         ),
     )
-}
-
-fn ep_name(ep: &Endpoint) -> Option<&storage::RepoName> {
-    Some(match ep {
-        Endpoint::Base | Endpoint::Catalog => return None,
-        Endpoint::ListTags { name }
-        | Endpoint::GetManifest { name, .. }
-        | Endpoint::HeadManifest { name, .. }
-        | Endpoint::PutManifest { name, .. }
-        | Endpoint::DeleteManifest { name, .. }
-        | Endpoint::GetBlob { name, .. }
-        | Endpoint::HeadBlob { name, .. }
-        | Endpoint::DeleteBlob { name, .. }
-        | Endpoint::StartUpload { name }
-        | Endpoint::GetUpload { name, .. }
-        | Endpoint::PatchUpload { name, .. }
-        | Endpoint::PutUpload { name, .. }
-        | Endpoint::DeleteUpload { name, .. }
-        | Endpoint::Referrers { name, .. } => name,
-    })
-}
-
-fn blob_response(digest: &storage::Digest, size: u64, body: Body) -> Response {
-    let mut h = HeaderMap::new();
-    h.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    h.insert(CONTENT_LENGTH, HeaderValue::from(size));
-    h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    let d = digest.to_string();
-    h.insert(
-        CONTENT_DIGEST,
-        HeaderValue::from_str(&d).expect("digest is ASCII"),
-    );
-    h.insert(
-        ETAG,
-        HeaderValue::from_str(&format!("\"{d}\"")).expect("digest is ASCII"),
-    );
-    (StatusCode::OK, h, body).into_response()
 }
 
 /// The wire error for a cache failure. Upstream trouble is a 5xx (502, or 504 for a timeout), so

@@ -94,7 +94,11 @@ async fn check(
         _ => {}
     }
     if let Some((name, action)) = needs(ep) {
-        let repo = name.as_str();
+        let ns = parts.uri.query().and_then(|q| {
+            form_urlencoded::parse(q.as_bytes()).find_map(|(k, v)| (k == "ns").then_some(v))
+        });
+        let repo = auth.rule_name(name, ns.as_deref());
+        let repo = repo.as_str();
         if !auth.may(&caller, repo, action) {
             return refuse(auth, &parts, &caller, repo, action);
         }

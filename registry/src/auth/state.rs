@@ -25,6 +25,8 @@ pub struct Auth {
     pub(super) signing: SigningKey,
     pub(super) limit: FailureLimit,
     pub(super) registry: Arc<Store>,
+    /// The pull-through cache: rules match a proxied name as its cache repository.
+    pub(super) proxy: std::sync::OnceLock<Arc<proxy::Proxy>>,
 }
 
 /// Where ServiceAccount token keys come from.
@@ -89,6 +91,7 @@ impl Auth {
             limit,
             registry,
             cfg,
+            proxy: Default::default(),
         }))
     }
 
@@ -106,6 +109,21 @@ impl Auth {
             if self.jwks.is_some() { "on" } else { "off" },
             self.signing.origin()
         )
+    }
+
+    /// From now on, rules match a name the pull-through cache serves as its cache repository
+    /// ([`proxy::Route::local`]): `?ns=docker.io` with `library/alpine` and the prefix form
+    /// `docker.io/library/alpine` both as `docker.io/library/alpine`.
+    pub fn match_proxied_names(&self, proxy: Arc<proxy::Proxy>) {
+        let _ = self.proxy.set(proxy);
+    }
+
+    /// The name rules are matched on for `name` asked for with `ns`.
+    pub(super) fn rule_name(&self, name: &storage::RepoName, ns: Option<&str>) -> String {
+        match self.proxy.get().and_then(|p| p.route(name, ns)) {
+            Some(route) => route.local.to_string(),
+            None => name.to_string(),
+        }
     }
 
     /// The current token-signing key.
