@@ -343,6 +343,41 @@ def check_log_fields(logname, fmt):
     return lines
 
 
+def raw_digest(port, ref, creds=None):
+    """The digest of the manifest `ref` (repo:tag) on 127.0.0.1:`port`, as skopeo reads it."""
+    args = ["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://127.0.0.1:{port}/{ref}"]
+    if creds:
+        args[2:2] = ["--creds", creds]
+    r = subprocess.run(args, capture_output=True, timeout=120)
+    assert r.returncode == 0, f"skopeo inspect {ref} on {port}: {r.stderr[-300:]}"
+    return "sha256:" + hashlib.sha256(r.stdout).hexdigest()
+
+
+def skopeo_fails(*args):
+    """Whether skopeo with `args` fails (for what must be refused)."""
+    return subprocess.run(["skopeo", *args], capture_output=True, timeout=120).returncode != 0
+
+
+def new_user(name, user):
+    """A free port, a fresh password for `user` and an htpasswd file `name` holding it."""
+    password = f"{user}-{os.getpid()}-{time.time_ns()}"
+    return free_port(), password, htpasswd_file(name, user, password)
+
+
+def log_text(name):
+    with open(os.path.join(WORK, f"{name}.log"), errors="replace") as f:
+        return f.read()
+
+
+def push_layout(port, repo, creds=None):
+    """Pushes a new two-platform OCI layout to `repo`:v1 with skopeo (with `creds`, when given)."""
+    layout = os.path.join(WORK, repo.replace("/", "-") + "-layout")
+    make_multiarch_layout(layout)
+    creds = ["--dest-creds", creds] if creds else []
+    skopeo("copy", "--all", "--dest-tls-verify=false", *creds, f"oci:{layout}:v1", f"docker://127.0.0.1:{port}/{repo}:v1")
+    return layout
+
+
 def access_lines(logname, repo):
     """The access-log lines of the registry log `logname` for requests on `repo`."""
     text = open(os.path.join(WORK, f"{logname}.log"), errors="replace").read()
@@ -542,9 +577,7 @@ timeout = "60s"
     rcv3.up()
 
     def authenticated_push_names_the_actor():
-        p = free_port()
-        password = f"pw-{os.getpid()}-{time.time_ns()}"
-        users = htpasswd_file("actor.htpasswd", "alice", password)
+        p, password, users = new_user("actor.htpasswd", "alice")
         toml = write("actor.toml", f"""listen = "127.0.0.1:{p}"
 storage = "{os.path.join(WORK, 'actor')}"
 [auth]
@@ -554,10 +587,7 @@ name = "receiver"
 url = "{rcv3.url()}"
 """)
         r = Registry(["serve", "--config", toml], "actor").start(p)
-        layout = os.path.join(WORK, "actor-layout")
-        make_multiarch_layout(layout)
-        skopeo("copy", "--all", "--dest-tls-verify=false", "--dest-creds", f"alice:{password}",
-               f"oci:{layout}:v1", f"docker://127.0.0.1:{p}/team/actor:v1")
+        push_layout(p, "team/actor", f"alice:{password}")
         skopeo("copy", "--all", "--src-tls-verify=false", f"docker://127.0.0.1:{p}/team/actor:v1", f"oci:{os.path.join(WORK, 'actor-pulled')}:v1")
         wait_for(lambda: len(manifest_events(rcv3, "team/actor")) >= 3, 30, "the push's manifest events")
         evs = [e for e in rcv3.unique() if e["target"]["repository"] == "team/actor"]
@@ -570,56 +600,94 @@ url = "{rcv3.url()}"
         gets = [l for l in lines if "method=GET" in l and 'endpoint="get_manifest"' in l and "status=200" in l]
         assert puts and all('identity="alice"' in l for l in puts), f"manifest PUT lines: {puts}"
         assert gets and all('identity="anonymous"' in l for l in gets), f"anonymous GET lines: {gets}"
-        text = open(os.path.join(WORK, "actor.log"), errors="replace").read()
-        assert password not in text, "the password appears in the log"
+        assert password not in log_text("actor"), "the password appears in the log"
         r.stop()
 
     case("[auth] + events: a push with credentials has the user as every event's actor and the access log's identity", authenticated_push_names_the_actor)
 
-    # ---- Distribution's auth.htpasswd: a login for every request
-    rcv4 = Receiver()
-    rcv4.up()
-
+    # ---- Distribution's auth.htpasswd: a login for every request (events to rcv3 as well)
     def distribution_htpasswd_needs_a_login():
-        p = free_port()
-        password = f"bob-{os.getpid()}-{time.time_ns()}"
-        users = htpasswd_file("dist.htpasswd", "bob", password)
-        cfg_text = dist_yaml(p, free_port(), os.path.join(WORK, "htpasswd-fs"), rcv4)
+        p, password, users = new_user("dist.htpasswd", "bob")
+        cfg_text = dist_yaml(p, free_port(), os.path.join(WORK, "htpasswd-fs"), rcv3)
         cfg_text += f"auth:\n  htpasswd:\n    realm: basic-realm\n    path: {users}\n"
         r = Registry(["serve", write("htpasswd.yml", cfg_text)], "htpasswd").start(p)
         st, h, _ = http_get(p, "/v2/")
         assert st == 401 and h.get("WWW-Authenticate"), f"anonymous /v2/: {st} {h.get('WWW-Authenticate')}"
+        dest = f"docker://127.0.0.1:{p}/team/locked:v1"
         layout = os.path.join(WORK, "htpasswd-layout")
         make_multiarch_layout(layout)
-        dest = f"docker://127.0.0.1:{p}/team/locked:v1"
-        bad = subprocess.run(["skopeo", "copy", "--all", "--dest-tls-verify=false", f"oci:{layout}:v1", dest], capture_output=True, timeout=120)
-        assert bad.returncode != 0, "anonymous push succeeded"
-        bad = subprocess.run(["skopeo", "copy", "--all", "--dest-tls-verify=false", "--dest-creds", "bob:wrong",
-                              f"oci:{layout}:v1", dest], capture_output=True, timeout=120)
-        assert bad.returncode != 0, "push with a wrong password succeeded"
+        for creds in ([], ["--dest-creds", "bob:wrong"]):
+            assert skopeo_fails("copy", "--all", "--dest-tls-verify=false", *creds, f"oci:{layout}:v1", dest), f"push with {creds} succeeded"
         skopeo("copy", "--all", "--dest-tls-verify=false", "--dest-creds", f"bob:{password}", f"oci:{layout}:v1", dest)
         st, _, _ = http_get(p, "/v2/team/locked/manifests/v1")
         assert st == 401, f"anonymous manifest GET answered {st}"
-        out = os.path.join(WORK, "htpasswd-pulled")
-        bad = subprocess.run(["skopeo", "copy", "--src-tls-verify=false", dest, f"oci:{out}:v1"], capture_output=True, timeout=120)
-        assert bad.returncode != 0, "anonymous skopeo pull succeeded"
-        skopeo("copy", "--all", "--src-tls-verify=false", "--src-creds", f"bob:{password}", dest, f"oci:{out}:v1")
+        out = f"oci:{os.path.join(WORK, 'htpasswd-pulled')}:v1"
+        assert skopeo_fails("copy", "--src-tls-verify=false", dest, out), "anonymous skopeo pull succeeded"
+        skopeo("copy", "--all", "--src-tls-verify=false", "--src-creds", f"bob:{password}", dest, out)
         basic = {"Authorization": "Basic " + base64.b64encode(f"bob:{password}".encode()).decode(),
                  "Accept": "application/vnd.oci.image.index.v1+json"}
         st, h, _ = http_req(p, "HEAD", "/v2/team/locked/manifests/v1", headers=basic)
         assert st == 200, f"HEAD with Basic credentials: {st}"
         st, _, _ = http_req(p, "DELETE", f"/v2/team/locked/manifests/{h['Docker-Content-Digest']}", headers=basic)
         assert st == 202, f"DELETE with Basic credentials (storage.delete.enabled): {st}"
-        wait_for(lambda: {e["action"] for e in manifest_events(rcv4, "team/locked")} == {"push", "delete"}, 30, "push and delete events")
-        names = {e["actor"].get("name") for e in manifest_events(rcv4, "team/locked")}
+        wait_for(lambda: {e["action"] for e in manifest_events(rcv3, "team/locked")} == {"push", "delete"}, 30, "push and delete events")
+        names = {e["actor"].get("name") for e in manifest_events(rcv3, "team/locked")}
         assert names == {"bob"}, f"actor names {names}"
         lines = access_lines("htpasswd", "team/locked")
         assert any('identity="bob"' in l and "method=PUT" in l for l in lines), "no access-log line names bob"
         assert any("status=401" in l and "method=GET" in l for l in lines), "the refused anonymous GET is not in the access log"
-        assert password not in open(os.path.join(WORK, "htpasswd.log"), errors="replace").read(), "the password is in the log"
+        assert password not in log_text("htpasswd"), "the password is in the log"
         r.stop()
 
     case("Distribution auth.htpasswd: anonymous pull and push 401, skopeo logs in to push and pull, delete, actor is the user", distribution_htpasswd_needs_a_login)
+
+    # ---- Distribution's proxy.remoteurl: the whole registry mirrors one upstream
+    def distribution_proxy_pulls_through():
+        assert shutil.which("docker-registry"), "docker-registry (CNCF Distribution) missing: scripts/install-test-deps.sh installs it"
+        up_port, p = free_port(), free_port()
+        users = htpasswd_file("upstream.htpasswd", "puller", "up-s3cret")
+        up_cfg = write("upstream.yml", f"""version: 0.1
+log:
+  level: info
+storage:
+  filesystem:
+    rootdirectory: {os.path.join(WORK, 'upstream')}
+http:
+  addr: 127.0.0.1:{up_port}
+auth:
+  htpasswd:
+    realm: upstream
+    path: {users}
+""")
+        env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+        up = subprocess.Popen(["docker-registry", "serve", up_cfg], stdout=open(os.path.join(WORK, "upstream.log"), "ab"),
+                              stderr=subprocess.STDOUT, env=env)
+        PROCS.append(up)
+        wait_for(lambda: _up(up_port), 30, "the upstream Distribution")
+        layout = push_layout(up_port, "team/mirrored", "puller:up-s3cret")
+        cfg_text = dist_yaml(p, free_port(), os.path.join(WORK, "proxy-fs"), rcv)
+        cfg_text += f"proxy:\n  remoteurl: http://127.0.0.1:{up_port}\n  username: puller\n  password: up-s3cret\n  ttl: 168h\n"
+        r = Registry(["serve", write("proxy.yml", cfg_text)], "proxy").start(p)
+        # Every name comes from the upstream, with no prefix and no ?ns=.
+        out = os.path.join(WORK, "proxy-pulled")
+        skopeo("copy", "--all", "--src-tls-verify=false", f"docker://127.0.0.1:{p}/team/mirrored:v1", f"oci:{out}:v1")
+        mirrored = raw_digest(p, "team/mirrored:v1")
+        assert mirrored == raw_digest(up_port, "team/mirrored:v1", "puller:up-s3cret"), "the mirror serves another digest than the upstream"
+        st, _, _ = http_get(p, "/v2/team/absent/manifests/v1")
+        assert st == 404, f"a name the upstream lacks: {st}"
+        assert skopeo_fails("copy", "--dest-tls-verify=false", f"oci:{layout}:v1", f"docker://127.0.0.1:{p}/team/pushed:v1"), "a push into the mirror succeeded"
+        st, _, _ = http_req(p, "POST", "/v2/team/pushed/blobs/uploads/")
+        assert st == 403, f"upload start on the mirror answered {st}, want 403 DENIED"
+        # Cached: the upstream going away does not stop pulls of what was pulled.
+        up.terminate()
+        up.wait(20)
+        skopeo("copy", "--all", "--src-tls-verify=false", f"docker://127.0.0.1:{p}/team/mirrored@{mirrored}", f"oci:{out}2:v1")
+        text = log_text("proxy")
+        assert "proxy.ttl" in text and "pull-through cache of" in text, "no start-up note on proxy.remoteurl and proxy.ttl"
+        assert "up-s3cret" not in text, "the upstream password is in the log"
+        r.stop()
+
+    case("Distribution proxy.remoteurl with credentials: skopeo pulls any name through a real Distribution upstream, pushes refused", distribution_proxy_pulls_through)
     log(f"{RESULTS['pass']} passed, {RESULTS['fail']} failed")
     return 1 if RESULTS["fail"] else 0
 

@@ -1,13 +1,5 @@
+use crate::config::tests::env_of;
 use crate::config::{Config, ServeArgs};
-use std::collections::HashMap;
-
-fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-    let m: HashMap<String, String> = pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    move |k| m.get(k).cloned()
-}
 
 fn load(yaml: &str, env: &[(&str, &str)]) -> anyhow::Result<Config> {
     let dir = tempfile::tempdir().unwrap();
@@ -265,5 +257,35 @@ fn htpasswd_becomes_auth_with_a_login_for_everything() {
             c.distribution.notes
         );
         assert!(c.distribution.unsupported.is_empty());
+    }
+}
+
+#[test]
+fn proxy_remoteurl_makes_the_registry_a_cache_of_one_upstream() {
+    let yaml = "version: 0.1\nproxy:\n  remoteurl: https://registry-1.docker.io\n  username: robot\n  password: hub-token\n  ttl: 168h\nstorage:\n  filesystem: {rootdirectory: /x}\n";
+    let from_env = [
+        ("REGISTRY_PROXY_REMOTEURL", "https://registry-1.docker.io"),
+        ("REGISTRY_PROXY_USERNAME", "robot"),
+        ("REGISTRY_PROXY_PASSWORD", "hub-token"),
+        ("REGISTRY_PROXY_TTL", "168h"),
+        ("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", "/x"),
+    ];
+    let configs = [
+        load(yaml, &[]).unwrap(),
+        Config::load(&ServeArgs::default(), &env_of(&from_env)).unwrap(),
+    ];
+    for c in configs {
+        let p = c.proxy.expect("a [proxy] section");
+        assert_eq!(p.upstreams.len(), 1);
+        let up = &p.upstreams[0];
+        assert_eq!(up.name, "docker.io");
+        assert_eq!(up.url, "https://registry-1.docker.io");
+        assert!(up.catch_all);
+        assert_eq!(
+            up.credentials().unwrap(),
+            Some(("robot".to_owned(), "hub-token".to_owned()))
+        );
+        assert!(c.distribution.unsupported.is_empty());
+        assert!(!format!("{:?}", c.distribution).contains("hub-token"));
     }
 }
