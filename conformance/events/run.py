@@ -5,7 +5,8 @@
 
 Starts everything on 127.0.0.1 in a temp folder: the registry (from Distribution-format YAML
 written here, or TOML), a notification receiver (in this process), moto_server for S3, and uses
-skopeo for real pushes and pulls. Prints PASS/FAIL per case and exits non-zero on a failure.
+skopeo, buildah and podman (private storage roots under the temp folder; root needed) for real
+pushes and pulls. Prints PASS/FAIL per case and exits non-zero on a failure.
 """
 
 import base64
@@ -343,6 +344,32 @@ def check_log_fields(logname, fmt):
     return lines
 
 
+def run_tool(argv, timeout=180):
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, f"{' '.join(argv[:6])} ...: {r.stderr[-500:]}"
+    return r.stdout.strip()
+
+
+def umount_under(folder):
+    """Unmounts what podman and buildah left mounted under `folder`, deepest first."""
+    with open("/proc/mounts") as f:
+        points = [l.split()[1] for l in f if l.split()[1].startswith(folder)]
+    for m in sorted(points, reverse=True):
+        if subprocess.run(["umount", m], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", m], capture_output=True)
+
+
+def container_tools():
+    """buildah (a build store and a pull store) and podman with private storage under WORK."""
+    def store(name):
+        return ["--root", os.path.join(WORK, name, "root"), "--runroot", os.path.join(WORK, name, "runroot"),
+                "--storage-driver", "overlay"]
+    os.makedirs(os.path.join(WORK, "podman", "tmp"), exist_ok=True)
+    podman = ["podman", *store("podman"), "--tmpdir", os.path.join(WORK, "podman", "tmp"),
+              "--cgroup-manager", "cgroupfs", "--events-backend", "file"]
+    return ["buildah", *store("build")], ["buildah", *store("pull")], podman
+
+
 def raw_digest(port, ref, creds=None):
     """The digest of the manifest `ref` (repo:tag) on 127.0.0.1:`port`, as skopeo reads it."""
     args = ["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://127.0.0.1:{port}/{ref}"]
@@ -411,6 +438,45 @@ def main():
         assert any("registry serving" in l for l in lines), "no start-up line 'registry serving'"
         assert any("registry::access" in l and 'repository="team/none"' in l for l in lines), "no access-log line for the request"
 
+    def podman_and_buildah_push_and_pull():
+        missing = [t for t in ("buildah", "podman") if not shutil.which(t)]
+        assert not missing and os.path.exists("/bin/busybox"), f"missing {missing} or /bin/busybox (scripts/install-test-deps.sh)"
+        assert os.geteuid() == 0, "podman and buildah with overlay storage need root"
+        build, pull, podman = container_tools()
+        mark = f"events-yaml-{os.getpid()}-{time.time_ns()}"
+        with open(os.path.join(WORK, "mark.txt"), "w") as f:
+            f.write(mark + "\n")
+        c = run_tool(build + ["from", "scratch"])
+        run_tool(build + ["copy", c, "/bin/busybox", "/bin/busybox"])
+        run_tool(build + ["copy", c, os.path.join(WORK, "mark.txt"), "/mark.txt"])
+        run_tool(build + ["config", "--entrypoint", '["/bin/busybox"]', "--cmd", '["cat","/mark.txt"]', c])
+        run_tool(build + ["commit", "-q", "--rm", c, "localhost/events/img:latest"])
+        reg_host = f"127.0.0.1:{port}"
+        df = os.path.join(WORK, "buildah.digest")
+        run_tool(build + ["push", "-q", "--tls-verify=false", "--digestfile", df,
+                          "localhost/events/img:latest", f"docker://{reg_host}/clients/buildah:v1"])
+        buildah_digest = open(df).read().strip()
+        # podman pulls what buildah pushed, and pushes it under another name
+        run_tool(podman + ["pull", "-q", "--tls-verify=false", f"{reg_host}/clients/buildah:v1"])
+        got = run_tool(podman + ["image", "inspect", "--format", "{{.Digest}}", f"{reg_host}/clients/buildah:v1"])
+        assert got == buildah_digest, f"podman pulled {got}, buildah pushed {buildah_digest}"
+        df = os.path.join(WORK, "podman.digest")
+        run_tool(podman + ["push", "-q", "--tls-verify=false", "--digestfile", df,
+                           f"{reg_host}/clients/buildah:v1", f"docker://{reg_host}/clients/podman:v1"])
+        podman_digest = open(df).read().strip()
+        # buildah pulls what podman pushed into a fresh store, and the file inside is the marker
+        run_tool(pull + ["pull", "-q", "--tls-verify=false", f"{reg_host}/clients/podman:v1"])
+        c = run_tool(pull + ["from", "-q", "--pull-never", f"{reg_host}/clients/podman:v1"])
+        root = run_tool(pull + ["mount", c])
+        content = open(os.path.join(root, "mark.txt")).read().strip()
+        run_tool(pull + ["umount", c])
+        run_tool(pull + ["rm", c])
+        assert content == mark, f"pulled /mark.txt holds {content!r}"
+        want = {("clients/buildah", buildah_digest), ("clients/podman", podman_digest)}
+        got = lambda: {(e["target"]["repository"], e["target"]["digest"]) for e in manifest_events(rcv)
+                       if e["action"] == "push" and e["target"].get("tag") == "v1"}
+        wait_for(lambda: want <= got(), 30, f"push events for {want}")
+
     def multiarch_push_tag_move_delete_give_exact_events():
         layout = os.path.join(WORK, "layout")
         make_multiarch_layout(layout)
@@ -470,6 +536,7 @@ def main():
 
     case("distribution 2.8 config.yml (filesystem, headers, notifications, log fields on every line, health) runs unchanged", distribution_config_runs_unchanged)
     case("multi-arch push (skopeo), pull, tag move and delete: exactly the expected events, Distribution format", multiarch_push_tag_move_delete_give_exact_events)
+    case("buildah and podman push and pull against the Distribution config.yml; their pushes give events", podman_and_buildah_push_and_pull)
     def garbage_collect_and_refusals():
         r = subprocess.run([BIN, "garbage-collect", cfg, "--delete-untagged", "--dry-run"], capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, f"garbage-collect exited {r.returncode}: {r.stderr[-400:]}"
@@ -708,6 +775,12 @@ def cleanup():
                 p.wait(10)
             except subprocess.TimeoutExpired:
                 pass
+    if os.path.isdir(os.path.join(WORK, "podman")):
+        subprocess.run(container_tools()[2] + ["rmi", "-af"], capture_output=True, timeout=60)
+    for store in container_tools()[:2]:
+        if os.path.isdir(store[2]):
+            subprocess.run(store + ["rm", "-a"], capture_output=True, timeout=60)
+    umount_under(WORK)
     if os.environ.get("EVENTS_KEEP"):
         log(f"logs kept in {WORK}")
     else:
