@@ -4,16 +4,12 @@
 
 use serde_json::Value;
 
+use super::translate::Out;
 use super::values::{get, string};
-use super::Extras;
 
-/// Translates `auth.*` into `t` and `x`; schemes that cannot be honoured go to `refused`.
-pub(super) fn auth(
-    tree: &Value,
-    t: &mut toml::Table,
-    x: &mut Extras,
-    refused: &mut Vec<String>,
-) -> anyhow::Result<()> {
+/// Translates `auth.*` into `out`; schemes that cannot be honoured go to `refused`.
+pub(super) fn auth(tree: &Value, out: &mut Out) -> anyhow::Result<()> {
+    let Out { t, x, refused } = out;
     let Some(section) = get(tree, "auth").and_then(Value::as_object) else {
         return Ok(());
     };
@@ -47,17 +43,15 @@ pub(super) fn auth(
         return Ok(());
     };
     let realm = string(tree, "auth.htpasswd.realm")?.unwrap_or_default();
-    let mut rule = toml::Table::new();
-    rule.insert("repositories".into(), vec!["**"].into());
-    rule.insert("identities".into(), vec!["authenticated"].into());
-    rule.insert("actions".into(), vec!["pull", "push", "delete"].into());
-    let mut a = toml::Table::new();
-    a.insert("htpasswd".into(), path.clone().into());
-    a.insert(
-        "rules".into(),
-        toml::Value::Array(vec![toml::Value::Table(rule)]),
-    );
-    t.insert("auth".into(), toml::Value::Table(a));
+    let section = serde_json::json!({
+        "htpasswd": path,
+        "rules": [{
+            "repositories": ["**"],
+            "identities": ["authenticated"],
+            "actions": ["pull", "push", "delete"],
+        }],
+    });
+    t.insert("auth".into(), toml::Value::try_from(section)?);
     x.notes.push(format!(
         "auth.htpasswd: every request needs a valid login from {path} (no anonymous pull); a valid login may pull, push and delete, as in Distribution. Clients are challenged for a Bearer token from /token, where the same credentials work (as does Basic on /v2/), so the realm {realm:?} is not shown to them"
     ));

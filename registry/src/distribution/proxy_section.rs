@@ -4,16 +4,12 @@
 
 use serde_json::Value;
 
+use super::translate::Out;
 use super::values::{duration, get, string};
-use super::Extras;
 
-/// Translates `proxy.*` into `t` and `x`; what cannot be honoured goes to `refused`.
-pub(super) fn proxy(
-    tree: &Value,
-    t: &mut toml::Table,
-    x: &mut Extras,
-    refused: &mut Vec<String>,
-) -> anyhow::Result<()> {
+/// Translates `proxy.*` into `out`; what cannot be honoured goes to `refused`.
+pub(super) fn proxy(tree: &Value, out: &mut Out) -> anyhow::Result<()> {
+    let Out { t, x, refused } = out;
     if get(tree, "proxy").is_none() {
         return Ok(());
     }
@@ -30,24 +26,21 @@ pub(super) fn proxy(
     };
     let user = string(tree, "proxy.username")?.filter(|u| !u.is_empty());
     let pass = string(tree, "proxy.password")?.filter(|p| !p.is_empty());
-    let mut up = toml::Table::new();
-    up.insert("name".into(), name.clone().into());
-    up.insert("url".into(), url.trim_end_matches('/').into());
-    up.insert("catch_all".into(), true.into());
+    let mut up = serde_json::json!({
+        "name": name,
+        "url": url.trim_end_matches('/'),
+        "catch_all": true,
+    });
     match (user, pass) {
         (Some(u), Some(p)) => {
-            up.insert("username".into(), u.into());
-            up.insert("password".into(), p.into());
+            up["username"] = u.into();
+            up["password"] = p.into();
         }
         (None, None) => {}
         _ => refused.push("proxy.username and proxy.password go together".into()),
     }
-    let mut p = toml::Table::new();
-    p.insert(
-        "upstreams".into(),
-        toml::Value::Array(vec![toml::Value::Table(up)]),
-    );
-    t.insert("proxy".into(), toml::Value::Table(p));
+    let section = serde_json::json!({ "upstreams": [up] });
+    t.insert("proxy".into(), toml::Value::try_from(section)?);
     x.notes.push(format!(
         "proxy.remoteurl: a pull-through cache of {url} (upstream {name:?}): every repository is fetched from it and cached, pushes are refused"
     ));
@@ -86,12 +79,13 @@ fn upstream_name(url: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::distribution::Extras;
 
     fn translate(yaml: &str) -> (toml::Table, Extras, Vec<String>) {
         let tree: Value = yaml_serde::from_str(yaml).unwrap();
-        let (mut t, mut x, mut refused) = (toml::Table::new(), Extras::default(), Vec::new());
-        proxy(&tree, &mut t, &mut x, &mut refused).unwrap();
-        (t, x, refused)
+        let mut out = Out::default();
+        proxy(&tree, &mut out).unwrap();
+        (out.t, out.x, out.refused)
     }
 
     #[test]

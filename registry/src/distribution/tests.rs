@@ -1,5 +1,18 @@
+use crate::auth::{Action, Identity, Rules};
 use crate::config::tests::env_of;
 use crate::config::{Config, ServeArgs};
+
+/// The configuration of `yaml` (sections beside a filesystem storage), and that of
+/// Distribution's variables `env` alone (beside the same storage).
+fn from_file_and_from_env(yaml: &str, env: &[(&str, &str)]) -> [Config; 2] {
+    let yaml = format!("version: 0.1\nstorage:\n  filesystem: {{rootdirectory: /x}}\n{yaml}");
+    let mut env = env.to_vec();
+    env.push(("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", "/x"));
+    [
+        load(&yaml, &[]).unwrap(),
+        Config::load(&ServeArgs::default(), &env_of(&env)).unwrap(),
+    ]
+}
 
 fn load(yaml: &str, env: &[(&str, &str)]) -> anyhow::Result<Config> {
     let dir = tempfile::tempdir().unwrap();
@@ -227,18 +240,9 @@ fn tls_serves_https_on_the_distribution_address() {
 
 #[test]
 fn htpasswd_becomes_auth_with_a_login_for_everything() {
-    use crate::auth::{Action, Identity, Rules};
-    let yaml = "version: 0.1\nauth:\n  htpasswd:\n    realm: basic-realm\n    path: /auth/htpasswd\nstorage:\n  filesystem: {rootdirectory: /x}\n";
-    let from_env = [
-        ("REGISTRY_AUTH_HTPASSWD_PATH", "/auth/htpasswd"),
-        ("REGISTRY_AUTH_HTPASSWD_REALM", "basic-realm"),
-        ("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", "/x"),
-    ];
-    let configs = [
-        load(yaml, &[]).unwrap(),
-        Config::load(&ServeArgs::default(), &env_of(&from_env)).unwrap(),
-    ];
-    for c in configs {
+    let yaml = "auth:\n  htpasswd:\n    realm: basic-realm\n    path: /auth/htpasswd\n";
+    let env = [("REGISTRY_AUTH_HTPASSWD_PATH", "/auth/htpasswd")];
+    for c in from_file_and_from_env(yaml, &env) {
         let a = c.auth.expect("an [auth] section");
         assert_eq!(a.htpasswd.unwrap().to_str(), Some("/auth/htpasswd"));
         assert!(a.serviceaccount.is_none());
@@ -262,19 +266,14 @@ fn htpasswd_becomes_auth_with_a_login_for_everything() {
 
 #[test]
 fn proxy_remoteurl_makes_the_registry_a_cache_of_one_upstream() {
-    let yaml = "version: 0.1\nproxy:\n  remoteurl: https://registry-1.docker.io\n  username: robot\n  password: hub-token\n  ttl: 168h\nstorage:\n  filesystem: {rootdirectory: /x}\n";
+    let yaml = "proxy:\n  remoteurl: https://registry-1.docker.io\n  username: robot\n  password: hub-token\n  ttl: 168h\n";
     let from_env = [
         ("REGISTRY_PROXY_REMOTEURL", "https://registry-1.docker.io"),
         ("REGISTRY_PROXY_USERNAME", "robot"),
         ("REGISTRY_PROXY_PASSWORD", "hub-token"),
         ("REGISTRY_PROXY_TTL", "168h"),
-        ("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", "/x"),
     ];
-    let configs = [
-        load(yaml, &[]).unwrap(),
-        Config::load(&ServeArgs::default(), &env_of(&from_env)).unwrap(),
-    ];
-    for c in configs {
+    for c in from_file_and_from_env(yaml, &from_env) {
         let p = c.proxy.expect("a [proxy] section");
         assert_eq!(p.upstreams.len(), 1);
         let up = &p.upstreams[0];
@@ -288,4 +287,31 @@ fn proxy_remoteurl_makes_the_registry_a_cache_of_one_upstream() {
         assert!(c.distribution.unsupported.is_empty());
         assert!(!format!("{:?}", c.distribution).contains("hub-token"));
     }
+}
+
+#[test]
+fn gcs_and_azure_name_their_bucket_and_root() {
+    let c = load(
+        "version: 0.1\nstorage:\n  gcs:\n    bucket: b\n    rootdirectory: /r/\n    keyfile: /k.json\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.storage, "gs://b/r");
+    assert_eq!(c.storage_options["service_account_path"], "/k.json");
+    let c = load(
+        "version: 0.1\nstorage:\n  azure:\n    accountname: acct\n    accountkey: key\n    container: c\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.storage, "az://c");
+    assert_eq!(c.storage_options["account_name"], "acct");
+    let e = load(
+        "version: 0.1\nstorage:\n  gcs:\n    rootdirectory: /r\n",
+        &[],
+    )
+    .unwrap_err();
+    assert!(
+        format!("{e:#}").contains("storage.gcs.bucket is required"),
+        "{e:#}"
+    );
 }

@@ -12,25 +12,31 @@ use super::unsupported;
 use super::values::{get, string};
 use super::Extras;
 
+/// What the translation builds: the project's config table, the [`Extras`], and what is
+/// refused (the start stops with all the reasons).
+#[derive(Default)]
+pub(super) struct Out {
+    pub t: toml::Table,
+    pub x: Extras,
+    pub refused: Vec<String>,
+}
+
 /// Turns a Distribution tree into the project's config table and the [`Extras`].
 pub(super) fn translate(tree: &Value) -> anyhow::Result<(toml::Table, Extras)> {
-    let mut t = toml::Table::new();
-    let mut x = Extras::default();
-    let mut refused: Vec<String> = Vec::new();
-
+    let mut out = Out::default();
     if let Some(v) = string(tree, "version")? {
         if v != "0.1" {
             bail!("version {v:?}: Distribution configurations are version 0.1");
         }
     }
-    log(tree, &mut t, &mut x)?;
-    http(tree, &mut t, &mut x, &mut refused)?;
-    storage(tree, &mut t, &mut x, &mut refused)?;
-    auth(tree, &mut t, &mut x, &mut refused)?;
-    proxy(tree, &mut t, &mut x, &mut refused)?;
-    needs_other_parts(tree, &mut x, &mut refused);
-    notifications(tree, &mut t)?;
-
+    log(tree, &mut out.t, &mut out.x)?;
+    http(tree, &mut out)?;
+    storage(tree, &mut out)?;
+    auth(tree, &mut out)?;
+    proxy(tree, &mut out)?;
+    needs_other_parts(tree, &mut out.x, &mut out.refused);
+    notifications(tree, &mut out.t)?;
+    let Out { t, mut x, refused } = out;
     if !refused.is_empty() {
         bail!(
             "this Distribution configuration asks for what this registry will not silently skip:\n  - {}",
