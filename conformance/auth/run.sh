@@ -3,7 +3,8 @@
 # (htpasswd written by `htpasswd -B`, a JWKS written by the test for ServiceAccount tokens,
 # per-namespace rules). skopeo, buildah, podman, the ORAS Python SDK and containerd's ctr log in
 # and push with credentials and pull anonymously; ServiceAccount tokens push into their namespace
-# and are refused elsewhere; bad tokens get 401; a hostile pass over the auth surface; and no
+# and are refused elsewhere; bad tokens get 401; a hostile pass over the auth surface; the access
+# log names the caller (ServiceAccount, anonymous, nobody for refused credentials); and no
 # secret may appear in the registry's log (captured at debug level for the whole run).
 #
 #   conformance/auth/run.sh [REGISTRY_BINARY]      (default target/x86_64-unknown-linux-gnu/release/registry)
@@ -423,6 +424,35 @@ test_failed_logins_429() {
   expect_eq "anonymous pull from the blocked address" "$STATUS" 200
 }
 
+# access_lines REPO METHOD: the registry's access-log lines for METHOD requests on REPO.
+access_lines() {
+  grep -F 'registry::access' "$REG_LOG" | grep -F "repository=\"$1\"" | grep -F "method=$2 " || true
+}
+
+test_access_log_identity() {
+  local tok lines
+  tok=$(mint team-a) || fail "minting a token" || return 1
+  run skopeo copy -q --dest-tls-verify=false --dest-creds "serviceaccount:$tok" \
+    "oci-archive:$WORK/img.tar:latest" "docker://$REG_HOST/builds/team-a/logged:v1" || return 1
+  lines=$(access_lines builds/team-a/logged PUT | grep -F 'endpoint="put_manifest"')
+  [ -n "$lines" ] || fail "no access-log line for the manifest PUT" || return 1
+  echo "$lines" | grep -qF 'identity="system:serviceaccount:team-a:builder"' ||
+    fail "the manifest PUT's access-log line does not name the ServiceAccount: $lines" || return 1
+  req -H "Accept: application/vnd.oci.image.manifest.v1+json" GET /v2/builds/team-a/logged/manifests/v1
+  expect_eq "anonymous pull of builds/team-a/logged" "$STATUS" 200 || return 1
+  lines=$(access_lines builds/team-a/logged GET | grep -F 'endpoint="get_manifest"' | grep -F 'status=200')
+  [ "$(echo "$lines" | grep -c .)" = 1 ] || fail "expected one access-log line for the anonymous GET, got: $lines" || return 1
+  echo "$lines" | grep -qF 'identity="anonymous"' ||
+    fail "the anonymous pull's access-log line does not say anonymous: $lines" || return 1
+  # a refused login names nobody, and the 401 is logged too
+  req --from 127.0.0.6 -u "alice:wrong-$RANDOM" GET /v2/builds/team-a/logged/tags/list
+  expect_eq "wrong password" "$STATUS" 401 || return 1
+  lines=$(access_lines builds/team-a/logged GET | grep -F 'endpoint="list_tags"' | grep -F 'status=401')
+  [ -n "$lines" ] || fail "the refused request has no access-log line" || return 1
+  if echo "$lines" | grep -qF 'identity='; then fail "a refused login is logged with an identity: $lines" || return 1; fi
+  true
+}
+
 test_no_secret_in_logs() {
   local s secrets=("$ALICE_PW" "$BOB_PW") tok key
   tok=$(mint team-a)
@@ -456,5 +486,6 @@ t bad-tokens-401 test_bad_tokens_401
 t mount-and-catalog-follow-pull-rights test_mount_and_catalog
 t hostile-authorization-headers test_hostile_headers
 t failed-logins-429 test_failed_logins_429
+t access-log-names-the-caller test_access_log_identity
 t no-secret-in-logs test_no_secret_in_logs
 finish

@@ -6,9 +6,14 @@
 //!    of the request (and of its body) carries;
 //! 3. [`observe`] counts the request in the metrics (in flight, uploads, status, latency) and logs
 //!    `request done` at debug level;
-//! 4. [`access_log`] writes one `info` line per request (unless `access_log = false`);
+//! 4. [`access_log`] writes one `info` line per request (unless `access_log = false`), with the
+//!    caller's identity that access control leaves on the answer;
 //! 5. [`crate::api::wire_headers`] adds what every `/v2/` answer carries;
-//! 6. [`admit`] answers 429 with `Retry-After` beyond `max_concurrent_requests`.
+//! 6. [`admit`] answers 429 with `Retry-After` beyond `max_concurrent_requests`;
+//! 7. with an `[auth]` section, [`crate::auth::layer`] identifies the caller (leaving its
+//!    [`Identity`] on the request and on the answer) and refuses what the rules do not allow;
+//! 8. [`crate::events::request_context`] makes the request's details (and the identity, as the
+//!    `actor`) visible to the events written while it runs.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,18 +27,24 @@ use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
 use tower_http::trace::TraceLayer;
 
+use crate::auth::{Auth, Identity};
 use crate::config::Config;
 use crate::endpoint::{Endpoint, Route};
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics::METRICS;
 
-/// Wraps the `/v2/` routes of `router` in the layers above.
+/// Wraps the `/v2/` routes of `router` in the layers above; access control only with `auth`.
 pub fn around_api<S: Clone + Send + Sync + 'static>(
     router: Router<S>,
     config: &Config,
+    auth: Option<Arc<Auth>>,
 ) -> Router<S> {
     let permits = Arc::new(Semaphore::new(config.max_concurrent_requests));
-    let inner = router.layer(
+    let mut inner = router.layer(from_fn(crate::events::request_context));
+    if let Some(auth) = auth {
+        inner = inner.layer(from_fn_with_state(auth, crate::auth::layer));
+    }
+    let inner = inner.layer(
         ServiceBuilder::new()
             .layer(from_fn(crate::api::wire_headers))
             .layer(from_fn_with_state(permits, admit)),
@@ -120,8 +131,10 @@ pub async fn admit(State(permits): State<Arc<Semaphore>>, req: Request, next: Ne
 
 /// Writes one `info` line per request under the target `registry::access`: method, endpoint,
 /// repository, reference, status, bytes of the answer, duration to the answer's head and the
-/// client's address (as the JSON log format's fields too). An `identity` field joins them when
-/// access control names the caller. Off with `access_log = false`.
+/// client's address (as the JSON log format's fields too). With access control on, `identity`
+/// names the caller (a user, `system:serviceaccount:<ns>:<name>`, a client certificate's
+/// subject, or `anonymous`; absent when its credentials were refused), as the auth layer left it
+/// on the answer. Off with `access_log = false`.
 pub async fn access_log(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
@@ -142,6 +155,7 @@ pub async fn access_log(req: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok()?.parse().ok())
         .or_else(|| http_body::Body::size_hint(resp.body()).exact())
         .unwrap_or(0);
+    let identity = resp.extensions().get::<Identity>().map(Identity::display);
     tracing::info!(
         target: "registry::access",
         method = %method,
@@ -152,6 +166,7 @@ pub async fn access_log(req: Request, next: Next) -> Response {
         bytes,
         micros = started.elapsed().as_micros() as u64,
         client = client.as_deref().unwrap_or(""),
+        identity,
         "access"
     );
     resp

@@ -104,14 +104,11 @@ fn maintenance(cfg: &Config, job: impl FnOnce(storage::Store) -> Result<bool, St
 
 fn init_logging(cfg: &Config) {
     let filter = EnvFilter::try_new(&cfg.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    match cfg.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
+    registry::distribution::logging::init(
+        filter,
+        cfg.log_format == LogFormat::Json,
+        &cfg.distribution.log_fields,
+    );
 }
 
 async fn shutdown_signal() {

@@ -43,27 +43,31 @@ pub fn open_registry(config: &Config) -> anyhow::Result<Store> {
     ))
 }
 
-/// The HTTP application: health endpoints and the distribution API.
+/// The HTTP application: health endpoints and the distribution API, without access control.
 pub fn router(state: Arc<AppState>) -> Router {
+    app(state, None)
+}
+
+/// The HTTP application: health endpoints and the distribution API; with `auth`, access control
+/// on the `/v2/` routes and `GET /token`.
+pub fn app(state: Arc<AppState>, auth: Option<Arc<crate::auth::Auth>>) -> Router {
     let extras = Arc::new(state.config.distribution.clone());
     let api = Router::new()
         .route("/v2", any(dispatch))
         .route("/v2/", any(dispatch))
         .route("/v2/{*rest}", any(dispatch));
-    let api = crate::layers::around_api(api, &state.config);
-    Router::new()
+    let api = crate::layers::around_api(api, &state.config, auth.clone());
+    let mut root = Router::new()
         .route("/", get(|| async { "" }))
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .merge(api)
-        .fallback(not_found)
-        .with_state(state)
-        .layer(axum::middleware::from_fn(crate::events::request_context))
-        .layer(axum::middleware::from_fn_with_state(
-            extras,
-            crate::distribution::runtime::guard,
-        ))
+        .route("/metrics", get(metrics));
+    if let Some(a) = auth {
+        root = root.route("/token", crate::auth::token_route(a));
+    }
+    root.merge(api).fallback(not_found).with_state(state).layer(
+        axum::middleware::from_fn_with_state(extras, crate::distribution::runtime::guard),
+    )
 }
 
 async fn metrics(State(st): State<Arc<AppState>>) -> Response {
@@ -142,22 +146,23 @@ async fn bind_tls(
     })
 }
 
-/// The router for `state`, wrapped in access control when the config has an `[auth]` section.
+/// The application for `state`, with access control when the config has an `[auth]` section.
 async fn build_app(state: &Arc<AppState>) -> anyhow::Result<Router> {
-    Ok(match &state.config.auth {
+    let auth = match &state.config.auth {
         Some(a) => {
             let auth = crate::auth::Auth::new(a.clone(), state.registry.clone()).await?;
             if let Some(p) = &state.proxy {
                 auth.match_proxied_names(p.clone());
             }
             tracing::info!("{}", auth.describe());
-            crate::auth::wrap(router(state.clone()), auth)
+            Some(auth)
         }
         None => {
             tracing::info!("access control off (no [auth] in the config): anyone who reaches the registry may pull, push and delete");
-            router(state.clone())
+            None
         }
-    })
+    };
+    Ok(app(state.clone(), auth))
 }
 
 /// [`run`], with HTTPS on `tls_listener` (bound by the caller, e.g. to port 0 in tests) instead

@@ -11,7 +11,9 @@
 //! quarantine/<alg>/<hex>                             a blob `fsck` found damaged, moved aside
 //! uploads/<id>/                                      staging folder of upload session <id> (below)
 //! _touched/<key>                                     object backend: modification-time sidecar of <key>
-//! outbox/...                                        event outbox: its own keys, see crate::outbox
+//! outbox/events/<id>                                event outbox: one event record (crate::outbox)
+//! outbox/done/<endpoint>/<id>                        endpoint <endpoint> took event <id>
+//! outbox/leases/<endpoint>                           which process delivers for <endpoint>
 //! proxy/...                                         pull-through cache records, see crate::proxy_cache
 //! ```
 //!
@@ -199,6 +201,32 @@ pub fn proxy_tag(name: &RepoName, tag: &Tag) -> String {
 /// The last-pulled marker of an object in a cache repository.
 pub fn proxy_pulled(name: &RepoName, d: &Digest) -> String {
     format!("{PROXY}pulled/{name}/{}-{}", d.algorithm(), d.hex())
+}
+
+/// Folder of the event outbox's records (see [`crate::outbox`]).
+pub const OUTBOX_EVENTS: &str = "outbox/events/";
+const OUTBOX_DONE: &str = "outbox/done/";
+const OUTBOX_LEASES: &str = "outbox/leases/";
+
+/// Event record `id` of the outbox.
+pub fn outbox_event(id: &str) -> String {
+    format!("{OUTBOX_EVENTS}{id}")
+}
+
+/// Folder of the done markers of `endpoint` (any name: [`crate::outbox::endpoint_key`] makes it
+/// safe for a key).
+pub fn outbox_done_dir(endpoint: &str) -> String {
+    format!("{OUTBOX_DONE}{}/", crate::outbox::endpoint_key(endpoint))
+}
+
+/// The marker saying `endpoint` took event `id`.
+pub fn outbox_done(endpoint: &str, id: &str) -> String {
+    format!("{}{id}", outbox_done_dir(endpoint))
+}
+
+/// The delivery lease of endpoint `name`.
+pub fn outbox_lease(name: &str) -> String {
+    format!("{OUTBOX_LEASES}{}", crate::outbox::endpoint_key(name))
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::rules::Rule;
 
-/// The `[auth]` section of the config file.
+/// The `[auth]` section of the config file. (A missing `Option` setting is `None`.)
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
@@ -15,21 +15,17 @@ pub struct AuthConfig {
     pub service: String,
     /// The token endpoint's URL for challenges; by default `<scheme>://<Host>/token` of the
     /// request.
-    #[serde(default)]
     pub realm: Option<String>,
     /// An htpasswd file with bcrypt entries (`htpasswd -B`), re-read when it changes.
-    #[serde(default)]
     pub htpasswd: Option<PathBuf>,
     /// A file with the key that signs registry tokens (at least 32 bytes; e.g. a mounted Secret).
     /// Without it, a key is generated once and kept in storage at `auth/token-key`, so every
     /// replica on the same storage verifies the tokens of the others.
-    #[serde(default)]
     pub token_key_file: Option<PathBuf>,
     /// Lifetime of registry tokens, in seconds.
     #[serde(default = "default_ttl")]
     pub token_ttl: u64,
     /// Kubernetes ServiceAccount tokens.
-    #[serde(default)]
     pub serviceaccount: Option<ServiceAccountConfig>,
     /// Failed logins per source address within `failure_window` before 429 (0: no limit).
     #[serde(default = "default_failures")]
@@ -48,19 +44,15 @@ pub struct AuthConfig {
 pub struct ServiceAccountConfig {
     /// The cluster's service-account signing keys: a JWKS file, as served by the API server at
     /// `/openid/v1/jwks` (re-read when it changes). Either this or `jwks_url`.
-    #[serde(default)]
     pub jwks_file: Option<PathBuf>,
     /// Or a URL to fetch the JWKS from (cached, refreshed every `jwks_refresh` seconds and when a
     /// token names an unknown key), e.g. `https://kubernetes.default.svc/openid/v1/jwks`.
-    #[serde(default)]
     pub jwks_url: Option<String>,
     /// PEM CA certificates for an https `jwks_url` (in a pod:
     /// `/var/run/secrets/kubernetes.io/serviceaccount/ca.crt`).
-    #[serde(default)]
     pub jwks_ca_file: Option<PathBuf>,
     /// A bearer token file sent with the `jwks_url` request (the registry's own ServiceAccount
     /// token, where the API server does not serve its keys anonymously).
-    #[serde(default)]
     pub jwks_token_file: Option<PathBuf>,
     /// Seconds between two fetches of `jwks_url`.
     #[serde(default = "default_refresh")]

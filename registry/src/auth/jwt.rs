@@ -310,6 +310,23 @@ pub struct RegistryClaims {
     pub access: Vec<Access>,
 }
 
+impl RegistryClaims {
+    /// The claims of a token `service` issues at `now` to `sub` (empty: anonymous), valid for
+    /// `ttl` seconds (and from one second before `now`, for clocks a little behind), granting
+    /// `access`.
+    pub fn issue(service: &str, sub: &str, now: u64, ttl: u64, access: Vec<Access>) -> Self {
+        RegistryClaims {
+            iss: service.to_owned(),
+            sub: sub.to_owned(),
+            aud: service.to_owned(),
+            exp: now + ttl,
+            nbf: now.saturating_sub(1),
+            iat: now,
+            access,
+        }
+    }
+}
+
 /// The `kid` of registry tokens (and how they are told apart from ServiceAccount tokens).
 pub const REGISTRY_KID: &str = "registry-hs256";
 
@@ -495,19 +512,12 @@ pub(crate) mod tests {
             ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"0123456789abcdef0123456789abcdef");
         let other =
             ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"another key, another key, abcdef");
-        let c = RegistryClaims {
-            iss: "registry".into(),
-            sub: "alice".into(),
-            aud: "registry".into(),
-            exp: now() + 300,
-            nbf: now(),
-            iat: now(),
-            access: vec![Access {
-                kind: "repository".into(),
-                name: "lib/app".into(),
-                actions: vec!["pull".into()],
-            }],
-        };
+        let access = vec![Access {
+            kind: "repository".into(),
+            name: "lib/app".into(),
+            actions: vec!["pull".into()],
+        }];
+        let c = RegistryClaims::issue("registry", "alice", now(), 300, access);
         let t = sign_registry(&c, &key);
         assert_eq!(verify_registry(&t, &key, "registry", now()).unwrap(), c);
         assert_eq!(

@@ -1,6 +1,6 @@
-//! The middleware in front of the router: `/token` is answered here, `/v2/...` requests are
-//! checked against the rules before the handlers run (with catalog filtering and guarded
-//! cross-repository mounts), everything else passes untouched.
+//! The middleware on the `/v2/...` routes: requests are checked against the rules before the
+//! handlers run (with catalog filtering and guarded cross-repository mounts), and the caller's
+//! identity travels with the request and its answer; and the `GET /token` route.
 
 use std::sync::Arc;
 
@@ -8,6 +8,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::routing::{any, MethodRouter};
 use http::header::{HeaderValue, CONTENT_LENGTH};
 use http::{StatusCode, Uri};
 use storage::{Digest, RepoName};
@@ -18,7 +19,7 @@ use super::rules::Action;
 use super::state::Auth;
 use super::token::token;
 use super::types::Caller;
-use crate::endpoint::Endpoint;
+use crate::endpoint::{Endpoint, Route};
 use crate::error::{ApiError, ErrorCode};
 
 /// What a `/v2` request needs, from its endpoint.
@@ -42,15 +43,12 @@ fn needs(ep: &Endpoint) -> Option<(&RepoName, Action)> {
     }
 }
 
-/// The middleware: install with `axum::middleware::from_fn_with_state(auth, layer)`.
+/// The middleware on the `/v2` routes: install with
+/// `axum::middleware::from_fn_with_state(auth, layer)` inside the layer that classifies the
+/// request (it reads the [`Route`]). The caller's [`Identity`](super::rules::Identity) is left on the request (for the
+/// events' `actor`) and on the answer (for the access log), refusals included once the caller is
+/// known.
 pub async fn layer(State(auth): State<Arc<Auth>>, req: Request, next: Next) -> Response {
-    let path = req.uri().path();
-    if path == "/token" {
-        return token(&auth, req).await;
-    }
-    if !(path == "/v2" || path.starts_with("/v2/")) {
-        return next.run(req).await;
-    }
     let ip = source_ip(&req);
     let (mut parts, body) = req.into_parts();
     let caller = match auth
@@ -60,14 +58,30 @@ pub async fn layer(State(auth): State<Arc<Auth>>, req: Request, next: Next) -> R
         Ok(c) => c,
         Err(refusal) => return refusal,
     };
-    let rest = parts.uri.path().strip_prefix("/v2").unwrap_or("");
-    let rest = rest.strip_prefix('/').unwrap_or(rest);
-    let ep = match Endpoint::parse(&parts.method, rest) {
-        Ok(ep) => ep,
-        // Malformed paths get the handler's error; they reach no repository.
-        Err(_) => return next.run(Request::from_parts(parts, body)).await,
+    let id = caller.identity();
+    parts.extensions.insert(id.clone());
+    let mut resp = check(&auth, caller, parts, body, next).await;
+    resp.extensions_mut().insert(id);
+    resp
+}
+
+/// Checks an identified caller's request against the rules and runs it when allowed.
+async fn check(
+    auth: &Auth,
+    caller: Caller,
+    mut parts: http::request::Parts,
+    body: Body,
+    next: Next,
+) -> Response {
+    let route = match parts.extensions.get::<Route>() {
+        Some(r) => r.clone(),
+        None => Route::of(&parts.method, parts.uri.path()),
     };
-    match &ep {
+    let Some(ep) = route.endpoint() else {
+        // Malformed paths get the handler's error; they reach no repository.
+        return next.run(Request::from_parts(parts, body)).await;
+    };
+    match ep {
         Endpoint::Base => {
             if matches!(caller, Caller::Anonymous) {
                 return auth.unauthorized(&parts, None, None, "authentication required");
@@ -75,21 +89,21 @@ pub async fn layer(State(auth): State<Arc<Auth>>, req: Request, next: Next) -> R
         }
         Endpoint::Catalog => {
             let resp = next.run(Request::from_parts(parts, body)).await;
-            return filter_catalog(&auth, &caller, resp).await;
+            return filter_catalog(auth, &caller, resp).await;
         }
         _ => {}
     }
-    if let Some((name, action)) = needs(&ep) {
+    if let Some((name, action)) = needs(ep) {
         let ns = parts.uri.query().and_then(|q| {
             form_urlencoded::parse(q.as_bytes()).find_map(|(k, v)| (k == "ns").then_some(v))
         });
         let repo = auth.rule_name(name, ns.as_deref());
         let repo = repo.as_str();
         if !auth.may(&caller, repo, action) {
-            return refuse(&auth, &parts, &caller, repo, action);
+            return refuse(auth, &parts, &caller, repo, action);
         }
         if let Endpoint::StartUpload { .. } = ep {
-            guard_mount(&auth, &caller, &mut parts).await;
+            guard_mount(auth, &caller, &mut parts).await;
         }
     }
     next.run(Request::from_parts(parts, body)).await
@@ -219,7 +233,7 @@ async fn filter_catalog(auth: &Auth, caller: &Caller, resp: Response) -> Respons
     Response::from_parts(parts, Body::from(out))
 }
 
-/// Wraps `app` in the access-control middleware.
-pub fn wrap(app: axum::Router, auth: Arc<Auth>) -> axum::Router {
-    app.layer(axum::middleware::from_fn_with_state(auth, layer))
+/// `GET /token`, as a route of the application.
+pub fn token_route<S: Clone + Send + Sync + 'static>(auth: Arc<Auth>) -> MethodRouter<S> {
+    any(move |req: Request| async move { token(&auth, req).await })
 }

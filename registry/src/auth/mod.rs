@@ -2,9 +2,11 @@
 //! certificates, registry bearer tokens), what they may do (ordered [`rules`]), and the Docker/OCI
 //! token flow (`GET /token`, `WWW-Authenticate: Bearer ...` challenges).
 //!
-//! It runs as one axum middleware in front of the router ([`layer`]): `/token` is answered here,
-//! `/v2/...` requests are checked here before the handlers run, everything else (`/livez`,
-//! `/readyz`, `/metrics`) passes untouched. Without an `[auth]` section none of this is installed.
+//! It runs as one axum middleware on the `/v2/...` routes ([`layer`], installed by
+//! [`crate::layers::around_api`] inside the access log and the concurrency limit), plus the
+//! `GET /token` route ([`token_route`]); everything else (`/livez`, `/readyz`, `/metrics`) is
+//! open. The caller's [`Identity`] is left on the request (the events' `actor`) and on the
+//! answer (the access log's `identity`). Without an `[auth]` section none of this is installed.
 //!
 //! Answers follow the distribution spec: a caller without credentials who needs some gets 401
 //! `UNAUTHORIZED` with a Bearer challenge naming the scope; a caller whose credentials are valid
@@ -21,7 +23,7 @@
 //! - `credentials`: identifying the caller from the `Authorization` header or client certificate.
 //! - `respond`: 401 challenges, 403 and 429 answers.
 //! - `token`: the `GET /token` endpoint.
-//! - `middleware`: the axum middleware ([`layer`], [`wrap`]) checking `/v2` requests.
+//! - `middleware`: the axum middleware ([`layer`]) checking `/v2` requests, and [`token_route`].
 //! - [`rules`]: ordered access rules; [`htpasswd`]: users; [`jwt`]: token formats;
 //!   [`fetch`]: remote JWKS; [`limit`]: the failed-login limiter.
 
@@ -40,7 +42,7 @@ mod token;
 mod types;
 
 pub use config::{AuthConfig, ServiceAccountConfig};
-pub use middleware::{layer, wrap};
+pub use middleware::{layer, token_route};
 pub use rules::{Action, Identity, Rule, Rules};
 pub use state::Auth;
 pub use types::{Caller, TlsClient};

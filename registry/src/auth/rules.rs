@@ -229,6 +229,21 @@ fn glob(p: &[u8], s: &[u8], sep: u8) -> bool {
     !s.is_empty() && p[0] == s[0] && glob(&p[1..], &s[1..], sep)
 }
 
+/// One `[[rules]]` stanza in TOML, for tests.
+#[cfg(test)]
+pub(crate) fn rule_toml(repos: &[&str], ids: &[&str], actions: &[&str], deny: bool) -> String {
+    let list = |v: &[&str]| {
+        let quoted: Vec<String> = v.iter().map(|s| format!("{s:?}")).collect();
+        quoted.join(", ")
+    };
+    format!(
+        "[[rules]]\nrepositories = [{}]\nidentities = [{}]\nactions = [{}]\ndeny = {deny}\n",
+        list(repos),
+        list(ids),
+        list(actions)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,25 +295,23 @@ mod tests {
     #[test]
     fn per_namespace() {
         let r = rules(
-            r#"
-            [[rules]]
-            repositories = ["builds/{namespace}/**"]
-            identities = ["system:serviceaccount:*:*"]
-            actions = ["pull", "push"]
-            [[rules]]
-            repositories = ["secret/**"]
-            identities = ["everyone"]
-            actions = ["pull"]
-            deny = true
-            [[rules]]
-            repositories = ["**"]
-            identities = ["everyone"]
-            actions = ["pull"]
-            [[rules]]
-            repositories = ["**"]
-            identities = ["admin", "namespace:ops"]
-            actions = ["pull", "push", "delete"]
-            "#,
+            &[
+                rule_toml(
+                    &["builds/{namespace}/**"],
+                    &["system:serviceaccount:*:*"],
+                    &["pull", "push"],
+                    false,
+                ),
+                rule_toml(&["secret/**"], &["everyone"], &["pull"], true),
+                rule_toml(&["**"], &["everyone"], &["pull"], false),
+                rule_toml(
+                    &["**"],
+                    &["admin", "namespace:ops"],
+                    &["pull", "push", "delete"],
+                    false,
+                ),
+            ]
+            .concat(),
         );
         let sa = Identity::named("system:serviceaccount:team-a:builder");
         assert_eq!(sa.namespace.as_deref(), Some("team-a"));
@@ -329,14 +342,12 @@ mod tests {
 
     #[test]
     fn user_placeholder_and_validation() {
-        let r = rules(
-            r#"
-            [[rules]]
-            repositories = ["home/{user}/**"]
-            identities = ["authenticated"]
-            actions = ["push"]
-            "#,
-        );
+        let r = rules(&rule_toml(
+            &["home/{user}/**"],
+            &["authenticated"],
+            &["push"],
+            false,
+        ));
         assert!(r.allows(&Identity::named("bob"), "home/bob/x", Action::Push));
         assert!(!r.allows(&Identity::named("bob"), "home/alice/x", Action::Push));
         assert!(!r.allows(&Identity::named("b/o"), "home/b/o/x", Action::Push));

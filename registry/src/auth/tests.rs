@@ -13,6 +13,7 @@ use tower::ServiceExt;
 
 use super::jwt::tests::{ec_key, es256, sa_claims, ISS};
 use super::jwt::RegistryClaims;
+use super::rules::rule_toml;
 use super::types::now_secs;
 use super::*;
 use crate::api::AppState;
@@ -63,7 +64,7 @@ async fn fixture(rules: &str, max_failures: u32) -> Fixture {
         proxy: None,
     });
     Fixture {
-        app: wrap(crate::server::router(state), auth),
+        app: crate::server::app(state, Some(auth)),
         _dir: dir,
         jwt_key: kp,
     }
@@ -279,24 +280,25 @@ async fn token_flow_grants_the_allowed_subset() {
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
 
-const PER_NAMESPACE: &str = r#"
-    [[rules]]
-    repositories = ["builds/{namespace}/**"]
-    identities = ["system:serviceaccount:*:*"]
-    actions = ["pull", "push"]
-    [[rules]]
-    repositories = ["**"]
-    identities = ["alice"]
-    actions = ["pull", "push", "delete"]
-    [[rules]]
-    repositories = ["public/**"]
-    identities = ["everyone"]
-    actions = ["pull"]
-"#;
+/// ServiceAccounts push into `builds/<their namespace>/`, alice everywhere, everyone pulls
+/// `public/`.
+fn per_namespace() -> String {
+    [
+        rule_toml(
+            &["builds/{namespace}/**"],
+            &["system:serviceaccount:*:*"],
+            &["pull", "push"],
+            false,
+        ),
+        rule_toml(&["**"], &["alice"], &["pull", "push", "delete"], false),
+        rule_toml(&["public/**"], &["everyone"], &["pull"], false),
+    ]
+    .concat()
+}
 
 #[tokio::test]
 async fn service_account_tokens_per_namespace() {
-    let f = fixture(PER_NAMESPACE, 10).await;
+    let f = fixture(&per_namespace(), 10).await;
     let exp = now_secs() + 600;
     let sa = es256(&f.jwt_key, "k1", &sa_claims("team-a", exp));
     let as_basic = basic("serviceaccount", &sa);
@@ -372,7 +374,7 @@ async fn service_account_tokens_per_namespace() {
 
 #[tokio::test]
 async fn catalog_and_mount_follow_pull_rights() {
-    let f = fixture(PER_NAMESPACE, 10).await;
+    let f = fixture(&per_namespace(), 10).await;
     let alice = basic("alice", "wonderland");
     assert_eq!(
         f.push("public/base", Some(&alice)).await,
@@ -486,15 +488,7 @@ async fn the_stored_signing_key_is_shared_by_replicas() {
     )
     .await
     .unwrap();
-    let claims = RegistryClaims {
-        iss: "registry".into(),
-        sub: "x".into(),
-        aud: "registry".into(),
-        exp: now_secs() + 60,
-        nbf: now_secs(),
-        iat: now_secs(),
-        access: vec![],
-    };
+    let claims = RegistryClaims::issue("registry", "x", now_secs(), 60, vec![]);
     let t = jwt::sign_registry(&claims, &a.key());
     assert_eq!(b.verify_registry_token(&t).await.unwrap(), claims);
 }
@@ -523,4 +517,59 @@ fn client_certificate_subject_is_the_identity() {
     let id = Identity::named(c.subject.as_deref().unwrap());
     assert!(rules.allows(&id, "team-a/app", Action::Push));
     assert!(!rules.allows(&id, "team-b/app", Action::Push));
+}
+
+#[tokio::test]
+async fn the_caller_identity_reaches_the_answer_and_the_access_log() {
+    let f = fixture(&per_namespace(), 10).await;
+    let logs = crate::distribution::logging::Captured::default();
+    let _guard = logs.start();
+    let token = es256(&f.jwt_key, "k1", &sa_claims("team-a", now_secs() + 600));
+    let sa = basic("serviceaccount", &token);
+    let wrong = basic("alice", "not-her-password");
+    const SA: &str = "system:serviceaccount:team-a:builder";
+    // A refusal of a known caller names it; refused credentials name nobody.
+    let cases = [
+        (
+            "POST",
+            "/v2/builds/team-a/app/blobs/uploads/",
+            Some(&sa),
+            202,
+            Some(SA),
+        ),
+        (
+            "GET",
+            "/v2/public/x/tags/list",
+            None,
+            404,
+            Some("anonymous"),
+        ),
+        (
+            "DELETE",
+            "/v2/builds/team-a/app/manifests/v1",
+            Some(&sa),
+            403,
+            Some(SA),
+        ),
+        ("GET", "/v2/public/x/tags/list", Some(&wrong), 401, None),
+    ];
+    for (method, uri, auth, status, want) in cases {
+        let r = f.call(method, uri, auth.map(String::as_str), b"").await;
+        assert_eq!(r.status().as_u16(), status, "{method} {uri}");
+        let id = r.extensions().get::<Identity>().map(Identity::display);
+        assert_eq!(id, want, "{method} {uri}");
+    }
+    let lines = logs.access_lines();
+    assert_eq!(lines.len(), cases.len(), "{lines:#?}");
+    for (line, (_, _, _, status, want)) in lines.iter().zip(&cases) {
+        assert!(line.contains(&format!("status={status}")), "{line}");
+        match want {
+            Some(who) => assert!(line.contains(&format!("identity=\"{who}\"")), "{line}"),
+            None => assert!(!line.contains("identity="), "{line}"),
+        }
+    }
+    let all = logs.text();
+    for secret in [&token, &sa[6..], "not-her-password", &wrong[6..]] {
+        assert!(!all.contains(secret), "a secret is in the log");
+    }
 }

@@ -82,15 +82,13 @@ pub(super) async fn token(auth: &Auth, req: Request) -> Response {
         .collect();
     let now = now_secs();
     let ttl = auth.cfg.token_ttl.max(60);
-    let claims = RegistryClaims {
-        iss: auth.cfg.service.clone(),
-        sub: id.name.clone().unwrap_or_default(),
-        aud: auth.cfg.service.clone(),
-        exp: now + ttl,
-        nbf: now.saturating_sub(1),
-        iat: now,
+    let claims = RegistryClaims::issue(
+        &auth.cfg.service,
+        id.name.as_deref().unwrap_or(""),
+        now,
+        ttl,
         access,
-    };
+    );
     tracing::debug!(
         caller = id.display(),
         scopes = claims.access.len(),

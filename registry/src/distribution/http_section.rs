@@ -3,16 +3,13 @@
 use anyhow::{bail, Context};
 use serde_json::Value;
 
+use super::translate::Out;
 use super::values::{boolean, duration, get, socket_addr, string};
 use super::Extras;
 
-/// Translates `http.*` into `t` and `x`; keys that cannot be honoured go to `refused`.
-pub(super) fn http(
-    tree: &Value,
-    t: &mut toml::Table,
-    x: &mut Extras,
-    refused: &mut Vec<String>,
-) -> anyhow::Result<()> {
+/// Translates `http.*` into `out`; keys that cannot be honoured go to `refused`.
+pub(super) fn http(tree: &Value, out: &mut Out) -> anyhow::Result<()> {
+    let Out { t, x, refused } = out;
     let addr = socket_addr(&string(tree, "http.addr")?.unwrap_or_else(|| ":5000".into()))
         .context("http.addr")?;
     if let Some(net) = string(tree, "http.net")? {

@@ -11,16 +11,22 @@
 //!
 //! # Layout
 //! - [`runtime`]: what the Extras change while serving (headers, read-only, debug server).
+//! - [`logging`]: the log subscriber, with `log.fields` on every line.
 //! - `env`: the `REGISTRY_*` variables and laying them over the file.
 //! - `values`: typed values read from the tree by dotted path.
 //! - `translate`: the tree turned into the config table, with the `log` and `notifications`
 //!   sections.
 //! - `http_section`: the `http` section.
 //! - `storage_section`: the `storage` section.
+//! - `auth_section`: the `auth` section (`auth.htpasswd` as `[auth]`).
+//! - `proxy_section`: the `proxy` section (`proxy.remoteurl` as a catch-all upstream).
 //! - `unsupported`: the keys without effect, for the start-up warning.
 
+mod auth_section;
 mod env;
 mod http_section;
+pub mod logging;
+mod proxy_section;
 pub mod runtime;
 mod storage_section;
 mod translate;
@@ -67,7 +73,7 @@ pub struct Extras {
     /// Deletes answer 405 UNSUPPORTED (Distribution's default unless `storage.delete.enabled`).
     #[serde(default)]
     pub delete_disabled: bool,
-    /// Fields Distribution adds to every log line (`log.fields`), logged at start.
+    /// Fields added to every log line (`log.fields`), text and JSON.
     #[serde(default)]
     pub log_fields: BTreeMap<String, String>,
     /// Keys accepted without effect, one warning at start.

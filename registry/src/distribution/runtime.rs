@@ -23,14 +23,6 @@ pub fn log_startup(x: &Extras) {
     for n in &x.notes {
         tracing::info!("{n}");
     }
-    if !x.log_fields.is_empty() {
-        let fields: Vec<String> = x
-            .log_fields
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        tracing::info!(fields = %fields.join(","), "log.fields");
-    }
     if x.delete_disabled {
         tracing::info!("deletes are disabled (storage.delete.enabled is not true): DELETE answers 405 UNSUPPORTED");
     }

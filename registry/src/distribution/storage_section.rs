@@ -5,17 +5,14 @@ use anyhow::{bail, Context};
 use serde_json::Value;
 
 use super::env::DRIVERS;
+use super::translate::Out;
 use super::values::{boolean, duration, get, string};
 use super::Extras;
 
-/// Translates `storage.*` (and `health`) into `t` and `x`; keys that cannot be honoured go to
+/// Translates `storage.*` (and `health`) into `out`; keys that cannot be honoured go to
 /// `refused`.
-pub(super) fn storage(
-    tree: &Value,
-    t: &mut toml::Table,
-    x: &mut Extras,
-    refused: &mut Vec<String>,
-) -> anyhow::Result<()> {
+pub(super) fn storage(tree: &Value, out: &mut Out) -> anyhow::Result<()> {
+    let Out { t, x, refused } = out;
     let storage = get(tree, "storage").and_then(Value::as_object);
     let drivers: Vec<&str> = storage
         .map(|m| {
@@ -29,45 +26,25 @@ pub(super) fn storage(
         bail!("storage: more than one driver ({})", drivers.join(", "));
     }
     let mut opts = toml::Table::new();
-    match drivers.first().copied().unwrap_or("filesystem") {
-        "filesystem" => {
-            let root = string(tree, "storage.filesystem.rootdirectory")?
-                .unwrap_or_else(|| "/var/lib/registry".into());
-            t.insert("storage".into(), root.into());
-        }
-        "inmemory" => {
-            t.insert("storage".into(), "memory://".into());
-        }
-        "s3" => s3(tree, t, &mut opts, refused)?,
-        "gcs" => gcs(tree, t, &mut opts)?,
-        "azure" => azure(tree, t, &mut opts, refused)?,
+    let url = match drivers.first().copied().unwrap_or("filesystem") {
+        "filesystem" => string(tree, "storage.filesystem.rootdirectory")?
+            .unwrap_or_else(|| "/var/lib/registry".into()),
+        "inmemory" => "memory://".into(),
+        "s3" => s3(tree, &mut opts, refused)?,
+        "gcs" => gcs(tree, &mut opts)?,
+        "azure" => azure(tree, &mut opts, refused)?,
         _ => unreachable!("driver list"),
-    }
+    };
+    t.insert("storage".into(), url.into());
     if !opts.is_empty() {
         t.insert("storage_options".into(), toml::Value::Table(opts));
     }
     maintenance(tree, t, x)
 }
 
-/// `storage.s3`.
-fn s3(
-    tree: &Value,
-    t: &mut toml::Table,
-    opts: &mut toml::Table,
-    refused: &mut Vec<String>,
-) -> anyhow::Result<()> {
-    let bucket = string(tree, "storage.s3.bucket")?.context("storage.s3.bucket is required")?;
-    let root = string(tree, "storage.s3.rootdirectory")?.unwrap_or_default();
-    let root = root.trim_matches('/');
-    t.insert(
-        "storage".into(),
-        if root.is_empty() {
-            format!("s3://{bucket}")
-        } else {
-            format!("s3://{bucket}/{root}")
-        }
-        .into(),
-    );
+/// `storage.s3`: the storage URL; options into `opts`.
+fn s3(tree: &Value, opts: &mut toml::Table, refused: &mut Vec<String>) -> anyhow::Result<String> {
+    let url = bucket_url(tree, "s3", "bucket", "s3")?;
     if let Some(r) = string(tree, "storage.s3.region")? {
         opts.insert("region".into(), r.into());
     }
@@ -103,49 +80,25 @@ fn s3(
     if boolean(tree, "storage.s3.encrypt")?.unwrap_or(false) {
         refused.push("storage.s3.encrypt (use the bucket's default encryption)".into());
     }
-    Ok(())
+    Ok(url)
 }
 
-/// `storage.gcs`.
-fn gcs(tree: &Value, t: &mut toml::Table, opts: &mut toml::Table) -> anyhow::Result<()> {
-    let bucket = string(tree, "storage.gcs.bucket")?.context("storage.gcs.bucket is required")?;
-    let root = string(tree, "storage.gcs.rootdirectory")?.unwrap_or_default();
-    let root = root.trim_matches('/');
-    t.insert(
-        "storage".into(),
-        if root.is_empty() {
-            format!("gs://{bucket}")
-        } else {
-            format!("gs://{bucket}/{root}")
-        }
-        .into(),
-    );
+/// `storage.gcs`: the storage URL; options into `opts`.
+fn gcs(tree: &Value, opts: &mut toml::Table) -> anyhow::Result<String> {
+    let url = bucket_url(tree, "gcs", "bucket", "gs")?;
     if let Some(k) = string(tree, "storage.gcs.keyfile")? {
         opts.insert("service_account_path".into(), k.into());
     }
-    Ok(())
+    Ok(url)
 }
 
-/// `storage.azure`.
+/// `storage.azure`: the storage URL; options into `opts`.
 fn azure(
     tree: &Value,
-    t: &mut toml::Table,
     opts: &mut toml::Table,
     refused: &mut Vec<String>,
-) -> anyhow::Result<()> {
-    let container =
-        string(tree, "storage.azure.container")?.context("storage.azure.container is required")?;
-    let root = string(tree, "storage.azure.rootdirectory")?.unwrap_or_default();
-    let root = root.trim_matches('/');
-    t.insert(
-        "storage".into(),
-        if root.is_empty() {
-            format!("az://{container}")
-        } else {
-            format!("az://{container}/{root}")
-        }
-        .into(),
-    );
+) -> anyhow::Result<String> {
+    let url = bucket_url(tree, "azure", "container", "az")?;
     if let Some(a) = string(tree, "storage.azure.accountname")? {
         opts.insert("account_name".into(), a.into());
     }
@@ -157,7 +110,26 @@ fn azure(
             refused.push(format!("storage.azure.realm {r:?} (only core.windows.net)"));
         }
     }
-    Ok(())
+    Ok(url)
+}
+
+/// `<scheme>://<bucket>[/<root>]` from `storage.<driver>.<bucket_key>` (required) and
+/// `storage.<driver>.rootdirectory`.
+fn bucket_url(
+    tree: &Value,
+    driver: &str,
+    bucket_key: &str,
+    scheme: &str,
+) -> anyhow::Result<String> {
+    let key = format!("storage.{driver}.{bucket_key}");
+    let bucket = string(tree, &key)?.with_context(|| format!("{key} is required"))?;
+    let root = string(tree, &format!("storage.{driver}.rootdirectory"))?.unwrap_or_default();
+    let root = root.trim_matches('/');
+    Ok(if root.is_empty() {
+        format!("{scheme}://{bucket}")
+    } else {
+        format!("{scheme}://{bucket}/{root}")
+    })
 }
 
 /// Deletes, read-only mode, upload purging, and the accepted-without-effect storage keys.

@@ -1,12 +1,17 @@
+use crate::auth::{Action, Identity, Rules};
+use crate::config::tests::env_of;
 use crate::config::{Config, ServeArgs};
-use std::collections::HashMap;
 
-fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-    let m: HashMap<String, String> = pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    move |k| m.get(k).cloned()
+/// The configuration of `yaml` (sections beside a filesystem storage), and that of
+/// Distribution's variables `env` alone (beside the same storage).
+fn from_file_and_from_env(yaml: &str, env: &[(&str, &str)]) -> [Config; 2] {
+    let yaml = format!("version: 0.1\nstorage:\n  filesystem: {{rootdirectory: /x}}\n{yaml}");
+    let mut env = env.to_vec();
+    env.push(("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", "/x"));
+    [
+        load(&yaml, &[]).unwrap(),
+        Config::load(&ServeArgs::default(), &env_of(&env)).unwrap(),
+    ]
 }
 
 fn load(yaml: &str, env: &[(&str, &str)]) -> anyhow::Result<Config> {
@@ -181,14 +186,25 @@ fn behaviour_changing_keys_are_honoured_or_refused() {
     .unwrap();
     assert!(ro.distribution.read_only);
     assert!(ro.distribution.delete_disabled);
+    for (scheme, why) in [
+        (
+            "token:\n    realm: https://auth.example/token",
+            "auth.token",
+        ),
+        ("silly:\n    realm: r", "auth.silly"),
+        ("htpasswd:\n    realm: r", "auth.htpasswd without a path"),
+    ] {
+        let e = load(
+            &format!(
+                "version: 0.1\nauth:\n  {scheme}\nstorage:\n  filesystem: {{rootdirectory: /x}}\n"
+            ),
+            &[],
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains(why), "{e:#}");
+    }
     let e = load(
-        "version: 0.1\nauth:\n  htpasswd:\n    realm: r\n    path: /p\nstorage:\n  filesystem: {rootdirectory: /x}\n",
-        &[],
-    )
-    .unwrap_err();
-    assert!(format!("{e:#}").contains("auth.htpasswd"), "{e:#}");
-    let e = load(
-        "version: 0.1\nproxy:\n  remoteurl: https://registry-1.docker.io\n",
+        "version: 0.1\nproxy:\n  remoteurl: registry-1.docker.io\n",
         &[],
     )
     .unwrap_err();
@@ -220,4 +236,82 @@ fn tls_serves_https_on_the_distribution_address() {
     assert_eq!(c.tls_listen.to_string(), "0.0.0.0:5443");
     assert_eq!(c.listen.ip().to_string(), "127.0.0.1");
     assert_eq!(c.tls_client_ca.unwrap().to_str(), Some("/ca.pem"));
+}
+
+#[test]
+fn htpasswd_becomes_auth_with_a_login_for_everything() {
+    let yaml = "auth:\n  htpasswd:\n    realm: basic-realm\n    path: /auth/htpasswd\n";
+    let env = [("REGISTRY_AUTH_HTPASSWD_PATH", "/auth/htpasswd")];
+    for c in from_file_and_from_env(yaml, &env) {
+        let a = c.auth.expect("an [auth] section");
+        assert_eq!(a.htpasswd.unwrap().to_str(), Some("/auth/htpasswd"));
+        assert!(a.serviceaccount.is_none());
+        let rules = Rules(a.rules);
+        let (user, anon) = (Identity::named("alice"), Identity::anonymous());
+        for action in [Action::Pull, Action::Push, Action::Delete] {
+            assert!(rules.allows(&user, "any/repo", action), "{action:?}");
+            assert!(!rules.allows(&anon, "any/repo", action), "{action:?}");
+        }
+        assert!(
+            c.distribution
+                .notes
+                .iter()
+                .any(|n| n.contains("no anonymous pull")),
+            "{:?}",
+            c.distribution.notes
+        );
+        assert!(c.distribution.unsupported.is_empty());
+    }
+}
+
+#[test]
+fn proxy_remoteurl_makes_the_registry_a_cache_of_one_upstream() {
+    let yaml = "proxy:\n  remoteurl: https://registry-1.docker.io\n  username: robot\n  password: hub-token\n  ttl: 168h\n";
+    let from_env = [
+        ("REGISTRY_PROXY_REMOTEURL", "https://registry-1.docker.io"),
+        ("REGISTRY_PROXY_USERNAME", "robot"),
+        ("REGISTRY_PROXY_PASSWORD", "hub-token"),
+        ("REGISTRY_PROXY_TTL", "168h"),
+    ];
+    for c in from_file_and_from_env(yaml, &from_env) {
+        let p = c.proxy.expect("a [proxy] section");
+        assert_eq!(p.upstreams.len(), 1);
+        let up = &p.upstreams[0];
+        assert_eq!(up.name, "docker.io");
+        assert_eq!(up.url, "https://registry-1.docker.io");
+        assert!(up.catch_all);
+        assert_eq!(
+            up.credentials().unwrap(),
+            Some(("robot".to_owned(), "hub-token".to_owned()))
+        );
+        assert!(c.distribution.unsupported.is_empty());
+        assert!(!format!("{:?}", c.distribution).contains("hub-token"));
+    }
+}
+
+#[test]
+fn gcs_and_azure_name_their_bucket_and_root() {
+    let c = load(
+        "version: 0.1\nstorage:\n  gcs:\n    bucket: b\n    rootdirectory: /r/\n    keyfile: /k.json\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.storage, "gs://b/r");
+    assert_eq!(c.storage_options["service_account_path"], "/k.json");
+    let c = load(
+        "version: 0.1\nstorage:\n  azure:\n    accountname: acct\n    accountkey: key\n    container: c\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.storage, "az://c");
+    assert_eq!(c.storage_options["account_name"], "acct");
+    let e = load(
+        "version: 0.1\nstorage:\n  gcs:\n    rootdirectory: /r\n",
+        &[],
+    )
+    .unwrap_err();
+    assert!(
+        format!("{e:#}").contains("storage.gcs.bucket is required"),
+        "{e:#}"
+    );
 }

@@ -4,29 +4,39 @@
 use anyhow::{bail, Context};
 use serde_json::Value;
 
+use super::auth_section::auth;
 use super::http_section::http;
+use super::proxy_section::proxy;
 use super::storage_section::storage;
 use super::unsupported;
 use super::values::{get, string};
 use super::Extras;
 
+/// What the translation builds: the project's config table, the [`Extras`], and what is
+/// refused (the start stops with all the reasons).
+#[derive(Default)]
+pub(super) struct Out {
+    pub t: toml::Table,
+    pub x: Extras,
+    pub refused: Vec<String>,
+}
+
 /// Turns a Distribution tree into the project's config table and the [`Extras`].
 pub(super) fn translate(tree: &Value) -> anyhow::Result<(toml::Table, Extras)> {
-    let mut t = toml::Table::new();
-    let mut x = Extras::default();
-    let mut refused: Vec<String> = Vec::new();
-
+    let mut out = Out::default();
     if let Some(v) = string(tree, "version")? {
         if v != "0.1" {
             bail!("version {v:?}: Distribution configurations are version 0.1");
         }
     }
-    log(tree, &mut t, &mut x)?;
-    http(tree, &mut t, &mut x, &mut refused)?;
-    storage(tree, &mut t, &mut x, &mut refused)?;
-    needs_other_parts(tree, &mut x, &mut refused);
-    notifications(tree, &mut t)?;
-
+    log(tree, &mut out.t, &mut out.x)?;
+    http(tree, &mut out)?;
+    storage(tree, &mut out)?;
+    auth(tree, &mut out)?;
+    proxy(tree, &mut out)?;
+    needs_other_parts(tree, &mut out.x, &mut out.refused);
+    notifications(tree, &mut out.t)?;
+    let Out { t, mut x, refused } = out;
     if !refused.is_empty() {
         bail!(
             "this Distribution configuration asks for what this registry will not silently skip:\n  - {}",
@@ -74,17 +84,6 @@ fn log(tree: &Value, t: &mut toml::Table, x: &mut Extras) -> anyhow::Result<()> 
 
 /// Sections that need parts this build does not have: refused, or named as unsupported.
 fn needs_other_parts(tree: &Value, x: &mut Extras, refused: &mut Vec<String>) {
-    if let Some(auth) = get(tree, "auth").and_then(Value::as_object) {
-        for k in auth.keys() {
-            refused.push(format!(
-                "auth.{k} (access control is not available in this build; remove the auth section or put an authenticating proxy in front)"
-            ));
-        }
-    }
-    if get(tree, "proxy").is_some_and(|p| p.get("remoteurl").is_some()) {
-        refused
-            .push("proxy.remoteurl (the pull-through cache is not available in this build)".into());
-    }
     if get(tree, "middleware").is_some() {
         refused.push("middleware (storage and registry middleware are not supported)".into());
     }

@@ -20,13 +20,11 @@ pub enum Format {
 
 /// Distribution's `ignore` block.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Ignore {
     /// Media types whose events are not sent.
-    #[serde(default)]
     pub mediatypes: Vec<String>,
     /// Actions (`push`, `pull`, `delete`) whose events are not sent.
-    #[serde(default)]
     pub actions: Vec<String>,
 }
 

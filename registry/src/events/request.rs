@@ -5,7 +5,8 @@ use storage::outbox::{RequestInfo, REQUEST};
 use super::now_ms;
 
 /// Axum middleware: runs the request with its details visible to the outbox, so events carry
-/// Distribution's `request` block.
+/// Distribution's `request` block, and the caller's identity (left on the request by access
+/// control) as `actor.name`.
 pub async fn request_context(
     req: axum::extract::Request,
     next: axum::middleware::Next,
@@ -40,7 +41,11 @@ fn request_info(req: &axum::extract::Request) -> RequestInfo {
         host: h(http::header::HOST),
         method: req.method().to_string(),
         useragent: h(http::header::USER_AGENT),
-        actor: String::new(),
+        actor: req
+            .extensions()
+            .get::<crate::auth::Identity>()
+            .map(|i| i.display().to_owned())
+            .unwrap_or_default(),
     }
 }
 

@@ -1,10 +1,10 @@
 //! Per-endpoint done markers, and removing events with their markers.
 
+use crate::layout;
 use std::collections::HashSet;
 
 use bytes::Bytes;
 
-use super::keys;
 use super::Outbox;
 use crate::error::Result;
 
@@ -13,7 +13,7 @@ impl Outbox {
     pub async fn done_set(&self, endpoint: &str) -> Result<HashSet<String>> {
         Ok(self
             .backend
-            .list_dir(&keys::done_dir(endpoint))
+            .list_dir(&layout::outbox_done_dir(endpoint))
             .await?
             .into_iter()
             .collect())
@@ -22,15 +22,15 @@ impl Outbox {
     /// Marks event `id` taken by `endpoint`.
     pub async fn mark_done(&self, endpoint: &str, id: &str) -> Result<()> {
         self.backend
-            .put(&keys::done(endpoint, id), Bytes::new())
+            .put(&layout::outbox_done(endpoint, id), Bytes::new())
             .await
     }
 
     /// Removes event `id` and the done markers of `endpoints` for it.
     pub async fn remove(&self, id: &str, endpoints: &[String]) -> Result<()> {
-        self.backend.delete(&keys::event(id)).await?;
+        self.backend.delete(&layout::outbox_event(id)).await?;
         for ep in endpoints {
-            self.backend.delete(&keys::done(ep, id)).await?;
+            self.backend.delete(&layout::outbox_done(ep, id)).await?;
         }
         Ok(())
     }
@@ -41,7 +41,9 @@ impl Outbox {
         let mut n = 0;
         for id in self.done_set(endpoint).await? {
             if !live.contains(&id) {
-                self.backend.delete(&keys::done(endpoint, &id)).await?;
+                self.backend
+                    .delete(&layout::outbox_done(endpoint, &id))
+                    .await?;
                 n += 1;
             }
         }

@@ -1,11 +1,11 @@
 //! Leases in storage: which process delivers for an endpoint (or runs the sweeper).
 
+use crate::layout;
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::keys;
 use super::{now_ms, Outbox};
 use crate::error::Result;
 
@@ -24,7 +24,7 @@ impl Outbox {
     /// loser steps back). Events carry stable ids, so the overlap at worst delivers an event
     /// twice with the same id.
     pub async fn lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
-        let key = keys::lease(name);
+        let key = layout::outbox_lease(name);
         let now = now_ms();
         let current: Option<Lease> = match self.backend.get_bytes(&key).await {
             Ok(raw) => serde_json::from_slice(&raw).ok(),
@@ -59,7 +59,7 @@ impl Outbox {
     /// Releases lease `name` if `holder` holds it (at shutdown, so another replica takes over
     /// without waiting for the expiry).
     pub async fn release(&self, name: &str, holder: &str) -> Result<()> {
-        let key = keys::lease(name);
+        let key = layout::outbox_lease(name);
         if let Ok(raw) = self.backend.get_bytes(&key).await {
             if serde_json::from_slice::<Lease>(&raw).is_ok_and(|l| l.holder == holder) {
                 self.backend.delete(&key).await?;

@@ -25,7 +25,7 @@
 //!
 //! # Layout
 //! - [`records`]: the event record, the change it describes and the verdict on it.
-//! - `keys`: the outbox's keys under `outbox/`.
+//! - `keys`: event ids and endpoint names as they appear in keys (built in [`crate::layout`]).
 //! - `write`: recording events before their change, and settling them after.
 //! - `read`: listing and loading events, and deciding whether one is delivered.
 //! - `done`: per-endpoint done markers and removing delivered events.

@@ -14,7 +14,7 @@ impl Outbox {
     pub async fn pending(&self) -> Result<Vec<String>> {
         let mut ids: Vec<String> = self
             .backend
-            .list_dir(keys::EVENTS)
+            .list_dir(layout::OUTBOX_EVENTS)
             .await?
             .into_iter()
             .filter(|n| keys::id_ok(n))
@@ -30,7 +30,7 @@ impl Outbox {
 
     /// One stored event, `None` when it is gone (or unreadable: logged and treated as gone).
     pub async fn load(&self, id: &str) -> Result<Option<EventRecord>> {
-        match self.backend.get_bytes(&keys::event(id)).await {
+        match self.backend.get_bytes(&layout::outbox_event(id)).await {
             Ok(raw) => match serde_json::from_slice(&raw) {
                 Ok(r) => Ok(Some(r)),
                 Err(e) => {

@@ -1,10 +1,10 @@
 //! Recording events: one `put` before the change, and settling the record after it.
 
+use crate::layout;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
-use super::keys;
 use super::records::{Action, Change, EventRecord, Kind, REQUEST};
 use super::{now_ms, Outbox};
 use crate::error::Result;
@@ -43,7 +43,7 @@ impl Outbox {
         };
         let raw = serde_json::to_vec(&rec).expect("record serialises");
         self.backend
-            .put(&keys::event(&id), Bytes::from(raw))
+            .put(&layout::outbox_event(&id), Bytes::from(raw))
             .await?;
         Ok(id)
     }
@@ -86,16 +86,7 @@ impl Outbox {
 
     /// Records the delete of a manifest by digest before it happens.
     pub async fn manifest_deleted(&self, repo: &RepoName, digest: &Digest) -> Result<String> {
-        self.record(
-            Action::Delete,
-            Kind::Manifest,
-            repo,
-            Some(digest),
-            None,
-            None,
-            Vec::new(),
-        )
-        .await
+        self.deleted(Kind::Manifest, repo, digest).await
     }
 
     /// Records the delete of a tag before it happens.
@@ -114,9 +105,14 @@ impl Outbox {
 
     /// Records the delete of a blob from a repository before it happens.
     pub async fn blob_deleted(&self, repo: &RepoName, digest: &Digest) -> Result<String> {
+        self.deleted(Kind::Blob, repo, digest).await
+    }
+
+    /// Records the delete of a `kind` object by digest before it happens.
+    async fn deleted(&self, kind: Kind, repo: &RepoName, digest: &Digest) -> Result<String> {
         self.record(
             Action::Delete,
-            Kind::Blob,
+            kind,
             repo,
             Some(digest),
             None,
@@ -152,7 +148,7 @@ impl Outbox {
         match res {
             Ok(_) => self.notify.notify_waiters(),
             Err(_) => {
-                if let Err(e) = self.backend.delete(&keys::event(&id)).await {
+                if let Err(e) = self.backend.delete(&layout::outbox_event(&id)).await {
                     tracing::warn!(event = %id, error = %e, "could not remove the event of a failed change; it will be found void");
                 }
             }
