@@ -13,6 +13,7 @@
 //! - `tags`: tag listing and pagination.
 //! - `catalog`: `/v2/_catalog` and pagination.
 //! - `crash`: requests cut short and restarts in the middle of a push.
+//! - `probe`: the built-in node probe image.
 //! - `referrers`: the referrers API.
 //! - `errors`: error bodies and codes for bad names, digests and requests.
 //! - `workflows`: the official conformance suite's workflows end to end.
@@ -35,6 +36,8 @@ mod manifests;
 mod mount;
 #[path = "spec/official.rs"]
 mod official;
+#[path = "spec/probe.rs"]
+mod probe;
 #[path = "spec/referrers.rs"]
 mod referrers;
 #[path = "spec/tags.rs"]

@@ -52,11 +52,10 @@ bk_auth() {
 log_format = "json"
 [auth]
 htpasswd = "$WORK/bk/htpasswd"
-# in order: ServiceAccounts push into their namespace's builds/ folder; the node setup's probe
-# image (deploy/README.md, Node setup, with access control); ci pushes team/; everyone pulls
+# in order: ServiceAccounts push into their namespace's builds/ folder; ci pushes team/;
+# everyone pulls (the node setup's probe image is served by the registry: no push rule for it)
 rules = [
   { repositories = ["builds/{namespace}/**"], identities = ["system:serviceaccount:*:*"], actions = ["pull", "push"] },
-  { repositories = ["registry-node-setup/**"], identities = ["anonymous"], actions = ["pull", "push"] },
   { repositories = ["team/**"], identities = ["ci"], actions = ["pull", "push"] },
   { repositories = ["**"], identities = ["everyone"], actions = ["pull"] },
 ]

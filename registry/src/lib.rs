@@ -17,6 +17,7 @@
 //! - [`events`]: notifications to HTTP endpoints from the storage outbox.
 //! - [`distribution`]: reading CNCF Distribution's config.yml and `REGISTRY_*` variables.
 //! - [`node_setup`]: `registry node-setup`, what a node's container runtime reads and pulls.
+//! - [`probe_image`]: the node probe image the registry serves from memory.
 
 pub mod api;
 pub mod auth;
@@ -31,6 +32,7 @@ pub mod listen;
 pub mod maintenance;
 pub mod metrics;
 pub mod node_setup;
+pub mod probe_image;
 pub mod sendfile;
 pub mod server;
 pub mod tls;

@@ -9,10 +9,12 @@
 //! - [`manifests`]: `GET`/`HEAD`/`PUT`/`DELETE` of a manifest.
 //! - [`tags`]: the tag list and the catalog, paginated.
 //! - [`referrers`]: the referrers index of a digest.
+//! - `probe`: the built-in node probe image, answered from memory before anything else.
 //! - `proxy`: names of configured upstreams go to the pull-through cache first.
 
 pub mod blobs;
 pub mod manifests;
+mod probe;
 mod proxy;
 pub mod referrers;
 pub mod tags;
@@ -230,6 +232,9 @@ pub async fn wire_headers(req: Request, next: Next) -> Response {
 /// Runs the handler of one endpoint.
 async fn handle(cx: &Ctx<'_>, ep: Endpoint, body: Body) -> Answer {
     use Endpoint as E;
+    if let Some(answer) = probe::answer(cx, &ep) {
+        return answer;
+    }
     let ep = match proxy::route(cx, ep).await? {
         proxy::Routed::Local(ep) => ep,
         proxy::Routed::Done(resp) => return Ok(resp),

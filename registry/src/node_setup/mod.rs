@@ -191,8 +191,8 @@ pub enum NodeSetupCommand {
 }
 
 /// The probe image's repository and tag below the registry name.
-pub const PROBE_REPO: &str = "registry-node-setup/probe";
-pub const PROBE_TAG: &str = "1";
+pub use crate::probe_image::REPO as PROBE_REPO;
+pub use crate::probe_image::TAG as PROBE_TAG;
 
 async fn read_runtime(socket: &Path) -> Result<(cri::Version, Option<String>), cri::CallError> {
     let v = cri::version(socket).await?;
