@@ -63,7 +63,7 @@ impl Proxy {
         let up = &route.upstream;
         if self.registry.blob_size(&route.local, digest).await.is_ok() {
             up.metrics.hits.fetch_add(1, Relaxed);
-            self.touch(route, digest).await;
+            self.touch(route, digest);
             return Ok(BlobSource::Stored);
         }
         let job = fill::FillJob {
@@ -94,11 +94,11 @@ impl Proxy {
         }
         if state.cached {
             up.metrics.hits.fetch_add(1, Relaxed);
-            self.touch(route, digest).await;
+            self.touch(route, digest);
             return Ok(BlobSource::Stored);
         }
         up.metrics.misses.fetch_add(1, Relaxed);
-        self.touch(route, digest).await;
+        self.touch(route, digest);
         match state.size {
             Some(size) => Ok(BlobSource::Filling {
                 size,

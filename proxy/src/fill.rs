@@ -15,18 +15,23 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use http::{header, Method};
+use std::io::Write;
 use storage::hash::Hasher;
 use storage::{ByteStream, Digest, RepoName, Store};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 use crate::client::Upstream;
 use crate::error::{ProxyError, Result};
 
-/// Bytes a client reads from the spool file at once.
-const READ_CHUNK: usize = 256 * 1024;
+/// Bytes a client reads from the spool file at once, at most (its memory while it streams).
+const READ_CHUNK: usize = 1024 * 1024;
+
+/// Bytes of upstream chunks already received that the fill collects before it hashes and
+/// writes them to the spool in one blocking call (fewer thread hand-offs and reader wake-ups;
+/// it never waits for more bytes to fill a batch).
+const WRITE_BATCH: usize = 1024 * 1024;
 
 /// Where a fill stands; watched by the clients reading it.
 #[derive(Debug, Clone, Default)]
@@ -88,7 +93,7 @@ impl Fills {
             let started = Instant::now();
             let (upstream, local, digest) =
                 (job.upstream.clone(), job.local.clone(), job.digest.clone());
-            let res = run(job, tokio::fs::File::from_std(file), &keep.path, &tx).await;
+            let res = run(job, file, &keep.path, &tx).await;
             match &res {
                 Ok(Some(size)) => {
                     upstream.metrics.fills.fetch_add(1, Relaxed);
@@ -124,7 +129,7 @@ impl Fills {
 /// Runs a fill; `Ok(None)` when the blob turned out to be stored already.
 async fn run(
     job: FillJob,
-    mut file: tokio::fs::File,
+    file: std::fs::File,
     path: &Path,
     tx: &watch::Sender<FillState>,
 ) -> Result<Option<u64>> {
@@ -152,8 +157,8 @@ async fn run(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     tx.send_modify(|s| s.size = size);
-    let mut hasher = Hasher::new(job.digest.algorithm());
-    let written = spool(&job, resp, size, &mut file, tx, &mut hasher).await?;
+    let hasher = Hasher::new(job.digest.algorithm());
+    let (written, hasher) = spool(&job, resp, size, file, tx, hasher).await?;
     let io_err = |e: io::Error| ProxyError::from(storage::Error::backend("proxy spool file", e));
     let actual = hasher.finish();
     if actual != job.digest {
@@ -200,23 +205,26 @@ fn check_response(job: &FillJob, resp: &reqwest::Response) -> Result<()> {
     Ok(())
 }
 
-/// Streams the body into the spool file (flushing each chunk for the readers) and `hasher`;
-/// returns the bytes written, which must match `size` when the upstream sent one.
+/// Streams the body into the spool file and `hasher`, in batches of the chunks already
+/// received (written with one blocking call each, then announced to the readers); returns the
+/// bytes written, which must match `size` when the upstream sent one, and the hasher.
 async fn spool(
     job: &FillJob,
     resp: reqwest::Response,
     size: Option<u64>,
-    file: &mut tokio::fs::File,
+    file: std::fs::File,
     tx: &watch::Sender<FillState>,
-    hasher: &mut Hasher,
-) -> Result<u64> {
+    hasher: Hasher,
+) -> Result<(u64, Hasher)> {
     let up = &job.upstream;
     let io_err = |e: io::Error| ProxyError::from(storage::Error::backend("proxy spool file", e));
     let mut body = resp.bytes_stream();
     let mut written = 0u64;
     let stall = Duration::from_secs(up.config.stall_timeout.max(1));
-    loop {
-        let chunk = match tokio::time::timeout(stall, body.next()).await {
+    let mut sink = Some((file, hasher));
+    let mut ended = false;
+    while !ended {
+        let first = match tokio::time::timeout(stall, body.next()).await {
             Err(_) => {
                 return Err(up.unavailable(format!("blob body stalled for {} s", stall.as_secs())))
             }
@@ -224,21 +232,48 @@ async fn spool(
             Ok(Some(Err(e))) => return Err(up.unavailable(format!("blob body: {e}"))),
             Ok(Some(Ok(c))) => c,
         };
-        written += chunk.len() as u64;
+        let mut batch = vec![first];
+        let mut len = batch[0].len();
+        // Whatever else already arrived, without waiting.
+        while len < WRITE_BATCH {
+            match body.next().now_or_never() {
+                Some(Some(Ok(c))) => {
+                    len += c.len();
+                    batch.push(c);
+                }
+                Some(Some(Err(e))) => return Err(up.unavailable(format!("blob body: {e}"))),
+                Some(None) => {
+                    ended = true;
+                    break;
+                }
+                None => break,
+            }
+        }
+        written += len as u64;
         if size.is_some_and(|s| written > s) {
             return Err(up.invalid("blob body longer than its Content-Length"));
         }
-        hasher.update(&chunk);
-        file.write_all(&chunk).await.map_err(io_err)?;
-        // tokio's File completes writes in the background; flush so readers find the bytes.
-        file.flush().await.map_err(io_err)?;
-        up.metrics.bytes.fetch_add(chunk.len() as u64, Relaxed);
+        let (mut file, mut hasher) = sink.take().expect("sink returned");
+        let res = tokio::task::spawn_blocking(move || {
+            for c in &batch {
+                hasher.update(c);
+                file.write_all(c)?;
+            }
+            io::Result::Ok((file, hasher))
+        })
+        .await
+        .map_err(io::Error::other)
+        .and_then(|r| r)
+        .map_err(io_err)?;
+        sink = Some(res);
+        up.metrics.bytes.fetch_add(len as u64, Relaxed);
         tx.send_modify(|s| s.written = written);
     }
     if let Some(s) = size.filter(|s| *s != written) {
         return Err(up.invalid(format!("blob body ended after {written} of {s} bytes")));
     }
-    Ok(written)
+    let (_, hasher) = sink.expect("sink returned");
+    Ok((written, hasher))
 }
 
 /// Waits until the upstream's response headers arrived (the size is known), the blob turned out
@@ -278,7 +313,7 @@ pub(crate) async fn wait_done(fill: &Fill) -> Result<()> {
 struct Reader {
     fill: Arc<Fill>,
     rx: watch::Receiver<FillState>,
-    file: Option<tokio::fs::File>,
+    file: Option<Arc<std::fs::File>>,
     /// Next byte to send, and the end of the requested range (exclusive).
     offset: u64,
     end: u64,
@@ -286,7 +321,6 @@ struct Reader {
     size: u64,
     closed: bool,
     done: bool,
-    buf: Vec<u8>,
 }
 
 impl Reader {
@@ -303,18 +337,26 @@ impl Reader {
         })
     }
 
-    /// Reads up to `avail` from the spool file, opened at the range's start on first use.
+    /// Reads up to `avail` (at most [`READ_CHUNK`]) from the spool file in one blocking call,
+    /// opening it on first use.
     async fn read(&mut self, avail: u64) -> io::Result<Bytes> {
-        if self.file.is_none() {
-            let mut f = tokio::fs::File::open(&self.fill.path).await?;
-            f.seek(io::SeekFrom::Start(self.offset)).await?;
-            self.file = Some(f);
-        }
         let n = ((avail.min(self.end) - self.offset) as usize).min(READ_CHUNK);
-        let file = self.file.as_mut().expect("opened");
-        file.read_exact(&mut self.buf[..n]).await?;
+        let (file, path, offset) = (self.file.clone(), self.fill.path.to_path_buf(), self.offset);
+        let (file, buf) = tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::FileExt;
+            let file = match file {
+                Some(f) => f,
+                None => Arc::new(std::fs::File::open(path)?),
+            };
+            let mut buf = vec![0; n];
+            file.read_exact_at(&mut buf, offset)?;
+            io::Result::Ok((file, buf))
+        })
+        .await
+        .map_err(io::Error::other)??;
+        self.file = Some(file);
         self.offset += n as u64;
-        Ok(Bytes::copy_from_slice(&self.buf[..n]))
+        Ok(Bytes::from(buf))
     }
 
     /// The next chunk: `None` at the end of the range, an error when the fill failed.
@@ -355,7 +397,6 @@ pub(crate) fn stream(fill: Arc<Fill>, range: std::ops::Range<u64>, size: u64) ->
         size,
         closed: false,
         done: false,
-        buf: vec![0; READ_CHUNK],
     };
     futures::stream::unfold(r, |mut r| async move {
         let item = r.next().await?;

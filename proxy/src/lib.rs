@@ -46,7 +46,7 @@ pub use blob::{BlobSource, Spooled};
 pub use client::Upstream;
 pub use config::{ProxyConfig, UpstreamConfig};
 pub use error::{ProxyError, Result};
-pub use manifest::Ask;
+pub use manifest::{Ask, ManifestSource};
 pub use route::Route;
 
 /// How often a pulled object's last-pulled time is written at most.
@@ -120,15 +120,19 @@ impl Proxy {
         map.entry(key).or_default().clone()
     }
 
-    /// Records that `digest` was pulled through `route` now (for eviction).
-    async fn touch(&self, route: &Route, digest: &Digest) {
-        if let Err(e) = self
-            .registry
-            .cache_touch_pulled(&route.local, digest, PULLED_RESOLUTION)
-            .await
-        {
-            tracing::warn!(error = %e, "recording a pull time failed");
-        }
+    /// Records that `digest` was pulled through `route` now (for eviction), in the background:
+    /// the record is for the garbage collector, so no answer waits for its write.
+    fn touch(&self, route: &Route, digest: &Digest) {
+        let (registry, local, digest) =
+            (self.registry.clone(), route.local.clone(), digest.clone());
+        tokio::spawn(async move {
+            if let Err(e) = registry
+                .cache_touch_pulled(&local, &digest, PULLED_RESOLUTION)
+                .await
+            {
+                tracing::warn!(error = %e, "recording a pull time failed");
+            }
+        });
     }
 
     fn count_error(&self, route: &Route, e: &ProxyError) {

@@ -31,14 +31,58 @@ pub struct Ask<'a> {
     pub accept: Option<&'a str>,
 }
 
+/// Where a manifest asked for comes from.
+#[derive(Debug)]
+pub enum ManifestSource {
+    /// Stored under the route's cache repository, with this digest.
+    Stored(Digest),
+    /// Just fetched from the upstream and verified; being stored in the background (the task
+    /// holds the manifest's fetch lock, so a request for it meanwhile waits and then finds it
+    /// stored; nothing is visible before all of it is written).
+    Fetched {
+        /// Its digest (verified).
+        digest: Digest,
+        /// Its media type.
+        media_type: String,
+        /// Its bytes.
+        body: Bytes,
+        /// The store task.
+        stored: tokio::task::JoinHandle<Result<()>>,
+    },
+}
+
+impl ManifestSource {
+    /// The manifest's digest.
+    pub fn digest(&self) -> &Digest {
+        match self {
+            ManifestSource::Stored(d) | ManifestSource::Fetched { digest: d, .. } => d,
+        }
+    }
+}
+
 impl Proxy {
     /// Makes the manifest `ask.reference` of `ask.route` available in storage under the route's
     /// cache repository and returns its digest: from the cache when it holds it (a digest
     /// always, a tag while fresh, or stale when the upstream is down), else from the upstream.
     pub async fn manifest(&self, ask: Ask<'_>) -> Result<Digest> {
+        match self.manifest_source(ask).await? {
+            ManifestSource::Stored(d) => Ok(d),
+            ManifestSource::Fetched { digest, stored, .. } => {
+                stored
+                    .await
+                    .map_err(|e| ProxyError::from(storage::Error::backend("store task", e)))??;
+                Ok(digest)
+            }
+        }
+    }
+
+    /// The manifest `ask.reference` of `ask.route`: from the cache when it holds it (a digest
+    /// always, a tag while fresh, or stale when the upstream is down), else fetched from the
+    /// upstream, verified, and answered while it is stored.
+    pub async fn manifest_source(&self, ask: Ask<'_>) -> Result<ManifestSource> {
         let res = self.manifest_inner(&ask).await;
         match &res {
-            Ok(d) => self.touch(ask.route, d).await,
+            Ok(m) => self.touch(ask.route, m.digest()),
             Err(e) => {
                 let up = ask.route.upstream.name();
                 tracing::debug!(upstream = up, error = %e, "proxied manifest failed");
@@ -57,12 +101,12 @@ impl Proxy {
     }
 
     /// Counts a cache hit and answers `d`.
-    fn hit(route: &Route, d: &Digest) -> Result<Digest> {
+    fn hit(route: &Route, d: &Digest) -> Result<ManifestSource> {
         route.upstream.metrics.hits.fetch_add(1, Relaxed);
-        Ok(d.clone())
+        Ok(ManifestSource::Stored(d.clone()))
     }
 
-    async fn manifest_inner(&self, ask: &Ask<'_>) -> Result<Digest> {
+    async fn manifest_inner(&self, ask: &Ask<'_>) -> Result<ManifestSource> {
         let route = ask.route;
         if let Reference::Digest(d) = ask.reference {
             if self.stored(route, d).await {
@@ -70,23 +114,23 @@ impl Proxy {
             }
         }
         let lock = self.manifest_lock(format!("{}:{}", route.local, ask.reference));
-        let _guard = lock.lock().await;
+        let guard = lock.lock_owned().await;
         let tag = match ask.reference {
             // Another request may have fetched it while this one waited.
             Reference::Digest(d) if self.stored(route, d).await => return Self::hit(route, d),
-            Reference::Digest(_) => return self.fetch_counted(ask).await,
+            Reference::Digest(_) => return self.fetch_counted(ask, guard).await,
             Reference::Tag(t) => t,
         };
         let record = self.registry.cache_tag_record(&route.local, tag).await?;
         let cached = match record.as_ref().map(|r| r.digest.parse::<Digest>()) {
             Some(Ok(d)) if self.stored(route, &d).await => d,
-            _ => return self.fetch_counted(ask).await,
+            _ => return self.fetch_counted(ask, guard).await,
         };
         if record.is_some_and(|r| r.age() < route.upstream.config.freshness()) {
             return Self::hit(route, &cached);
         }
         // Stale: one HEAD tells whether the tag moved.
-        self.revalidate(ask, tag, cached).await
+        self.revalidate(ask, tag, cached, guard).await
     }
 
     /// Asks the upstream whether a stale cached tag moved: keeps `cached` when it did not,
@@ -96,7 +140,8 @@ impl Proxy {
         ask: &Ask<'_>,
         tag: &storage::Tag,
         cached: Digest,
-    ) -> Result<Digest> {
+        guard: FetchGuard,
+    ) -> Result<ManifestSource> {
         let route = ask.route;
         let up = &route.upstream;
         let path = format!("manifests/{tag}");
@@ -114,7 +159,7 @@ impl Proxy {
             }
             Ok(_) => {
                 up.metrics.misses.fetch_add(1, Relaxed);
-                match self.fetch_manifest(ask).await {
+                match self.fetch_manifest(ask, guard).await {
                     Ok(d) => Ok(d),
                     Err(e) => self.stale_or_err(route, tag, e, cached),
                 }
@@ -124,9 +169,9 @@ impl Proxy {
     }
 
     /// A miss: fetches the manifest from the upstream, counting a failure as an error.
-    async fn fetch_counted(&self, ask: &Ask<'_>) -> Result<Digest> {
+    async fn fetch_counted(&self, ask: &Ask<'_>, guard: FetchGuard) -> Result<ManifestSource> {
         ask.route.upstream.metrics.misses.fetch_add(1, Relaxed);
-        let res = self.fetch_manifest(ask).await;
+        let res = self.fetch_manifest(ask, guard).await;
         if let Err(e) = &res {
             self.count_error(ask.route, e);
         }
@@ -141,7 +186,7 @@ impl Proxy {
         tag: &storage::Tag,
         e: ProxyError,
         cached: Digest,
-    ) -> Result<Digest> {
+    ) -> Result<ManifestSource> {
         self.count_error(route, &e);
         if !e.upstream_down() {
             return Err(e);
@@ -154,11 +199,12 @@ impl Proxy {
             error = %e,
             "proxy: serving a stale tag, the upstream is unavailable"
         );
-        Ok(cached)
+        Ok(ManifestSource::Stored(cached))
     }
 
-    /// GETs a manifest from the upstream, verifies it and stores it (and the tag).
-    async fn fetch_manifest(&self, ask: &Ask<'_>) -> Result<Digest> {
+    /// GETs a manifest from the upstream, verifies it and starts storing it (and the tag) in a
+    /// task that holds `guard` until it is stored.
+    async fn fetch_manifest(&self, ask: &Ask<'_>, guard: FetchGuard) -> Result<ManifestSource> {
         let (route, reference) = (ask.route, ask.reference);
         let up = &route.upstream;
         let started = Instant::now();
@@ -191,45 +237,66 @@ impl Proxy {
         let media_type = manifest_media_type(&body, content_type.as_deref())
             .map_err(|m| up.invalid(format!("manifest {reference}: {m}")))?;
         let tag = match reference {
-            Reference::Tag(t) => Some(t),
+            Reference::Tag(t) => Some(t.clone()),
             Reference::Digest(_) => None,
         };
-        self.store_manifest(route, &actual, &media_type, body.clone(), tag)
-            .await?;
-        up.metrics.fills.fetch_add(1, Relaxed);
-        tracing::info!(
-            upstream = up.name(),
-            repository = %route.local,
-            reference = %reference,
-            digest = %actual,
+        let (registry, up, local) = (self.registry.clone(), up.clone(), route.local.clone());
+        let (digest, mt, bytes) = (actual.clone(), media_type.clone(), body.clone());
+        let stored = tokio::spawn(async move {
+            let res = store_manifest(&registry, &local, &digest, &mt, bytes.clone(), tag).await;
+            drop(guard);
+            match &res {
+                Ok(()) => {
+                    up.metrics.fills.fetch_add(1, Relaxed);
+                    tracing::info!(
+                        upstream = up.name(),
+                        repository = %local,
+                        %digest,
+                        media_type = mt,
+                        size = bytes.len(),
+                        seconds = started.elapsed().as_secs_f64(),
+                        "proxy fill: manifest stored"
+                    );
+                }
+                Err(e) => tracing::warn!(
+                    upstream = up.name(),
+                    repository = %local,
+                    %digest,
+                    error = %e,
+                    "proxy fill: storing a manifest failed; nothing visible"
+                ),
+            }
+            res
+        });
+        Ok(ManifestSource::Fetched {
+            digest: actual,
             media_type,
-            size = body.len(),
-            seconds = started.elapsed().as_secs_f64(),
-            "proxy fill: manifest stored"
-        );
-        Ok(actual)
+            body,
+            stored,
+        })
     }
+}
 
-    /// Stores a verified manifest in the cache repository, with `tag` and its tag record.
-    async fn store_manifest(
-        &self,
-        route: &Route,
-        actual: &Digest,
-        media_type: &str,
-        body: Bytes,
-        tag: Option<&storage::Tag>,
-    ) -> Result<()> {
-        self.registry
-            .cache_manifest(&route.local, actual, media_type, body, tag)
-            .await?;
-        if let Some(t) = tag {
-            let record = TagRecord::checked_now(actual);
-            self.registry
-                .cache_set_tag_record(&route.local, t, &record)
-                .await?;
-        }
-        Ok(())
+/// The fetch lock of one manifest, held until a fetched manifest is stored.
+type FetchGuard = tokio::sync::OwnedMutexGuard<()>;
+
+/// Stores a verified manifest in the cache repository, with `tag` and its tag record.
+async fn store_manifest(
+    registry: &storage::Store,
+    local: &storage::RepoName,
+    actual: &Digest,
+    media_type: &str,
+    body: Bytes,
+    tag: Option<storage::Tag>,
+) -> Result<()> {
+    registry
+        .cache_manifest(local, actual, media_type, body, tag.as_ref())
+        .await?;
+    if let Some(t) = &tag {
+        let record = TagRecord::checked_now(actual);
+        registry.cache_set_tag_record(local, t, &record).await?;
     }
+    Ok(())
 }
 
 /// The `Docker-Content-Digest` an answer announces, if any.

@@ -37,6 +37,26 @@ pub(super) async fn get(cx: &Ctx<'_>, name: RepoName, reference: Reference) -> A
     Ok(manifest_response(&info, Body::from(bytes)))
 }
 
+/// The answer to `GET` (or, without the body, `HEAD`) of a manifest the pull-through cache just
+/// fetched and verified.
+pub(super) fn fetched(
+    ep: &crate::endpoint::Endpoint,
+    digest: storage::Digest,
+    media_type: String,
+    body: Bytes,
+) -> Response {
+    let info = storage::ManifestInfo {
+        digest,
+        media_type,
+        size: body.len() as u64,
+    };
+    if matches!(ep, crate::endpoint::Endpoint::HeadManifest { .. }) {
+        return manifest_response(&info, Body::empty());
+    }
+    METRICS.sent(body.len() as u64);
+    manifest_response(&info, Body::from(body))
+}
+
 /// `HEAD /v2/<name>/manifests/<reference>`.
 pub(super) async fn head(cx: &Ctx<'_>, name: RepoName, reference: Reference) -> Answer {
     let info = cx.st.registry.manifest_info(&name, &reference).await?;

@@ -8,10 +8,10 @@ use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
 use http::header::{HeaderMap, ACCEPT};
 use http::StatusCode;
-use proxy::{BlobSource, ProxyError};
+use proxy::{BlobSource, ManifestSource, ProxyError};
 use storage::{Digest, Reference};
 
-use super::{blobs, param, Ctx};
+use super::{blobs, manifests, param, Ctx};
 use crate::endpoint::Endpoint;
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics::METRICS;
@@ -59,7 +59,20 @@ pub(super) async fn route(cx: &Ctx<'_>, ep: Endpoint) -> Result<Routed, ApiError
                 reference,
                 accept,
             };
-            let d = px.manifest(ask).await.map_err(api_error)?;
+            let d = match px.manifest_source(ask).await.map_err(api_error)? {
+                ManifestSource::Stored(d) => d,
+                // Verified and being stored: answered now, not after the store's writes.
+                ManifestSource::Fetched {
+                    digest,
+                    media_type,
+                    body,
+                    ..
+                } => {
+                    return Ok(Routed::Done(manifests::fetched(
+                        &ep, digest, media_type, body,
+                    )))
+                }
+            };
             let reference = Reference::Digest(d);
             Routed::Local(match ep {
                 Endpoint::GetManifest { .. } => Endpoint::GetManifest {
