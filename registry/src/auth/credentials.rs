@@ -75,7 +75,7 @@ impl Auth {
     }
 
     /// A bearer token's caller: from the cache of verified tokens, else a registry token (HS256,
-    /// `kid` [`jwt::REGISTRY_KID`]) or a ServiceAccount token, verified now.
+    /// `kid` [`jwt::REGISTRY_KID`]) or else a ServiceAccount token, verified now.
     async fn bearer(&self, token: &str) -> Result<Caller, &'static str> {
         let now = now_secs();
         let ticket = match self.tokens.get(token, now, |how| match how {
@@ -86,12 +86,10 @@ impl Auth {
             Ok(hit) => return Ok(Caller::clone(&hit)),
             Err(ticket) => ticket,
         };
-        match jwt::peek_header(token) {
-            Some((_, Some(kid))) if kid == jwt::REGISTRY_KID => {
-                let c = self
-                    .verify_registry_token(token)
-                    .await
-                    .map_err(|e| token_reason(&e))?;
+        // The header is parsed once: a token that is not a registry token (its `alg` and `kid`)
+        // is refused as such before any signature check, and then tried as a ServiceAccount.
+        match self.verify_registry_token(token).await {
+            Ok(c) => {
                 let id = if c.sub.is_empty() {
                     Identity::anonymous()
                 } else {
@@ -103,8 +101,9 @@ impl Auth {
                     .insert(ticket, caller.clone(), exp, nbf, Verified::Registry, now);
                 Ok(caller)
             }
-            Some(_) => self.verify_sa(token).await,
-            None => Err("malformed bearer token"),
+            Err(TokenError::Algorithm) => self.verify_sa(token).await,
+            Err(TokenError::Malformed) => Err("malformed bearer token"),
+            Err(e) => Err(token_reason(&e)),
         }
     }
 
