@@ -3,12 +3,14 @@
 //! credentials count against the source address.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request};
 use base64::Engine;
 use http::header::{HeaderValue, AUTHORIZATION};
 use http::HeaderMap;
 
+use super::cache::Verified;
 use super::jwt::{self, Jwks, RegistryClaims, TokenError};
 use super::rules::Identity;
 use super::state::{Auth, KeySet};
@@ -23,22 +25,38 @@ pub(super) fn source_ip(req: &Request) -> IpAddr {
 }
 
 impl Auth {
-    async fn verify_sa(&self, token: &str) -> Result<Identity, &'static str> {
+    /// A ServiceAccount token's caller, from the cache of verified tokens while the JWKS that
+    /// verified it is current, else verified now.
+    async fn verify_sa(&self, token: &str) -> Result<Caller, &'static str> {
         let (Some(sa), Some(jwks)) = (&self.cfg.serviceaccount, &self.jwks) else {
             return Err("ServiceAccount tokens are not configured");
         };
-        let check = |keys: &Jwks| {
-            jwt::verify_service_account(token, keys, &sa.issuer, &sa.audience, now_secs())
+        let now = now_secs();
+        let mut keys = jwks.get();
+        let ticket = match self.tokens.get(token, now, |how| match how {
+            Verified::ServiceAccount(w) => std::ptr::eq(w.as_ptr(), Arc::as_ptr(&keys)),
+            Verified::Registry => false,
+        }) {
+            Ok(hit) => return Ok(Caller::clone(&hit)),
+            Err(ticket) => ticket,
         };
-        let mut r = check(&jwks.get());
+        let check = |keys: &Jwks| {
+            jwt::verify_service_account_times(token, keys, &sa.issuer, &sa.audience, now)
+        };
+        let mut r = check(&keys);
         if let (Err(TokenError::UnknownKey), KeySet::Url(remote)) = (&r, jwks) {
             // The cluster may have rotated its keys.
             if remote.refresh_for_unknown_key().await {
-                r = check(&jwks.get());
+                keys = jwks.get();
+                r = check(&keys);
             }
         }
-        r.map(|sub| Identity::named(&sub))
-            .map_err(|e| token_reason(&e))
+        let v = r.map_err(|e| token_reason(&e))?;
+        let caller = Caller::Principal(Identity::named(&v.sub));
+        let how = Verified::ServiceAccount(Arc::downgrade(&keys));
+        self.tokens
+            .insert(ticket, caller.clone(), v.exp, v.nbf, how, now);
+        Ok(caller)
     }
 
     pub(super) async fn verify_registry_token(
@@ -48,9 +66,44 @@ impl Auth {
         let now = now_secs();
         match jwt::verify_registry(token, &self.key(), &self.cfg.service, now) {
             Err(TokenError::Signature) if self.signing.refresh().await => {
+                // Tokens verified with the old key are no longer good.
+                self.tokens.invalidate();
                 jwt::verify_registry(token, &self.key(), &self.cfg.service, now)
             }
             r => r,
+        }
+    }
+
+    /// A bearer token's caller: from the cache of verified tokens, else a registry token (HS256,
+    /// `kid` [`jwt::REGISTRY_KID`]) or else a ServiceAccount token, verified now.
+    async fn bearer(&self, token: &str) -> Result<Caller, &'static str> {
+        let now = now_secs();
+        let ticket = match self.tokens.get(token, now, |how| match how {
+            Verified::Registry => true,
+            // Checked against the current JWKS there.
+            Verified::ServiceAccount(_) => false,
+        }) {
+            Ok(hit) => return Ok(Caller::clone(&hit)),
+            Err(ticket) => ticket,
+        };
+        // The header is parsed once: a token that is not a registry token (its `alg` and `kid`)
+        // is refused as such before any signature check, and then tried as a ServiceAccount.
+        match self.verify_registry_token(token).await {
+            Ok(c) => {
+                let id = if c.sub.is_empty() {
+                    Identity::anonymous()
+                } else {
+                    Identity::named(&c.sub)
+                };
+                let caller = Caller::Token(id, c.access);
+                let (exp, nbf) = (Some(c.exp), Some(c.nbf));
+                self.tokens
+                    .insert(ticket, caller.clone(), exp, nbf, Verified::Registry, now);
+                Ok(caller)
+            }
+            Err(TokenError::Algorithm) => self.verify_sa(token).await,
+            Err(TokenError::Malformed) => Err("malformed bearer token"),
+            Err(e) => Err(token_reason(&e)),
         }
     }
 
@@ -106,7 +159,7 @@ impl Auth {
                 }
             }
             if password.matches('.').count() == 2 && self.jwks.is_some() {
-                return self.verify_sa(password).await.map(Caller::Principal);
+                return self.verify_sa(password).await;
             }
             if let Some(users) = &self.users {
                 // Costs one bcrypt, like a known user.
@@ -114,22 +167,7 @@ impl Auth {
             }
             Err("unknown user")
         } else if scheme.eq_ignore_ascii_case("bearer") {
-            match jwt::peek_header(rest) {
-                Some((_, Some(kid))) if kid == jwt::REGISTRY_KID => {
-                    let c = self
-                        .verify_registry_token(rest)
-                        .await
-                        .map_err(|e| token_reason(&e))?;
-                    let id = if c.sub.is_empty() {
-                        Identity::anonymous()
-                    } else {
-                        Identity::named(&c.sub)
-                    };
-                    Ok(Caller::Token(id, c.access))
-                }
-                Some(_) => self.verify_sa(rest).await.map(Caller::Principal),
-                None => Err("malformed bearer token"),
-            }
+            self.bearer(rest).await
         } else {
             Err("unsupported Authorization scheme")
         }

@@ -203,7 +203,9 @@ struct SaClaims {
     nbf: Option<u64>,
 }
 
-fn check_times(exp: Option<u64>, nbf: Option<u64>, now: u64) -> Result<(), TokenError> {
+/// Whether `now` lies between `nbf` and `exp` (each with [`LEEWAY`]); a token without `exp` is
+/// refused as expired.
+pub fn check_times(exp: Option<u64>, nbf: Option<u64>, now: u64) -> Result<(), TokenError> {
     match exp {
         Some(exp) if exp + LEEWAY > now => {}
         _ => return Err(TokenError::Expired),
@@ -223,6 +225,28 @@ pub fn verify_service_account(
     audience: &str,
     now: u64,
 ) -> Result<String, TokenError> {
+    verify_service_account_times(token, jwks, issuer, audience, now).map(|v| v.sub)
+}
+
+/// A verified ServiceAccount token: its subject and validity window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaToken {
+    /// `system:serviceaccount:<namespace>:<name>`.
+    pub sub: String,
+    /// Expiry (Unix seconds).
+    pub exp: Option<u64>,
+    /// Not before (Unix seconds).
+    pub nbf: Option<u64>,
+}
+
+/// [`verify_service_account`], also returning `exp` and `nbf` (for a cache of verified tokens).
+pub fn verify_service_account_times(
+    token: &str,
+    jwks: &Jwks,
+    issuer: &str,
+    audience: &str,
+    now: u64,
+) -> Result<SaToken, TokenError> {
     let parts = split(token)?;
     let alg = parts.header.alg.as_str();
     if !ASYMMETRIC.contains(&alg) {
@@ -273,7 +297,11 @@ pub fn verify_service_account(
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-.:".contains(&b)) =>
         {
-            Ok(sub)
+            Ok(SaToken {
+                sub,
+                exp: c.exp,
+                nbf: c.nbf,
+            })
         }
         _ => Err(TokenError::Subject),
     }

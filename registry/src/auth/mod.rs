@@ -20,6 +20,7 @@
 //! - `types`: shared types: [`Caller`], [`TlsClient`], why authentication failed, the clock.
 //! - `state`: [`Auth`], the state shared by every request, loaded at start-up.
 //! - `signing`: the registry-token signing key, from a file or kept in storage.
+//! - `cache`: bearer tokens that verified, so a token sent with every request is verified once.
 //! - `credentials`: identifying the caller from the `Authorization` header or client certificate.
 //! - `respond`: 401 challenges, 403 and 429 answers.
 //! - `token`: the `GET /token` endpoint.
@@ -27,6 +28,7 @@
 //! - [`rules`]: ordered access rules; [`htpasswd`]: users; [`jwt`]: token formats;
 //!   [`fetch`]: remote JWKS; [`limit`]: the failed-login limiter.
 
+mod cache;
 mod config;
 mod credentials;
 pub mod fetch;

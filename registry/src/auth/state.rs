@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use storage::Store;
 
+use super::cache::TokenCache;
 use super::config::{AuthConfig, ServiceAccountConfig};
 use super::fetch;
 use super::htpasswd::{Users, Watched};
@@ -24,6 +25,8 @@ pub struct Auth {
     pub(super) jwks: Option<KeySet>,
     pub(super) signing: SigningKey,
     pub(super) limit: FailureLimit,
+    /// Bearer tokens that verified, so a token sent with every request is verified once.
+    pub(super) tokens: TokenCache,
     pub(super) registry: Arc<Store>,
     /// The pull-through cache: rules match a proxied name as its cache repository.
     pub(super) proxy: std::sync::OnceLock<Arc<proxy::Proxy>>,
@@ -89,6 +92,7 @@ impl Auth {
             jwks,
             signing,
             limit,
+            tokens: TokenCache::default(),
             registry,
             cfg,
             proxy: Default::default(),
