@@ -585,6 +585,14 @@ def main():
         state["s3regs"] = regs
         pushed = [push_image(ports[i % 2], "s3/app", f"t{i}", f"s3-{i}")[0] for i in range(10)]
         skopeo("copy", "--src-tls-verify=false", f"docker://127.0.0.1:{ports[1]}/s3/app:t0", f"oci:{os.path.join(WORK, 's3pull')}:t0")
+        # a real client's multi-arch push to one replica, pulled whole from the other
+        push_layout(ports[0], "s3/clients")
+        pushed_index = raw_digest(ports[0], "s3/clients:v1")
+        assert raw_digest(ports[1], "s3/clients:v1") == pushed_index, "the replicas disagree on s3/clients:v1"
+        skopeo("copy", "--all", "--src-tls-verify=false", f"docker://127.0.0.1:{ports[1]}/s3/clients:v1",
+               f"oci:{os.path.join(WORK, 's3-clients-pull')}:v1")
+        wait_for(lambda: pushed_index in {e["target"]["digest"] for e in manifest_events(rcv2, "s3/clients")}, 60,
+                 "the event of the skopeo push")
         wait_for(lambda: {e["target"]["digest"] for e in manifest_events(rcv2, "s3/app")} >= set(pushed), 60, "events from both replicas")
         time.sleep(2)
         assert len(manifest_events(rcv2, "s3/app")) == 10, f"{len(manifest_events(rcv2, 's3/app'))} distinct events for 10 pushes"
@@ -594,7 +602,7 @@ def main():
         assert any(v.get("target") == "registry::access" for v in lines), "no JSON access-log line"
         assert any(v.get("fields", {}).get("message") == "registry serving" for v in lines), "no JSON start-up line"
 
-    case("S3 config.yml, two replicas on one bucket: each event delivered; log.fields on every JSON line", s3_two_replicas_deliver_each_event)
+    case("S3 config.yml, two replicas on one bucket: each event delivered, skopeo pushes and pulls across them; log.fields on every JSON line", s3_two_replicas_deliver_each_event)
 
     # ---- hanging receiver and the outbox limit (project TOML)
     hang = Receiver()
