@@ -60,7 +60,7 @@ const OCI_NAMESPACE: HeaderName = HeaderName::from_static("oci-namespace");
 type Query = Vec<(String, String)>;
 
 /// What a handler returns: the answer, or the error to render.
-type Answer = Result<Response, ApiError>;
+pub(super) type Answer = Result<Response, ApiError>;
 
 /// What every handler reads besides its path parameters and the body.
 struct Ctx<'a> {

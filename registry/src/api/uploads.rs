@@ -9,7 +9,7 @@ use storage::range::{upload_range, ContentRange};
 use storage::{Algorithm, ByteStream, Digest, RepoName};
 
 use super::{
-    body_stream, content_length, drain, has_body, param, Ctx, CHUNK_MIN, CONTENT_DIGEST,
+    body_stream, content_length, drain, has_body, param, Answer, Ctx, CHUNK_MIN, CONTENT_DIGEST,
     UPLOAD_UUID,
 };
 use crate::error::{ApiError, ErrorCode};
@@ -162,15 +162,16 @@ pub(super) async fn status(cx: &Ctx<'_>, name: RepoName, id: String) -> Result<R
     ))
 }
 
-/// `PATCH /v2/<name>/blobs/uploads/<id>`: appends a chunk.
-pub(super) async fn patch(
-    cx: &Ctx<'_>,
-    name: RepoName,
-    id: String,
-    body: Body,
-) -> Result<Response, ApiError> {
+/// The chunk a PATCH or PUT carries: its start and length (from `Content-Range` and
+/// `Content-Length`) and its bytes.
+fn chunk(cx: &Ctx<'_>, body: Body) -> Result<(Option<u64>, Option<u64>, ByteStream), ApiError> {
     let (start, len) = chunk_bounds(&cx.parts.headers)?;
-    let mut data = body_stream(body, cx.st.config.body_timeout);
+    Ok((start, len, body_stream(body, cx.st.config.body_timeout)))
+}
+
+/// `PATCH /v2/<name>/blobs/uploads/<id>`: appends a chunk.
+pub(super) async fn patch(cx: &Ctx<'_>, name: RepoName, id: String, body: Body) -> Answer {
+    let (start, len, mut data) = chunk(cx, body)?;
     let res = cx
         .st
         .registry
@@ -183,12 +184,7 @@ pub(super) async fn patch(
 }
 
 /// `PUT /v2/<name>/blobs/uploads/<id>?digest=`: closes the upload, with an optional last chunk.
-pub(super) async fn finish(
-    cx: &Ctx<'_>,
-    name: RepoName,
-    id: String,
-    body: Body,
-) -> Result<Response, ApiError> {
+pub(super) async fn finish(cx: &Ctx<'_>, name: RepoName, id: String, body: Body) -> Answer {
     let digest: Digest = param(cx.query, "digest")
         .ok_or_else(|| {
             ApiError::new(
@@ -197,8 +193,7 @@ pub(super) async fn finish(
             )
         })?
         .parse()?;
-    let (start, len) = chunk_bounds(&cx.parts.headers)?;
-    let mut data = body_stream(body, cx.st.config.body_timeout);
+    let (start, len, mut data) = chunk(cx, body)?;
     let last = has_body(&cx.parts.headers).then_some(&mut data);
     let res = cx
         .st
