@@ -22,14 +22,19 @@ pub enum BlobSource {
     },
 }
 
-/// A fill in progress, read through its spool file.
-pub struct Spooled(Arc<fill::Fill>);
+/// A fill in progress: read through its spool file, or, for the client that took the fill's
+/// channel of upstream chunks, from those chunks themselves.
+pub struct Spooled(
+    Arc<fill::Fill>,
+    Option<tokio::sync::mpsc::Receiver<fill::FeedChunk>>,
+);
 
 impl Spooled {
-    /// The bytes `range` of the blob as the fill writes them: nothing waits for the whole fill,
-    /// memory stays at one read buffer, and the blob's last byte follows the digest check.
+    /// The bytes `range` of the blob as the fill receives them: nothing waits for the whole
+    /// fill, memory stays bounded (a read buffer, or the fill's bounded channel), and the blob's
+    /// last byte follows the digest check.
     pub fn stream(self, range: std::ops::Range<u64>, size: u64) -> ByteStream {
-        fill::stream(self.0, range, size)
+        fill::stream(self.0, self.1, range, size)
     }
 }
 
@@ -89,6 +94,9 @@ impl Proxy {
                 })
             }
         };
+        // The first client here gets the upstream's chunks as they arrive (dropped, so that the
+        // fill stops feeding, when it is not served from the fill).
+        let feed = f.take_feed();
         if let Some(e) = state.failed {
             return Err(e);
         }
@@ -102,9 +110,10 @@ impl Proxy {
         match state.size {
             Some(size) => Ok(BlobSource::Filling {
                 size,
-                fill: Spooled(f),
+                fill: Spooled(f, feed),
             }),
             _ => {
+                drop(feed);
                 fill::wait_done(&f).await?;
                 Ok(BlobSource::Stored)
             }

@@ -1,9 +1,13 @@
 //! Single-flight blob fills. The first request for an uncached blob starts one fill: a task that
 //! streams the upstream's bytes into a spool file on local disk while hashing them, verifies the
-//! digest, then stores the blob through the registry's verified, atomic upload path. Every client
-//! asking for the blob meanwhile reads the spool file as it grows (memory stays bounded: a read
-//! buffer per client), and the last byte is released only once the digest is verified, so no
-//! client ever receives a complete body with the wrong content. The fill runs in its own task, so
+//! digest, then stores the blob through the registry's verified, atomic upload path. One client
+//! (normally the one whose request started the fill) gets the upstream's chunks themselves as
+//! they arrive, through a channel bounded in bytes: no copy and no read of the spool file. When
+//! that client falls behind by more than the bound for longer than a short total wait, or goes
+//! away, the fill stops feeding it and it reads on from the spool file. Every other client reads
+//! the spool file as it grows (memory stays bounded: a read buffer per client). The last byte is
+//! released only once the digest is verified, so no client ever receives a complete body with
+//! the wrong content. The fill runs in its own task, so
 //! clients that disconnect do not stop it; a fill that fails leaves nothing in storage and the
 //! next request starts a new one.
 
@@ -20,7 +24,7 @@ use http::{header, Method};
 use std::io::Write;
 use storage::hash::Hasher;
 use storage::{ByteStream, Digest, RepoName, Store};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::client::Upstream;
 use crate::error::{ProxyError, Result};
@@ -32,6 +36,27 @@ const READ_CHUNK: usize = 1024 * 1024;
 /// writes them to the spool in one blocking call (fewer thread hand-offs and reader wake-ups;
 /// it never waits for more bytes to fill a batch).
 const WRITE_BATCH: usize = 1024 * 1024;
+
+/// Bytes of upstream chunks the fill may have handed to its fed client and not yet taken back
+/// (the fed client's memory, at most).
+const FEED_BYTES: usize = 8 * 1024 * 1024;
+
+/// Chunks in the fed client's channel, at most.
+const FEED_CHUNKS: usize = 1024;
+
+/// How long in all a fill waits for its fed client to take chunks before it stops feeding it
+/// (that client then reads on from the spool file).
+const FEED_WAIT: Duration = Duration::from_millis(500);
+
+/// A chunk for the fed client, holding its share of [`FEED_BYTES`].
+pub(crate) type FeedChunk = (Bytes, OwnedSemaphorePermit);
+
+/// The fill's side of the channel to its fed client.
+struct FeedTx {
+    tx: mpsc::Sender<FeedChunk>,
+    room: Arc<Semaphore>,
+    waited: Duration,
+}
 
 /// Where a fill stands; watched by the clients reading it.
 #[derive(Debug, Clone, Default)]
@@ -54,6 +79,15 @@ pub(crate) struct Fill {
     pub(crate) state: watch::Receiver<FillState>,
     /// The spool file; removed when the last reader and the fill are done with it.
     path: tempfile::TempPath,
+    /// The upstream's chunks as they arrive, for the first client that takes them.
+    feed: Mutex<Option<mpsc::Receiver<FeedChunk>>>,
+}
+
+impl Fill {
+    /// The channel of the upstream's chunks, to the first caller only.
+    pub(crate) fn take_feed(&self) -> Option<mpsc::Receiver<FeedChunk>> {
+        self.feed.lock().expect("feed lock").take()
+    }
 }
 
 /// The fills in progress in this process, by cache repository and digest.
@@ -85,7 +119,17 @@ impl Fills {
             .tempfile_in(&job.spool)?;
         let (file, path) = file.into_parts();
         let (tx, rx) = watch::channel(FillState::default());
-        let fill = Arc::new(Fill { state: rx, path });
+        let (feed_tx, feed_rx) = mpsc::channel(FEED_CHUNKS);
+        let feed = FeedTx {
+            tx: feed_tx,
+            room: Arc::new(Semaphore::new(FEED_BYTES)),
+            waited: Duration::ZERO,
+        };
+        let fill = Arc::new(Fill {
+            state: rx,
+            path,
+            feed: Mutex::new(Some(feed_rx)),
+        });
         map.insert(key.clone(), fill.clone());
         let fills = self.clone();
         let keep = fill.clone();
@@ -93,7 +137,7 @@ impl Fills {
             let started = Instant::now();
             let (upstream, local, digest) =
                 (job.upstream.clone(), job.local.clone(), job.digest.clone());
-            let res = run(job, file, &keep.path, &tx).await;
+            let res = run(job, file, &keep.path, &tx, feed).await;
             match &res {
                 Ok(Some(size)) => {
                     upstream.metrics.fills.fetch_add(1, Relaxed);
@@ -132,6 +176,7 @@ async fn run(
     file: std::fs::File,
     path: &Path,
     tx: &watch::Sender<FillState>,
+    feed: FeedTx,
 ) -> Result<Option<u64>> {
     let up = &job.upstream;
     let _permit = up.fills.acquire().await.expect("semaphore open");
@@ -158,7 +203,7 @@ async fn run(
         .and_then(|v| v.parse::<u64>().ok());
     tx.send_modify(|s| s.size = size);
     let hasher = Hasher::new(job.digest.algorithm());
-    let (written, hasher) = spool(&job, resp, size, file, tx, hasher).await?;
+    let (written, hasher) = spool(&job, resp, size, file, tx, hasher, feed).await?;
     let io_err = |e: io::Error| ProxyError::from(storage::Error::backend("proxy spool file", e));
     let actual = hasher.finish();
     if actual != job.digest {
@@ -205,9 +250,35 @@ fn check_response(job: &FillJob, resp: &reqwest::Response) -> Result<()> {
     Ok(())
 }
 
+/// Hands `chunk` to the fed client, if it is still fed: stops feeding it (drops the channel)
+/// when it went away, or when the chunk finds no room within what is left of [`FEED_WAIT`].
+async fn feed(feed: &mut Option<FeedTx>, chunk: &Bytes) {
+    let Some(f) = feed else { return };
+    if f.tx.is_closed() {
+        *feed = None;
+        return;
+    }
+    let n = chunk.len().min(FEED_BYTES) as u32;
+    let permit = match f.room.clone().try_acquire_many_owned(n) {
+        Ok(p) => Some(p),
+        Err(_) => {
+            let started = Instant::now();
+            let left = FEED_WAIT.saturating_sub(f.waited);
+            let p = tokio::time::timeout(left, f.room.clone().acquire_many_owned(n)).await;
+            f.waited += started.elapsed();
+            p.ok().and_then(|p| p.ok())
+        }
+    };
+    let sent = permit.is_some_and(|p| f.tx.try_send((chunk.clone(), p)).is_ok());
+    if !sent {
+        *feed = None;
+    }
+}
+
 /// Streams the body into the spool file and `hasher`, in batches of the chunks already
-/// received (written with one blocking call each, then announced to the readers); returns the
-/// bytes written, which must match `size` when the upstream sent one, and the hasher.
+/// received (handed to the fed client, written with one blocking call each, then announced to
+/// the readers); returns the bytes written, which must match `size` when the upstream sent one,
+/// and the hasher.
 async fn spool(
     job: &FillJob,
     resp: reqwest::Response,
@@ -215,6 +286,7 @@ async fn spool(
     file: std::fs::File,
     tx: &watch::Sender<FillState>,
     hasher: Hasher,
+    feed_tx: FeedTx,
 ) -> Result<(u64, Hasher)> {
     let up = &job.upstream;
     let io_err = |e: io::Error| ProxyError::from(storage::Error::backend("proxy spool file", e));
@@ -222,6 +294,7 @@ async fn spool(
     let mut written = 0u64;
     let stall = Duration::from_secs(up.config.stall_timeout.max(1));
     let mut sink = Some((file, hasher));
+    let mut fed = Some(feed_tx);
     let mut ended = false;
     while !ended {
         let first = match tokio::time::timeout(stall, body.next()).await {
@@ -252,6 +325,9 @@ async fn spool(
         written += len as u64;
         if size.is_some_and(|s| written > s) {
             return Err(up.invalid("blob body longer than its Content-Length"));
+        }
+        for c in &batch {
+            feed(&mut fed, c).await;
         }
         let (mut file, mut hasher) = sink.take().expect("sink returned");
         let res = tokio::task::spawn_blocking(move || {
@@ -312,6 +388,8 @@ pub(crate) async fn wait_done(fill: &Fill) -> Result<()> {
 /// One client's reader of a fill's spool file.
 struct Reader {
     fill: Arc<Fill>,
+    /// The upstream's chunks, while this reader is the fed client (the spool file after).
+    feed: Option<mpsc::Receiver<FeedChunk>>,
     rx: watch::Receiver<FillState>,
     file: Option<Arc<std::fs::File>>,
     /// Next byte to send, and the end of the requested range (exclusive).
@@ -361,6 +439,26 @@ impl Reader {
 
     /// The next chunk: `None` at the end of the range, an error when the fill failed.
     async fn next(&mut self) -> Option<io::Result<Bytes>> {
+        // Fed: every byte but the last straight from the upstream's chunks; the last comes from
+        // the spool file once the digest is verified. The channel ends early when the fill
+        // failed or stopped feeding this reader, which then reads on from the spool file.
+        while let Some(feed) = &mut self.feed {
+            let before_last = self.size.saturating_sub(1);
+            if self.done || self.offset >= before_last {
+                self.feed = None;
+                break;
+            }
+            let Some((mut chunk, _room)) = feed.recv().await else {
+                self.feed = None;
+                break;
+            };
+            let n = (before_last - self.offset).min(chunk.len() as u64);
+            chunk.truncate(n as usize);
+            self.offset += n;
+            if n > 0 {
+                return Some(Ok(chunk));
+            }
+        }
         loop {
             if self.done || self.offset >= self.end {
                 return None;
@@ -384,12 +482,20 @@ impl Reader {
     }
 }
 
-/// The bytes `range` of a fill of a blob of `size` bytes as they arrive, for one client. Ends
-/// with an error (the client sees a cut body) if the fill fails; the blob's last byte follows
-/// only the digest check.
-pub(crate) fn stream(fill: Arc<Fill>, range: std::ops::Range<u64>, size: u64) -> ByteStream {
+/// The bytes `range` of a fill of a blob of `size` bytes as they arrive, for one client: from
+/// `feed` (the fill's channel of upstream chunks, when this client took it) if the range is the
+/// whole blob, else from the spool file. Ends with an error (the client sees a cut body) if the
+/// fill fails; the blob's last byte follows only the digest check.
+pub(crate) fn stream(
+    fill: Arc<Fill>,
+    feed: Option<mpsc::Receiver<FeedChunk>>,
+    range: std::ops::Range<u64>,
+    size: u64,
+) -> ByteStream {
+    let whole = range.start == 0 && range.end >= size && size > 0;
     let r = Reader {
         rx: fill.state.clone(),
+        feed: feed.filter(|_| whole),
         fill,
         file: None,
         offset: range.start,

@@ -490,3 +490,50 @@ async fn a_manifest_that_does_not_match_its_digest_is_refused() {
         .await
         .is_err());
 }
+
+/// Waits up to 5 s for `d` to be stored under `route.local`.
+async fn stored(e: &Env, route: &Route, d: &Digest) -> bool {
+    for _ in 0..250 {
+        if e.registry.blob_size(&route.local, d).await.is_ok() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_first_client_that_stalls_or_leaves_does_not_hold_up_the_fill() {
+    let e = env(300).await;
+    let route = e.route();
+    // 12 MiB: more than the fill hands its first client ahead of what that client read.
+    let data: Vec<u8> = (0..12 * 1024 * 1024u32).map(|i| (i % 241) as u8).collect();
+    let d = add_blob(&e.up, data.clone());
+    let BlobSource::Filling { size, fill } = e.proxy.blob(&route, &d).await.unwrap() else {
+        panic!("expected a fill in progress")
+    };
+    // The first client takes the fill's chunks and reads nothing: the fill goes on without it.
+    let stalled = fill.stream(0..size, size);
+    assert!(
+        stored(&e, &route, &d).await,
+        "stored while the first client stalled"
+    );
+    // It still gets every byte (the rest from the spool file).
+    let got: Vec<Bytes> = stalled.try_collect().await.unwrap();
+    assert!(got.concat() == data, "the stalled client got other bytes");
+
+    // A first client that leaves after its first chunk does not cancel the fill.
+    let data: Vec<u8> = (0..12 * 1024 * 1024u32).map(|i| (i % 239) as u8).collect();
+    let d = add_blob(&e.up, data);
+    let BlobSource::Filling { size, fill } = e.proxy.blob(&route, &d).await.unwrap() else {
+        panic!("expected a fill in progress")
+    };
+    let mut s = fill.stream(0..size, size);
+    assert!(!s.try_next().await.unwrap().unwrap().is_empty());
+    drop(s);
+    assert!(
+        stored(&e, &route, &d).await,
+        "stored after the first client left"
+    );
+    assert_eq!(e.up.blob_gets.load(SeqCst), 2, "one upstream GET per blob");
+}
