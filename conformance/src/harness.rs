@@ -471,6 +471,11 @@ impl Call {
         expect_error(self.await, status, codes).await
     }
 
+    /// Sends the request; the answer's status.
+    pub async fn status(self) -> u16 {
+        self.await.status().as_u16()
+    }
+
     /// Sends the request and parses the answer's body as JSON.
     pub async fn json(self) -> Value {
         let what = self.what.clone();

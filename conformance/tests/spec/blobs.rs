@@ -1,6 +1,6 @@
 //! Pulling blobs: GET/HEAD headers and bodies, Range requests, unknown blobs, deletion.
 
-use conformance::{expect_error, header, random_bytes, sha256_digest, TestRegistry};
+use conformance::{expect_error, expect_header, header, random_bytes, sha256_digest, TestRegistry};
 
 #[tokio::test]
 async fn blob_get_and_head_return_bytes_and_headers() {
@@ -189,8 +189,8 @@ async fn empty_blob_round_trip() {
     );
     let url = reg.url(&format!("/v2/pull/empty/blobs/{digest}"));
     let resp = reg.get(&url).expect(200).await;
-    assert_eq!(header(resp.headers(), "content-length"), Some("0"));
+    expect_header(resp.headers(), "content-length", "0");
     assert!(resp.bytes().await.unwrap().is_empty());
     let resp = reg.head(&url).expect(200).await;
-    assert_eq!(header(resp.headers(), "content-length"), Some("0"));
+    expect_header(resp.headers(), "content-length", "0");
 }

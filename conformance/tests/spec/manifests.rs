@@ -1,8 +1,8 @@
 //! Pushing, pulling and deleting manifests and tags; validation; size limits; multi-tag push.
 
 use conformance::{
-    at_once, descriptor, empty_descriptor, expect_client_error, expect_error, header,
-    header_values, location, random_bytes, sha256_digest, IndexBuilder, ManifestBuilder,
+    at_once, descriptor, empty_descriptor, expect_client_error, expect_error, expect_header,
+    header, header_values, location, random_bytes, sha256_digest, IndexBuilder, ManifestBuilder,
     TestRegistry, DOCKER_CONFIG, DOCKER_LAYER, DOCKER_LIST, DOCKER_MANIFEST, EMPTY_JSON_DIGEST,
     OCI_CONFIG, OCI_EMPTY, OCI_INDEX, OCI_LAYER, OCI_MANIFEST,
 };
@@ -75,9 +75,23 @@ async fn assert_manifest(
 
 async fn get_status(reg: &TestRegistry, repo: &str, reference: &str) -> u16 {
     reg.get(format!("/v2/{repo}/manifests/{reference}"))
-        .await
         .status()
-        .as_u16()
+        .await
+}
+
+/// The PUT of `body` as `repo:reference` is refused with 400 and one of `codes`, and nothing is
+/// stored under `reference`.
+async fn refused(
+    reg: &TestRegistry,
+    (repo, reference): (&str, &str),
+    media_type: &str,
+    body: &[u8],
+    codes: &[&str],
+) {
+    reg.put_manifest(repo, reference, media_type, body)
+        .error(400, codes)
+        .await;
+    assert_eq!(get_status(reg, repo, reference).await, 404);
 }
 
 #[tokio::test]
@@ -94,10 +108,7 @@ async fn push_by_tag_and_pull_exact_bytes() {
         .put_manifest("man/exact", "v1.0", OCI_MANIFEST, &body)
         .expect(201)
         .await;
-    assert_eq!(
-        header(resp.headers(), "docker-content-digest"),
-        Some(digest.as_str())
-    );
+    expect_header(resp.headers(), "docker-content-digest", digest.as_str());
     let loc = location(&resp);
     let got = reg.get(&loc).await;
     assert_eq!(got.status(), 200, "GET the 201's Location {loc}");
@@ -117,10 +128,7 @@ async fn push_by_digest() {
         .put_manifest("man/bydigest", &digest, OCI_MANIFEST, &body)
         .expect(201)
         .await;
-    assert_eq!(
-        header(resp.headers(), "docker-content-digest"),
-        Some(digest.as_str())
-    );
+    expect_header(resp.headers(), "docker-content-digest", digest.as_str());
     let loc = location(&resp);
     assert_eq!(reg.get(&loc).await.status(), 200);
     assert_manifest(&reg, "man/bydigest", &digest, OCI_MANIFEST, &body).await;
@@ -152,10 +160,14 @@ async fn content_type_media_type_mismatch_is_manifest_invalid() {
     reg.put_manifest("man/mismatch", "t", OCI_INDEX, &body)
         .error(400, &["MANIFEST_INVALID"])
         .await;
-    reg.put_manifest("man/mismatch", "t", DOCKER_MANIFEST, &body)
-        .error(400, &["MANIFEST_INVALID"])
-        .await;
-    assert_eq!(get_status(&reg, "man/mismatch", "t").await, 404);
+    refused(
+        &reg,
+        ("man/mismatch", "t"),
+        DOCKER_MANIFEST,
+        &body,
+        &["MANIFEST_INVALID"],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -176,15 +188,14 @@ async fn invalid_json_is_manifest_invalid() {
         "config": {"mediaType": OCI_CONFIG, "digest": "sha256:nothex", "size": 2},
         "layers": []
     });
-    reg.put_manifest(
-        "man/badjson",
-        "t",
+    refused(
+        &reg,
+        ("man/badjson", "t"),
         OCI_MANIFEST,
         &serde_json::to_vec(&bad_config).unwrap(),
+        &["MANIFEST_INVALID", "DIGEST_INVALID"],
     )
-    .error(400, &["MANIFEST_INVALID", "DIGEST_INVALID"])
     .await;
-    assert_eq!(get_status(&reg, "man/badjson", "t").await, 404);
 }
 
 #[tokio::test]
@@ -235,10 +246,14 @@ async fn index_with_missing_child_is_manifest_blob_unknown() {
         .manifest(img.descriptor())
         .manifest(absent)
         .build();
-    reg.put_manifest("man/index", "multi", OCI_INDEX, &body)
-        .error(400, &["MANIFEST_BLOB_UNKNOWN"])
-        .await;
-    assert_eq!(get_status(&reg, "man/index", "multi").await, 404);
+    refused(
+        &reg,
+        ("man/index", "multi"),
+        OCI_INDEX,
+        &body,
+        &["MANIFEST_BLOB_UNKNOWN"],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -504,13 +519,9 @@ async fn multi_tag_push_by_digest() {
         .chain((0..9).map(|i| format!("extra{i}")))
         .collect();
     let query: Vec<String> = want.iter().map(|t| format!("tag={t}")).collect();
+    let reference = format!("{digest}?{}", query.join("&"));
     let resp = reg
-        .put(format!(
-            "/v2/man/tags/manifests/{digest}?{}",
-            query.join("&")
-        ))
-        .header("content-type", OCI_MANIFEST)
-        .body(body.clone())
+        .put_manifest("man/tags", &reference, OCI_MANIFEST, &body)
         .expect(201)
         .await;
     let mut tags = header_values(resp.headers(), "oci-tag");
@@ -532,10 +543,14 @@ async fn put_by_wrong_digest_is_digest_invalid() {
     let (config, layer) = blobs(&reg, "man/wrong").await;
     let body = ManifestBuilder::new(config).layer(layer).build();
     let wrong = sha256_digest(b"not the manifest");
-    reg.put_manifest("man/wrong", &wrong, OCI_MANIFEST, &body)
-        .error(400, &["DIGEST_INVALID"])
-        .await;
-    assert_eq!(get_status(&reg, "man/wrong", &wrong).await, 404);
+    refused(
+        &reg,
+        ("man/wrong", &wrong),
+        OCI_MANIFEST,
+        &body,
+        &["DIGEST_INVALID"],
+    )
+    .await;
     assert_eq!(
         get_status(&reg, "man/wrong", &sha256_digest(&body)).await,
         404

@@ -2,7 +2,8 @@
 //! automatic mount without `from`.
 
 use conformance::{
-    expect_error, header, location, random_bytes, sha256_digest, with_query, TestRegistry,
+    expect_error, expect_header, header, location, random_bytes, sha256_digest, with_query,
+    TestRegistry,
 };
 
 async fn mount(
@@ -22,18 +23,12 @@ async fn mount(
 /// case); returns the blob's location.
 fn expect_mounted(resp: reqwest::Response, digest: &str, what: &str) -> String {
     assert_eq!(resp.status(), 201, "{what}");
-    assert_eq!(
-        header(resp.headers(), "docker-content-digest"),
-        Some(digest)
-    );
+    expect_header(resp.headers(), "docker-content-digest", digest);
     location(&resp)
 }
 
 async fn blob_status(reg: &TestRegistry, repo: &str, digest: &str) -> u16 {
-    reg.get(format!("/v2/{repo}/blobs/{digest}"))
-        .await
-        .status()
-        .as_u16()
+    reg.get(format!("/v2/{repo}/blobs/{digest}")).status().await
 }
 
 #[tokio::test]
@@ -51,10 +46,7 @@ async fn mount_from_repository_that_has_the_blob() {
 
     let got = reg.get(format!("/v2/dst/repo/blobs/{digest}")).await;
     assert_eq!(got.status(), 200);
-    assert_eq!(
-        header(got.headers(), "docker-content-digest"),
-        Some(digest.as_str())
-    );
+    expect_header(got.headers(), "docker-content-digest", digest.as_str());
     assert_eq!(got.bytes().await.unwrap(), data);
 
     // The mounted blob can be referenced by a manifest in the target repository.

@@ -4,9 +4,9 @@
 //! and HEAD answering with exactly the headers of GET for every manifest type and `Accept` list.
 
 use conformance::{
-    descriptor, empty_descriptor, expect_error, header, next_link, random_bytes, sha256_digest,
-    IndexBuilder, ManifestBuilder, TestRegistry, DOCKER_CONFIG, DOCKER_LAYER, DOCKER_LIST,
-    DOCKER_MANIFEST, OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST,
+    descriptor, empty_descriptor, expect_error, expect_header, header, next_link, random_bytes,
+    sha256_digest, IndexBuilder, ManifestBuilder, TestRegistry, DOCKER_CONFIG, DOCKER_LAYER,
+    DOCKER_LIST, DOCKER_MANIFEST, OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST,
 };
 use registry::config::SparseRule;
 use serde_json::{json, Value};
@@ -254,7 +254,7 @@ async fn referrer_pages(reg: &TestRegistry, first: String) -> Vec<(Vec<String>, 
         assert!(pages.len() < 50, "referrers pagination does not end");
         let resp = reg.get(reg.resolve(&url)).await;
         assert_eq!(resp.status(), 200, "GET {url}");
-        assert_eq!(header(resp.headers(), "content-type"), Some(OCI_INDEX));
+        expect_header(resp.headers(), "content-type", OCI_INDEX);
         let filtered = header(resp.headers(), "oci-filters-applied") == Some("artifactType");
         next = next_link(resp.headers());
         let v: Value = resp.json().await.unwrap();
@@ -396,8 +396,8 @@ async fn head_answers_with_the_headers_of_get_for_every_manifest_type() {
                         "{name} of HEAD and GET {url} with Accept {accept}"
                     );
                 }
-                assert_eq!(header(get.headers(), "content-type"), Some(media_type));
-                assert_eq!(header(get.headers(), "docker-content-digest"), Some(digest));
+                expect_header(get.headers(), "content-type", media_type);
+                expect_header(get.headers(), "docker-content-digest", digest);
                 assert_eq!(&get.bytes().await.unwrap()[..], &body[..]);
             }
         }

@@ -2,8 +2,8 @@
 //! push and delete, `OCI-Subject` on push.
 
 use conformance::{
-    descriptor, empty_descriptor, expect_client_error, header, random_bytes, sha256_digest,
-    IndexBuilder, ManifestBuilder, TestRegistry, OCI_INDEX, OCI_MANIFEST,
+    descriptor, empty_descriptor, expect_client_error, expect_header, header, random_bytes,
+    sha256_digest, IndexBuilder, ManifestBuilder, TestRegistry, OCI_INDEX, OCI_MANIFEST,
 };
 use serde_json::{json, Value};
 
@@ -150,10 +150,7 @@ async fn referrers_list_descriptors_with_artifact_type_and_annotations() {
         .put_manifest("ref/list", &idx_d, OCI_INDEX, &idx)
         .expect(201)
         .await;
-    assert_eq!(
-        header(resp.headers(), "oci-subject"),
-        Some(img.digest.as_str())
-    );
+    expect_header(resp.headers(), "oci-subject", img.digest.as_str());
 
     let (list, _) = referrers(&reg, "ref/list", &img.digest, None).await;
     assert_eq!(list.len(), 4, "{list:?}");
@@ -328,10 +325,7 @@ async fn referrer_with_empty_layers_and_subject() {
         .put_manifest("ref/att", "attestation", OCI_MANIFEST, &body)
         .expect(201)
         .await;
-    assert_eq!(
-        header(resp.headers(), "oci-subject"),
-        Some(img.digest.as_str())
-    );
+    expect_header(resp.headers(), "oci-subject", img.digest.as_str());
     let d = sha256_digest(&body);
     let (list, _) = referrers(&reg, "ref/att", &img.digest, None).await;
     assert_eq!(list.len(), 1);

@@ -2,8 +2,8 @@
 //! cancel, digest checks, sha512, resume after a restart, concurrency.
 
 use conformance::{
-    at_once, expect_body, expect_client_error, expect_error, header, location, random_bytes,
-    sha256_digest, sha512_digest, with_query, TestRegistry,
+    at_once, expect_body, expect_client_error, expect_error, expect_header, header, location,
+    random_bytes, sha256_digest, sha512_digest, with_query, TestRegistry,
 };
 use reqwest::Response;
 
@@ -230,7 +230,7 @@ async fn out_of_order_and_stale_chunks_get_416_with_current_range() {
 
     // The status endpoint reports where to go on.
     let resp = reg.get(&loc).expect(204).await;
-    assert_eq!(header(resp.headers(), "range"), Some("0-99"));
+    expect_header(resp.headers(), "range", "0-99");
     let loc = location(&resp);
 
     // A final chunk out of order in the PUT is a 416 too.
@@ -315,20 +315,14 @@ async fn streamed_patch_with_chunked_transfer_encoding_32mib() {
         .octets(reqwest::Body::wrap_stream(stream))
         .await;
     assert_eq!(resp.status(), 202, "streamed PATCH");
-    assert_eq!(
-        header(resp.headers(), "range"),
-        Some(format!("0-{}", TOTAL - 1).as_str())
-    );
+    expect_header(resp.headers(), "range", format!("0-{}", TOTAL - 1).as_str());
     let loc = location(&resp);
     let resp = put_close(&reg, &loc, &digest, None).await;
     assert_eq!(resp.status(), 201, "close streamed upload");
 
     let url = reg.url(&format!("/v2/push/big/blobs/{digest}"));
     let resp = reg.head(&url).expect(200).await;
-    assert_eq!(
-        header(resp.headers(), "content-length"),
-        Some(TOTAL.to_string().as_str())
-    );
+    expect_header(resp.headers(), "content-length", TOTAL.to_string().as_str());
     // Read it back as a stream and hash it.
     let mut resp = reg.get(&url).expect(200).await;
     let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
@@ -395,7 +389,7 @@ async fn upload_status_reports_range_and_location() {
 
     let loc = patch_ok(&reg, &loc, Some((0, 4095)), &data, 4095).await;
     let resp = reg.get(&loc).expect(204).await;
-    assert_eq!(header(resp.headers(), "range"), Some("0-4095"));
+    expect_header(resp.headers(), "range", "0-4095");
     let status_loc = location(&resp);
     assert!(resp.bytes().await.unwrap().is_empty(), "204 has no body");
     // The Location from the status answer continues the upload.
@@ -470,11 +464,8 @@ async fn sha512_with_digest_algorithm_parameter() {
 
     let url = reg.url(&format!("/v2/push/sha512/blobs/{digest}"));
     let resp = reg.head(&url).expect(200).await;
-    assert_eq!(
-        header(resp.headers(), "docker-content-digest"),
-        Some(digest.as_str())
-    );
-    assert_eq!(header(resp.headers(), "content-length"), Some("40000"));
+    expect_header(resp.headers(), "docker-content-digest", digest.as_str());
+    expect_header(resp.headers(), "content-length", "40000");
     expect_body(reg.get(&url).await, 200, &data).await;
     expect_body(reg.get(&blob_loc).await, 200, &data).await;
 
@@ -508,10 +499,7 @@ async fn sha512_digest_closes_a_plain_session() {
         .get(format!("/v2/push/sha512/blobs/{digest}"))
         .expect(200)
         .await;
-    assert_eq!(
-        header(resp.headers(), "docker-content-digest"),
-        Some(digest.as_str())
-    );
+    expect_header(resp.headers(), "docker-content-digest", digest.as_str());
     assert_eq!(resp.bytes().await.unwrap(), data);
 
     // Monolithic POST+PUT with sha512.
@@ -555,7 +543,7 @@ async fn upload_resumes_after_server_restart() {
 
     let resp = reg.get(&loc).await;
     assert_eq!(resp.status(), 204, "upload status after restart");
-    assert_eq!(header(resp.headers(), "range"), Some("0-299999"));
+    expect_header(resp.headers(), "range", "0-299999");
     let loc = location(&resp);
     let loc = patch_ok(
         &reg,
@@ -717,9 +705,10 @@ async fn concurrent_patches_to_one_upload_append_once() {
         "exactly one of 8 identical first chunks may be appended"
     );
     let resp = reg.get(&loc).expect(204).await;
-    assert_eq!(
-        header(resp.headers(), "range"),
-        Some(format!("0-{}", data.len() - 1).as_str())
+    expect_header(
+        resp.headers(),
+        "range",
+        format!("0-{}", data.len() - 1).as_str(),
     );
     let loc = location(&resp);
     let resp = put_close(&reg, &loc, &sha256_digest(&data), None).await;
