@@ -352,6 +352,13 @@ impl TestRegistry {
         location(&resp)
     }
 
+    /// Pushes `len` random bytes as a blob to `repo`; the bytes and their digest.
+    pub async fn push_random_blob(&self, repo: &str, len: usize) -> (Vec<u8>, String) {
+        let data = crate::random_bytes(len);
+        let digest = self.push_blob(repo, &data).await;
+        (data, digest)
+    }
+
     /// Pushes a blob with POST then PUT `?digest=<sha256>`; asserts 201; returns the digest.
     pub async fn push_blob(&self, repo: &str, data: &[u8]) -> String {
         let digest = sha256_digest(data);

@@ -10,7 +10,12 @@ use conformance::{
 };
 
 async fn head_status(reg: &TestRegistry, path: &str) -> u16 {
-    reg.head(path).await.status().as_u16()
+    reg.head(path).status().await
+}
+
+/// Asserts that nothing is stored at `path` (HEAD answers 404).
+async fn assert_absent(reg: &TestRegistry, path: &str) {
+    assert_eq!(head_status(reg, path).await, 404, "HEAD {path}");
 }
 
 /// The path and query of an absolute URL.
@@ -62,15 +67,9 @@ async fn truncated_blob_put_does_not_create_the_blob() {
             "truncated PUT answered {status}"
         );
     }
-    assert_eq!(
-        head_status(&reg, &format!("/v2/crash/put/blobs/{digest}")).await,
-        404
-    );
+    assert_absent(&reg, &format!("/v2/crash/put/blobs/{digest}")).await;
     let half = sha256_digest(&data[..2000]);
-    assert_eq!(
-        head_status(&reg, &format!("/v2/crash/put/blobs/{half}")).await,
-        404
-    );
+    assert_absent(&reg, &format!("/v2/crash/put/blobs/{half}")).await;
 }
 
 #[tokio::test]
@@ -81,10 +80,7 @@ async fn truncated_single_post_does_not_create_the_blob() {
     let request = format!("POST /v2/crash/post/blobs/uploads/?digest={digest}");
     let octets = "application/octet-stream";
     send_cut(&reg, ("POST", &request), octets, &data, 1000).await;
-    assert_eq!(
-        head_status(&reg, &format!("/v2/crash/post/blobs/{digest}")).await,
-        404
-    );
+    assert_absent(&reg, &format!("/v2/crash/post/blobs/{digest}")).await;
 }
 
 #[tokio::test]
@@ -98,10 +94,7 @@ async fn truncated_manifest_put_does_not_create_the_manifest() {
     let request = "PUT /v2/crash/manifest/manifests/cut";
     let half = body.len() / 2;
     send_cut(&reg, ("manifest PUT", request), OCI_MANIFEST, &body, half).await;
-    assert_eq!(
-        head_status(&reg, "/v2/crash/manifest/manifests/cut").await,
-        404
-    );
+    assert_absent(&reg, "/v2/crash/manifest/manifests/cut").await;
     // The whole manifest still goes in afterwards.
     reg.push_manifest("crash/manifest", "cut", OCI_MANIFEST, &body)
         .await;

@@ -79,15 +79,10 @@ async fn get_status(reg: &TestRegistry, repo: &str, reference: &str) -> u16 {
         .await
 }
 
-/// The PUT of `body` as `repo:reference` is refused with 400 and one of `codes`, and nothing is
-/// stored under `reference`.
-async fn refused(
-    reg: &TestRegistry,
-    (repo, reference): (&str, &str),
-    media_type: &str,
-    body: &[u8],
-    codes: &[&str],
-) {
+/// The PUT of `body` as `target` (`repo:reference`) is refused with 400 and one of `codes`, and
+/// nothing is stored under `reference`.
+async fn refused(reg: &TestRegistry, target: &str, media_type: &str, body: &[u8], codes: &[&str]) {
+    let (repo, reference) = target.split_once(':').expect("repo:reference");
     reg.put_manifest(repo, reference, media_type, body)
         .error(400, codes)
         .await;
@@ -160,14 +155,8 @@ async fn content_type_media_type_mismatch_is_manifest_invalid() {
     reg.put_manifest("man/mismatch", "t", OCI_INDEX, &body)
         .error(400, &["MANIFEST_INVALID"])
         .await;
-    refused(
-        &reg,
-        ("man/mismatch", "t"),
-        DOCKER_MANIFEST,
-        &body,
-        &["MANIFEST_INVALID"],
-    )
-    .await;
+    let codes = ["MANIFEST_INVALID"];
+    refused(&reg, "man/mismatch:t", DOCKER_MANIFEST, &body, &codes).await;
 }
 
 #[tokio::test]
@@ -188,14 +177,9 @@ async fn invalid_json_is_manifest_invalid() {
         "config": {"mediaType": OCI_CONFIG, "digest": "sha256:nothex", "size": 2},
         "layers": []
     });
-    refused(
-        &reg,
-        ("man/badjson", "t"),
-        OCI_MANIFEST,
-        &serde_json::to_vec(&bad_config).unwrap(),
-        &["MANIFEST_INVALID", "DIGEST_INVALID"],
-    )
-    .await;
+    let body = serde_json::to_vec(&bad_config).unwrap();
+    let codes = ["MANIFEST_INVALID", "DIGEST_INVALID"];
+    refused(&reg, "man/badjson:t", OCI_MANIFEST, &body, &codes).await;
 }
 
 #[tokio::test]
@@ -246,14 +230,8 @@ async fn index_with_missing_child_is_manifest_blob_unknown() {
         .manifest(img.descriptor())
         .manifest(absent)
         .build();
-    refused(
-        &reg,
-        ("man/index", "multi"),
-        OCI_INDEX,
-        &body,
-        &["MANIFEST_BLOB_UNKNOWN"],
-    )
-    .await;
+    let codes = ["MANIFEST_BLOB_UNKNOWN"];
+    refused(&reg, "man/index:multi", OCI_INDEX, &body, &codes).await;
 }
 
 #[tokio::test]
@@ -543,14 +521,9 @@ async fn put_by_wrong_digest_is_digest_invalid() {
     let (config, layer) = blobs(&reg, "man/wrong").await;
     let body = ManifestBuilder::new(config).layer(layer).build();
     let wrong = sha256_digest(b"not the manifest");
-    refused(
-        &reg,
-        ("man/wrong", &wrong),
-        OCI_MANIFEST,
-        &body,
-        &["DIGEST_INVALID"],
-    )
-    .await;
+    let codes = ["DIGEST_INVALID"];
+    let target = format!("man/wrong:{wrong}");
+    refused(&reg, &target, OCI_MANIFEST, &body, &codes).await;
     assert_eq!(
         get_status(&reg, "man/wrong", &sha256_digest(&body)).await,
         404

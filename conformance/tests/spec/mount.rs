@@ -34,8 +34,7 @@ async fn blob_status(reg: &TestRegistry, repo: &str, digest: &str) -> u16 {
 #[tokio::test]
 async fn mount_from_repository_that_has_the_blob() {
     let reg = TestRegistry::start().await;
-    let data = random_bytes(20_000);
-    let digest = reg.push_blob("src/repo", &data).await;
+    let (data, digest) = reg.push_random_blob("src/repo", 20_000).await;
     assert_eq!(blob_status(&reg, "dst/repo", &digest).await, 404);
 
     let resp = mount(&reg, "dst/repo", &digest, Some("src/repo")).await;
@@ -88,8 +87,7 @@ async fn mount_of_unknown_blob_starts_an_upload() {
 #[tokio::test]
 async fn automatic_mount_without_from() {
     let reg = TestRegistry::start().await;
-    let data = random_bytes(5000);
-    let digest = reg.push_blob("auto/src", &data).await;
+    let (data, digest) = reg.push_random_blob("auto/src", 5000).await;
     let resp = mount(&reg, "auto/dst", &digest, None).await;
     let loc = expect_mounted(
         resp,
@@ -104,8 +102,7 @@ async fn automatic_mount_without_from() {
 #[tokio::test]
 async fn automatic_mount_can_be_turned_off() {
     let reg = TestRegistry::start_with(|c| c.auto_mount = false).await;
-    let data = random_bytes(5000);
-    let digest = reg.push_blob("auto/src", &data).await;
+    let (_, digest) = reg.push_random_blob("auto/src", 5000).await;
     let resp = mount(&reg, "auto/dst", &digest, None).await;
     assert_eq!(
         resp.status(),
@@ -126,8 +123,7 @@ async fn mount_from_repository_lacking_the_blob_does_not_leak_it() {
     // registry mounts it (it MAY cross-mount anything it finds) or starts an upload, the answer
     // must be one of the two documented ones and consistent with what it then serves.
     let reg = TestRegistry::start().await;
-    let data = random_bytes(1000);
-    let digest = reg.push_blob("holder/repo", &data).await;
+    let (_, digest) = reg.push_random_blob("holder/repo", 1000).await;
     reg.push_blob("bystander/repo", b"unrelated").await;
     let resp = mount(&reg, "target/repo", &digest, Some("bystander/repo")).await;
     let st = resp.status().as_u16();

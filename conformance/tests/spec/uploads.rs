@@ -72,6 +72,13 @@ async fn put_close(reg: &TestRegistry, loc: &str, digest: &str, body: Tail<'_>) 
     req.send().await.unwrap()
 }
 
+/// Closes the upload at `loc` with one PUT carrying all of `data`; the blob must be created in
+/// `repo` (see [`expect_created_blob`]).
+async fn close_with_all(reg: &TestRegistry, loc: &str, repo: &str, data: &[u8]) {
+    let resp = put_close(reg, loc, &sha256_digest(data), Some((data, None))).await;
+    expect_created_blob(reg, resp, repo, data).await;
+}
+
 /// Asserts a 201 with a Location that serves exactly `data`.
 async fn expect_created_blob(reg: &TestRegistry, resp: Response, repo: &str, data: &[u8]) {
     let status = resp.status();
@@ -158,8 +165,7 @@ async fn post_then_put_monolithic() {
         .to_owned();
     assert!(!raw.is_empty());
     let loc = location(&resp);
-    let resp = put_close(&reg, &loc, &sha256_digest(&data), Some((&data, None))).await;
-    expect_created_blob(&reg, resp, "push/mono", &data).await;
+    close_with_all(&reg, &loc, "push/mono", &data).await;
 }
 
 #[tokio::test]
@@ -444,8 +450,7 @@ async fn upload_session_belongs_to_its_repository() {
     expect_error(resp, 404, &["BLOB_UPLOAD_UNKNOWN"]).await;
     expect_not_stored(&reg, "owner/two", &[&sha256_digest(&data)]).await;
     // The real session is intact.
-    let resp = put_close(&reg, &loc, &sha256_digest(&data), Some((&data, None))).await;
-    expect_created_blob(&reg, resp, "owner/one", &data).await;
+    close_with_all(&reg, &loc, "owner/one", &data).await;
 }
 
 #[tokio::test]
@@ -516,11 +521,10 @@ async fn sha512_digest_closes_a_plain_session() {
     // Single POST with a sha512 digest.
     let data3 = random_bytes(999);
     let d3 = sha512_digest(&data3);
-    let resp = reg
-        .post(format!("/v2/push/sha512/blobs/uploads/?digest={d3}"))
+    reg.post(format!("/v2/push/sha512/blobs/uploads/?digest={d3}"))
         .octets(data3.clone())
+        .expect(201)
         .await;
-    assert_eq!(resp.status(), 201, "single POST with sha512");
     let resp = reg.get(format!("/v2/push/sha512/blobs/{d3}")).await;
     assert_eq!(resp.bytes().await.unwrap(), data3);
 
