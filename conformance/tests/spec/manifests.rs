@@ -2,9 +2,9 @@
 
 use conformance::{
     at_once, descriptor, empty_descriptor, expect_client_error, expect_error, expect_header,
-    header, header_values, location, random_bytes, sha256_digest, IndexBuilder, ManifestBuilder,
-    TestRegistry, DOCKER_CONFIG, DOCKER_LAYER, DOCKER_LIST, DOCKER_MANIFEST, EMPTY_JSON_DIGEST,
-    OCI_CONFIG, OCI_EMPTY, OCI_INDEX, OCI_LAYER, OCI_MANIFEST,
+    header, header_values, location, random_bytes, sha256_digest, Call, IndexBuilder,
+    ManifestBuilder, TestRegistry, DOCKER_CONFIG, DOCKER_LAYER, DOCKER_LIST, DOCKER_MANIFEST,
+    EMPTY_JSON_DIGEST, OCI_CONFIG, OCI_EMPTY, OCI_INDEX, OCI_LAYER, OCI_MANIFEST,
 };
 use reqwest::Method;
 use serde_json::json;
@@ -89,6 +89,17 @@ async fn refused(reg: &TestRegistry, target: &str, media_type: &str, body: &[u8]
     assert_eq!(get_status(reg, repo, reference).await, 404);
 }
 
+/// An image manifest over a config and a layer pushed to `repo` (see [`blobs`]).
+async fn image_manifest(reg: &TestRegistry, repo: &str) -> Vec<u8> {
+    let (config, layer) = blobs(reg, repo).await;
+    ManifestBuilder::new(config).layer(layer).build()
+}
+
+/// The request answers 404 MANIFEST_UNKNOWN.
+async fn manifest_unknown(call: Call) {
+    call.error(404, &["MANIFEST_UNKNOWN"]).await;
+}
+
 #[tokio::test]
 async fn push_by_tag_and_pull_exact_bytes() {
     let reg = TestRegistry::start().await;
@@ -116,8 +127,7 @@ async fn push_by_tag_and_pull_exact_bytes() {
 #[tokio::test]
 async fn push_by_digest() {
     let reg = TestRegistry::start().await;
-    let (config, layer) = blobs(&reg, "man/bydigest").await;
-    let body = ManifestBuilder::new(config).layer(layer).build();
+    let body = image_manifest(&reg, "man/bydigest").await;
     let digest = sha256_digest(&body);
     let resp = reg
         .put_manifest("man/bydigest", &digest, OCI_MANIFEST, &body)
@@ -150,8 +160,7 @@ async fn manifest_without_media_type_field_keeps_pushed_content_type() {
 #[tokio::test]
 async fn content_type_media_type_mismatch_is_manifest_invalid() {
     let reg = TestRegistry::start().await;
-    let (config, layer) = blobs(&reg, "man/mismatch").await;
-    let body = ManifestBuilder::new(config).layer(layer).build();
+    let body = image_manifest(&reg, "man/mismatch").await;
     reg.put_manifest("man/mismatch", "t", OCI_INDEX, &body)
         .error(400, &["MANIFEST_INVALID"])
         .await;
@@ -263,8 +272,7 @@ async fn index_with_child_only_in_another_repository() {
 #[tokio::test]
 async fn push_by_sha512_digest() {
     let reg = TestRegistry::start().await;
-    let (config, layer) = blobs(&reg, "man/sha512").await;
-    let body = ManifestBuilder::new(config).layer(layer).build();
+    let body = image_manifest(&reg, "man/sha512").await;
     let d512 = conformance::sha512_digest(&body);
     let resp = reg
         .put_manifest("man/sha512", &d512, OCI_MANIFEST, &body)
@@ -487,8 +495,7 @@ async fn manifest_size_limit_is_configurable() {
 #[tokio::test]
 async fn multi_tag_push_by_digest() {
     let reg = TestRegistry::start().await;
-    let (config, layer) = blobs(&reg, "man/tags").await;
-    let body = ManifestBuilder::new(config).layer(layer).build();
+    let body = image_manifest(&reg, "man/tags").await;
     let digest = sha256_digest(&body);
     // The spec asks for at least 10 tags per request: send 12.
     let mut want: Vec<String> = ["1.2.3", "1.2", "latest"]
@@ -518,8 +525,7 @@ async fn multi_tag_push_by_digest() {
 #[tokio::test]
 async fn put_by_wrong_digest_is_digest_invalid() {
     let reg = TestRegistry::start().await;
-    let (config, layer) = blobs(&reg, "man/wrong").await;
-    let body = ManifestBuilder::new(config).layer(layer).build();
+    let body = image_manifest(&reg, "man/wrong").await;
     let wrong = sha256_digest(b"not the manifest");
     let codes = ["DIGEST_INVALID"];
     let target = format!("man/wrong:{wrong}");
@@ -557,9 +563,7 @@ async fn delete_by_digest_removes_manifest_and_its_tags() {
     );
     assert_manifest(&reg, "man/del", "keep", OCI_MANIFEST, &keep.manifest).await;
     // Deleting again: 404 MANIFEST_UNKNOWN.
-    reg.delete(format!("/v2/man/del/manifests/{}", img.digest))
-        .error(404, &["MANIFEST_UNKNOWN"])
-        .await;
+    manifest_unknown(reg.delete(format!("/v2/man/del/manifests/{}", img.digest))).await;
 }
 
 #[tokio::test]
@@ -570,17 +574,13 @@ async fn delete_by_tag_removes_only_that_tag() {
         .await;
     let resp = reg.delete("/v2/man/untag/manifests/a").await;
     assert_eq!(resp.status(), 202, "DELETE by tag");
-    reg.get("/v2/man/untag/manifests/a")
-        .error(404, &["MANIFEST_UNKNOWN"])
-        .await;
+    manifest_unknown(reg.get("/v2/man/untag/manifests/a")).await;
     assert_manifest(&reg, "man/untag", "b", OCI_MANIFEST, &img.manifest).await;
     assert_manifest(&reg, "man/untag", &img.digest, OCI_MANIFEST, &img.manifest).await;
     let v: serde_json::Value = reg.get("/v2/man/untag/tags/list").json().await;
     assert_eq!(v["tags"], json!(["b"]));
     // Deleting an unknown tag: 404.
-    reg.delete("/v2/man/untag/manifests/a")
-        .error(404, &["MANIFEST_UNKNOWN"])
-        .await;
+    manifest_unknown(reg.delete("/v2/man/untag/manifests/a")).await;
 }
 
 #[tokio::test]
@@ -600,9 +600,7 @@ async fn unknown_manifest_is_404_manifest_unknown() {
         .await;
     // A manifest from another repository is not served here.
     let other = reg.push_image("man/elsewhere", Some("x"), 1).await;
-    reg.get(format!("/v2/man/unknown/manifests/{}", other.digest))
-        .error(404, &["MANIFEST_UNKNOWN"])
-        .await;
+    manifest_unknown(reg.get(format!("/v2/man/unknown/manifests/{}", other.digest))).await;
 }
 
 #[tokio::test]
@@ -632,8 +630,7 @@ async fn pushing_the_same_manifest_again_is_idempotent() {
 #[tokio::test]
 async fn concurrent_pushes_of_the_same_manifest_all_succeed() {
     let reg = TestRegistry::start().await;
-    let (config, layer) = blobs(&reg, "man/race").await;
-    let body = ManifestBuilder::new(config).layer(layer).build();
+    let body = image_manifest(&reg, "man/race").await;
     let digest = sha256_digest(&body);
     let calls = (0..8)
         .map(|i| {
@@ -696,8 +693,7 @@ async fn manifest_survives_restart() {
 #[tokio::test]
 async fn manifest_content_type_parameters_are_ignored() {
     let reg = TestRegistry::start().await;
-    let (config, layer) = blobs(&reg, "man/params").await;
-    let body = ManifestBuilder::new(config).layer(layer).build();
+    let body = image_manifest(&reg, "man/params").await;
     let resp = reg
         .put_manifest(
             "man/params",
