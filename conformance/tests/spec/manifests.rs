@@ -2,7 +2,7 @@
 
 use conformance::{
     at_once, descriptor, empty_descriptor, expect_client_error, expect_error, expect_header,
-    header, header_values, location, random_bytes, sha256_digest, Call, IndexBuilder,
+    header, header_values, location, random_bytes, sha256_digest, Call, Image, IndexBuilder,
     ManifestBuilder, TestRegistry, DOCKER_CONFIG, DOCKER_LAYER, DOCKER_LIST, DOCKER_MANIFEST,
     EMPTY_JSON_DIGEST, OCI_CONFIG, OCI_EMPTY, OCI_INDEX, OCI_LAYER, OCI_MANIFEST,
 };
@@ -93,6 +93,14 @@ async fn refused(reg: &TestRegistry, target: &str, media_type: &str, body: &[u8]
 async fn image_manifest(reg: &TestRegistry, repo: &str) -> Vec<u8> {
     let (config, layer) = blobs(reg, repo).await;
     ManifestBuilder::new(config).layer(layer).build()
+}
+
+/// A new image in `repo` tagged with both `tags`.
+async fn image_tagged(reg: &TestRegistry, repo: &str, tags: [&str; 2]) -> Image {
+    let img = reg.push_image(repo, Some(tags[0]), 1).await;
+    reg.push_manifest(repo, tags[1], OCI_MANIFEST, &img.manifest)
+        .await;
+    img
 }
 
 /// The request answers 404 MANIFEST_UNKNOWN.
@@ -539,18 +547,14 @@ async fn put_by_wrong_digest_is_digest_invalid() {
 #[tokio::test]
 async fn delete_by_digest_removes_manifest_and_its_tags() {
     let reg = TestRegistry::start().await;
-    let img = reg.push_image("man/del", Some("one"), 1).await;
-    reg.push_manifest("man/del", "two", OCI_MANIFEST, &img.manifest)
-        .await;
+    let img = image_tagged(&reg, "man/del", ["one", "two"]).await;
     let keep = reg.push_image("man/del", Some("keep"), 1).await;
 
     reg.delete(format!("/v2/man/del/manifests/{}", img.digest))
         .expect(202)
         .await;
     for reference in [img.digest.as_str(), "one", "two"] {
-        reg.get(format!("/v2/man/del/manifests/{reference}"))
-            .error(404, &["MANIFEST_UNKNOWN"])
-            .await;
+        manifest_unknown(reg.get(format!("/v2/man/del/manifests/{reference}"))).await;
         let resp = reg.head(format!("/v2/man/del/manifests/{reference}")).await;
         assert_eq!(resp.status(), 404, "HEAD {reference} after delete");
     }
@@ -569,9 +573,7 @@ async fn delete_by_digest_removes_manifest_and_its_tags() {
 #[tokio::test]
 async fn delete_by_tag_removes_only_that_tag() {
     let reg = TestRegistry::start().await;
-    let img = reg.push_image("man/untag", Some("a"), 1).await;
-    reg.push_manifest("man/untag", "b", OCI_MANIFEST, &img.manifest)
-        .await;
+    let img = image_tagged(&reg, "man/untag", ["a", "b"]).await;
     let resp = reg.delete("/v2/man/untag/manifests/a").await;
     assert_eq!(resp.status(), 202, "DELETE by tag");
     manifest_unknown(reg.get("/v2/man/untag/manifests/a")).await;
