@@ -95,15 +95,25 @@ async fn refused_naming(put: Call, missing: &str) {
     );
 }
 
+/// An image manifest whose layer is missing, PUT as `repo:tag`, is refused naming the layer.
+async fn sparse_image_refused(reg: &TestRegistry, repo: &str, tag: &str) {
+    let (image, missing_layer) = image_missing_a_layer(reg, repo).await;
+    let put = reg.put_manifest(repo, tag, OCI_MANIFEST, &image);
+    refused_naming(put, &missing_layer).await;
+}
+
+/// An index whose child is missing, PUT as `repo:tag`, is refused naming the child.
+async fn sparse_index_refused(reg: &TestRegistry, repo: &str, tag: &str) {
+    let (index, _, missing_child) = index_missing_a_child(reg, repo).await;
+    let put = reg.put_manifest(repo, tag, OCI_INDEX, &index);
+    refused_naming(put, &missing_child).await;
+}
+
 #[tokio::test]
 async fn sparse_manifests_are_refused_by_default_naming_what_is_missing() {
     let reg = TestRegistry::start().await;
-    let (image, missing_layer) = image_missing_a_layer(&reg, "conformance/repo1").await;
-    let put = reg.put_manifest("conformance/repo1", "sparse-image", OCI_MANIFEST, &image);
-    refused_naming(put, &missing_layer).await;
-    let (index, _, missing_child) = index_missing_a_child(&reg, "conformance/repo1").await;
-    let put = reg.put_manifest("conformance/repo1", "sparse-index", OCI_INDEX, &index);
-    refused_naming(put, &missing_child).await;
+    sparse_image_refused(&reg, "conformance/repo1", "sparse-image").await;
+    sparse_index_refused(&reg, "conformance/repo1", "sparse-index").await;
     // Nothing was stored under either tag.
     let tags: Value = reg.get("/v2/conformance/repo1/tags/list").json().await;
     assert_eq!(tags["tags"], json!([]), "{tags}");
@@ -188,21 +198,15 @@ async fn sparse_rules_are_per_kind_and_per_repository() {
     let (index, _, _) = index_missing_a_child(&reg, "mirror/a").await;
     reg.push_manifest("mirror/a", "idx", OCI_INDEX, &index)
         .await;
-    let (image, missing_layer) = image_missing_a_layer(&reg, "mirror/a").await;
-    let put = reg.put_manifest("mirror/a", "img", OCI_MANIFEST, &image);
-    refused_naming(put, &missing_layer).await;
+    sparse_image_refused(&reg, "mirror/a", "img").await;
     // Outside the pattern nothing may be missing.
-    let (index, _, missing_child) = index_missing_a_child(&reg, "builds/a").await;
-    let put = reg.put_manifest("builds/a", "idx", OCI_INDEX, &index);
-    refused_naming(put, &missing_child).await;
+    sparse_index_refused(&reg, "builds/a", "idx").await;
 
     let reg = TestRegistry::start_with(|c| c.sparse = sparse("mirror/**", false, true)).await;
     let (image, _) = image_missing_a_layer(&reg, "mirror/b").await;
     reg.push_manifest("mirror/b", "img", OCI_MANIFEST, &image)
         .await;
-    let (index, _, missing_child) = index_missing_a_child(&reg, "mirror/b").await;
-    let put = reg.put_manifest("mirror/b", "idx", OCI_INDEX, &index);
-    refused_naming(put, &missing_child).await;
+    sparse_index_refused(&reg, "mirror/b", "idx").await;
     // Missing layers are allowed, a missing config is not: nothing could run the image.
     let layer = random_bytes(900);
     reg.push_blob("mirror/b", &layer).await;
