@@ -393,6 +393,19 @@ impl TestRegistry {
             .body(body.to_vec())
     }
 
+    /// Pushes a small config and, as `repo:tag`, an image manifest over it and `layer` (the
+    /// descriptor of a blob already in `repo`); asserts 201.
+    pub async fn push_manifest_over(&self, repo: &str, tag: &str, layer: Value) {
+        let cfg = br#"{"architecture":"amd64","os":"linux"}"#;
+        self.push_blob(repo, cfg).await;
+        let config = crate::oci::descriptor(crate::oci::OCI_CONFIG, cfg);
+        let manifest = crate::oci::ManifestBuilder::new(config)
+            .layer(layer)
+            .build();
+        self.push_manifest(repo, tag, crate::oci::OCI_MANIFEST, &manifest)
+            .await;
+    }
+
     /// Like [`TestRegistry::put_manifest`] but asserts 201 and returns the manifest's sha256 digest.
     pub async fn push_manifest(
         &self,
