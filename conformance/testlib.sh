@@ -206,6 +206,24 @@ suite_setup() {
   [ "$(id -u)" = 0 ] || { echo "FAIL setup: must run as root"; echo "0 passed, 1 failed"; exit 1; }
 }
 
+# token_image CONTAINER REF [ARCH [CONFIG_ARG...]]: commits REF with buildah ("${BUILDAH[@]}"): a
+# scratch image holding the static /bin/busybox and /token.txt (the line $TOKEN, written to
+# $WORK/token.txt), whose entrypoint and command print the token; linux/ARCH (default amd64),
+# with any further `buildah config` arguments. CONTAINER names the working container.
+token_image() {
+  local name=$1 ref=$2 arch=${3:-amd64} c
+  shift 2
+  shift $(($# > 0 ? 1 : 0))
+  run "${BUILDAH[@]}" from --name "$name" scratch || return 1
+  c=$OUT
+  printf '%s\n' "$TOKEN" >"$WORK/token.txt"
+  run "${BUILDAH[@]}" copy "$c" /bin/busybox /bin/busybox || return 1
+  run "${BUILDAH[@]}" copy "$c" "$WORK/token.txt" /token.txt || return 1
+  run "${BUILDAH[@]}" config --entrypoint '["/bin/busybox"]' --cmd '["cat","/token.txt"]' \
+    --arch "$arch" --os linux "$@" "$c" || return 1
+  run "${BUILDAH[@]}" commit -q --rm "$c" "$ref"
+}
+
 # free_port [FROM] [COUNT]: prints a port of FROM..FROM+COUNT-1 (default 21000 and 2000) on
 # which nothing listens on 127.0.0.1; fails after 100 tries.
 free_port() {

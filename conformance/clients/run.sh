@@ -189,15 +189,9 @@ TOKEN_CTR="containerd-push-ok-$RANDOM$RANDOM"
 # ---------------------------------------------------------------- build test images offline
 # make_image NAME ARCH TOKEN: busybox + /token.txt, `cat /token.txt` as default command
 make_image() {
-  local name=$1 arch=$2 token=$3 c
-  run "${BUILDAH[@]}" from --name "ctr-$name" scratch || return 1
-  c=$OUT
-  printf '%s\n' "$token" >"$WORK/token-$name.txt"
-  run "${BUILDAH[@]}" copy "$c" /bin/busybox /bin/busybox || return 1
-  run "${BUILDAH[@]}" copy "$c" "$WORK/token-$name.txt" /token.txt || return 1
-  run "${BUILDAH[@]}" config --entrypoint '["/bin/busybox"]' --cmd '["cat","/token.txt"]' \
-    --arch "$arch" --os linux --label "org.example.clients-test=$name" "$c" || return 1
-  run "${BUILDAH[@]}" commit -q --rm "$c" "localhost/clients/$name:latest" || return 1
+  local name=$1 arch=$2 TOKEN=$3
+  token_image "ctr-$name" "localhost/clients/$name:latest" "$arch" \
+    --label "org.example.clients-test=$name"
 }
 
 setup_images() {

@@ -17,6 +17,23 @@ macro_rules! ensure {
     };
 }
 
+/// `req.sent().await`: sends a request; a transport error becomes its message.
+pub trait Sent {
+    fn sent(self) -> impl std::future::Future<Output = Result<Response, String>> + Send;
+}
+
+impl Sent for reqwest::RequestBuilder {
+    async fn sent(self) -> Result<Response, String> {
+        self.send().await.map_err(|e| e.to_string())
+    }
+}
+
+/// `Ok` when `resp` has status `want`, else `Err("<what> <status>")`.
+pub fn status_is(resp: &Response, want: u16, what: &str) -> Result<(), String> {
+    ensure!(resp.status() == want, "{what} {}", resp.status());
+    Ok(())
+}
+
 /// The first value of header `name`, when it is visible ASCII.
 pub fn header(resp: &Response, name: &str) -> Option<String> {
     resp.headers()
@@ -131,6 +148,13 @@ impl Remote {
             .await
     }
 
+    /// One PATCH of the upload at `loc` streaming `body`, without Content-Length or Content-Range.
+    pub async fn patch_stream(&self, loc: &str, body: reqwest::Body) -> reqwest::Result<Response> {
+        let req = self.client.patch(self.url(loc));
+        let req = req.header("content-type", "application/octet-stream");
+        req.body(body).send().await
+    }
+
     /// The closing `PUT <loc>?digest=<digest>` with an empty body.
     pub async fn close(&self, loc: &str, digest: &str) -> Result<Response, String> {
         let url = self.url(&crate::check::with_query(loc, "digest", digest));
@@ -208,6 +232,18 @@ impl Remote {
         let digest = header(&resp, "docker-content-digest");
         let body = resp.bytes().await.unwrap_or_default().to_vec();
         Ok((status, digest, body))
+    }
+
+    /// GET of `repo:reference` answers 200 with exactly `want`; else `Err("<what>: <status>")`.
+    pub async fn expect_manifest(
+        &self,
+        (repo, reference): (&str, &str),
+        want: &[u8],
+        what: &str,
+    ) -> Result<(), String> {
+        let (status, _, body) = self.get_manifest(repo, reference).await?;
+        ensure!(status == 200 && body == want, "{what}: {status}");
+        Ok(())
     }
 
     /// GET `path`: 200 and its JSON body (`what` names it in errors).

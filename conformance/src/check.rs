@@ -29,6 +29,12 @@ pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|v| v.to_str().expect("header value is not visible ASCII"))
 }
 
+/// Asserts that the first value of header `name` is `want`.
+#[track_caller]
+pub fn expect_header(headers: &HeaderMap, name: &str, want: &str) {
+    assert_eq!(header(headers, name), Some(want), "header {name}");
+}
+
 /// Every value of header `name`, split on commas and trimmed (RFC 9110 list syntax).
 pub fn header_values(headers: &HeaderMap, name: &str) -> Vec<String> {
     headers
@@ -83,6 +89,24 @@ pub fn next_link(headers: &HeaderMap) -> Option<String> {
         }
     }
     None
+}
+
+/// Checks a pagination `Link` target `link` (resolved against `base`): its path is `path` and
+/// its query has `n=<n>` and `last=<last>`. Returns the next page's absolute URL.
+#[track_caller]
+pub fn expect_next_page(base: &str, link: &str, path: &str, n: usize, last: &str) -> String {
+    let next = reqwest::Url::parse(base).unwrap().join(link).unwrap();
+    assert_eq!(next.path(), path, "Link target {link}");
+    let q: Vec<(String, String)> = next.query_pairs().into_owned().collect();
+    assert!(
+        q.contains(&("n".into(), n.to_string())),
+        "Link {link} lacks n={n}"
+    );
+    assert!(
+        q.contains(&("last".into(), last.to_owned())),
+        "Link {link} lacks last={last}"
+    );
+    next.to_string()
 }
 
 /// Checks that `body` is a spec error body (`{"errors":[{"code","message","detail"}, ...]}`

@@ -352,6 +352,13 @@ impl TestRegistry {
         location(&resp)
     }
 
+    /// Pushes `len` random bytes as a blob to `repo`; the bytes and their digest.
+    pub async fn push_random_blob(&self, repo: &str, len: usize) -> (Vec<u8>, String) {
+        let data = crate::random_bytes(len);
+        let digest = self.push_blob(repo, &data).await;
+        (data, digest)
+    }
+
     /// Pushes a blob with POST then PUT `?digest=<sha256>`; asserts 201; returns the digest.
     pub async fn push_blob(&self, repo: &str, data: &[u8]) -> String {
         let digest = sha256_digest(data);
@@ -384,6 +391,19 @@ impl TestRegistry {
         self.put(format!("/v2/{repo}/manifests/{reference}"))
             .header(CONTENT_TYPE.as_str(), media_type)
             .body(body.to_vec())
+    }
+
+    /// Pushes a small config and, as `repo:tag`, an image manifest over it and `layer` (the
+    /// descriptor of a blob already in `repo`); asserts 201.
+    pub async fn push_manifest_over(&self, repo: &str, tag: &str, layer: Value) {
+        let cfg = br#"{"architecture":"amd64","os":"linux"}"#;
+        self.push_blob(repo, cfg).await;
+        let config = crate::oci::descriptor(crate::oci::OCI_CONFIG, cfg);
+        let manifest = crate::oci::ManifestBuilder::new(config)
+            .layer(layer)
+            .build();
+        self.push_manifest(repo, tag, crate::oci::OCI_MANIFEST, &manifest)
+            .await;
     }
 
     /// Like [`TestRegistry::put_manifest`] but asserts 201 and returns the manifest's sha256 digest.
@@ -469,6 +489,11 @@ impl Call {
     /// `codes` (see [`expect_error`]); returns the body.
     pub async fn error(self, status: u16, codes: &[&str]) -> Value {
         expect_error(self.await, status, codes).await
+    }
+
+    /// Sends the request; the answer's status.
+    pub async fn status(self) -> u16 {
+        self.await.status().as_u16()
     }
 
     /// Sends the request and parses the answer's body as JSON.

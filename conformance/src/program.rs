@@ -13,8 +13,9 @@ use std::path::PathBuf;
 /// `scripts/test.sh` builds.
 pub const DEFAULT_REGISTRY: &str = "target/x86_64-unknown-linux-gnu/release/registry";
 
-/// The arguments every program takes (`#[command(flatten)]` it into the program's own).
-#[derive(clap::Args, Debug, Clone)]
+/// The arguments every program takes: a program's own `Args` `#[command(flatten)]` them, a
+/// program with no options of its own takes `Common` as its arguments.
+#[derive(clap::Parser, Debug, Clone)]
 pub struct Common {
     /// The `registry` binary under test.
     #[arg(long, default_value = DEFAULT_REGISTRY)]
@@ -48,6 +49,18 @@ impl Tally {
         }
     }
 
+    /// The value a setup step gave; when it failed, records `FAIL <what>: why` and gives `None`
+    /// (the program then returns its tally: `let Some(x) = tally.setup(..) else { return tally };`).
+    pub fn setup<T>(&mut self, what: &str, result: Result<T, String>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(why) => {
+                self.record(what, Err(why));
+                None
+            }
+        }
+    }
+
     /// Prints the summary; the process's exit code (0 when nothing failed).
     pub fn finish(&self) -> i32 {
         println!("{} passed, {} failed", self.passed, self.failed);
@@ -55,19 +68,41 @@ impl Tally {
     }
 }
 
-/// Runs a test program: parses `A` from the command line (`--help`; a bad argument prints the
-/// usage and exits 2), makes a work folder `/tmp/<name>-XXXXXX`, runs `checks` with the arguments
-/// and the folder on a multi-threaded runtime (2 workers), prints the `N passed, N failed` line
-/// of the tally it returns, and exits 0 only when nothing failed. The work folder (logs, storage)
-/// is kept and named when a check failed or `S3_TEST_KEEP` is set, otherwise removed. Every
-/// process the checks started is stopped when they return (the handles stop them on drop).
-pub fn run<A, F, Fut>(name: &str, checks: F) -> !
+/// `conformance::program_main!(checks)`, or `conformance::program_main!(checks, "about")` for a
+/// program whose arguments carry no doc comment: the program's `main`, [`run`] under the name of
+/// its binary.
+#[macro_export]
+macro_rules! program_main {
+    ($checks:path) => {
+        fn main() {
+            $crate::program::run(env!("CARGO_BIN_NAME"), None, $checks)
+        }
+    };
+    ($checks:path, $about:literal) => {
+        fn main() {
+            $crate::program::run(env!("CARGO_BIN_NAME"), Some($about), $checks)
+        }
+    };
+}
+
+/// Runs a test program: parses `A` from the command line under `name`, with `about` as the
+/// `--help` summary when given (`--help`; a bad argument prints the usage and exits 2), makes a
+/// work folder `/tmp/<name>-XXXXXX`, runs `checks` with the arguments and the folder on a
+/// multi-threaded runtime (2 workers), prints the `N passed, N failed` line of the tally it
+/// returns, and exits 0 only when nothing failed. The work folder (logs, storage) is kept and
+/// named when a check failed or `S3_TEST_KEEP` is set, otherwise removed. Every process the
+/// checks started is stopped when they return (the handles stop them on drop).
+pub fn run<A, F, Fut>(name: &'static str, about: Option<&'static str>, checks: F) -> !
 where
     A: clap::Parser,
     F: FnOnce(A, PathBuf) -> Fut,
     Fut: Future<Output = Tally>,
 {
-    let args = A::parse();
+    let mut command = A::command().name(name);
+    if let Some(about) = about {
+        command = command.about(about);
+    }
+    let args = A::from_arg_matches(&command.get_matches()).unwrap_or_else(|e| e.exit());
     let work = tempfile::Builder::new()
         .prefix(&format!("{name}-"))
         .tempdir()

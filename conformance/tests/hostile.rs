@@ -219,11 +219,10 @@ async fn setup(reg: &TestRegistry) -> Setup {
     let done = path_of(&reg.start_upload(REPO).await);
     let done_blob = b"completed once".to_vec();
     let done_digest = sha256_digest(&done_blob);
-    let r = reg
-        .put(format!("{done}?digest={done_digest}"))
+    reg.put(format!("{done}?digest={done_digest}"))
         .body(done_blob.clone())
+        .expect(201)
         .await;
-    assert_eq!(r.status(), 201, "setup PUT");
     // Fresh uploads for the cases that may consume one.
     let mut fresh = Vec::new();
     for _ in 0..24 {

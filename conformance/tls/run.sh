@@ -404,15 +404,7 @@ TOKEN="tls-test-$RANDOM$RANDOM"
 
 build_image() {
   [ -x /bin/busybox ] || fail "/bin/busybox missing (apt busybox-static)" || return 1
-  local c
-  run "${BUILDAH[@]}" from --name tls-img scratch || return 1
-  c=$OUT
-  printf '%s\n' "$TOKEN" >"$WORK/token.txt"
-  run "${BUILDAH[@]}" copy "$c" /bin/busybox /bin/busybox || return 1
-  run "${BUILDAH[@]}" copy "$c" "$WORK/token.txt" /token.txt || return 1
-  run "${BUILDAH[@]}" config --entrypoint '["/bin/busybox"]' --cmd '["cat","/token.txt"]' \
-    --arch amd64 --os linux "$c" || return 1
-  run "${BUILDAH[@]}" commit -q --rm "$c" localhost/tls/img:latest || return 1
+  token_image tls-img localhost/tls/img:latest || return 1
   run "${BUILDAH[@]}" push -q localhost/tls/img:latest "oci-archive:$WORK/img.tar:latest" || return 1
 }
 IMAGE_OK=0

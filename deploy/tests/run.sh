@@ -263,14 +263,7 @@ echo '{"auths":{}}' >"$REGISTRY_AUTH_FILE"
 TOKEN="deploy-test-$RANDOM$RANDOM"
 setup_image() {
   [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1 || fail "/bin/busybox must be the static one (busybox-static)" || return 1
-  local c
-  run "${BUILDAH[@]}" from --name deploy-hello scratch || return 1
-  c=$OUT
-  printf '%s\n' "$TOKEN" >"$WORK/token.txt"
-  run "${BUILDAH[@]}" copy "$c" /bin/busybox /bin/busybox || return 1
-  run "${BUILDAH[@]}" copy "$c" "$WORK/token.txt" /token.txt || return 1
-  run "${BUILDAH[@]}" config --entrypoint '["/bin/busybox"]' --cmd '["cat","/token.txt"]' --os linux --arch amd64 "$c" || return 1
-  run "${BUILDAH[@]}" commit -q --rm "$c" localhost/deploy/hello:v1 || return 1
+  token_image deploy-hello localhost/deploy/hello:v1 || return 1
   run "${BUILDAH[@]}" push -q --tls-verify=false --digestfile "$WORK/hello.digest" localhost/deploy/hello:v1 "docker://$REG/deploy/hello:v1" || return 1
   HELLO_DIGEST=$(cat "$WORK/hello.digest")
   HELLO_CONFIG=$(curl -s --max-time 5 -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$REG/v2/deploy/hello/manifests/v1" | jq -r .config.digest)
@@ -326,6 +319,23 @@ stop_containerd() {
 cri_pull() {
   if ! run "$PY" "$ROOT/conformance/clients/cri/cri_pull.py" "$CTRD/containerd.sock" "$1" "$WORK/cri-gen"; then
     REASON="CRI PullImage $1: ${OUT:-$REASON}"
+    return 1
+  fi
+}
+
+# certs_d_node NAME: a new fake node NODE=$WORK/node-NAME whose containerd 2 config reads hosts
+# from /etc/containerd/certs.d
+certs_d_node() {
+  NODE="$WORK/node-$1"
+  mkdir -p "$NODE/etc/containerd"
+  printf 'version = 2\n[plugins."io.containerd.grpc.v1.cri".registry]\n  config_path = "/etc/containerd/certs.d"\n' >"$NODE/etc/containerd/config.toml"
+}
+
+# pull_refused WHY: the CRI pull of hello:v1 must fail; when it succeeds, a FAIL saying WHY and
+# return 1
+pull_refused() {
+  if cri_pull "$SVC/deploy/hello:v1"; then
+    fail "$1"
     return 1
   fi
 }
@@ -479,18 +489,17 @@ test_node_paths() {
   [ "$RC" = 0 ] && [ -f "$NODE/etc/containerd/hosts/$SVC/hosts.toml" ] || fail "imports: no /etc/containerd/hosts/$SVC/hosts.toml (exit $RC)" || return 1
   # no config file: neither containerd 2.x (no default config_path) nor 1.x reads any hosts
   # directory: nothing written, exit 2 (deploy/tests/runtimes.sh shows it with real daemons)
-  NODE="$WORK/node-noconfig2"
-  mkdir -p "$NODE/usr/bin"
-  printf 'ELF... github.com/containerd/containerd/v2/cmd/containerd ...' >"$NODE/usr/bin/containerd"
-  node_script "$WORK/hosts.node" once
-  expect_eq "containerd 2.x without config: exit code" "$RC" 2 || return 1
-  [ ! -e "$NODE/etc" ] || fail "containerd 2.x without config: wrote $(find "$NODE/etc")" || return 1
-  NODE="$WORK/node-noconfig1"
-  mkdir -p "$NODE/usr/bin"
-  printf 'ELF... github.com/containerd/containerd/cmd/containerd ...' >"$NODE/usr/bin/containerd"
-  node_script "$WORK/hosts.node" once
-  expect_eq "containerd 1.x without config: exit code" "$RC" 2 || return 1
-  [ ! -e "$NODE/etc" ] || fail "containerd 1.x without config: wrote $(find "$NODE/etc")" || return 1
+  local major module
+  for major in 2 1; do
+    module=github.com/containerd/containerd/cmd/containerd
+    [ "$major" = 2 ] && module=github.com/containerd/containerd/v2/cmd/containerd
+    NODE="$WORK/node-noconfig$major"
+    mkdir -p "$NODE/usr/bin"
+    printf 'ELF... %s ...' "$module" >"$NODE/usr/bin/containerd"
+    node_script "$WORK/hosts.node" once
+    expect_eq "containerd $major.x without config: exit code" "$RC" 2 || return 1
+    [ ! -e "$NODE/etc" ] || fail "containerd $major.x without config: wrote $(find "$NODE/etc")" || return 1
+  done
   # the kubelet's service variable when DNS is not used
   NODE="$WORK/node-env"
   mkdir -p "$NODE/etc/containerd"
@@ -535,9 +544,7 @@ test_node_k3s_registries_yaml() {
 # run mode: the address changes (a re-created Service), the loop rewrites hosts.toml, and the same
 # containerd process pulls through the new address; SIGTERM stops the loop
 test_node_reconcile() {
-  NODE="$WORK/node-loop"
-  mkdir -p "$NODE/etc/containerd"
-  printf 'version = 2\n[plugins."io.containerd.grpc.v1.cri".registry]\n  config_path = "/etc/containerd/certs.d"\n' >"$NODE/etc/containerd/config.toml"
+  certs_d_node loop
   local hosts="$WORK/hosts.loop" dir="$NODE/etc/containerd/certs.d/$SVC" loop
   printf '127.0.0.1 localhost\n127.0.0.3 %s\n' "$SVC" >"$hosts"
   "${IN_HOSTS[@]}" "$hosts" env -i PATH="$PATH" HOST_ROOT="$NODE" REGISTRY_PORT="$PORT" ADDRESS_LOOKUP=dns INTERVAL=1 VERIFY=none \
@@ -548,10 +555,7 @@ test_node_reconcile() {
   grep -qs "127.0.0.3:$PORT" "$dir/hosts.toml" || fail "the loop did not write hosts.toml" || return 1
   start_containerd loop "$NODE/etc/containerd/certs.d" || return 1
   local ok=1
-  if cri_pull "$SVC/deploy/hello:v1"; then
-    fail "pulled although hosts.toml points at 127.0.0.3 (nothing listens there)"
-    ok=0
-  fi
+  pull_refused "pulled although hosts.toml points at 127.0.0.3 (nothing listens there)" || ok=0
   if [ "$ok" = 1 ]; then
     # the Service's address changes: same file, same inode (it is bind-mounted)
     printf '127.0.0.1 localhost\n127.0.0.1 %s\n' "$SVC" >"$hosts"
@@ -579,9 +583,7 @@ test_node_reconcile() {
 # node, as after a rotation) works with no containerd restart; ctr runs the image
 test_node_https() {
   [ "$HAVE_TLS" = 1 ] || fail "TLS is not available (see tls-cert-job-args)" || return 1
-  NODE="$WORK/node-https"
-  mkdir -p "$NODE/etc/containerd"
-  printf 'version = 2\n[plugins."io.containerd.grpc.v1.cri".registry]\n  config_path = "/etc/containerd/certs.d"\n' >"$NODE/etc/containerd/config.toml"
+  certs_d_node https
   local dir="$NODE/etc/containerd/certs.d/$SVC" before
   before=$(snapshot "$NODE")
   run "$REG_BIN" cert --out "$WORK/other-ca" || return 1
@@ -591,10 +593,7 @@ test_node_https() {
   grep -q '^  ca = "ca.crt"' "$dir/hosts.toml" || fail "hosts.toml names no CA" || return 1
   start_containerd https "$NODE/etc/containerd/certs.d" || return 1
   local ok=1
-  if cri_pull "$SVC/deploy/hello:v1"; then
-    fail "pulled over https while trusting another CA"
-    ok=0
-  fi
+  pull_refused "pulled over https while trusting another CA" || ok=0
   if [ "$ok" = 1 ]; then
     node_script "$WORK/hosts.node" once REGISTRY_SCHEME=https REGISTRY_PORT="$TLS_PORT" CA_FILE="$CERT/ca.crt"
     cmp -s <(grep -v '^#' "$dir/ca.crt") "$CERT/ca.crt" || { fail "ca.crt next to hosts.toml is not the Secret's CA"; ok=0; }
@@ -660,9 +659,7 @@ test_kontrakt_dockerfile() {
   run "${BUILDAH[@]}" push -q --tls-verify=false --digestfile "$WORK/kontrakt.digest" \
     localhost/kontrakt/buildah:latest "docker://$REG/kontrakt/buildah:latest" || return 1
   digest=$(cat "$WORK/kontrakt.digest")
-  NODE="$WORK/node-kontrakt"
-  mkdir -p "$NODE/etc/containerd"
-  printf 'version = 2\n[plugins."io.containerd.grpc.v1.cri".registry]\n  config_path = "/etc/containerd/certs.d"\n' >"$NODE/etc/containerd/config.toml"
+  certs_d_node kontrakt
   node_script "$WORK/hosts.node" once
   start_containerd kontrakt "$NODE/etc/containerd/certs.d" || return 1
   local ok=1
@@ -781,9 +778,7 @@ test_registry_image() {
   expect_eq "user" "$(jq -r '.config.User' <<<"$cfg")" 65532:65532 || return 1
   run skopeo copy -q --dest-tls-verify=false --digestfile "$WORK/regimg.digest" "oci-archive:$archive" "docker://$REG/registry/registry:$VERSION" || return 1
   digest=$(cat "$WORK/regimg.digest")
-  NODE="$WORK/node-image"
-  mkdir -p "$NODE/etc/containerd"
-  printf 'version = 2\n[plugins."io.containerd.grpc.v1.cri".registry]\n  config_path = "/etc/containerd/certs.d"\n' >"$NODE/etc/containerd/config.toml"
+  certs_d_node image
   node_script "$WORK/hosts.node" once
   start_containerd image "$NODE/etc/containerd/certs.d" || return 1
   local ok=1 want

@@ -35,7 +35,7 @@ fn parse_range(s: &str, size: u64) -> Option<Result<std::ops::Range<u64>, ()>> {
 
 #[path = "../../storage/tests/properties/runner.rs"]
 mod runner;
-use runner::check;
+use runner::{check, words};
 
 fn any_method() -> impl Strategy<Value = Method> {
     prop_oneof![
@@ -62,14 +62,7 @@ fn valid_digest() -> impl Strategy<Value = String> {
 fn component() -> impl Strategy<Value = String> {
     prop_oneof![
         4 => "[a-z0-9]{1,6}((\\.|_|__|-{1,2})[a-z0-9]{1,6}){0,2}",
-        1 => prop_oneof![
-            Just("blobs".to_owned()),
-            Just("uploads".to_owned()),
-            Just("manifests".to_owned()),
-            Just("tags".to_owned()),
-            Just("list".to_owned()),
-            Just("referrers".to_owned()),
-        ],
+        1 => words(&["blobs", "uploads", "manifests", "tags", "list", "referrers"]),
     ]
 }
 
@@ -80,17 +73,11 @@ fn valid_name() -> impl Strategy<Value = String> {
 /// A path segment: valid pieces, keywords, and hostile ones.
 fn segment() -> impl Strategy<Value = String> {
     prop_oneof![
-        component(),
-        valid_digest(),
-        Just(String::new()),
-        Just("..".to_owned()),
-        Just(".".to_owned()),
-        Just("%2e%2e".to_owned()),
-        Just("%2F".to_owned()),
-        Just("_catalog".to_owned()),
-        Just("latest".to_owned()),
-        "[ -~]{0,20}",
-        any::<String>(),
+        1 => component(),
+        1 => valid_digest(),
+        7 => words(&["", "..", ".", "%2e%2e", "%2F", "_catalog", "latest"]),
+        1 => "[ -~]{0,20}",
+        1 => any::<String>(),
     ]
 }
 

@@ -22,7 +22,7 @@ use storage::{Algorithm, Digest, Reference, RepoName, Tag};
 
 #[path = "properties/runner.rs"]
 mod runner;
-use runner::check;
+use runner::{check, words};
 
 const HEX: &str = "0123456789abcdef";
 
@@ -43,13 +43,8 @@ fn valid_digest() -> impl Strategy<Value = (Algorithm, String)> {
 /// around the valid ones, with occasional uppercase and stray characters.
 fn digest_like() -> impl Strategy<Value = String> {
     let alg = prop_oneof![
-        Just("sha256".to_owned()),
-        Just("sha512".to_owned()),
-        Just("SHA256".to_owned()),
-        Just("md5".to_owned()),
-        Just("sha384".to_owned()),
-        Just("".to_owned()),
-        "[a-z0-9+._-]{0,12}",
+        6 => words(&["sha256", "sha512", "SHA256", "md5", "sha384", ""]),
+        1 => "[a-z0-9+._-]{0,12}",
     ];
     let hex = prop_oneof![
         "[0-9a-f]{62,66}",
@@ -69,12 +64,7 @@ fn any_text() -> impl Strategy<Value = String> {
 /// A repository name component built from the spec's grammar
 /// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`.
 fn component() -> impl Strategy<Value = String> {
-    let sep = prop_oneof![
-        Just(".".to_owned()),
-        Just("_".to_owned()),
-        Just("__".to_owned()),
-        "-{1,3}"
-    ];
+    let sep = prop_oneof![3 => words(&[".", "_", "__"]), 1 => "-{1,3}"];
     ("[a-z0-9]{1,8}", vec((sep, "[a-z0-9]{1,8}"), 0..4)).prop_map(|(first, rest)| {
         let mut s = first;
         for (sep, part) in rest {
@@ -302,20 +292,20 @@ fn reference_arbitrary_and_valid() {
 
 /// Arbitrary JSON values, a few levels deep, with the manifest's field names as likely keys.
 fn json_value() -> impl Strategy<Value = Value> {
-    let key = prop_oneof![
-        Just("schemaVersion".to_owned()),
-        Just("mediaType".to_owned()),
-        Just("config".to_owned()),
-        Just("layers".to_owned()),
-        Just("manifests".to_owned()),
-        Just("subject".to_owned()),
-        Just("digest".to_owned()),
-        Just("size".to_owned()),
-        Just("urls".to_owned()),
-        Just("artifactType".to_owned()),
-        Just("annotations".to_owned()),
-        "[a-z]{1,6}",
+    const KEYS: &[&str] = &[
+        "schemaVersion",
+        "mediaType",
+        "config",
+        "layers",
+        "manifests",
+        "subject",
+        "digest",
+        "size",
+        "urls",
+        "artifactType",
+        "annotations",
     ];
+    let key = prop_oneof![11 => words(KEYS), 1 => "[a-z]{1,6}"];
     let leaf = prop_oneof![
         Just(Value::Null),
         any::<bool>().prop_map(Value::from),

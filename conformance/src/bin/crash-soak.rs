@@ -24,8 +24,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use conformance::answer::{status_is, Sent};
 use conformance::process::{self, RegistryChild};
-use conformance::program::{self, Common, Tally};
+use conformance::program::{Common, Tally};
 use conformance::{random_bytes, sha256_digest, Rng};
 use serde_json::json;
 
@@ -258,15 +259,9 @@ async fn verify(base: &str, ledger: &mut Ledger) -> Result<usize, String> {
     for (repo, d, size) in &ledger.blobs {
         let r = http
             .get(format!("{base}/v2/{repo}/blobs/{d}"))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        if r.status() != 200 {
-            return Err(format!(
-                "acknowledged blob {repo}@{d} answers {}",
-                r.status()
-            ));
-        }
+            .sent()
+            .await?;
+        status_is(&r, 200, &format!("acknowledged blob {repo}@{d} answers"))?;
         let b = r.bytes().await.map_err(|e| e.to_string())?;
         if b.len() != *size || sha256_digest(&b) != *d {
             return Err(format!("acknowledged blob {repo}@{d} is not whole"));
@@ -276,9 +271,8 @@ async fn verify(base: &str, ledger: &mut Ledger) -> Result<usize, String> {
     for (repo, d, data) in &ledger.uncertain_blobs {
         let r = http
             .get(format!("{base}/v2/{repo}/blobs/{d}"))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
+            .sent()
+            .await?;
         if r.status() == 200 {
             let b = r.bytes().await.map_err(|e| e.to_string())?;
             if b[..] != data[..] {
@@ -292,15 +286,13 @@ async fn verify(base: &str, ledger: &mut Ledger) -> Result<usize, String> {
     for ((repo, d), body) in &ledger.manifests {
         let r = http
             .get(format!("{base}/v2/{repo}/manifests/{d}"))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        if r.status() != 200 {
-            return Err(format!(
-                "acknowledged manifest {repo}@{d} answers {}",
-                r.status()
-            ));
-        }
+            .sent()
+            .await?;
+        status_is(
+            &r,
+            200,
+            &format!("acknowledged manifest {repo}@{d} answers"),
+        )?;
         if r.bytes().await.map_err(|e| e.to_string())?[..] != body[..] {
             return Err(format!("manifest {repo}@{d} changed"));
         }
@@ -309,9 +301,8 @@ async fn verify(base: &str, ledger: &mut Ledger) -> Result<usize, String> {
     for ((repo, tag), d) in &ledger.tags {
         let r = http
             .head(format!("{base}/v2/{repo}/manifests/{tag}"))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
+            .sent()
+            .await?;
         let got = r
             .headers()
             .get("docker-content-digest")
@@ -327,9 +318,8 @@ async fn verify(base: &str, ledger: &mut Ledger) -> Result<usize, String> {
     for (repo, tag) in &ledger.untagged {
         let r = http
             .head(format!("{base}/v2/{repo}/manifests/{tag}"))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
+            .sent()
+            .await?;
         if r.status() != 404 {
             return Err(format!("deleted tag {repo}:{tag} came back"));
         }
@@ -338,9 +328,8 @@ async fn verify(base: &str, ledger: &mut Ledger) -> Result<usize, String> {
     for (repo, d) in &ledger.deleted {
         let r = http
             .head(format!("{base}/v2/{repo}/manifests/{d}"))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
+            .sent()
+            .await?;
         if r.status() != 404 && !ledger.manifests.contains_key(&(repo.clone(), d.clone())) {
             return Err(format!("deleted manifest {repo}@{d} came back"));
         }
@@ -348,14 +337,8 @@ async fn verify(base: &str, ledger: &mut Ledger) -> Result<usize, String> {
     }
     // Interrupted chunked uploads: resume from the offset the server reports.
     for (repo, loc, acked, data) in std::mem::take(&mut ledger.interrupted) {
-        let r = http
-            .get(format!("{base}{loc}"))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        if r.status() != 204 {
-            return Err(format!("interrupted upload {loc} answers {}", r.status()));
-        }
+        let r = http.get(format!("{base}{loc}")).sent().await?;
+        status_is(&r, 204, &format!("interrupted upload {loc} answers"))?;
         let range = r.headers()["range"].to_str().unwrap_or("").to_owned();
         let end: u64 = range
             .split('-')
@@ -379,10 +362,8 @@ async fn verify(base: &str, ledger: &mut Ledger) -> Result<usize, String> {
                 )
                 .body(rest);
         }
-        let r = put.send().await.map_err(|e| e.to_string())?;
-        if r.status() != 201 {
-            return Err(format!("resuming {loc} at {offset} answers {}", r.status()));
-        }
+        let r = put.sent().await?;
+        status_is(&r, 201, &format!("resuming {loc} at {offset} answers"))?;
         ledger.blobs.push((repo, d, data.len()));
         checked += 1;
     }
@@ -425,7 +406,6 @@ use futures::StreamExt;
 /// Kills the registry with SIGKILL under load, round after round, and checks that nothing
 /// acknowledged was lost or half-written.
 #[derive(clap::Parser)]
-#[command(name = "crash-soak")]
 struct Args {
     #[command(flatten)]
     common: Common,
@@ -440,9 +420,7 @@ struct Args {
     clients: usize,
 }
 
-fn main() {
-    program::run("crash-soak", checks)
-}
+conformance::program_main!(checks);
 
 async fn checks(args: Args, work: PathBuf) -> Tally {
     let Args {

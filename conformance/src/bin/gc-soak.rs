@@ -31,9 +31,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use conformance::answer::Remote;
-use conformance::ensure;
+use conformance::answer::{status_is, Sent};
 use conformance::process::{self, RegistryChild};
-use conformance::program::{self, Common, Tally};
+use conformance::program::{Common, Tally};
 use conformance::{
     descriptor, random_bytes, sha256_digest, ManifestBuilder, Rng, OCI_CONFIG, OCI_LAYER,
     OCI_MANIFEST,
@@ -106,10 +106,10 @@ async fn upload(
     let cut = [0, data.len() / 3, 2 * data.len() / 3, data.len()];
     for w in cut.windows(2) {
         let r = api.patch(&loc, w[0], &data[w[0]..w[1]]).await?;
-        ensure!(r.status() == 202, "PATCH answered {}", r.status());
+        status_is(&r, 202, "PATCH answered")?;
     }
     let r = api.close(&loc, &sha256_digest(data)).await?;
-    ensure!(r.status() == 201, "closing PUT answered {}", r.status());
+    status_is(&r, 201, "closing PUT answered")?;
     Ok(())
 }
 
@@ -124,16 +124,9 @@ async fn pull(
     let r = http
         .get(format!("{base}/v2/{}/manifests/{reference}", img.repo))
         .header("accept", OCI_MANIFEST)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    if r.status() != 200 {
-        return Err(format!(
-            "GET {}:{reference} answered {}",
-            img.repo,
-            r.status()
-        ));
-    }
+        .sent()
+        .await?;
+    status_is(&r, 200, &format!("GET {}:{reference} answered", img.repo))?;
     let body = r.bytes().await.map_err(|e| e.to_string())?;
     if body.as_ref() != img.manifest.as_slice() {
         return Err(format!(
@@ -144,17 +137,13 @@ async fn pull(
     for d in &img.blobs {
         let r = http
             .get(format!("{base}/v2/{}/blobs/{d}", img.repo))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        if r.status() != 200 {
-            return Err(format!(
-                "blob {d} of {}@{} answered {}",
-                img.repo,
-                img.digest,
-                r.status()
-            ));
-        }
+            .sent()
+            .await?;
+        status_is(
+            &r,
+            200,
+            &format!("blob {d} of {}@{} answered", img.repo, img.digest),
+        )?;
         let b = r.bytes().await.map_err(|e| e.to_string())?;
         if sha256_digest(&b) != *d {
             return Err(format!(
@@ -207,22 +196,20 @@ async fn push_image(
                     "{base}/v2/{repo}/blobs/uploads/?mount={d}&from={other_repo}"
                 ))
                 .header("content-length", "0")
-                .send()
-                .await
-                .map_err(|e| e.to_string())?;
+                .sent()
+                .await?;
             let ok = r.status() == 201;
             if ok {
                 counters.mounts.fetch_add(1, Ordering::Relaxed);
-            } else if r.status() != 202 {
-                return Err(format!("mount answered {}", r.status()));
+            } else {
+                status_is(&r, 202, "mount answered")?;
             }
             ok
         } else {
             let r = http
                 .head(format!("{base}/v2/{repo}/blobs/{d}"))
-                .send()
-                .await
-                .map_err(|e| e.to_string())?;
+                .sent()
+                .await?;
             r.status() == 200
         };
         if there {
@@ -245,9 +232,8 @@ async fn push_image(
             .put(format!("{base}/v2/{repo}/manifests/{tag}"))
             .header("content-type", OCI_MANIFEST)
             .body(manifest.clone())
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
+            .sent()
+            .await?;
         let status = r.status().as_u16();
         if status == 201 {
             return Ok(Image {
@@ -269,9 +255,8 @@ async fn push_image(
             let d = sha256_digest(data);
             let r = http
                 .head(format!("{base}/v2/{repo}/blobs/{d}"))
-                .send()
-                .await
-                .map_err(|e| e.to_string())?;
+                .sent()
+                .await?;
             if r.status() != 200 {
                 upload(http, base, repo, data, false).await?;
             }
@@ -455,10 +440,17 @@ fn blob_path(storage: &Path, digest: &str) -> std::path::PathBuf {
     storage.join("blobs").join(alg).join(&hex[..2]).join(hex)
 }
 
+/// SIGTERM: the server must exit 0 within 20 s.
+async fn exits_0(server: RegistryChild) -> Result<String, String> {
+    server
+        .stop(Duration::from_secs(20))
+        .await
+        .map(|_| String::new())
+}
+
 /// Garbage collection every second while clients push, pull, mount and delete; then the
 /// offline collection and fsck.
 #[derive(clap::Parser)]
-#[command(name = "gc-soak")]
 struct Args {
     #[command(flatten)]
     common: Common,
@@ -470,9 +462,7 @@ struct Args {
     clients: usize,
 }
 
-fn main() {
-    program::run("gc-soak", checks)
-}
+conformance::program_main!(checks);
 
 async fn checks(args: Args, work: PathBuf) -> Tally {
     let bin = args.common.registry;
@@ -482,12 +472,8 @@ async fn checks(args: Args, work: PathBuf) -> Tally {
     let log = work.join("registry.log");
     let mut report = Tally::default();
 
-    let server = match start(&bin, &storage, &log, true).await {
-        Ok(s) => s,
-        Err(e) => {
-            report.record("start", Err(e));
-            return report;
-        }
+    let Some(server) = report.setup("start", start(&bin, &storage, &log, true).await) else {
+        return report;
     };
     let base = server.base.clone();
     let ledger = Arc::new(Mutex::new(Ledger::default()));
@@ -610,13 +596,7 @@ async fn checks(args: Args, work: PathBuf) -> Tally {
             )
         }),
     );
-    report.record(
-        "SIGTERM: the server exits 0",
-        server
-            .stop(Duration::from_secs(20))
-            .await
-            .map(|_| String::new()),
-    );
+    report.record("SIGTERM: the server exits 0", exits_0(server).await);
 
     // Offline: the dry run lists what the real run removes, and nothing of deleted images stays.
     let dry = gc_listing(&bin, &storage, true).await;
@@ -690,10 +670,7 @@ async fn checks(args: Args, work: PathBuf) -> Tally {
             );
             report.record(
                 "SIGTERM after the final checks: exit 0",
-                server
-                    .stop(Duration::from_secs(20))
-                    .await
-                    .map(|_| String::new()),
+                exits_0(server).await,
             );
         }
         Err(e) => report.record("restart after the final gc", Err(e)),

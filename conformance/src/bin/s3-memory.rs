@@ -15,10 +15,11 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use conformance::answer::status_is;
 use conformance::answer::{self, location_path, Remote};
 use conformance::ensure;
 use conformance::process::{self, RegistryProcess, Watched};
-use conformance::program::{self, Common, Tally};
+use conformance::program::{Common, Tally};
 use conformance::reqwest::{Body, StatusCode};
 use futures::StreamExt;
 use sha2::{Digest as _, Sha256};
@@ -97,11 +98,7 @@ impl Ctx {
         });
         let resp = self
             .api
-            .client
-            .patch(self.api.url(&loc))
-            .header("content-type", "application/octet-stream")
-            .body(Body::wrap_stream(body))
-            .send()
+            .patch_stream(&loc, Body::wrap_stream(body))
             .await
             .map_err(|e| format!("streamed PATCH: {e}"))?;
         let status = resp.status();
@@ -167,11 +164,7 @@ impl Ctx {
             .send()
             .await
             .map_err(|e| format!("GET blob: {e}"))?;
-        ensure!(
-            resp.status() == StatusCode::OK,
-            "GET blob: {}",
-            resp.status()
-        );
+        status_is(&resp, 200, "GET blob:")?;
         let mut h = Sha256::new();
         let mut n = 0u64;
         let mut stream = resp.bytes_stream();
@@ -210,7 +203,6 @@ fn check_memory(p: &Watched, uploads: u32, secs: f64, bytes: u64) -> Result<Stri
 
 /// Pushes and pulls a large blob through a registry on S3 storage and checks its peak memory.
 #[derive(clap::Parser)]
-#[command(name = "s3-memory")]
 struct Args {
     #[command(flatten)]
     common: Common,
@@ -219,9 +211,7 @@ struct Args {
     mib: u64,
 }
 
-fn main() {
-    program::run("s3-memory", checks)
-}
+conformance::program_main!(checks);
 
 async fn checks(args: Args, work: PathBuf) -> Tally {
     let registry = args.common.registry;
@@ -242,12 +232,8 @@ async fn checks(args: Args, work: PathBuf) -> Tally {
         )?;
         Ok::<_, String>((server, reg))
     })();
-    let (server, reg) = match setup {
-        Ok(x) => x,
-        Err(e) => {
-            tally.record("setup", Err(e));
-            return tally;
-        }
+    let Some((server, reg)) = tally.setup("setup", setup) else {
+        return tally;
     };
     eprintln!(
         "# s3s-fs on {}, registry on {} (pid {}); start VmHWM {:.1} MiB; work dir {}",

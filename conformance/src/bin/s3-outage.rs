@@ -31,9 +31,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use conformance::answer::{self, expect_range, header, location_path, Check, Remote};
+use conformance::answer::{status_is, Sent};
 use conformance::ensure;
 use conformance::process::{self, RegistryProcess};
-use conformance::program::{self, Common, Tally};
+use conformance::program::{Common, Tally};
 use conformance::reqwest::{Body, Method, Response, StatusCode};
 use conformance::s3;
 use conformance::s3::S3Server;
@@ -163,11 +164,7 @@ impl Ctx {
             .api
             .call(Method::GET, &format!("/v2/{repo}/blobs/{digest}"))
             .await?;
-        ensure!(
-            resp.status() == StatusCode::OK,
-            "GET blob {digest}: {}",
-            resp.status()
-        );
+        status_is(&resp, 200, &format!("GET blob {digest}:"))?;
         let body = resp.bytes().await.map_err(|e| format!("read blob: {e}"))?;
         ensure!(
             body.len() == data.len() && sha256_digest(&body) == digest,
@@ -241,11 +238,7 @@ async fn chunks_across_an_outage(ctx: &Ctx) -> Check {
         "the unfinished blob is served before its PUT"
     );
     let resp = ctx.api.close(&loc, &digest).await?;
-    ensure!(
-        resp.status() == StatusCode::CREATED,
-        "PUT after the outage: {}",
-        resp.status()
-    );
+    status_is(&resp, 201, "PUT after the outage:")?;
     ctx.expect_blob(repo, &data).await?;
     Ok(format!(
         "503 {code} after {:.1} s while down",
@@ -279,14 +272,7 @@ async fn store_dies_mid_body(ctx: &Ctx) -> Check {
         }
     });
     let t = Instant::now();
-    let sent = ctx
-        .api
-        .client
-        .patch(ctx.api.url(&loc))
-        .header("content-type", "application/octet-stream")
-        .body(Body::wrap_stream(body))
-        .send()
-        .await;
+    let sent = ctx.api.patch_stream(&loc, Body::wrap_stream(body)).await;
     let took = t.elapsed();
     ensure!(
         took <= BOUND,
@@ -308,11 +294,7 @@ async fn store_dies_mid_body(ctx: &Ctx) -> Check {
     ctx.store.start()?;
 
     let resp = ctx.api.call(Method::GET, &loc).await?;
-    ensure!(
-        resp.status() == StatusCode::NO_CONTENT,
-        "upload status after the restart: {}",
-        resp.status()
-    );
+    status_is(&resp, 204, "upload status after the restart:")?;
     let mut offset = range_end(&resp)?;
     // "0-0" also means "empty": try 0 when offset 1 is refused.
     let loc = location_path(&resp)?;
@@ -328,11 +310,7 @@ async fn store_dies_mid_body(ctx: &Ctx) -> Check {
     expect_range("resumed PATCH", &resp, 202, data.len())?;
     let loc = location_path(&resp)?;
     let resp = ctx.api.close(&loc, &digest).await?;
-    ensure!(
-        resp.status() == StatusCode::CREATED,
-        "PUT after resuming: {}",
-        resp.status()
-    );
+    status_is(&resp, 201, "PUT after resuming:")?;
     ctx.expect_blob(repo, &data).await?;
     Ok(format!(
         "{outcome}; resumed at {offset} of {} bytes",
@@ -345,11 +323,7 @@ async fn every_request_503_while_down(ctx: &Ctx, defaults: &RegistryProcess) -> 
     let manifest = ctx.api.new_manifest(repo, 1500).await?;
     let kept = ctx.api.new_manifest(repo, 1500).await?;
     let resp = ctx.api.put_manifest(repo, "kept", &kept).await?;
-    ensure!(
-        resp.status() == StatusCode::CREATED,
-        "PUT manifest before the outage: {}",
-        resp.status()
-    );
+    status_is(&resp, 201, "PUT manifest before the outage:")?;
     let blob = sha256_digest(&random_bytes(10));
 
     ctx.store.stop();
@@ -361,46 +335,32 @@ async fn every_request_503_while_down(ctx: &Ctx, defaults: &RegistryProcess) -> 
         timed("GET manifest", async {
             c.get(url(&format!("/v2/{repo}/manifests/kept")))
                 .header("accept", OCI_MANIFEST)
-                .send()
+                .sent()
                 .await
-                .map_err(|e| e.to_string())
         }),
         timed("HEAD blob", async {
             c.head(url(&format!("/v2/{repo}/blobs/{blob}")))
-                .send()
+                .sent()
                 .await
-                .map_err(|e| e.to_string())
         }),
         timed("POST upload", async {
             c.post(url(&format!("/v2/{repo}/blobs/uploads/")))
                 .header("content-length", "0")
-                .send()
+                .sent()
                 .await
-                .map_err(|e| e.to_string())
         }),
         timed("GET tags/list", async {
-            c.get(url(&format!("/v2/{repo}/tags/list")))
-                .send()
-                .await
-                .map_err(|e| e.to_string())
+            c.get(url(&format!("/v2/{repo}/tags/list"))).sent().await
         }),
-        timed("GET /readyz", async {
-            c.get(url("/readyz"))
-                .send()
-                .await
-                .map_err(|e| e.to_string())
-        }),
-        timed("GET /livez", async {
-            c.get(url("/livez")).send().await.map_err(|e| e.to_string())
-        }),
+        timed("GET /readyz", async { c.get(url("/readyz")).sent().await }),
+        timed("GET /livez", async { c.get(url("/livez")).sent().await }),
         timed(
             "GET manifest on the registry with default timeouts",
             async {
                 c.get(defaults.url(&format!("/v2/{repo}/manifests/kept")))
                     .header("accept", OCI_MANIFEST)
-                    .send()
+                    .sent()
                     .await
-                    .map_err(|e| e.to_string())
             }
         ),
     );
@@ -412,17 +372,9 @@ async fn every_request_503_while_down(ctx: &Ctx, defaults: &RegistryProcess) -> 
     expect_unavailable("POST upload", post_u?.0, false).await?;
     expect_unavailable("GET tags/list", tags?.0, false).await?;
     let (ready, _) = ready?;
-    ensure!(
-        ready.status() == StatusCode::SERVICE_UNAVAILABLE,
-        "/readyz while the store is down: {}",
-        ready.status()
-    );
+    status_is(&ready, 503, "/readyz while the store is down:")?;
     let (live, live_took) = live?;
-    ensure!(
-        live.status() == StatusCode::OK,
-        "/livez while the store is down: {}",
-        live.status()
-    );
+    status_is(&live, 200, "/livez while the store is down:")?;
     ensure!(
         live_took < Duration::from_secs(2),
         "/livez took {:.1} s while the store is down",
@@ -438,22 +390,15 @@ async fn every_request_503_while_down(ctx: &Ctx, defaults: &RegistryProcess) -> 
         "the manifest refused during the outage is served afterwards ({status})"
     );
     let resp = ctx.api.put_manifest(repo, "new", &manifest).await?;
-    ensure!(
-        resp.status() == StatusCode::CREATED,
-        "PUT manifest retried after the outage: {}",
-        resp.status()
-    );
+    status_is(&resp, 201, "PUT manifest retried after the outage:")?;
     let (status, _, body) = ctx.api.get_manifest(repo, "new").await?;
     ensure!(
         status == 200 && body == manifest,
         "the retried manifest: {status}, exact bytes: {}",
         body == manifest
     );
-    let (status, _, body) = ctx.api.get_manifest(repo, "kept").await?;
-    ensure!(
-        status == 200 && body == kept,
-        "the manifest pushed before the outage: {status}"
-    );
+    let what = "the manifest pushed before the outage";
+    ctx.api.expect_manifest((repo, "kept"), &kept, what).await?;
     Ok(format!(
         "7 requests answered 503 within {:.1} s; with default timeouts {:.1} s",
         slowest.as_secs_f64(),
@@ -486,11 +431,7 @@ async fn short_outage_is_retried_inside(ctx: &Ctx) -> Check {
     )?;
     let loc = location_path(&resp)?;
     let resp = ctx.api.close(&loc, &sha256_digest(&data)).await?;
-    ensure!(
-        resp.status() == StatusCode::CREATED,
-        "PUT: {}",
-        resp.status()
-    );
+    status_is(&resp, 201, "PUT:")?;
     ctx.expect_blob(repo, &data).await?;
     Ok(format!("answered 202 after {:.1} s", took.as_secs_f64()))
 }
@@ -519,9 +460,8 @@ async fn frozen_store(ctx: &Ctx) -> Check {
             ctx.api
                 .client
                 .get(ctx.api.url(&format!("/v2/{repo}/manifests/frozen")))
-                .send()
+                .sent()
                 .await
-                .map_err(|e| e.to_string())
         }),
     );
     ctx.store.signal("CONT");
@@ -541,11 +481,7 @@ async fn frozen_store(ctx: &Ctx) -> Check {
         body.len()
     );
     let resp = ctx.api.call(Method::GET, &loc).await?;
-    ensure!(
-        resp.status() == StatusCode::NO_CONTENT,
-        "upload status after the freeze: {}",
-        resp.status()
-    );
+    status_is(&resp, 204, "upload status after the freeze:")?;
     let offset = range_end(&resp)?;
     ensure!(
         offset == a || offset == data.len(),
@@ -561,23 +497,14 @@ async fn frozen_store(ctx: &Ctx) -> Check {
         loc
     };
     let resp = ctx.api.close(&loc, &sha256_digest(&data)).await?;
-    ensure!(
-        resp.status() == StatusCode::CREATED,
-        "PUT after the freeze: {}",
-        resp.status()
-    );
+    status_is(&resp, 201, "PUT after the freeze:")?;
     ctx.expect_blob(repo, &data).await?;
     let resp = ctx.api.put_manifest(repo, "frozen", &manifest).await?;
-    ensure!(
-        resp.status() == StatusCode::CREATED,
-        "PUT manifest after the freeze: {}",
-        resp.status()
-    );
-    let (status, _, body) = ctx.api.get_manifest(repo, "frozen").await?;
-    ensure!(
-        status == 200 && body == manifest,
-        "manifest after the freeze: {status}"
-    );
+    status_is(&resp, 201, "PUT manifest after the freeze:")?;
+    let what = "manifest after the freeze";
+    ctx.api
+        .expect_manifest((repo, "frozen"), &manifest, what)
+        .await?;
     Ok(format!(
         "503 after {:.1} s (timeout=2s, connect_timeout=1s); upload resumed at {offset}",
         took.as_secs_f64()
@@ -618,27 +545,15 @@ fn setup(
     Ok((store, reg, default_reg))
 }
 
-/// Stops, restarts and freezes the S3 server under the registry while clients push.
-#[derive(clap::Parser)]
-#[command(name = "s3-outage")]
-struct Args {
-    #[command(flatten)]
-    common: Common,
-}
+conformance::program_main!(
+    checks,
+    "Stops, restarts and freezes the S3 server under the registry while clients push."
+);
 
-fn main() {
-    program::run("s3-outage", checks)
-}
-
-async fn checks(args: Args, work: PathBuf) -> Tally {
-    let registry = args.common.registry;
+async fn checks(Common { registry }: Common, work: PathBuf) -> Tally {
     let mut tally = Tally::default();
-    let (store, reg, default_reg) = match setup(&registry, &work) {
-        Ok(x) => x,
-        Err(e) => {
-            tally.record("setup", Err(e));
-            return tally;
-        }
+    let Some((store, reg, default_reg)) = tally.setup("setup", setup(&registry, &work)) else {
+        return tally;
     };
     println!(
         "# S3 server: s3s-fs (stopped with SIGKILL and restarted on the same folder; frozen with SIGSTOP)"

@@ -24,8 +24,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use conformance::answer::{self, body_text, expect_range, header, location_path, Check, Remote};
+use conformance::answer::{status_is, Sent};
 use conformance::process::{self, RegistryProcess};
-use conformance::program::{self, Common, Tally};
+use conformance::program::{Common, Tally};
 use conformance::reqwest::{Client, Method, Response, StatusCode};
 use conformance::s3;
 use conformance::serde_json::Value;
@@ -235,14 +236,9 @@ async fn chunked_upload_across_replicas(ctx: &Ctx) -> Result<(String, String), S
         .client
         .post(ctx.url(0, &format!("/v2/{repo}/blobs/uploads/")))
         .header("content-length", "0")
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    ensure!(
-        resp.status() == StatusCode::ACCEPTED,
-        "POST on replica 1: {}",
-        resp.status()
-    );
+        .sent()
+        .await?;
+    status_is(&resp, 202, "POST on replica 1:")?;
     let loc = location_path(&resp)?;
 
     let resp = ctx.patch(1, &loc, 0, &data[..a]).await?;
@@ -278,9 +274,8 @@ async fn chunked_upload_across_replicas(ctx: &Ctx) -> Result<(String, String), S
         .header("content-type", "application/octet-stream")
         .header("content-range", format!("{}-{}", c, data.len() - 1))
         .body(data[c..].to_vec())
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
+        .sent()
+        .await?;
     let status = resp.status();
     ensure!(
         status == StatusCode::CREATED,
@@ -443,11 +438,7 @@ async fn referrers_across_replicas(ctx: &Ctx) -> Check {
             &format!("/v2/{repo}/manifests/{referrer_digest}"),
         )
         .await?;
-    ensure!(
-        resp.status() == StatusCode::ACCEPTED,
-        "DELETE referrer on replica 3: {}",
-        resp.status()
-    );
+    status_is(&resp, 202, "DELETE referrer on replica 3:")?;
     let after = ctx.referrers(1, repo, &subject_digest).await?;
     ensure!(
         after.is_empty(),
@@ -496,14 +487,9 @@ async fn abandoned_upload_is_purged(ctx: &Ctx, work: &Path) -> Check {
             .client
             .post(ctx.url(r, &format!("/v2/{repo}/blobs/uploads/")))
             .header("content-length", "0")
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        ensure!(
-            resp.status() == StatusCode::ACCEPTED,
-            "POST: {}",
-            resp.status()
-        );
+            .sent()
+            .await?;
+        status_is(&resp, 202, "POST:")?;
         location_path(&resp)
     };
     let old_loc = start(0).await?;
@@ -566,14 +552,9 @@ async fn abandoned_upload_is_purged(ctx: &Ctx, work: &Path) -> Check {
     let resp = ctx
         .client
         .put(ctx.url(1, &with_query(&young_loc, "digest", &digest)))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    ensure!(
-        resp.status() == StatusCode::CREATED,
-        "PUT of the young upload after gc: {}",
-        resp.status()
-    );
+        .sent()
+        .await?;
+    status_is(&resp, 201, "PUT of the young upload after gc:")?;
     let remaining = s3::multipart_uploads(ctx.moto, BUCKET, prefix);
     ensure!(
         !remaining.iter().any(|k| k.contains(&young_id)),
@@ -588,36 +569,21 @@ async fn blob_survives_gc(ctx: &Ctx, digests: &[(String, String)]) -> Check {
         let resp = ctx
             .send(Method::HEAD, 2, &format!("/v2/{repo}/blobs/{digest}"))
             .await?;
-        ensure!(
-            resp.status() == StatusCode::OK,
-            "HEAD {repo}@{digest} after gc: {}",
-            resp.status()
-        );
+        status_is(&resp, 200, &format!("HEAD {repo}@{digest} after gc:"))?;
     }
     Ok(String::new())
 }
 
-/// Three registry processes on one S3 bucket (moto) serve one registry.
-#[derive(clap::Parser)]
-#[command(name = "s3-replicas")]
-struct Args {
-    #[command(flatten)]
-    common: Common,
-}
+conformance::program_main!(
+    checks,
+    "Three registry processes on one S3 bucket (moto) serve one registry."
+);
 
-fn main() {
-    program::run("s3-replicas", checks)
-}
-
-async fn checks(args: Args, work: PathBuf) -> Tally {
-    let registry = args.common.registry;
+async fn checks(Common { registry }: Common, work: PathBuf) -> Tally {
     let mut tally = Tally::default();
-    let moto = match conformance::s3::start_moto(&work.join("moto.log")) {
-        Ok(m) => m,
-        Err(e) => {
-            tally.record("setup", Err(e));
-            return tally;
-        }
+    let Some(moto) = tally.setup("setup", conformance::s3::start_moto(&work.join("moto.log")))
+    else {
+        return tally;
     };
     s3::create_bucket(moto.addr, BUCKET);
     let options = moto.options();

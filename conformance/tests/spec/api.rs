@@ -1,14 +1,15 @@
 //! `/v2/` (determining support), health endpoints, unknown query parameters and `ns`.
 
-use conformance::{header, TestRegistry};
+use conformance::{expect_header, header, TestRegistry};
 
 #[tokio::test]
 async fn v2_root_answers_200_with_api_version_header() {
     let reg = TestRegistry::start().await;
     let resp = reg.get("/v2/").expect(200).await;
-    assert_eq!(
-        header(resp.headers(), "docker-distribution-api-version"),
-        Some("registry/2.0")
+    expect_header(
+        resp.headers(),
+        "docker-distribution-api-version",
+        "registry/2.0",
     );
     // Without the trailing slash too: clients probe both.
     let resp = reg.get("/v2").await;
@@ -62,7 +63,7 @@ async fn unknown_query_parameters_are_accepted_and_ns_is_echoed() {
         ))
         .expect(200)
         .await;
-    assert_eq!(header(resp.headers(), "oci-namespace"), Some("example.com"));
+    expect_header(resp.headers(), "oci-namespace", "example.com");
     assert_eq!(resp.bytes().await.unwrap(), img.config);
 
     // An unrelated unknown parameter changes nothing, and no OCI-Namespace without ns.

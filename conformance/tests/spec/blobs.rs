@@ -1,12 +1,11 @@
 //! Pulling blobs: GET/HEAD headers and bodies, Range requests, unknown blobs, deletion.
 
-use conformance::{expect_error, header, random_bytes, sha256_digest, TestRegistry};
+use conformance::{expect_error, expect_header, header, sha256_digest, TestRegistry};
 
 #[tokio::test]
 async fn blob_get_and_head_return_bytes_and_headers() {
     let reg = TestRegistry::start().await;
-    let data = random_bytes(70_000);
-    let digest = reg.push_blob("pull/blob", &data).await;
+    let (data, digest) = reg.push_random_blob("pull/blob", 70_000).await;
     let url = reg.url(&format!("/v2/pull/blob/blobs/{digest}"));
 
     let resp = reg.get(&url).expect(200).await;
@@ -35,8 +34,7 @@ async fn blob_get_and_head_return_bytes_and_headers() {
 #[tokio::test]
 async fn blob_range_requests() {
     let reg = TestRegistry::start().await;
-    let data = random_bytes(10_000);
-    let digest = reg.push_blob("pull/range", &data).await;
+    let (data, digest) = reg.push_random_blob("pull/range", 10_000).await;
     let url = reg.url(&format!("/v2/pull/range/blobs/{digest}"));
     let len = data.len();
 
@@ -109,8 +107,7 @@ async fn unknown_blob_is_404_blob_unknown() {
 #[tokio::test]
 async fn blob_is_served_only_by_repositories_that_hold_it() {
     let reg = TestRegistry::start().await;
-    let data = random_bytes(3000);
-    let digest = reg.push_blob("team/a", &data).await;
+    let (_, digest) = reg.push_random_blob("team/a", 3000).await;
     reg.get(format!("/v2/team/a/blobs/{digest}"))
         .expect(200)
         .await;
@@ -124,8 +121,7 @@ async fn blob_is_served_only_by_repositories_that_hold_it() {
 #[tokio::test]
 async fn blob_delete_then_404() {
     let reg = TestRegistry::start().await;
-    let data = random_bytes(5000);
-    let digest = reg.push_blob("manage/blob", &data).await;
+    let (data, digest) = reg.push_random_blob("manage/blob", 5000).await;
     let url = reg.url(&format!("/v2/manage/blob/blobs/{digest}"));
 
     let resp = reg.delete(&url).await;
@@ -168,8 +164,7 @@ async fn blob_delete_then_404() {
 #[tokio::test]
 async fn blob_delete_in_one_repository_leaves_others() {
     let reg = TestRegistry::start().await;
-    let data = random_bytes(4000);
-    let digest = reg.push_blob("share/one", &data).await;
+    let (data, digest) = reg.push_random_blob("share/one", 4000).await;
     reg.push_blob("share/two", &data).await;
     reg.delete(format!("/v2/share/one/blobs/{digest}"))
         .expect(202)
@@ -189,8 +184,8 @@ async fn empty_blob_round_trip() {
     );
     let url = reg.url(&format!("/v2/pull/empty/blobs/{digest}"));
     let resp = reg.get(&url).expect(200).await;
-    assert_eq!(header(resp.headers(), "content-length"), Some("0"));
+    expect_header(resp.headers(), "content-length", "0");
     assert!(resp.bytes().await.unwrap().is_empty());
     let resp = reg.head(&url).expect(200).await;
-    assert_eq!(header(resp.headers(), "content-length"), Some("0"));
+    expect_header(resp.headers(), "content-length", "0");
 }

@@ -1,7 +1,6 @@
 //! `/v2/_catalog`: every repository, sorted, with `n`/`last`/`Link` pagination.
 
-use conformance::TestRegistry;
-use reqwest::Url;
+use conformance::{expect_next_page, TestRegistry};
 
 async fn catalog(reg: &TestRegistry, url: &str) -> (Vec<String>, Option<String>) {
     let (repos, link, _) = reg.list_page(url, "repositories").await;
@@ -46,18 +45,8 @@ async fn catalog_lists_repositories_sorted_and_paginates() {
         match link {
             Some(link) => {
                 assert_eq!(repos.len(), 2);
-                let next = Url::parse(&reg.url("/")).unwrap().join(&link).unwrap();
-                assert_eq!(next.path(), "/v2/_catalog", "Link {link}");
-                let q: Vec<(String, String)> = next.query_pairs().into_owned().collect();
-                assert!(
-                    q.contains(&("n".into(), "2".into())),
-                    "Link {link} lacks n=2"
-                );
-                assert!(
-                    q.contains(&("last".into(), repos.last().unwrap().clone())),
-                    "Link {link} lacks last"
-                );
-                url = next.to_string();
+                let last = repos.last().unwrap();
+                url = expect_next_page(&reg.url("/"), &link, "/v2/_catalog", 2, last);
             }
             None => break,
         }

@@ -10,7 +10,12 @@ use conformance::{
 };
 
 async fn head_status(reg: &TestRegistry, path: &str) -> u16 {
-    reg.head(path).await.status().as_u16()
+    reg.head(path).status().await
+}
+
+/// Asserts that nothing is stored at `path` (HEAD answers 404).
+async fn assert_absent(reg: &TestRegistry, path: &str) {
+    assert_eq!(head_status(reg, path).await, 404, "HEAD {path}");
 }
 
 /// The path and query of an absolute URL.
@@ -22,39 +27,49 @@ fn path_of(url: &str) -> String {
     }
 }
 
+/// Sends `request` (`METHOD target`) announcing all of `body` in `Content-Length` but only its
+/// first `sent` bytes, then closes; asserts that the answer, if any, is not 201 (`what` names
+/// the request in the message). The answer's status, if one came.
+async fn send_cut(
+    reg: &TestRegistry,
+    (what, request): (&str, &str),
+    content_type: &str,
+    body: &[u8],
+    sent: usize,
+) -> Option<u16> {
+    let head = format!(
+        "{request} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut req = head.into_bytes();
+    req.extend_from_slice(&body[..sent]);
+    let status = raw_send(reg.base_url(), &req).await.map(|r| r.status);
+    if let Some(status) = status {
+        assert_ne!(
+            status, 201,
+            "a {what} whose body was cut short was committed"
+        );
+    }
+    status
+}
+
 #[tokio::test]
 async fn truncated_blob_put_does_not_create_the_blob() {
     let reg = TestRegistry::start().await;
     let data = random_bytes(4000);
     let digest = sha256_digest(&data);
     let loc = reg.start_upload("crash/put").await;
-    let head = format!(
-        "PUT {} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
-        path_of(&with_query(&loc, "digest", &digest)),
-        data.len()
-    );
-    let mut req = head.into_bytes();
-    req.extend_from_slice(&data[..2000]);
-    if let Some(r) = raw_send(reg.base_url(), &req).await {
-        assert_ne!(
-            r.status, 201,
-            "a PUT whose body was cut short was committed"
-        );
+    let request = format!("PUT {}", path_of(&with_query(&loc, "digest", &digest)));
+    let octets = "application/octet-stream";
+    if let Some(status) = send_cut(&reg, ("PUT", &request), octets, &data, 2000).await {
         assert!(
-            r.status < 500 || r.status == 503,
-            "truncated PUT answered {}",
-            r.status
+            status < 500 || status == 503,
+            "truncated PUT answered {status}"
         );
     }
-    assert_eq!(
-        head_status(&reg, &format!("/v2/crash/put/blobs/{digest}")).await,
-        404
-    );
+    assert_absent(&reg, &format!("/v2/crash/put/blobs/{digest}")).await;
     let half = sha256_digest(&data[..2000]);
-    assert_eq!(
-        head_status(&reg, &format!("/v2/crash/put/blobs/{half}")).await,
-        404
-    );
+    assert_absent(&reg, &format!("/v2/crash/put/blobs/{half}")).await;
 }
 
 #[tokio::test]
@@ -62,22 +77,10 @@ async fn truncated_single_post_does_not_create_the_blob() {
     let reg = TestRegistry::start().await;
     let data = random_bytes(4000);
     let digest = sha256_digest(&data);
-    let head = format!(
-        "POST /v2/crash/post/blobs/uploads/?digest={digest} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
-        data.len()
-    );
-    let mut req = head.into_bytes();
-    req.extend_from_slice(&data[..1000]);
-    if let Some(r) = raw_send(reg.base_url(), &req).await {
-        assert_ne!(
-            r.status, 201,
-            "a POST whose body was cut short was committed"
-        );
-    }
-    assert_eq!(
-        head_status(&reg, &format!("/v2/crash/post/blobs/{digest}")).await,
-        404
-    );
+    let request = format!("POST /v2/crash/post/blobs/uploads/?digest={digest}");
+    let octets = "application/octet-stream";
+    send_cut(&reg, ("POST", &request), octets, &data, 1000).await;
+    assert_absent(&reg, &format!("/v2/crash/post/blobs/{digest}")).await;
 }
 
 #[tokio::test]
@@ -88,22 +91,10 @@ async fn truncated_manifest_put_does_not_create_the_manifest() {
     let body = ManifestBuilder::new(conformance::descriptor(conformance::OCI_CONFIG, cfg))
         .annotation("pad", &"x".repeat(3000))
         .build();
-    let head = format!(
-        "PUT /v2/crash/manifest/manifests/cut HTTP/1.1\r\nHost: x\r\nContent-Type: {OCI_MANIFEST}\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    let mut req = head.into_bytes();
-    req.extend_from_slice(&body[..body.len() / 2]);
-    if let Some(r) = raw_send(reg.base_url(), &req).await {
-        assert_ne!(
-            r.status, 201,
-            "a manifest PUT whose body was cut short was committed"
-        );
-    }
-    assert_eq!(
-        head_status(&reg, "/v2/crash/manifest/manifests/cut").await,
-        404
-    );
+    let request = "PUT /v2/crash/manifest/manifests/cut";
+    let half = body.len() / 2;
+    send_cut(&reg, ("manifest PUT", request), OCI_MANIFEST, &body, half).await;
+    assert_absent(&reg, "/v2/crash/manifest/manifests/cut").await;
     // The whole manifest still goes in afterwards.
     reg.push_manifest("crash/manifest", "cut", OCI_MANIFEST, &body)
         .await;

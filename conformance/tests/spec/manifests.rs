@@ -1,10 +1,10 @@
 //! Pushing, pulling and deleting manifests and tags; validation; size limits; multi-tag push.
 
 use conformance::{
-    at_once, descriptor, empty_descriptor, expect_client_error, expect_error, header,
-    header_values, location, random_bytes, sha256_digest, IndexBuilder, ManifestBuilder,
-    TestRegistry, DOCKER_CONFIG, DOCKER_LAYER, DOCKER_LIST, DOCKER_MANIFEST, EMPTY_JSON_DIGEST,
-    OCI_CONFIG, OCI_EMPTY, OCI_INDEX, OCI_LAYER, OCI_MANIFEST,
+    at_once, descriptor, empty_descriptor, expect_client_error, expect_error, expect_header,
+    header, header_values, location, random_bytes, sha256_digest, Call, Image, IndexBuilder,
+    ManifestBuilder, TestRegistry, DOCKER_CONFIG, DOCKER_LAYER, DOCKER_LIST, DOCKER_MANIFEST,
+    EMPTY_JSON_DIGEST, OCI_CONFIG, OCI_EMPTY, OCI_INDEX, OCI_LAYER, OCI_MANIFEST,
 };
 use reqwest::Method;
 use serde_json::json;
@@ -75,9 +75,37 @@ async fn assert_manifest(
 
 async fn get_status(reg: &TestRegistry, repo: &str, reference: &str) -> u16 {
     reg.get(format!("/v2/{repo}/manifests/{reference}"))
-        .await
         .status()
-        .as_u16()
+        .await
+}
+
+/// The PUT of `body` as `target` (`repo:reference`) is refused with 400 and one of `codes`, and
+/// nothing is stored under `reference`.
+async fn refused(reg: &TestRegistry, target: &str, media_type: &str, body: &[u8], codes: &[&str]) {
+    let (repo, reference) = target.split_once(':').expect("repo:reference");
+    reg.put_manifest(repo, reference, media_type, body)
+        .error(400, codes)
+        .await;
+    assert_eq!(get_status(reg, repo, reference).await, 404);
+}
+
+/// An image manifest over a config and a layer pushed to `repo` (see [`blobs`]).
+async fn image_manifest(reg: &TestRegistry, repo: &str) -> Vec<u8> {
+    let (config, layer) = blobs(reg, repo).await;
+    ManifestBuilder::new(config).layer(layer).build()
+}
+
+/// A new image in `repo` tagged with both `tags`.
+async fn image_tagged(reg: &TestRegistry, repo: &str, tags: [&str; 2]) -> Image {
+    let img = reg.push_image(repo, Some(tags[0]), 1).await;
+    reg.push_manifest(repo, tags[1], OCI_MANIFEST, &img.manifest)
+        .await;
+    img
+}
+
+/// The request answers 404 MANIFEST_UNKNOWN.
+async fn manifest_unknown(call: Call) {
+    call.error(404, &["MANIFEST_UNKNOWN"]).await;
 }
 
 #[tokio::test]
@@ -94,10 +122,7 @@ async fn push_by_tag_and_pull_exact_bytes() {
         .put_manifest("man/exact", "v1.0", OCI_MANIFEST, &body)
         .expect(201)
         .await;
-    assert_eq!(
-        header(resp.headers(), "docker-content-digest"),
-        Some(digest.as_str())
-    );
+    expect_header(resp.headers(), "docker-content-digest", digest.as_str());
     let loc = location(&resp);
     let got = reg.get(&loc).await;
     assert_eq!(got.status(), 200, "GET the 201's Location {loc}");
@@ -110,17 +135,13 @@ async fn push_by_tag_and_pull_exact_bytes() {
 #[tokio::test]
 async fn push_by_digest() {
     let reg = TestRegistry::start().await;
-    let (config, layer) = blobs(&reg, "man/bydigest").await;
-    let body = ManifestBuilder::new(config).layer(layer).build();
+    let body = image_manifest(&reg, "man/bydigest").await;
     let digest = sha256_digest(&body);
     let resp = reg
         .put_manifest("man/bydigest", &digest, OCI_MANIFEST, &body)
         .expect(201)
         .await;
-    assert_eq!(
-        header(resp.headers(), "docker-content-digest"),
-        Some(digest.as_str())
-    );
+    expect_header(resp.headers(), "docker-content-digest", digest.as_str());
     let loc = location(&resp);
     assert_eq!(reg.get(&loc).await.status(), 200);
     assert_manifest(&reg, "man/bydigest", &digest, OCI_MANIFEST, &body).await;
@@ -147,15 +168,12 @@ async fn manifest_without_media_type_field_keeps_pushed_content_type() {
 #[tokio::test]
 async fn content_type_media_type_mismatch_is_manifest_invalid() {
     let reg = TestRegistry::start().await;
-    let (config, layer) = blobs(&reg, "man/mismatch").await;
-    let body = ManifestBuilder::new(config).layer(layer).build();
+    let body = image_manifest(&reg, "man/mismatch").await;
     reg.put_manifest("man/mismatch", "t", OCI_INDEX, &body)
         .error(400, &["MANIFEST_INVALID"])
         .await;
-    reg.put_manifest("man/mismatch", "t", DOCKER_MANIFEST, &body)
-        .error(400, &["MANIFEST_INVALID"])
-        .await;
-    assert_eq!(get_status(&reg, "man/mismatch", "t").await, 404);
+    let codes = ["MANIFEST_INVALID"];
+    refused(&reg, "man/mismatch:t", DOCKER_MANIFEST, &body, &codes).await;
 }
 
 #[tokio::test]
@@ -176,15 +194,9 @@ async fn invalid_json_is_manifest_invalid() {
         "config": {"mediaType": OCI_CONFIG, "digest": "sha256:nothex", "size": 2},
         "layers": []
     });
-    reg.put_manifest(
-        "man/badjson",
-        "t",
-        OCI_MANIFEST,
-        &serde_json::to_vec(&bad_config).unwrap(),
-    )
-    .error(400, &["MANIFEST_INVALID", "DIGEST_INVALID"])
-    .await;
-    assert_eq!(get_status(&reg, "man/badjson", "t").await, 404);
+    let body = serde_json::to_vec(&bad_config).unwrap();
+    let codes = ["MANIFEST_INVALID", "DIGEST_INVALID"];
+    refused(&reg, "man/badjson:t", OCI_MANIFEST, &body, &codes).await;
 }
 
 #[tokio::test]
@@ -235,10 +247,8 @@ async fn index_with_missing_child_is_manifest_blob_unknown() {
         .manifest(img.descriptor())
         .manifest(absent)
         .build();
-    reg.put_manifest("man/index", "multi", OCI_INDEX, &body)
-        .error(400, &["MANIFEST_BLOB_UNKNOWN"])
-        .await;
-    assert_eq!(get_status(&reg, "man/index", "multi").await, 404);
+    let codes = ["MANIFEST_BLOB_UNKNOWN"];
+    refused(&reg, "man/index:multi", OCI_INDEX, &body, &codes).await;
 }
 
 #[tokio::test]
@@ -270,8 +280,7 @@ async fn index_with_child_only_in_another_repository() {
 #[tokio::test]
 async fn push_by_sha512_digest() {
     let reg = TestRegistry::start().await;
-    let (config, layer) = blobs(&reg, "man/sha512").await;
-    let body = ManifestBuilder::new(config).layer(layer).build();
+    let body = image_manifest(&reg, "man/sha512").await;
     let d512 = conformance::sha512_digest(&body);
     let resp = reg
         .put_manifest("man/sha512", &d512, OCI_MANIFEST, &body)
@@ -494,8 +503,7 @@ async fn manifest_size_limit_is_configurable() {
 #[tokio::test]
 async fn multi_tag_push_by_digest() {
     let reg = TestRegistry::start().await;
-    let (config, layer) = blobs(&reg, "man/tags").await;
-    let body = ManifestBuilder::new(config).layer(layer).build();
+    let body = image_manifest(&reg, "man/tags").await;
     let digest = sha256_digest(&body);
     // The spec asks for at least 10 tags per request: send 12.
     let mut want: Vec<String> = ["1.2.3", "1.2", "latest"]
@@ -504,13 +512,9 @@ async fn multi_tag_push_by_digest() {
         .chain((0..9).map(|i| format!("extra{i}")))
         .collect();
     let query: Vec<String> = want.iter().map(|t| format!("tag={t}")).collect();
+    let reference = format!("{digest}?{}", query.join("&"));
     let resp = reg
-        .put(format!(
-            "/v2/man/tags/manifests/{digest}?{}",
-            query.join("&")
-        ))
-        .header("content-type", OCI_MANIFEST)
-        .body(body.clone())
+        .put_manifest("man/tags", &reference, OCI_MANIFEST, &body)
         .expect(201)
         .await;
     let mut tags = header_values(resp.headers(), "oci-tag");
@@ -529,13 +533,11 @@ async fn multi_tag_push_by_digest() {
 #[tokio::test]
 async fn put_by_wrong_digest_is_digest_invalid() {
     let reg = TestRegistry::start().await;
-    let (config, layer) = blobs(&reg, "man/wrong").await;
-    let body = ManifestBuilder::new(config).layer(layer).build();
+    let body = image_manifest(&reg, "man/wrong").await;
     let wrong = sha256_digest(b"not the manifest");
-    reg.put_manifest("man/wrong", &wrong, OCI_MANIFEST, &body)
-        .error(400, &["DIGEST_INVALID"])
-        .await;
-    assert_eq!(get_status(&reg, "man/wrong", &wrong).await, 404);
+    let codes = ["DIGEST_INVALID"];
+    let target = format!("man/wrong:{wrong}");
+    refused(&reg, &target, OCI_MANIFEST, &body, &codes).await;
     assert_eq!(
         get_status(&reg, "man/wrong", &sha256_digest(&body)).await,
         404
@@ -545,18 +547,14 @@ async fn put_by_wrong_digest_is_digest_invalid() {
 #[tokio::test]
 async fn delete_by_digest_removes_manifest_and_its_tags() {
     let reg = TestRegistry::start().await;
-    let img = reg.push_image("man/del", Some("one"), 1).await;
-    reg.push_manifest("man/del", "two", OCI_MANIFEST, &img.manifest)
-        .await;
+    let img = image_tagged(&reg, "man/del", ["one", "two"]).await;
     let keep = reg.push_image("man/del", Some("keep"), 1).await;
 
     reg.delete(format!("/v2/man/del/manifests/{}", img.digest))
         .expect(202)
         .await;
     for reference in [img.digest.as_str(), "one", "two"] {
-        reg.get(format!("/v2/man/del/manifests/{reference}"))
-            .error(404, &["MANIFEST_UNKNOWN"])
-            .await;
+        manifest_unknown(reg.get(format!("/v2/man/del/manifests/{reference}"))).await;
         let resp = reg.head(format!("/v2/man/del/manifests/{reference}")).await;
         assert_eq!(resp.status(), 404, "HEAD {reference} after delete");
     }
@@ -569,30 +567,22 @@ async fn delete_by_digest_removes_manifest_and_its_tags() {
     );
     assert_manifest(&reg, "man/del", "keep", OCI_MANIFEST, &keep.manifest).await;
     // Deleting again: 404 MANIFEST_UNKNOWN.
-    reg.delete(format!("/v2/man/del/manifests/{}", img.digest))
-        .error(404, &["MANIFEST_UNKNOWN"])
-        .await;
+    manifest_unknown(reg.delete(format!("/v2/man/del/manifests/{}", img.digest))).await;
 }
 
 #[tokio::test]
 async fn delete_by_tag_removes_only_that_tag() {
     let reg = TestRegistry::start().await;
-    let img = reg.push_image("man/untag", Some("a"), 1).await;
-    reg.push_manifest("man/untag", "b", OCI_MANIFEST, &img.manifest)
-        .await;
+    let img = image_tagged(&reg, "man/untag", ["a", "b"]).await;
     let resp = reg.delete("/v2/man/untag/manifests/a").await;
     assert_eq!(resp.status(), 202, "DELETE by tag");
-    reg.get("/v2/man/untag/manifests/a")
-        .error(404, &["MANIFEST_UNKNOWN"])
-        .await;
+    manifest_unknown(reg.get("/v2/man/untag/manifests/a")).await;
     assert_manifest(&reg, "man/untag", "b", OCI_MANIFEST, &img.manifest).await;
     assert_manifest(&reg, "man/untag", &img.digest, OCI_MANIFEST, &img.manifest).await;
     let v: serde_json::Value = reg.get("/v2/man/untag/tags/list").json().await;
     assert_eq!(v["tags"], json!(["b"]));
     // Deleting an unknown tag: 404.
-    reg.delete("/v2/man/untag/manifests/a")
-        .error(404, &["MANIFEST_UNKNOWN"])
-        .await;
+    manifest_unknown(reg.delete("/v2/man/untag/manifests/a")).await;
 }
 
 #[tokio::test]
@@ -612,9 +602,7 @@ async fn unknown_manifest_is_404_manifest_unknown() {
         .await;
     // A manifest from another repository is not served here.
     let other = reg.push_image("man/elsewhere", Some("x"), 1).await;
-    reg.get(format!("/v2/man/unknown/manifests/{}", other.digest))
-        .error(404, &["MANIFEST_UNKNOWN"])
-        .await;
+    manifest_unknown(reg.get(format!("/v2/man/unknown/manifests/{}", other.digest))).await;
 }
 
 #[tokio::test]
@@ -644,8 +632,7 @@ async fn pushing_the_same_manifest_again_is_idempotent() {
 #[tokio::test]
 async fn concurrent_pushes_of_the_same_manifest_all_succeed() {
     let reg = TestRegistry::start().await;
-    let (config, layer) = blobs(&reg, "man/race").await;
-    let body = ManifestBuilder::new(config).layer(layer).build();
+    let body = image_manifest(&reg, "man/race").await;
     let digest = sha256_digest(&body);
     let calls = (0..8)
         .map(|i| {
@@ -708,8 +695,7 @@ async fn manifest_survives_restart() {
 #[tokio::test]
 async fn manifest_content_type_parameters_are_ignored() {
     let reg = TestRegistry::start().await;
-    let (config, layer) = blobs(&reg, "man/params").await;
-    let body = ManifestBuilder::new(config).layer(layer).build();
+    let body = image_manifest(&reg, "man/params").await;
     let resp = reg
         .put_manifest(
             "man/params",

@@ -2,7 +2,8 @@
 //! automatic mount without `from`.
 
 use conformance::{
-    expect_error, header, location, random_bytes, sha256_digest, with_query, TestRegistry,
+    expect_error, expect_header, header, location, random_bytes, sha256_digest, with_query,
+    TestRegistry,
 };
 
 async fn mount(
@@ -22,25 +23,18 @@ async fn mount(
 /// case); returns the blob's location.
 fn expect_mounted(resp: reqwest::Response, digest: &str, what: &str) -> String {
     assert_eq!(resp.status(), 201, "{what}");
-    assert_eq!(
-        header(resp.headers(), "docker-content-digest"),
-        Some(digest)
-    );
+    expect_header(resp.headers(), "docker-content-digest", digest);
     location(&resp)
 }
 
 async fn blob_status(reg: &TestRegistry, repo: &str, digest: &str) -> u16 {
-    reg.get(format!("/v2/{repo}/blobs/{digest}"))
-        .await
-        .status()
-        .as_u16()
+    reg.get(format!("/v2/{repo}/blobs/{digest}")).status().await
 }
 
 #[tokio::test]
 async fn mount_from_repository_that_has_the_blob() {
     let reg = TestRegistry::start().await;
-    let data = random_bytes(20_000);
-    let digest = reg.push_blob("src/repo", &data).await;
+    let (data, digest) = reg.push_random_blob("src/repo", 20_000).await;
     assert_eq!(blob_status(&reg, "dst/repo", &digest).await, 404);
 
     let resp = mount(&reg, "dst/repo", &digest, Some("src/repo")).await;
@@ -51,21 +45,12 @@ async fn mount_from_repository_that_has_the_blob() {
 
     let got = reg.get(format!("/v2/dst/repo/blobs/{digest}")).await;
     assert_eq!(got.status(), 200);
-    assert_eq!(
-        header(got.headers(), "docker-content-digest"),
-        Some(digest.as_str())
-    );
+    expect_header(got.headers(), "docker-content-digest", digest.as_str());
     assert_eq!(got.bytes().await.unwrap(), data);
 
     // The mounted blob can be referenced by a manifest in the target repository.
-    let cfg = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
-    reg.push_blob("dst/repo", &cfg).await;
-    let manifest =
-        conformance::ManifestBuilder::new(conformance::descriptor(conformance::OCI_CONFIG, &cfg))
-            .layer(conformance::descriptor(conformance::OCI_LAYER, &data))
-            .build();
-    reg.push_manifest("dst/repo", "mounted", conformance::OCI_MANIFEST, &manifest)
-        .await;
+    let layer = conformance::descriptor(conformance::OCI_LAYER, &data);
+    reg.push_manifest_over("dst/repo", "mounted", layer).await;
 }
 
 #[tokio::test]
@@ -96,8 +81,7 @@ async fn mount_of_unknown_blob_starts_an_upload() {
 #[tokio::test]
 async fn automatic_mount_without_from() {
     let reg = TestRegistry::start().await;
-    let data = random_bytes(5000);
-    let digest = reg.push_blob("auto/src", &data).await;
+    let (data, digest) = reg.push_random_blob("auto/src", 5000).await;
     let resp = mount(&reg, "auto/dst", &digest, None).await;
     let loc = expect_mounted(
         resp,
@@ -112,8 +96,7 @@ async fn automatic_mount_without_from() {
 #[tokio::test]
 async fn automatic_mount_can_be_turned_off() {
     let reg = TestRegistry::start_with(|c| c.auto_mount = false).await;
-    let data = random_bytes(5000);
-    let digest = reg.push_blob("auto/src", &data).await;
+    let (_, digest) = reg.push_random_blob("auto/src", 5000).await;
     let resp = mount(&reg, "auto/dst", &digest, None).await;
     assert_eq!(
         resp.status(),
@@ -134,8 +117,7 @@ async fn mount_from_repository_lacking_the_blob_does_not_leak_it() {
     // registry mounts it (it MAY cross-mount anything it finds) or starts an upload, the answer
     // must be one of the two documented ones and consistent with what it then serves.
     let reg = TestRegistry::start().await;
-    let data = random_bytes(1000);
-    let digest = reg.push_blob("holder/repo", &data).await;
+    let (_, digest) = reg.push_random_blob("holder/repo", 1000).await;
     reg.push_blob("bystander/repo", b"unrelated").await;
     let resp = mount(&reg, "target/repo", &digest, Some("bystander/repo")).await;
     let st = resp.status().as_u16();

@@ -4,8 +4,8 @@
 //! and HEAD answering with exactly the headers of GET for every manifest type and `Accept` list.
 
 use conformance::{
-    descriptor, empty_descriptor, expect_error, header, next_link, random_bytes, sha256_digest,
-    IndexBuilder, ManifestBuilder, TestRegistry, DOCKER_CONFIG, DOCKER_LAYER, DOCKER_LIST,
+    descriptor, empty_descriptor, expect_header, header, next_link, random_bytes, sha256_digest,
+    Call, IndexBuilder, ManifestBuilder, TestRegistry, DOCKER_CONFIG, DOCKER_LAYER, DOCKER_LIST,
     DOCKER_MANIFEST, OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST,
 };
 use registry::config::SparseRule;
@@ -87,27 +87,33 @@ async fn index_missing_a_child(reg: &TestRegistry, repo: &str) -> (Vec<u8>, Stri
 }
 
 /// Asserts a 400 MANIFEST_BLOB_UNKNOWN whose body names `missing`.
-async fn refused_naming(resp: reqwest::Response, missing: &str) {
-    let body = expect_error(resp, 400, &["MANIFEST_BLOB_UNKNOWN"]).await;
+async fn refused_naming(put: Call, missing: &str) {
+    let body = put.error(400, &["MANIFEST_BLOB_UNKNOWN"]).await;
     assert!(
         body.to_string().contains(missing),
         "the refusal should name the missing digest {missing}: {body}"
     );
 }
 
+/// An image manifest whose layer is missing, PUT as `repo:tag`, is refused naming the layer.
+async fn sparse_image_refused(reg: &TestRegistry, repo: &str, tag: &str) {
+    let (image, missing_layer) = image_missing_a_layer(reg, repo).await;
+    let put = reg.put_manifest(repo, tag, OCI_MANIFEST, &image);
+    refused_naming(put, &missing_layer).await;
+}
+
+/// An index whose child is missing, PUT as `repo:tag`, is refused naming the child.
+async fn sparse_index_refused(reg: &TestRegistry, repo: &str, tag: &str) {
+    let (index, _, missing_child) = index_missing_a_child(reg, repo).await;
+    let put = reg.put_manifest(repo, tag, OCI_INDEX, &index);
+    refused_naming(put, &missing_child).await;
+}
+
 #[tokio::test]
 async fn sparse_manifests_are_refused_by_default_naming_what_is_missing() {
     let reg = TestRegistry::start().await;
-    let (image, missing_layer) = image_missing_a_layer(&reg, "conformance/repo1").await;
-    let resp = reg
-        .put_manifest("conformance/repo1", "sparse-image", OCI_MANIFEST, &image)
-        .await;
-    refused_naming(resp, &missing_layer).await;
-    let (index, _, missing_child) = index_missing_a_child(&reg, "conformance/repo1").await;
-    let resp = reg
-        .put_manifest("conformance/repo1", "sparse-index", OCI_INDEX, &index)
-        .await;
-    refused_naming(resp, &missing_child).await;
+    sparse_image_refused(&reg, "conformance/repo1", "sparse-image").await;
+    sparse_index_refused(&reg, "conformance/repo1", "sparse-index").await;
     // Nothing was stored under either tag.
     let tags: Value = reg.get("/v2/conformance/repo1/tags/list").json().await;
     assert_eq!(tags["tags"], json!([]), "{tags}");
@@ -192,23 +198,15 @@ async fn sparse_rules_are_per_kind_and_per_repository() {
     let (index, _, _) = index_missing_a_child(&reg, "mirror/a").await;
     reg.push_manifest("mirror/a", "idx", OCI_INDEX, &index)
         .await;
-    let (image, missing_layer) = image_missing_a_layer(&reg, "mirror/a").await;
-    let resp = reg
-        .put_manifest("mirror/a", "img", OCI_MANIFEST, &image)
-        .await;
-    refused_naming(resp, &missing_layer).await;
+    sparse_image_refused(&reg, "mirror/a", "img").await;
     // Outside the pattern nothing may be missing.
-    let (index, _, missing_child) = index_missing_a_child(&reg, "builds/a").await;
-    let resp = reg.put_manifest("builds/a", "idx", OCI_INDEX, &index).await;
-    refused_naming(resp, &missing_child).await;
+    sparse_index_refused(&reg, "builds/a", "idx").await;
 
     let reg = TestRegistry::start_with(|c| c.sparse = sparse("mirror/**", false, true)).await;
     let (image, _) = image_missing_a_layer(&reg, "mirror/b").await;
     reg.push_manifest("mirror/b", "img", OCI_MANIFEST, &image)
         .await;
-    let (index, _, missing_child) = index_missing_a_child(&reg, "mirror/b").await;
-    let resp = reg.put_manifest("mirror/b", "idx", OCI_INDEX, &index).await;
-    refused_naming(resp, &missing_child).await;
+    sparse_index_refused(&reg, "mirror/b", "idx").await;
     // Missing layers are allowed, a missing config is not: nothing could run the image.
     let layer = random_bytes(900);
     reg.push_blob("mirror/b", &layer).await;
@@ -216,10 +214,8 @@ async fn sparse_rules_are_per_kind_and_per_repository() {
     let body = ManifestBuilder::new(descriptor(OCI_CONFIG, ghost_config))
         .layer(descriptor(OCI_LAYER, &layer))
         .build();
-    let resp = reg
-        .put_manifest("mirror/b", "noconfig", OCI_MANIFEST, &body)
-        .await;
-    refused_naming(resp, &sha256_digest(ghost_config)).await;
+    let put = reg.put_manifest("mirror/b", "noconfig", OCI_MANIFEST, &body);
+    refused_naming(put, &sha256_digest(ghost_config)).await;
 }
 
 /// Pushes `n` artifacts whose subject is `subject`, alternating two artifact types; returns
@@ -254,7 +250,7 @@ async fn referrer_pages(reg: &TestRegistry, first: String) -> Vec<(Vec<String>, 
         assert!(pages.len() < 50, "referrers pagination does not end");
         let resp = reg.get(reg.resolve(&url)).await;
         assert_eq!(resp.status(), 200, "GET {url}");
-        assert_eq!(header(resp.headers(), "content-type"), Some(OCI_INDEX));
+        expect_header(resp.headers(), "content-type", OCI_INDEX);
         let filtered = header(resp.headers(), "oci-filters-applied") == Some("artifactType");
         next = next_link(resp.headers());
         let v: Value = resp.json().await.unwrap();
@@ -396,8 +392,8 @@ async fn head_answers_with_the_headers_of_get_for_every_manifest_type() {
                         "{name} of HEAD and GET {url} with Accept {accept}"
                     );
                 }
-                assert_eq!(header(get.headers(), "content-type"), Some(media_type));
-                assert_eq!(header(get.headers(), "docker-content-digest"), Some(digest));
+                expect_header(get.headers(), "content-type", media_type);
+                expect_header(get.headers(), "docker-content-digest", digest);
                 assert_eq!(&get.bytes().await.unwrap()[..], &body[..]);
             }
         }

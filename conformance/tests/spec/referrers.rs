@@ -2,8 +2,8 @@
 //! push and delete, `OCI-Subject` on push.
 
 use conformance::{
-    descriptor, empty_descriptor, expect_client_error, header, random_bytes, sha256_digest,
-    IndexBuilder, ManifestBuilder, TestRegistry, OCI_INDEX, OCI_MANIFEST,
+    descriptor, empty_descriptor, expect_client_error, expect_header, header, random_bytes,
+    sha256_digest, Image, IndexBuilder, ManifestBuilder, TestRegistry, OCI_INDEX, OCI_MANIFEST,
 };
 use serde_json::{json, Value};
 
@@ -82,6 +82,13 @@ async fn push_referrer(
     (body, digest)
 }
 
+/// The empty config blob artifacts point at, and an image tagged `v1` to be their subject, in
+/// `repo`.
+async fn subject_image(reg: &TestRegistry, repo: &str) -> Image {
+    reg.push_blob(repo, b"{}").await;
+    reg.push_image(repo, Some("v1"), 1).await
+}
+
 #[tokio::test]
 async fn referrers_empty_when_nothing_refers() {
     let reg = TestRegistry::start().await;
@@ -114,8 +121,7 @@ async fn referrers_of_unknown_repository() {
 #[tokio::test]
 async fn referrers_list_descriptors_with_artifact_type_and_annotations() {
     let reg = TestRegistry::start().await;
-    reg.push_blob("ref/list", b"{}").await;
-    let img = reg.push_image("ref/list", Some("v1"), 1).await;
+    let img = subject_image(&reg, "ref/list").await;
     let subject = img.descriptor();
 
     let (sbom, sbom_d) = push_referrer(
@@ -150,10 +156,7 @@ async fn referrers_list_descriptors_with_artifact_type_and_annotations() {
         .put_manifest("ref/list", &idx_d, OCI_INDEX, &idx)
         .expect(201)
         .await;
-    assert_eq!(
-        header(resp.headers(), "oci-subject"),
-        Some(img.digest.as_str())
-    );
+    expect_header(resp.headers(), "oci-subject", img.digest.as_str());
 
     let (list, _) = referrers(&reg, "ref/list", &img.digest, None).await;
     assert_eq!(list.len(), 4, "{list:?}");
@@ -245,8 +248,7 @@ async fn referrer_pushed_before_its_subject() {
 #[tokio::test]
 async fn deleted_referrer_disappears() {
     let reg = TestRegistry::start().await;
-    reg.push_blob("ref/del", b"{}").await;
-    let img = reg.push_image("ref/del", Some("v1"), 1).await;
+    let img = subject_image(&reg, "ref/del").await;
     let subject = img.descriptor();
     let (_, a) = push_referrer(&reg, "ref/del", &subject, Some(SBOM), &[]).await;
     let (_, b) = push_referrer(&reg, "ref/del", &subject, Some(SIG), &[]).await;
@@ -263,8 +265,7 @@ async fn deleted_referrer_disappears() {
 #[tokio::test]
 async fn referrers_are_per_repository() {
     let reg = TestRegistry::start().await;
-    reg.push_blob("ref/one", b"{}").await;
-    let img = reg.push_image("ref/one", Some("v1"), 1).await;
+    let img = subject_image(&reg, "ref/one").await;
     push_referrer(&reg, "ref/one", &img.descriptor(), Some(SBOM), &[]).await;
     reg.push_manifest("ref/two", "v1", OCI_MANIFEST, &{
         // Same image in another repository (blobs first).
@@ -285,8 +286,7 @@ async fn referrers_are_per_repository() {
 #[tokio::test]
 async fn referrers_survive_restart() {
     let mut reg = TestRegistry::start().await;
-    reg.push_blob("ref/persist", b"{}").await;
-    let img = reg.push_image("ref/persist", Some("v1"), 1).await;
+    let img = subject_image(&reg, "ref/persist").await;
     let (_, d) = push_referrer(
         &reg,
         "ref/persist",
@@ -317,8 +317,7 @@ async fn referrers_with_malformed_digest_is_400() {
 async fn referrer_with_empty_layers_and_subject() {
     // An attestation-like artifact: empty config, one empty layer, subject.
     let reg = TestRegistry::start().await;
-    reg.push_blob("ref/att", b"{}").await;
-    let img = reg.push_image("ref/att", Some("v1"), 1).await;
+    let img = subject_image(&reg, "ref/att").await;
     let body = ManifestBuilder::artifact("application/vnd.example.att")
         .layer(empty_descriptor())
         .subject(img.descriptor())
@@ -328,10 +327,7 @@ async fn referrer_with_empty_layers_and_subject() {
         .put_manifest("ref/att", "attestation", OCI_MANIFEST, &body)
         .expect(201)
         .await;
-    assert_eq!(
-        header(resp.headers(), "oci-subject"),
-        Some(img.digest.as_str())
-    );
+    expect_header(resp.headers(), "oci-subject", img.digest.as_str());
     let d = sha256_digest(&body);
     let (list, _) = referrers(&reg, "ref/att", &img.digest, None).await;
     assert_eq!(list.len(), 1);

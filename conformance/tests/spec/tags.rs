@@ -1,7 +1,6 @@
 //! Listing tags: order, `n`, `last`, `Link` pagination, unknown repositories.
 
-use conformance::{next_link, TestRegistry, OCI_MANIFEST};
-use reqwest::Url;
+use conformance::{expect_next_page, next_link, TestRegistry, OCI_MANIFEST};
 use serde_json::Value;
 
 /// Tags in "ASCIIbetical" order or in case-insensitive order: the spec allows either.
@@ -69,19 +68,9 @@ async fn tags_pagination_with_n_last_and_link() {
         match link {
             Some(link) => {
                 assert_eq!(tags.len(), 3, "a page with a Link has n entries");
-                let next = Url::parse(&reg.url("/")).unwrap().join(&link).unwrap();
-                assert_eq!(next.path(), "/v2/tags/page/tags/list", "Link target {link}");
-                let q: Vec<(String, String)> = next.query_pairs().into_owned().collect();
-                assert!(
-                    q.contains(&("n".into(), "3".into())),
-                    "Link {link} lacks n=3"
-                );
-                assert!(
-                    q.contains(&("last".into(), tags.last().unwrap().clone())),
-                    "Link {link} lacks last={}",
-                    tags.last().unwrap()
-                );
-                url = next.to_string();
+                let last = tags.last().unwrap();
+                let path = "/v2/tags/page/tags/list";
+                url = expect_next_page(&reg.url("/"), &link, path, 3, last);
             }
             None => {
                 assert!(tags.len() <= 3);

@@ -2,8 +2,8 @@
 //! cancel, digest checks, sha512, resume after a restart, concurrency.
 
 use conformance::{
-    at_once, expect_body, expect_client_error, expect_error, header, location, random_bytes,
-    sha256_digest, sha512_digest, with_query, TestRegistry,
+    at_once, expect_body, expect_client_error, expect_error, expect_header, header, location,
+    random_bytes, sha256_digest, sha512_digest, with_query, TestRegistry,
 };
 use reqwest::Response;
 
@@ -70,6 +70,13 @@ async fn put_close(reg: &TestRegistry, loc: &str, digest: &str, body: Tail<'_>) 
         None => req = req.header("content-length", "0").body(Vec::new()),
     }
     req.send().await.unwrap()
+}
+
+/// Closes the upload at `loc` with one PUT carrying all of `data`; the blob must be created in
+/// `repo` (see [`expect_created_blob`]).
+async fn close_with_all(reg: &TestRegistry, loc: &str, repo: &str, data: &[u8]) {
+    let resp = put_close(reg, loc, &sha256_digest(data), Some((data, None))).await;
+    expect_created_blob(reg, resp, repo, data).await;
 }
 
 /// Asserts a 201 with a Location that serves exactly `data`.
@@ -158,8 +165,7 @@ async fn post_then_put_monolithic() {
         .to_owned();
     assert!(!raw.is_empty());
     let loc = location(&resp);
-    let resp = put_close(&reg, &loc, &sha256_digest(&data), Some((&data, None))).await;
-    expect_created_blob(&reg, resp, "push/mono", &data).await;
+    close_with_all(&reg, &loc, "push/mono", &data).await;
 }
 
 #[tokio::test]
@@ -230,7 +236,7 @@ async fn out_of_order_and_stale_chunks_get_416_with_current_range() {
 
     // The status endpoint reports where to go on.
     let resp = reg.get(&loc).expect(204).await;
-    assert_eq!(header(resp.headers(), "range"), Some("0-99"));
+    expect_header(resp.headers(), "range", "0-99");
     let loc = location(&resp);
 
     // A final chunk out of order in the PUT is a 416 too.
@@ -315,20 +321,14 @@ async fn streamed_patch_with_chunked_transfer_encoding_32mib() {
         .octets(reqwest::Body::wrap_stream(stream))
         .await;
     assert_eq!(resp.status(), 202, "streamed PATCH");
-    assert_eq!(
-        header(resp.headers(), "range"),
-        Some(format!("0-{}", TOTAL - 1).as_str())
-    );
+    expect_header(resp.headers(), "range", format!("0-{}", TOTAL - 1).as_str());
     let loc = location(&resp);
     let resp = put_close(&reg, &loc, &digest, None).await;
     assert_eq!(resp.status(), 201, "close streamed upload");
 
     let url = reg.url(&format!("/v2/push/big/blobs/{digest}"));
     let resp = reg.head(&url).expect(200).await;
-    assert_eq!(
-        header(resp.headers(), "content-length"),
-        Some(TOTAL.to_string().as_str())
-    );
+    expect_header(resp.headers(), "content-length", TOTAL.to_string().as_str());
     // Read it back as a stream and hash it.
     let mut resp = reg.get(&url).expect(200).await;
     let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
@@ -395,7 +395,7 @@ async fn upload_status_reports_range_and_location() {
 
     let loc = patch_ok(&reg, &loc, Some((0, 4095)), &data, 4095).await;
     let resp = reg.get(&loc).expect(204).await;
-    assert_eq!(header(resp.headers(), "range"), Some("0-4095"));
+    expect_header(resp.headers(), "range", "0-4095");
     let status_loc = location(&resp);
     assert!(resp.bytes().await.unwrap().is_empty(), "204 has no body");
     // The Location from the status answer continues the upload.
@@ -450,8 +450,7 @@ async fn upload_session_belongs_to_its_repository() {
     expect_error(resp, 404, &["BLOB_UPLOAD_UNKNOWN"]).await;
     expect_not_stored(&reg, "owner/two", &[&sha256_digest(&data)]).await;
     // The real session is intact.
-    let resp = put_close(&reg, &loc, &sha256_digest(&data), Some((&data, None))).await;
-    expect_created_blob(&reg, resp, "owner/one", &data).await;
+    close_with_all(&reg, &loc, "owner/one", &data).await;
 }
 
 #[tokio::test]
@@ -470,28 +469,18 @@ async fn sha512_with_digest_algorithm_parameter() {
 
     let url = reg.url(&format!("/v2/push/sha512/blobs/{digest}"));
     let resp = reg.head(&url).expect(200).await;
-    assert_eq!(
-        header(resp.headers(), "docker-content-digest"),
-        Some(digest.as_str())
-    );
-    assert_eq!(header(resp.headers(), "content-length"), Some("40000"));
+    expect_header(resp.headers(), "docker-content-digest", digest.as_str());
+    expect_header(resp.headers(), "content-length", "40000");
     expect_body(reg.get(&url).await, 200, &data).await;
     expect_body(reg.get(&blob_loc).await, 200, &data).await;
 
     // A manifest may reference the blob by its sha512 digest.
-    let cfg = br#"{"architecture":"amd64","os":"linux"}"#;
-    reg.push_blob("push/sha512", cfg).await;
     let layer = serde_json::json!({
         "mediaType": conformance::OCI_LAYER,
         "digest": digest,
         "size": data.len(),
     });
-    let manifest =
-        conformance::ManifestBuilder::new(conformance::descriptor(conformance::OCI_CONFIG, cfg))
-            .layer(layer)
-            .build();
-    reg.push_manifest("push/sha512", "v1", conformance::OCI_MANIFEST, &manifest)
-        .await;
+    reg.push_manifest_over("push/sha512", "v1", layer).await;
 }
 
 #[tokio::test]
@@ -508,10 +497,7 @@ async fn sha512_digest_closes_a_plain_session() {
         .get(format!("/v2/push/sha512/blobs/{digest}"))
         .expect(200)
         .await;
-    assert_eq!(
-        header(resp.headers(), "docker-content-digest"),
-        Some(digest.as_str())
-    );
+    expect_header(resp.headers(), "docker-content-digest", digest.as_str());
     assert_eq!(resp.bytes().await.unwrap(), data);
 
     // Monolithic POST+PUT with sha512.
@@ -528,11 +514,10 @@ async fn sha512_digest_closes_a_plain_session() {
     // Single POST with a sha512 digest.
     let data3 = random_bytes(999);
     let d3 = sha512_digest(&data3);
-    let resp = reg
-        .post(format!("/v2/push/sha512/blobs/uploads/?digest={d3}"))
+    reg.post(format!("/v2/push/sha512/blobs/uploads/?digest={d3}"))
         .octets(data3.clone())
+        .expect(201)
         .await;
-    assert_eq!(resp.status(), 201, "single POST with sha512");
     let resp = reg.get(format!("/v2/push/sha512/blobs/{d3}")).await;
     assert_eq!(resp.bytes().await.unwrap(), data3);
 
@@ -555,7 +540,7 @@ async fn upload_resumes_after_server_restart() {
 
     let resp = reg.get(&loc).await;
     assert_eq!(resp.status(), 204, "upload status after restart");
-    assert_eq!(header(resp.headers(), "range"), Some("0-299999"));
+    expect_header(resp.headers(), "range", "0-299999");
     let loc = location(&resp);
     let loc = patch_ok(
         &reg,
@@ -717,9 +702,10 @@ async fn concurrent_patches_to_one_upload_append_once() {
         "exactly one of 8 identical first chunks may be appended"
     );
     let resp = reg.get(&loc).expect(204).await;
-    assert_eq!(
-        header(resp.headers(), "range"),
-        Some(format!("0-{}", data.len() - 1).as_str())
+    expect_header(
+        resp.headers(),
+        "range",
+        format!("0-{}", data.len() - 1).as_str(),
     );
     let loc = location(&resp);
     let resp = put_close(&reg, &loc, &sha256_digest(&data), None).await;

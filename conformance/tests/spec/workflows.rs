@@ -2,9 +2,9 @@
 //! Content Management), run end to end in their order against one server.
 
 use conformance::{
-    descriptor, empty_descriptor, header, header_values, location, next_link, random_bytes,
-    sha256_digest, with_query, IndexBuilder, ManifestBuilder, TestRegistry, OCI_CONFIG, OCI_INDEX,
-    OCI_LAYER, OCI_MANIFEST,
+    descriptor, empty_descriptor, expect_header, header, header_values, location, next_link,
+    random_bytes, sha256_digest, with_query, IndexBuilder, ManifestBuilder, TestRegistry,
+    OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST,
 };
 use serde_json::{json, Value};
 
@@ -58,13 +58,11 @@ async fn pull_workflow() {
             .head(format!("/v2/{repo}/manifests/{reference}"))
             .expect(200)
             .await;
-        assert_eq!(
-            header(resp.headers(), "docker-content-digest"),
-            Some(md.as_str())
-        );
-        assert_eq!(
-            header(resp.headers(), "content-length"),
-            Some(manifest.len().to_string().as_str())
+        expect_header(resp.headers(), "docker-content-digest", md.as_str());
+        expect_header(
+            resp.headers(),
+            "content-length",
+            manifest.len().to_string().as_str(),
         );
         let resp = reg
             .get(format!("/v2/{repo}/manifests/{reference}"))
@@ -78,7 +76,7 @@ async fn pull_workflow() {
         .header("accept", OCI_INDEX)
         .expect(200)
         .await;
-    assert_eq!(header(resp.headers(), "content-type"), Some(OCI_INDEX));
+    expect_header(resp.headers(), "content-type", OCI_INDEX);
     assert_eq!(resp.bytes().await.unwrap(), index);
     reg.get(format!("/v2/{repo}/manifests/nonexistent"))
         .error(404, &["MANIFEST_UNKNOWN"])
@@ -98,7 +96,7 @@ async fn push_workflow() {
     let streamed = random_bytes(65_536);
     let loc = reg.start_upload(repo).await;
     let resp = reg.patch(&loc).octets(streamed.clone()).expect(202).await;
-    assert_eq!(header(resp.headers(), "range"), Some("0-65535"));
+    expect_header(resp.headers(), "range", "0-65535");
     let loc = location(&resp);
     let resp = reg
         .put(with_query(&loc, "digest", &sha256_digest(&streamed)))
@@ -139,10 +137,10 @@ async fn push_workflow() {
         .body(chunked[..10_000].to_vec())
         .expect(202)
         .await;
-    assert_eq!(header(resp.headers(), "range"), Some("0-9999"));
+    expect_header(resp.headers(), "range", "0-9999");
     let loc = location(&resp);
     let resp = reg.get(&loc).expect(204).await;
-    assert_eq!(header(resp.headers(), "range"), Some("0-9999"));
+    expect_header(resp.headers(), "range", "0-9999");
     let loc = location(&resp);
     let resp = reg
         .patch(&loc)
@@ -164,10 +162,7 @@ async fn push_workflow() {
         .post(format!("/v2/{other}/blobs/uploads/?mount={md}&from={repo}"))
         .expect(201)
         .await;
-    assert_eq!(
-        header(resp.headers(), "docker-content-digest"),
-        Some(md.as_str())
-    );
+    expect_header(resp.headers(), "docker-content-digest", md.as_str());
     reg.post(format!(
         "/v2/{other}/blobs/uploads/?mount={}&from={repo}",
         sha256_digest(b"nope")
@@ -192,9 +187,10 @@ async fn push_workflow() {
         .put_manifest(repo, "tagtest0", OCI_MANIFEST, &m)
         .expect(201)
         .await;
-    assert_eq!(
-        header(resp.headers(), "docker-content-digest"),
-        Some(sha256_digest(&m).as_str())
+    expect_header(
+        resp.headers(),
+        "docker-content-digest",
+        sha256_digest(&m).as_str(),
     );
     assert!(header(resp.headers(), "location").is_some());
     // A manifest with no layers (an artifact) is accepted.
@@ -204,13 +200,9 @@ async fn push_workflow() {
         .expect(201)
         .await;
     // Multi-tag push by digest.
+    let reference = format!("{}?tag=t1&tag=t2", sha256_digest(&m));
     let resp = reg
-        .put(format!(
-            "/v2/{repo}/manifests/{}?tag=t1&tag=t2",
-            sha256_digest(&m)
-        ))
-        .header("content-type", OCI_MANIFEST)
-        .body(m.clone())
+        .put_manifest(repo, &reference, OCI_MANIFEST, &m)
         .expect(201)
         .await;
     let mut t = header_values(resp.headers(), "oci-tag");
@@ -267,17 +259,14 @@ async fn content_discovery_workflow() {
             .put_manifest(repo, &d, OCI_MANIFEST, &a)
             .expect(201)
             .await;
-        assert_eq!(
-            header(resp.headers(), "oci-subject"),
-            Some(img.digest.as_str())
-        );
+        expect_header(resp.headers(), "oci-subject", img.digest.as_str());
         refs.push(d);
     }
     let resp = reg
         .get(format!("/v2/{repo}/referrers/{}", img.digest))
         .expect(200)
         .await;
-    assert_eq!(header(resp.headers(), "content-type"), Some(OCI_INDEX));
+    expect_header(resp.headers(), "content-type", OCI_INDEX);
     let v: Value = resp.json().await.unwrap();
     let mut got: Vec<String> = v["manifests"]
         .as_array()
@@ -294,10 +283,7 @@ async fn content_discovery_workflow() {
             img.digest
         ))
         .await;
-    assert_eq!(
-        header(resp.headers(), "oci-filters-applied"),
-        Some("artifactType")
-    );
+    expect_header(resp.headers(), "oci-filters-applied", "artifactType");
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["manifests"].as_array().unwrap().len(), 1);
     assert_eq!(

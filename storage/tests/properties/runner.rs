@@ -49,3 +49,9 @@ pub(crate) fn check<S>(
         started.elapsed().as_secs_f64()
     );
 }
+
+/// One of `list`, each equally likely (with `prop_oneof![N => words(..), ...]`, `N` the list's
+/// length, every word is as likely as each other choice).
+pub(crate) fn words(list: &'static [&'static str]) -> impl Strategy<Value = String> {
+    proptest::sample::select(list).prop_map(str::to_owned)
+}
