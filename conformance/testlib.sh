@@ -74,6 +74,21 @@ finish() {
   exit $?
 }
 
+# await_ok PID URL WHAT: waits up to 10 s for URL to answer 200 while PID lives; otherwise prints
+# `FAIL setup: WHAT did not answer 200 on URL within 10s` and the end of $REG_LOG, and finishes.
+await_ok() {
+  local _i
+  for _i in $(seq 100); do
+    kill -0 "$1" 2>/dev/null || break
+    [ "$(curl -s --noproxy '*' --max-time 2 -o /dev/null -w '%{http_code}' "$2")" = 200 ] && return 0
+    sleep 0.1
+  done
+  echo "FAIL setup: $3 did not answer 200 on $2 within 10s"
+  tail -n 20 "$REG_LOG" >&2
+  FAILED=1
+  finish
+}
+
 # port_free PORT: true when nothing listens on 127.0.0.1:PORT.
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 

@@ -156,18 +156,7 @@ EOF
 "$REG_BIN" serve --config "$WORK/registry.toml" --listen "$REG_HOST" --storage "$WORK/data" \
   --fsync false --log-level debug --log-format text >"$REG_LOG" 2>&1 &
 REG_PID=$!
-ready=0
-for _ in $(seq 100); do
-  kill -0 "$REG_PID" 2>/dev/null || break
-  [ "$(curl -s --noproxy '*' --max-time 2 -o /dev/null -w '%{http_code}' "http://$REG_HOST/livez")" = 200 ] && { ready=1; break; }
-  sleep 0.1
-done
-if [ "$ready" != 1 ]; then
-  echo "FAIL setup: registry did not start"
-  tail -n 20 "$REG_LOG" >&2
-  FAILED=1
-  finish
-fi
+await_ok "$REG_PID" "http://$REG_HOST/livez" "the registry"
 echo "# registry $REG_BIN on $REG_HOST, work dir $WORK" >&2
 
 BUILDAH=(buildah --root "$WORK/build/root" --runroot "$WORK/build/runroot" --storage-driver overlay)

@@ -153,21 +153,7 @@ else
   REG_PID=$!
 fi
 
-ready=0
-for _ in $(seq 100); do
-  if ! kill -0 "$REG_PID" 2>/dev/null; then break; fi
-  if [ "$(curl -s --noproxy '*' --max-time 2 -o /dev/null -w '%{http_code}' "http://$REG_HOST/v2/")" = 200 ]; then
-    ready=1
-    break
-  fi
-  sleep 0.1
-done
-if [ "$ready" != 1 ]; then
-  echo "FAIL setup: registry ($IMPL, $REG_BIN) did not answer 200 on http://$REG_HOST/v2/ within 10s"
-  tail -n 20 "$REG_LOG" >&2
-  FAILED=1
-  finish
-fi
+await_ok "$REG_PID" "http://$REG_HOST/v2/" "registry ($IMPL, $REG_BIN)"
 echo "# registry: $IMPL ($REG_BIN) on $REG_HOST, work dir $WORK" >&2
 
 # ---------------------------------------------------------------- client settings
