@@ -96,12 +96,7 @@ hdr() { echo "$HDRS" | awk -v n="$(echo "$1" | tr '[:upper:]' '[:lower:]')" 'ind
 code() { echo "$BODY" | jq -r '.errors[0].code' 2>/dev/null; }
 
 # ---------------------------------------------------------------- keys, users, config
-PORT=""
-for _ in $(seq 60); do
-  p=$((16000 + RANDOM % 1000))
-  if port_free "$p"; then PORT=$p; break; fi
-done
-[ -n "$PORT" ] || { echo "FAIL setup: no free port"; FAILED=1; finish; }
+PORT=$(free_port 16000 1000) || { echo "FAIL setup: no free port in 16000-16999"; FAILED=1; finish; }
 REG_HOST="127.0.0.1:$PORT"
 REG_LOG="$WORK/logs/registry.log"
 ALICE_PW="alice-pw-$RANDOM$RANDOM$RANDOM"

@@ -105,12 +105,7 @@ check_blob() {
 
 # ---------------------------------------------------------------- start the registry
 
-PORT=""
-for _ in $(seq 60); do
-  p=$((15000 + RANDOM % 1000))
-  if port_free "$p"; then PORT=$p; break; fi
-done
-[ -n "$PORT" ] || { echo "FAIL setup: no free port in 15000-15999"; FAILED=1; finish; }
+PORT=$(free_port 15000 1000) || { echo "FAIL setup: no free port in 15000-15999"; FAILED=1; finish; }
 REG_HOST="127.0.0.1:$PORT"
 REG_LOG="$WORK/logs/registry.log"
 
