@@ -178,6 +178,20 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
+    /// A request without body or extra headers whose answer must be `want` (`what` names it in
+    /// the error).
+    pub(crate) async fn call(
+        &mut self,
+        method: Method,
+        target: &str,
+        want: u16,
+        what: &str,
+    ) -> Result<Resp> {
+        self.send(method, target, &[], Bytes::new())
+            .await?
+            .expect(want, what)
+    }
+
     /// Opens a connection to every address of `ep`.
     pub(crate) async fn connect(ep: &Endpoint) -> Result<Self> {
         anyhow::ensure!(!ep.addrs.is_empty(), "no address to connect to");

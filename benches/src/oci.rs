@@ -103,14 +103,13 @@ fn check_digest_header(resp: &Resp, digest: &str, what: &str) -> Result<()> {
 pub(crate) async fn start_upload(conn: &mut Conn, repo: &str) -> Result<String> {
     let what = format!("POST upload in {repo}");
     let r = conn
-        .send(
+        .call(
             Method::POST,
             &format!("/v2/{repo}/blobs/uploads/"),
-            &[],
-            Bytes::new(),
+            202,
+            &what,
         )
-        .await?
-        .expect(202, &what)?;
+        .await?;
     location(&r, &what)
 }
 
@@ -171,14 +170,13 @@ pub(crate) async fn push_chunked(
     }
     let what = format!("PUT (close) {digest}");
     let r = conn
-        .send(
+        .call(
             Method::PUT,
             &with_query(&loc, &format!("digest={digest}")),
-            &[],
-            Bytes::new(),
+            201,
+            &what,
         )
-        .await?
-        .expect(201, &what)?;
+        .await?;
     check_digest_header(&r, digest, &what)
 }
 
@@ -235,14 +233,13 @@ pub(crate) fn verify_body(r: &Resp, digest: &str) -> Result<()> {
 pub(crate) async fn head_blob(conn: &mut Conn, repo: &str, digest: &str, size: u64) -> Result<()> {
     let what = format!("HEAD blob {digest}");
     let r = conn
-        .send(
+        .call(
             Method::HEAD,
             &format!("/v2/{repo}/blobs/{digest}"),
-            &[],
-            Bytes::new(),
+            200,
+            &what,
         )
-        .await?
-        .expect(200, &what)?;
+        .await?;
     let len = r
         .header("content-length")
         .and_then(|v| v.parse::<u64>().ok());
@@ -343,10 +340,7 @@ pub(crate) async fn list_tags(conn: &mut Conn, repo: &str) -> Result<(usize, usi
     let mut count = 0;
     for page in 1..=10_000 {
         let what = format!("GET {target}");
-        let r = conn
-            .send(Method::GET, &target, &[], Bytes::new())
-            .await?
-            .expect(200, &what)?;
+        let r = conn.call(Method::GET, &target, 200, &what).await?;
         let v: serde_json::Value =
             serde_json::from_slice(&r.body()).with_context(|| format!("{what}: not JSON"))?;
         ensure!(v["name"] == repo, "{what}: name {}", v["name"]);
