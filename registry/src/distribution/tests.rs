@@ -291,20 +291,23 @@ fn proxy_remoteurl_makes_the_registry_a_cache_of_one_upstream() {
 
 #[test]
 fn gcs_and_azure_name_their_bucket_and_root() {
-    let c = load(
-        "version: 0.1\nstorage:\n  gcs:\n    bucket: b\n    rootdirectory: /r/\n    keyfile: /k.json\n",
-        &[],
-    )
-    .unwrap();
-    assert_eq!(c.storage, "gs://b/r");
-    assert_eq!(c.storage_options["service_account_path"], "/k.json");
-    let c = load(
-        "version: 0.1\nstorage:\n  azure:\n    accountname: acct\n    accountkey: key\n    container: c\n",
-        &[],
-    )
-    .unwrap();
-    assert_eq!(c.storage, "az://c");
-    assert_eq!(c.storage_options["account_name"], "acct");
+    let cases = [
+        (
+            "gcs:\n    bucket: b\n    rootdirectory: /r/\n    keyfile: /k.json\n",
+            "gs://b/r",
+            ("service_account_path", "/k.json"),
+        ),
+        (
+            "azure:\n    accountname: acct\n    accountkey: key\n    container: c\n",
+            "az://c",
+            ("account_name", "acct"),
+        ),
+    ];
+    for (section, storage, (key, value)) in cases {
+        let c = load(&format!("version: 0.1\nstorage:\n  {section}"), &[]).unwrap();
+        assert_eq!(c.storage, storage);
+        assert_eq!(c.storage_options[key], value);
+    }
     let e = load(
         "version: 0.1\nstorage:\n  gcs:\n    rootdirectory: /r\n",
         &[],
