@@ -8,8 +8,8 @@
 use std::sync::OnceLock;
 
 use bytes::Bytes;
-use sha2::{Digest as _, Sha256};
-use storage::Digest;
+use storage::hash::digest_of;
+use storage::{Algorithm, Digest, Reference};
 
 /// The repository of the probe image.
 pub const REPO: &str = "registry-node-setup/probe";
@@ -45,12 +45,8 @@ pub struct Object {
 
 impl Object {
     fn new(media_type: &'static str, bytes: Vec<u8>) -> Object {
-        let hex: String = Sha256::digest(&bytes)
-            .iter()
-            .map(|x| format!("{x:02x}"))
-            .collect();
         Object {
-            digest: format!("sha256:{hex}").parse().expect("a sha256 digest"),
+            digest: digest_of(Algorithm::Sha256, &bytes),
             media_type,
             bytes: Bytes::from(bytes),
         }
@@ -132,14 +128,16 @@ fn build() -> ProbeImage {
 impl ProbeImage {
     /// The manifest `reference` names in the probe repository: the tag or the index's digest
     /// give the index, a child's digest that child.
-    pub fn manifest(&self, reference: &str) -> Option<&Object> {
-        if reference == TAG || reference == self.index.digest.to_string() {
-            return Some(&self.index);
+    pub fn manifest(&self, reference: &Reference) -> Option<&Object> {
+        match reference {
+            Reference::Tag(t) => (t.as_str() == TAG).then_some(&self.index),
+            Reference::Digest(d) if *d == self.index.digest => Some(&self.index),
+            Reference::Digest(d) => self
+                .images
+                .iter()
+                .map(|(_, _, m)| m)
+                .find(|m| m.digest == *d),
         }
-        self.images
-            .iter()
-            .map(|(_, _, m)| m)
-            .find(|m| m.digest.to_string() == reference)
     }
 
     /// The blob `digest` names: the layer or a config.
@@ -184,7 +182,9 @@ mod tests {
         let children = index["manifests"].as_array().unwrap();
         assert_eq!(children.len(), PLATFORMS.len());
         for child in children {
-            let m = img.manifest(child["digest"].as_str().unwrap()).unwrap();
+            let m = img
+                .manifest(&child["digest"].as_str().unwrap().parse().unwrap())
+                .unwrap();
             assert_eq!(child["size"], m.bytes.len());
             let man: serde_json::Value = serde_json::from_slice(&m.bytes).unwrap();
             let config: Digest = man["config"]["digest"].as_str().unwrap().parse().unwrap();
@@ -199,8 +199,8 @@ mod tests {
                 .unwrap();
             assert_eq!(img.blob(&layer).unwrap().bytes.len(), 1024);
         }
-        assert!(img.manifest(TAG).is_some());
-        assert!(img.manifest("2").is_none());
+        assert!(img.manifest(&TAG.parse().unwrap()).is_some());
+        assert!(img.manifest(&"2".parse().unwrap()).is_none());
         assert!(img.for_arch(goarch()).is_some());
     }
 }

@@ -17,7 +17,7 @@ const OCI_TAG: http::HeaderName = http::HeaderName::from_static("oci-tag");
 /// Most tags one manifest push may create through `?tag=`.
 const MAX_PUSH_TAGS: usize = 100;
 
-fn manifest_response(info: &storage::ManifestInfo, body: Body) -> Response {
+pub(super) fn manifest_response(info: &storage::ManifestInfo, body: Body) -> Response {
     let mut headers = HeaderMap::new();
     headers.insert(
         CONTENT_TYPE,

@@ -3,16 +3,11 @@
 
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use sha2::{Digest, Sha256};
 
 use super::{PROBE_REPO, PROBE_TAG};
 
 fn digest(b: &[u8]) -> String {
-    let hex: String = Sha256::digest(b)
-        .iter()
-        .map(|x| format!("{x:02x}"))
-        .collect();
-    format!("sha256:{hex}")
+    storage::hash::digest_of(storage::Algorithm::Sha256, b).to_string()
 }
 
 /// (layer, config, manifest) bytes of the probe image for this machine's architecture: the
