@@ -27,24 +27,14 @@ SVC_NAME=auth.registry.svc.cluster.local
 unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy AWS_CA_BUNDLE REQUESTS_CA_BUNDLE
 export NO_PROXY="127.0.0.1,localhost,$SVC_NAME" no_proxy="127.0.0.1,localhost,$SVC_NAME"
 
-if [ "$(id -u)" != 0 ]; then
-  echo "FAIL setup: must run as root"
-  echo "0 passed, 1 failed"
-  exit 1
-fi
+begin_root_suite auth "containerd, podman and buildah use real mounts"
 command -v htpasswd >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q apache2-utils >/dev/null 2>&1 ||
   { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q apache2-utils >/dev/null 2>&1; }
 "$PY" -c 'import cryptography' 2>/dev/null || "$PY" -m pip install -q cryptography >/dev/null 2>&1
 "$PY" -c 'import oras.client' 2>/dev/null || "$PY" -m pip install -q oras >/dev/null 2>&1
 
-WORK=$(mktemp -d /tmp/registry-auth.XXXXXX)
-mkdir -p "$WORK/logs"
 REG_PID=""
 CTRD_PID=""
-PASSED=0
-FAILED=0
-REASON=""
-TLOG="$WORK/logs/setup.log"
 
 cleanup() {
   local rc=$?
