@@ -12,8 +12,8 @@
 //! 6. [`admit`] answers 429 with `Retry-After` beyond `max_concurrent_requests`;
 //! 7. with an `[auth]` section, [`crate::auth::layer`] identifies the caller (leaving its
 //!    [`Identity`] on the request and on the answer) and refuses what the rules do not allow;
-//! 8. [`crate::events::request_context`] makes the request's details (and the identity, as the
-//!    `actor`) visible to the events written while it runs.
+//! 8. with events configured, [`crate::events::request_context`] makes the request's details
+//!    (and the identity, as the `actor`) visible to the events written while it runs.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,6 +24,7 @@ use axum::middleware::{from_fn, from_fn_with_state, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tokio::sync::Semaphore;
+use tower::util::BoxCloneSyncService;
 use tower::ServiceBuilder;
 use tower_http::trace::TraceLayer;
 
@@ -33,48 +34,43 @@ use crate::endpoint::{Endpoint, Route};
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics::METRICS;
 
-/// Wraps the `/v2/` routes of `router` in the layers above; access control only with `auth`.
-pub fn around_api<S: Clone + Send + Sync + 'static>(
-    router: Router<S>,
-    config: &Config,
-    auth: Option<Arc<Auth>>,
-) -> Router<S> {
+/// The `/v2/` API as one service: `api` (its routes, state applied) inside the layers above;
+/// access control only with `auth`, the access log only when on, the request context only with
+/// events. The layers wrap the router once, not each of its routes, so a request clones the
+/// stack once (one allocation) instead of once per layer.
+pub fn around_api(api: Router, config: &Config, auth: Option<Arc<Auth>>) -> ApiService {
     let permits = Arc::new(Semaphore::new(config.max_concurrent_requests));
-    let mut inner = router.layer(from_fn(crate::events::request_context));
-    if let Some(auth) = auth {
-        inner = inner.layer(from_fn_with_state(auth, crate::auth::layer));
-    }
-    let inner = inner.layer(
-        ServiceBuilder::new()
-            .layer(from_fn(crate::api::wire_headers))
-            .layer(from_fn_with_state(permits, admit)),
-    );
-    let logged = if config.access_log {
-        inner.layer(from_fn(access_log))
-    } else {
-        inner
-    };
-    logged.layer(
-        ServiceBuilder::new()
-            .layer(from_fn(classify))
-            .layer(
-                TraceLayer::new_for_http()
-                    .make_span_with(|req: &Request| {
-                        let endpoint = req
-                            .extensions()
-                            .get::<Route>()
-                            .map_or("invalid", Route::label);
-                        tracing::info_span!("request", endpoint, method = %req.method())
-                    })
-                    .on_request(())
-                    .on_response(())
-                    .on_body_chunk(())
-                    .on_eos(())
-                    .on_failure(()),
-            )
-            .layer(from_fn(observe)),
-    )
+    let events = config.events.active().next().is_some();
+    let stack = ServiceBuilder::new()
+        .map_response(IntoResponse::into_response)
+        .layer(from_fn(classify))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request| {
+                    let endpoint = req
+                        .extensions()
+                        .get::<Route>()
+                        .map_or("invalid", Route::label);
+                    tracing::info_span!("request", endpoint, method = %req.method())
+                })
+                .on_request(())
+                .on_response(())
+                .on_body_chunk(())
+                .on_eos(())
+                .on_failure(()),
+        )
+        .layer(from_fn(observe))
+        .option_layer(config.access_log.then(|| from_fn(access_log)))
+        .layer(from_fn(crate::api::wire_headers))
+        .layer(from_fn_with_state(permits, admit))
+        .option_layer(auth.map(|a| from_fn_with_state(a, crate::auth::layer)))
+        .option_layer(events.then(|| from_fn(crate::events::request_context)))
+        .service(api);
+    BoxCloneSyncService::new(stack)
 }
+
+/// The `/v2/` API with its layers, as [`around_api`] builds it.
+pub type ApiService = BoxCloneSyncService<Request, Response, std::convert::Infallible>;
 
 /// Parses the endpoint of a `/v2/...` request and leaves it on the request.
 pub async fn classify(mut req: Request, next: Next) -> Response {
@@ -147,7 +143,7 @@ pub async fn access_log(req: Request, next: Next) -> Response {
     let client = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.to_string());
+        .map(|c| c.0);
     let resp = next.run(req).await;
     let bytes = resp
         .headers()
@@ -157,7 +153,7 @@ pub async fn access_log(req: Request, next: Next) -> Response {
         .unwrap_or(0);
     let identity = resp.extensions().get::<Identity>().map(Identity::display);
     tracing::info!(
-        target: "registry::access",
+        target: crate::distribution::access_line::TARGET,
         method = %method,
         endpoint,
         repository = repository.as_deref().unwrap_or(""),
@@ -165,7 +161,7 @@ pub async fn access_log(req: Request, next: Next) -> Response {
         status = resp.status().as_u16(),
         bytes,
         micros = started.elapsed().as_micros() as u64,
-        client = client.as_deref().unwrap_or(""),
+        client = client.map(tracing::field::display),
         identity,
         "access"
     );

@@ -55,9 +55,13 @@ pub fn app(state: Arc<AppState>, auth: Option<Arc<crate::auth::Auth>>) -> Router
     let api = Router::new()
         .route("/v2", any(dispatch))
         .route("/v2/", any(dispatch))
-        .route("/v2/{*rest}", any(dispatch));
+        .route("/v2/{*rest}", any(dispatch))
+        .with_state(state.clone());
     let api = crate::layers::around_api(api, &state.config, auth.clone());
     let mut root = Router::new()
+        .route_service("/v2", api.clone())
+        .route_service("/v2/", api.clone())
+        .route_service("/v2/{*rest}", api)
         .route("/", get(|| async { "" }))
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
@@ -65,9 +69,12 @@ pub fn app(state: Arc<AppState>, auth: Option<Arc<crate::auth::Auth>>) -> Router
     if let Some(a) = auth {
         root = root.route("/token", crate::auth::token_route(a));
     }
-    root.merge(api).fallback(not_found).with_state(state).layer(
-        axum::middleware::from_fn_with_state(extras, crate::distribution::runtime::guard),
-    )
+    root.fallback(not_found)
+        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            extras,
+            crate::distribution::runtime::guard,
+        ))
 }
 
 async fn metrics(State(st): State<Arc<AppState>>) -> Response {

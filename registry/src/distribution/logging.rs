@@ -6,6 +6,7 @@
 //! line, then appends ` key=value` before the end of a text line, or `"key":"value"` members at
 //! the top level of a JSON line (where Distribution's JSON formatter puts them). When fields are
 //! set, text lines are written without colours (the line is formatted into a buffer first).
+//! The access log's lines are written by [`super::access_line`], on the request path.
 
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
@@ -108,6 +109,9 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
+        if event.metadata().target() == super::access_line::TARGET {
+            return super::access_line::write(writer, event, self.json, &self.suffix);
+        }
         if self.suffix.is_empty() {
             return self.inner.format_event(ctx, writer, event);
         }

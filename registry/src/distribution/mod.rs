@@ -12,6 +12,7 @@
 //! # Layout
 //! - [`runtime`]: what the Extras change while serving (headers, read-only, debug server).
 //! - [`logging`]: the log subscriber, with `log.fields` on every line.
+//! - [`access_line`]: the access log's lines, written without the general formatter.
 //! - `env`: the `REGISTRY_*` variables and laying them over the file.
 //! - `values`: typed values read from the tree by dotted path.
 //! - `translate`: the tree turned into the config table, with the `log` and `notifications`
@@ -22,6 +23,7 @@
 //! - `proxy_section`: the `proxy` section (`proxy.remoteurl` as a catch-all upstream).
 //! - `unsupported`: the keys without effect, for the start-up warning.
 
+pub mod access_line;
 mod auth_section;
 mod env;
 mod http_section;
