@@ -27,7 +27,7 @@ pub(super) fn source_ip(req: &Request) -> IpAddr {
 impl Auth {
     /// A ServiceAccount token's caller, from the cache of verified tokens while the JWKS that
     /// verified it is current, else verified now.
-    async fn verify_sa(&self, token: &str) -> Result<Caller, &'static str> {
+    async fn verify_sa(&self, token: &str) -> Result<Arc<Caller>, &'static str> {
         let (Some(sa), Some(jwks)) = (&self.cfg.serviceaccount, &self.jwks) else {
             return Err("ServiceAccount tokens are not configured");
         };
@@ -37,7 +37,7 @@ impl Auth {
             Verified::ServiceAccount(w) => std::ptr::eq(w.as_ptr(), Arc::as_ptr(&keys)),
             Verified::Registry => false,
         }) {
-            Ok(hit) => return Ok(Caller::clone(&hit)),
+            Ok(hit) => return Ok(hit),
             Err(ticket) => ticket,
         };
         let check = |keys: &Jwks| {
@@ -54,9 +54,7 @@ impl Auth {
         let v = r.map_err(|e| token_reason(&e))?;
         let caller = Caller::Principal(Identity::named(&v.sub));
         let how = Verified::ServiceAccount(Arc::downgrade(&keys));
-        self.tokens
-            .insert(ticket, caller.clone(), v.exp, v.nbf, how, now);
-        Ok(caller)
+        Ok(self.tokens.insert(ticket, caller, v.exp, v.nbf, how, now))
     }
 
     pub(super) async fn verify_registry_token(
@@ -76,14 +74,14 @@ impl Auth {
 
     /// A bearer token's caller: from the cache of verified tokens, else a registry token (HS256,
     /// `kid` [`jwt::REGISTRY_KID`]) or else a ServiceAccount token, verified now.
-    async fn bearer(&self, token: &str) -> Result<Caller, &'static str> {
+    async fn bearer(&self, token: &str) -> Result<Arc<Caller>, &'static str> {
         let now = now_secs();
         let ticket = match self.tokens.get(token, now, |how| match how {
             Verified::Registry => true,
             // Checked against the current JWKS there.
             Verified::ServiceAccount(_) => false,
         }) {
-            Ok(hit) => return Ok(Caller::clone(&hit)),
+            Ok(hit) => return Ok(hit),
             Err(ticket) => ticket,
         };
         // The header is parsed once: a token that is not a registry token (its `alg` and `kid`)
@@ -97,9 +95,9 @@ impl Auth {
                 };
                 let caller = Caller::Token(id, c.access);
                 let (exp, nbf) = (Some(c.exp), Some(c.nbf));
-                self.tokens
-                    .insert(ticket, caller.clone(), exp, nbf, Verified::Registry, now);
-                Ok(caller)
+                Ok(self
+                    .tokens
+                    .insert(ticket, caller, exp, nbf, Verified::Registry, now))
             }
             Err(TokenError::Algorithm) => self.verify_sa(token).await,
             Err(TokenError::Malformed) => Err("malformed bearer token"),
@@ -113,12 +111,12 @@ impl Auth {
         headers: &HeaderMap,
         ip: IpAddr,
         tls: Option<&TlsClient>,
-    ) -> Result<Caller, Refused> {
+    ) -> Result<Arc<Caller>, Refused> {
         let Some(value) = headers.get(AUTHORIZATION) else {
-            return Ok(match tls.and_then(|t| t.subject.as_deref()) {
+            return Ok(Arc::new(match tls.and_then(|t| t.subject.as_deref()) {
                 Some(s) => Caller::Principal(Identity::named(s)),
                 None => Caller::Anonymous,
-            });
+            }));
         };
         if let Some(secs) = self.limit.blocked(ip) {
             return Err(Refused::Blocked(secs));
@@ -131,7 +129,7 @@ impl Auth {
         r.map_err(Refused::Bad)
     }
 
-    async fn check_credentials(&self, value: &HeaderValue) -> Result<Caller, &'static str> {
+    async fn check_credentials(&self, value: &HeaderValue) -> Result<Arc<Caller>, &'static str> {
         if value.len() > 2 * jwt::MAX_TOKEN_LEN {
             return Err("Authorization header too long");
         }
@@ -152,7 +150,7 @@ impl Auth {
             if let Some(users) = &self.users {
                 if users.has(user) {
                     return if users.verify(user, password).await {
-                        Ok(Caller::Principal(Identity::named(user)))
+                        Ok(Arc::new(Caller::Principal(Identity::named(user))))
                     } else {
                         Err("wrong password")
                     };

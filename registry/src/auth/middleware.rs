@@ -60,7 +60,7 @@ pub async fn layer(State(auth): State<Arc<Auth>>, req: Request, next: Next) -> R
     };
     let id = caller.identity();
     parts.extensions.insert(id.clone());
-    let mut resp = check(&auth, caller, parts, body, next).await;
+    let mut resp = check(&auth, &caller, parts, body, next).await;
     resp.extensions_mut().insert(id);
     resp
 }
@@ -68,7 +68,7 @@ pub async fn layer(State(auth): State<Arc<Auth>>, req: Request, next: Next) -> R
 /// Checks an identified caller's request against the rules and runs it when allowed.
 async fn check(
     auth: &Auth,
-    caller: Caller,
+    caller: &Caller,
     mut parts: http::request::Parts,
     body: Body,
     next: Next,
@@ -89,7 +89,7 @@ async fn check(
         }
         Endpoint::Catalog => {
             let resp = next.run(Request::from_parts(parts, body)).await;
-            return filter_catalog(auth, &caller, resp).await;
+            return filter_catalog(auth, caller, resp).await;
         }
         _ => {}
     }
@@ -98,12 +98,12 @@ async fn check(
             form_urlencoded::parse(q.as_bytes()).find_map(|(k, v)| (k == "ns").then_some(v))
         });
         let repo = auth.rule_name(name, ns.as_deref());
-        let repo = repo.as_str();
-        if !auth.may(&caller, repo, action) {
-            return refuse(auth, &parts, &caller, repo, action);
+        let repo = &*repo;
+        if !auth.may(caller, repo, action) {
+            return refuse(auth, &parts, caller, repo, action);
         }
         if let Endpoint::StartUpload { .. } = ep {
-            guard_mount(auth, &caller, &mut parts).await;
+            guard_mount(auth, caller, &mut parts).await;
         }
     }
     next.run(Request::from_parts(parts, body)).await

@@ -16,7 +16,7 @@ impl Auth {
         parts: &http::request::Parts,
         ip: std::net::IpAddr,
         error: Option<&str>,
-    ) -> Result<Caller, Response> {
+    ) -> Result<std::sync::Arc<Caller>, Response> {
         match self
             .authenticate(&parts.headers, ip, parts.extensions.get::<TlsClient>())
             .await

@@ -2,6 +2,7 @@
 //! caller and the action decides (allow, or deny with `deny = true`). No matching rule: denied.
 
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// An operation on a repository.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, PartialOrd, Ord)]
@@ -48,9 +49,9 @@ impl Action {
 pub struct Identity {
     /// `None` for an anonymous caller; else the user name, `system:serviceaccount:<ns>:<name>`,
     /// or a client certificate's subject.
-    pub name: Option<String>,
+    pub name: Option<Arc<str>>,
     /// The Kubernetes namespace of a ServiceAccount caller.
-    pub namespace: Option<String>,
+    pub namespace: Option<Arc<str>>,
 }
 
 impl Identity {
@@ -64,9 +65,9 @@ impl Identity {
         let namespace = name
             .strip_prefix("system:serviceaccount:")
             .and_then(|r| r.split_once(':'))
-            .map(|(ns, _)| ns.to_owned());
+            .map(|(ns, _)| Arc::from(ns));
         Identity {
-            name: Some(name.to_owned()),
+            name: Some(Arc::from(name)),
             namespace,
         }
     }

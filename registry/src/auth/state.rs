@@ -123,10 +123,14 @@ impl Auth {
     }
 
     /// The name rules are matched on for `name` asked for with `ns`.
-    pub(super) fn rule_name(&self, name: &storage::RepoName, ns: Option<&str>) -> String {
+    pub(super) fn rule_name<'a>(
+        &self,
+        name: &'a storage::RepoName,
+        ns: Option<&str>,
+    ) -> std::borrow::Cow<'a, str> {
         match self.proxy.get().and_then(|p| p.route(name, ns)) {
-            Some(route) => route.local.to_string(),
-            None => name.to_string(),
+            Some(route) => route.local.to_string().into(),
+            None => name.as_str().into(),
         }
     }
 
