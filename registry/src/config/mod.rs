@@ -313,11 +313,17 @@ pub(crate) mod tests {
     use std::collections::HashMap;
     use std::path::Path;
 
+    /// A config file `name` holding `text`, in a folder that lives as long as its guard.
+    pub(crate) fn config_file(name: &str, text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(name);
+        std::fs::write(&file, text).unwrap();
+        (dir, file)
+    }
+
     /// The flags naming a config file that holds `text` (it lives as long as the folder guard).
     fn file_args(text: &str) -> (tempfile::TempDir, ServeArgs) {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("r.toml");
-        std::fs::write(&file, text).unwrap();
+        let (dir, file) = config_file("r.toml", text);
         let args = ServeArgs {
             config: Some(file),
             ..Default::default()

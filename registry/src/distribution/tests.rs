@@ -1,5 +1,5 @@
 use crate::auth::{Action, Identity, Rules};
-use crate::config::tests::env_of;
+use crate::config::tests::{config_file, env_of};
 use crate::config::{Config, ServeArgs};
 
 /// The configuration of `yaml` (sections beside a filesystem storage), and that of
@@ -15,9 +15,7 @@ fn from_file_and_from_env(yaml: &str, env: &[(&str, &str)]) -> [Config; 2] {
 }
 
 fn load(yaml: &str, env: &[(&str, &str)]) -> anyhow::Result<Config> {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("config.yml");
-    std::fs::write(&file, yaml).unwrap();
+    let (_dir, file) = config_file("config.yml", yaml);
     let args = ServeArgs {
         config_file: Some(file),
         ..Default::default()
