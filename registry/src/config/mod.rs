@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use storage::gc::{GcOptions, RetentionRule};
 
 pub(crate) use sources::FileConfig;
-pub use sources::ServeArgs;
 use sources::{env_parse, retention_rules, sparse_rules, storage_options};
+pub use sources::{ConfigFileArgs, ServeArgs};
 pub use storage::SparseRule;
 
 /// Log output format.
@@ -207,9 +207,9 @@ impl Config {
     /// environment (through `env`), then the flags.
     pub fn load(args: &ServeArgs, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<Config> {
         let path = args
-            .config
-            .clone()
-            .or_else(|| args.config_file.clone())
+            .file
+            .path()
+            .map(PathBuf::from)
             .or_else(|| env("REGISTRY_CONFIG").map(PathBuf::from));
         // A Distribution config.yml (or Distribution's REGISTRY_* variables) is read into the
         // same file settings; the project's own variables then apply on top.
@@ -324,11 +324,7 @@ pub(crate) mod tests {
     /// The flags naming a config file that holds `text` (it lives as long as the folder guard).
     fn file_args(text: &str) -> (tempfile::TempDir, ServeArgs) {
         let (dir, file) = config_file("r.toml", text);
-        let args = ServeArgs {
-            config: Some(file),
-            ..Default::default()
-        };
-        (dir, args)
+        (dir, ServeArgs::with_config(file))
     }
 
     /// An environment holding exactly `pairs`.
