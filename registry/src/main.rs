@@ -131,7 +131,7 @@ fn main() -> ExitCode {
         Command::GarbageCollect(args) => garbage_collect(&args),
         Command::Serve(mut args) => {
             if args.is_bare(&|k| std::env::var(k).ok()) {
-                args.config_file = registry::distribution::default_config();
+                args.file.config_file = registry::distribution::default_config();
             }
             serve(&args)
         }
@@ -193,10 +193,7 @@ fn cert(args: &registry::cert::CertArgs) -> ExitCode {
 
 /// `registry garbage-collect CONFIG`: Distribution's command on this registry's collector.
 fn garbage_collect(args: &GarbageCollectArgs) -> ExitCode {
-    let settings = ServeArgs {
-        config: Some(args.config.clone()),
-        ..Default::default()
-    };
+    let settings = ServeArgs::with_config(args.config.clone());
     let cfg = match load_or_exit(&settings) {
         Ok(c) => c,
         Err(code) => return code,

@@ -41,14 +41,9 @@ pub struct CertArgs {
     /// Folder to write the PEM files into (created if missing).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// DNS name for the server certificate; repeatable. Without --dns and --ip:
-    /// builds.registry.svc.cluster.local, builds.registry.svc, builds.registry, localhost,
-    /// 127.0.0.1.
-    #[arg(long, value_name = "NAME")]
-    pub dns: Vec<String>,
-    /// IP address for the server certificate; repeatable.
-    #[arg(long, value_name = "ADDR")]
-    pub ip: Vec<IpAddr>,
+    /// The names a server certificate covers.
+    #[command(flatten)]
+    pub names: ServerNames,
     /// Sign with the existing CA in DIR/ca.crt and DIR/ca.key instead of creating a CA.
     #[arg(long, value_name = "DIR")]
     pub ca: Option<PathBuf>,
@@ -75,6 +70,40 @@ pub struct CertArgs {
     /// Overwrite existing files.
     #[arg(long)]
     pub force: bool,
+}
+
+/// The names a server certificate covers: `--dns` and `--ip`, or the defaults when neither is
+/// given.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServerNames {
+    /// DNS name for the server certificate; repeatable. Without --dns and --ip:
+    /// builds.registry.svc.cluster.local, builds.registry.svc, builds.registry, localhost,
+    /// 127.0.0.1.
+    #[arg(long, value_name = "NAME")]
+    pub dns: Vec<String>,
+    /// IP address for the server certificate; repeatable.
+    #[arg(long, value_name = "ADDR")]
+    pub ip: Vec<IpAddr>,
+}
+
+impl ServerNames {
+    /// Whether neither `--dns` nor `--ip` was given.
+    pub fn is_empty(&self) -> bool {
+        self.dns.is_empty() && self.ip.is_empty()
+    }
+
+    /// The names given, or [`DEFAULT_DNS`] and [`DEFAULT_IPS`] when none is.
+    pub fn or_defaults(&self) -> (Vec<String>, Vec<IpAddr>) {
+        if !self.is_empty() {
+            return (self.dns.clone(), self.ip.clone());
+        }
+        let dns = DEFAULT_DNS.iter().map(|s| s.to_string()).collect();
+        let ips = DEFAULT_IPS
+            .iter()
+            .map(|s| s.parse().expect("default IP parses"))
+            .collect();
+        (dns, ips)
+    }
 }
 
 /// A Kubernetes Secret of type `kubernetes.io/tls` holding the pair and the CA certificate.
@@ -190,7 +219,7 @@ fn client_files(
     if new_ca {
         bail!("--client needs --ca DIR: a client certificate must come from the CA the registry trusts");
     }
-    if !args.dns.is_empty() || !args.ip.is_empty() {
+    if !args.names.is_empty() {
         bail!("--dns and --ip are for server certificates, not with --client");
     }
     let file_ok = !name.is_empty()
@@ -217,17 +246,7 @@ fn server_files(
     new_ca: bool,
 ) -> anyhow::Result<(PemPair, Vec<(String, String)>)> {
     let mut files: Vec<(String, String)> = Vec::new();
-    let (dns, ips): (Vec<String>, Vec<IpAddr>) = if args.dns.is_empty() && args.ip.is_empty() {
-        (
-            DEFAULT_DNS.iter().map(|s| s.to_string()).collect(),
-            DEFAULT_IPS
-                .iter()
-                .map(|s| s.parse().expect("default IP parses"))
-                .collect(),
-        )
-    } else {
-        (args.dns.clone(), args.ip.clone())
-    };
+    let (dns, ips) = args.names.or_defaults();
     let pair = ca.issue_server(&dns, &ips, args.key_type, args.days)?;
     files.push(("tls.crt".into(), pair.cert.clone()));
     files.push(("tls.key".into(), pair.key.clone()));
@@ -261,8 +280,7 @@ mod tests {
     fn args(out: &Path) -> CertArgs {
         CertArgs {
             out: Some(out.to_owned()),
-            dns: vec![],
-            ip: vec![],
+            names: ServerNames::default(),
             ca: None,
             client: None,
             secret: None,
@@ -278,15 +296,20 @@ mod tests {
         std::fs::read_to_string(p).unwrap()
     }
 
-    /// Verifies `leaf` as a server certificate for `name` against `ca` with webpki (what rustls
-    /// clients do).
-    fn verify_server(ca: &str, leaf: &str, name: &str) -> Result<(), rustls::Error> {
+    /// A root store trusting only the CA certificate `ca`.
+    fn roots(ca: &str) -> std::sync::Arc<rustls::RootCertStore> {
         let mut roots = rustls::RootCertStore::empty();
         roots
             .add(CertificateDer::from_pem_slice(ca.as_bytes()).unwrap())
             .unwrap();
+        roots.into()
+    }
+
+    /// Verifies `leaf` as a server certificate for `name` against `ca` with webpki (what rustls
+    /// clients do).
+    fn verify_server(ca: &str, leaf: &str, name: &str) -> Result<(), rustls::Error> {
         let v = rustls::client::WebPkiServerVerifier::builder_with_provider(
-            roots.into(),
+            roots(ca),
             crate::tls::provider(),
         )
         .build()
@@ -367,8 +390,10 @@ mod tests {
         let next = dir.path().join("next");
         run(&CertArgs {
             ca: Some(ca_dir.clone()),
-            dns: vec!["reg.example".into()],
-            ip: vec!["10.1.2.3".parse().unwrap()],
+            names: ServerNames {
+                dns: vec!["reg.example".into()],
+                ip: vec!["10.1.2.3".parse().unwrap()],
+            },
             key_type: KeyType::Ed25519,
             ..args(&next)
         })
@@ -388,12 +413,8 @@ mod tests {
             ..args(&clients)
         })
         .unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(CertificateDer::from_pem_slice(ca.as_bytes()).unwrap())
-            .unwrap();
         let v = rustls::server::WebPkiClientVerifier::builder_with_provider(
-            roots.into(),
+            roots(&ca),
             crate::tls::provider(),
         )
         .build()

@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use storage::gc::{GcOptions, RetentionRule};
 
 pub(crate) use sources::FileConfig;
-pub use sources::ServeArgs;
 use sources::{env_parse, retention_rules, sparse_rules, storage_options};
+pub use sources::{ConfigFileArgs, ServeArgs};
 pub use storage::SparseRule;
 
 /// Log output format.
@@ -128,8 +128,8 @@ impl Default for Config {
             storage_options: Default::default(),
             fsync: true,
             sendfile: true,
-            auto_mount: true,
-            max_manifest_size: 4 * 1024 * 1024,
+            auto_mount: storage::Options::default().auto_mount,
+            max_manifest_size: storage::Options::DEFAULT_MAX_MANIFEST_SIZE,
             log_format: LogFormat::Text,
             log_level: "info".into(),
             shutdown_timeout: 30,
@@ -139,8 +139,8 @@ impl Default for Config {
             max_concurrent_requests: 1024,
             access_log: true,
             gc_interval: 3600,
-            gc_grace: 3600,
-            upload_max_age: 86400,
+            gc_grace: GcOptions::DEFAULT_GRACE.as_secs(),
+            upload_max_age: GcOptions::DEFAULT_UPLOAD_MAX_AGE.as_secs(),
             retention: Vec::new(),
             sparse: Vec::new(),
             referrers_page_size: 500,
@@ -207,9 +207,9 @@ impl Config {
     /// environment (through `env`), then the flags.
     pub fn load(args: &ServeArgs, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<Config> {
         let path = args
-            .config
-            .clone()
-            .or_else(|| args.config_file.clone())
+            .file
+            .path()
+            .map(PathBuf::from)
             .or_else(|| env("REGISTRY_CONFIG").map(PathBuf::from));
         // A Distribution config.yml (or Distribution's REGISTRY_* variables) is read into the
         // same file settings; the project's own variables then apply on top.
@@ -313,16 +313,18 @@ pub(crate) mod tests {
     use std::collections::HashMap;
     use std::path::Path;
 
+    /// A config file `name` holding `text`, in a folder that lives as long as its guard.
+    pub(crate) fn config_file(name: &str, text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(name);
+        std::fs::write(&file, text).unwrap();
+        (dir, file)
+    }
+
     /// The flags naming a config file that holds `text` (it lives as long as the folder guard).
     fn file_args(text: &str) -> (tempfile::TempDir, ServeArgs) {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("r.toml");
-        std::fs::write(&file, text).unwrap();
-        let args = ServeArgs {
-            config: Some(file),
-            ..Default::default()
-        };
-        (dir, args)
+        let (dir, file) = config_file("r.toml", text);
+        (dir, ServeArgs::with_config(file))
     }
 
     /// An environment holding exactly `pairs`.

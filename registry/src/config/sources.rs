@@ -4,7 +4,7 @@
 //! `Config::default`).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use anyhow::{bail, Context};
@@ -109,14 +109,9 @@ pub(crate) struct FileConfig {
 /// The `serve` flags. Each also reads `REGISTRY_<NAME>` from the environment (flags win).
 #[derive(Debug, Default, Clone, clap::Args)]
 pub struct ServeArgs {
-    /// TOML config file; its keys are the flag names with '_' (env REGISTRY_CONFIG).
-    /// A Distribution config.yml works too (as --config or as the only argument); without
-    /// either, /etc/distribution/config.yml or /etc/docker/registry/config.yml is read if present.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Config file given as Distribution's `registry serve FILE` does.
-    #[arg(value_name = "CONFIG", conflicts_with = "config")]
-    pub config_file: Option<PathBuf>,
+    /// The config file.
+    #[command(flatten)]
+    pub file: ConfigFileArgs,
     /// Address for plain HTTP [env REGISTRY_LISTEN] [default: 0.0.0.0:5000]
     #[arg(long)]
     pub listen: Option<SocketAddr>,
@@ -212,12 +207,43 @@ pub struct ServeArgs {
     pub tls_reload_interval: Option<u64>,
 }
 
+/// The config file, named as `--config FILE` or, as Distribution's `registry serve FILE` does, as
+/// the only argument.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct ConfigFileArgs {
+    /// TOML config file; its keys are the flag names with '_' (env REGISTRY_CONFIG).
+    /// A Distribution config.yml works too (as --config or as the only argument); without
+    /// either, /etc/distribution/config.yml or /etc/docker/registry/config.yml is read if present.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Config file given as Distribution's `registry serve FILE` does.
+    #[arg(value_name = "CONFIG", conflicts_with = "config")]
+    pub config_file: Option<PathBuf>,
+}
+
+impl ConfigFileArgs {
+    /// The file named in either form.
+    pub fn path(&self) -> Option<&Path> {
+        self.config.as_deref().or(self.config_file.as_deref())
+    }
+}
+
 impl ServeArgs {
+    /// The flags of `registry serve --config FILE`.
+    pub fn with_config(file: PathBuf) -> ServeArgs {
+        ServeArgs {
+            file: ConfigFileArgs {
+                config: Some(file),
+                config_file: None,
+            },
+            ..Default::default()
+        }
+    }
+
     /// Whether this is a bare `registry serve`: no config file and no storage or listen address
     /// from flags or the project's variables (then Distribution's default config paths are read).
     pub fn is_bare(&self, env: &dyn Fn(&str) -> Option<String>) -> bool {
-        self.config.is_none()
-            && self.config_file.is_none()
+        self.file.path().is_none()
             && self.storage.is_none()
             && self.listen.is_none()
             && env("REGISTRY_CONFIG").is_none()

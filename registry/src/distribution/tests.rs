@@ -1,6 +1,6 @@
 use crate::auth::{Action, Identity, Rules};
-use crate::config::tests::env_of;
-use crate::config::{Config, ServeArgs};
+use crate::config::tests::{config_file, env_of};
+use crate::config::{Config, ConfigFileArgs, ServeArgs};
 
 /// The configuration of `yaml` (sections beside a filesystem storage), and that of
 /// Distribution's variables `env` alone (beside the same storage).
@@ -15,11 +15,14 @@ fn from_file_and_from_env(yaml: &str, env: &[(&str, &str)]) -> [Config; 2] {
 }
 
 fn load(yaml: &str, env: &[(&str, &str)]) -> anyhow::Result<Config> {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("config.yml");
-    std::fs::write(&file, yaml).unwrap();
-    let args = ServeArgs {
+    let (_dir, file) = config_file("config.yml", yaml);
+    // Named as Distribution's `registry serve FILE` names it.
+    let file = ConfigFileArgs {
         config_file: Some(file),
+        ..Default::default()
+    };
+    let args = ServeArgs {
+        file,
         ..Default::default()
     };
     Config::load(&args, &env_of(env))

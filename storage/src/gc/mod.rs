@@ -90,12 +90,19 @@ pub struct GcOptions {
     pub retention: Vec<RetentionRule>,
 }
 
+impl GcOptions {
+    /// The default [`grace`](Self::grace): an hour.
+    pub const DEFAULT_GRACE: Duration = Duration::from_secs(3600);
+    /// The default [`upload_max_age`](Self::upload_max_age): a day.
+    pub const DEFAULT_UPLOAD_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+}
+
 impl Default for GcOptions {
     fn default() -> Self {
         GcOptions {
             dry_run: false,
-            grace: Duration::from_secs(3600),
-            upload_max_age: Duration::from_secs(24 * 3600),
+            grace: Self::DEFAULT_GRACE,
+            upload_max_age: Self::DEFAULT_UPLOAD_MAX_AGE,
             retention: Vec::new(),
         }
     }

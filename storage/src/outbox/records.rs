@@ -39,24 +39,19 @@ pub enum Kind {
 
 /// The request that caused an event, as the HTTP layer saw it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct RequestInfo {
     /// Request id.
-    #[serde(default)]
     pub id: String,
     /// Client address.
-    #[serde(default)]
     pub addr: String,
     /// `Host` the client asked for.
-    #[serde(default)]
     pub host: String,
     /// HTTP method.
-    #[serde(default)]
     pub method: String,
     /// `User-Agent`.
-    #[serde(default)]
     pub useragent: String,
     /// Authenticated identity, when access control knows one.
-    #[serde(default)]
     pub actor: String,
 }
 
@@ -80,19 +75,19 @@ pub struct EventRecord {
     /// Repository name.
     pub repository: String,
     /// Digest of the manifest or blob (absent for a tag delete).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
     /// Media type (manifests: as pushed; blobs: `application/octet-stream`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
     /// Size in bytes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
     /// Tags set by a push, or the tag deleted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
     /// The request, when recorded inside one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub request: Option<RequestInfo>,
     /// Which process recorded it.
     #[serde(default)]

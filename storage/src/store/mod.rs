@@ -44,11 +44,16 @@ pub struct Options {
     pub sparse: Vec<SparseRule>,
 }
 
+impl Options {
+    /// The default [`max_manifest_size`](Self::max_manifest_size): 4 MiB, as in Distribution.
+    pub const DEFAULT_MAX_MANIFEST_SIZE: usize = 4 * 1024 * 1024;
+}
+
 impl Default for Options {
     fn default() -> Self {
         Options {
             auto_mount: true,
-            max_manifest_size: 4 * 1024 * 1024,
+            max_manifest_size: Self::DEFAULT_MAX_MANIFEST_SIZE,
             sparse: Vec::new(),
         }
     }
