@@ -5,6 +5,12 @@
 # OUT, ERR, RUN_RC and REASON are set here for the sourcing script to read.
 # shellcheck disable=SC2034
 
+# The registry's Service name in the cluster, which the node setup and the suites resolve
+# through their own hosts files.
+SVC=builds.registry.svc.cluster.local
+# The Python interpreter of the suites' helpers.
+PY=${PYTHON:-python3}
+
 # fail MESSAGE: records why the current test failed; returns 1.
 fail() {
   REASON="$*"
@@ -209,13 +215,12 @@ start_moto() {
 }
 
 # suite_setup NAME [REGISTRY_BINARY]: the start of the suite in conformance/NAME, after sourcing
-# this file: sets HERE (its folder), REG_BIN (the argument, else the release build) and PY;
+# this file: sets HERE (its folder) and REG_BIN (the argument, else the release build);
 # clears proxy settings and CA bundles so that every request stays on loopback; stops with a
 # FAIL unless run as root.
 suite_setup() {
   HERE="$ROOT/conformance/$1"
   REG_BIN=${2:-$ROOT/target/x86_64-unknown-linux-gnu/release/registry}
-  PY=${PYTHON:-python3}
   unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy AWS_CA_BUNDLE REQUESTS_CA_BUNDLE
   export NO_PROXY="127.0.0.1,localhost" no_proxy="127.0.0.1,localhost"
   [ "$(id -u)" = 0 ] || { echo "FAIL setup: must run as root"; echo "0 passed, 1 failed"; exit 1; }

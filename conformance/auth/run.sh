@@ -20,7 +20,6 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 . "$ROOT/conformance/testlib.sh"
 HERE="$ROOT/conformance/auth"
 REG_BIN=${1:-$ROOT/target/x86_64-unknown-linux-gnu/release/registry}
-PY=${PYTHON:-python3}
 CMD_TIMEOUT=${AUTH_CMD_TIMEOUT:-90}
 SVC_NAME=auth.registry.svc.cluster.local
 
@@ -39,25 +38,13 @@ CTRD_PID=""
 cleanup() {
   local rc=$?
   set +e
-  if [ -n "$CTRD_PID" ] && kill -0 "$CTRD_PID" 2>/dev/null; then
-    kill "$CTRD_PID" 2>/dev/null
-    for _ in $(seq 50); do kill -0 "$CTRD_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$CTRD_PID" 2>/dev/null
-  fi
+  stop_pid "$CTRD_PID"
   if [ -d "$WORK/podman" ]; then
     timeout 30 "${PODMAN[@]}" rmi -af >/dev/null 2>&1
   fi
   [ -d "$WORK/build" ] && timeout 30 "${BUILDAH[@]}" rm -a >/dev/null 2>&1
-  if [ -n "$REG_PID" ] && kill -0 "$REG_PID" 2>/dev/null; then
-    kill "$REG_PID" 2>/dev/null
-    for _ in $(seq 50); do kill -0 "$REG_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$REG_PID" 2>/dev/null
-  fi
-  umount_under "$WORK"
-  if [ -n "${AUTH_LOG_DIR:-}" ]; then
-    mkdir -p "$AUTH_LOG_DIR" && cp -r "$WORK/logs/." "$AUTH_LOG_DIR/"
-  fi
-  rm -rf "$WORK" 2>/dev/null || { sleep 1; rm -rf "$WORK"; }
+  stop_pid "$REG_PID"
+  finish_work "${AUTH_LOG_DIR:-}"
   exit "$rc"
 }
 trap cleanup EXIT

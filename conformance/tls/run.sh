@@ -19,7 +19,6 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 . "$ROOT/conformance/testlib.sh"
 REG_BIN=${1:-$ROOT/target/x86_64-unknown-linux-gnu/release/registry}
 CMD_TIMEOUT=${TLS_CMD_TIMEOUT:-120}
-SVC=builds.registry.svc.cluster.local
 
 unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy AWS_CA_BUNDLE REQUESTS_CA_BUNDLE \
   SSL_CERT_FILE SSL_CERT_DIR CURL_CA_BUNDLE

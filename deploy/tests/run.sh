@@ -23,8 +23,6 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 DEPLOY="$ROOT/deploy"
 HERE="$DEPLOY/tests"
 REG_BIN=${1:-$ROOT/target/x86_64-unknown-linux-gnu/release/registry}
-PY=${PYTHON:-python3}
-SVC=builds.registry.svc.cluster.local
 CMD_TIMEOUT=${DEPLOY_CMD_TIMEOUT:-180}
 BASES=(generic generic-scratch generic-tls s3 node-containerd node-containerd-cleanup node-containerd-tls node-hosts node-hosts-cleanup kontrakt)
 

@@ -27,9 +27,7 @@ HERE="$ROOT/deploy/tests"
 SETUP="$ROOT/deploy/node-containerd/setup-node.sh"
 REG_BIN=${1:-$ROOT/target/x86_64-unknown-linux-gnu/release/registry}
 CACHE=${RUNTIMES_CACHE:-$HOME/.cache/registry-runtimes}
-SVC=builds.registry.svc.cluster.local
 CMD_TIMEOUT=${RUNTIMES_CMD_TIMEOUT:-120}
-PY=${PYTHON:-python3}
 SUITE_START=$SECONDS
 unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy AWS_CA_BUNDLE REQUESTS_CA_BUNDLE
 export NO_PROXY="127.0.0.1,127.0.0.2,localhost,$SVC" no_proxy="127.0.0.1,127.0.0.2,localhost,$SVC"

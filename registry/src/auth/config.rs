@@ -42,25 +42,25 @@ pub struct AuthConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceAccountConfig {
+    /// The issuer (`--service-account-issuer` of the API server).
+    pub issuer: String,
+    /// The audience the projected tokens are requested with.
+    pub audience: String,
     /// The cluster's service-account signing keys: a JWKS file, as served by the API server at
     /// `/openid/v1/jwks` (re-read when it changes). Either this or `jwks_url`.
     pub jwks_file: Option<PathBuf>,
     /// Or a URL to fetch the JWKS from (cached, refreshed every `jwks_refresh` seconds and when a
     /// token names an unknown key), e.g. `https://kubernetes.default.svc/openid/v1/jwks`.
     pub jwks_url: Option<String>,
+    /// Seconds between two fetches of `jwks_url`.
+    #[serde(default = "default_refresh")]
+    pub jwks_refresh: u64,
     /// PEM CA certificates for an https `jwks_url` (in a pod:
     /// `/var/run/secrets/kubernetes.io/serviceaccount/ca.crt`).
     pub jwks_ca_file: Option<PathBuf>,
     /// A bearer token file sent with the `jwks_url` request (the registry's own ServiceAccount
     /// token, where the API server does not serve its keys anonymously).
     pub jwks_token_file: Option<PathBuf>,
-    /// Seconds between two fetches of `jwks_url`.
-    #[serde(default = "default_refresh")]
-    pub jwks_refresh: u64,
-    /// The issuer (`--service-account-issuer` of the API server).
-    pub issuer: String,
-    /// The audience the projected tokens are requested with.
-    pub audience: String,
 }
 
 fn default_service() -> String {

@@ -26,26 +26,21 @@ pub(super) fn write(mut w: Writer<'_>, event: &Event<'_>, json: bool, suffix: &s
         w.write_str("{\"timestamp\":\"")?;
         SystemTime.format_time(&mut w)?;
         write!(w, "\",\"level\":\"{level}\",\"fields\":{{")?;
-        let mut v = Fields {
-            w: &mut w,
-            json: true,
-            first: true,
-            res: Ok(()),
-        };
-        event.record(&mut v);
-        v.res?;
-        write!(w, "}},\"target\":\"{TARGET}\"{suffix}}}")?;
     } else {
         SystemTime.format_time(&mut w)?;
         write!(w, " {level:>5} {TARGET}: ")?;
-        let mut v = Fields {
-            w: &mut w,
-            json: false,
-            first: true,
-            res: Ok(()),
-        };
-        event.record(&mut v);
-        v.res?;
+    }
+    let mut fields = Fields {
+        w: &mut w,
+        json,
+        first: true,
+        res: Ok(()),
+    };
+    event.record(&mut fields);
+    fields.res?;
+    if json {
+        write!(w, "}},\"target\":\"{TARGET}\"{suffix}}}")?;
+    } else {
         w.write_str(suffix)?;
     }
     w.write_char('\n')
@@ -175,8 +170,15 @@ mod tests {
 
     use super::super::logging::Captured;
 
-    fn fields() -> BTreeMap<String, String> {
-        BTreeMap::from([("service".to_owned(), "registry".to_owned())])
+    /// What `log` writes, as text or JSON lines with the field `service=registry`.
+    fn captured(json: bool, log: impl FnOnce()) -> String {
+        let logs = Captured::default();
+        let fields = BTreeMap::from([("service".to_owned(), "registry".to_owned())]);
+        {
+            let _g = logs.start_with(json, &fields);
+            log();
+        }
+        logs.text()
     }
 
     fn log_one() {
@@ -197,12 +199,7 @@ mod tests {
 
     #[test]
     fn text_line_has_every_field_and_no_span() {
-        let logs = Captured::default();
-        {
-            let _g = logs.start_with(false, &fields());
-            log_one();
-        }
-        let text = logs.text();
+        let text = captured(false, log_one);
         let line = text.lines().next().expect("one line");
         let (time, rest) = line.split_once(' ').unwrap();
         assert!(time.ends_with('Z') && time.contains('T'), "{line}");
@@ -214,12 +211,7 @@ mod tests {
 
     #[test]
     fn json_line_parses_with_typed_fields() {
-        let logs = Captured::default();
-        {
-            let _g = logs.start_with(true, &fields());
-            log_one();
-        }
-        let text = logs.text();
+        let text = captured(true, log_one);
         let v: serde_json::Value = serde_json::from_str(text.trim_end()).expect(&text);
         assert_eq!(v["level"], "INFO");
         assert_eq!(v["target"], "registry::access");
@@ -237,15 +229,13 @@ mod tests {
 
     #[test]
     fn json_strings_are_escaped() {
-        let logs = Captured::default();
-        {
-            let _g = logs.start_with(true, &BTreeMap::new());
-            let odd = "a\"b\\c\nd\u{1}e\u{e9}";
+        let odd = "a\"b\\c\nd\u{1}e\u{e9}";
+        let text = captured(true, || {
             tracing::info!(target: "registry::access", reference = odd, client = %odd, "access");
-        }
-        let text = logs.text();
+        });
         let v: serde_json::Value = serde_json::from_str(text.trim_end()).expect(&text);
-        assert_eq!(v["fields"]["reference"], "a\"b\\c\nd\u{1}e\u{e9}", "{text}");
-        assert_eq!(v["fields"]["client"], "a\"b\\c\nd\u{1}e\u{e9}", "{text}");
+        assert_eq!(v["fields"]["reference"], odd, "{text}");
+        assert_eq!(v["fields"]["client"], odd, "{text}");
+        assert_eq!(v["service"], "registry", "{text}");
     }
 }
