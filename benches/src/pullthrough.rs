@@ -368,6 +368,12 @@ const LINK_IDLE: Duration = Duration::from_secs(60);
 /// Bytes forwarded per read and paced write.
 const LINK_CHUNK: usize = 64 * 1024;
 
+/// Link time a direction may have been idle and still send at once to catch up (a token bucket
+/// of this many bytes at the link's rate): the relay's timers wake a millisecond or so late, and
+/// without this credit a connection would lose that time after every chunk and never reach the
+/// rate.
+const LINK_BURST: Duration = Duration::from_millis(2);
+
 /// One direction of the link: when it is free again, at its rate.
 struct Pacer {
     ns_per_byte: f64,
@@ -382,10 +388,12 @@ impl Pacer {
         })
     }
 
-    /// When `n` bytes given to the link now have gone through it (after those ahead of them).
+    /// When `n` bytes given to the link now have gone through it (after those ahead of them,
+    /// and no earlier than [`LINK_BURST`] of idle link time allows).
     fn reserve(&self, n: usize) -> Instant {
         let mut free = self.free_at.lock().expect("pacer lock");
-        let start = (*free).max(Instant::now());
+        let now = Instant::now();
+        let start = (*free).max(now.checked_sub(LINK_BURST).unwrap_or(now));
         *free = start + Duration::from_nanos((n as f64 * self.ns_per_byte) as u64);
         *free
     }

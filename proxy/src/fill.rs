@@ -230,7 +230,8 @@ async fn run(
         s.verified = true;
     });
     // The spool file holds exactly the `written` bytes just hashed to the digest, and nothing
-    // writes to it any more (the writer's handle is closed): the store's trust contract. It
+    // writes to it any more (the writer's handle is closed; readers only `pread`): the store's
+    // trust contract. It
     // commits atomically; a crash here leaves only a staged upload that garbage collection
     // purges. Dropping `path` afterwards removes the file if the store copied it instead.
     job.registry.cache_mark_repo(&job.local).await?;
