@@ -202,15 +202,19 @@ impl Daemon {
     }
 }
 
-/// Per-pull samples of one column in one row: seconds and the serving process's CPU seconds.
+/// Per-pull samples of one column in one row: seconds, the serving process's CPU seconds, and
+/// the CPU seconds of every process the pull ran on (the client, the upstream, and ours when the
+/// pull goes through it).
 #[derive(Default)]
 struct Samples {
     secs: Vec<f64>,
     cpu: Vec<f64>,
+    all_cpu: Vec<f64>,
 }
 
 impl Samples {
-    /// Pulls `repo` from `ep`, counting the CPU of `pid`.
+    /// Pulls `repo` from `ep`, counting the CPU of `pid`, and of `pid`, the upstream and this
+    /// process (the client, and the link's relay when there is one) together.
     async fn pull(
         &mut self,
         o: &Opts,
@@ -219,15 +223,34 @@ impl Samples {
         repo: &str,
         img: &Arc<Image>,
     ) -> Result<()> {
-        let probe = Probe::start(&[pid], o.clk_tck)?;
+        let mut pids = vec![std::process::id(), o.upstream_pid];
+        if pid != o.upstream_pid {
+            pids.push(pid);
+        }
+        let (probe, all) = (
+            Probe::start(&[pid], o.clk_tck)?,
+            Probe::start(&pids, o.clk_tck)?,
+        );
         let t = pull(ep, repo, img).await?;
         self.secs.push(t.as_secs_f64());
         self.cpu.push(probe.finish()?.cpu_secs);
+        self.all_cpu.push(all.finish()?.cpu_secs);
         Ok(())
     }
 
     fn record(&self, res: &mut Results, row: &str, column: &str, bytes: u64) {
-        let (secs, cpu) = (median(&self.secs), median(&self.cpu));
+        let (secs, cpu, all) = (median(&self.secs), median(&self.cpu), median(&self.all_cpu));
+        let ms = |v: &[f64]| -> String {
+            let v: Vec<String> = v.iter().map(|s| format!("{:.1}", s * 1000.0)).collect();
+            v.join(" ")
+        };
+        eprintln!(
+            "{} | {column}: pulls, ms: {}; serving CPU, ms: {}; all CPU, ms: {}",
+            row.split(';').next().unwrap_or(row),
+            ms(&self.secs),
+            ms(&self.cpu),
+            ms(&self.all_cpu)
+        );
         for (metric, unit, lower, v) in [
             ("pull time (median)", "ms", true, secs * 1000.0),
             (
@@ -241,6 +264,12 @@ impl Samples {
                 "CPU s/GB",
                 true,
                 cpu / (bytes as f64 / GB),
+            ),
+            (
+                "CPU of client, upstream and cache together (median)",
+                "CPU s/GB",
+                true,
+                all / (bytes as f64 / GB),
             ),
         ] {
             res.set(row, metric, unit, lower, column, Cell::Num(v));
