@@ -564,21 +564,10 @@ const SPOOL_ABANDONED: Duration = Duration::from_secs(24 * 3600);
 /// This host's name as a file name component (`localhost` when unknown).
 fn host_name() -> String {
     let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let name: String = raw
-        .trim()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if name.is_empty() {
-        "localhost".to_owned()
-    } else {
-        name
+    let unsafe_char = |c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '-');
+    match raw.trim() {
+        "" => "localhost".to_owned(),
+        name => name.replace(unsafe_char, "_"),
     }
 }
 
