@@ -158,9 +158,9 @@ pub trait Backend: Send + Sync + Debug + 'static {
 
     /// A local folder on the filesystem that holds the staged uploads, for files meant for
     /// [`Backend::stage_adopt`] (a rename within one filesystem, no copy); the caller creates
-    /// it when missing. Its name starts with `.`, so no listing, `stage_list` or key ever reaches into it: it
-    /// belongs to whoever writes there, and the backend never deletes anything in it. `None`
-    /// for backends without local files.
+    /// it when missing. Its name starts with `.`, so no listing, `stage_list` or key ever
+    /// reaches into it: it belongs to whoever writes there, and the backend never deletes
+    /// anything in it. `None` for backends without local files.
     fn scratch_dir(&self) -> Option<PathBuf> {
         None
     }
