@@ -2,15 +2,16 @@
 # Side-by-side benchmark of our registry and CNCF Distribution 2.8 (docker-registry) on loopback.
 #
 #   benches/run.sh [--quick] [--no-build] [--only Scenario,...] [--out FILE] [--main] [--s3] [--tls]
-#                  [--auth] [--proxy]
+#                  [--auth] [--proxy] [--link-mbit N]
 #
 # Sections: --main (ours vs Distribution, below), --s3 (push/pull through the S3 backend on
 # s3s-fs, one replica vs three replicas on one bucket with requests spread round robin), --tls
 # (push/pull over plain HTTP, HTTPS with HTTP/1.1 and HTTPS with HTTP/2), --auth (GET manifest
 # and HEAD blob with no auth, with a bearer token and with Basic credentials on every request),
 # --proxy (an image pulled through the pull-through cache, cold and warm, beside direct and local
-# pulls, and through Distribution as a proxy). Without any section flag all run; with some, only
-# those. --only applies to --main.
+# pulls, and through Distribution as a proxy; then cold pulls through the cache and direct with
+# the upstream reached over an emulated link of --link-mbit Mbit/s, default 1000, 0 for none).
+# Without any section flag all run; with some, only those. --only applies to --main.
 #
 # --no-build uses the binaries already built (the build can take minutes on a busy machine; the
 # time limits below are for the benchmark itself). The registry measured is the statically
@@ -22,7 +23,8 @@
 # BENCHMARKS.md), and writes the table to target/bench-results.md (and .json).
 # Full run: about 10 minutes on 2 cores (--auth and --proxy add about 3); --quick with every
 # section: about 5 minutes. Traffic goes to 127.0.0.1 only, on ports 16100-16199 (--main),
-# 22100-22299 (--s3, --tls), 22301-22305 (--auth) and 22401-22403 (--proxy).
+# 22100-22299 (--s3, --tls), 22301-22305 (--auth) and 22401-22403 (--proxy; its link relay
+# takes an ephemeral port).
 # Every server started here is stopped on exit.
 set -euo pipefail
 
@@ -32,6 +34,7 @@ ONLY=""
 BUILD=1
 OUT="$ROOT/target/bench-results.md"
 SEC_MAIN=0; SEC_S3=0; SEC_TLS=0; SEC_AUTH=0; SEC_PROXY=0
+LINK_MBIT=1000
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK="--quick" ;;
@@ -43,7 +46,8 @@ while [ $# -gt 0 ]; do
     --tls) SEC_TLS=1 ;;
     --auth) SEC_AUTH=1 ;;
     --proxy) SEC_PROXY=1 ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    --link-mbit) LINK_MBIT="$2"; shift ;;
+    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
   shift
@@ -398,10 +402,10 @@ if [ $SEC_PROXY = 1 ]; then
   PID_UP=$!; PIDS+=("$PID_UP")
   wait_ready "http://127.0.0.1:22401/v2/" "$PID_UP" upstream
   section "Pull-through cache: an image in an upstream Distribution on 127.0.0.1, pulled through the cache (medians of $PROXY_ITER pulls)" \
-    "a pull: GET manifest by tag, then config and layers 3 at a time, each compared byte for byte; cold: ours (or Distribution with proxy.remoteurl) started on fresh storage for each pull, the direct pull from the upstream alternating with it; warm: pulled again from the filled cache, alternating with a pull of the same image pushed into the same registry (ours) or a direct pull from the upstream (Distribution); serving process's CPU: ours (or the Distribution proxy) through the cache, the upstream for direct pulls"
+    "a pull: GET manifest by tag, then config and layers 3 at a time, each compared byte for byte; cold: ours (or Distribution with proxy.remoteurl) started on fresh storage for each pull, the direct pull from the upstream alternating with it; warm: pulled again from the filled cache, alternating with a pull of the same image pushed into the same registry (ours) or a direct pull from the upstream (Distribution); serving process's CPU: ours (or the Distribution proxy) through the cache, the upstream for direct pulls; over a link: the same cold pulls with both ours and the direct pull reaching the upstream through a TCP relay in regbench that paces each direction to that rate, all connections sharing it (the client reaches ours on loopback)"
   "$REGBENCH" pullthrough --registry "$REGISTRY" --distribution "$(command -v docker-registry)" \
     --upstream 127.0.0.1:22401 --upstream-pid "$PID_UP" --work "$WORK" --port 22402 \
-    --iterations $PROXY_ITER --clk-tck "$(getconf CLK_TCK)" \
+    --iterations $PROXY_ITER --clk-tck "$(getconf CLK_TCK)" --link-mbit "$LINK_MBIT" \
     --title "cache=ours, through the cache" --title "reference=reference (direct; warm: local in ours)" \
     --title "dist-cache=Distribution 2.8.2 as a proxy" --title "dist-direct=direct from the upstream" \
     --out "$OUT" --json "${OUT%.md}-pullthrough.json"

@@ -36,7 +36,9 @@ pub struct ProxyConfig {
     #[serde(default)]
     pub upstreams: Vec<UpstreamConfig>,
     /// Folder for blobs being filled (local disk); each process works in a sub-folder of its own
-    /// and removes those of processes that are gone. Default: the system's temporary folder.
+    /// and removes those of processes that are gone. Default: the filesystem storage's hidden
+    /// scratch folder (fills then move into storage by a rename), else the system's temporary
+    /// folder.
     pub spool_dir: Option<PathBuf>,
     /// Most bytes the cached content may take; garbage collection evicts the least recently
     /// pulled cached content above it. None: no limit.

@@ -1,19 +1,27 @@
 //! Single-flight blob fills. The first request for an uncached blob starts one fill: a task that
 //! streams the upstream's bytes into a spool file on local disk while hashing them, verifies the
-//! digest, then stores the blob through the registry's verified, atomic upload path. One client
+//! digest, then hands the spool file to the store ([`Store::blob_put_verified`]), which commits it
+//! through the registry's atomic upload path: on the filesystem backend, with the spool folder in
+//! its scratch folder (the default), by renaming the file into staging, with no second read,
+//! hash or copy of the bytes; elsewhere by streaming it through the verified upload. One client
 //! (normally the one whose request started the fill) gets the upstream's chunks themselves as
 //! they arrive, through a channel bounded in bytes: no copy and no read of the spool file. When
 //! that client falls behind by more than the bound for longer than a short total wait, or goes
 //! away, the fill stops feeding it and it reads on from the spool file. Every other client reads
-//! the spool file as it grows (memory stays bounded: a read buffer per client). The last byte is
+//! the spool file as it grows (memory stays bounded: a read buffer per client), through one
+//! handle the fill keeps open, so a reader that starts after the file was moved into storage
+//! reads the same bytes. The last byte is
 //! released only once the digest is verified, so no client ever receives a complete body with
 //! the wrong content. The fill runs in its own task, so
 //! clients that disconnect do not stop it; a fill that fails leaves nothing in storage and the
-//! next request starts a new one.
+//! next request starts a new one. A process killed mid-fill leaves at most its spool folder
+//! (removed by the next start, see `spool_folder`) or a staged upload no client can reach
+//! (purged like any other): nothing partial is ever visible.
 
 use std::collections::HashMap;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -77,8 +85,10 @@ pub(crate) struct FillState {
 #[derive(Debug)]
 pub(crate) struct Fill {
     pub(crate) state: watch::Receiver<FillState>,
-    /// The spool file; removed when the last reader and the fill are done with it.
-    path: tempfile::TempPath,
+    /// The spool file, open for reading: readers `pread` through it, whether the file is still
+    /// in the spool folder or already moved into storage (or removed); closed with the last
+    /// reader.
+    file: Arc<std::fs::File>,
     /// The upstream's chunks as they arrive, for the first client that takes them.
     feed: Mutex<Option<mpsc::Receiver<FeedChunk>>>,
 }
@@ -114,10 +124,13 @@ impl Fills {
         if let Some(f) = map.get(&key) {
             return Ok(f.clone());
         }
+        // Mode 0666 less the umask, as the storage's own files get: the file may become a blob.
         let file = tempfile::Builder::new()
             .prefix("fill-")
+            .permissions(std::fs::Permissions::from_mode(0o666))
             .tempfile_in(&job.spool)?;
         let (file, path) = file.into_parts();
+        let read = Arc::new(file.try_clone()?);
         let (tx, rx) = watch::channel(FillState::default());
         let (feed_tx, feed_rx) = mpsc::channel(FEED_CHUNKS);
         let feed = FeedTx {
@@ -127,7 +140,7 @@ impl Fills {
         };
         let fill = Arc::new(Fill {
             state: rx,
-            path,
+            file: read,
             feed: Mutex::new(Some(feed_rx)),
         });
         map.insert(key.clone(), fill.clone());
@@ -137,7 +150,7 @@ impl Fills {
             let started = Instant::now();
             let (upstream, local, digest) =
                 (job.upstream.clone(), job.local.clone(), job.digest.clone());
-            let res = run(job, file, &keep.path, &tx, feed).await;
+            let res = run(job, file, path, &tx, feed).await;
             match &res {
                 Ok(Some(size)) => {
                     upstream.metrics.fills.fetch_add(1, Relaxed);
@@ -174,7 +187,7 @@ impl Fills {
 async fn run(
     job: FillJob,
     file: std::fs::File,
-    path: &Path,
+    path: tempfile::TempPath,
     tx: &watch::Sender<FillState>,
     feed: FeedTx,
 ) -> Result<Option<u64>> {
@@ -204,7 +217,6 @@ async fn run(
     tx.send_modify(|s| s.size = size);
     let hasher = Hasher::new(job.digest.algorithm());
     let (written, hasher) = spool(&job, resp, size, file, tx, hasher, feed).await?;
-    let io_err = |e: io::Error| ProxyError::from(storage::Error::backend("proxy spool file", e));
     let actual = hasher.finish();
     if actual != job.digest {
         return Err(ProxyError::DigestMismatch {
@@ -217,14 +229,16 @@ async fn run(
         s.size = Some(written);
         s.verified = true;
     });
-    // Store it through the registry's upload path, which hashes again as it writes and commits
-    // atomically: a crash here leaves only a staged upload that garbage collection purges.
-    let reader = tokio::fs::File::open(path).await.map_err(io_err)?;
-    let stream = tokio_util::io::ReaderStream::with_capacity(reader, READ_CHUNK).boxed();
+    // The spool file holds exactly the `written` bytes just hashed to the digest, and nothing
+    // writes to it any more (the writer's handle is closed; readers only `pread`): the store's
+    // trust contract. It
+    // commits atomically; a crash here leaves only a staged upload that garbage collection
+    // purges. Dropping `path` afterwards removes the file if the store copied it instead.
     job.registry.cache_mark_repo(&job.local).await?;
     job.registry
-        .blob_put(&job.local, &job.digest, Some(written), stream)
+        .blob_put_verified(&job.local, &job.digest, &path, written)
         .await?;
+    drop(path);
     Ok(Some(written))
 }
 
@@ -348,7 +362,8 @@ async fn spool(
     if let Some(s) = size.filter(|s| *s != written) {
         return Err(up.invalid(format!("blob body ended after {written} of {s} bytes")));
     }
-    let (_, hasher) = sink.expect("sink returned");
+    let (file, hasher) = sink.expect("sink returned");
+    drop(file);
     Ok((written, hasher))
 }
 
@@ -391,7 +406,6 @@ struct Reader {
     /// The upstream's chunks, while this reader is the fed client (the spool file after).
     feed: Option<mpsc::Receiver<FeedChunk>>,
     rx: watch::Receiver<FillState>,
-    file: Option<Arc<std::fs::File>>,
     /// Next byte to send, and the end of the requested range (exclusive).
     offset: u64,
     end: u64,
@@ -416,23 +430,17 @@ impl Reader {
     }
 
     /// Reads up to `avail` (at most [`READ_CHUNK`]) from the spool file in one blocking call,
-    /// opening it on first use.
+    /// through the fill's open handle.
     async fn read(&mut self, avail: u64) -> io::Result<Bytes> {
         let n = ((avail.min(self.end) - self.offset) as usize).min(READ_CHUNK);
-        let (file, path, offset) = (self.file.clone(), self.fill.path.to_path_buf(), self.offset);
-        let (file, buf) = tokio::task::spawn_blocking(move || {
-            use std::os::unix::fs::FileExt;
-            let file = match file {
-                Some(f) => f,
-                None => Arc::new(std::fs::File::open(path)?),
-            };
+        let (file, offset) = (self.fill.file.clone(), self.offset);
+        let buf = tokio::task::spawn_blocking(move || {
             let mut buf = vec![0; n];
             file.read_exact_at(&mut buf, offset)?;
-            io::Result::Ok((file, buf))
+            io::Result::Ok(buf)
         })
         .await
         .map_err(io::Error::other)??;
-        self.file = Some(file);
         self.offset += n as u64;
         Ok(Bytes::from(buf))
     }
@@ -497,7 +505,6 @@ pub(crate) fn stream(
         rx: fill.state.clone(),
         feed: feed.filter(|_| whole),
         fill,
-        file: None,
         offset: range.start,
         end: range.end.min(size),
         size,
@@ -514,24 +521,63 @@ pub(crate) fn stream(
     .boxed()
 }
 
-/// A spool folder of this process's own under `base`, after removing those of processes that
-/// are gone (a killed registry leaves its partial fills there; they were never visible).
+/// A spool folder of this process's own under `base`, after removing those that processes
+/// that are gone left behind (a killed registry leaves its partial fills there; they were never
+/// visible). The folder is named after the host and the process id, because `base` may be in
+/// storage shared by replicas on several hosts (the default: the filesystem backend's scratch
+/// folder): a folder of this host is removed when its process is gone (or is this one, from an
+/// earlier life of the same pid), a folder of another host only when nothing in it changed for
+/// [`SPOOL_ABANDONED`] (that host's replica is gone, or it would have removed it at its start).
 pub(crate) fn spool_folder(base: &std::path::Path) -> std::io::Result<PathBuf> {
     const PREFIX: &str = "registry-proxy-fills-";
     std::fs::create_dir_all(base)?;
+    let host = host_name();
+    let own_pid = std::process::id();
     for entry in std::fs::read_dir(base)?.flatten() {
         let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(PREFIX)) else {
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(PREFIX)) else {
             continue;
         };
-        let alive = pid.parse::<u32>().is_ok_and(|p| {
-            p == std::process::id() || std::path::Path::new(&format!("/proc/{p}")).exists()
-        });
-        if !alive || pid.parse::<u32>() == Ok(std::process::id()) {
+        // `<host>-<pid>`, or `<pid>` as named before hosts were part of the name.
+        let (h, pid) = rest.rsplit_once('-').unwrap_or((host.as_str(), rest));
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        let remove = if h == host {
+            pid == own_pid || !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        } else {
+            newest_change(&entry.path())
+                .is_some_and(|t| t.elapsed().unwrap_or_default() > SPOOL_ABANDONED)
+        };
+        if remove {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
-    let own = base.join(format!("{PREFIX}{}", std::process::id()));
+    let own = base.join(format!("{PREFIX}{host}-{own_pid}"));
     std::fs::create_dir_all(&own)?;
     Ok(own)
+}
+
+/// How long a spool folder of another host stays untouched before it counts as abandoned.
+const SPOOL_ABANDONED: Duration = Duration::from_secs(24 * 3600);
+
+/// This host's name as a file name component (`localhost` when unknown).
+fn host_name() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let unsafe_char = |c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '-');
+    match raw.trim() {
+        "" => "localhost".to_owned(),
+        name => name.replace(unsafe_char, "_"),
+    }
+}
+
+/// The latest modification time of the folder `dir` and the files in it.
+fn newest_change(dir: &std::path::Path) -> Option<std::time::SystemTime> {
+    let mut newest = std::fs::metadata(dir).and_then(|m| m.modified()).ok()?;
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        if let Ok(t) = e.metadata().and_then(|m| m.modified()) {
+            newest = newest.max(t);
+        }
+    }
+    Some(newest)
 }

@@ -68,9 +68,14 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// A cache over `registry` for the configured upstreams. Empties the spool folder.
+    /// A cache over `registry` for the configured upstreams. Empties the spool folder: under
+    /// `spool_dir` when configured, else in the storage's scratch folder when it has one (the
+    /// filesystem backend: a filled blob then moves into storage by a rename, see [`fill`]),
+    /// else in the system's temporary folder.
     pub fn new(cfg: &ProxyConfig, registry: Arc<Store>) -> std::io::Result<Self> {
-        let base = cfg.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let base = (cfg.spool_dir.clone())
+            .or_else(|| registry.scratch_dir())
+            .unwrap_or_else(std::env::temp_dir);
         cfg.check()?;
         let spool = fill::spool_folder(&base)?;
         let mut upstreams = Vec::new();

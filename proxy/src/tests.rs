@@ -537,3 +537,90 @@ async fn a_first_client_that_stalls_or_leaves_does_not_hold_up_the_fill() {
     );
     assert_eq!(e.up.blob_gets.load(SeqCst), 2, "one upstream GET per blob");
 }
+
+#[tokio::test]
+async fn by_default_fills_spool_in_the_storage_scratch_folder_and_move_into_storage() {
+    use std::os::unix::fs::MetadataExt;
+    let e = env(300).await;
+    let port = e.up.port.load(SeqCst);
+    let mut u = UpstreamConfig::new("upstream.test:5000", format!("http://127.0.0.1:{port}"));
+    u.first_byte_timeout = 1;
+    let cfg = ProxyConfig {
+        upstreams: vec![u],
+        spool_dir: None,
+        max_cache_bytes: None,
+    };
+    let p = Proxy::new(&cfg, e.registry.clone()).unwrap();
+    let scratch = e.registry.scratch_dir().unwrap();
+    assert!(
+        p.spool.starts_with(&scratch) && scratch.starts_with(e._dir.path().join("data")),
+        "{} not in {}",
+        p.spool.display(),
+        scratch.display()
+    );
+    let route = p.route(&name("a/b"), Some("upstream.test:5000")).unwrap();
+    let (data, d) = big_blob(&e.up, 251);
+    // Two clients of one fill: the first takes the upstream's chunks, the second reads the
+    // spool file, but only after the fill moved it into storage.
+    let BlobSource::Filling { size, fill: first } = p.blob(&route, &d).await.unwrap() else {
+        panic!("expected a fill in progress")
+    };
+    let BlobSource::Filling { fill: second, .. } = p.blob(&route, &d).await.unwrap() else {
+        panic!("expected the same fill")
+    };
+    let got: Vec<Bytes> = first.stream(0..size, size).try_collect().await.unwrap();
+    assert!(got.concat() == data, "the first client got other bytes");
+    assert!(stored(&e, &route, &d).await);
+    assert_eq!(e.up.blob_gets.load(SeqCst), 1, "one upstream GET");
+    let late: Vec<Bytes> = second.stream(1000..size, size).try_collect().await.unwrap();
+    assert!(
+        late.concat() == data[1000..],
+        "the late reader got other bytes"
+    );
+    // The spool file became the blob (one inode, moved), and nothing is left in the spool.
+    let stored_file = e.registry.blob_file(&d).await.unwrap().unwrap();
+    assert_eq!(stored_file.metadata().unwrap().len(), size);
+    assert_eq!(std::fs::read_dir(&p.spool).unwrap().count(), 0);
+    assert_eq!(stored_file.metadata().unwrap().nlink(), 1);
+    // Storage lists nothing of the scratch folder.
+    let keys = e.registry.backend().list("").await.unwrap();
+    assert!(keys.iter().all(|m| !m.key.contains("scratch")), "{keys:?}");
+}
+
+#[test]
+fn spool_folders_of_gone_processes_are_removed_and_other_hosts_live_ones_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let host = host.trim();
+    let folder = |n: &str| {
+        let f = base.join(format!("registry-proxy-fills-{n}"));
+        std::fs::create_dir_all(&f).unwrap();
+        std::fs::write(f.join("fill-x"), b"partial").unwrap();
+        f
+    };
+    // A pid no process has (above the kernel's pid limit), on this host and in the old naming.
+    let dead = folder(&format!("{host}-4294967294"));
+    let old_naming = folder("4294967294");
+    let parent = folder(&format!("{host}-{}", std::os::unix::process::parent_id()));
+    let other_live = folder("elsewhere-1");
+    let other_gone = folder("gone-host-1");
+    let long_ago = std::time::SystemTime::now() - Duration::from_secs(3 * 24 * 3600);
+    for f in [other_gone.join("fill-x"), other_gone.clone()] {
+        std::fs::File::open(&f)
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+    }
+    let own = fill::spool_folder(base).unwrap();
+    assert_eq!(
+        own,
+        base.join(format!(
+            "registry-proxy-fills-{host}-{}",
+            std::process::id()
+        ))
+    );
+    assert!(own.is_dir());
+    assert!(!dead.exists() && !old_naming.exists() && !other_gone.exists());
+    assert!(parent.exists() && other_live.exists());
+}

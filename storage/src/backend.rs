@@ -20,10 +20,14 @@
 //! - `stage_commit` makes the staged bytes visible at `key` atomically and removes the stage; if
 //!   `key` exists already it is kept (content-addressed keys hold the same bytes) and refreshed so a
 //!   garbage collector's grace period starts again.
+//! - `stage_adopt` either takes a local file whole as a new stage (by rename, the caller's path
+//!   gone) and returns true, or changes nothing and returns false; `scratch_dir`, when a backend
+//!   has one, is a local folder that listings, `stage_list` and every other key never show.
 
 use std::fmt::Debug;
 use std::io;
 use std::ops::Range;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -138,4 +142,26 @@ pub trait Backend: Send + Sync + Debug + 'static {
 
     /// Staged upload ids with the time each was last appended to.
     async fn stage_list(&self) -> Result<Vec<(String, SystemTime)>>;
+
+    /// Takes the local file at `path` as the staged bytes of a new upload `id` (one that has no
+    /// stage yet), without copying them: true when the backend keeps staged bytes in local
+    /// files and could move the file there (a rename on the same filesystem; the file is gone
+    /// from `path`), false when it cannot (another kind of backend, another filesystem): then
+    /// nothing changed and the caller stores the bytes another way. The stage is then committed
+    /// or deleted like any other ([`Backend::stage_commit`], [`Backend::stage_delete`]); it has
+    /// no service state, so until then it is an upload no client can reach, purged with the
+    /// others when left behind.
+    async fn stage_adopt(&self, id: &str, path: &Path) -> Result<bool> {
+        let _ = (id, path);
+        Ok(false)
+    }
+
+    /// A local folder on the filesystem that holds the staged uploads, for files meant for
+    /// [`Backend::stage_adopt`] (a rename within one filesystem, no copy); the caller creates
+    /// it when missing. Its name starts with `.`, so no listing, `stage_list` or key ever
+    /// reaches into it: it belongs to whoever writes there, and the backend never deletes
+    /// anything in it. `None` for backends without local files.
+    fn scratch_dir(&self) -> Option<PathBuf> {
+        None
+    }
 }

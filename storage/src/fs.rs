@@ -3,7 +3,9 @@
 //! Atomicity comes from `rename(2)`: every object is written to a hidden temporary file in its
 //! destination folder and renamed into place, so a reader (or a restart after SIGKILL) sees the
 //! old object, the new one, or none, never part of one. Leftover temporary files are invisible to
-//! listings and are garbage.
+//! listings and are garbage. So is the scratch folder `.scratch/` under the root (see
+//! [`Backend::scratch_dir`]): files written there on the same filesystem become staged uploads by
+//! a rename ([`Backend::stage_adopt`]), and the backend neither lists nor deletes what is in it.
 //!
 //! With `sync` on, file data is fsync'd before the rename and the folder after it, so an
 //! acknowledged write also survives a power cut. Upload sessions are the exception: their staged
@@ -35,6 +37,9 @@ const WRITE_BATCH: usize = 512 * 1024;
 const STAGED_DATA: &str = "data";
 /// Prefix of temporary files; never a valid key component.
 const TMP_PREFIX: &str = ".tmp.";
+/// The scratch folder under the root (see [`Backend::scratch_dir`]); hidden like temporary
+/// files, so no listing and no key reaches into it.
+const SCRATCH: &str = ".scratch";
 
 /// Storage in a local folder.
 #[derive(Debug, Clone)]
@@ -498,6 +503,30 @@ impl Backend for FsBackend {
         self.sync_dir(self.path(key).parent().expect("folder"))
             .await?;
         self.stage_delete(id).await
+    }
+
+    async fn stage_adopt(&self, id: &str, path: &Path) -> Result<bool> {
+        let (dir, dest, src) = (self.stage_dir(id), self.stage_data(id), path.to_owned());
+        let res = tokio::task::spawn_blocking(move || -> io::Result<bool> {
+            std::fs::create_dir_all(&dir)?;
+            match std::fs::rename(&src, &dest) {
+                Ok(()) => Ok(true),
+                Err(e) => {
+                    let _ = std::fs::remove_dir(&dir);
+                    match e.kind() {
+                        io::ErrorKind::CrossesDevices => Ok(false),
+                        _ => Err(e),
+                    }
+                }
+            }
+        })
+        .await
+        .map_err(|e| Error::backend("adopt upload", e))?;
+        res.map_err(|e| io_err(format!("adopt {} as upload {id}", path.display()), e))
+    }
+
+    fn scratch_dir(&self) -> Option<PathBuf> {
+        Some(self.root.join(SCRATCH))
     }
 
     async fn stage_delete(&self, id: &str) -> Result<()> {

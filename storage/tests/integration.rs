@@ -457,6 +457,7 @@ on_every_backend!(
     stage_append_rewinds,
     stage_commit_publishes_len,
     stage_commit_keeps_existing,
+    stage_adopt_takes_or_leaves,
     stage_delete_is_idempotent,
     stage_list_ids,
     registry_chunked_upload,

@@ -246,6 +246,18 @@ impl Store {
                 actual,
             });
         }
+        self.commit_staged(repo, id, digest, len).await
+    }
+
+    /// Publishes the first `len` bytes of staged upload `id`, which hash to `digest`, as that
+    /// blob in `repo`: the event first, then the backend's atomic commit, then the link.
+    async fn commit_staged(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        digest: &Digest,
+        len: u64,
+    ) -> Result<()> {
         let _gc = self.gc_lock.read().await;
         let event = crate::outbox::Change::BlobPush {
             repo,
@@ -285,6 +297,50 @@ impl Store {
         res
     }
 
+    /// Stores a blob that the caller has already received into the local file `path` (`len`
+    /// bytes) and hashed to `digest` itself, without reading it again where the backend can
+    /// take the file as it is ([`Backend::stage_adopt`](crate::Backend::stage_adopt): a rename
+    /// into staging on the same filesystem, see [`Self::scratch_dir`]); it is then committed
+    /// like every upload: the event recorded, the bytes synced and published atomically, the link
+    /// written, so a crash at any point leaves the blob whole or absent (an adopted stage left
+    /// behind has no session state, no client can reach it, and purging removes it). Where the
+    /// backend cannot take the file it is streamed through [`Self::blob_put`], which hashes it
+    /// again. `Ok` means the file is gone from `path` or was copied: the caller removes it either
+    /// way.
+    ///
+    /// The trust contract: the caller hashed exactly the `len` bytes now in the file with
+    /// `digest`'s algorithm and got `digest`, and nothing writes to the file any more. The store
+    /// does not check this when it adopts the file (that is the point); a caller that cannot
+    /// promise it uses [`Self::blob_put`].
+    pub async fn blob_put_verified(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        path: &std::path::Path,
+        len: u64,
+    ) -> Result<u64> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        if !self.backend.stage_adopt(&id, path).await? {
+            let file = tokio::fs::File::open(path)
+                .await
+                .map_err(|e| Error::backend(format!("open {}", path.display()), e))?;
+            let stream = tokio_util::io::ReaderStream::with_capacity(file, 1024 * 1024).boxed();
+            return self.blob_put(repo, digest, Some(len), stream).await;
+        }
+        let res = self.commit_staged(repo, &id, digest, len).await;
+        if res.is_err() {
+            let _ = self.backend.stage_delete(&id).await;
+        }
+        res.map(|()| len)
+    }
+
+    /// A local folder where files meant for [`Self::blob_put_verified`] are taken without a copy
+    /// (see [`Backend::scratch_dir`](crate::Backend::scratch_dir)); `None` when the backend
+    /// keeps no local files.
+    pub fn scratch_dir(&self) -> Option<std::path::PathBuf> {
+        self.backend.scratch_dir()
+    }
+
     /// Cancels a session and drops its bytes.
     pub async fn upload_cancel(&self, repo: &RepoName, id: &str) -> Result<()> {
         let lock = self.upload_lock(id);
@@ -310,12 +366,177 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::Backend;
     use crate::fs::FsBackend;
     use crate::store::Options;
     use futures::StreamExt;
 
     fn body(data: &'static [u8]) -> ByteStream {
         futures::stream::iter(vec![Ok(Bytes::from_static(data))]).boxed()
+    }
+
+    /// A file of `data` in `folder` and its digest.
+    fn local_file(folder: &std::path::Path, data: &[u8]) -> (std::path::PathBuf, Digest) {
+        std::fs::create_dir_all(folder).unwrap();
+        let path = folder.join(format!("fill-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::write(&path, data).unwrap();
+        (path, crate::hash::digest_of(Algorithm::Sha256, data))
+    }
+
+    async fn read_blob(reg: &Store, digest: &Digest) -> Vec<u8> {
+        let parts: Vec<Bytes> = reg
+            .blob_read(digest, None)
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        parts.concat()
+    }
+
+    #[tokio::test]
+    async fn a_verified_file_in_the_scratch_folder_becomes_the_blob_by_a_rename() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Arc::new(FsBackend::new(dir.path(), true).unwrap());
+        let outbox = Arc::new(crate::outbox::Outbox::new(backend.clone()));
+        let reg = Store::new(backend.clone(), Options::default()).with_outbox(outbox.clone());
+        let repo: RepoName = "cache/img".parse().unwrap();
+        let data = vec![7u8; 3 * 1024 * 1024 + 5];
+        let scratch = reg
+            .scratch_dir()
+            .expect("the filesystem has a scratch folder");
+        let (path, digest) = local_file(&scratch.join("spool"), &data);
+        let inode = std::fs::metadata(&path).unwrap().ino();
+
+        let n = reg
+            .blob_put_verified(&repo, &digest, &path, data.len() as u64)
+            .await
+            .unwrap();
+
+        assert_eq!(n, data.len() as u64);
+        assert!(!path.exists(), "the file moved out of the scratch folder");
+        assert_eq!(reg.blob_size(&repo, &digest).await.unwrap(), n);
+        assert_eq!(read_blob(&reg, &digest).await, data);
+        let stored = dir.path().join(layout::blob(&digest));
+        assert_eq!(
+            std::fs::metadata(&stored).unwrap().ino(),
+            inode,
+            "moved, not copied"
+        );
+        // Committed like an upload: the event, and no stage left.
+        let events = outbox.pending().await.unwrap();
+        assert_eq!(events.len(), 1);
+        let rec = outbox.load(&events[0]).await.unwrap().unwrap();
+        assert_eq!(rec.digest.as_deref(), Some(digest.to_string().as_str()));
+        assert_eq!(rec.size, Some(n));
+        assert_eq!(rec.repository, "cache/img");
+        assert!(backend.stage_list().await.unwrap().is_empty());
+        assert!(std::fs::read_dir(scratch.join("spool"))
+            .unwrap()
+            .next()
+            .is_none());
+        // Again for a blob stored already: kept, the file dropped.
+        let (again, _) = local_file(&scratch.join("spool"), &data);
+        reg.blob_put_verified(&repo, &digest, &again, data.len() as u64)
+            .await
+            .unwrap();
+        assert!(!again.exists());
+        assert_eq!(read_blob(&reg, &digest).await, data);
+        assert!(backend.stage_list().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn what_a_crash_before_the_commit_leaves_is_invisible_and_purged() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Arc::new(FsBackend::new(dir.path(), true).unwrap());
+        let reg = Store::new(backend.clone(), Options::default());
+        let repo: RepoName = "cache/img".parse().unwrap();
+        let scratch = reg.scratch_dir().unwrap();
+        // Killed mid-fill: a partial spool file; killed between adoption and commit: a stage.
+        let (partial, _) = local_file(&scratch.join("spool"), b"part of a blob");
+        let (whole, digest) = local_file(&scratch.join("spool"), b"all of a blob");
+        assert!(backend.stage_adopt("crashed", &whole).await.unwrap());
+
+        assert!(matches!(
+            reg.blob_size(&repo, &digest).await,
+            Err(Error::BlobUnknown(_))
+        ));
+        assert!(matches!(
+            reg.blob_read(&digest, None).await.err(),
+            Some(Error::BlobUnknown(_))
+        ));
+        assert!(matches!(
+            reg.upload_status(&repo, "crashed").await,
+            Err(Error::UploadUnknown)
+        ));
+        assert!(backend.list("").await.unwrap().is_empty());
+        assert_eq!(reg.purge_uploads(Duration::ZERO).await.unwrap(), 1);
+        assert!(backend.stage_list().await.unwrap().is_empty());
+        assert!(
+            partial.exists(),
+            "the scratch folder is its writer's to clean"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_backend_that_cannot_take_the_file_gets_its_bytes_verified_again() {
+        let spool = tempfile::tempdir().unwrap();
+        let reg = Store::new(
+            Arc::new(crate::object::ObjectBackend::memory()),
+            Options::default(),
+        );
+        assert!(reg.scratch_dir().is_none());
+        let repo: RepoName = "cache/img".parse().unwrap();
+        let data = vec![3u8; 2 * 1024 * 1024 + 1];
+        let (path, digest) = local_file(spool.path(), &data);
+        let n = reg
+            .blob_put_verified(&repo, &digest, &path, data.len() as u64)
+            .await
+            .unwrap();
+        assert_eq!(n, data.len() as u64);
+        assert_eq!(read_blob(&reg, &digest).await, data);
+        assert!(path.exists(), "copied: the caller removes its file");
+        // Streamed through blob_put, so a file that does not match its digest is refused.
+        let (wrong, _) = local_file(spool.path(), b"other bytes");
+        let e = reg
+            .blob_put_verified(
+                &repo,
+                &crate::hash::digest_of(Algorithm::Sha256, b"x"),
+                &wrong,
+                11,
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::DigestMismatch { .. }), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn a_file_on_another_filesystem_is_copied() {
+        let shm = std::path::Path::new("/dev/shm");
+        let dir = tempfile::tempdir().unwrap();
+        let Ok(spool) = tempfile::tempdir_in(shm) else {
+            eprintln!("SKIP: no /dev/shm to stand for another filesystem");
+            return;
+        };
+        use std::os::unix::fs::MetadataExt;
+        if std::fs::metadata(shm).unwrap().dev() == std::fs::metadata(dir.path()).unwrap().dev() {
+            eprintln!("SKIP: /dev/shm is on the storage's filesystem here");
+            return;
+        }
+        let backend = Arc::new(FsBackend::new(dir.path(), false).unwrap());
+        let reg = Store::new(backend.clone(), Options::default());
+        let repo: RepoName = "cache/img".parse().unwrap();
+        let (path, digest) = local_file(spool.path(), b"bytes across filesystems");
+        // EXDEV: the backend declines, leaving the file, and the store copies it.
+        assert!(!backend.stage_adopt("x", &path).await.unwrap());
+        assert!(path.exists());
+        assert!(backend.stage_list().await.unwrap().is_empty());
+        reg.blob_put_verified(&repo, &digest, &path, 24)
+            .await
+            .unwrap();
+        assert_eq!(read_blob(&reg, &digest).await, b"bytes across filesystems");
+        assert!(path.exists());
     }
 
     #[test]

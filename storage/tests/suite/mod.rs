@@ -395,6 +395,56 @@ pub async fn stage_commit_publishes_len(b: B) {
     assert!(matches!(b.head("blobs/c8").await, Err(Error::NotFound(_))));
 }
 
+/// `stage_adopt` takes a local file whole as a stage (and it commits like any other), or leaves
+/// it untouched and says so; the scratch folder, where a backend has one, stays out of every
+/// listing.
+pub async fn stage_adopt_takes_or_leaves(b: B) {
+    let elsewhere = tempfile::tempdir().unwrap();
+    let folder = match b.scratch_dir() {
+        Some(d) => d.join("suite"),
+        None => elsewhere.path().to_owned(),
+    };
+    std::fs::create_dir_all(&folder).unwrap();
+    let data = pattern(3 * unit(&b) / 2 + 7, 21);
+    let path = folder.join("file");
+    std::fs::write(&path, &data).unwrap();
+    let adopted = b.stage_adopt("adopted", &path).await.unwrap();
+    // Backends with a scratch folder take files from it; the others never take any.
+    assert_eq!(adopted, b.scratch_dir().is_some(), "{}", b.kind());
+    assert!(
+        b.list("").await.unwrap().is_empty(),
+        "scratch folder listed"
+    );
+    assert!(b
+        .list_dir("")
+        .await
+        .unwrap()
+        .iter()
+        .all(|n| !n.starts_with('.')));
+    if !adopted {
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            data,
+            "a file not adopted is left as it was"
+        );
+        assert!(b.stage_list().await.unwrap().is_empty());
+        return;
+    }
+    assert!(!path.exists(), "an adopted file moves");
+    assert_eq!(staged_ids(&b).await, ["adopted"]);
+    assert_eq!(staged(&b, "adopted", data.len() as u64).await, data);
+    b.stage_commit("adopted", data.len() as u64, "blobs/adopted")
+        .await
+        .unwrap();
+    assert_eq!(read(&b, "blobs/adopted").await, data);
+    assert!(b.stage_list().await.unwrap().is_empty());
+    // What is left in the scratch folder is the writer's: not listed, not purged, not deleted.
+    std::fs::write(folder.join("left"), b"x").unwrap();
+    assert_eq!(keys(&b.list("").await.unwrap()), ["blobs/adopted"]);
+    assert!(b.stage_list().await.unwrap().is_empty());
+    assert!(folder.join("left").exists());
+}
+
 pub async fn stage_commit_keeps_existing(b: B) {
     let before = put_a_tick_ago(&b, "blobs/same", b"same bytes").await;
     b.stage_append("e", 0, body(b"same bytes", 3))
