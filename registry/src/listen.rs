@@ -55,10 +55,13 @@ impl Limits {
 /// The hyper connection builder both listeners use.
 pub fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
+    // HTTP/1 keeps hyper's limit of 100 request headers (more get 431): with that default the
+    // header index is parsed on the stack, while any `max_headers` setting allocates it (4 KiB
+    // for 128) on every request, and an allocation of that size also makes glibc's malloc
+    // consolidate its free lists each time.
     b.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_headers(128);
+        .header_read_timeout(limits.header_read_timeout);
     // Larger HTTP/2 flow-control windows than the 64 KiB defaults: blob uploads and downloads
     // would otherwise stall on window updates.
     b.http2()
