@@ -125,6 +125,12 @@ pub async fn admit(State(permits): State<Arc<Semaphore>>, req: Request, next: Ne
     next.run(req).await
 }
 
+/// Whether the log filter lets access lines through now (`--log-level warn` does not): the
+/// access log and what only it reads (the identity on the answer) are skipped otherwise.
+pub fn access_logged() -> bool {
+    tracing::enabled!(target: crate::distribution::access_line::TARGET, tracing::Level::INFO)
+}
+
 /// Writes one `info` line per request under the target `registry::access`: method, endpoint,
 /// repository, reference, status, bytes of the answer, duration to the answer's head and the
 /// client's address (as the JSON log format's fields too). With access control on, `identity`
@@ -132,6 +138,9 @@ pub async fn admit(State(permits): State<Arc<Semaphore>>, req: Request, next: Ne
 /// subject, or `anonymous`; absent when its credentials were refused), as the auth layer left it
 /// on the answer. Off with `access_log = false`.
 pub async fn access_log(req: Request, next: Next) -> Response {
+    if !access_logged() {
+        return next.run(req).await;
+    }
     let started = Instant::now();
     let method = req.method().clone();
     let route = req.extensions().get::<Route>();

@@ -47,7 +47,7 @@ fn needs(ep: &Endpoint) -> Option<(&RepoName, Action)> {
 /// `axum::middleware::from_fn_with_state(auth, layer)` inside the layer that classifies the
 /// request (it reads the [`Route`]). The caller's [`Identity`](super::rules::Identity) is left on the request (for the
 /// events' `actor`) and on the answer (for the access log), refusals included once the caller is
-/// known.
+/// known; on the answer only while access lines are logged.
 pub async fn layer(State(auth): State<Arc<Auth>>, req: Request, next: Next) -> Response {
     let ip = source_ip(&req);
     let (mut parts, body) = req.into_parts();
@@ -61,7 +61,9 @@ pub async fn layer(State(auth): State<Arc<Auth>>, req: Request, next: Next) -> R
     let id = caller.identity();
     parts.extensions.insert(id.clone());
     let mut resp = check(&auth, &caller, parts, body, next).await;
-    resp.extensions_mut().insert(id);
+    if crate::layers::access_logged() {
+        resp.extensions_mut().insert(id);
+    }
     resp
 }
 
