@@ -23,7 +23,7 @@
 # BENCHMARKS.md), and writes the table to target/bench-results.md (and .json).
 # Full run: about 10 minutes on 2 cores (--auth and --proxy add about 3); --quick with every
 # section: about 5 minutes. Traffic goes to 127.0.0.1 only, on ports 16100-16199 (--main),
-# 22100-22299 (--s3, --tls), 22301-22305 (--auth) and 22401-22403 (--proxy; its link relay
+# 22100-22299 (--s3, --tls), 22301-22306 (--auth) and 22401-22403 (--proxy; its link relay
 # takes an ephemeral port).
 # Every server started here is stopped on exit.
 set -euo pipefail
@@ -335,7 +335,7 @@ if [ $SEC_AUTH = 1 ]; then
   phase "access control: no auth vs a bearer token vs Basic credentials on every request"
   AUTH_ROUNDS=$([ -n "$QUICK" ] && echo 3 || echo 5)
   mkdir -p "$WORK/auth" "$WORK/auth-open" "$WORK/auth-bearer" "$WORK/auth-basic" \
-    "$WORK/auth-dist" "$WORK/auth-dist-htpasswd"
+    "$WORK/auth-dist" "$WORK/auth-dist-htpasswd" "$WORK/auth-open-header"
   AUTH_PW="regbench-$RANDOM$RANDOM$RANDOM"
   htpasswd -B -b -c "$WORK/auth/htpasswd" bench "$AUTH_PW" >/dev/null 2>&1
   # The per-namespace setup of the README, with the benchmark's user granted bench/**: the rules
@@ -357,6 +357,8 @@ TOML
   start_ours auth-basic --config "$WORK/auth/registry.toml" --listen 127.0.0.1:22303 \
     --storage "$WORK/auth-basic"
   PID_BASIC=$LAST_PID
+  start_ours auth-open-header --listen 127.0.0.1:22306 --storage "$WORK/auth-open-header"
+  PID_OPEN_HDR=$LAST_PID
   env -u AWS_CA_BUNDLE docker-registry serve "$(dist_config 22304 "$WORK/auth-dist")" \
     >"$WORK/auth-dist.log" 2>&1 &
   PID_ADIST=$!; PIDS+=("$PID_ADIST")
@@ -375,20 +377,32 @@ TOML
     kill -0 "$PID_ADIST_H" 2>/dev/null || { echo "auth-dist-htpasswd exited" >&2; exit 1; }
     sleep 0.1
   done
+  wait_ready "http://127.0.0.1:22306/readyz" "$PID_OPEN_HDR" auth-open-header
+  # The length of the token regbench will get (the scopes of benches/src/auth.rs's REPOS), for
+  # the column that carries an ignored header of that length to a server without access control.
+  SCOPES=""
+  for r in big chunked load small tags mixed; do SCOPES="$SCOPES&scope=repository:bench/$r:pull,push"; done
+  TOKEN_LEN=$(curl -sf -u "bench:$AUTH_PW" "http://127.0.0.1:22302/token?service=registry$SCOPES" |
+    python3 -c 'import json, sys; print(len(json.load(sys.stdin)["token"]))') || {
+    echo "GET /token on the bearer server failed" >&2
+    exit 1
+  }
   sleep 1
   section "Access control: cost per request (median of $AUTH_ROUNDS rounds, the servers' order alternating)" \
-    "every column is its own server process on fresh storage; \"ours, bearer token\" and \"ours, Basic\" run with an [auth] section (htpasswd with a bcrypt entry, three rules, anonymous refused: checked before each scenario); the bearer token comes from GET /token with Basic credentials once per scenario, outside the timed part, and goes with every request; \"Basic\" sends the user and password with every request; Distribution's htpasswd column sends Basic credentials with every request"
+    "every column is its own server process on fresh storage; \"ours, bearer token\" and \"ours, Basic\" run with an [auth] section (htpasswd with a bcrypt entry, three rules, anonymous refused: checked before each scenario); the bearer token comes from GET /token with Basic credentials once per scenario, outside the timed part, and goes with every request; \"Basic\" sends the user and password with every request; Distribution's htpasswd column sends Basic credentials with every request; \"ours, no auth, ignored header\" is a server without access control sent a dummy bearer header as long as the token ($TOKEN_LEN characters) with every request: what carrying the token costs alone"
   "$REGBENCH" run --quick --rounds $AUTH_ROUNDS --only GetManifest,HeadBlob \
     --clk-tck "$(getconf CLK_TCK)" \
     --server "open=127.0.0.1:22301,$PID_OPEN" \
     --server "bearer=127.0.0.1:22302,$PID_BEARER,auth=bearer:bench:$AUTH_PW" \
+    --server "open-header=127.0.0.1:22306,$PID_OPEN_HDR,auth=ignored:$TOKEN_LEN" \
     --server "basic=127.0.0.1:22303,$PID_BASIC,auth=basic:bench:$AUTH_PW" \
     --server "dist=127.0.0.1:22304,$PID_ADIST" \
     --server "dist-htpasswd=127.0.0.1:22305,$PID_ADIST_H,auth=basic:bench:$AUTH_PW" \
     --title "open=ours, no auth" --title "bearer=ours, bearer token" \
+    --title "open-header=ours, no auth, ignored header" \
     --title "basic=ours, Basic" --title "dist=Distribution 2.8.2, no auth" \
     --title "dist-htpasswd=Distribution 2.8.2, htpasswd (Basic)" \
-    --ratio bearer/open --ratio basic/open --ratio dist-htpasswd/dist \
+    --ratio bearer/open --ratio open-header/open --ratio basic/open --ratio dist-htpasswd/dist \
     --out "$OUT" --json "${OUT%.md}-auth.json"
 fi
 

@@ -1,6 +1,6 @@
 //! `regbench`: load benchmarks of OCI registries, side by side (see BENCHMARKS.md).
 //!
-//! - `regbench run --server NAME=ADDR[+ADDR...],PID[+PID...][,push-only|blob-pushes-only][,tls=http1|h2][,auth=basic|bearer:USER:PASS] ...` runs
+//! - `regbench run --server NAME=ADDR[+ADDR...],PID[+PID...][,push-only|blob-pushes-only][,tls=http1|h2][,auth=basic|bearer:USER:PASS|ignored:LENGTH] ...` runs
 //!   every scenario against each already-running server (several addresses: replicas taken in
 //!   turn per request) and writes a Markdown table.
 //! - `regbench startup ...` measures start-to-ready time of a server command.
@@ -55,7 +55,7 @@ struct Cli {
 enum Cmd {
     /// Run the scenarios against running servers.
     Run {
-        /// NAME=ADDR[+ADDR...],PID[+PID...][,push-only|blob-pushes-only][,tls=http1|h2][,auth=basic|bearer:USER:PASS]; several addresses are
+        /// NAME=ADDR[+ADDR...],PID[+PID...][,push-only|blob-pushes-only][,tls=http1|h2][,auth=basic|bearer:USER:PASS|ignored:LENGTH]; several addresses are
         /// replicas taken in turn per request. The ratio column is the first server over the second.
         #[arg(long = "server", required = true)]
         servers: Vec<String>,
@@ -166,14 +166,15 @@ enum Cmd {
     },
 }
 
-/// `NAME=ADDR[+ADDR...],PID[+PID...][,push-only|blob-pushes-only][,tls=http1|tls=h2][,auth=basic|bearer:USER:PASS]`: several addresses are
+/// `NAME=ADDR[+ADDR...],PID[+PID...][,push-only|blob-pushes-only][,tls=http1|tls=h2][,auth=basic|bearer:USER:PASS|ignored:LENGTH]`: several addresses are
 /// replicas taken in turn per request; `tls=` speaks HTTPS with that ALPN, trusting `ca`; `auth=`
-/// sends Basic credentials, or a bearer token got from `GET /token` with them, on every request.
+/// sends Basic credentials, or a bearer token got from `GET /token` with them, on every request;
+/// `auth=ignored:LENGTH` a dummy bearer header of that length to a server without access control.
 fn parse_server(s: &str, ca: Option<&str>) -> Result<Server> {
     let (name, rest) = s.split_once('=').context("--server NAME=ADDR,PID")?;
     let parts: Vec<&str> = rest.split(',').collect();
     if parts.len() < 2 {
-        bail!("--server {s}: expected NAME=ADDR[+ADDR...],PID[+PID...][,push-only|blob-pushes-only][,tls=http1|h2][,auth=basic|bearer:USER:PASS]");
+        bail!("--server {s}: expected NAME=ADDR[+ADDR...],PID[+PID...][,push-only|blob-pushes-only][,tls=http1|h2][,auth=basic|bearer:USER:PASS|ignored:LENGTH]");
     }
     let addrs = parts[0]
         .split('+')
