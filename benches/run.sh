@@ -7,7 +7,8 @@
 # Sections: --main (ours vs Distribution, below), --s3 (push/pull through the S3 backend on
 # s3s-fs, one replica vs three replicas on one bucket with requests spread round robin), --tls
 # (push/pull over plain HTTP, HTTPS with HTTP/1.1 and HTTPS with HTTP/2), --auth (GET manifest
-# and HEAD blob with no auth, with a bearer token and with Basic credentials on every request),
+# and HEAD blob with no auth, with a bearer token, with an ignored header of the token's length
+# and with Basic credentials on every request),
 # --proxy (an image pulled through the pull-through cache, cold and warm, beside direct and local
 # pulls, and through Distribution as a proxy; then cold pulls through the cache and direct with
 # the upstream reached over an emulated link of --link-mbit Mbit/s, default 1000, 0 for none).
@@ -47,7 +48,7 @@ while [ $# -gt 0 ]; do
     --auth) SEC_AUTH=1 ;;
     --proxy) SEC_PROXY=1 ;;
     --link-mbit) LINK_MBIT="$2"; shift ;;
-    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
   shift
