@@ -22,7 +22,7 @@ use std::time::Instant;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::{from_fn, from_fn_with_state, Next};
 use axum::response::{IntoResponse, Response};
-use axum::Router;
+use axum::routing::MethodRouter;
 use tokio::sync::Semaphore;
 use tower::util::BoxCloneSyncService;
 use tower::ServiceBuilder;
@@ -34,11 +34,11 @@ use crate::endpoint::{Endpoint, Route};
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics::METRICS;
 
-/// The `/v2/` API as one service: `api` (its routes, state applied) inside the layers above;
+/// The `/v2/` API as one service: `api` (the handler, state applied) inside the layers above;
 /// access control only with `auth`, the access log only when on, the request context only with
-/// events. The layers wrap the router once, not each of its routes, so a request clones the
-/// stack once (one allocation) instead of once per layer.
-pub fn around_api(api: Router, config: &Config, auth: Option<Arc<Auth>>) -> ApiService {
+/// events. The layers wrap the handler once, not each route of a router, so a request clones
+/// the stack once (one allocation) instead of once per layer.
+pub fn around_api(api: MethodRouter, config: &Config, auth: Option<Arc<Auth>>) -> ApiService {
     let permits = Arc::new(Semaphore::new(config.max_concurrent_requests));
     let events = config.events.active().next().is_some();
     let stack = ServiceBuilder::new()

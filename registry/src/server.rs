@@ -52,11 +52,8 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// on the `/v2/` routes and `GET /token`.
 pub fn app(state: Arc<AppState>, auth: Option<Arc<crate::auth::Auth>>) -> Router {
     let extras = Arc::new(state.config.distribution.clone());
-    let api = Router::new()
-        .route("/v2", any(dispatch))
-        .route("/v2/", any(dispatch))
-        .route("/v2/{*rest}", any(dispatch))
-        .with_state(state.clone());
+    // The outer router matches the `/v2` paths; inside the layers the handler is called directly.
+    let api = any(dispatch).with_state(state.clone());
     let api = crate::layers::around_api(api, &state.config, auth.clone());
     let mut root = Router::new()
         .route_service("/v2", api.clone())
